@@ -1,0 +1,36 @@
+//! The per-record path in process: decode + validate + lateness + dedup + bin update + fact
+//! capture, i.e. `Engine::process`, on generated records. Commits (RocksDB) are not included:
+//! they are measured end to end by scripts/bench-e2e. Run: cargo bench --bench state_update
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use safetel::config::Config;
+use safetel::engine::{Engine, RestoredState, SourceRecord};
+use safetel::generator::{Generator, GeneratorConfig};
+use safetel::metrics::Metrics;
+
+fn bench(c: &mut Criterion) {
+    let config = GeneratorConfig { vehicles: 200, days: 7, ..GeneratorConfig::default() };
+    let records: Vec<Vec<u8>> = Generator::new(config).unwrap().map(|r| r.bytes).collect();
+    let stream = Config::default_config().stream;
+    let mut group = c.benchmark_group("engine");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("process_decode_and_state_update", |b| {
+        b.iter_batched(
+            || Engine::new(stream.clone(), RestoredState::default(), Metrics::new()),
+            |mut engine| {
+                for (offset, bytes) in records.iter().enumerate() {
+                    let record =
+                        SourceRecord { partition: 0, offset: offset as i64, key: None, payload: bytes, timestamp_ms: None };
+                    let _ = black_box(engine.process(&record));
+                }
+                engine
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,133 @@
+//! `safetel generate`: the simulator's records to Kafka or to an Avro container file.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::codec;
+use crate::config::Config;
+use crate::generator::{GeneratedRecord, Generator, GeneratorConfig};
+use crate::kafka::RecordProducer;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Generator settings (TOML, keys of `GeneratorConfig`); flags below override them.
+    #[arg(long)]
+    fleet: Option<PathBuf>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    vehicles: Option<usize>,
+    #[arg(long)]
+    days: Option<u32>,
+    /// First day, YYYY-MM-DD.
+    #[arg(long)]
+    start_date: Option<String>,
+    /// Shares of records to disturb.
+    #[arg(long)]
+    out_of_order: Option<f64>,
+    #[arg(long)]
+    late: Option<f64>,
+    #[arg(long)]
+    duplicate: Option<f64>,
+    #[arg(long)]
+    corrupt: Option<f64>,
+    /// Send to the events topic of the configured Kafka cluster.
+    #[arg(long, conflicts_with = "output")]
+    kafka: bool,
+    /// Write an Avro object container file instead.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Where to write the ground truth (injected regressions, faults).
+    #[arg(long, default_value = "truth.json")]
+    truth: PathBuf,
+}
+
+impl Args {
+    /// The generator settings: file, then flags.
+    pub fn generator_config(&self) -> anyhow::Result<GeneratorConfig> {
+        let mut config = match &self.fleet {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => GeneratorConfig::default(),
+        };
+        macro_rules! set {
+            ($($flag:ident => $($field:ident).+),* $(,)?) => {$(
+                if let Some(value) = self.$flag.clone() { config.$($field).+ = value; }
+            )*};
+        }
+        set!(seed => seed, vehicles => vehicles, days => days, start_date => start_date,
+            out_of_order => faults.out_of_order, late => faults.late,
+            duplicate => faults.duplicate, corrupt => faults.corrupt);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
+    let fleet = args.generator_config()?;
+    let mut generator = Generator::new(fleet.clone())?;
+    let progress = ProgressBar::new(u64::from(fleet.days)).with_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} days, {per_sec} ({eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_message("generating");
+    let mut sent = 0u64;
+    let mut tick = |generator: &Generator| progress.set_position(u64::from(generator.days_done()));
+    if args.kafka {
+        let producer = RecordProducer::new(config, &config.kafka.events_topic)?;
+        while let Some(record) = generator.next() {
+            producer.send(record.key.as_bytes(), &record.bytes)?;
+            sent += 1;
+            tick(&generator);
+        }
+        producer.flush(Duration::from_secs(120))?;
+    } else if let Some(path) = &args.output {
+        if fleet.faults.corrupt > 0.0 {
+            bail!("corrupt records cannot be stored in an Avro container file; send them with --kafka");
+        }
+        sent = write_container(path, &mut generator, &mut tick)?;
+    } else {
+        bail!("say where the records go: --kafka or --output FILE");
+    }
+    progress.finish_and_clear();
+    let truth = generator.truth();
+    std::fs::write(&args.truth, serde_json::to_vec_pretty(&truth)?)
+        .with_context(|| format!("writing {}", args.truth.display()))?;
+    eprintln!(
+        "generated {sent} records for {} vehicles over {} days; {} injected regressions; truth in {}",
+        fleet.vehicles,
+        fleet.days,
+        truth.regressions.len(),
+        args.truth.display()
+    );
+    Ok(())
+}
+
+/// Writes the records as an Avro object container file with the current schema.
+fn write_container(
+    path: &PathBuf,
+    records: &mut Generator,
+    tick: &mut dyn FnMut(&Generator),
+) -> anyhow::Result<u64> {
+    let schema = codec::parse_schema(codec::SchemaId::CURRENT_TELEMETRY);
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = apache_avro::Writer::new(&schema, BufWriter::new(file));
+    let mut count = 0;
+    while let Some(GeneratedRecord { bytes, .. }) = records.next() {
+        let mut datum = &bytes[codec::HEADER_LEN..];
+        let value = apache_avro::from_avro_datum(&schema, &mut datum, None)?;
+        writer.append(value)?;
+        count += 1;
+        tick(records);
+    }
+    writer.flush()?;
+    Ok(count)
+}

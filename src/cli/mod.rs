@@ -1,0 +1,73 @@
+//! Command-line entry: parses flags, loads config, sets up logging, and hands off to one module
+//! per subcommand. The only place that uses `anyhow`.
+
+mod demo;
+mod generate;
+mod inspect;
+mod run;
+mod topics;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "safetel", version, about = "Streaming safety-telemetry processor for vehicle fleets")]
+struct Cli {
+    /// Configuration file (TOML); defaults built in. SAFETEL_<SECTION>__<KEY> variables override it.
+    #[arg(long, global = true, env = "SAFETEL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a fleet: telemetry to Kafka or an Avro file, ground truth to JSON.
+    Generate(generate::Args),
+    /// Process telemetry from Kafka: state in RocksDB, bad records to the DLQ, API and metrics.
+    Run,
+    /// The whole pipeline in process, no broker: a generated fleet through the engine.
+    Demo(demo::Args),
+    /// Manage the Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        action: topics::Action,
+    },
+    /// Print the state store as canonical JSON (the process must not be running on it).
+    Inspect(inspect::Args),
+    /// Print the effective configuration, secrets redacted.
+    Config,
+}
+
+/// Runs the command line; the binary's `main` calls this.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    init_logging(&config);
+    match cli.command {
+        Command::Generate(args) => generate::execute(&config, args),
+        Command::Run => run::execute(&config),
+        Command::Demo(args) => demo::execute(&config, args),
+        Command::Topics { action } => topics::execute(&config, action),
+        Command::Inspect(args) => inspect::execute(args),
+        Command::Config => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,106 @@
+//! `safetel run`: Kafka in, RocksDB state, DLQ out, HTTP API; one shutdown order.
+//!
+//! The pipeline runs on its own thread (blocking librdkafka and RocksDB calls); the tokio runtime
+//! serves HTTP and waits for signals. First SIGINT/SIGTERM: stop consuming, flush the DLQ, write
+//! the last commit, exit within `state.shutdown_deadline_ms`. A second signal exits at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::runner::{self, CommitPolicy, StatusBoard};
+use crate::http::{self, AppState};
+use crate::kafka::{KafkaDeadLetters, KafkaSource};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub fn execute(config: &Config) -> anyhow::Result<()> {
+    info!(config = %config.redacted_toml(), "starting safetel run");
+    let store = Store::open(&config.state.dir)?;
+    let restored = store.restore().context("restoring state")?;
+    let positions = restored.partitions.iter().map(|(p, s)| (*p, s.next_offset)).collect();
+    info!(vehicles = restored.vehicles.len(), ?positions, "state restored");
+    let metrics = Metrics::new();
+    let engine = Engine::new(config.stream.clone(), restored, metrics.clone());
+    let source = KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
+    let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
+    let status = Arc::new(StatusBoard::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let app = AppState { vehicles: engine.vehicles(), metrics: metrics.clone(), status: Arc::clone(&status) };
+    let policy = CommitPolicy {
+        interval: Duration::from_millis(config.state.commit_interval_ms),
+        max_records: config.state.commit_max_records,
+    };
+
+    let pipeline = {
+        let (shutdown, status) = (Arc::clone(&shutdown), Arc::clone(&status));
+        std::thread::Builder::new().name("pipeline".into()).spawn(move || {
+            let (mut engine, mut source, mut dlq, mut store) = (engine, source, dlq, store);
+            runner::run(&mut engine, &mut source, &mut dlq, &mut store, policy, &shutdown, &status)
+        })?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let deadline = Duration::from_millis(config.state.shutdown_deadline_ms);
+    let listen = config.http.listen.clone();
+    let outcome = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+        info!(address = %listener.local_addr()?, "serving API and metrics");
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(http::serve(listener, app, async {
+            let _ = http_stopped.await;
+        }));
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let finished = tokio::task::spawn_blocking(move || pipeline.join());
+        tokio::pin!(finished);
+        let result = tokio::select! {
+            joined = &mut finished => joined,
+            _ = term.recv() => stop(&shutdown, &mut finished, deadline, &mut term, &mut interrupt).await?,
+            _ = interrupt.recv() => stop(&shutdown, &mut finished, deadline, &mut term, &mut interrupt).await?,
+        };
+        let _ = stop_http.send(());
+        let _ = server.await;
+        match result {
+            Ok(Ok(summary)) => {
+                info!(?summary, "pipeline stopped cleanly");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "pipeline failed");
+                Err(anyhow::Error::new(e))
+            }
+            Err(_) => bail!("pipeline thread panicked"),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}
+
+type Joined = Result<std::thread::Result<Result<runner::RunSummary, runner::RunError>>, tokio::task::JoinError>;
+
+/// After the first signal: ask the pipeline to stop and wait for it, within the deadline; a
+/// second signal exits at once.
+async fn stop(
+    shutdown: &AtomicBool,
+    finished: &mut std::pin::Pin<&mut tokio::task::JoinHandle<std::thread::Result<Result<runner::RunSummary, runner::RunError>>>>,
+    deadline: Duration,
+    term: &mut tokio::signal::unix::Signal,
+    interrupt: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<std::thread::Result<Result<runner::RunSummary, runner::RunError>>> {
+    info!("shutdown requested: draining, flushing and committing");
+    shutdown.store(true, Ordering::Relaxed);
+    let joined: Joined = tokio::select! {
+        joined = finished.as_mut() => joined,
+        _ = tokio::time::sleep(deadline) => bail!("shutdown did not finish within {deadline:?}"),
+        _ = term.recv() => { warn!("second signal: exiting now"); std::process::exit(130) }
+        _ = interrupt.recv() => { warn!("second signal: exiting now"); std::process::exit(130) }
+    };
+    joined.context("joining pipeline")
+}

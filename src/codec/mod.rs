@@ -1,0 +1,145 @@
+//! Avro encoding of telemetry records with the Confluent wire framing.
+//!
+//! Owns the bytes on the topics: `[0x00][schema id: u32 BE][Avro binary datum]`. Without a schema
+//! registry the ids are fixed by the project ([`SchemaId`]). Records written with the current
+//! schema take a hand-written zero-copy fast path; records written with an older schema are
+//! resolved against the current reader schema by the `apache-avro` crate. Decoding never panics:
+//! every malformed input is a [`DecodeError`]. No IO here.
+
+mod binary;
+mod resolve;
+mod telemetry;
+
+use crate::model::TelemetryEvent;
+
+pub use binary::{Reader, write_bool, write_double, write_long, write_string};
+
+/// The Confluent wire format's magic byte.
+pub const MAGIC: u8 = 0;
+/// Bytes before the Avro datum: magic byte and schema id.
+pub const HEADER_LEN: usize = 5;
+
+/// Schema ids fixed by the project (what a registry would assign), one per schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemaId {
+    /// `schemas/telemetry_event.v1.avsc`: the first published TelemetryEvent.
+    TelemetryEventV1 = 1,
+    /// `schemas/telemetry_event.avsc`: the current TelemetryEvent.
+    TelemetryEventV2 = 2,
+    /// `schemas/regression_alert.avsc`.
+    RegressionAlertV1 = 3,
+}
+
+impl SchemaId {
+    pub const CURRENT_TELEMETRY: SchemaId = SchemaId::TelemetryEventV2;
+
+    pub fn from_u32(id: u32) -> Option<Self> {
+        match id {
+            1 => Some(SchemaId::TelemetryEventV1),
+            2 => Some(SchemaId::TelemetryEventV2),
+            3 => Some(SchemaId::RegressionAlertV1),
+            _ => None,
+        }
+    }
+
+    /// The schema's JSON text, as committed under `schemas/`.
+    pub fn schema_json(self) -> &'static str {
+        match self {
+            SchemaId::TelemetryEventV1 => include_str!("../../schemas/telemetry_event.v1.avsc"),
+            SchemaId::TelemetryEventV2 => include_str!("../../schemas/telemetry_event.avsc"),
+            SchemaId::RegressionAlertV1 => include_str!("../../schemas/regression_alert.avsc"),
+        }
+    }
+}
+
+/// Why bytes are not a telemetry record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("record is {0} bytes, shorter than the 5-byte Confluent header")]
+    MissingHeader(usize),
+    #[error("magic byte is {0:#04x}, expected 0x00 (Confluent framing)")]
+    BadMagic(u8),
+    #[error("schema id {0} is not a known TelemetryEvent schema")]
+    UnknownSchemaId(u32),
+    #[error("datum ends early, at byte {0}")]
+    Truncated(usize),
+    #[error("variable-length integer at byte {0} is longer than 10 bytes")]
+    VarintOverflow(usize),
+    #[error("negative length {len} at byte {at}")]
+    NegativeLength { len: i64, at: usize },
+    #[error("string at byte {0} is not valid UTF-8")]
+    InvalidUtf8(usize),
+    #[error("{name} index {index} is out of range")]
+    BadIndex { name: &'static str, index: i64 },
+    #[error("boolean byte {0:#04x} is neither 0 nor 1")]
+    BadBool(u8),
+    #[error("{0} bytes left over after the datum")]
+    TrailingBytes(usize),
+    #[error("schema resolution failed: {0}")]
+    Resolution(String),
+}
+
+impl DecodeError {
+    /// The DLQ reason: `schema` for framing and schema-id problems, `decode` for a bad datum.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::MissingHeader(_) | DecodeError::BadMagic(_) | DecodeError::UnknownSchemaId(_) => {
+                "schema"
+            }
+            _ => "decode",
+        }
+    }
+}
+
+/// Decodes one framed record. The result borrows strings from `bytes` when the writer schema is
+/// the current one.
+pub fn decode(bytes: &[u8]) -> Result<TelemetryEvent<'_>, DecodeError> {
+    let (schema, datum) = split_header(bytes)?;
+    match schema {
+        SchemaId::TelemetryEventV2 => telemetry::decode_current(datum),
+        SchemaId::TelemetryEventV1 => resolve::decode_older(schema, datum),
+        SchemaId::RegressionAlertV1 => Err(DecodeError::UnknownSchemaId(schema as u32)),
+    }
+}
+
+/// Splits the Confluent header from the datum.
+pub fn split_header(bytes: &[u8]) -> Result<(SchemaId, &[u8]), DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::MissingHeader(bytes.len()));
+    }
+    if bytes[0] != MAGIC {
+        return Err(DecodeError::BadMagic(bytes[0]));
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let schema = SchemaId::from_u32(id).ok_or(DecodeError::UnknownSchemaId(id))?;
+    Ok((schema, &bytes[HEADER_LEN..]))
+}
+
+/// Appends the Confluent header for `schema`.
+pub fn write_header(schema: SchemaId, out: &mut Vec<u8>) {
+    out.push(MAGIC);
+    out.extend_from_slice(&(schema as u32).to_be_bytes());
+}
+
+/// Encodes an event with the current schema, framed, appending to `out`.
+pub fn encode(event: &TelemetryEvent<'_>, out: &mut Vec<u8>) {
+    write_header(SchemaId::CURRENT_TELEMETRY, out);
+    telemetry::encode_current(event, out);
+}
+
+/// Encodes an event into a new buffer.
+pub fn encode_to_vec(event: &TelemetryEvent<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    encode(event, &mut out);
+    out
+}
+
+/// Parses a committed schema; they are compile-time constants, so failure is a bug.
+pub fn parse_schema(schema: SchemaId) -> apache_avro::Schema {
+    apache_avro::Schema::parse_str(schema.schema_json())
+        .unwrap_or_else(|e| panic!("committed schema {schema:?} does not parse: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! The slow path: a datum written with an older TelemetryEvent schema, resolved against the
+//! current reader schema by `apache-avro` (Avro's schema-resolution rules: defaults for added
+//! fields, enum symbols by name), then converted to the model.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+
+use super::{DecodeError, SchemaId, parse_schema};
+use crate::model::{
+    DrivingMode, EventType, ModeTransition, Payload, RoadType, SafetyEvent, Severity, TelemetryEvent,
+    TransitionReason, TripSummary, Weather,
+};
+
+/// The most `apache-avro` may allocate for one datum; a corrupt length prefix must not be able to
+/// ask for more.
+const MAX_ALLOCATION_BYTES: usize = 4 << 20;
+
+struct Schemas {
+    reader: Schema,
+    writers: HashMap<u32, Schema>,
+}
+
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        apache_avro::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+        let writers = [SchemaId::TelemetryEventV1]
+            .into_iter()
+            .map(|id| (id as u32, parse_schema(id)))
+            .collect();
+        Schemas { reader: parse_schema(SchemaId::CURRENT_TELEMETRY), writers }
+    })
+}
+
+pub(super) fn decode_older(writer: SchemaId, datum: &[u8]) -> Result<TelemetryEvent<'static>, DecodeError> {
+    let schemas = schemas();
+    let writer_schema = schemas
+        .writers
+        .get(&(writer as u32))
+        .ok_or(DecodeError::UnknownSchemaId(writer as u32))?;
+    let mut cursor = datum;
+    let value = apache_avro::from_avro_datum(writer_schema, &mut cursor, Some(&schemas.reader))
+        .map_err(|e| DecodeError::Resolution(e.to_string()))?;
+    if !cursor.is_empty() {
+        return Err(DecodeError::TrailingBytes(cursor.len()));
+    }
+    event_from_value(value)
+}
+
+fn resolution(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Resolution(msg.into())
+}
+
+/// Fields of a resolved record, by name.
+struct Fields(HashMap<String, Value>);
+
+impl Fields {
+    fn of(value: Value) -> Result<Self, DecodeError> {
+        match value {
+            Value::Record(fields) => Ok(Fields(fields.into_iter().collect())),
+            other => Err(resolution(format!("expected a record, got {other:?}"))),
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Result<Value, DecodeError> {
+        self.0.remove(name).ok_or_else(|| resolution(format!("field `{name}` missing")))
+    }
+
+    fn string(&mut self, name: &str) -> Result<Cow<'static, str>, DecodeError> {
+        match self.take(name)? {
+            Value::String(s) => Ok(Cow::Owned(s)),
+            other => Err(resolution(format!("field `{name}`: expected a string, got {other:?}"))),
+        }
+    }
+
+    fn long(&mut self, name: &str) -> Result<i64, DecodeError> {
+        match self.take(name)? {
+            Value::Long(v) | Value::TimestampMillis(v) => Ok(v),
+            Value::Int(v) => Ok(v.into()),
+            other => Err(resolution(format!("field `{name}`: expected a long, got {other:?}"))),
+        }
+    }
+
+    fn double(&mut self, name: &str) -> Result<f64, DecodeError> {
+        match self.take(name)? {
+            Value::Double(v) => Ok(v),
+            Value::Float(v) => Ok(v.into()),
+            other => Err(resolution(format!("field `{name}`: expected a double, got {other:?}"))),
+        }
+    }
+
+    fn boolean(&mut self, name: &str) -> Result<bool, DecodeError> {
+        match self.take(name)? {
+            Value::Boolean(v) => Ok(v),
+            other => Err(resolution(format!("field `{name}`: expected a boolean, got {other:?}"))),
+        }
+    }
+
+    fn symbol<T>(&mut self, name: &str, parse: fn(&str) -> Option<T>) -> Result<T, DecodeError> {
+        match self.take(name)? {
+            Value::Enum(_, symbol) => {
+                parse(&symbol).ok_or_else(|| resolution(format!("field `{name}`: unknown symbol {symbol}")))
+            }
+            other => Err(resolution(format!("field `{name}`: expected an enum, got {other:?}"))),
+        }
+    }
+}
+
+fn event_from_value(value: Value) -> Result<TelemetryEvent<'static>, DecodeError> {
+    let mut top = Fields::of(value)?;
+    let vehicle_id = top.string("vehicle_id")?;
+    let event_time_ms = top.long("event_time")?;
+    let (branch, inner) = match top.take("payload")? {
+        Value::Union(branch, inner) => (branch, *inner),
+        other => return Err(resolution(format!("payload: expected a union, got {other:?}"))),
+    };
+    let mut f = Fields::of(inner)?;
+    let payload = match branch {
+        0 => Payload::Trip(TripSummary {
+            trip_id: f.string("trip_id")?,
+            driver_id: f.string("driver_id")?,
+            start_time_ms: f.long("start_time")?,
+            end_time_ms: f.long("end_time")?,
+            distance_km: f.double("distance_km")?,
+            duration_s: f.double("duration_s")?,
+            mode: f.symbol("mode", DrivingMode::from_symbol)?,
+            road_type: f.symbol("road_type", RoadType::from_symbol)?,
+            weather: f.symbol("weather", Weather::from_symbol)?,
+            night: f.boolean("night")?,
+            firmware_version: f.string("firmware_version")?,
+            vehicle_model: f.string("vehicle_model")?,
+        }),
+        1 => Payload::Safety(SafetyEvent {
+            event_id: f.string("event_id")?,
+            trip_id: f.string("trip_id")?,
+            event_type: f.symbol("event_type", EventType::from_symbol)?,
+            severity: f.symbol("severity", Severity::from_symbol)?,
+            speed_kph: f.double("speed_kph")?,
+        }),
+        2 => Payload::Mode(ModeTransition {
+            transition_id: f.string("transition_id")?,
+            trip_id: f.string("trip_id")?,
+            from_mode: f.symbol("from_mode", DrivingMode::from_symbol)?,
+            to_mode: f.symbol("to_mode", DrivingMode::from_symbol)?,
+            reason: f.symbol("reason", TransitionReason::from_symbol)?,
+        }),
+        other => return Err(DecodeError::BadIndex { name: "payload union", index: other.into() }),
+    };
+    Ok(TelemetryEvent { vehicle_id, event_time_ms, payload })
+}

@@ -1,0 +1,281 @@
+//! Configuration: a TOML file, then `SAFETEL_<SECTION>__<KEY>` environment overrides, validated once.
+//!
+//! Owns every tunable and its default. Unknown keys are errors that name the key; units are in the
+//! names. `kafka.properties` is passed to librdkafka as it is (security.protocol, sasl.*, ssl.*),
+//! and its values are never logged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default configuration file, also committed as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// Environment variables with this prefix and a `__` between section and key override the file.
+pub const ENV_PREFIX: &str = "SAFETEL_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub stream: StreamConfig,
+    pub state: StateConfig,
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub events_topic: String,
+    pub dlq_topic: String,
+    pub regressions_topic: String,
+    /// Partition counts used by `safetel topics create`.
+    pub events_partitions: i32,
+    pub dlq_partitions: i32,
+    pub regressions_partitions: i32,
+    pub replication_factor: i32,
+    /// Passed to librdkafka unchanged, for both consumer and producer.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Width of an event-time bin.
+    pub bin_width_s: i64,
+    /// Records whose event time is more than this behind the partition's watermark go to the DLQ.
+    pub allowed_lateness_s: i64,
+    /// Larger records go to the DLQ unread.
+    pub max_record_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// RocksDB directory.
+    pub dir: PathBuf,
+    /// State and source offsets are written together at most this far apart...
+    pub commit_interval_ms: u64,
+    /// ...or after this many records, whichever comes first.
+    pub commit_max_records: usize,
+    /// How long shutdown may take to drain, flush and commit before it gives up.
+    pub shutdown_deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the API and metrics server; loopback unless you mean otherwise.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing filter such as `info` or `safetel=debug`; `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_format() -> String {
+    "text".into()
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Why a configuration was refused; every variant names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads `path` (or the built-in default), applies `SAFETEL_*__*` overrides from `env`, and
+    /// validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+            None => DEFAULT_TOML.to_string(),
+        };
+        let mut table: toml::Table = toml::from_str(&text)?;
+        for (var, value) in env {
+            apply_env_override(&mut table, &var, &value)?;
+        }
+        let config: Config = table.try_into()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in default configuration.
+    pub fn default_config() -> Config {
+        Config::load(None, std::iter::empty()).expect("config/default.toml is valid")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        if self.stream.bin_width_s <= 0 {
+            return invalid("stream.bin_width_s", "must be positive");
+        }
+        if self.stream.allowed_lateness_s < 0 {
+            return invalid("stream.allowed_lateness_s", "must not be negative");
+        }
+        if self.stream.max_record_bytes < crate::codec::HEADER_LEN {
+            return invalid("stream.max_record_bytes", "must hold at least the 5-byte header");
+        }
+        if self.state.commit_interval_ms == 0 {
+            return invalid("state.commit_interval_ms", "must be positive");
+        }
+        if self.state.commit_max_records == 0 {
+            return invalid("state.commit_max_records", "must be positive");
+        }
+        for (field, n) in [
+            ("kafka.events_partitions", self.kafka.events_partitions),
+            ("kafka.dlq_partitions", self.kafka.dlq_partitions),
+            ("kafka.regressions_partitions", self.kafka.regressions_partitions),
+            ("kafka.replication_factor", self.kafka.replication_factor),
+        ] {
+            if n < 1 {
+                return invalid(field, "must be at least 1");
+            }
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return invalid("http.listen", "must be an address such as 127.0.0.1:9464");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format", "must be `text` or `json`");
+        }
+        Ok(())
+    }
+
+    /// librdkafka settings shared by every client: bootstrap servers plus the pass-through table.
+    pub fn client_properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![("bootstrap.servers".to_string(), self.kafka.bootstrap_servers.clone())];
+        props.extend(self.kafka.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+        props
+    }
+
+    /// The configuration as TOML with the values of librdkafka properties that may hold secrets
+    /// replaced, for logs and `safetel config`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        for (key, value) in shown.kafka.properties.iter_mut() {
+            if is_secret_property(key) {
+                *value = "<redacted>".into();
+            }
+        }
+        toml::to_string(&shown).unwrap_or_default()
+    }
+}
+
+/// Whether a librdkafka property may carry a secret (passwords, keys, tokens).
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "jaas"].iter().any(|word| key.contains(word))
+}
+
+/// `SAFETEL_STATE__COMMIT_INTERVAL_MS=500` sets `state.commit_interval_ms`;
+/// `SAFETEL_KAFKA__PROPERTIES__SASL_USERNAME=x` sets `kafka.properties."sasl.username"`.
+fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = var.strip_prefix(ENV_PREFIX) else { return Ok(()) };
+    if !rest.contains("__") {
+        return Ok(());
+    }
+    let env_err = |reason: &str| ConfigError::Env { var: var.to_string(), reason: reason.to_string() };
+    let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let (path, key) = match parts.as_slice() {
+        [section, key] => (vec![section.clone()], key.clone()),
+        [kafka, props, key] if kafka == "kafka" && props == "properties" => {
+            (vec![kafka.clone(), props.clone()], key.replace('_', "."))
+        }
+        _ => return Err(env_err("expected SAFETEL_<SECTION>__<KEY>")),
+    };
+    let mut node = table;
+    for name in &path {
+        node = node
+            .entry(name.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| env_err("does not name a section"))?;
+    }
+    let is_property = path.len() == 2;
+    let parsed = if is_property {
+        toml::Value::String(value.to_string())
+    } else if let Ok(v) = value.parse::<i64>() {
+        toml::Value::Integer(v)
+    } else if let Ok(v) = value.parse::<bool>() {
+        toml::Value::Boolean(v)
+    } else {
+        toml::Value::String(value.to_string())
+    };
+    node.insert(key, parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn default_config_is_valid_and_binds_loopback() {
+        let config = Config::default_config();
+        let addr: SocketAddr = config.http.listen.parse().unwrap();
+        assert!(addr.ip().is_loopback());
+        assert_eq!(config.stream.bin_width_s, 86_400);
+    }
+
+    #[test]
+    fn environment_overrides_file_values_and_properties() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("SAFETEL_STATE__COMMIT_INTERVAL_MS", "250"),
+                ("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", "broker:9093"),
+                ("SAFETEL_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2"),
+                ("SAFETEL_UNRELATED", "ignored: no section separator"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.state.commit_interval_ms, 250);
+        assert_eq!(config.kafka.bootstrap_servers, "broker:9093");
+        assert_eq!(config.kafka.properties["sasl.password"], "hunter2");
+        let shown = config.redacted_toml();
+        assert!(!shown.contains("hunter2"), "secrets are redacted: {shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_field() {
+        let err = Config::load(None, env(&[("SAFETEL_STATE__COMMIT_INTERVAL", "5")])).unwrap_err();
+        assert!(err.to_string().contains("commit_interval"), "{err}");
+        let err = Config::load(None, env(&[("SAFETEL_STREAM__BIN_WIDTH_S", "0")])).unwrap_err();
+        assert!(err.to_string().contains("stream.bin_width_s"), "{err}");
+        let err = Config::load(None, env(&[("SAFETEL_HTTP__LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("http.listen"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The engine's hot state and the delta it hands to the store at each commit point.
+//!
+//! Pure data: per-vehicle event-time bins, per-partition stream position (next offset, watermark,
+//! recently seen record ids). The store persists exactly what is here, keyed by partition.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::model::HazardClass;
+
+/// Counts and exposure of one vehicle in one event-time bin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BinStats {
+    pub trips: u64,
+    /// Exposure: milliseconds driven in trips that ended in this bin.
+    pub exposure_ms: u64,
+    /// All safety events, of any severity.
+    pub safety_events: u64,
+    pub critical: u64,
+    pub disengagements: u64,
+    pub mode_transitions: u64,
+}
+
+impl BinStats {
+    pub const ENCODED_LEN: usize = 48;
+
+    pub fn count(&self, class: HazardClass) -> u64 {
+        match class {
+            HazardClass::Critical => self.critical,
+            HazardClass::Disengagement => self.disengagements,
+        }
+    }
+
+    pub fn exposure_hours(&self) -> f64 {
+        self.exposure_ms as f64 / 3_600_000.0
+    }
+
+    pub fn add(&mut self, other: &BinStats) {
+        self.trips += other.trips;
+        self.exposure_ms += other.exposure_ms;
+        self.safety_events += other.safety_events;
+        self.critical += other.critical;
+        self.disengagements += other.disengagements;
+        self.mode_transitions += other.mode_transitions;
+    }
+
+    fn fields(&self) -> [u64; 6] {
+        [self.trips, self.exposure_ms, self.safety_events, self.critical, self.disengagements, self.mode_transitions]
+    }
+
+    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        for (chunk, value) in out.chunks_exact_mut(8).zip(self.fields()) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<BinStats> {
+        if bytes.len() != Self::ENCODED_LEN {
+            return None;
+        }
+        let v: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        Some(BinStats {
+            trips: v[0],
+            exposure_ms: v[1],
+            safety_events: v[2],
+            critical: v[3],
+            disengagements: v[4],
+            mode_transitions: v[5],
+        })
+    }
+}
+
+/// What the stream knows about one vehicle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VehicleState {
+    /// Source partition the vehicle's records arrive on (its state moves with it).
+    pub partition: i32,
+    pub meta: VehicleMeta,
+    /// Bin start (ms since epoch) -> stats.
+    pub bins: BTreeMap<i64, BinStats>,
+    /// Bins changed since the last commit.
+    #[serde(skip)]
+    pub dirty_bins: BTreeSet<i64>,
+}
+
+/// Slowly changing attributes, from the latest trip summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct VehicleMeta {
+    pub vehicle_model: String,
+    pub firmware_version: String,
+    pub last_event_time_ms: i64,
+}
+
+impl VehicleState {
+    pub fn totals(&self) -> BinStats {
+        let mut total = BinStats::default();
+        for stats in self.bins.values() {
+            total.add(stats);
+        }
+        total
+    }
+}
+
+/// A partition's position in the stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionState {
+    /// Offset of the next record to read.
+    pub next_offset: i64,
+    /// Largest event time accepted so far (`i64::MIN` before the first).
+    pub watermark_ms: i64,
+    /// Hashes of record ids accepted recently, with their event times: enough to drop duplicates
+    /// until a copy would be late anyway.
+    pub seen: HashMap<u64, i64>,
+}
+
+impl PartitionState {
+    pub fn new() -> Self {
+        PartitionState { next_offset: 0, watermark_ms: i64::MIN, seen: HashMap::new() }
+    }
+}
+
+/// One accepted record kept as a fact for the nightly job: its original bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    pub partition: i32,
+    pub vehicle_id: String,
+    pub event_time_ms: i64,
+    pub id_hash: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything that changed since the last commit point, written by the store in one batch.
+#[derive(Debug, Default)]
+pub struct StateDelta {
+    /// (partition, vehicle id, bin start, stats): new values of changed bins.
+    pub bins: Vec<(i32, String, i64, BinStats)>,
+    /// (partition, vehicle id, meta) of vehicles that changed.
+    pub vehicles: Vec<(i32, String, VehicleMeta)>,
+    pub facts: Vec<Fact>,
+    /// (partition, event time, id hash) of newly seen record ids.
+    pub seen_added: Vec<(i32, i64, u64)>,
+    /// (partition, cutoff): seen ids with event time below the cutoff are forgotten.
+    pub seen_pruned: Vec<(i32, i64)>,
+    /// (partition, next offset, watermark) of every partition that moved.
+    pub positions: Vec<(i32, i64, i64)>,
+}
+
+impl StateDelta {
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty() && self.bins.is_empty() && self.facts.is_empty()
+    }
+}
+
+/// 64-bit FNV-1a over the concatenated parts: a stable hash for record ids (persisted, so it must
+/// not change between builds). With ids unique per vehicle, a collision needs about 2^32 live ids.
+pub fn id_hash(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in parts.iter().flat_map(|part| part.iter()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}

@@ -1,0 +1,288 @@
+//! The simulated fleet: vehicles with their attributes and risks, and one day of their telemetry.
+//!
+//! Each (vehicle, day) draws from its own RNG stream seeded from (seed, vehicle, day), so a
+//! vehicle's data does not depend on fleet size or on what other options consume.
+
+use std::borrow::Cow;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Gamma, LogNormal, Poisson};
+
+use super::config::GeneratorConfig;
+use crate::model::*;
+
+pub const DAY_MS: i64 = 86_400_000;
+const MINUTE_MS: i64 = 60_000;
+
+/// A regression the generator injected: the ground truth `evaluate` scores against.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InjectedRegression {
+    /// `VEHICLE` or `COHORT`.
+    pub key_kind: String,
+    /// Vehicle id, or `firmware:<version>` for a cohort.
+    pub key: String,
+    pub hazard_class: HazardClass,
+    pub onset_ms: i64,
+    pub true_hr: f64,
+}
+
+/// A vehicle's fixed attributes and risks.
+#[derive(Debug, Clone)]
+pub struct Vehicle {
+    pub index: usize,
+    pub id: String,
+    pub model: String,
+    pub firmware: String,
+    pub drivers: u32,
+    /// Multiplies every hazard of this vehicle.
+    pub frailty: f64,
+    /// A fault of its own: (class, onset day, hazard ratio).
+    pub fault: Option<(HazardClass, u32, f64)>,
+    /// Gets the rolled-out firmware on the rollout day.
+    pub in_rollout: bool,
+}
+
+pub struct Fleet {
+    pub config: GeneratorConfig,
+    pub start_ms: i64,
+    pub vehicles: Vec<Vehicle>,
+    pub truth: Vec<InjectedRegression>,
+}
+
+fn stream_rng(seed: u64, a: u64, b: u64) -> StdRng {
+    // SplitMix-style mixing so neighbouring (vehicle, day) pairs get unrelated streams.
+    let mut x = seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    StdRng::seed_from_u64(x ^ (x >> 31))
+}
+
+impl Fleet {
+    pub fn new(config: GeneratorConfig, start_ms: i64) -> Fleet {
+        let mut rng = stream_rng(config.seed, u64::MAX, 0);
+        let frailty = LogNormal::new(0.0, config.vehicle_frailty_sd).expect("sd validated");
+        let r = &config.regressions;
+        let (third, two_thirds) = (config.days / 3, (2 * config.days / 3).max(config.days / 3 + 1));
+        let mut truth = Vec::new();
+        let vehicles: Vec<Vehicle> = (0..config.vehicles)
+            .map(|index| {
+                let id = format!("veh-{index:05}");
+                let fault = (rng.random::<f64>() < r.vehicle_fault_fraction).then(|| {
+                    let class =
+                        if rng.random::<f64>() < 0.7 { HazardClass::Critical } else { HazardClass::Disengagement };
+                    let day = rng.random_range(third..two_thirds);
+                    let hr = rng.random_range(r.vehicle_fault_hr_min..=r.vehicle_fault_hr_max);
+                    truth.push(InjectedRegression {
+                        key_kind: "VEHICLE".into(),
+                        key: id.clone(),
+                        hazard_class: class,
+                        onset_ms: start_ms + i64::from(day) * DAY_MS,
+                        true_hr: hr,
+                    });
+                    (class, day, hr)
+                });
+                Vehicle {
+                    index,
+                    model: config.vehicle_models[rng.random_range(0..config.vehicle_models.len())].clone(),
+                    firmware: config.firmware_versions[rng.random_range(0..config.firmware_versions.len())].clone(),
+                    drivers: rng.random_range(1..=3),
+                    frailty: frailty.sample(&mut rng),
+                    fault,
+                    in_rollout: r.firmware_rollout.as_ref().is_some_and(|f| rng.random::<f64>() < f.share),
+                    id,
+                }
+            })
+            .collect();
+        if let Some(rollout) = &r.firmware_rollout
+            && rollout.day < config.days
+            && vehicles.iter().any(|v| v.in_rollout)
+        {
+            truth.push(InjectedRegression {
+                key_kind: "COHORT".into(),
+                key: format!("firmware:{}", rollout.version),
+                hazard_class: HazardClass::Critical,
+                onset_ms: start_ms + i64::from(rollout.day) * DAY_MS,
+                true_hr: rollout.hr_critical,
+            });
+        }
+        Fleet { config, start_ms, vehicles, truth }
+    }
+
+    /// The firmware a vehicle runs on `day`, and the critical-event hazard ratio it brings.
+    fn firmware_on(&self, vehicle: &Vehicle, day: u32) -> (&str, f64) {
+        match &self.config.regressions.firmware_rollout {
+            Some(r) if vehicle.in_rollout && day >= r.day => (&r.version, r.hr_critical),
+            _ => (&vehicle.firmware, 1.0),
+        }
+    }
+
+    /// All telemetry of one vehicle on one day, in no particular order.
+    pub fn vehicle_day(&self, vehicle: &Vehicle, day: u32, out: &mut Vec<TelemetryEvent<'static>>) {
+        let c = &self.config;
+        let mut rng = stream_rng(c.seed, vehicle.index as u64, u64::from(day));
+        let day_start = self.start_ms + i64::from(day) * DAY_MS;
+        let (firmware, firmware_hr) = self.firmware_on(vehicle, day);
+        let fault_hr = |class: HazardClass| match vehicle.fault {
+            Some((fault_class, onset, hr)) if fault_class == class && day >= onset => hr,
+            _ => 1.0,
+        };
+        let critical_rate = c.critical_per_hour * vehicle.frailty * firmware_hr * fault_hr(HazardClass::Critical);
+        let disengage_rate =
+            c.disengagements_per_autonomous_hour * vehicle.frailty * fault_hr(HazardClass::Disengagement);
+        let duration_minutes = Gamma::new(2.0, c.mean_trip_minutes / 2.0).expect("validated");
+
+        let trips = poisson(&mut rng, c.trips_per_day);
+        let mut starts: Vec<i64> = (0..trips).map(|_| day_start + rng.random_range(0..DAY_MS)).collect();
+        starts.sort_unstable();
+        let mut free_from = day_start;
+        for (n, start) in starts.into_iter().enumerate() {
+            let start = start.max(free_from);
+            let minutes = duration_minutes.sample(&mut rng).clamp(2.0, 240.0);
+            let duration_ms = (minutes * MINUTE_MS as f64).round() as i64;
+            let end = start + duration_ms;
+            free_from = end + MINUTE_MS;
+            let trip_id = format!("{}-d{day:03}-t{n}", vehicle.id);
+            let hours = duration_ms as f64 / 3_600_000.0;
+            let mode = match rng.random::<f64>() {
+                u if u < c.autonomous_share => DrivingMode::Autonomous,
+                u if u < c.autonomous_share + c.assisted_share => DrivingMode::Assisted,
+                _ => DrivingMode::Manual,
+            };
+            let road_type = pick(&mut rng, &[(RoadType::Urban, 0.5), (RoadType::Highway, 0.3), (RoadType::Rural, 0.2)]);
+            let weather = pick(
+                &mut rng,
+                &[(Weather::Clear, 0.7), (Weather::Rain, 0.18), (Weather::Snow, 0.07), (Weather::Fog, 0.05)],
+            );
+            let hour = (start - day_start) / 3_600_000;
+            let night = !(6..20).contains(&hour);
+            let risk = stratum_relative_risk(road_type, weather, night);
+            let at = |rng: &mut StdRng| start + rng.random_range(0..duration_ms.max(1));
+            let event = |time: i64, payload: Payload<'static>| TelemetryEvent {
+                vehicle_id: Cow::Owned(vehicle.id.clone()),
+                event_time_ms: time,
+                payload,
+            };
+
+            let mut seq = 0;
+            let mut next_id = |prefix: char| {
+                seq += 1;
+                Cow::Owned(format!("{trip_id}-{prefix}{seq}"))
+            };
+            for _ in 0..poisson(&mut rng, c.low_events_per_hour * risk * hours) {
+                let event_type = pick(
+                    &mut rng,
+                    &[
+                        (EventType::HardBrake, 0.4),
+                        (EventType::HardAcceleration, 0.25),
+                        (EventType::LaneDeparture, 0.2),
+                        (EventType::Tailgating, 0.15),
+                    ],
+                );
+                let severity = if rng.random::<f64>() < 0.7 { Severity::Low } else { Severity::Medium };
+                let safety = SafetyEvent {
+                    event_id: next_id('e'),
+                    trip_id: Cow::Owned(trip_id.clone()),
+                    event_type,
+                    severity,
+                    speed_kph: rng.random_range(10.0..120.0),
+                };
+                out.push(event(at(&mut rng), Payload::Safety(safety)));
+            }
+            for _ in 0..poisson(&mut rng, critical_rate * risk * hours) {
+                let (event_type, severity) = pick(
+                    &mut rng,
+                    &[
+                        ((EventType::NearMiss, Severity::High), 0.7),
+                        ((EventType::Collision, Severity::Critical), 0.1),
+                        ((EventType::HardBrake, Severity::High), 0.2),
+                    ],
+                );
+                let safety = SafetyEvent {
+                    event_id: next_id('e'),
+                    trip_id: Cow::Owned(trip_id.clone()),
+                    event_type,
+                    severity,
+                    speed_kph: rng.random_range(10.0..120.0),
+                };
+                out.push(event(at(&mut rng), Payload::Safety(safety)));
+            }
+            if mode == DrivingMode::Autonomous {
+                let mut transition = |time, from_mode, to_mode, reason| {
+                    let mode = ModeTransition {
+                        transition_id: next_id('m'),
+                        trip_id: Cow::Owned(trip_id.clone()),
+                        from_mode,
+                        to_mode,
+                        reason,
+                    };
+                    out.push(event(time, Payload::Mode(mode)));
+                };
+                transition(start, DrivingMode::Manual, DrivingMode::Autonomous, TransitionReason::Planned);
+                for _ in 0..poisson(&mut rng, disengage_rate * hours) {
+                    let time = at(&mut rng);
+                    let reason = pick(
+                        &mut rng,
+                        &[
+                            (TransitionReason::DriverInitiated, 0.5),
+                            (TransitionReason::SystemRequest, 0.3),
+                            (TransitionReason::SystemFault, 0.2),
+                        ],
+                    );
+                    transition(time, DrivingMode::Autonomous, DrivingMode::Manual, reason);
+                    transition(time + 1, DrivingMode::Manual, DrivingMode::Autonomous, TransitionReason::Planned);
+                }
+                transition(end, DrivingMode::Autonomous, DrivingMode::Manual, TransitionReason::Planned);
+            }
+            let trip = TripSummary {
+                trip_id: Cow::Owned(trip_id.clone()),
+                driver_id: Cow::Owned(format!("drv-{:05}-{}", vehicle.index, rng.random_range(0..vehicle.drivers))),
+                start_time_ms: start,
+                end_time_ms: end,
+                distance_km: (hours * rng.random_range(20.0..90.0) * 1000.0).round() / 1000.0,
+                duration_s: duration_ms as f64 / 1000.0,
+                mode,
+                road_type,
+                weather,
+                night,
+                firmware_version: Cow::Owned(firmware.to_string()),
+                vehicle_model: Cow::Owned(vehicle.model.clone()),
+            };
+            out.push(event(end, Payload::Trip(trip)));
+        }
+    }
+}
+
+/// Relative risk of a stratum (road type x weather x night) against clear daytime rural roads.
+pub fn stratum_relative_risk(road: RoadType, weather: Weather, night: bool) -> f64 {
+    let road = match road {
+        RoadType::Urban => 1.5,
+        RoadType::Highway => 0.7,
+        RoadType::Rural => 1.0,
+    };
+    let weather = match weather {
+        Weather::Clear => 1.0,
+        Weather::Rain => 1.5,
+        Weather::Snow => 2.5,
+        Weather::Fog => 2.0,
+    };
+    road * weather * if night { 1.4 } else { 1.0 }
+}
+
+fn poisson(rng: &mut StdRng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    Poisson::new(mean).map(|p| p.sample(rng) as u64).unwrap_or(0)
+}
+
+fn pick<T: Copy>(rng: &mut StdRng, choices: &[(T, f64)]) -> T {
+    let mut u = rng.random::<f64>() * choices.iter().map(|(_, w)| w).sum::<f64>();
+    for (value, weight) in choices {
+        if u < *weight {
+            return *value;
+        }
+        u -= weight;
+    }
+    choices.last().expect("choices are not empty").0
+}

@@ -1,0 +1,142 @@
+//! `safetel generate`: a seeded, deterministic fleet simulator.
+//!
+//! Owns the simulated fleet ([`fleet`]), the injected regressions (ground truth), and the fault
+//! injection that turns clean telemetry into a realistic stream ([`faults`]): out of order, late,
+//! duplicated and corrupt records. Produces framed Avro records; where they go (Kafka, a file,
+//! the in-process demo source) is the caller's business.
+
+pub mod config;
+mod faults;
+pub mod fleet;
+
+use serde::Serialize;
+
+pub use config::{FaultConfig, FirmwareRollout, GeneratorConfig, GeneratorConfigError, RegressionConfig};
+pub use faults::{Corruption, Fault};
+pub use fleet::{DAY_MS, Fleet, InjectedRegression};
+
+use crate::codec;
+use crate::model::TelemetryEvent;
+
+/// One record as it goes on the wire.
+#[derive(Debug, Clone)]
+pub struct GeneratedRecord {
+    /// The Kafka key: the vehicle id.
+    pub key: String,
+    pub bytes: Vec<u8>,
+    /// How the record was disturbed, if it was.
+    pub fault: Option<Fault>,
+}
+
+/// What `safetel generate` writes next to the records.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct GroundTruth {
+    pub seed: u64,
+    pub vehicles: usize,
+    pub days: u32,
+    pub start_ms: i64,
+    pub regressions: Vec<InjectedRegression>,
+    /// Records written, including duplicates and corrupt ones.
+    pub records: u64,
+    /// Disturbed records by fault, and the DLQ reason each kind must get.
+    pub faults: FaultCounts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct FaultCounts {
+    pub out_of_order: u64,
+    pub late: u64,
+    pub duplicate: u64,
+    pub corrupt: u64,
+    /// DLQ reason -> number of records that must land in the DLQ with it.
+    pub expected_dlq: std::collections::BTreeMap<String, u64>,
+}
+
+/// Generates the stream day by day; iterate it for the records, then take the truth.
+pub struct Generator {
+    fleet: Fleet,
+    day: u32,
+    faults: faults::FaultInjector,
+    ready: std::collections::VecDeque<GeneratedRecord>,
+    scratch: Vec<TelemetryEvent<'static>>,
+}
+
+impl Generator {
+    pub fn new(config: GeneratorConfig) -> Result<Generator, GeneratorConfigError> {
+        let start_ms = config.validate()?;
+        let faults = faults::FaultInjector::new(config.faults.clone(), config.seed, config.days);
+        Ok(Generator {
+            fleet: Fleet::new(config, start_ms),
+            day: 0,
+            faults,
+            ready: Default::default(),
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Days generated so far.
+    pub fn days_done(&self) -> u32 {
+        self.day
+    }
+
+    /// The ground truth; complete once the iterator is exhausted.
+    pub fn truth(&self) -> GroundTruth {
+        let c = &self.fleet.config;
+        GroundTruth {
+            seed: c.seed,
+            vehicles: c.vehicles,
+            days: c.days,
+            start_ms: self.fleet.start_ms,
+            regressions: self.fleet.truth.clone(),
+            records: self.faults.emitted,
+            faults: self.faults.counts.clone(),
+        }
+    }
+
+    /// Generates the next day into `ready`; false when all days are done.
+    fn next_day(&mut self) -> bool {
+        if self.day >= self.fleet.config.days {
+            return false;
+        }
+        let day = self.day;
+        self.scratch.clear();
+        for vehicle in &self.fleet.vehicles {
+            self.fleet.vehicle_day(vehicle, day, &mut self.scratch);
+        }
+        // Delivery order: event time, then vehicle, then the order generated (a stable sort).
+        self.scratch.sort_by(|a, b| a.event_time_ms.cmp(&b.event_time_ms).then(a.vehicle_id.cmp(&b.vehicle_id)));
+        for event in self.scratch.drain(..) {
+            let record = GeneratedRecord {
+                key: event.vehicle_id.to_string(),
+                bytes: codec::encode_to_vec(&event),
+                fault: None,
+            };
+            self.faults.push(record, event.event_time_ms, day, &mut self.ready);
+        }
+        self.day += 1;
+        self.faults.end_of_day(day, self.day == self.fleet.config.days, &mut self.ready);
+        true
+    }
+}
+
+impl Iterator for Generator {
+    type Item = GeneratedRecord;
+
+    fn next(&mut self) -> Option<GeneratedRecord> {
+        loop {
+            if let Some(record) = self.ready.pop_front() {
+                return Some(record);
+            }
+            if !self.next_day() {
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! The HTTP edge: JSON API and Prometheus metrics, read-only views of the engine's state.
+//!
+//! `GET /api/vehicles/{id}`, `GET /api/vehicles`, `GET /api/status`, `GET /health`,
+//! `GET /metrics`. Handlers only read shared state; nothing here changes it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use dashmap::DashMap;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::engine::runner::StatusBoard;
+use crate::engine::{BinStats, VehicleState};
+use crate::metrics::Metrics;
+use crate::model::HazardClass;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    pub vehicles: Arc<DashMap<String, VehicleState>>,
+    pub metrics: Metrics,
+    pub status: Arc<StatusBoard>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/api/status", get(status))
+        .route("/api/vehicles", get(vehicles))
+        .route("/api/vehicles/{id}", get(vehicle))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let status = state.status.snapshot();
+    let healthy = status.running && status.last_error.is_none();
+    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({"healthy": healthy, "running": status.running, "last_error": status.last_error})))
+        .into_response()
+}
+
+async fn status(State(state): State<AppState>) -> Json<Value> {
+    let m = &state.metrics;
+    Json(json!({
+        "run": state.status.snapshot(),
+        "records_received": m.records_received.get(),
+        "records_accepted": m.accepted_total(),
+        "records_dead_lettered": m.dlq_total(),
+        "vehicles": state.vehicles.len(),
+    }))
+}
+
+fn totals_json(stats: &BinStats) -> Value {
+    json!({
+        "trips": stats.trips,
+        "exposure_hours": stats.exposure_hours(),
+        "exposure_ms": stats.exposure_ms,
+        "safety_events": stats.safety_events,
+        "critical": stats.critical,
+        "disengagements": stats.disengagements,
+        "mode_transitions": stats.mode_transitions,
+    })
+}
+
+/// A vehicle's statistics: totals, per hazard class rates, and per-bin counts and exposure.
+pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
+    let totals = vehicle.totals();
+    let classes: serde_json::Map<String, Value> = HazardClass::ALL
+        .iter()
+        .map(|class| {
+            let events = totals.count(*class);
+            let hours = totals.exposure_hours();
+            let rate = if hours > 0.0 { Some(events as f64 / hours * 1000.0) } else { None };
+            (class.name().to_string(), json!({"events": events, "exposure_hours": hours, "rate_per_1000h": rate}))
+        })
+        .collect();
+    let bins: Vec<Value> = vehicle
+        .bins
+        .iter()
+        .map(|(start, stats)| {
+            let mut bin = totals_json(stats);
+            bin["start_ms"] = json!(start);
+            bin
+        })
+        .collect();
+    json!({
+        "vehicle_id": id,
+        "partition": vehicle.partition,
+        "vehicle_model": vehicle.meta.vehicle_model,
+        "firmware_version": vehicle.meta.firmware_version,
+        "last_event_time_ms": vehicle.meta.last_event_time_ms,
+        "totals": totals_json(&totals),
+        "hazard_classes": classes,
+        "bins": bins,
+    })
+}
+
+async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.vehicles.get(&id) {
+        Some(vehicle) => Json(vehicle_json(&id, &vehicle)).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no vehicle `{id}`")}))).into_response(),
+    }
+}
+
+async fn vehicles(State(state): State<AppState>) -> Json<Value> {
+    let mut list: Vec<(String, BinStats)> = state.vehicles.iter().map(|v| (v.key().clone(), v.totals())).collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    let list: Vec<Value> = list
+        .iter()
+        .map(|(id, totals)| json!({"vehicle_id": id, "totals": totals_json(totals)}))
+        .collect();
+    Json(json!({"vehicles": list}))
+}

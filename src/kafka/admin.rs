@@ -1,0 +1,38 @@
+//! `safetel topics create`: the topics with partition counts from config; existing ones are kept.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing::info;
+
+use super::client_config;
+use crate::config::Config;
+
+/// Creates the events, DLQ and regressions topics. Returns (topic, created) per topic.
+pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config, &[]).create()?;
+    let k = &config.kafka;
+    let replication = TopicReplication::Fixed(k.replication_factor);
+    let topics = [
+        NewTopic::new(&k.events_topic, k.events_partitions, replication),
+        NewTopic::new(&k.dlq_topic, k.dlq_partitions, replication),
+        NewTopic::new(&k.regressions_topic, k.regressions_partitions, replication),
+    ];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let mut outcome = Vec::new();
+    for result in admin.create_topics(&topics, &options).await? {
+        match result {
+            Ok(topic) => {
+                info!(%topic, "topic created");
+                outcome.push((topic, true));
+            }
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => outcome.push((topic, false)),
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(%topic, "create failed"));
+            }
+        }
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,32 @@
+//! safetel: a streaming safety-telemetry processor for vehicle fleets.
+//!
+//! Vehicles publish telemetry to Kafka; safetel decodes and validates it, keeps per-vehicle
+//! event-time bins of counts and exposure in RocksDB (atomically with the source offsets), sends
+//! bad records to a dead-letter topic, and serves its state over HTTP. See DESIGN.md.
+//!
+//! # Layout
+//! - [`model`]: event types, hazard classes, validation. Pure.
+//! - [`codec`]: Avro with Confluent framing; fast path and schema resolution. Pure.
+//! - [`generator`]: the seeded fleet simulator and fault injection. Pure.
+//! - [`engine`]: per-record processing and hot state; [`engine::runner`] drives it from any
+//!   source to any sink; [`engine::memory`] is the in-process source. No IO of its own.
+//! - [`store`]: RocksDB state store (IO edge).
+//! - [`kafka`]: consumer, producers, admin (IO edge).
+//! - [`http`]: API and metrics server (IO edge).
+//! - [`metrics`]: Prometheus metric names in one place.
+//! - [`config`]: TOML + environment configuration.
+//! - `cli`: one module per subcommand.
+
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod generator;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod model;
+pub mod store;
+
+mod cli;
+
+pub use cli::main as cli_main;

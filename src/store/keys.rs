@@ -1,0 +1,93 @@
+//! Key layouts. Every key starts with the source partition (u32 big-endian) so a partition's
+//! state is one contiguous range per column family; times are stored so that byte order is
+//! time order; vehicle ids are length-prefixed so no byte in an id can confuse the layout.
+
+pub fn partition_prefix(partition: i32) -> [u8; 4] {
+    (partition as u32).to_be_bytes()
+}
+
+/// An i64 whose big-endian bytes sort like the number.
+pub fn sortable_time(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from(bytes: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(bytes.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+fn push_vehicle(key: &mut Vec<u8>, vehicle_id: &str) {
+    key.extend_from_slice(&(vehicle_id.len() as u16).to_be_bytes());
+    key.extend_from_slice(vehicle_id.as_bytes());
+}
+
+/// partition | vehicle
+pub fn vehicle(partition: i32, vehicle_id: &str) -> Vec<u8> {
+    let mut key = partition_prefix(partition).to_vec();
+    push_vehicle(&mut key, vehicle_id);
+    key
+}
+
+/// partition | vehicle | bin start
+pub fn bin(partition: i32, vehicle_id: &str, bin: i64) -> Vec<u8> {
+    let mut key = vehicle(partition, vehicle_id);
+    key.extend_from_slice(&sortable_time(bin));
+    key
+}
+
+/// partition | vehicle | event time | id hash
+pub fn fact(partition: i32, vehicle_id: &str, event_time_ms: i64, id_hash: u64) -> Vec<u8> {
+    let mut key = vehicle(partition, vehicle_id);
+    key.extend_from_slice(&sortable_time(event_time_ms));
+    key.extend_from_slice(&id_hash.to_be_bytes());
+    key
+}
+
+/// partition | event time | id hash
+pub fn seen(partition: i32, event_time_ms: i64, id_hash: u64) -> Vec<u8> {
+    let mut key = partition_prefix(partition).to_vec();
+    key.extend_from_slice(&sortable_time(event_time_ms));
+    key.extend_from_slice(&id_hash.to_be_bytes());
+    key
+}
+
+/// Splits `partition | vehicle | rest`.
+pub fn split_vehicle(key: &[u8]) -> Option<(i32, String, &[u8])> {
+    let partition = i32::from_be_bytes(key.get(..4)?.try_into().ok()?) ;
+    let len = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?) as usize;
+    let id = std::str::from_utf8(key.get(6..6 + len)?).ok()?.to_string();
+    Some((partition, id, &key[6 + len..]))
+}
+
+/// Splits `partition | vehicle | bin start`.
+pub fn split_bin(key: &[u8]) -> Option<(i32, String, i64)> {
+    let (partition, id, rest) = split_vehicle(key)?;
+    Some((partition, id, time_from(rest)?))
+}
+
+/// Splits `partition | event time | id hash`.
+pub fn split_seen(key: &[u8]) -> Option<(i32, i64, u64)> {
+    if key.len() != 20 {
+        return None;
+    }
+    let partition = i32::from_be_bytes(key[..4].try_into().ok()?);
+    Some((partition, time_from(&key[4..12])?, u64::from_be_bytes(key[12..20].try_into().ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_as_bytes() {
+        let times = [i64::MIN, -5, -1, 0, 1, 86_400_000, i64::MAX];
+        for pair in times.windows(2) {
+            assert!(sortable_time(pair[0]) < sortable_time(pair[1]), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn keys_split_back() {
+        assert_eq!(split_bin(&bin(3, "veh-\u{0}x", -86_400_000)), Some((3, "veh-\u{0}x".into(), -86_400_000)));
+        assert_eq!(split_seen(&seen(7, 123, 0xdead_beef)), Some((7, 123, 0xdead_beef)));
+    }
+}

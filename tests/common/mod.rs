@@ -1,0 +1,238 @@
+//! Helpers shared by the integration tests: the `safetel` binary as a child process, a tiny HTTP
+//! client, and totals computed independently of the engine (records decoded by `apache-avro`).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use serde_json::Value as Json;
+
+/// The broker started by `scripts/test` (see scripts/kafka).
+pub fn bootstrap() -> String {
+    std::env::var("SAFETEL_TEST_KAFKA").expect("SAFETEL_TEST_KAFKA is unset: run the Kafka tests through scripts/test")
+}
+
+/// Topic and group names no other test uses.
+#[derive(Clone)]
+pub struct Names {
+    pub events: String,
+    pub dlq: String,
+    pub regressions: String,
+    pub group: String,
+}
+
+impl Names {
+    pub fn unique(prefix: &str) -> Names {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let tag = format!("{prefix}-{}-{nanos}", std::process::id());
+        Names {
+            events: format!("{tag}.events"),
+            dlq: format!("{tag}.dlq"),
+            regressions: format!("{tag}.regressions"),
+            group: format!("{tag}.group"),
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `safetel` with the environment pointing it at the test broker, topics and a state folder.
+pub fn safetel(names: &Names, state_dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_safetel"));
+    cmd.env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", bootstrap())
+        .env("SAFETEL_KAFKA__EVENTS_TOPIC", &names.events)
+        .env("SAFETEL_KAFKA__DLQ_TOPIC", &names.dlq)
+        .env("SAFETEL_KAFKA__REGRESSIONS_TOPIC", &names.regressions)
+        .env("SAFETEL_KAFKA__GROUP_ID", &names.group)
+        .env("SAFETEL_STATE__DIR", state_dir)
+        .env("SAFETEL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// GET on 127.0.0.1:port; (status code, body). None while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_string() };
+    Some((code, body))
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+pub fn get_json(port: u16, path: &str) -> Option<Json> {
+    let (code, body) = http_get(port, path)?;
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `safetel run`.
+pub struct Running {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Running {
+    pub fn start(names: &Names, state_dir: &Path, extra_env: &[(&str, &str)]) -> Running {
+        let port = free_port();
+        let mut cmd = safetel(names, state_dir, port);
+        cmd.arg("run").envs(extra_env.iter().copied());
+        let child = cmd.spawn().unwrap();
+        let mut running = Running { child, port };
+        wait_for("the HTTP API", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("safetel run exited early: {status}");
+            }
+            http_get(port, "/health").map(|_| ())
+        });
+        running
+    }
+
+    /// Records committed to the state store so far (sum of next offsets; topics start at 0).
+    pub fn committed_records(&self) -> Option<i64> {
+        get_json(self.port, "/api/status")?["run"]["committed_records"].as_i64()
+    }
+
+    pub fn wait_committed(&self, records: i64, timeout: Duration) {
+        wait_for(&format!("{records} committed records"), timeout, || {
+            (self.committed_records()? >= records).then_some(())
+        });
+    }
+
+    /// SIGTERM, then expects a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = wait_for("shutdown", Duration::from_secs(60), || self.child.try_wait().unwrap());
+        assert!(status.success(), "safetel run exited with {status} after SIGTERM");
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Per-vehicle totals as the test computes them, with its own reading of the rules.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Totals {
+    pub trips: u64,
+    pub exposure_ms: u64,
+    pub safety_events: u64,
+    pub critical: u64,
+    pub disengagements: u64,
+    pub mode_transitions: u64,
+}
+
+fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
+    &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no field {name}")).1
+}
+
+fn symbol(value: &Value) -> &str {
+    match value {
+        Value::Enum(_, s) => s,
+        other => panic!("expected an enum, got {other:?}"),
+    }
+}
+
+/// Decodes framed records with `apache-avro` (not safetel's decoder) and sums them per vehicle.
+pub fn independent_totals<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> BTreeMap<String, Totals> {
+    let schema = apache_avro::Schema::parse_str(include_str!("../../schemas/telemetry_event.avsc")).unwrap();
+    let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
+    for bytes in records {
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 2]);
+        let mut datum = &bytes[5..];
+        let Value::Record(top) = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap() else { panic!() };
+        let Value::String(vehicle) = field(&top, "vehicle_id") else { panic!() };
+        let t = totals.entry(vehicle.clone()).or_default();
+        let Value::Union(branch, inner) = field(&top, "payload") else { panic!() };
+        let Value::Record(f) = inner.as_ref() else { panic!() };
+        match branch {
+            0 => {
+                let Value::Double(duration_s) = field(f, "duration_s") else { panic!() };
+                t.trips += 1;
+                t.exposure_ms += (duration_s * 1000.0).round() as u64;
+            }
+            1 => {
+                t.safety_events += 1;
+                let kind = symbol(field(f, "event_type"));
+                let severity = symbol(field(f, "severity"));
+                if matches!(kind, "NEAR_MISS" | "COLLISION") || matches!(severity, "HIGH" | "CRITICAL") {
+                    t.critical += 1;
+                }
+            }
+            _ => {
+                t.mode_transitions += 1;
+                let (from, to, reason) =
+                    (symbol(field(f, "from_mode")), symbol(field(f, "to_mode")), symbol(field(f, "reason")));
+                if from == "AUTONOMOUS" && to == "MANUAL" && reason != "PLANNED" {
+                    t.disengagements += 1;
+                }
+            }
+        }
+    }
+    totals
+}
+
+/// The same totals as `safetel run` serves them on /api/vehicles/{id}.
+pub fn served_totals(port: u16, vehicle: &str) -> Totals {
+    let v = get_json(port, &format!("/api/vehicles/{vehicle}")).unwrap_or_else(|| panic!("no vehicle {vehicle}"));
+    let t = &v["totals"];
+    let n = |k: &str| t[k].as_u64().unwrap();
+    Totals {
+        trips: n("trips"),
+        exposure_ms: n("exposure_ms"),
+        safety_events: n("safety_events"),
+        critical: n("critical"),
+        disengagements: n("disengagements"),
+        mode_transitions: n("mode_transitions"),
+    }
+}
