@@ -60,11 +60,25 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let finished = tokio::task::spawn_blocking(move || pipeline.join());
         tokio::pin!(finished);
-        let result = tokio::select! {
-            joined = &mut finished => joined,
-            _ = term.recv() => stop(&shutdown, &mut finished, deadline, &mut term, &mut interrupt).await?,
-            _ = interrupt.recv() => stop(&shutdown, &mut finished, deadline, &mut term, &mut interrupt).await?,
+        let signalled = tokio::select! {
+            joined = &mut finished => Some(joined),
+            _ = term.recv() => None,
+            _ = interrupt.recv() => None,
         };
+        let joined = match signalled {
+            Some(joined) => joined,
+            None => {
+                info!("shutdown requested: draining, flushing and committing");
+                shutdown.store(true, Ordering::Relaxed);
+                tokio::select! {
+                    joined = &mut finished => joined,
+                    _ = tokio::time::sleep(deadline) => bail!("shutdown did not finish within {deadline:?}"),
+                    _ = term.recv() => second_signal(),
+                    _ = interrupt.recv() => second_signal(),
+                }
+            }
+        };
+        let result = joined.context("joining pipeline")?;
         let _ = stop_http.send(());
         let _ = server.await;
         match result {
@@ -83,24 +97,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     outcome
 }
 
-type Joined = Result<std::thread::Result<Result<runner::RunSummary, runner::RunError>>, tokio::task::JoinError>;
-
-/// After the first signal: ask the pipeline to stop and wait for it, within the deadline; a
-/// second signal exits at once.
-async fn stop(
-    shutdown: &AtomicBool,
-    finished: &mut std::pin::Pin<&mut tokio::task::JoinHandle<std::thread::Result<Result<runner::RunSummary, runner::RunError>>>>,
-    deadline: Duration,
-    term: &mut tokio::signal::unix::Signal,
-    interrupt: &mut tokio::signal::unix::Signal,
-) -> anyhow::Result<std::thread::Result<Result<runner::RunSummary, runner::RunError>>> {
-    info!("shutdown requested: draining, flushing and committing");
-    shutdown.store(true, Ordering::Relaxed);
-    let joined: Joined = tokio::select! {
-        joined = finished.as_mut() => joined,
-        _ = tokio::time::sleep(deadline) => bail!("shutdown did not finish within {deadline:?}"),
-        _ = term.recv() => { warn!("second signal: exiting now"); std::process::exit(130) }
-        _ = interrupt.recv() => { warn!("second signal: exiting now"); std::process::exit(130) }
-    };
-    joined.context("joining pipeline")
+fn second_signal() -> ! {
+    warn!("second signal: exiting now");
+    std::process::exit(130)
 }

@@ -27,7 +27,7 @@ struct Schemas {
 fn schemas() -> &'static Schemas {
     static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
-        apache_avro::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let writers = [SchemaId::TelemetryEventV1]
             .into_iter()
             .map(|id| (id as u32, parse_schema(id)))

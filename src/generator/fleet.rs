@@ -110,7 +110,7 @@ impl Fleet {
     }
 
     /// The firmware a vehicle runs on `day`, and the critical-event hazard ratio it brings.
-    fn firmware_on(&self, vehicle: &Vehicle, day: u32) -> (&str, f64) {
+    fn firmware_on<'a>(&'a self, vehicle: &'a Vehicle, day: u32) -> (&'a str, f64) {
         match &self.config.regressions.firmware_rollout {
             Some(r) if vehicle.in_rollout && day >= r.day => (&r.version, r.hr_critical),
             _ => (&vehicle.firmware, 1.0),
@@ -138,6 +138,9 @@ impl Fleet {
         let mut free_from = day_start;
         for (n, start) in starts.into_iter().enumerate() {
             let start = start.max(free_from);
+            if start >= day_start + DAY_MS {
+                break;
+            }
             let minutes = duration_minutes.sample(&mut rng).clamp(2.0, 240.0);
             let duration_ms = (minutes * MINUTE_MS as f64).round() as i64;
             let end = start + duration_ms;

@@ -14,11 +14,11 @@ use crate::config::Config;
 pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config, &[]).create()?;
     let k = &config.kafka;
-    let replication = TopicReplication::Fixed(k.replication_factor);
+    let replication = || TopicReplication::Fixed(k.replication_factor);
     let topics = [
-        NewTopic::new(&k.events_topic, k.events_partitions, replication),
-        NewTopic::new(&k.dlq_topic, k.dlq_partitions, replication),
-        NewTopic::new(&k.regressions_topic, k.regressions_partitions, replication),
+        NewTopic::new(&k.events_topic, k.events_partitions, replication()),
+        NewTopic::new(&k.dlq_topic, k.dlq_partitions, replication()),
+        NewTopic::new(&k.regressions_topic, k.regressions_partitions, replication()),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut outcome = Vec::new();

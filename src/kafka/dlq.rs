@@ -17,7 +17,7 @@ use crate::engine::{Rejection, SourceRecord};
 
 /// Counts deliveries that failed after librdkafka's own retries.
 #[derive(Default)]
-pub struct DeliveryFailures(Arc<AtomicU64>);
+pub struct DeliveryFailures(pub(super) Arc<AtomicU64>);
 
 impl ClientContext for DeliveryFailures {}
 

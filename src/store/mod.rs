@@ -69,13 +69,15 @@ impl Store {
             let key = keys::fact(fact.partition, &fact.vehicle_id, fact.event_time_ms, fact.id_hash);
             batch.put_cf(facts, key, &fact.bytes);
         }
+        // Additions first: an id added since the last commit may already be below the cutoff,
+        // and the range delete must remove it as the engine's retain did.
+        for (partition, time, hash) in &delta.seen_added {
+            batch.put_cf(seen, keys::seen(*partition, *time, *hash), []);
+        }
         for (partition, cutoff) in &delta.seen_pruned {
             let from = keys::seen(*partition, i64::MIN, 0);
             let to = keys::seen(*partition, *cutoff, 0);
             batch.delete_range_cf(seen, from, to);
-        }
-        for (partition, time, hash) in &delta.seen_added {
-            batch.put_cf(seen, keys::seen(*partition, *time, *hash), []);
         }
         for (partition, next_offset, watermark) in &delta.positions {
             let mut value = next_offset.to_le_bytes().to_vec();
