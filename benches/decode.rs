@@ -7,7 +7,11 @@ use safetel::codec::decode;
 use safetel::generator::{Generator, GeneratorConfig};
 
 fn records() -> Vec<Vec<u8>> {
-    let config = GeneratorConfig { vehicles: 200, days: 7, ..GeneratorConfig::default() };
+    let config = GeneratorConfig {
+        vehicles: 200,
+        days: 7,
+        ..GeneratorConfig::default()
+    };
     Generator::new(config).unwrap().map(|r| r.bytes).collect()
 }
 

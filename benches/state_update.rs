@@ -10,7 +10,11 @@ use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 
 fn bench(c: &mut Criterion) {
-    let config = GeneratorConfig { vehicles: 200, days: 7, ..GeneratorConfig::default() };
+    let config = GeneratorConfig {
+        vehicles: 200,
+        days: 7,
+        ..GeneratorConfig::default()
+    };
     let records: Vec<Vec<u8>> = Generator::new(config).unwrap().map(|r| r.bytes).collect();
     let stream = Config::default_config().stream;
     let mut group = c.benchmark_group("engine");
@@ -20,8 +24,13 @@ fn bench(c: &mut Criterion) {
             || Engine::new(stream.clone(), RestoredState::default(), Metrics::new()),
             |mut engine| {
                 for (offset, bytes) in records.iter().enumerate() {
-                    let record =
-                        SourceRecord { partition: 0, offset: offset as i64, key: None, payload: bytes, timestamp_ms: None };
+                    let record = SourceRecord {
+                        partition: 0,
+                        offset: offset as i64,
+                        key: None,
+                        payload: bytes,
+                        timestamp_ms: None,
+                    };
                     let _ = black_box(engine.process(&record));
                 }
                 engine

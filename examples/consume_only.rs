@@ -38,5 +38,8 @@ fn main() {
         }
     }
     let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    println!("consume_only records={count} bytes={bytes} seconds={seconds:.3} records_per_s={:.0}", count as f64 / seconds);
+    println!(
+        "consume_only records={count} bytes={bytes} seconds={seconds:.3} records_per_s={:.0}",
+        count as f64 / seconds
+    );
 }

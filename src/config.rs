@@ -98,7 +98,10 @@ fn default_log_level() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config is not valid TOML: {0}")]
     Toml(#[from] toml::de::Error),
     #[error("environment variable {var}: {reason}")]
@@ -115,8 +118,10 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?,
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
             None => DEFAULT_TOML.to_string(),
         };
         let mut table: toml::Table = toml::from_str(&text)?;
@@ -134,7 +139,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
         if self.stream.bin_width_s <= 0 {
             return invalid("stream.bin_width_s", "must be positive");
         }
@@ -142,7 +152,10 @@ impl Config {
             return invalid("stream.allowed_lateness_s", "must not be negative");
         }
         if self.stream.max_record_bytes < crate::codec::HEADER_LEN {
-            return invalid("stream.max_record_bytes", "must hold at least the 5-byte header");
+            return invalid(
+                "stream.max_record_bytes",
+                "must hold at least the 5-byte header",
+            );
         }
         if self.state.commit_interval_ms == 0 {
             return invalid("state.commit_interval_ms", "must be positive");
@@ -153,7 +166,10 @@ impl Config {
         for (field, n) in [
             ("kafka.events_partitions", self.kafka.events_partitions),
             ("kafka.dlq_partitions", self.kafka.dlq_partitions),
-            ("kafka.regressions_partitions", self.kafka.regressions_partitions),
+            (
+                "kafka.regressions_partitions",
+                self.kafka.regressions_partitions,
+            ),
             ("kafka.replication_factor", self.kafka.replication_factor),
         ] {
             if n < 1 {
@@ -171,8 +187,16 @@ impl Config {
 
     /// librdkafka settings shared by every client: bootstrap servers plus the pass-through table.
     pub fn client_properties(&self) -> Vec<(String, String)> {
-        let mut props = vec![("bootstrap.servers".to_string(), self.kafka.bootstrap_servers.clone())];
-        props.extend(self.kafka.properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut props = vec![(
+            "bootstrap.servers".to_string(),
+            self.kafka.bootstrap_servers.clone(),
+        )];
+        props.extend(
+            self.kafka
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         props
     }
 
@@ -192,17 +216,24 @@ impl Config {
 /// Whether a librdkafka property may carry a secret (passwords, keys, tokens).
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "key", "token", "jaas"].iter().any(|word| key.contains(word))
+    ["password", "secret", "key", "token", "jaas"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 /// `SAFETEL_STATE__COMMIT_INTERVAL_MS=500` sets `state.commit_interval_ms`;
 /// `SAFETEL_KAFKA__PROPERTIES__SASL_USERNAME=x` sets `kafka.properties."sasl.username"`.
 fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
-    let Some(rest) = var.strip_prefix(ENV_PREFIX) else { return Ok(()) };
+    let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
     if !rest.contains("__") {
         return Ok(());
     }
-    let env_err = |reason: &str| ConfigError::Env { var: var.to_string(), reason: reason.to_string() };
+    let env_err = |reason: &str| ConfigError::Env {
+        var: var.to_string(),
+        reason: reason.to_string(),
+    };
     let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
     let (path, key) = match parts.as_slice() {
         [section, key] => (vec![section.clone()], key.clone()),
@@ -238,7 +269,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! atomics. `render` produces the text exposition format for `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::engine::Rejection;
@@ -30,30 +30,51 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let accepted_vec = IntCounterVec::new(
-            Opts::new("safetel_records_consumed_total", "Telemetry records accepted into state, by type"),
+            Opts::new(
+                "safetel_records_consumed_total",
+                "Telemetry records accepted into state, by type",
+            ),
             &["type"],
         )
         .expect("valid metric");
         let dlq_vec = IntCounterVec::new(
-            Opts::new("safetel_dlq_records_total", "Records sent to the dead-letter topic, by reason"),
+            Opts::new(
+                "safetel_dlq_records_total",
+                "Records sent to the dead-letter topic, by reason",
+            ),
             &["reason"],
         )
         .expect("valid metric");
         let metrics = Metrics {
-            records_received: IntCounter::new("safetel_records_received_total", "Records read from the source")
-                .expect("valid metric"),
+            records_received: IntCounter::new(
+                "safetel_records_received_total",
+                "Records read from the source",
+            )
+            .expect("valid metric"),
             accepted: RecordKind::ALL.map(|k| accepted_vec.with_label_values(&[k.name()])),
-            dlq: Rejection::REASONS.iter().map(|r| (*r, dlq_vec.with_label_values(&[r]))).collect(),
+            dlq: Rejection::REASONS
+                .iter()
+                .map(|r| (*r, dlq_vec.with_label_values(&[r])))
+                .collect(),
             consumer_lag: IntGaugeVec::new(
-                Opts::new("safetel_consumer_lag_records", "Records behind the partition's high watermark"),
+                Opts::new(
+                    "safetel_consumer_lag_records",
+                    "Records behind the partition's high watermark",
+                ),
                 &["partition"],
             )
             .expect("valid metric"),
-            commits: IntCounter::new("safetel_commits_total", "State commits (RocksDB batch with offsets)")
-                .expect("valid metric"),
+            commits: IntCounter::new(
+                "safetel_commits_total",
+                "State commits (RocksDB batch with offsets)",
+            )
+            .expect("valid metric"),
             commit_duration: Histogram::with_opts(
-                HistogramOpts::new("safetel_commit_duration_seconds", "Time to flush sinks and write one commit")
-                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+                HistogramOpts::new(
+                    "safetel_commit_duration_seconds",
+                    "Time to flush sinks and write one commit",
+                )
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
             )
             .expect("valid metric"),
             processing_latency: Histogram::with_opts(
@@ -64,9 +85,13 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets")),
             )
             .expect("valid metric"),
-            vehicles: IntGauge::new("safetel_vehicles", "Vehicles in the state store").expect("valid metric"),
-            source_errors: IntCounter::new("safetel_source_errors_total", "Errors reported by the source (broker)")
+            vehicles: IntGauge::new("safetel_vehicles", "Vehicles in the state store")
                 .expect("valid metric"),
+            source_errors: IntCounter::new(
+                "safetel_source_errors_total",
+                "Errors reported by the source (broker)",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &metrics.registry;
@@ -111,7 +136,9 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("exposition is UTF-8")
     }
 }

@@ -6,7 +6,10 @@ use safetel::model::{Payload, TelemetryEvent};
 use serde_json::{Value, json};
 
 fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The decoded event in the fixture's JSON shape.

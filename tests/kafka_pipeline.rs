@@ -23,19 +23,42 @@ struct Fleet {
 
 impl Fleet {
     fn config(&self) -> GeneratorConfig {
-        GeneratorConfig { seed: self.seed, vehicles: self.vehicles, days: self.days, faults: self.faults.clone(), ..Default::default() }
+        GeneratorConfig {
+            seed: self.seed,
+            vehicles: self.vehicles,
+            days: self.days,
+            faults: self.faults.clone(),
+            ..Default::default()
+        }
     }
 
     /// `safetel generate --kafka`, and the same records regenerated here for the test's own sums.
-    fn send(&self, names: &Names, dir: &std::path::Path) -> (Vec<GeneratedRecord>, safetel::generator::GroundTruth) {
+    fn send(
+        &self,
+        names: &Names,
+        dir: &std::path::Path,
+    ) -> (Vec<GeneratedRecord>, safetel::generator::GroundTruth) {
         let f = &self.faults;
         let truth_path = dir.join("truth.json");
         run_ok(safetel(names, &dir.join("unused"), 0).args([
-            "generate", "--kafka",
-            "--seed", &self.seed.to_string(), "--vehicles", &self.vehicles.to_string(), "--days", &self.days.to_string(),
-            "--out-of-order", &f.out_of_order.to_string(), "--late", &f.late.to_string(),
-            "--duplicate", &f.duplicate.to_string(), "--corrupt", &f.corrupt.to_string(),
-            "--truth", truth_path.to_str().unwrap(),
+            "generate",
+            "--kafka",
+            "--seed",
+            &self.seed.to_string(),
+            "--vehicles",
+            &self.vehicles.to_string(),
+            "--days",
+            &self.days.to_string(),
+            "--out-of-order",
+            &f.out_of_order.to_string(),
+            "--late",
+            &f.late.to_string(),
+            "--duplicate",
+            &f.duplicate.to_string(),
+            "--corrupt",
+            &f.corrupt.to_string(),
+            "--truth",
+            truth_path.to_str().unwrap(),
         ]));
         let truth = serde_json::from_slice(&std::fs::read(truth_path).unwrap()).unwrap();
         (Generator::new(self.config()).unwrap().collect(), truth)
@@ -49,12 +72,20 @@ fn create_topics(names: &Names, dir: &std::path::Path) {
 
 /// Records the state must reflect: clean ones, reordered ones and the first copy of duplicates.
 fn counted(records: &[GeneratedRecord]) -> Vec<&[u8]> {
-    records.iter().filter(|r| matches!(r.fault, None | Some(Fault::OutOfOrder))).map(|r| r.bytes.as_slice()).collect()
+    records
+        .iter()
+        .filter(|r| matches!(r.fault, None | Some(Fault::OutOfOrder)))
+        .map(|r| r.bytes.as_slice())
+        .collect()
 }
 
 fn assert_served_totals_match(port: u16, expected: &BTreeMap<String, Totals>) {
     let listed = get_json(port, "/api/vehicles").unwrap();
-    assert_eq!(listed["vehicles"].as_array().unwrap().len(), expected.len(), "every vehicle, and no other");
+    assert_eq!(
+        listed["vehicles"].as_array().unwrap().len(),
+        expected.len(),
+        "every vehicle, and no other"
+    );
     for (vehicle, totals) in expected {
         assert_eq!(&served_totals(port, vehicle), totals, "vehicle {vehicle}");
     }
@@ -65,21 +96,39 @@ fn fleet_through_the_broker_gives_exact_per_vehicle_counts_and_exposure() {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::unique("counts");
     create_topics(&names, dir.path());
-    let fleet = Fleet { seed: 11, vehicles: 300, days: 21, faults: FaultConfig::default() };
+    let fleet = Fleet {
+        seed: 11,
+        vehicles: 300,
+        days: 21,
+        faults: FaultConfig::default(),
+    };
     let (records, truth) = fleet.send(&names, dir.path());
     assert_eq!(truth.records as usize, records.len());
     let expected = independent_totals(counted(&records));
-    assert!(expected.len() >= 295, "a few hundred vehicles: {}", expected.len());
+    assert!(
+        expected.len() >= 295,
+        "a few hundred vehicles: {}",
+        expected.len()
+    );
 
     let run = Running::start(&names, &dir.path().join("state"), &[]);
     run.wait_committed(records.len() as i64, PROCESS_TIMEOUT);
     assert_served_totals_match(run.port, &expected);
     let metrics = http_get(run.port, "/metrics").unwrap().1;
-    for name in ["safetel_records_consumed_total{type=\"trip\"}", "safetel_commit_duration_seconds_count", "safetel_consumer_lag_records"] {
+    for name in [
+        "safetel_records_consumed_total{type=\"trip\"}",
+        "safetel_commit_duration_seconds_count",
+        "safetel_consumer_lag_records",
+    ] {
         assert!(metrics.contains(name), "metric {name} missing");
     }
     let trips: u64 = expected.values().map(|t| t.trips).sum();
-    assert!(metrics.contains(&format!("safetel_records_consumed_total{{type=\"trip\"}} {trips}")), "trip counter");
+    assert!(
+        metrics.contains(&format!(
+            "safetel_records_consumed_total{{type=\"trip\"}} {trips}"
+        )),
+        "trip counter"
+    );
     run.stop();
 }
 
@@ -88,46 +137,96 @@ fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::unique("crash");
     create_topics(&names, dir.path());
-    let faults = FaultConfig { out_of_order: 0.02, late: 0.005, duplicate: 0.02, corrupt: 0.005 };
-    let fleet = Fleet { seed: 12, vehicles: 200, days: 21, faults };
+    let faults = FaultConfig {
+        out_of_order: 0.02,
+        late: 0.005,
+        duplicate: 0.02,
+        corrupt: 0.005,
+    };
+    // Large enough that processing takes seconds, so the kills land mid-stream.
+    let fleet = Fleet {
+        seed: 12,
+        vehicles: 1500,
+        days: 28,
+        faults,
+    };
     let (records, _) = fleet.send(&names, dir.path());
     let total = records.len() as i64;
     // Small commits, so that a kill lands between many commit points with work in flight.
-    let env = [("SAFETEL_STATE__COMMIT_MAX_RECORDS", "700"), ("SAFETEL_STATE__COMMIT_INTERVAL_MS", "50")];
+    let env = [
+        ("SAFETEL_STATE__COMMIT_MAX_RECORDS", "700"),
+        ("SAFETEL_STATE__COMMIT_INTERVAL_MS", "50"),
+    ];
 
     let whole_dir = dir.path().join("whole");
-    let whole = Running::start(&Names { group: format!("{}-whole", names.group), ..names.clone() }, &whole_dir, &env);
+    let whole = Running::start(
+        &Names {
+            group: format!("{}-whole", names.group),
+            ..names.clone()
+        },
+        &whole_dir,
+        &env,
+    );
     whole.wait_committed(total, PROCESS_TIMEOUT);
     whole.stop();
 
     let crash_dir = dir.path().join("crashed");
-    let crash_names = Names { group: format!("{}-crashed", names.group), ..names.clone() };
-    let mut kills = 0;
+    let crash_names = Names {
+        group: format!("{}-crashed", names.group),
+        ..names.clone()
+    };
+    let mut killed_at = Vec::new();
     for fraction in [0.2, 0.55] {
         let run = Running::start(&crash_names, &crash_dir, &env);
         let target = (total as f64 * fraction) as i64;
         run.wait_committed(target, PROCESS_TIMEOUT);
         run.kill();
-        kills += 1;
+        let store = safetel::store::Store::open(&crash_dir).unwrap();
+        let committed: i64 = store
+            .restore()
+            .unwrap()
+            .partitions
+            .values()
+            .map(|p| p.next_offset)
+            .sum();
+        killed_at.push(committed);
     }
+    assert!(
+        killed_at.iter().all(|c| *c < total),
+        "the kills landed before the end: {killed_at:?} of {total}"
+    );
     let run = Running::start(&crash_names, &crash_dir, &env);
     run.wait_committed(total, PROCESS_TIMEOUT);
     run.stop();
-    assert_eq!(kills, 2);
 
     let inspect = |state: &std::path::Path| -> serde_json::Value {
-        serde_json::from_str(&run_ok(safetel(&names, state, 0).args(["inspect", "--state-dir", state.to_str().unwrap()])))
-            .unwrap()
+        serde_json::from_str(&run_ok(safetel(&names, state, 0).args([
+            "inspect",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])))
+        .unwrap()
     };
     let (a, b) = (inspect(&whole_dir), inspect(&crash_dir));
     assert_eq!(a["facts"], b["facts"], "same facts");
-    assert_eq!(a["partitions"], b["partitions"], "same offsets, watermarks and seen ids");
+    assert_eq!(
+        a["partitions"], b["partitions"],
+        "same offsets, watermarks and seen ids"
+    );
     assert_eq!(a["vehicles"], b["vehicles"], "same per-vehicle bins");
     let expected = independent_totals(counted(&records));
     let vehicles = a["vehicles"].as_object().unwrap();
     for (vehicle, totals) in &expected {
-        assert_eq!(vehicles[vehicle]["totals"]["exposure_ms"].as_u64(), Some(totals.exposure_ms), "{vehicle}");
-        assert_eq!(vehicles[vehicle]["totals"]["critical"].as_u64(), Some(totals.critical), "{vehicle}");
+        assert_eq!(
+            vehicles[vehicle]["totals"]["exposure_ms"].as_u64(),
+            Some(totals.exposure_ms),
+            "{vehicle}"
+        );
+        assert_eq!(
+            vehicles[vehicle]["totals"]["critical"].as_u64(),
+            Some(totals.critical),
+            "{vehicle}"
+        );
     }
 }
 
@@ -136,10 +235,24 @@ fn bad_records_land_in_the_dlq_with_reasons_and_good_ones_are_all_counted() {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::unique("dlq");
     create_topics(&names, dir.path());
-    let faults = FaultConfig { out_of_order: 0.02, late: 0.01, duplicate: 0.01, corrupt: 0.02 };
-    let fleet = Fleet { seed: 13, vehicles: 150, days: 21, faults };
+    let faults = FaultConfig {
+        out_of_order: 0.02,
+        late: 0.01,
+        duplicate: 0.01,
+        corrupt: 0.02,
+    };
+    let fleet = Fleet {
+        seed: 13,
+        vehicles: 150,
+        days: 21,
+        faults,
+    };
     let (records, truth) = fleet.send(&names, dir.path());
-    assert!(truth.faults.corrupt > 100 && truth.faults.late > 50, "enough bad records: {:?}", truth.faults);
+    assert!(
+        truth.faults.corrupt > 100 && truth.faults.late > 50,
+        "enough bad records: {:?}",
+        truth.faults
+    );
 
     let run = Running::start(&names, &dir.path().join("state"), &[]);
     run.wait_committed(records.len() as i64, PROCESS_TIMEOUT);
@@ -162,18 +275,37 @@ fn bad_records_land_in_the_dlq_with_reasons_and_good_ones_are_all_counted() {
             let message = message.unwrap();
             let headers = message.headers().expect("dead letters carry headers");
             let header = |name: &str| {
-                headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).to_string())
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).to_string())
             };
             let reason = header("reason").expect("reason header");
-            assert!(header("error").is_some_and(|e| !e.is_empty()), "error header");
-            assert_eq!(header("source.topic").as_deref(), Some(names.events.as_str()));
+            assert!(
+                header("error").is_some_and(|e| !e.is_empty()),
+                "error header"
+            );
+            assert_eq!(
+                header("source.topic").as_deref(),
+                Some(names.events.as_str())
+            );
             *by_reason.entry(reason).or_default() += 1;
-            *payloads.entry(message.payload().unwrap_or(&[]).to_vec()).or_default() += 1;
+            *payloads
+                .entry(message.payload().unwrap_or(&[]).to_vec())
+                .or_default() += 1;
         }
         (by_reason.values().sum::<u64>() >= expected_total).then_some(())
     });
     assert_eq!(by_reason, truth.faults.expected_dlq);
-    for record in records.iter().filter(|r| matches!(r.fault, Some(Fault::Corrupt(_)) | Some(Fault::Late))) {
-        assert!(payloads.contains_key(&record.bytes), "original bytes of {:?} kept in the DLQ", record.fault);
+    for record in records
+        .iter()
+        .filter(|r| matches!(r.fault, Some(Fault::Corrupt(_)) | Some(Fault::Late)))
+    {
+        assert!(
+            payloads.contains_key(&record.bytes),
+            "original bytes of {:?} kept in the DLQ",
+            record.fault
+        );
     }
 }

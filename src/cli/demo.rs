@@ -37,26 +37,60 @@ pub struct Args {
 }
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
-    let mut fleet = GeneratorConfig { seed: args.seed, vehicles: args.vehicles, days: args.days, ..Default::default() };
+    let mut fleet = GeneratorConfig {
+        seed: args.seed,
+        vehicles: args.vehicles,
+        days: args.days,
+        ..Default::default()
+    };
     // A little of every fault, so the demo shows the dead-letter path at work.
-    fleet.faults = crate::generator::FaultConfig { out_of_order: 0.01, late: 0.001, duplicate: 0.002, corrupt: 0.001 };
+    fleet.faults = crate::generator::FaultConfig {
+        out_of_order: 0.01,
+        late: 0.001,
+        duplicate: 0.002,
+        corrupt: 0.001,
+    };
     let mut generator = Generator::new(fleet)?;
 
     let temp = tempfile::tempdir()?;
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| temp.path().join("state"));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().join("state"));
     let mut store = Store::open(&state_dir)?;
     let metrics = Metrics::new();
-    let mut engine = Engine::new(config.stream.clone(), RestoredState::default(), metrics.clone());
+    let mut engine = Engine::new(
+        config.stream.clone(),
+        RestoredState::default(),
+        metrics.clone(),
+    );
     let mut dlq = MemoryDeadLetters::default();
-    let policy = CommitPolicy { interval: Duration::from_millis(config.state.commit_interval_ms), max_records: 50_000 };
+    let policy = CommitPolicy {
+        interval: Duration::from_millis(config.state.commit_interval_ms),
+        max_records: 50_000,
+    };
     let status = StatusBoard::default();
 
-    eprintln!("demo: {} vehicles, {} days, seed {}; state in {}", args.vehicles, args.days, args.seed, state_dir.display());
+    eprintln!(
+        "demo: {} vehicles, {} days, seed {}; state in {}",
+        args.vehicles,
+        args.days,
+        args.seed,
+        state_dir.display()
+    );
     let started = Instant::now();
     let summary = {
         let records = generator.by_ref().map(|r| (r.key, r.bytes));
         let mut source = MemorySource::new(records, args.partitions);
-        runner::run(&mut engine, &mut source, &mut dlq, &mut store, policy, &AtomicBool::new(false), &status)?
+        runner::run(
+            &mut engine,
+            &mut source,
+            &mut dlq,
+            &mut store,
+            policy,
+            &AtomicBool::new(false),
+            &status,
+        )?
     };
     let elapsed = started.elapsed().as_secs_f64();
     let truth = generator.truth();
@@ -75,29 +109,68 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         *dlq_by_reason.entry(letter.reason).or_default() += 1;
     }
 
-    println!("safetel demo — {} records in {:.2} s ({:.0} records/s including generation and RocksDB commits)",
-        summary.records, elapsed, summary.records as f64 / elapsed);
-    println!("  accepted {}   dead-lettered {} {:?}   commits {}", summary.accepted, summary.dead_lettered, dlq_by_reason, summary.commits);
-    println!("  expected in DLQ from injected faults: {:?}", truth.faults.expected_dlq);
-    println!("  fleet: {} vehicles, {} trips, {:.0} h driven, {} safety events, {} critical ({:.2} per 1000 h), {} disengagements",
-        engine.vehicles().len(), fleet_totals.trips, fleet_totals.exposure_hours(), fleet_totals.safety_events,
-        fleet_totals.critical, fleet_totals.critical as f64 / fleet_totals.exposure_hours().max(1e-9) * 1000.0,
-        fleet_totals.disengagements);
+    println!(
+        "safetel demo — {} records in {:.2} s ({:.0} records/s including generation and RocksDB commits)",
+        summary.records,
+        elapsed,
+        summary.records as f64 / elapsed
+    );
+    println!(
+        "  accepted {}   dead-lettered {} {:?}   commits {}",
+        summary.accepted, summary.dead_lettered, dlq_by_reason, summary.commits
+    );
+    println!(
+        "  expected in DLQ from injected faults: {:?}",
+        truth.faults.expected_dlq
+    );
+    println!(
+        "  fleet: {} vehicles, {} trips, {:.0} h driven, {} safety events, {} critical ({:.2} per 1000 h), {} disengagements",
+        engine.vehicles().len(),
+        fleet_totals.trips,
+        fleet_totals.exposure_hours(),
+        fleet_totals.safety_events,
+        fleet_totals.critical,
+        fleet_totals.critical as f64 / fleet_totals.exposure_hours().max(1e-9) * 1000.0,
+        fleet_totals.disengagements
+    );
     println!("  highest critical-event rates (per 1000 h):");
     for (rate, id, totals) in worst.iter().take(5) {
-        let injected = truth.regressions.iter().find(|r| &r.key == id).map(|r| format!("  <- injected fault, HR {:.1}", r.true_hr));
-        println!("    {id}  {rate:6.2}  ({} events in {:.0} h){}", totals.critical, totals.exposure_hours(), injected.unwrap_or_default());
+        let injected = truth
+            .regressions
+            .iter()
+            .find(|r| &r.key == id)
+            .map(|r| format!("  <- injected fault, HR {:.1}", r.true_hr));
+        println!(
+            "    {id}  {rate:6.2}  ({} events in {:.0} h){}",
+            totals.critical,
+            totals.exposure_hours(),
+            injected.unwrap_or_default()
+        );
     }
-    println!("  injected regressions: {} (change-point detection arrives with the detector)", truth.regressions.len());
+    println!(
+        "  injected regressions: {} (change-point detection arrives with the detector)",
+        truth.regressions.len()
+    );
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    std::fs::write(args.out.join("truth.json"), serde_json::to_vec_pretty(&truth)?)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("truth.json"),
+        serde_json::to_vec_pretty(&truth)?,
+    )?;
     let report = json!({
         "records": summary.records, "accepted": summary.accepted, "dead_lettered": summary.dead_lettered,
         "dead_lettered_by_reason": dlq_by_reason, "expected_dead_letters": truth.faults.expected_dlq,
         "vehicles": engine.vehicles().len(), "fleet_totals": fleet_totals, "elapsed_s": elapsed,
     });
-    std::fs::write(args.out.join("summary.json"), serde_json::to_vec_pretty(&report)?)?;
-    println!("  wrote {}/truth.json and {}/summary.json", args.out.display(), args.out.display());
+    std::fs::write(
+        args.out.join("summary.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    println!(
+        "  wrote {}/truth.json and {}/summary.json",
+        args.out.display(),
+        args.out.display()
+    );
     Ok(())
 }

@@ -52,7 +52,8 @@ impl Args {
     pub fn generator_config(&self) -> anyhow::Result<GeneratorConfig> {
         let mut config = match &self.fleet {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
             }
             None => GeneratorConfig::default(),
@@ -74,9 +75,11 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let fleet = args.generator_config()?;
     let mut generator = Generator::new(fleet.clone())?;
     let progress = ProgressBar::new(u64::from(fleet.days)).with_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} days, {per_sec} ({eta} left)")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} days, {per_sec} ({eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     progress.set_message("generating");
     let mut sent = 0u64;
@@ -91,7 +94,9 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         producer.flush(Duration::from_secs(120))?;
     } else if let Some(path) = &args.output {
         if fleet.faults.corrupt > 0.0 {
-            bail!("corrupt records cannot be stored in an Avro container file; send them with --kafka");
+            bail!(
+                "corrupt records cannot be stored in an Avro container file; send them with --kafka"
+            );
         }
         sent = write_container(path, &mut generator, &mut tick)?;
     } else {

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "safetel", version, about = "Streaming safety-telemetry processor for vehicle fleets")]
+#[command(
+    name = "safetel",
+    version,
+    about = "Streaming safety-telemetry processor for vehicle fleets"
+)]
 struct Cli {
     /// Configuration file (TOML); defaults built in. SAFETEL_<SECTION>__<KEY> variables override it.
     #[arg(long, global = true, env = "SAFETEL_CONFIG")]
@@ -46,7 +50,8 @@ enum Command {
 /// Runs the command line; the binary's `main` calls this.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    let config =
+        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     init_logging(&config);
     match cli.command {
         Command::Generate(args) => generate::execute(&config, args),
@@ -63,8 +68,13 @@ pub fn main() -> anyhow::Result<()> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if config.log.format == "json" {
         builder.json().init();
     } else {

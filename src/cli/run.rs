@@ -24,15 +24,28 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     info!(config = %config.redacted_toml(), "starting safetel run");
     let store = Store::open(&config.state.dir)?;
     let restored = store.restore().context("restoring state")?;
-    let positions = restored.partitions.iter().map(|(p, s)| (*p, s.next_offset)).collect();
-    info!(vehicles = restored.vehicles.len(), ?positions, "state restored");
+    let positions = restored
+        .partitions
+        .iter()
+        .map(|(p, s)| (*p, s.next_offset))
+        .collect();
+    info!(
+        vehicles = restored.vehicles.len(),
+        ?positions,
+        "state restored"
+    );
     let metrics = Metrics::new();
     let engine = Engine::new(config.stream.clone(), restored, metrics.clone());
-    let source = KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
+    let source =
+        KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
     let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
     let status = Arc::new(StatusBoard::default());
     let shutdown = Arc::new(AtomicBool::new(false));
-    let app = AppState { vehicles: engine.vehicles(), metrics: metrics.clone(), status: Arc::clone(&status) };
+    let app = AppState {
+        vehicles: engine.vehicles(),
+        metrics: metrics.clone(),
+        status: Arc::clone(&status),
+    };
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),
         max_records: config.state.commit_max_records,
@@ -40,13 +53,26 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
 
     let pipeline = {
         let (shutdown, status) = (Arc::clone(&shutdown), Arc::clone(&status));
-        std::thread::Builder::new().name("pipeline".into()).spawn(move || {
-            let (mut engine, mut source, mut dlq, mut store) = (engine, source, dlq, store);
-            runner::run(&mut engine, &mut source, &mut dlq, &mut store, policy, &shutdown, &status)
-        })?
+        std::thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || {
+                let (mut engine, mut source, mut dlq, mut store) = (engine, source, dlq, store);
+                runner::run(
+                    &mut engine,
+                    &mut source,
+                    &mut dlq,
+                    &mut store,
+                    policy,
+                    &shutdown,
+                    &status,
+                )
+            })?
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let deadline = Duration::from_millis(config.state.shutdown_deadline_ms);
     let listen = config.http.listen.clone();
     let outcome = runtime.block_on(async move {

@@ -13,7 +13,9 @@ pub enum Action {
 pub fn execute(config: &Config, action: Action) -> anyhow::Result<()> {
     match action {
         Action::Create => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             for (topic, created) in runtime.block_on(crate::kafka::create_topics(config))? {
                 println!("{topic}: {}", if created { "created" } else { "exists" });
             }

@@ -29,7 +29,10 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut value: u64 = 0;
         for shift in (0..70).step_by(7) {
-            let byte = *self.buf.get(self.pos).ok_or(DecodeError::Truncated(self.pos))?;
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or(DecodeError::Truncated(self.pos))?;
             self.pos += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -72,13 +75,19 @@ impl<'a> Reader<'a> {
 
     pub fn double(&mut self) -> Result<f64, DecodeError> {
         let end = self.pos + 8;
-        let raw = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated(self.buf.len()))?;
+        let raw = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError::Truncated(self.buf.len()))?;
         self.pos = end;
         Ok(f64::from_le_bytes(raw.try_into().expect("slice of 8")))
     }
 
     pub fn boolean(&mut self) -> Result<bool, DecodeError> {
-        let byte = *self.buf.get(self.pos).ok_or(DecodeError::Truncated(self.pos))?;
+        let byte = *self
+            .buf
+            .get(self.pos)
+            .ok_or(DecodeError::Truncated(self.pos))?;
         self.pos += 1;
         match byte {
             0 => Ok(false),

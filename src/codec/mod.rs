@@ -84,9 +84,9 @@ impl DecodeError {
     /// The DLQ reason: `schema` for framing and schema-id problems, `decode` for a bad datum.
     pub fn reason(&self) -> &'static str {
         match self {
-            DecodeError::MissingHeader(_) | DecodeError::BadMagic(_) | DecodeError::UnknownSchemaId(_) => {
-                "schema"
-            }
+            DecodeError::MissingHeader(_)
+            | DecodeError::BadMagic(_)
+            | DecodeError::UnknownSchemaId(_) => "schema",
             _ => "decode",
         }
     }

@@ -11,8 +11,8 @@ use apache_avro::types::Value;
 
 use super::{DecodeError, SchemaId, parse_schema};
 use crate::model::{
-    DrivingMode, EventType, ModeTransition, Payload, RoadType, SafetyEvent, Severity, TelemetryEvent,
-    TransitionReason, TripSummary, Weather,
+    DrivingMode, EventType, ModeTransition, Payload, RoadType, SafetyEvent, Severity,
+    TelemetryEvent, TransitionReason, TripSummary, Weather,
 };
 
 /// The most `apache-avro` may allocate for one datum; a corrupt length prefix must not be able to
@@ -32,11 +32,17 @@ fn schemas() -> &'static Schemas {
             .into_iter()
             .map(|id| (id as u32, parse_schema(id)))
             .collect();
-        Schemas { reader: parse_schema(SchemaId::CURRENT_TELEMETRY), writers }
+        Schemas {
+            reader: parse_schema(SchemaId::CURRENT_TELEMETRY),
+            writers,
+        }
     })
 }
 
-pub(super) fn decode_older(writer: SchemaId, datum: &[u8]) -> Result<TelemetryEvent<'static>, DecodeError> {
+pub(super) fn decode_older(
+    writer: SchemaId,
+    datum: &[u8],
+) -> Result<TelemetryEvent<'static>, DecodeError> {
     let schemas = schemas();
     let writer_schema = schemas
         .writers
@@ -67,13 +73,17 @@ impl Fields {
     }
 
     fn take(&mut self, name: &str) -> Result<Value, DecodeError> {
-        self.0.remove(name).ok_or_else(|| resolution(format!("field `{name}` missing")))
+        self.0
+            .remove(name)
+            .ok_or_else(|| resolution(format!("field `{name}` missing")))
     }
 
     fn string(&mut self, name: &str) -> Result<Cow<'static, str>, DecodeError> {
         match self.take(name)? {
             Value::String(s) => Ok(Cow::Owned(s)),
-            other => Err(resolution(format!("field `{name}`: expected a string, got {other:?}"))),
+            other => Err(resolution(format!(
+                "field `{name}`: expected a string, got {other:?}"
+            ))),
         }
     }
 
@@ -81,7 +91,9 @@ impl Fields {
         match self.take(name)? {
             Value::Long(v) | Value::TimestampMillis(v) => Ok(v),
             Value::Int(v) => Ok(v.into()),
-            other => Err(resolution(format!("field `{name}`: expected a long, got {other:?}"))),
+            other => Err(resolution(format!(
+                "field `{name}`: expected a long, got {other:?}"
+            ))),
         }
     }
 
@@ -89,23 +101,28 @@ impl Fields {
         match self.take(name)? {
             Value::Double(v) => Ok(v),
             Value::Float(v) => Ok(v.into()),
-            other => Err(resolution(format!("field `{name}`: expected a double, got {other:?}"))),
+            other => Err(resolution(format!(
+                "field `{name}`: expected a double, got {other:?}"
+            ))),
         }
     }
 
     fn boolean(&mut self, name: &str) -> Result<bool, DecodeError> {
         match self.take(name)? {
             Value::Boolean(v) => Ok(v),
-            other => Err(resolution(format!("field `{name}`: expected a boolean, got {other:?}"))),
+            other => Err(resolution(format!(
+                "field `{name}`: expected a boolean, got {other:?}"
+            ))),
         }
     }
 
     fn symbol<T>(&mut self, name: &str, parse: fn(&str) -> Option<T>) -> Result<T, DecodeError> {
         match self.take(name)? {
-            Value::Enum(_, symbol) => {
-                parse(&symbol).ok_or_else(|| resolution(format!("field `{name}`: unknown symbol {symbol}")))
-            }
-            other => Err(resolution(format!("field `{name}`: expected an enum, got {other:?}"))),
+            Value::Enum(_, symbol) => parse(&symbol)
+                .ok_or_else(|| resolution(format!("field `{name}`: unknown symbol {symbol}"))),
+            other => Err(resolution(format!(
+                "field `{name}`: expected an enum, got {other:?}"
+            ))),
         }
     }
 }
@@ -116,7 +133,11 @@ fn event_from_value(value: Value) -> Result<TelemetryEvent<'static>, DecodeError
     let event_time_ms = top.long("event_time")?;
     let (branch, inner) = match top.take("payload")? {
         Value::Union(branch, inner) => (branch, *inner),
-        other => return Err(resolution(format!("payload: expected a union, got {other:?}"))),
+        other => {
+            return Err(resolution(format!(
+                "payload: expected a union, got {other:?}"
+            )));
+        }
     };
     let mut f = Fields::of(inner)?;
     let payload = match branch {
@@ -148,7 +169,16 @@ fn event_from_value(value: Value) -> Result<TelemetryEvent<'static>, DecodeError
             to_mode: f.symbol("to_mode", DrivingMode::from_symbol)?,
             reason: f.symbol("reason", TransitionReason::from_symbol)?,
         }),
-        other => return Err(DecodeError::BadIndex { name: "payload union", index: other.into() }),
+        other => {
+            return Err(DecodeError::BadIndex {
+                name: "payload union",
+                index: other.into(),
+            });
+        }
     };
-    Ok(TelemetryEvent { vehicle_id, event_time_ms, payload })
+    Ok(TelemetryEvent {
+        vehicle_id,
+        event_time_ms,
+        payload,
+    })
 }

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use super::DecodeError;
 use super::binary::{Reader, write_bool, write_double, write_long, write_string};
 use crate::model::{
-    DrivingMode, EventType, ModeTransition, Payload, RoadType, SafetyEvent, Severity, TelemetryEvent,
-    TransitionReason, TripSummary, Weather,
+    DrivingMode, EventType, ModeTransition, Payload, RoadType, SafetyEvent, Severity,
+    TelemetryEvent, TransitionReason, TripSummary, Weather,
 };
 
 macro_rules! read_enum {
@@ -52,7 +52,11 @@ pub(super) fn decode_current(datum: &[u8]) -> Result<TelemetryEvent<'_>, DecodeE
         }),
     };
     r.finish()?;
-    Ok(TelemetryEvent { vehicle_id, event_time_ms, payload })
+    Ok(TelemetryEvent {
+        vehicle_id,
+        event_time_ms,
+        payload,
+    })
 }
 
 pub(super) fn encode_current(event: &TelemetryEvent<'_>, out: &mut Vec<u8>) {

@@ -86,7 +86,10 @@ fn to_value(event: &TelemetryEvent<'_>) -> Value {
             vec![
                 ("event_id", s(&ev.event_id)),
                 ("trip_id", s(&ev.trip_id)),
-                ("event_type", e(ev.event_type.index(), ev.event_type.symbol())),
+                (
+                    "event_type",
+                    e(ev.event_type.index(), ev.event_type.symbol()),
+                ),
                 ("severity", e(ev.severity.index(), ev.severity.symbol())),
                 ("speed_kph", Value::Double(ev.speed_kph)),
             ],
@@ -103,7 +106,12 @@ fn to_value(event: &TelemetryEvent<'_>) -> Value {
         ),
     };
     let record = |fields: Vec<(&str, Value)>| {
-        Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     };
     record(vec![
         ("vehicle_id", s(&event.vehicle_id)),
@@ -116,7 +124,11 @@ fn to_value(event: &TelemetryEvent<'_>) -> Value {
 fn round_trip_every_payload_kind() {
     for event in samples() {
         let bytes = encode_to_vec(&event);
-        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 2], "Confluent header with schema id 2");
+        assert_eq!(
+            &bytes[..5],
+            &[0, 0, 0, 0, 2],
+            "Confluent header with schema id 2"
+        );
         assert_eq!(decode(&bytes).unwrap(), event);
     }
 }
@@ -150,8 +162,13 @@ fn older_writer_schema_resolves_with_reader_default() {
     framed.extend_from_slice(&apache_avro::to_avro_datum(&v1, value).unwrap());
 
     let decoded = decode(&framed).unwrap();
-    let Payload::Trip(t) = &decoded.payload else { panic!("expected a trip, got {decoded:?}") };
-    assert_eq!(t.vehicle_model, "unknown", "the reader schema's default fills the added field");
+    let Payload::Trip(t) = &decoded.payload else {
+        panic!("expected a trip, got {decoded:?}")
+    };
+    assert_eq!(
+        t.vehicle_model, "unknown",
+        "the reader schema's default fills the added field"
+    );
     let mut expected = trip();
     if let Payload::Trip(t) = &mut expected.payload {
         t.vehicle_model = "unknown".into();
@@ -162,10 +179,23 @@ fn older_writer_schema_resolves_with_reader_default() {
 #[test]
 fn framing_errors_are_schema_errors() {
     assert_eq!(decode(&[0, 0]).unwrap_err(), DecodeError::MissingHeader(2));
-    assert_eq!(decode(&[1, 0, 0, 0, 2, 0]).unwrap_err(), DecodeError::BadMagic(1));
-    assert_eq!(decode(&[0, 0, 0, 0, 99]).unwrap_err(), DecodeError::UnknownSchemaId(99));
-    assert_eq!(decode(&[0, 0, 0, 0, 3]).unwrap_err(), DecodeError::UnknownSchemaId(3));
-    for err in [DecodeError::MissingHeader(0), DecodeError::BadMagic(7), DecodeError::UnknownSchemaId(9)] {
+    assert_eq!(
+        decode(&[1, 0, 0, 0, 2, 0]).unwrap_err(),
+        DecodeError::BadMagic(1)
+    );
+    assert_eq!(
+        decode(&[0, 0, 0, 0, 99]).unwrap_err(),
+        DecodeError::UnknownSchemaId(99)
+    );
+    assert_eq!(
+        decode(&[0, 0, 0, 0, 3]).unwrap_err(),
+        DecodeError::UnknownSchemaId(3)
+    );
+    for err in [
+        DecodeError::MissingHeader(0),
+        DecodeError::BadMagic(7),
+        DecodeError::UnknownSchemaId(9),
+    ] {
         assert_eq!(err.reason(), "schema");
     }
 }
@@ -187,7 +217,13 @@ fn out_of_range_enum_and_union_indices_are_rejected() {
     let mut bytes = encode_to_vec(&mode());
     // The last byte is the `reason` enum index; 8 is zig-zag for 4, one past SYSTEM_FAULT.
     *bytes.last_mut().unwrap() = 8;
-    assert!(matches!(decode(&bytes), Err(DecodeError::BadIndex { name: "TransitionReason", index: 4 })));
+    assert!(matches!(
+        decode(&bytes),
+        Err(DecodeError::BadIndex {
+            name: "TransitionReason",
+            index: 4
+        })
+    ));
 }
 
 proptest! {

@@ -27,7 +27,12 @@ pub struct MemorySource<I> {
 
 impl<I: Iterator<Item = (String, Vec<u8>)>> MemorySource<I> {
     pub fn new(records: I, partitions: i32) -> Self {
-        MemorySource { records, partitions, next_offsets: HashMap::new(), skip_before: HashMap::new() }
+        MemorySource {
+            records,
+            partitions,
+            next_offsets: HashMap::new(),
+            skip_before: HashMap::new(),
+        }
     }
 
     /// Resumes after a restart: records below these offsets were already processed.
@@ -38,11 +43,19 @@ impl<I: Iterator<Item = (String, Vec<u8>)>> MemorySource<I> {
 }
 
 impl<I: Iterator<Item = (String, Vec<u8>)>> RecordSource for MemorySource<I> {
-    fn poll(&mut self, _max_wait: Duration, handle: &mut dyn FnMut(&SourceRecord<'_>)) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        _max_wait: Duration,
+        handle: &mut dyn FnMut(&SourceRecord<'_>),
+    ) -> Result<Poll, SourceError> {
         let mut count = 0;
         while count < BATCH {
             let Some((key, bytes)) = self.records.next() else {
-                return Ok(if count == 0 { Poll::End } else { Poll::Records(count) });
+                return Ok(if count == 0 {
+                    Poll::End
+                } else {
+                    Poll::Records(count)
+                });
             };
             let partition = partition_for(key.as_bytes(), self.partitions);
             let offset = self.next_offsets.entry(partition).or_insert(0);
@@ -51,7 +64,13 @@ impl<I: Iterator<Item = (String, Vec<u8>)>> RecordSource for MemorySource<I> {
             if this < self.skip_before.get(&partition).copied().unwrap_or(0) {
                 continue;
             }
-            handle(&SourceRecord { partition, offset: this, key: Some(key.as_bytes()), payload: &bytes, timestamp_ms: None });
+            handle(&SourceRecord {
+                partition,
+                offset: this,
+                key: Some(key.as_bytes()),
+                payload: &bytes,
+                timestamp_ms: None,
+            });
             count += 1;
         }
         Ok(Poll::Records(count))

@@ -42,8 +42,14 @@ pub enum Rejection {
     Decode(#[from] DecodeError),
     #[error("invalid event: {0}")]
     Invalid(#[from] ValidationError),
-    #[error("event time {event_time_ms} is more than {allowed_lateness_ms} ms behind the watermark {watermark_ms}")]
-    Late { event_time_ms: i64, watermark_ms: i64, allowed_lateness_ms: i64 },
+    #[error(
+        "event time {event_time_ms} is more than {allowed_lateness_ms} ms behind the watermark {watermark_ms}"
+    )]
+    Late {
+        event_time_ms: i64,
+        watermark_ms: i64,
+        allowed_lateness_ms: i64,
+    },
     #[error("duplicate of an earlier record with id `{id}`")]
     Duplicate { id: String },
 }
@@ -60,7 +66,15 @@ impl Rejection {
         }
     }
 
-    pub const REASONS: [&'static str; 7] = ["oversized", "schema", "decode", "invalid", "late", "duplicate", "other"];
+    pub const REASONS: [&'static str; 7] = [
+        "oversized",
+        "schema",
+        "decode",
+        "invalid",
+        "late",
+        "duplicate",
+        "other",
+    ];
 }
 
 /// Per-record processing and the hot state it updates.
@@ -116,7 +130,10 @@ impl Engine {
 
     /// Next offset to read per partition, as of the records processed so far.
     pub fn positions(&self) -> HashMap<i32, i64> {
-        self.partitions.iter().map(|(p, s)| (*p, s.next_offset)).collect()
+        self.partitions
+            .iter()
+            .map(|(p, s)| (*p, s.next_offset))
+            .collect()
     }
 
     /// Records processed since the last commit point.
@@ -129,7 +146,10 @@ impl Engine {
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         self.metrics.records_received.inc();
         let result = self.apply(record);
-        let partition = self.partitions.entry(record.partition).or_insert_with(PartitionState::new);
+        let partition = self
+            .partitions
+            .entry(record.partition)
+            .or_insert_with(PartitionState::new);
         partition.next_offset = record.offset + 1;
         if !self.pending.moved_partitions.contains(&record.partition) {
             self.pending.moved_partitions.push(record.partition);
@@ -145,14 +165,22 @@ impl Engine {
     fn apply(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         let max = self.config.max_record_bytes;
         if record.payload.len() > max {
-            return Err(Rejection::Oversized { len: record.payload.len(), max });
+            return Err(Rejection::Oversized {
+                len: record.payload.len(),
+                max,
+            });
         }
         let event = codec::decode(record.payload)?;
         validate(&event)?;
 
-        let partition = self.partitions.entry(record.partition).or_insert_with(PartitionState::new);
+        let partition = self
+            .partitions
+            .entry(record.partition)
+            .or_insert_with(PartitionState::new);
         let time = event.event_time_ms;
-        if partition.watermark_ms != i64::MIN && time < partition.watermark_ms - self.allowed_lateness_ms {
+        if partition.watermark_ms != i64::MIN
+            && time < partition.watermark_ms - self.allowed_lateness_ms
+        {
             return Err(Rejection::Late {
                 event_time_ms: time,
                 watermark_ms: partition.watermark_ms,
@@ -162,23 +190,43 @@ impl Engine {
         let kind = event.kind();
         let hash = record_hash(kind, &event.vehicle_id, event.record_id());
         if partition.seen.insert(hash, time).is_some() {
-            return Err(Rejection::Duplicate { id: event.record_id().to_string() });
+            return Err(Rejection::Duplicate {
+                id: event.record_id().to_string(),
+            });
         }
         partition.watermark_ms = partition.watermark_ms.max(time);
         self.pending.seen_added.push((record.partition, time, hash));
 
         let (bin_time, delta) = match &event.payload {
             Payload::Trip(t) => {
-                let stats = BinStats { trips: 1, exposure_ms: exposure_ms(t.duration_s), ..BinStats::default() };
+                let stats = BinStats {
+                    trips: 1,
+                    exposure_ms: exposure_ms(t.duration_s),
+                    ..BinStats::default()
+                };
                 (t.end_time_ms, stats)
             }
             Payload::Safety(e) => {
                 let critical = u64::from(e.is_critical());
-                (time, BinStats { safety_events: 1, critical, ..BinStats::default() })
+                (
+                    time,
+                    BinStats {
+                        safety_events: 1,
+                        critical,
+                        ..BinStats::default()
+                    },
+                )
             }
             Payload::Mode(m) => {
                 let disengagements = u64::from(m.is_disengagement());
-                (time, BinStats { mode_transitions: 1, disengagements, ..BinStats::default() })
+                (
+                    time,
+                    BinStats {
+                        mode_transitions: 1,
+                        disengagements,
+                        ..BinStats::default()
+                    },
+                )
             }
         };
         let bin = bin_time.div_euclid(self.bin_width_ms) * self.bin_width_ms;
@@ -189,7 +237,10 @@ impl Engine {
             None => {
                 self.vehicles.insert(
                     vehicle_id.to_string(),
-                    VehicleState { partition: record.partition, ..VehicleState::default() },
+                    VehicleState {
+                        partition: record.partition,
+                        ..VehicleState::default()
+                    },
                 );
                 self.metrics.vehicles.inc();
                 self.vehicles.get_mut(vehicle_id).expect("just inserted")
@@ -226,14 +277,25 @@ impl Engine {
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
     pub fn take_delta(&mut self) -> StateDelta {
         let pending = std::mem::take(&mut self.pending);
-        let mut delta = StateDelta { facts: pending.facts, seen_added: pending.seen_added, ..StateDelta::default() };
+        let mut delta = StateDelta {
+            facts: pending.facts,
+            seen_added: pending.seen_added,
+            ..StateDelta::default()
+        };
         for vehicle_id in pending.dirty_vehicles {
             if let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) {
                 let dirty = std::mem::take(&mut vehicle.dirty_bins);
                 for bin in dirty {
-                    delta.bins.push((vehicle.partition, vehicle_id.clone(), bin, vehicle.bins[&bin]));
+                    delta.bins.push((
+                        vehicle.partition,
+                        vehicle_id.clone(),
+                        bin,
+                        vehicle.bins[&bin],
+                    ));
                 }
-                delta.vehicles.push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
+                delta
+                    .vehicles
+                    .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
             }
         }
         let mut moved = pending.moved_partitions;
@@ -241,7 +303,9 @@ impl Engine {
         moved.dedup();
         for p in moved {
             let state = self.partitions.get_mut(&p).expect("moved partitions exist");
-            delta.positions.push((p, state.next_offset, state.watermark_ms));
+            delta
+                .positions
+                .push((p, state.next_offset, state.watermark_ms));
             if state.watermark_ms != i64::MIN {
                 let cutoff = state.watermark_ms.saturating_sub(self.allowed_lateness_ms);
                 state.seen.retain(|_, time| *time >= cutoff);
@@ -254,7 +318,12 @@ impl Engine {
 
 /// The dedup key of a record: its kind, vehicle and id, hashed.
 fn record_hash(kind: RecordKind, vehicle_id: &str, record_id: &str) -> u64 {
-    id_hash(&[&[kind as u8], vehicle_id.as_bytes(), &[0], record_id.as_bytes()])
+    id_hash(&[
+        &[kind as u8],
+        vehicle_id.as_bytes(),
+        &[0],
+        record_id.as_bytes(),
+    ])
 }
 
 #[cfg(test)]

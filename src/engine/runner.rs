@@ -25,7 +25,11 @@ pub enum Poll {
 /// Where records come from: Kafka in `run`, the generator in `demo` and experiments.
 pub trait RecordSource {
     /// Hands available records to `handle`, waiting at most `max_wait` for the first.
-    fn poll(&mut self, max_wait: Duration, handle: &mut dyn FnMut(&SourceRecord<'_>)) -> Result<Poll, SourceError>;
+    fn poll(
+        &mut self,
+        max_wait: Duration,
+        handle: &mut dyn FnMut(&SourceRecord<'_>),
+    ) -> Result<Poll, SourceError>;
 
     /// Called once state up to these positions (next offset per partition) is durable.
     fn committed(&mut self, _positions: &HashMap<i32, i64>) {}
@@ -135,7 +139,10 @@ pub fn run(
                 return;
             }
             if let Some(ts) = record.timestamp_ms {
-                engine.metrics.processing_latency.observe((now_ms - ts).max(0) as f64 / 1000.0);
+                engine
+                    .metrics
+                    .processing_latency
+                    .observe((now_ms - ts).max(0) as f64 / 1000.0);
             }
             summary.records += 1;
             match engine.process(record) {
@@ -198,10 +205,17 @@ fn commit(
     source.committed(&positions);
     let lag = source.lag(&positions);
     for (partition, behind) in &lag {
-        engine.metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(*behind);
+        engine
+            .metrics
+            .consumer_lag
+            .with_label_values(&[&partition.to_string()])
+            .set(*behind);
     }
     engine.metrics.commits.inc();
-    engine.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+    engine
+        .metrics
+        .commit_duration
+        .observe(started.elapsed().as_secs_f64());
     status.update(|s| {
         s.commits += 1;
         s.last_commit_unix_ms = Some(unix_ms());
@@ -214,5 +228,8 @@ fn commit(
 }
 
 pub fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

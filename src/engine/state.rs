@@ -46,7 +46,14 @@ impl BinStats {
     }
 
     fn fields(&self) -> [u64; 6] {
-        [self.trips, self.exposure_ms, self.safety_events, self.critical, self.disengagements, self.mode_transitions]
+        [
+            self.trips,
+            self.exposure_ms,
+            self.safety_events,
+            self.critical,
+            self.disengagements,
+            self.mode_transitions,
+        ]
     }
 
     pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
@@ -61,7 +68,10 @@ impl BinStats {
         if bytes.len() != Self::ENCODED_LEN {
             return None;
         }
-        let v: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         Some(BinStats {
             trips: v[0],
             exposure_ms: v[1],
@@ -118,7 +128,11 @@ pub struct PartitionState {
 
 impl PartitionState {
     pub fn new() -> Self {
-        PartitionState { next_offset: 0, watermark_ms: i64::MIN, seen: HashMap::new() }
+        PartitionState {
+            next_offset: 0,
+            watermark_ms: i64::MIN,
+            seen: HashMap::new(),
+        }
     }
 }
 

@@ -15,7 +15,11 @@ const HOUR: i64 = 3_600_000;
 const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00Z
 
 fn engine() -> Engine {
-    Engine::new(Config::default_config().stream, RestoredState::default(), Metrics::new())
+    Engine::new(
+        Config::default_config().stream,
+        RestoredState::default(),
+        Metrics::new(),
+    )
 }
 
 fn safety(vehicle: &str, id: &str, time: i64, event_type: EventType) -> Vec<u8> {
@@ -58,7 +62,13 @@ fn feed(engine: &mut Engine, records: &[Vec<u8>]) -> Vec<Result<RecordKind, Reje
         .iter()
         .enumerate()
         .map(|(offset, bytes)| {
-            engine.process(&SourceRecord { partition: 0, offset: offset as i64, key: None, payload: bytes, timestamp_ms: None })
+            engine.process(&SourceRecord {
+                partition: 0,
+                offset: offset as i64,
+                key: None,
+                payload: bytes,
+                timestamp_ms: None,
+            })
         })
         .collect()
 }
@@ -80,8 +90,24 @@ fn counts_and_exposure_land_in_event_time_bins() {
     let v = vehicles.get("v1").unwrap();
     let day0 = v.bins[&T0];
     let day1 = v.bins[&(T0 + 24 * HOUR)];
-    assert_eq!((day0.trips, day0.exposure_ms, day0.critical, day0.safety_events), (1, 1_800_000, 1, 1));
-    assert_eq!((day1.trips, day1.exposure_ms, day1.critical, day1.safety_events), (1, 3_600_500, 0, 1));
+    assert_eq!(
+        (
+            day0.trips,
+            day0.exposure_ms,
+            day0.critical,
+            day0.safety_events
+        ),
+        (1, 1_800_000, 1, 1)
+    );
+    assert_eq!(
+        (
+            day1.trips,
+            day1.exposure_ms,
+            day1.critical,
+            day1.safety_events
+        ),
+        (1, 3_600_500, 0, 1)
+    );
     assert_eq!(v.meta.firmware_version, "fw-1");
 }
 
@@ -96,14 +122,29 @@ fn duplicates_and_late_records_are_rejected_with_reasons() {
             safety("v1", "e1", T0 + 10 * HOUR, EventType::HardBrake),
             safety("v2", "e1", T0 + 10 * HOUR, EventType::HardBrake), // same id, other vehicle: distinct
             safety("v1", "e3", T0 + 10 * HOUR - lateness, EventType::HardBrake), // exactly at the limit: on time
-            safety("v1", "e4", T0 + 10 * HOUR - lateness - 1, EventType::HardBrake),
+            safety(
+                "v1",
+                "e4",
+                T0 + 10 * HOUR - lateness - 1,
+                EventType::HardBrake,
+            ),
             vec![0, 0, 0, 0, 2, 0xff],
             vec![0; 70_000],
         ],
     );
-    let reasons: Vec<&str> = results.iter().map(|r| r.as_ref().map_or_else(|e| e.reason(), |_| "ok")).collect();
-    assert_eq!(reasons, ["ok", "duplicate", "ok", "ok", "late", "decode", "oversized"]);
-    assert_eq!(e.positions()[&0], 7, "every record moves the offset, accepted or not");
+    let reasons: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(|e| e.reason(), |_| "ok"))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["ok", "duplicate", "ok", "ok", "late", "decode", "oversized"]
+    );
+    assert_eq!(
+        e.positions()[&0],
+        7,
+        "every record moves the offset, accepted or not"
+    );
     assert_eq!(e.vehicles().get("v1").unwrap().totals().safety_events, 2);
 }
 
@@ -111,17 +152,42 @@ fn faulty_fleet() -> Vec<(String, Vec<u8>)> {
     let config = GeneratorConfig {
         vehicles: 30,
         days: 8,
-        faults: FaultConfig { out_of_order: 0.03, late: 0.01, duplicate: 0.03, corrupt: 0.02 },
+        faults: FaultConfig {
+            out_of_order: 0.03,
+            late: 0.01,
+            duplicate: 0.03,
+            corrupt: 0.02,
+        },
         ..GeneratorConfig::default()
     };
-    Generator::new(config).unwrap().map(|r| (r.key, r.bytes)).collect()
+    Generator::new(config)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect()
 }
 
-fn run_all(store: &mut Store, engine: &mut Engine, records: Vec<(String, Vec<u8>)>, skip: HashMap<i32, i64>) -> MemoryDeadLetters {
+fn run_all(
+    store: &mut Store,
+    engine: &mut Engine,
+    records: Vec<(String, Vec<u8>)>,
+    skip: HashMap<i32, i64>,
+) -> MemoryDeadLetters {
     let mut dlq = MemoryDeadLetters::default();
     let mut source = MemorySource::new(records.into_iter(), 3).resume_from(skip);
-    let policy = CommitPolicy { interval: Duration::from_secs(3600), max_records: 997 };
-    runner::run(engine, &mut source, &mut dlq, store, policy, &AtomicBool::new(false), &StatusBoard::default()).unwrap();
+    let policy = CommitPolicy {
+        interval: Duration::from_secs(3600),
+        max_records: 997,
+    };
+    runner::run(
+        engine,
+        &mut source,
+        &mut dlq,
+        store,
+        policy,
+        &AtomicBool::new(false),
+        &StatusBoard::default(),
+    )
+    .unwrap();
     dlq
 }
 
@@ -132,25 +198,52 @@ fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("whole")).unwrap();
-    let mut e = Engine::new(config.stream.clone(), RestoredState::default(), Metrics::new());
+    let mut e = Engine::new(
+        config.stream.clone(),
+        RestoredState::default(),
+        Metrics::new(),
+    );
     let dlq = run_all(&mut store, &mut e, records.clone(), HashMap::new());
     let expected = store.snapshot().unwrap();
-    assert!(dlq.records.len() > 20, "faults reached the DLQ: {}", dlq.records.len());
+    assert!(
+        dlq.records.len() > 20,
+        "faults reached the DLQ: {}",
+        dlq.records.len()
+    );
 
     // "Crash" after the first ~40% of records: a commit is made, then the process is gone and its
     // uncommitted hot state with it. A fresh engine restores from the store and replays.
     let cut = records.len() * 2 / 5;
     let mut store = Store::open(&dir.path().join("crashed")).unwrap();
-    let mut first = Engine::new(config.stream.clone(), RestoredState::default(), Metrics::new());
-    run_all(&mut store, &mut first, records[..cut].to_vec(), HashMap::new());
+    let mut first = Engine::new(
+        config.stream.clone(),
+        RestoredState::default(),
+        Metrics::new(),
+    );
+    run_all(
+        &mut store,
+        &mut first,
+        records[..cut].to_vec(),
+        HashMap::new(),
+    );
     // Records processed after the last commit would be lost with the process; simulate that by
     // processing more without committing.
     for (offset, (_, bytes)) in records[cut..cut + 500].iter().enumerate() {
-        let _ = first.process(&SourceRecord { partition: 0, offset: offset as i64, key: None, payload: bytes, timestamp_ms: None });
+        let _ = first.process(&SourceRecord {
+            partition: 0,
+            offset: offset as i64,
+            key: None,
+            payload: bytes,
+            timestamp_ms: None,
+        });
     }
     drop(first);
     let restored = store.restore().unwrap();
-    let positions: HashMap<i32, i64> = restored.partitions.iter().map(|(p, s)| (*p, s.next_offset)).collect();
+    let positions: HashMap<i32, i64> = restored
+        .partitions
+        .iter()
+        .map(|(p, s)| (*p, s.next_offset))
+        .collect();
     let mut second = Engine::new(config.stream.clone(), restored, Metrics::new());
     run_all(&mut store, &mut second, records, positions);
     assert_eq!(store.snapshot().unwrap(), expected);

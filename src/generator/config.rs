@@ -118,7 +118,12 @@ pub struct GeneratorConfigError {
 impl GeneratorConfig {
     /// Checks cross-field rules; returns the first day's start in ms since the epoch.
     pub fn validate(&self) -> Result<i64, GeneratorConfigError> {
-        let err = |field, reason: &str| Err(GeneratorConfigError { field, reason: reason.into() });
+        let err = |field, reason: &str| {
+            Err(GeneratorConfigError {
+                field,
+                reason: reason.into(),
+            })
+        };
         let start_ms = match parse_date(&self.start_date) {
             Some(ms) => ms,
             None => return err("start_date", "expected YYYY-MM-DD"),
@@ -134,7 +139,10 @@ impl GeneratorConfig {
             ("mean_trip_minutes", self.mean_trip_minutes),
             ("low_events_per_hour", self.low_events_per_hour),
             ("critical_per_hour", self.critical_per_hour),
-            ("disengagements_per_autonomous_hour", self.disengagements_per_autonomous_hour),
+            (
+                "disengagements_per_autonomous_hour",
+                self.disengagements_per_autonomous_hour,
+            ),
             ("vehicle_frailty_sd", self.vehicle_frailty_sd),
         ] {
             if !(value.is_finite() && value >= 0.0) {
@@ -145,10 +153,16 @@ impl GeneratorConfig {
             return err("mean_trip_minutes", "must be positive");
         }
         if !(0.0..=1.0).contains(&(self.autonomous_share + self.assisted_share)) {
-            return err("autonomous_share", "autonomous_share + assisted_share must be within 0..=1");
+            return err(
+                "autonomous_share",
+                "autonomous_share + assisted_share must be within 0..=1",
+            );
         }
         if self.vehicle_models.is_empty() || self.firmware_versions.is_empty() {
-            return err("vehicle_models", "vehicle_models and firmware_versions must not be empty");
+            return err(
+                "vehicle_models",
+                "vehicle_models and firmware_versions must not be empty",
+            );
         }
         let r = &self.regressions;
         if !(0.0..=1.0).contains(&r.vehicle_fault_fraction) {
@@ -160,12 +174,22 @@ impl GeneratorConfig {
         if let Some(rollout) = &r.firmware_rollout
             && (!(0.0..=1.0).contains(&rollout.share) || rollout.hr_critical < 0.0)
         {
-            return err("regressions.firmware_rollout", "share must be within 0..=1 and hr_critical >= 0");
+            return err(
+                "regressions.firmware_rollout",
+                "share must be within 0..=1 and hr_critical >= 0",
+            );
         }
         let f = &self.faults;
         let total = f.out_of_order + f.late + f.duplicate + f.corrupt;
-        if [f.out_of_order, f.late, f.duplicate, f.corrupt].iter().any(|v| !(0.0..=1.0).contains(v)) || total > 1.0 {
-            return err("faults", "each share must be within 0..=1 and together at most 1");
+        if [f.out_of_order, f.late, f.duplicate, f.corrupt]
+            .iter()
+            .any(|v| !(0.0..=1.0).contains(v))
+            || total > 1.0
+        {
+            return err(
+                "faults",
+                "each share must be within 0..=1 and together at most 1",
+            );
         }
         Ok(start_ms)
     }
@@ -205,7 +229,10 @@ mod tests {
     #[test]
     fn defaults_validate_and_bad_values_name_the_field() {
         assert!(GeneratorConfig::default().validate().is_ok());
-        let bad = GeneratorConfig { vehicles: 0, ..GeneratorConfig::default() };
+        let bad = GeneratorConfig {
+            vehicles: 0,
+            ..GeneratorConfig::default()
+        };
         assert_eq!(bad.validate().unwrap_err().field, "vehicles");
     }
 }

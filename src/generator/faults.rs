@@ -52,9 +52,10 @@ impl Corruption {
     pub fn dlq_reason(self) -> &'static str {
         match self {
             Corruption::Truncated | Corruption::BadUnionIndex => "decode",
-            Corruption::BadMagic | Corruption::UnknownSchemaId | Corruption::WrongSchema | Corruption::Empty => {
-                "schema"
-            }
+            Corruption::BadMagic
+            | Corruption::UnknownSchemaId
+            | Corruption::WrongSchema
+            | Corruption::Empty => "schema",
             Corruption::Oversized => "oversized",
             Corruption::InvalidValue => "invalid",
         }
@@ -63,9 +64,13 @@ impl Corruption {
     /// Malformed bytes standing in for `good`.
     fn apply(self, good: &[u8], vehicle_id: &str) -> Vec<u8> {
         match self {
-            Corruption::Truncated => good[..codec::HEADER_LEN + (good.len() - codec::HEADER_LEN) / 2].to_vec(),
+            Corruption::Truncated => {
+                good[..codec::HEADER_LEN + (good.len() - codec::HEADER_LEN) / 2].to_vec()
+            }
             Corruption::BadMagic => [&[0x7b][..], &good[1..]].concat(),
-            Corruption::UnknownSchemaId => [&[0, 0, 0, 0, 99][..], &good[codec::HEADER_LEN..]].concat(),
+            Corruption::UnknownSchemaId => {
+                [&[0, 0, 0, 0, 99][..], &good[codec::HEADER_LEN..]].concat()
+            }
             Corruption::WrongSchema => {
                 let mut bytes = Vec::new();
                 codec::write_header(SchemaId::RegressionAlertV1, &mut bytes);
@@ -83,7 +88,8 @@ impl Corruption {
             Corruption::Empty => Vec::new(),
             Corruption::Oversized => {
                 let mut bytes = good.to_vec();
-                bytes.resize(1 << 20, 0xab);
+                // Past the default 64 KiB limit, yet well within Kafka's 1 MB message limit.
+                bytes.resize(200_000, 0xab);
                 bytes
             }
             Corruption::InvalidValue => {
@@ -141,14 +147,26 @@ impl FaultInjector {
     }
 
     fn expect_dlq(&mut self, reason: &str) {
-        *self.counts.expected_dlq.entry(reason.to_string()).or_default() += 1;
+        *self
+            .counts
+            .expected_dlq
+            .entry(reason.to_string())
+            .or_default() += 1;
     }
 
     /// Takes the next clean record of `day` (event time `time_ms`) and emits whatever is due.
-    pub(super) fn push(&mut self, mut record: GeneratedRecord, time_ms: i64, day: u32, out: &mut VecDeque<GeneratedRecord>) {
+    pub(super) fn push(
+        &mut self,
+        mut record: GeneratedRecord,
+        time_ms: i64,
+        day: u32,
+        out: &mut VecDeque<GeneratedRecord>,
+    ) {
         if self.held.iter().any(|h| time_ms >= h.release_after_ms) {
             let held = std::mem::take(&mut self.held);
-            let (due, kept): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| time_ms >= h.release_after_ms);
+            let (due, kept): (Vec<Held>, Vec<Held>) = held
+                .into_iter()
+                .partition(|h| time_ms >= h.release_after_ms);
             self.held = kept;
             for h in due {
                 self.emit(h.record, out);
@@ -170,7 +188,11 @@ impl FaultInjector {
             record.fault = Some(Fault::Late);
             self.counts.late += 1;
             self.expect_dlq("late");
-            self.late.push(Held { record, release_after_ms: i64::MAX, release_day: day + 2 });
+            self.late.push(Held {
+                record,
+                release_after_ms: i64::MAX,
+                release_day: day + 2,
+            });
         } else if u < c.corrupt + c.late + c.duplicate {
             let mut copy = record.clone();
             copy.fault = Some(Fault::Duplicate);
@@ -178,12 +200,20 @@ impl FaultInjector {
             self.expect_dlq("duplicate");
             self.emit(record, out);
             let delay_ms = self.rng.random_range(1_000..1_800_000);
-            self.held.push(Held { record: copy, release_after_ms: time_ms + delay_ms, release_day: day });
+            self.held.push(Held {
+                record: copy,
+                release_after_ms: time_ms + delay_ms,
+                release_day: day,
+            });
         } else if u < c.corrupt + c.late + c.duplicate + c.out_of_order {
             record.fault = Some(Fault::OutOfOrder);
             self.counts.out_of_order += 1;
             let delay_ms = self.rng.random_range(60_000..3_600_000);
-            self.held.push(Held { record, release_after_ms: time_ms + delay_ms, release_day: day });
+            self.held.push(Held {
+                record,
+                release_after_ms: time_ms + delay_ms,
+                release_day: day,
+            });
         } else {
             self.emit(record, out);
         }
@@ -192,7 +222,8 @@ impl FaultInjector {
     /// Emits what is due at the end of `day`; at the end of the stream, everything held.
     pub(super) fn end_of_day(&mut self, day: u32, last: bool, out: &mut VecDeque<GeneratedRecord>) {
         let held = std::mem::take(&mut self.late);
-        let (due, kept): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| last || h.release_day <= day);
+        let (due, kept): (Vec<Held>, Vec<Held>) =
+            held.into_iter().partition(|h| last || h.release_day <= day);
         self.late = kept;
         for h in due {
             self.emit(h.record, out);

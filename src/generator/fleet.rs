@@ -52,7 +52,8 @@ pub struct Fleet {
 
 fn stream_rng(seed: u64, a: u64, b: u64) -> StdRng {
     // SplitMix-style mixing so neighbouring (vehicle, day) pairs get unrelated streams.
-    let mut x = seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut x =
+        seed ^ a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     StdRng::seed_from_u64(x ^ (x >> 31))
@@ -63,14 +64,20 @@ impl Fleet {
         let mut rng = stream_rng(config.seed, u64::MAX, 0);
         let frailty = LogNormal::new(0.0, config.vehicle_frailty_sd).expect("sd validated");
         let r = &config.regressions;
-        let (third, two_thirds) = (config.days / 3, (2 * config.days / 3).max(config.days / 3 + 1));
+        let (third, two_thirds) = (
+            config.days / 3,
+            (2 * config.days / 3).max(config.days / 3 + 1),
+        );
         let mut truth = Vec::new();
         let vehicles: Vec<Vehicle> = (0..config.vehicles)
             .map(|index| {
                 let id = format!("veh-{index:05}");
                 let fault = (rng.random::<f64>() < r.vehicle_fault_fraction).then(|| {
-                    let class =
-                        if rng.random::<f64>() < 0.7 { HazardClass::Critical } else { HazardClass::Disengagement };
+                    let class = if rng.random::<f64>() < 0.7 {
+                        HazardClass::Critical
+                    } else {
+                        HazardClass::Disengagement
+                    };
                     let day = rng.random_range(third..two_thirds);
                     let hr = rng.random_range(r.vehicle_fault_hr_min..=r.vehicle_fault_hr_max);
                     truth.push(InjectedRegression {
@@ -84,12 +91,18 @@ impl Fleet {
                 });
                 Vehicle {
                     index,
-                    model: config.vehicle_models[rng.random_range(0..config.vehicle_models.len())].clone(),
-                    firmware: config.firmware_versions[rng.random_range(0..config.firmware_versions.len())].clone(),
+                    model: config.vehicle_models[rng.random_range(0..config.vehicle_models.len())]
+                        .clone(),
+                    firmware: config.firmware_versions
+                        [rng.random_range(0..config.firmware_versions.len())]
+                    .clone(),
                     drivers: rng.random_range(1..=3),
                     frailty: frailty.sample(&mut rng),
                     fault,
-                    in_rollout: r.firmware_rollout.as_ref().is_some_and(|f| rng.random::<f64>() < f.share),
+                    in_rollout: r
+                        .firmware_rollout
+                        .as_ref()
+                        .is_some_and(|f| rng.random::<f64>() < f.share),
                     id,
                 }
             })
@@ -106,7 +119,12 @@ impl Fleet {
                 true_hr: rollout.hr_critical,
             });
         }
-        Fleet { config, start_ms, vehicles, truth }
+        Fleet {
+            config,
+            start_ms,
+            vehicles,
+            truth,
+        }
     }
 
     /// The firmware a vehicle runs on `day`, and the critical-event hazard ratio it brings.
@@ -127,13 +145,17 @@ impl Fleet {
             Some((fault_class, onset, hr)) if fault_class == class && day >= onset => hr,
             _ => 1.0,
         };
-        let critical_rate = c.critical_per_hour * vehicle.frailty * firmware_hr * fault_hr(HazardClass::Critical);
-        let disengage_rate =
-            c.disengagements_per_autonomous_hour * vehicle.frailty * fault_hr(HazardClass::Disengagement);
+        let critical_rate =
+            c.critical_per_hour * vehicle.frailty * firmware_hr * fault_hr(HazardClass::Critical);
+        let disengage_rate = c.disengagements_per_autonomous_hour
+            * vehicle.frailty
+            * fault_hr(HazardClass::Disengagement);
         let duration_minutes = Gamma::new(2.0, c.mean_trip_minutes / 2.0).expect("validated");
 
         let trips = poisson(&mut rng, c.trips_per_day);
-        let mut starts: Vec<i64> = (0..trips).map(|_| day_start + rng.random_range(0..DAY_MS)).collect();
+        let mut starts: Vec<i64> = (0..trips)
+            .map(|_| day_start + rng.random_range(0..DAY_MS))
+            .collect();
         starts.sort_unstable();
         let mut free_from = day_start;
         for (n, start) in starts.into_iter().enumerate() {
@@ -152,10 +174,22 @@ impl Fleet {
                 u if u < c.autonomous_share + c.assisted_share => DrivingMode::Assisted,
                 _ => DrivingMode::Manual,
             };
-            let road_type = pick(&mut rng, &[(RoadType::Urban, 0.5), (RoadType::Highway, 0.3), (RoadType::Rural, 0.2)]);
+            let road_type = pick(
+                &mut rng,
+                &[
+                    (RoadType::Urban, 0.5),
+                    (RoadType::Highway, 0.3),
+                    (RoadType::Rural, 0.2),
+                ],
+            );
             let weather = pick(
                 &mut rng,
-                &[(Weather::Clear, 0.7), (Weather::Rain, 0.18), (Weather::Snow, 0.07), (Weather::Fog, 0.05)],
+                &[
+                    (Weather::Clear, 0.7),
+                    (Weather::Rain, 0.18),
+                    (Weather::Snow, 0.07),
+                    (Weather::Fog, 0.05),
+                ],
             );
             let hour = (start - day_start) / 3_600_000;
             let night = !(6..20).contains(&hour);
@@ -182,7 +216,11 @@ impl Fleet {
                         (EventType::Tailgating, 0.15),
                     ],
                 );
-                let severity = if rng.random::<f64>() < 0.7 { Severity::Low } else { Severity::Medium };
+                let severity = if rng.random::<f64>() < 0.7 {
+                    Severity::Low
+                } else {
+                    Severity::Medium
+                };
                 let safety = SafetyEvent {
                     event_id: next_id('e'),
                     trip_id: Cow::Owned(trip_id.clone()),
@@ -221,7 +259,12 @@ impl Fleet {
                     };
                     out.push(event(time, Payload::Mode(mode)));
                 };
-                transition(start, DrivingMode::Manual, DrivingMode::Autonomous, TransitionReason::Planned);
+                transition(
+                    start,
+                    DrivingMode::Manual,
+                    DrivingMode::Autonomous,
+                    TransitionReason::Planned,
+                );
                 for _ in 0..poisson(&mut rng, disengage_rate * hours) {
                     let time = at(&mut rng);
                     let reason = pick(
@@ -233,13 +276,27 @@ impl Fleet {
                         ],
                     );
                     transition(time, DrivingMode::Autonomous, DrivingMode::Manual, reason);
-                    transition(time + 1, DrivingMode::Manual, DrivingMode::Autonomous, TransitionReason::Planned);
+                    transition(
+                        time + 1,
+                        DrivingMode::Manual,
+                        DrivingMode::Autonomous,
+                        TransitionReason::Planned,
+                    );
                 }
-                transition(end, DrivingMode::Autonomous, DrivingMode::Manual, TransitionReason::Planned);
+                transition(
+                    end,
+                    DrivingMode::Autonomous,
+                    DrivingMode::Manual,
+                    TransitionReason::Planned,
+                );
             }
             let trip = TripSummary {
                 trip_id: Cow::Owned(trip_id.clone()),
-                driver_id: Cow::Owned(format!("drv-{:05}-{}", vehicle.index, rng.random_range(0..vehicle.drivers))),
+                driver_id: Cow::Owned(format!(
+                    "drv-{:05}-{}",
+                    vehicle.index,
+                    rng.random_range(0..vehicle.drivers)
+                )),
                 start_time_ms: start,
                 end_time_ms: end,
                 distance_km: (hours * rng.random_range(20.0..90.0) * 1000.0).round() / 1000.0,
@@ -276,7 +333,9 @@ fn poisson(rng: &mut StdRng, mean: f64) -> u64 {
     if mean <= 0.0 {
         return 0;
     }
-    Poisson::new(mean).map(|p| p.sample(rng) as u64).unwrap_or(0)
+    Poisson::new(mean)
+        .map(|p| p.sample(rng) as u64)
+        .unwrap_or(0)
 }
 
 fn pick<T: Copy>(rng: &mut StdRng, choices: &[(T, f64)]) -> T {

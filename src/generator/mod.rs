@@ -11,7 +11,9 @@ pub mod fleet;
 
 use serde::Serialize;
 
-pub use config::{FaultConfig, FirmwareRollout, GeneratorConfig, GeneratorConfigError, RegressionConfig};
+pub use config::{
+    FaultConfig, FirmwareRollout, GeneratorConfig, GeneratorConfigError, RegressionConfig,
+};
 pub use faults::{Corruption, Fault};
 pub use fleet::{DAY_MS, Fleet, InjectedRegression};
 
@@ -108,17 +110,23 @@ impl Generator {
             self.fleet.vehicle_day(vehicle, day, &mut self.scratch);
         }
         // Delivery order: event time, then vehicle, then the order generated (a stable sort).
-        self.scratch.sort_by(|a, b| a.event_time_ms.cmp(&b.event_time_ms).then(a.vehicle_id.cmp(&b.vehicle_id)));
+        self.scratch.sort_by(|a, b| {
+            a.event_time_ms
+                .cmp(&b.event_time_ms)
+                .then(a.vehicle_id.cmp(&b.vehicle_id))
+        });
         for event in self.scratch.drain(..) {
             let record = GeneratedRecord {
                 key: event.vehicle_id.to_string(),
                 bytes: codec::encode_to_vec(&event),
                 fault: None,
             };
-            self.faults.push(record, event.event_time_ms, day, &mut self.ready);
+            self.faults
+                .push(record, event.event_time_ms, day, &mut self.ready);
         }
         self.day += 1;
-        self.faults.end_of_day(day, self.day == self.fleet.config.days, &mut self.ready);
+        self.faults
+            .end_of_day(day, self.day == self.fleet.config.days, &mut self.ready);
         true
     }
 }

@@ -3,7 +3,12 @@ use crate::codec::decode;
 use crate::model::{Payload, validate};
 
 fn small(seed: u64) -> GeneratorConfig {
-    GeneratorConfig { seed, vehicles: 40, days: 10, ..GeneratorConfig::default() }
+    GeneratorConfig {
+        seed,
+        vehicles: 40,
+        days: 10,
+        ..GeneratorConfig::default()
+    }
 }
 
 #[test]
@@ -11,7 +16,11 @@ fn same_seed_gives_the_same_bytes_and_another_seed_does_not() {
     let a: Vec<Vec<u8>> = Generator::new(small(7)).unwrap().map(|r| r.bytes).collect();
     let b: Vec<Vec<u8>> = Generator::new(small(7)).unwrap().map(|r| r.bytes).collect();
     let c: Vec<Vec<u8>> = Generator::new(small(8)).unwrap().map(|r| r.bytes).collect();
-    assert!(a.len() > 1000, "40 vehicles x 10 days should give thousands of records, got {}", a.len());
+    assert!(
+        a.len() > 1000,
+        "40 vehicles x 10 days should give thousands of records, got {}",
+        a.len()
+    );
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
@@ -27,7 +36,11 @@ fn clean_records_decode_validate_and_arrive_in_event_time_order_within_lateness(
         validate(&event).unwrap();
         assert_eq!(record.key, event.vehicle_id);
         // Trips that cross midnight arrive with their day; at most four hours early.
-        assert!(event.event_time_ms >= max_time - 4 * 3_600_000, "record {} ms behind: {event:?}", max_time - event.event_time_ms);
+        assert!(
+            event.event_time_ms >= max_time - 4 * 3_600_000,
+            "record {} ms behind: {event:?}",
+            max_time - event.event_time_ms
+        );
         max_time = max_time.max(event.event_time_ms);
         count += 1;
     }
@@ -46,7 +59,11 @@ fn critical_event_rate_matches_the_configured_hazard() {
         days: 60,
         critical_per_hour: 0.016,
         vehicle_frailty_sd: 0.0,
-        regressions: RegressionConfig { vehicle_fault_fraction: 0.0, firmware_rollout: None, ..Default::default() },
+        regressions: RegressionConfig {
+            vehicle_fault_fraction: 0.0,
+            firmware_rollout: None,
+            ..Default::default()
+        },
         ..GeneratorConfig::default()
     };
     let (mut critical, mut expected) = (0u64, 0.0f64);
@@ -67,28 +84,53 @@ fn critical_event_rate_matches_the_configured_hazard() {
             _ => {}
         }
     }
-    assert!(critical_trips.iter().all(|t| trips.contains_key(t)), "every event belongs to a trip");
+    assert!(
+        critical_trips.iter().all(|t| trips.contains_key(t)),
+        "every event belongs to a trip"
+    );
     let ratio = critical as f64 / expected;
-    assert!((0.8..1.2).contains(&ratio), "observed {critical} critical events, expected {expected:.1}");
+    assert!(
+        (0.8..1.2).contains(&ratio),
+        "observed {critical} critical events, expected {expected:.1}"
+    );
 }
 
 #[test]
 fn injected_faults_are_labelled_and_counted() {
     let config = GeneratorConfig {
-        faults: FaultConfig { out_of_order: 0.02, late: 0.01, duplicate: 0.02, corrupt: 0.02 },
+        faults: FaultConfig {
+            out_of_order: 0.02,
+            late: 0.01,
+            duplicate: 0.02,
+            corrupt: 0.02,
+        },
         ..small(3)
     };
     let mut generator = Generator::new(config).unwrap();
     let records: Vec<GeneratedRecord> = generator.by_ref().collect();
     let truth = generator.truth();
-    let count = |f: fn(&Fault) -> bool| records.iter().filter(|r| r.fault.as_ref().is_some_and(f)).count() as u64;
-    assert_eq!(count(|f| matches!(f, Fault::Corrupt(_))), truth.faults.corrupt);
+    let count = |f: fn(&Fault) -> bool| {
+        records
+            .iter()
+            .filter(|r| r.fault.as_ref().is_some_and(f))
+            .count() as u64
+    };
+    assert_eq!(
+        count(|f| matches!(f, Fault::Corrupt(_))),
+        truth.faults.corrupt
+    );
     assert_eq!(count(|f| *f == Fault::Late), truth.faults.late);
     assert_eq!(count(|f| *f == Fault::Duplicate), truth.faults.duplicate);
-    assert_eq!(count(|f| *f == Fault::OutOfOrder), truth.faults.out_of_order);
+    assert_eq!(
+        count(|f| *f == Fault::OutOfOrder),
+        truth.faults.out_of_order
+    );
     assert!(truth.faults.corrupt > 10 && truth.faults.late > 5 && truth.faults.duplicate > 10);
     let expected_dlq: u64 = truth.faults.expected_dlq.values().sum();
-    assert_eq!(expected_dlq, truth.faults.corrupt + truth.faults.late + truth.faults.duplicate);
+    assert_eq!(
+        expected_dlq,
+        truth.faults.corrupt + truth.faults.late + truth.faults.duplicate
+    );
     for record in &records {
         if let Some(Fault::Corrupt(kind)) = record.fault {
             let err = decode(&record.bytes).map(|e| validate(&e).is_err());

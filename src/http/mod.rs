@@ -43,18 +43,33 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {
     let status = state.status.snapshot();
     let healthy = status.running && status.last_error.is_none();
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"healthy": healthy, "running": status.running, "last_error": status.last_error})))
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(
+            json!({"healthy": healthy, "running": status.running, "last_error": status.last_error}),
+        ),
+    )
         .into_response()
 }
 
@@ -89,8 +104,15 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
         .map(|class| {
             let events = totals.count(*class);
             let hours = totals.exposure_hours();
-            let rate = if hours > 0.0 { Some(events as f64 / hours * 1000.0) } else { None };
-            (class.name().to_string(), json!({"events": events, "exposure_hours": hours, "rate_per_1000h": rate}))
+            let rate = if hours > 0.0 {
+                Some(events as f64 / hours * 1000.0)
+            } else {
+                None
+            };
+            (
+                class.name().to_string(),
+                json!({"events": events, "exposure_hours": hours, "rate_per_1000h": rate}),
+            )
         })
         .collect();
     let bins: Vec<Value> = vehicle
@@ -117,12 +139,20 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
 async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.vehicles.get(&id) {
         Some(vehicle) => Json(vehicle_json(&id, &vehicle)).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no vehicle `{id}`")}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no vehicle `{id}`")})),
+        )
+            .into_response(),
     }
 }
 
 async fn vehicles(State(state): State<AppState>) -> Json<Value> {
-    let mut list: Vec<(String, BinStats)> = state.vehicles.iter().map(|v| (v.key().clone(), v.totals())).collect();
+    let mut list: Vec<(String, BinStats)> = state
+        .vehicles
+        .iter()
+        .map(|v| (v.key().clone(), v.totals()))
+        .collect();
     list.sort_by(|a, b| a.0.cmp(&b.0));
     let list: Vec<Value> = list
         .iter()

@@ -18,7 +18,11 @@ pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, Kafka
     let topics = [
         NewTopic::new(&k.events_topic, k.events_partitions, replication()),
         NewTopic::new(&k.dlq_topic, k.dlq_partitions, replication()),
-        NewTopic::new(&k.regressions_topic, k.regressions_partitions, replication()),
+        NewTopic::new(
+            &k.regressions_topic,
+            k.regressions_partitions,
+            replication(),
+        ),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut outcome = Vec::new();
@@ -30,7 +34,8 @@ pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, Kafka
             }
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => outcome.push((topic, false)),
             Err((topic, code)) => {
-                return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(%topic, "create failed"));
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(%topic, "create failed"));
             }
         }
     }

@@ -43,8 +43,11 @@ pub struct KafkaDeadLetters {
 impl KafkaDeadLetters {
     pub fn new(config: &Config) -> Result<KafkaDeadLetters, KafkaError> {
         let failures = Arc::new(AtomicU64::new(0));
-        let producer = client_config(config, &[("enable.idempotence", "true"), ("linger.ms", "5")])
-            .create_with_context(DeliveryFailures(Arc::clone(&failures)))?;
+        let producer = client_config(
+            config,
+            &[("enable.idempotence", "true"), ("linger.ms", "5")],
+        )
+        .create_with_context(DeliveryFailures(Arc::clone(&failures)))?;
         Ok(KafkaDeadLetters {
             producer,
             topic: config.kafka.dlq_topic.clone(),
@@ -61,12 +64,29 @@ impl DeadLetterSink for KafkaDeadLetters {
         let partition = record.partition.to_string();
         let offset = record.offset.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "reason", value: Some(rejection.reason()) })
-            .insert(Header { key: "error", value: Some(detail.as_str()) })
-            .insert(Header { key: "source.topic", value: Some(self.source_topic.as_str()) })
-            .insert(Header { key: "source.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "source.offset", value: Some(offset.as_str()) });
-        let mut message = BaseRecord::to(&self.topic).payload(record.payload).headers(headers);
+            .insert(Header {
+                key: "reason",
+                value: Some(rejection.reason()),
+            })
+            .insert(Header {
+                key: "error",
+                value: Some(detail.as_str()),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(self.source_topic.as_str()),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(offset.as_str()),
+            });
+        let mut message = BaseRecord::to(&self.topic)
+            .payload(record.payload)
+            .headers(headers);
         if let Some(key) = record.key {
             message = message.key(key);
         }
@@ -83,10 +103,14 @@ impl DeadLetterSink for KafkaDeadLetters {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.producer.flush(self.flush_timeout).map_err(|e| SinkError(e.to_string()))?;
+        self.producer
+            .flush(self.flush_timeout)
+            .map_err(|e| SinkError(e.to_string()))?;
         match self.failures.swap(0, Ordering::Relaxed) {
             0 => Ok(()),
-            n => Err(SinkError(format!("{n} dead-letter records were not delivered"))),
+            n => Err(SinkError(format!(
+                "{n} dead-letter records were not delivered"
+            ))),
         }
     }
 }

@@ -30,10 +30,18 @@ impl RecordProducer {
         let failures = Arc::new(AtomicU64::new(0));
         let producer = client_config(
             config,
-            &[("enable.idempotence", "true"), ("linger.ms", "20"), ("batch.size", "1000000")],
+            &[
+                ("enable.idempotence", "true"),
+                ("linger.ms", "20"),
+                ("batch.size", "1000000"),
+            ],
         )
         .create_with_context(DeliveryFailures(Arc::clone(&failures)))?;
-        Ok(RecordProducer { producer, failures, topic: topic.to_string() })
+        Ok(RecordProducer {
+            producer,
+            failures,
+            topic: topic.to_string(),
+        })
     }
 
     /// Queues one record, waiting for room when librdkafka's queue is full.

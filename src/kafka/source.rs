@@ -57,16 +57,32 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let positions = self.shared.positions.lock().map(|p| p.clone()).unwrap_or_default();
+                let positions = self
+                    .shared
+                    .positions
+                    .lock()
+                    .map(|p| p.clone())
+                    .unwrap_or_default();
                 let mut assignment = Tpl::new();
                 for element in tpl.elements() {
                     let partition = element.partition();
-                    let offset = positions.get(&partition).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                    let offset = positions
+                        .get(&partition)
+                        .map_or(Offset::Beginning, |o| Offset::Offset(*o));
                     info!(topic = %self.topic, partition, ?offset, "partition assigned; starting at stored offset");
-                    if let Err(e) = assignment.add_partition_offset(element.topic(), element.partition(), offset) {
+                    if let Err(e) = assignment.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        offset,
+                    ) {
                         warn!(error = %e, "cannot set start offset");
                     }
                 }
@@ -93,14 +109,21 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// Joins the consumer group and subscribes; `positions` are the stored next offsets.
-    pub fn new(config: &Config, positions: HashMap<i32, i64>, metrics: Metrics) -> Result<KafkaSource, KafkaError> {
+    pub fn new(
+        config: &Config,
+        positions: HashMap<i32, i64>,
+        metrics: Metrics,
+    ) -> Result<KafkaSource, KafkaError> {
         let topic = config.kafka.events_topic.clone();
         let shared = Arc::new(Shared {
             positions: Mutex::new(positions),
             high_watermarks: Mutex::new(HashMap::new()),
             metrics,
         });
-        let context = SourceContext { topic: topic.clone(), shared: Arc::clone(&shared) };
+        let context = SourceContext {
+            topic: topic.clone(),
+            shared: Arc::clone(&shared),
+        };
         let consumer: BaseConsumer<SourceContext> = client_config(
             config,
             &[
@@ -114,12 +137,20 @@ impl KafkaSource {
         )
         .create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
-        Ok(KafkaSource { consumer, topic, shared })
+        Ok(KafkaSource {
+            consumer,
+            topic,
+            shared,
+        })
     }
 }
 
 impl RecordSource for KafkaSource {
-    fn poll(&mut self, max_wait: Duration, handle: &mut dyn FnMut(&SourceRecord<'_>)) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        max_wait: Duration,
+        handle: &mut dyn FnMut(&SourceRecord<'_>),
+    ) -> Result<Poll, SourceError> {
         let mut wait = max_wait;
         let mut count = 0;
         while count < MAX_BATCH {
@@ -166,7 +197,12 @@ impl RecordSource for KafkaSource {
     }
 
     fn lag(&self, positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
-        let marks = self.shared.high_watermarks.lock().map(|m| m.clone()).unwrap_or_default();
+        let marks = self
+            .shared
+            .high_watermarks
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         let mut lag: Vec<(i32, i64)> = marks
             .iter()
             .map(|(p, high)| (*p, (high - positions.get(p).copied().unwrap_or(0)).max(0)))

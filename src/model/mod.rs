@@ -117,7 +117,9 @@ avro_enum!(TransitionReason {
 });
 
 /// The hazard classes whose rates the detector watches (DESIGN section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HazardClass {
     /// NEAR_MISS or COLLISION, or any event of severity HIGH or above.
@@ -203,7 +205,11 @@ impl<'a> TelemetryEvent<'a> {
                 ..m
             }),
         };
-        TelemetryEvent { vehicle_id: own(self.vehicle_id), event_time_ms: self.event_time_ms, payload }
+        TelemetryEvent {
+            vehicle_id: own(self.vehicle_id),
+            event_time_ms: self.event_time_ms,
+            payload,
+        }
     }
 }
 

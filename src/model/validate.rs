@@ -24,7 +24,12 @@ pub enum ValidationError {
     #[error("field `{field}` = {value} ms is outside 2000-01-01..2100-01-01")]
     TimeOutOfRange { field: &'static str, value: i64 },
     #[error("field `{field}` = {value} is not a finite number in {min}..={max}")]
-    OutOfRange { field: &'static str, value: f64, min: f64, max: f64 },
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        min: f64,
+        max: f64,
+    },
     #[error("trip ends ({end_ms}) before it starts ({start_ms})")]
     TripEndsBeforeStart { start_ms: i64, end_ms: i64 },
     #[error("mode transition from {0} to itself")]
@@ -53,7 +58,12 @@ fn number(field: &'static str, value: f64, min: f64, max: f64) -> Result<(), Val
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ValidationError::OutOfRange { field, value, min, max })
+        Err(ValidationError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        })
     }
 }
 
@@ -76,7 +86,12 @@ pub fn validate(event: &TelemetryEvent<'_>) -> Result<(), ValidationError> {
                 });
             }
             number("duration_s", t.duration_s, 0.0, MAX_TRIP_DURATION_S)?;
-            number("distance_km", t.distance_km, 0.0, MAX_SPEED_KPH * MAX_TRIP_DURATION_S / 3600.0)?;
+            number(
+                "distance_km",
+                t.distance_km,
+                0.0,
+                MAX_SPEED_KPH * MAX_TRIP_DURATION_S / 3600.0,
+            )?;
         }
         Payload::Safety(e) => {
             text("event_id", &e.event_id)?;

@@ -52,7 +52,7 @@ pub fn seen(partition: i32, event_time_ms: i64, id_hash: u64) -> Vec<u8> {
 
 /// Splits `partition | vehicle | rest`.
 pub fn split_vehicle(key: &[u8]) -> Option<(i32, String, &[u8])> {
-    let partition = i32::from_be_bytes(key.get(..4)?.try_into().ok()?) ;
+    let partition = i32::from_be_bytes(key.get(..4)?.try_into().ok()?);
     let len = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?) as usize;
     let id = std::str::from_utf8(key.get(6..6 + len)?).ok()?.to_string();
     Some((partition, id, &key[6 + len..]))
@@ -70,7 +70,11 @@ pub fn split_seen(key: &[u8]) -> Option<(i32, i64, u64)> {
         return None;
     }
     let partition = i32::from_be_bytes(key[..4].try_into().ok()?);
-    Some((partition, time_from(&key[4..12])?, u64::from_be_bytes(key[12..20].try_into().ok()?)))
+    Some((
+        partition,
+        time_from(&key[4..12])?,
+        u64::from_be_bytes(key[12..20].try_into().ok()?),
+    ))
 }
 
 #[cfg(test)]
@@ -87,7 +91,13 @@ mod tests {
 
     #[test]
     fn keys_split_back() {
-        assert_eq!(split_bin(&bin(3, "veh-\u{0}x", -86_400_000)), Some((3, "veh-\u{0}x".into(), -86_400_000)));
-        assert_eq!(split_seen(&seen(7, 123, 0xdead_beef)), Some((7, 123, 0xdead_beef)));
+        assert_eq!(
+            split_bin(&bin(3, "veh-\u{0}x", -86_400_000)),
+            Some((3, "veh-\u{0}x".into(), -86_400_000))
+        );
+        assert_eq!(
+            split_seen(&seen(7, 123, 0xdead_beef)),
+            Some((7, 123, 0xdead_beef))
+        );
     }
 }

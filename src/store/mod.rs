@@ -13,7 +13,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use serde_json::{Value, json};
 
 use crate::engine::runner::CommitTarget;
-use crate::engine::{BinStats, PartitionState, RestoredState, StateDelta, VehicleMeta, VehicleState, id_hash};
+use crate::engine::{
+    BinStats, PartitionState, RestoredState, StateDelta, VehicleMeta, VehicleState, id_hash,
+};
 
 const CF_VEHICLES: &str = "vehicles";
 const CF_BINS: &str = "bins";
@@ -25,7 +27,10 @@ const COLUMN_FAMILIES: [&str; 5] = [CF_VEHICLES, CF_BINS, CF_FACTS, CF_SEEN, CF_
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("RocksDB at {path}: {source}")]
-    Open { path: String, source: rocksdb::Error },
+    Open {
+        path: String,
+        source: rocksdb::Error,
+    },
     #[error("RocksDB: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt state in column family `{cf}`: {detail}")]
@@ -43,21 +48,33 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, path, cfs)
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db =
+            DB::open_cf_descriptors(&options, path, cfs).map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Store { db })
     }
 
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
     }
 
     /// Writes one commit: every change and the positions, atomically.
     pub fn write(&self, delta: &StateDelta) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        let (vehicles, bins, facts, seen, positions) =
-            (self.cf(CF_VEHICLES), self.cf(CF_BINS), self.cf(CF_FACTS), self.cf(CF_SEEN), self.cf(CF_POSITIONS));
+        let (vehicles, bins, facts, seen, positions) = (
+            self.cf(CF_VEHICLES),
+            self.cf(CF_BINS),
+            self.cf(CF_FACTS),
+            self.cf(CF_SEEN),
+            self.cf(CF_POSITIONS),
+        );
         for (partition, id, meta) in &delta.vehicles {
             let value = serde_json::to_vec(meta).expect("meta serialises");
             batch.put_cf(vehicles, keys::vehicle(*partition, id), value);
@@ -66,7 +83,12 @@ impl Store {
             batch.put_cf(bins, keys::bin(*partition, id, *bin), stats.encode());
         }
         for fact in &delta.facts {
-            let key = keys::fact(fact.partition, &fact.vehicle_id, fact.event_time_ms, fact.id_hash);
+            let key = keys::fact(
+                fact.partition,
+                &fact.vehicle_id,
+                fact.event_time_ms,
+                fact.id_hash,
+            );
             batch.put_cf(facts, key, &fact.bytes);
         }
         // Additions first: an id added since the last commit may already be below the cutoff,
@@ -91,24 +113,33 @@ impl Store {
     /// Everything the engine needs to continue where the last commit left off.
     pub fn restore(&self) -> Result<RestoredState, StoreError> {
         let mut vehicles: HashMap<String, VehicleState> = HashMap::new();
-        for item in self.db.iterator_cf(self.cf(CF_VEHICLES), IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_VEHICLES), IteratorMode::Start)
+        {
             let (key, value) = item?;
-            let (partition, id, _) = keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_VEHICLES, &key))?;
-            let meta: VehicleMeta = serde_json::from_slice(&value).map_err(|_| corrupt(CF_VEHICLES, &key))?;
+            let (partition, id, _) =
+                keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_VEHICLES, &key))?;
+            let meta: VehicleMeta =
+                serde_json::from_slice(&value).map_err(|_| corrupt(CF_VEHICLES, &key))?;
             let vehicle = vehicles.entry(id).or_default();
             vehicle.partition = partition;
             vehicle.meta = meta;
         }
         for item in self.db.iterator_cf(self.cf(CF_BINS), IteratorMode::Start) {
             let (key, value) = item?;
-            let (partition, id, bin) = keys::split_bin(&key).ok_or_else(|| corrupt(CF_BINS, &key))?;
+            let (partition, id, bin) =
+                keys::split_bin(&key).ok_or_else(|| corrupt(CF_BINS, &key))?;
             let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
             let vehicle = vehicles.entry(id).or_default();
             vehicle.partition = partition;
             vehicle.bins.insert(bin, stats);
         }
         let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
-        for item in self.db.iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
+        {
             let (key, value) = item?;
             let partition = key
                 .get(..4)
@@ -118,20 +149,32 @@ impl Store {
             if value.len() != 16 {
                 return Err(corrupt(CF_POSITIONS, &key));
             }
-            let state = partitions.entry(partition).or_insert_with(PartitionState::new);
+            let state = partitions
+                .entry(partition)
+                .or_insert_with(PartitionState::new);
             state.next_offset = i64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
             state.watermark_ms = i64::from_le_bytes(value[8..].try_into().expect("8 bytes"));
         }
         for item in self.db.iterator_cf(self.cf(CF_SEEN), IteratorMode::Start) {
             let (key, _) = item?;
-            let (partition, time, hash) = keys::split_seen(&key).ok_or_else(|| corrupt(CF_SEEN, &key))?;
-            partitions.entry(partition).or_insert_with(PartitionState::new).seen.insert(hash, time);
+            let (partition, time, hash) =
+                keys::split_seen(&key).ok_or_else(|| corrupt(CF_SEEN, &key))?;
+            partitions
+                .entry(partition)
+                .or_insert_with(PartitionState::new)
+                .seen
+                .insert(hash, time);
         }
-        Ok(RestoredState { vehicles: vehicles.into_iter().collect(), partitions })
+        Ok(RestoredState {
+            vehicles: vehicles.into_iter().collect(),
+            partitions,
+        })
     }
 
     /// Raw facts (original record bytes) in key order: partition, vehicle, event time.
-    pub fn facts(&self) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + '_ {
+    pub fn facts(
+        &self,
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + '_ {
         self.db.iterator_cf(self.cf(CF_FACTS), IteratorMode::Start)
     }
 
@@ -170,7 +213,10 @@ impl Store {
 }
 
 fn corrupt(cf: &'static str, key: &[u8]) -> StoreError {
-    StoreError::Corrupt { cf, detail: format!("unreadable entry at key {key:02x?}") }
+    StoreError::Corrupt {
+        cf,
+        detail: format!("unreadable entry at key {key:02x?}"),
+    }
 }
 
 impl CommitTarget for Store {

@@ -14,7 +14,8 @@ use serde_json::Value as Json;
 
 /// The broker started by `scripts/test` (see scripts/kafka).
 pub fn bootstrap() -> String {
-    std::env::var("SAFETEL_TEST_KAFKA").expect("SAFETEL_TEST_KAFKA is unset: run the Kafka tests through scripts/test")
+    std::env::var("SAFETEL_TEST_KAFKA")
+        .expect("SAFETEL_TEST_KAFKA is unset: run the Kafka tests through scripts/test")
 }
 
 /// Topic and group names no other test uses.
@@ -28,7 +29,10 @@ pub struct Names {
 
 impl Names {
     pub fn unique(prefix: &str) -> Names {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let tag = format!("{prefix}-{}-{nanos}", std::process::id());
         Names {
             events: format!("{tag}.events"),
@@ -40,7 +44,11 @@ impl Names {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `safetel` with the environment pointing it at the test broker, topics and a state folder.
@@ -60,20 +68,37 @@ pub fn safetel(names: &Names, state_dir: &Path, port: u16) -> Command {
 
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// GET on 127.0.0.1:port; (status code, body). None while nothing listens.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split(' ').nth(1)?.parse().ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
     Some((code, body))
 }
 
@@ -92,7 +117,9 @@ fn unchunk(mut body: &str) -> String {
 
 pub fn get_json(port: u16, path: &str) -> Option<Json> {
     let (code, body) = http_get(port, path)?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout`.
@@ -102,7 +129,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -143,9 +173,20 @@ impl Running {
     /// SIGTERM, then expects a clean exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = wait_for("shutdown", Duration::from_secs(60), || self.child.try_wait().unwrap());
-        assert!(status.success(), "safetel run exited with {status} after SIGTERM");
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = wait_for("shutdown", Duration::from_secs(60), || {
+            self.child.try_wait().unwrap()
+        });
+        assert!(
+            status.success(),
+            "safetel run exited with {status} after SIGTERM"
+        );
     }
 
     pub fn kill(mut self) {
@@ -173,7 +214,11 @@ pub struct Totals {
 }
 
 fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
-    &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no field {name}")).1
+    &fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .1
 }
 
 fn symbol(value: &Value) -> &str {
@@ -184,20 +229,34 @@ fn symbol(value: &Value) -> &str {
 }
 
 /// Decodes framed records with `apache-avro` (not safetel's decoder) and sums them per vehicle.
-pub fn independent_totals<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> BTreeMap<String, Totals> {
-    let schema = apache_avro::Schema::parse_str(include_str!("../../schemas/telemetry_event.avsc")).unwrap();
+pub fn independent_totals<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> BTreeMap<String, Totals> {
+    let schema =
+        apache_avro::Schema::parse_str(include_str!("../../schemas/telemetry_event.avsc")).unwrap();
     let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
     for bytes in records {
         assert_eq!(&bytes[..5], &[0, 0, 0, 0, 2]);
         let mut datum = &bytes[5..];
-        let Value::Record(top) = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap() else { panic!() };
-        let Value::String(vehicle) = field(&top, "vehicle_id") else { panic!() };
+        let Value::Record(top) = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap()
+        else {
+            panic!()
+        };
+        let Value::String(vehicle) = field(&top, "vehicle_id") else {
+            panic!()
+        };
         let t = totals.entry(vehicle.clone()).or_default();
-        let Value::Union(branch, inner) = field(&top, "payload") else { panic!() };
-        let Value::Record(f) = inner.as_ref() else { panic!() };
+        let Value::Union(branch, inner) = field(&top, "payload") else {
+            panic!()
+        };
+        let Value::Record(f) = inner.as_ref() else {
+            panic!()
+        };
         match branch {
             0 => {
-                let Value::Double(duration_s) = field(f, "duration_s") else { panic!() };
+                let Value::Double(duration_s) = field(f, "duration_s") else {
+                    panic!()
+                };
                 t.trips += 1;
                 t.exposure_ms += (duration_s * 1000.0).round() as u64;
             }
@@ -205,14 +264,19 @@ pub fn independent_totals<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> BT
                 t.safety_events += 1;
                 let kind = symbol(field(f, "event_type"));
                 let severity = symbol(field(f, "severity"));
-                if matches!(kind, "NEAR_MISS" | "COLLISION") || matches!(severity, "HIGH" | "CRITICAL") {
+                if matches!(kind, "NEAR_MISS" | "COLLISION")
+                    || matches!(severity, "HIGH" | "CRITICAL")
+                {
                     t.critical += 1;
                 }
             }
             _ => {
                 t.mode_transitions += 1;
-                let (from, to, reason) =
-                    (symbol(field(f, "from_mode")), symbol(field(f, "to_mode")), symbol(field(f, "reason")));
+                let (from, to, reason) = (
+                    symbol(field(f, "from_mode")),
+                    symbol(field(f, "to_mode")),
+                    symbol(field(f, "reason")),
+                );
                 if from == "AUTONOMOUS" && to == "MANUAL" && reason != "PLANNED" {
                     t.disengagements += 1;
                 }
@@ -224,7 +288,8 @@ pub fn independent_totals<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> BT
 
 /// The same totals as `safetel run` serves them on /api/vehicles/{id}.
 pub fn served_totals(port: u16, vehicle: &str) -> Totals {
-    let v = get_json(port, &format!("/api/vehicles/{vehicle}")).unwrap_or_else(|| panic!("no vehicle {vehicle}"));
+    let v = get_json(port, &format!("/api/vehicles/{vehicle}"))
+        .unwrap_or_else(|| panic!("no vehicle {vehicle}"));
     let t = &v["totals"];
     let n = |k: &str| t[k].as_u64().unwrap();
     Totals {
