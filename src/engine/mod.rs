@@ -146,10 +146,7 @@ impl Engine {
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         self.metrics.records_received.inc();
         let result = self.apply(record);
-        let partition = self
-            .partitions
-            .entry(record.partition)
-            .or_insert_with(PartitionState::new);
+        let partition = self.partitions.entry(record.partition).or_default();
         partition.next_offset = record.offset + 1;
         if !self.pending.moved_partitions.contains(&record.partition) {
             self.pending.moved_partitions.push(record.partition);
@@ -173,10 +170,7 @@ impl Engine {
         let event = codec::decode(record.payload)?;
         validate(&event)?;
 
-        let partition = self
-            .partitions
-            .entry(record.partition)
-            .or_insert_with(PartitionState::new);
+        let partition = self.partitions.entry(record.partition).or_default();
         let time = event.event_time_ms;
         if partition.watermark_ms != i64::MIN
             && time < partition.watermark_ms - self.allowed_lateness_ms

@@ -115,7 +115,7 @@ impl VehicleState {
 }
 
 /// A partition's position in the stream.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionState {
     /// Offset of the next record to read.
     pub next_offset: i64,
@@ -126,8 +126,9 @@ pub struct PartitionState {
     pub seen: HashMap<u64, i64>,
 }
 
-impl PartitionState {
-    pub fn new() -> Self {
+impl Default for PartitionState {
+    /// Before the first record: offset 0, no watermark.
+    fn default() -> Self {
         PartitionState {
             next_offset: 0,
             watermark_ms: i64::MIN,

@@ -37,6 +37,9 @@ pub enum StoreError {
     Corrupt { cf: &'static str, detail: String },
 }
 
+/// A key and value as RocksDB returns them.
+pub type RawEntry = (Box<[u8]>, Box<[u8]>);
+
 pub struct Store {
     db: DB,
 }
@@ -149,9 +152,7 @@ impl Store {
             if value.len() != 16 {
                 return Err(corrupt(CF_POSITIONS, &key));
             }
-            let state = partitions
-                .entry(partition)
-                .or_insert_with(PartitionState::new);
+            let state = partitions.entry(partition).or_default();
             state.next_offset = i64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
             state.watermark_ms = i64::from_le_bytes(value[8..].try_into().expect("8 bytes"));
         }
@@ -161,7 +162,7 @@ impl Store {
                 keys::split_seen(&key).ok_or_else(|| corrupt(CF_SEEN, &key))?;
             partitions
                 .entry(partition)
-                .or_insert_with(PartitionState::new)
+                .or_default()
                 .seen
                 .insert(hash, time);
         }
@@ -172,9 +173,7 @@ impl Store {
     }
 
     /// Raw facts (original record bytes) in key order: partition, vehicle, event time.
-    pub fn facts(
-        &self,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + '_ {
+    pub fn facts(&self) -> impl Iterator<Item = Result<RawEntry, rocksdb::Error>> + '_ {
         self.db.iterator_cf(self.cf(CF_FACTS), IteratorMode::Start)
     }
 
