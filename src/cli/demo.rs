@@ -116,8 +116,12 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         summary.records as f64 / elapsed
     );
     println!(
-        "  accepted {}   dead-lettered {} {:?}   commits {}",
-        summary.accepted, summary.dead_lettered, dlq_by_reason, summary.commits
+        "  accepted {}   dead-lettered {} {:?}   commits {} ({:.2} s)",
+        summary.accepted,
+        summary.dead_lettered,
+        dlq_by_reason,
+        summary.commits,
+        summary.commit_seconds
     );
     println!(
         "  expected in DLQ from injected faults: {:?}",

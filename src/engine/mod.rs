@@ -19,7 +19,10 @@ use crate::codec::{self, DecodeError};
 use crate::config::StreamConfig;
 use crate::metrics::Metrics;
 use crate::model::{Payload, RecordKind, ValidationError, exposure_ms, validate};
-pub use state::{BinStats, Fact, PartitionState, StateDelta, VehicleMeta, VehicleState, id_hash};
+pub use state::{
+    BinStats, FactSegment, PartitionPosition, PartitionState, SeenSegment, StateDelta, VehicleMeta,
+    VehicleState, fact_records, id_hash,
+};
 
 /// One record as read from a source.
 #[derive(Debug, Clone, Copy)]
@@ -92,8 +95,6 @@ pub struct Engine {
 #[derive(Default)]
 struct Pending {
     dirty_vehicles: Vec<String>,
-    facts: Vec<Fact>,
-    seen_added: Vec<(i32, i64, u64)>,
     moved_partitions: Vec<i32>,
     records: usize,
 }
@@ -148,7 +149,8 @@ impl Engine {
         let result = self.apply(record);
         let partition = self.partitions.entry(record.partition).or_default();
         partition.next_offset = record.offset + 1;
-        if !self.pending.moved_partitions.contains(&record.partition) {
+        if partition.interval_first_offset.is_none() {
+            partition.interval_first_offset = Some(record.offset);
             self.pending.moved_partitions.push(record.partition);
         }
         self.pending.records += 1;
@@ -189,7 +191,7 @@ impl Engine {
             });
         }
         partition.watermark_ms = partition.watermark_ms.max(time);
-        self.pending.seen_added.push((record.partition, time, hash));
+        partition.pending_seen.push((time, hash));
 
         let (bin_time, delta) = match &event.payload {
             Payload::Trip(t) => {
@@ -256,55 +258,64 @@ impl Engine {
                 meta.vehicle_model = t.vehicle_model.to_string();
             }
         }
-        drop(vehicle);
-
-        self.pending.facts.push(Fact {
-            partition: record.partition,
-            vehicle_id: vehicle_id.to_string(),
-            event_time_ms: time,
-            id_hash: hash,
-            bytes: record.payload.to_vec(),
-        });
+        vehicle.pending_facts.push(record.offset, record.payload);
         Ok(kind)
     }
 
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
     pub fn take_delta(&mut self) -> StateDelta {
         let pending = std::mem::take(&mut self.pending);
-        let mut delta = StateDelta {
-            facts: pending.facts,
-            seen_added: pending.seen_added,
-            ..StateDelta::default()
-        };
+        let mut delta = StateDelta::default();
         for vehicle_id in pending.dirty_vehicles {
-            if let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) {
-                let dirty = std::mem::take(&mut vehicle.dirty_bins);
-                for bin in dirty {
-                    delta.bins.push((
-                        vehicle.partition,
-                        vehicle_id.clone(),
-                        bin,
-                        vehicle.bins[&bin],
-                    ));
-                }
-                delta
-                    .vehicles
-                    .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
+            let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {
+                continue;
+            };
+            let vehicle = &mut *vehicle;
+            for bin in std::mem::take(&mut vehicle.dirty_bins) {
+                delta.bins.push((
+                    vehicle.partition,
+                    vehicle_id.clone(),
+                    bin,
+                    vehicle.bins[&bin],
+                ));
             }
-        }
-        let mut moved = pending.moved_partitions;
-        moved.sort_unstable();
-        moved.dedup();
-        for p in moved {
-            let state = self.partitions.get_mut(&p).expect("moved partitions exist");
+            let facts = std::mem::take(&mut vehicle.pending_facts);
+            delta.facts.push(FactSegment {
+                partition: vehicle.partition,
+                vehicle_id: vehicle_id.clone(),
+                first_offset: facts.first_offset,
+                records: facts.bytes,
+            });
             delta
-                .positions
-                .push((p, state.next_offset, state.watermark_ms));
-            if state.watermark_ms != i64::MIN {
-                let cutoff = state.watermark_ms.saturating_sub(self.allowed_lateness_ms);
-                state.seen.retain(|_, time| *time >= cutoff);
-                delta.seen_pruned.push((p, cutoff));
+                .vehicles
+                .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
+        }
+        for p in pending.moved_partitions {
+            let state = self.partitions.get_mut(&p).expect("moved partitions exist");
+            let first_offset = state
+                .interval_first_offset
+                .take()
+                .expect("moved partitions have records");
+            let entries = std::mem::take(&mut state.pending_seen);
+            if let Some(max_time_ms) = entries.iter().map(|(t, _)| *t).max() {
+                delta.seen.push(SeenSegment {
+                    partition: p,
+                    first_offset,
+                    max_time_ms,
+                    entries,
+                });
             }
+            if state.watermark_ms != i64::MIN {
+                state.seen_cutoff_ms = state.watermark_ms.saturating_sub(self.allowed_lateness_ms);
+                let cutoff = state.seen_cutoff_ms;
+                state.seen.retain(|_, time| *time >= cutoff);
+            }
+            delta.positions.push(PartitionPosition {
+                partition: p,
+                next_offset: state.next_offset,
+                watermark_ms: state.watermark_ms,
+                seen_cutoff_ms: state.seen_cutoff_ms,
+            });
         }
         delta
     }

@@ -113,6 +113,15 @@ pub struct RunSummary {
     pub accepted: u64,
     pub dead_lettered: u64,
     pub commits: u64,
+    /// Time spent in commits (DLQ flush and state write).
+    pub commit_seconds: f64,
+}
+
+impl RunSummary {
+    fn add_commit(&mut self, seconds: f64) {
+        self.commits += 1;
+        self.commit_seconds += seconds;
+    }
 }
 
 /// Runs until the source ends or `shutdown` is set, then commits once more.
@@ -168,16 +177,15 @@ pub fn run(
         if engine.pending_records() >= policy.max_records
             || (engine.pending_records() > 0 && last_commit.elapsed() >= policy.interval)
         {
-            if let Err(e) = commit(engine, source, dlq, target, status) {
-                break Err(e);
+            match commit(engine, source, dlq, target, status) {
+                Ok(seconds) => summary.add_commit(seconds),
+                Err(e) => break Err(e),
             }
-            summary.commits += 1;
             last_commit = Instant::now();
         }
     };
     let result = result.and_then(|()| {
-        commit(engine, source, dlq, target, status)?;
-        summary.commits += 1;
+        summary.add_commit(commit(engine, source, dlq, target, status)?);
         Ok(summary)
     });
     status.update(|s| {
@@ -190,13 +198,14 @@ pub fn run(
 }
 
 /// One commit point: DLQ durable first, then state with offsets, then the source is told.
+/// Returns how long it took, in seconds.
 fn commit(
     engine: &mut Engine,
     source: &mut dyn RecordSource,
     dlq: &mut dyn DeadLetterSink,
     target: &mut dyn CommitTarget,
     status: &StatusBoard,
-) -> Result<(), RunError> {
+) -> Result<f64, RunError> {
     let started = Instant::now();
     dlq.flush()?;
     let delta = engine.take_delta();
@@ -212,10 +221,8 @@ fn commit(
             .set(*behind);
     }
     engine.metrics.commits.inc();
-    engine
-        .metrics
-        .commit_duration
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    engine.metrics.commit_duration.observe(seconds);
     status.update(|s| {
         s.commits += 1;
         s.last_commit_unix_ms = Some(unix_ms());
@@ -224,7 +231,7 @@ fn commit(
         s.lag = lag.into_iter().collect();
         s.last_error = None;
     });
-    Ok(())
+    Ok(seconds)
 }
 
 pub fn unix_ms() -> i64 {

@@ -94,6 +94,9 @@ pub struct VehicleState {
     /// Bins changed since the last commit.
     #[serde(skip)]
     pub dirty_bins: BTreeSet<i64>,
+    /// Records accepted since the last commit: a fact segment in the making.
+    #[serde(skip)]
+    pub pending_facts: FactBuffer,
 }
 
 /// Slowly changing attributes, from the latest trip summary.
@@ -114,6 +117,39 @@ impl VehicleState {
     }
 }
 
+/// Accepted records' bytes, length-prefixed and concatenated: one RocksDB value per vehicle and
+/// commit instead of one per record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FactBuffer {
+    /// Source offset of the first record in the buffer (the segment's key).
+    pub first_offset: i64,
+    pub bytes: Vec<u8>,
+}
+
+impl FactBuffer {
+    pub fn push(&mut self, offset: i64, record: &[u8]) {
+        if self.bytes.is_empty() {
+            self.first_offset = offset;
+        }
+        crate::codec::write_long(record.len() as i64, &mut self.bytes);
+        self.bytes.extend_from_slice(record);
+    }
+}
+
+/// The records of a fact segment in the order they were accepted; `None` marks a damaged segment.
+pub fn fact_records(segment: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    let mut reader = crate::codec::Reader::new(segment);
+    let mut damaged = false;
+    std::iter::from_fn(move || {
+        if damaged || reader.position() >= segment.len() {
+            return None;
+        }
+        let record = reader.bytes().ok();
+        damaged = record.is_none();
+        Some(record)
+    })
+}
+
 /// A partition's position in the stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionState {
@@ -124,6 +160,12 @@ pub struct PartitionState {
     /// Hashes of record ids accepted recently, with their event times: enough to drop duplicates
     /// until a copy would be late anyway.
     pub seen: HashMap<u64, i64>,
+    /// Ids with event times below this were forgotten at the last commit.
+    pub seen_cutoff_ms: i64,
+    /// (event time, id hash) accepted since the last commit.
+    pub pending_seen: Vec<(i64, u64)>,
+    /// Offset of the first record since the last commit, if any.
+    pub interval_first_offset: Option<i64>,
 }
 
 impl Default for PartitionState {
@@ -133,18 +175,41 @@ impl Default for PartitionState {
             next_offset: 0,
             watermark_ms: i64::MIN,
             seen: HashMap::new(),
+            seen_cutoff_ms: i64::MIN,
+            pending_seen: Vec::new(),
+            interval_first_offset: None,
         }
     }
 }
 
-/// One accepted record kept as a fact for the nightly job: its original bytes.
+/// Facts of one vehicle accepted between two commits, for the nightly job.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fact {
+pub struct FactSegment {
     pub partition: i32,
     pub vehicle_id: String,
-    pub event_time_ms: i64,
-    pub id_hash: u64,
-    pub bytes: Vec<u8>,
+    pub first_offset: i64,
+    /// Length-prefixed framed records (see [`fact_records`]).
+    pub records: Vec<u8>,
+}
+
+/// Record ids of one partition accepted between two commits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenSegment {
+    pub partition: i32,
+    pub first_offset: i64,
+    /// Largest event time in the segment: once the cutoff passes it, the segment is dropped.
+    pub max_time_ms: i64,
+    /// (event time, id hash)
+    pub entries: Vec<(i64, u64)>,
+}
+
+/// Where a partition stands at a commit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartitionPosition {
+    pub partition: i32,
+    pub next_offset: i64,
+    pub watermark_ms: i64,
+    pub seen_cutoff_ms: i64,
 }
 
 /// Everything that changed since the last commit point, written by the store in one batch.
@@ -154,19 +219,9 @@ pub struct StateDelta {
     pub bins: Vec<(i32, String, i64, BinStats)>,
     /// (partition, vehicle id, meta) of vehicles that changed.
     pub vehicles: Vec<(i32, String, VehicleMeta)>,
-    pub facts: Vec<Fact>,
-    /// (partition, event time, id hash) of newly seen record ids.
-    pub seen_added: Vec<(i32, i64, u64)>,
-    /// (partition, cutoff): seen ids with event time below the cutoff are forgotten.
-    pub seen_pruned: Vec<(i32, i64)>,
-    /// (partition, next offset, watermark) of every partition that moved.
-    pub positions: Vec<(i32, i64, i64)>,
-}
-
-impl StateDelta {
-    pub fn is_empty(&self) -> bool {
-        self.positions.is_empty() && self.bins.is_empty() && self.facts.is_empty()
-    }
+    pub facts: Vec<FactSegment>,
+    pub seen: Vec<SeenSegment>,
+    pub positions: Vec<PartitionPosition>,
 }
 
 /// 64-bit FNV-1a over the concatenated parts: a stable hash for record ids (persisted, so it must

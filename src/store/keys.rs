@@ -34,19 +34,19 @@ pub fn bin(partition: i32, vehicle_id: &str, bin: i64) -> Vec<u8> {
     key
 }
 
-/// partition | vehicle | event time | id hash
-pub fn fact(partition: i32, vehicle_id: &str, event_time_ms: i64, id_hash: u64) -> Vec<u8> {
+/// partition | vehicle | offset of the segment's first record
+pub fn fact_segment(partition: i32, vehicle_id: &str, first_offset: i64) -> Vec<u8> {
     let mut key = vehicle(partition, vehicle_id);
-    key.extend_from_slice(&sortable_time(event_time_ms));
-    key.extend_from_slice(&id_hash.to_be_bytes());
+    key.extend_from_slice(&sortable_time(first_offset));
     key
 }
 
-/// partition | event time | id hash
-pub fn seen(partition: i32, event_time_ms: i64, id_hash: u64) -> Vec<u8> {
+/// partition | largest event time in the segment | offset of the commit interval's first record.
+/// Segments whose largest time is below a cutoff form one key range.
+pub fn seen_segment(partition: i32, max_time_ms: i64, first_offset: i64) -> Vec<u8> {
     let mut key = partition_prefix(partition).to_vec();
-    key.extend_from_slice(&sortable_time(event_time_ms));
-    key.extend_from_slice(&id_hash.to_be_bytes());
+    key.extend_from_slice(&sortable_time(max_time_ms));
+    key.extend_from_slice(&sortable_time(first_offset));
     key
 }
 
@@ -64,17 +64,9 @@ pub fn split_bin(key: &[u8]) -> Option<(i32, String, i64)> {
     Some((partition, id, time_from(rest)?))
 }
 
-/// Splits `partition | event time | id hash`.
-pub fn split_seen(key: &[u8]) -> Option<(i32, i64, u64)> {
-    if key.len() != 20 {
-        return None;
-    }
-    let partition = i32::from_be_bytes(key[..4].try_into().ok()?);
-    Some((
-        partition,
-        time_from(&key[4..12])?,
-        u64::from_be_bytes(key[12..20].try_into().ok()?),
-    ))
+/// The partition a key belongs to.
+pub fn partition_of(key: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(key.get(..4)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -95,9 +87,13 @@ mod tests {
             split_bin(&bin(3, "veh-\u{0}x", -86_400_000)),
             Some((3, "veh-\u{0}x".into(), -86_400_000))
         );
-        assert_eq!(
-            split_seen(&seen(7, 123, 0xdead_beef)),
-            Some((7, 123, 0xdead_beef))
+        assert_eq!(partition_of(&seen_segment(7, 123, 9)), Some(7));
+        assert!(
+            seen_segment(7, 122, 1_000) < seen_segment(7, 123, 0),
+            "time orders segments first"
         );
+        let key = fact_segment(2, "v", 5);
+        let (partition, id, rest) = split_vehicle(&key).unwrap();
+        assert_eq!((partition, id.as_str(), rest.len()), (2, "v", 8));
     }
 }
