@@ -21,6 +21,7 @@ fn main() {
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

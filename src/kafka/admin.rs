@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// Creates the events, DLQ and regressions topics. Returns (topic, created) per topic.
 pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config, &[]).create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(config, &[], &[]).create()?;
     let k = &config.kafka;
     let replication = || TopicReplication::Fixed(k.replication_factor);
     let topics = [

@@ -45,7 +45,8 @@ impl KafkaDeadLetters {
         let failures = Arc::new(AtomicU64::new(0));
         let producer = client_config(
             config,
-            &[("enable.idempotence", "true"), ("linger.ms", "5")],
+            &[("linger.ms", "5")],
+            &[("enable.idempotence", "true")],
         )
         .create_with_context(DeliveryFailures(Arc::clone(&failures)))?;
         Ok(KafkaDeadLetters {

@@ -18,13 +18,21 @@ pub use dlq::KafkaDeadLetters;
 pub use producer::{ProduceError, RecordProducer};
 pub use source::KafkaSource;
 
-/// A librdkafka client configuration with the user's properties, then `overrides`.
-pub fn client_config(config: &Config, overrides: &[(&str, &str)]) -> ClientConfig {
+/// A librdkafka client configuration: safetel's `defaults`, then the user's properties (which
+/// may change them), then the settings safetel's guarantees depend on (`required`).
+pub fn client_config(
+    config: &Config,
+    defaults: &[(&str, &str)],
+    required: &[(&str, &str)],
+) -> ClientConfig {
     let mut client = ClientConfig::new();
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
     for (key, value) in config.client_properties() {
         client.set(key, value);
     }
-    for (key, value) in overrides {
+    for (key, value) in required {
         client.set(*key, *value);
     }
     client

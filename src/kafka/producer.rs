@@ -30,11 +30,8 @@ impl RecordProducer {
         let failures = Arc::new(AtomicU64::new(0));
         let producer = client_config(
             config,
-            &[
-                ("enable.idempotence", "true"),
-                ("linger.ms", "20"),
-                ("batch.size", "1000000"),
-            ],
+            &[("linger.ms", "20"), ("batch.size", "1000000")],
+            &[("enable.idempotence", "true")],
         )
         .create_with_context(DeliveryFailures(Arc::clone(&failures)))?;
         Ok(RecordProducer {

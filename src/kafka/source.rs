@@ -124,18 +124,21 @@ impl KafkaSource {
             topic: topic.clone(),
             shared: Arc::clone(&shared),
         };
-        let consumer: BaseConsumer<SourceContext> = client_config(
-            config,
-            &[
-                ("group.id", &config.kafka.group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("statistics.interval.ms", "1000"),
-                ("enable.partition.eof", "false"),
-            ],
-        )
-        .create_with_context(context)?;
+        let defaults = [
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", "1000"),
+            // librdkafka waits this long before fetching again once its local queue is full; the
+            // default (1 s) leaves a consumer that does real work idle most of the time.
+            ("fetch.queue.backoff.ms", "10"),
+        ];
+        let required = [
+            ("group.id", config.kafka.group_id.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "false"),
+        ];
+        let consumer: BaseConsumer<SourceContext> =
+            client_config(config, &defaults, &required).create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         Ok(KafkaSource {
             consumer,
