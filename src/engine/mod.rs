@@ -20,8 +20,8 @@ use crate::config::StreamConfig;
 use crate::metrics::Metrics;
 use crate::model::{Payload, RecordKind, ValidationError, exposure_ms, validate};
 pub use state::{
-    BinStats, FactSegment, PartitionPosition, PartitionState, SeenSegment, StateDelta, VehicleMeta,
-    VehicleState, fact_records, id_hash,
+    BinStats, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition, PartitionState,
+    SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records, id_hash,
 };
 
 /// One record as read from a source.
@@ -80,12 +80,15 @@ impl Rejection {
     ];
 }
 
+/// Vehicle state by vehicle id, shared with the HTTP API (reads).
+pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
+
 /// Per-record processing and the hot state it updates.
 pub struct Engine {
     config: StreamConfig,
     bin_width_ms: i64,
     allowed_lateness_ms: i64,
-    vehicles: Arc<DashMap<String, VehicleState>>,
+    vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
     pending: Pending,
     pub(crate) metrics: Metrics,
@@ -108,7 +111,7 @@ pub struct RestoredState {
 
 impl Engine {
     pub fn new(config: StreamConfig, restored: RestoredState, metrics: Metrics) -> Engine {
-        let vehicles = Arc::new(DashMap::new());
+        let vehicles = Arc::new(Vehicles::default());
         for (id, state) in restored.vehicles {
             vehicles.insert(id, state);
         }
@@ -125,7 +128,7 @@ impl Engine {
     }
 
     /// Shared read access to vehicle state, for the HTTP API.
-    pub fn vehicles(&self) -> Arc<DashMap<String, VehicleState>> {
+    pub fn vehicles(&self) -> Arc<Vehicles> {
         Arc::clone(&self.vehicles)
     }
 

@@ -5,8 +5,8 @@
 //! source offsets, then tell the source. A crash between commit points replays from the last one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -47,8 +47,8 @@ pub trait DeadLetterSink {
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
-/// Where state deltas go: RocksDB.
-pub trait CommitTarget {
+/// Where state deltas go: RocksDB. Written from a thread of its own, hence `Send`.
+pub trait CommitTarget: Send {
     fn commit(&mut self, delta: StateDelta) -> Result<(), String>;
 }
 
@@ -113,7 +113,7 @@ pub struct RunSummary {
     pub accepted: u64,
     pub dead_lettered: u64,
     pub commits: u64,
-    /// Time spent in commits (DLQ flush and state write).
+    /// Time spent in commits, from the DLQ flush to the state being durable (overlaps processing).
     pub commit_seconds: f64,
 }
 
@@ -124,7 +124,20 @@ impl RunSummary {
     }
 }
 
+/// A commit handed to the writer thread.
+struct PendingCommit {
+    delta: StateDelta,
+    positions: HashMap<i32, i64>,
+    started: Instant,
+}
+
+/// What the writer thread reports back: the positions now durable and the commit's duration.
+type CommitDone = Result<(HashMap<i32, i64>, f64), String>;
+
 /// Runs until the source ends or `shutdown` is set, then commits once more.
+///
+/// State deltas are written by a second thread while the loop goes on with the next records, at
+/// most one commit in flight; the source and the status learn of a commit only once it is durable.
 pub fn run(
     engine: &mut Engine,
     source: &mut dyn RecordSource,
@@ -134,15 +147,71 @@ pub fn run(
     shutdown: &AtomicBool,
     status: &StatusBoard,
 ) -> Result<RunSummary, RunError> {
-    let mut summary = RunSummary::default();
-    let mut last_commit = Instant::now();
     status.update(|s| s.running = true);
-    let result = loop {
-        if shutdown.load(Ordering::Relaxed) {
-            break Ok(());
+    let result = std::thread::scope(|scope| {
+        let (to_writer, for_writer) = mpsc::sync_channel::<PendingCommit>(1);
+        let (from_writer, done) = mpsc::channel::<CommitDone>();
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn_scoped(scope, move || {
+                for commit in for_writer {
+                    let result = target
+                        .commit(commit.delta)
+                        .map(|()| (commit.positions, commit.started.elapsed().as_secs_f64()));
+                    let failed = result.is_err();
+                    if from_writer.send(result).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the state writer");
+        let mut committer = Committer {
+            to_writer,
+            done,
+            in_flight: false,
+            summary: RunSummary::default(),
+        };
+        let outcome = consume(
+            engine,
+            source,
+            dlq,
+            &mut committer,
+            policy,
+            shutdown,
+            status,
+        );
+        // Whatever happened, wait for the commit in flight; then, if all went well, commit the rest.
+        let outcome = outcome.and(committer.wait(engine, source, status));
+        let outcome = outcome.and_then(|()| {
+            committer.start(engine, dlq)?;
+            committer.wait(engine, source, status)
+        });
+        outcome.map(|()| committer.summary)
+    });
+    status.update(|s| {
+        s.running = false;
+        if let Err(e) = &result {
+            s.last_error = Some(e.to_string());
         }
+    });
+    result
+}
+
+/// The loop proper: poll, process, dead-letter, and start commits at the commit points.
+fn consume(
+    engine: &mut Engine,
+    source: &mut dyn RecordSource,
+    dlq: &mut dyn DeadLetterSink,
+    committer: &mut Committer,
+    policy: CommitPolicy,
+    shutdown: &AtomicBool,
+    status: &StatusBoard,
+) -> Result<(), RunError> {
+    let mut last_commit = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
         let now_ms = unix_ms();
         let mut failure = None;
+        let summary = &mut committer.summary;
         let poll = source.poll(Duration::from_millis(100), &mut |record| {
             if failure.is_some() {
                 return;
@@ -165,73 +234,85 @@ pub fn run(
             }
         });
         if let Some(e) = failure {
-            break Err(RunError::DeadLetter(e));
+            return Err(RunError::DeadLetter(e));
         }
-        let poll = match poll {
-            Ok(poll) => poll,
-            Err(e) => break Err(RunError::Source(e)),
-        };
-        if poll == Poll::End {
-            break Ok(());
+        if poll? == Poll::End {
+            return Ok(());
         }
         if engine.pending_records() >= policy.max_records
             || (engine.pending_records() > 0 && last_commit.elapsed() >= policy.interval)
         {
-            match commit(engine, source, dlq, target, status) {
-                Ok(seconds) => summary.add_commit(seconds),
-                Err(e) => break Err(e),
-            }
+            committer.wait(engine, source, status)?;
+            committer.start(engine, dlq)?;
             last_commit = Instant::now();
         }
-    };
-    let result = result.and_then(|()| {
-        summary.add_commit(commit(engine, source, dlq, target, status)?);
-        Ok(summary)
-    });
-    status.update(|s| {
-        s.running = false;
-        if let Err(e) = &result {
-            s.last_error = Some(e.to_string());
-        }
-    });
-    result
+    }
+    Ok(())
 }
 
-/// One commit point: DLQ durable first, then state with offsets, then the source is told.
-/// Returns how long it took, in seconds.
-fn commit(
-    engine: &mut Engine,
-    source: &mut dyn RecordSource,
-    dlq: &mut dyn DeadLetterSink,
-    target: &mut dyn CommitTarget,
-    status: &StatusBoard,
-) -> Result<f64, RunError> {
-    let started = Instant::now();
-    dlq.flush()?;
-    let delta = engine.take_delta();
-    target.commit(delta).map_err(RunError::Commit)?;
-    let positions = engine.positions();
-    source.committed(&positions);
-    let lag = source.lag(&positions);
-    for (partition, behind) in &lag {
-        engine
-            .metrics
-            .consumer_lag
-            .with_label_values(&[&partition.to_string()])
-            .set(*behind);
+/// Starts commits on the writer thread and finishes them when they are durable.
+struct Committer {
+    to_writer: mpsc::SyncSender<PendingCommit>,
+    done: mpsc::Receiver<CommitDone>,
+    in_flight: bool,
+    summary: RunSummary,
+}
+
+impl Committer {
+    /// A commit point: the DLQ durable first, then the state delta with its offsets goes to the
+    /// writer.
+    fn start(&mut self, engine: &mut Engine, dlq: &mut dyn DeadLetterSink) -> Result<(), RunError> {
+        let started = Instant::now();
+        dlq.flush()?;
+        let commit = PendingCommit {
+            delta: engine.take_delta(),
+            positions: engine.positions(),
+            started,
+        };
+        self.to_writer
+            .send(commit)
+            .map_err(|_| RunError::Commit("state writer stopped".into()))?;
+        self.in_flight = true;
+        Ok(())
     }
-    engine.metrics.commits.inc();
-    let seconds = started.elapsed().as_secs_f64();
-    engine.metrics.commit_duration.observe(seconds);
-    status.update(|s| {
-        s.commits += 1;
-        s.last_commit_unix_ms = Some(unix_ms());
-        s.committed_offsets = positions.iter().map(|(p, o)| (*p, *o)).collect();
-        s.committed_records = positions.values().sum();
-        s.lag = lag.into_iter().collect();
-        s.last_error = None;
-    });
-    Ok(seconds)
+
+    /// Waits for the commit in flight, if any; then tells the source, metrics and status.
+    fn wait(
+        &mut self,
+        engine: &Engine,
+        source: &mut dyn RecordSource,
+        status: &StatusBoard,
+    ) -> Result<(), RunError> {
+        if !std::mem::take(&mut self.in_flight) {
+            return Ok(());
+        }
+        let (positions, seconds) = self
+            .done
+            .recv()
+            .map_err(|_| RunError::Commit("state writer stopped".into()))?
+            .map_err(RunError::Commit)?;
+        source.committed(&positions);
+        let lag = source.lag(&positions);
+        for (partition, behind) in &lag {
+            engine
+                .metrics
+                .consumer_lag
+                .with_label_values(&[&partition.to_string()])
+                .set(*behind);
+        }
+        engine.metrics.commits.inc();
+        engine.metrics.commit_duration.observe(seconds);
+        self.summary.add_commit(seconds);
+        status.update(|s| {
+            s.commits += 1;
+            s.last_commit_unix_ms = Some(unix_ms());
+            s.committed_offsets = positions.iter().map(|(p, o)| (*p, *o)).collect();
+            s.committed_records = positions.values().sum();
+            s.lag = lag.into_iter().collect();
+            s.last_error = None;
+        });
+        Ok(())
+    }
 }
 
 pub fn unix_ms() -> i64 {

@@ -10,19 +10,18 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use dashmap::DashMap;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::engine::runner::StatusBoard;
-use crate::engine::{BinStats, VehicleState};
+use crate::engine::{BinStats, VehicleState, Vehicles};
 use crate::metrics::Metrics;
 use crate::model::HazardClass;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
-    pub vehicles: Arc<DashMap<String, VehicleState>>,
+    pub vehicles: Arc<Vehicles>,
     pub metrics: Metrics,
     pub status: Arc<StatusBoard>,
 }
