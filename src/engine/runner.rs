@@ -239,6 +239,7 @@ fn consume(
         if poll? == Poll::End {
             return Ok(());
         }
+        committer.reap(engine, source, status)?;
         if engine.pending_records() >= policy.max_records
             || (engine.pending_records() > 0 && last_commit.elapsed() >= policy.interval)
         {
@@ -286,11 +287,40 @@ impl Committer {
         if !std::mem::take(&mut self.in_flight) {
             return Ok(());
         }
-        let (positions, seconds) = self
+        let done = self
             .done
             .recv()
-            .map_err(|_| RunError::Commit("state writer stopped".into()))?
-            .map_err(RunError::Commit)?;
+            .map_err(|_| RunError::Commit("state writer stopped".into()))?;
+        self.finish(done, engine, source, status)
+    }
+
+    /// Finishes the commit in flight if it is durable already, without waiting.
+    fn reap(
+        &mut self,
+        engine: &Engine,
+        source: &mut dyn RecordSource,
+        status: &StatusBoard,
+    ) -> Result<(), RunError> {
+        match self.done.try_recv() {
+            Ok(done) if self.in_flight => {
+                self.in_flight = false;
+                self.finish(done, engine, source, status)
+            }
+            Err(mpsc::TryRecvError::Disconnected) if self.in_flight => {
+                Err(RunError::Commit("state writer stopped".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        done: CommitDone,
+        engine: &Engine,
+        source: &mut dyn RecordSource,
+        status: &StatusBoard,
+    ) -> Result<(), RunError> {
+        let (positions, seconds) = done.map_err(RunError::Commit)?;
         source.committed(&positions);
         let lag = source.lag(&positions);
         for (partition, behind) in &lag {

@@ -248,3 +248,78 @@ fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
     run_all(&mut store, &mut second, records, positions);
     assert_eq!(store.snapshot().unwrap(), expected);
 }
+
+/// Hands over its records, then has nothing more (like a caught-up Kafka consumer) until stopped.
+struct IdleAfterRecords(Vec<Vec<u8>>, usize);
+
+impl runner::RecordSource for IdleAfterRecords {
+    fn poll(
+        &mut self,
+        _max_wait: Duration,
+        handle: &mut dyn FnMut(&SourceRecord<'_>),
+    ) -> Result<runner::Poll, runner::SourceError> {
+        let Some(bytes) = self.0.get(self.1) else {
+            std::thread::sleep(Duration::from_millis(1));
+            return Ok(runner::Poll::Records(0));
+        };
+        handle(&SourceRecord {
+            partition: 0,
+            offset: self.1 as i64,
+            key: None,
+            payload: bytes,
+            timestamp_ms: None,
+        });
+        self.1 += 1;
+        Ok(runner::Poll::Records(1))
+    }
+}
+
+#[test]
+fn commits_become_visible_while_the_source_is_idle() {
+    // Regression: a commit still in flight when records stopped coming was never acknowledged.
+    let records: Vec<Vec<u8>> = (0..50)
+        .map(|i| {
+            safety(
+                "v1",
+                &format!("e{i}"),
+                T0 + i64::from(i) * 1000,
+                EventType::HardBrake,
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut e = engine();
+    let status = StatusBoard::default();
+    let shutdown = AtomicBool::new(false);
+    let policy = CommitPolicy {
+        interval: Duration::from_millis(1),
+        max_records: 7,
+    };
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            let mut source = IdleAfterRecords(records, 0);
+            let mut dlq = MemoryDeadLetters::default();
+            runner::run(
+                &mut e,
+                &mut source,
+                &mut dlq,
+                &mut store,
+                policy,
+                &shutdown,
+                &status,
+            )
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while status.snapshot().committed_records < 50 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let committed = status.snapshot().committed_records;
+        shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+        run.join().unwrap().unwrap();
+        assert_eq!(
+            committed, 50,
+            "every record committed and acknowledged before shutdown"
+        );
+    });
+}
