@@ -37,3 +37,40 @@ pub fn client_config(
     }
     client
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka is built with TLS and SASL: a secured cluster's settings are accepted as given.
+    /// (Creating a client does not connect, so no broker is needed.)
+    #[test]
+    fn tls_and_sasl_settings_reach_librdkafka() {
+        let mut config = Config::default_config();
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "safetel"),
+            ("sasl.password", "secret"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ] {
+            config.kafka.properties.insert(key.into(), value.into());
+        }
+        let source = KafkaSource::new(&config, Default::default(), crate::metrics::Metrics::new());
+        assert!(
+            source.is_ok(),
+            "consumer rejected TLS/SASL settings: {:?}",
+            source.err()
+        );
+        assert!(KafkaDeadLetters::new(&config).is_ok());
+
+        config
+            .kafka
+            .properties
+            .insert("security.protocol".into(), "NOT_A_PROTOCOL".into());
+        let err = KafkaDeadLetters::new(&config)
+            .err()
+            .expect("librdkafka checks the values");
+        assert!(err.to_string().contains("security.protocol"), "{err}");
+    }
+}
