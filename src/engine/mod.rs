@@ -4,7 +4,8 @@
 //! watermark, duplicate check, then the state update (bins, facts). It never touches Kafka,
 //! RocksDB or HTTP: records come in as [`SourceRecord`]s, rejected ones go out as [`Rejection`]s
 //! for the caller to dead-letter, and changes leave as a [`StateDelta`] at each commit point.
-//! [`runner`] drives it from a [`runner::RecordSource`].
+//! [`runner`] drives it from a [`runner::RecordSource`]; [`memory`] is the in-process source and
+//! dead-letter sink of `demo`, tests and benchmarks.
 
 pub mod memory;
 pub mod runner;
