@@ -227,6 +227,17 @@ mod tests {
     }
 
     #[test]
+    fn committed_fleet_file_states_the_defaults() {
+        let file: GeneratorConfig =
+            toml::from_str(include_str!("../../config/fleet.toml")).unwrap();
+        let defaults = GeneratorConfig::default();
+        assert_eq!(
+            serde_json::to_value(&file).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
+    }
+
+    #[test]
     fn defaults_validate_and_bad_values_name_the_field() {
         assert!(GeneratorConfig::default().validate().is_ok());
         let bad = GeneratorConfig {
