@@ -108,3 +108,20 @@ fn config_shows_environment_overrides_and_hides_secrets() {
         "the error names the key"
     );
 }
+
+#[test]
+fn run_refuses_to_start_when_its_http_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = safetel()
+        .env("SAFETEL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("SAFETEL_STATE__DIR", dir.path())
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("binding the HTTP server"), "{stderr}");
+}

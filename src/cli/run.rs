@@ -51,6 +51,16 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         max_records: config.state.commit_max_records,
     };
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // Bind first: a busy port is a start-up error, before any record is consumed.
+    let listen = config.http.listen.clone();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&listen))
+        .with_context(|| format!("binding the HTTP server to {listen}"))?;
+
     let pipeline = {
         let (shutdown, status) = (Arc::clone(&shutdown), Arc::clone(&status));
         std::thread::Builder::new()
@@ -69,14 +79,8 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
             })?
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
     let deadline = Duration::from_millis(config.state.shutdown_deadline_ms);
-    let listen = config.http.listen.clone();
     let outcome = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
         info!(address = %listener.local_addr()?, "serving API and metrics");
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(http::serve(listener, app, async {
