@@ -22,8 +22,6 @@ fn main() {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.queue.backoff.ms", "10")
-        .set("max.partition.fetch.bytes", "8388608")
-        .set("fetch.max.bytes", "67108864")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
