@@ -8,6 +8,7 @@
 //! - [`model`]: event types, hazard classes, validation. Pure.
 //! - [`codec`]: Avro with Confluent framing; fast path and schema resolution. Pure.
 //! - [`generator`]: the seeded fleet simulator and fault injection. Pure.
+//! - [`detect`]: Bayesian change-point detection and hazard ratios for one series. Pure.
 //! - [`engine`]: per-record processing and hot state; [`engine::runner`] drives it from any
 //!   source to any sink; [`engine::memory`] is the in-process source. No IO of its own.
 //! - [`store`]: RocksDB state store (IO edge).
@@ -19,6 +20,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod detect;
 pub mod engine;
 pub mod generator;
 pub mod http;

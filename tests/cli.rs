@@ -125,3 +125,62 @@ fn run_refuses_to_start_when_its_http_port_is_taken() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("binding the HTTP server"), "{stderr}");
 }
+
+#[test]
+fn detect_backtests_a_csv_series_one_json_object_per_bin() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("series.csv");
+    // 800 exposure hours per bin at 0.01 per hour (8 events), tripled from bin 60.
+    let mut text = String::from("bin,events,exposure\n");
+    for bin in 0..100 {
+        let events = if bin < 60 {
+            [7, 9, 8, 6, 10][bin % 5]
+        } else {
+            [22, 26, 25, 23, 24][bin % 5]
+        };
+        text.push_str(&format!("{bin},{events},800\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let stdout = ok(safetel()
+        .args(["detect", "--input"])
+        .arg(&csv)
+        .args(["--b0", "100", "--window", "30"]));
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 100);
+    assert_eq!(rows[99]["bin"], 99);
+    assert!(
+        rows[0].get("hr_median").is_none(),
+        "no baseline before the first bin"
+    );
+    assert!(
+        rows[..60]
+            .iter()
+            .all(|r| r["p_regression"].as_f64().unwrap() < 0.95)
+    );
+    let last = &rows[99];
+    assert!(last["p_regression"].as_f64().unwrap() > 0.99, "{last}");
+    let (low, median, high) = (
+        last["hr_low"].as_f64().unwrap(),
+        last["hr_median"].as_f64().unwrap(),
+        last["hr_high"].as_f64().unwrap(),
+    );
+    assert!(
+        low < 3.0 && 3.0 < high && (2.5..3.5).contains(&median),
+        "HR {low} {median} {high}"
+    );
+
+    std::fs::write(&csv, "bin,events,exposure\n0,3,10\n1,x,10\n").unwrap();
+    let bad = safetel()
+        .args(["detect", "--input"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(":3: events"),
+        "the error names the line"
+    );
+}

@@ -2,6 +2,7 @@
 //! per subcommand. The only place that uses `anyhow`.
 
 mod demo;
+mod detect;
 mod generate;
 mod inspect;
 mod run;
@@ -41,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         action: topics::Action,
     },
+    /// Run the change-point detector over one series (CSV bin,events,exposure): JSON per bin.
+    Detect(detect::Args),
     /// Print the state store as canonical JSON (the process must not be running on it).
     Inspect(inspect::Args),
     /// Print the effective configuration, secrets redacted.
@@ -58,6 +61,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run => run::execute(&config),
         Command::Demo(args) => demo::execute(&config, args),
         Command::Topics { action } => topics::execute(&config, action),
+        Command::Detect(args) => detect::execute(args),
         Command::Inspect(args) => inspect::execute(args),
         Command::Config => {
             print!("{}", config.redacted_toml());

@@ -1,0 +1,247 @@
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Gamma, Poisson};
+
+use super::hazard_ratio::{GammaRate, HazardRatio};
+use super::*;
+
+/// A seeded series of (events, exposure hours): rate `rate` per hour, times `hr` from `onset`.
+fn series(
+    seed: u64,
+    bins: usize,
+    onset: usize,
+    rate: f64,
+    hr: f64,
+    exposure: f64,
+) -> Vec<(u64, f64)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..bins)
+        .map(|t| {
+            let e = exposure * rng.random_range(0.7..1.3);
+            let lambda = rate * if t >= onset { hr } else { 1.0 } * e;
+            (Poisson::new(lambda).unwrap().sample(&mut rng) as u64, e)
+        })
+        .collect()
+}
+
+fn ln_nb(y: u64, a: f64, b: f64, e: f64) -> f64 {
+    use statrs::function::gamma::ln_gamma;
+    let y = y as f64;
+    ln_gamma(a + y) - ln_gamma(a) - ln_gamma(y + 1.0)
+        + a * (b / (b + e)).ln()
+        + y * (e / (b + e)).ln()
+}
+
+/// The textbook O(T^2) recursion over every run length, with no pruning and no cap: for each t,
+/// (P(regression), MAP run length).
+fn exact_enumeration(p: &DetectorParams, data: &[(u64, f64)]) -> Vec<(f64, usize)> {
+    let mut joint: Vec<Vec<f64>> = Vec::new(); // joint[t][r - 1] = ln P(r_t = r, y_1..t)
+    let mut out = Vec::new();
+    for t in 0..data.len() {
+        let (y, e) = data[t];
+        let mut row = vec![f64::NEG_INFINITY; t + 1];
+        if t == 0 {
+            row[0] = ln_nb(y, p.a0, p.b0, e);
+        } else {
+            let prev = &joint[t - 1];
+            let max = prev.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let evidence = max + prev.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            row[0] = evidence + p.hazard.ln() + ln_nb(y, p.a0, p.b0, e);
+            for r in 2..=t + 1 {
+                // The run of length r - 1 at t - 1 covers bins t - r + 1 ..= t - 1.
+                let bins = &data[t + 1 - r..t];
+                let ys: u64 = bins.iter().map(|b| b.0).sum();
+                let es: f64 = bins.iter().map(|b| b.1).sum();
+                row[r - 1] =
+                    prev[r - 2] + (1.0 - p.hazard).ln() + ln_nb(y, p.a0 + ys as f64, p.b0 + es, e);
+            }
+        }
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        let mut p_regression = 0.0;
+        let mut map = (1, f64::NEG_INFINITY);
+        for r in 1..=t + 1 {
+            let post = (row[r - 1] - total).exp();
+            if row[r - 1] > map.1 {
+                map = (r, row[r - 1]);
+            }
+            let segment = &data[t + 1 - r..=t];
+            let base_from = (t + 1 - r).saturating_sub(p.window_bins);
+            let baseline = &data[base_from..t + 1 - r];
+            let e_base: f64 = baseline.iter().map(|b| b.1).sum();
+            if baseline.is_empty() || e_base <= 0.0 {
+                continue;
+            }
+            let current = GammaRate {
+                shape: p.a0 + segment.iter().map(|b| b.0).sum::<u64>() as f64,
+                rate: p.b0 + segment.iter().map(|b| b.1).sum::<f64>(),
+            };
+            let base = GammaRate {
+                shape: p.a0 + baseline.iter().map(|b| b.0).sum::<u64>() as f64,
+                rate: p.b0 + e_base,
+            };
+            p_regression += post
+                * HazardRatio::new(current, base)
+                    .unwrap()
+                    .prob_above(p.threshold);
+        }
+        out.push((p_regression, map.0));
+        joint.push(row);
+    }
+    out
+}
+
+fn detector_outputs(p: DetectorParams, data: &[(u64, f64)]) -> Vec<(f64, usize)> {
+    let mut detector = Detector::new(p).unwrap();
+    data.iter()
+        .map(|&(y, e)| {
+            let u = detector.update(y, e);
+            (u.p_regression, u.map_run_length)
+        })
+        .collect()
+}
+
+#[test]
+fn without_pruning_the_detector_equals_exact_enumeration() {
+    // Floating-point sums in a different order only: 1e-9 absolute on probabilities.
+    for seed in 0..4 {
+        let data = series(seed, 80, 40, 0.01, 3.0, 300.0);
+        let params = DetectorParams {
+            b0: 100.0,
+            window_bins: 10,
+            prune_below: 0.0,
+            max_run_length: 1000,
+            ..Default::default()
+        };
+        let exact = exact_enumeration(&params, &data);
+        let ours = detector_outputs(params, &data);
+        for (t, (a, b)) in exact.iter().zip(&ours).enumerate() {
+            assert!(
+                (a.0 - b.0).abs() < 1e-9,
+                "seed {seed} bin {t}: exact {} vs detector {}",
+                a.0,
+                b.0
+            );
+            assert_eq!(a.1, b.1, "seed {seed} bin {t}: MAP run length");
+        }
+    }
+}
+
+#[test]
+fn with_default_pruning_the_detector_stays_within_1e_4() {
+    // Dropped runs each had probability < 1e-6; over 80 bins their mass cannot move P(regression)
+    // by more than ~1e-4.
+    for seed in 10..14 {
+        let data = series(seed, 80, 40, 0.01, 3.0, 300.0);
+        let params = DetectorParams {
+            b0: 100.0,
+            window_bins: 10,
+            ..Default::default()
+        };
+        let exact = exact_enumeration(
+            &DetectorParams {
+                prune_below: 0.0,
+                max_run_length: 1000,
+                ..params
+            },
+            &data,
+        );
+        let ours = detector_outputs(params, &data);
+        for (t, (a, b)) in exact.iter().zip(&ours).enumerate() {
+            assert!(
+                (a.0 - b.0).abs() < 1e-4,
+                "seed {seed} bin {t}: exact {} vs detector {}",
+                a.0,
+                b.0
+            );
+        }
+    }
+}
+
+#[test]
+fn hazard_ratio_probability_and_quantiles_match_monte_carlo() {
+    // 400k draws: the standard error of a probability is < 0.0008, so 0.004 is > 5 sd; quantiles
+    // of the ratio within 3% relative.
+    let mut rng = StdRng::seed_from_u64(7);
+    for (a1, b1, a0, b0, c) in [
+        (12.0, 400.0, 30.0, 2000.0, 1.5),
+        (3.0, 50.0, 5.0, 120.0, 1.5),
+        (40.0, 900.0, 15.0, 600.0, 2.0),
+    ] {
+        let hr = HazardRatio::new(
+            GammaRate {
+                shape: a1,
+                rate: b1,
+            },
+            GammaRate {
+                shape: a0,
+                rate: b0,
+            },
+        )
+        .unwrap();
+        let (g1, g0) = (
+            Gamma::new(a1, 1.0 / b1).unwrap(),
+            Gamma::new(a0, 1.0 / b0).unwrap(),
+        );
+        let n = 400_000;
+        let mut ratios: Vec<f64> = (0..n)
+            .map(|_| g1.sample(&mut rng) / g0.sample(&mut rng))
+            .collect();
+        let above = ratios.iter().filter(|r| **r > c).count() as f64 / n as f64;
+        assert!(
+            (hr.prob_above(c) - above).abs() < 0.004,
+            "P(HR > {c}): exact {} vs MC {above}",
+            hr.prob_above(c)
+        );
+        ratios.sort_by(f64::total_cmp);
+        for q in [0.025, 0.5, 0.975] {
+            let mc = ratios[(q * n as f64) as usize];
+            let exact = hr.quantile(q);
+            assert!(
+                (exact / mc - 1.0).abs() < 0.03,
+                "q{q}: exact {exact} vs MC {mc}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tripled_hazard_is_detected_and_a_steady_one_is_not() {
+    // A cohort-sized series: 800 h per bin at 0.01 per hour, HR 3 from bin 60.
+    let data = series(99, 120, 60, 0.01, 3.0, 800.0);
+    let params = DetectorParams {
+        b0: 100.0,
+        ..Default::default()
+    };
+    let out = detector_outputs(params, &data);
+    assert!(
+        out[..60].iter().all(|(p, _)| *p < 0.95),
+        "no alarm before the onset"
+    );
+    let detected = out[60..]
+        .iter()
+        .position(|(p, _)| *p >= 0.95)
+        .expect("detected");
+    assert!(detected <= 15, "detected {detected} bins after the onset");
+    let steady = detector_outputs(params, &series(98, 120, 1000, 0.01, 1.0, 800.0));
+    assert!(
+        steady.iter().all(|(p, _)| *p < 0.95),
+        "no alarm on a steady series"
+    );
+}
+
+#[test]
+fn settings_are_checked_and_errors_name_the_field() {
+    let err = Detector::new(DetectorParams {
+        hazard: 1.5,
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.field, "hazard");
+    let err = Detector::new(DetectorParams {
+        b0: 0.0,
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.field, "b0");
+}
