@@ -79,6 +79,13 @@ impl Detector {
         &self.params
     }
 
+    /// Bytes of memory this detector holds (struct, bin history, run lengths).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.history.capacity() * std::mem::size_of::<(u64, f64)>()
+            + self.runs.capacity() * std::mem::size_of::<(usize, f64)>()
+    }
+
     /// The run-length posterior: (run length, probability), by increasing run length.
     pub fn run_length_posterior(&self) -> Vec<(usize, f64)> {
         self.runs.iter().map(|(r, lp)| (*r, lp.exp())).collect()
