@@ -26,7 +26,10 @@ fn bench(c: &mut Criterion) {
         for &(y, e) in &series[..1000] {
             detector.update(y, e);
         }
-        eprintln!("detector/{name}: {} bytes of state after 1000 bins", detector.state_bytes());
+        eprintln!(
+            "detector/{name}: {} bytes of state after 1000 bins",
+            detector.state_bytes()
+        );
         let mut i = 0;
         group.bench_function(format!("bin_update_{name}"), |b| {
             b.iter(|| {
@@ -35,7 +38,10 @@ fn bench(c: &mut Criterion) {
                 black_box(detector.update(y, e))
             })
         });
-        eprintln!("detector/{name}: {} bytes of state after the benchmark", detector.state_bytes());
+        eprintln!(
+            "detector/{name}: {} bytes of state after the benchmark",
+            detector.state_bytes()
+        );
     }
     group.finish();
 }

@@ -154,7 +154,8 @@ impl Detector {
             .map_or(1, |(r, _)| *r)
     }
 
-    /// The hazard ratio of a run of length `r` (ending now) against the W bins before it.
+    /// The hazard ratio of a run of length `r` (ending now) against the W bins before it, with the
+    /// sums behind it. Quantiles are left NaN: they are dear and needed at the MAP run only.
     fn hazard_ratio(
         &self,
         sums: &[(u64, f64)],
@@ -178,9 +179,9 @@ impl Detector {
         };
         let hr = HazardRatio::new(current, baseline)?;
         let summary = HazardRatioSummary {
-            median: hr.quantile(0.5),
-            low: hr.quantile(0.025),
-            high: hr.quantile(0.975),
+            median: f64::NAN,
+            low: f64::NAN,
+            high: f64::NAN,
             events_after: y_cur,
             exposure_after: e_cur,
             events_before: y_base,
@@ -204,7 +205,12 @@ impl Detector {
         let map_run_length = self.map_run_length();
         let hazard_ratio = self
             .hazard_ratio(&sums, map_run_length)
-            .map(|(_, summary)| summary);
+            .map(|(hr, summary)| HazardRatioSummary {
+                median: hr.quantile(0.5),
+                low: hr.quantile(0.025),
+                high: hr.quantile(0.975),
+                ..summary
+            });
         BinUpdate {
             p_regression,
             map_run_length,
