@@ -152,7 +152,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  injected regressions: {} (change-point detection arrives with the detector)",
+        "  injected regressions: {} (change-point alerts are not wired into the stream yet; try `safetel detect` on a series)",
         truth.regressions.len()
     );
 
