@@ -184,3 +184,24 @@ fn detect_backtests_a_csv_series_one_json_object_per_bin() {
         "the error names the line"
     );
 }
+
+#[test]
+fn demo_refuses_a_state_dir_that_already_holds_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let args = |out: &str| {
+        let mut cmd = safetel();
+        cmd.args(["demo", "--vehicles", "10", "--days", "3", "--out"])
+            .arg(dir.path().join(out))
+            .arg("--state-dir")
+            .arg(&state);
+        cmd
+    };
+    ok(&mut args("first"));
+    let second = args("second").output().unwrap();
+    assert!(
+        !second.status.success(),
+        "a second demo into the same state must not mix the two"
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already holds state"));
+}

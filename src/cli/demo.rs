@@ -58,6 +58,14 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| temp.path().join("state"));
     let mut store = Store::open(&state_dir)?;
+    // The demo generates its stream from the start, so it must start from empty state too:
+    // mixing it into an earlier run's store would give neither run's numbers.
+    if !store.restore()?.partitions.is_empty() {
+        anyhow::bail!(
+            "{} already holds state from an earlier run; the demo starts from empty state, so give it an empty --state-dir",
+            state_dir.display()
+        );
+    }
     let metrics = Metrics::new();
     let mut engine = Engine::new(
         config.stream.clone(),
