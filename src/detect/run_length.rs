@@ -17,14 +17,23 @@ use super::{DetectorParams, DetectorParamsError};
 /// stays a finite, if unlikely, observation.
 const MIN_EXPOSURE_HOURS: f64 = 1e-9;
 
+/// One bin as the detector remembers it. Exposure is kept at `f32` precision (7 significant
+/// digits: a second in 100 hours), which halves the state; the detector rounds every input to it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct HistoryBin {
+    events: u32,
+    exposure: f32,
+}
+
 /// The detector of one series (key and hazard class).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detector {
     params: DetectorParams,
-    /// (events, exposure hours) of the most recent bins, oldest first.
-    history: VecDeque<(u64, f64)>,
-    /// (run length, log posterior probability), by increasing run length.
-    runs: Vec<(usize, f64)>,
+    /// The most recent bins, oldest first: enough for the longest run and its baseline window.
+    history: VecDeque<HistoryBin>,
+    /// ln P(r_t = r | y_1..t) at index r - 1 (dense; pruned run lengths hold -inf). A run at the
+    /// cap stands for "at least `max_run_length` bins" and keeps the last `max_run_length` bins.
+    runs: Vec<f64>,
 }
 
 /// What the detector concludes after a bin.
@@ -38,7 +47,7 @@ pub struct BinUpdate {
 }
 
 /// Median and 95% credible interval of the hazard ratio, with the sums behind it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HazardRatioSummary {
     pub median: f64,
     pub low: f64,
@@ -49,12 +58,28 @@ pub struct HazardRatioSummary {
     pub exposure_before: f64,
 }
 
-/// ln NB(y | a, b, e).
-fn ln_negative_binomial(y: u64, a: f64, b: f64, e: f64) -> f64 {
-    let y = y as f64;
-    ln_gamma(a + y) - ln_gamma(a) - ln_gamma(y + 1.0)
-        + a * (b / (b + e)).ln()
-        + y * (e / (b + e)).ln()
+/// ln NB(y | a, b, e) + ln y!, i.e. without the term that is the same for every run length.
+///
+/// ln Gamma(a + y) - ln Gamma(a) is a product of y factors for small y (rare events: mostly 0),
+/// so the common case costs one logarithm instead of three log-gammas.
+fn ln_negative_binomial_unscaled(y: u64, a: f64, b: f64, e: f64) -> f64 {
+    let rising = match y {
+        0 => 0.0,
+        1..=8 => {
+            let mut product = a;
+            for k in 1..y {
+                product *= a + k as f64;
+            }
+            product.ln()
+        }
+        _ => ln_gamma(a + y as f64) - ln_gamma(a),
+    };
+    let decay = -a * (e / b).ln_1p();
+    if y == 0 {
+        rising + decay
+    } else {
+        rising + decay + y as f64 * (e / (b + e)).ln()
+    }
 }
 
 fn ln_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
@@ -63,6 +88,14 @@ fn ln_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
         return max;
     }
     max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+fn ln_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
 }
 
 impl Detector {
@@ -79,16 +112,29 @@ impl Detector {
         &self.params
     }
 
+    /// Bins seen so far, up to the history kept.
+    pub fn bins_kept(&self) -> usize {
+        self.history.len()
+    }
+
     /// Bytes of memory this detector holds (struct, bin history, run lengths).
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.history.capacity() * std::mem::size_of::<(u64, f64)>()
-            + self.runs.capacity() * std::mem::size_of::<(usize, f64)>()
+            + self.history.capacity() * std::mem::size_of::<HistoryBin>()
+            + self.runs.capacity() * std::mem::size_of::<f64>()
     }
 
-    /// The run-length posterior: (run length, probability), by increasing run length.
+    /// The run-length posterior: (run length, probability) for the live run lengths, increasing.
     pub fn run_length_posterior(&self) -> Vec<(usize, f64)> {
-        self.runs.iter().map(|(r, lp)| (*r, lp.exp())).collect()
+        self.live_runs().map(|(r, lp)| (r, lp.exp())).collect()
+    }
+
+    fn live_runs(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.runs
+            .iter()
+            .enumerate()
+            .filter(|(_, lp)| **lp > f64::NEG_INFINITY)
+            .map(|(i, lp)| (i + 1, *lp))
     }
 
     /// Sums of the last `k` bins of history, for k = 0..=len: (events, exposure).
@@ -96,62 +142,92 @@ impl Detector {
         let mut sums = Vec::with_capacity(self.history.len() + 1);
         let (mut y, mut e) = (0u64, 0.0f64);
         sums.push((y, e));
-        for (events, exposure) in self.history.iter().rev() {
-            y += events;
-            e += exposure;
+        for bin in self.history.iter().rev() {
+            y += u64::from(bin.events);
+            e += f64::from(bin.exposure);
             sums.push((y, e));
         }
         sums
     }
 
-    /// Adds the next bin and returns the updated conclusions.
+    /// Adds the next bin and returns the updated conclusions. Counts above `u32::MAX` per bin are
+    /// kept as `u32::MAX`; negative or non-finite exposure counts as none.
     pub fn update(&mut self, events: u64, exposure_hours: f64) -> BinUpdate {
         let p = self.params;
-        let e = exposure_hours.max(MIN_EXPOSURE_HOURS);
-        let mut next: Vec<(usize, f64)> = Vec::with_capacity(self.runs.len() + 1);
-        if self.runs.is_empty() {
-            next.push((1, 0.0));
+        let events = events.min(u64::from(u32::MAX));
+        let stored = if exposure_hours.is_finite() {
+            exposure_hours.max(0.0) as f32
         } else {
-            let sums = self.suffix_sums();
-            let evidence = ln_sum_exp(self.runs.iter().map(|(_, lp)| *lp));
-            let change = evidence + p.hazard.ln() + ln_negative_binomial(events, p.a0, p.b0, e);
-            next.push((1, change));
+            0.0
+        };
+        let e = f64::from(stored).max(MIN_EXPOSURE_HOURS);
+        let mut next: Vec<f64> =
+            Vec::with_capacity((self.runs.len() + 1).min(p.max_run_length + 1));
+        if self.runs.is_empty() {
+            next.push(0.0);
+        } else {
+            let evidence = ln_sum_exp(self.runs.iter().copied());
+            let change =
+                evidence + p.hazard.ln() + ln_negative_binomial_unscaled(events, p.a0, p.b0, e);
+            next.push(change);
             let stay = (1.0 - p.hazard).ln();
-            for &(r, lp) in &self.runs {
-                let (y, exposure) = sums[r.min(sums.len() - 1)];
-                let growth =
-                    lp + stay + ln_negative_binomial(events, p.a0 + y as f64, p.b0 + exposure, e);
-                next.push((r + 1, growth));
+            let (mut y, mut exposure) = (0u64, 0.0f64);
+            let mut bins = self.history.iter().rev();
+            for &lp in &self.runs {
+                // Run r (index r - 1) covers the last r bins of the history.
+                if let Some(bin) = bins.next() {
+                    y += u64::from(bin.events);
+                    exposure += f64::from(bin.exposure);
+                }
+                next.push(if lp == f64::NEG_INFINITY {
+                    lp
+                } else {
+                    lp + stay
+                        + ln_negative_binomial_unscaled(events, p.a0 + y as f64, p.b0 + exposure, e)
+                });
+            }
+            // The run that would pass the cap stays at it ("at least max_run_length bins").
+            if next.len() > p.max_run_length {
+                let beyond = next.pop().expect("longer than the cap");
+                let last = next.last_mut().expect("cap is at least 1");
+                *last = ln_add_exp(*last, beyond);
             }
         }
-        self.history.push_back((events, exposure_hours.max(0.0)));
+        self.history.push_back(HistoryBin {
+            events: events as u32,
+            exposure: stored,
+        });
         while self.history.len() > p.max_run_length + p.window_bins {
             self.history.pop_front();
         }
         self.runs = next;
         self.normalise();
-        if p.prune_below > 0.0 || self.runs.len() > p.max_run_length {
+        if p.prune_below > 0.0 {
             let floor = p.prune_below.ln();
-            let map = self.map_run_length();
-            self.runs
-                .retain(|(r, lp)| *r == map || (*lp >= floor && *r <= p.max_run_length));
+            for lp in self.runs.iter_mut() {
+                if *lp < floor {
+                    *lp = f64::NEG_INFINITY;
+                }
+            }
+            while self.runs.last() == Some(&f64::NEG_INFINITY) {
+                self.runs.pop();
+            }
             self.normalise();
         }
         self.conclude()
     }
 
     fn normalise(&mut self) {
-        let total = ln_sum_exp(self.runs.iter().map(|(_, lp)| *lp));
-        for (_, lp) in self.runs.iter_mut() {
+        let total = ln_sum_exp(self.runs.iter().copied());
+        for lp in self.runs.iter_mut() {
             *lp -= total;
         }
     }
 
     fn map_run_length(&self) -> usize {
-        self.runs
-            .iter()
+        self.live_runs()
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(1, |(r, _)| *r)
+            .map_or(1, |(r, _)| r)
     }
 
     /// The hazard ratio of a run of length `r` (ending now) against the W bins before it, with the
@@ -194,9 +270,8 @@ impl Detector {
         let sums = self.suffix_sums();
         let threshold = self.params.threshold;
         let p_regression = self
-            .runs
-            .iter()
-            .filter_map(|&(r, lp)| {
+            .live_runs()
+            .filter_map(|(r, lp)| {
                 let (hr, _) = self.hazard_ratio(&sums, r)?;
                 Some(lp.exp() * hr.prob_above(threshold))
             })

@@ -17,7 +17,8 @@ fn series(
     let mut rng = StdRng::seed_from_u64(seed);
     (0..bins)
         .map(|t| {
-            let e = exposure * rng.random_range(0.7..1.3);
+            // The detector keeps exposure at f32 precision; give it values it keeps exactly.
+            let e = f64::from((exposure * rng.random_range(0.7..1.3)) as f32);
             let lambda = rate * if t >= onset { hr } else { 1.0 } * e;
             (Poisson::new(lambda).unwrap().sample(&mut rng) as u64, e)
         })
@@ -247,4 +248,32 @@ fn settings_are_checked_and_errors_name_the_field() {
     })
     .unwrap_err();
     assert_eq!(err.field, "b0");
+}
+
+#[test]
+fn the_run_length_cap_keeps_the_posterior_whole_and_still_detects() {
+    // With a cap of 20 bins the longest run absorbs longer ones: never more than 20 run lengths,
+    // total probability 1 (to 1e-12, rounding only), and a tripled cohort hazard is still found.
+    let params = DetectorParams {
+        max_run_length: 20,
+        ..Default::default()
+    };
+    let mut detector = Detector::new(params).unwrap();
+    let data = series(5, 200, 150, 0.01, 3.0, 800.0);
+    let mut first_alarm = None;
+    for (t, &(y, e)) in data.iter().enumerate() {
+        let update = detector.update(y, e);
+        let posterior = detector.run_length_posterior();
+        assert!(
+            posterior.iter().all(|(r, _)| *r <= 20),
+            "bin {t}: {posterior:?}"
+        );
+        let total: f64 = posterior.iter().map(|(_, p)| p).sum();
+        assert!((total - 1.0).abs() < 1e-12, "bin {t}: total {total}");
+        if update.p_regression >= 0.95 && first_alarm.is_none() {
+            first_alarm = Some(t);
+        }
+    }
+    let alarm = first_alarm.expect("detected");
+    assert!((150..170).contains(&alarm), "first alarm at bin {alarm}");
 }
