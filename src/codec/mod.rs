@@ -6,12 +6,14 @@
 //! resolved against the current reader schema by the `apache-avro` crate. Decoding never panics:
 //! every malformed input is a [`DecodeError`]. No IO here.
 
+mod alert;
 mod binary;
 mod resolve;
 mod telemetry;
 
 use crate::model::TelemetryEvent;
 
+pub use alert::encode_alert;
 pub use binary::{Reader, write_bool, write_double, write_long, write_string};
 
 /// The Confluent wire format's magic byte.

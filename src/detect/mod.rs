@@ -1,13 +1,16 @@
 //! Sequential Bayesian change-point detection for one series of event-time bins (DESIGN §3).
 //!
 //! Owns the Poisson-Gamma run-length posterior with exposure ([`Detector`]) and the hazard-ratio
-//! posterior between the current segment and the bins before it ([`hazard_ratio`]). Pure: no IO,
+//! posterior between the current segment and the bins before it ([`hazard_ratio`]), and the
+//! episodes built on them ([`episode`]). Pure: no IO,
 //! no clocks; the engine feeds it closed bins and persists its state.
 
+pub mod episode;
 pub mod hazard_ratio;
 mod run_length;
 
-pub use run_length::{BinUpdate, Detector};
+pub use episode::{AlertStatus, Episode, EpisodeParams, EpisodeTracker};
+pub use run_length::{BinUpdate, Detector, HazardRatioSummary};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,10 +5,12 @@
 //! state. Knows nothing of bytes (see `codec`) or of state (see `engine`). Strings are `Cow` so the
 //! decoder can borrow from the record buffer and the generator can own its data, with one type.
 
+mod alert;
 mod validate;
 
 use std::borrow::Cow;
 
+pub use alert::{AlertStatus, KeyKind, RegressionAlert, utc_date};
 pub use validate::{ValidationError, validate};
 
 /// One telemetry record.
