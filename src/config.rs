@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::detect::{DetectorParams, EpisodeParams};
+
 /// The default configuration file, also committed as `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Environment variables with this prefix and a `__` between section and key override the file.
@@ -22,6 +24,8 @@ pub struct Config {
     pub stream: StreamConfig,
     pub state: StateConfig,
     pub http: HttpConfig,
+    #[serde(default)]
+    pub detector: DetectorConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -66,6 +70,111 @@ pub struct StateConfig {
     pub commit_max_records: usize,
     /// How long shutdown may take to drain, flush and commit before it gives up.
     pub shutdown_deadline_ms: u64,
+}
+
+/// The change-point detector and its episodes (DESIGN §3). Bin width and lateness are in
+/// `[stream]`; priors (a0, b0) apply to every key until a refit provides its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Gamma prior of a rate per exposure hour: shape and rate (hours).
+    pub a0: f64,
+    pub b0: f64,
+    /// Constant change-point hazard per bin (1 / expected segment length).
+    pub hazard: f64,
+    /// Bins before a segment that form its baseline.
+    pub window_bins: usize,
+    /// Hazard ratio that counts as a regression.
+    pub threshold: f64,
+    /// Run lengths less probable than this are dropped.
+    pub prune_below: f64,
+    /// Longest run length kept, in bins; longer runs are merged into it.
+    pub max_run_length: usize,
+    /// An episode opens when P(regression) reaches `p_open`...
+    pub p_open: f64,
+    /// ...and resolves after `resolve_after_bins` bins in a row below `p_close`.
+    pub p_close: f64,
+    pub resolve_after_bins: u32,
+    /// An open episode publishes an update when its HR median moves by this fraction.
+    pub update_hr_change: f64,
+    /// Cohort series besides the per-vehicle ones: `firmware` (version) and/or `model`.
+    pub cohorts: Vec<String>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        let p = DetectorParams::default();
+        let e = EpisodeParams::default();
+        DetectorConfig {
+            a0: p.a0,
+            b0: p.b0,
+            hazard: p.hazard,
+            window_bins: p.window_bins,
+            threshold: p.threshold,
+            prune_below: p.prune_below,
+            max_run_length: p.max_run_length,
+            p_open: e.p_open,
+            p_close: e.p_close,
+            resolve_after_bins: e.resolve_after_bins,
+            update_hr_change: e.update_hr_change,
+            cohorts: vec!["firmware".into(), "model".into()],
+        }
+    }
+}
+
+impl DetectorConfig {
+    pub const COHORT_KINDS: [&'static str; 2] = ["firmware", "model"];
+
+    pub fn params(&self) -> DetectorParams {
+        DetectorParams {
+            a0: self.a0,
+            b0: self.b0,
+            hazard: self.hazard,
+            window_bins: self.window_bins,
+            threshold: self.threshold,
+            prune_below: self.prune_below,
+            max_run_length: self.max_run_length,
+        }
+    }
+
+    pub fn episodes(&self) -> EpisodeParams {
+        EpisodeParams {
+            p_open: self.p_open,
+            p_close: self.p_close,
+            resolve_after_bins: self.resolve_after_bins,
+            update_hr_change: self.update_hr_change,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if let Err(e) = self.params().validate() {
+            return invalid("detector", e.to_string());
+        }
+        if !(self.p_open > 0.0 && self.p_open <= 1.0) {
+            return invalid("detector.p_open", "must be within (0, 1]".into());
+        }
+        if !(self.p_close >= 0.0 && self.p_close < self.p_open) {
+            return invalid("detector.p_close", "must be within [0, p_open)".into());
+        }
+        if self.resolve_after_bins == 0 {
+            return invalid("detector.resolve_after_bins", "must be at least 1".into());
+        }
+        if !(self.update_hr_change.is_finite() && self.update_hr_change > 0.0) {
+            return invalid("detector.update_hr_change", "must be positive".into());
+        }
+        if let Some(bad) = self
+            .cohorts
+            .iter()
+            .find(|c| !Self::COHORT_KINDS.contains(&c.as_str()))
+        {
+            return invalid(
+                "detector.cohorts",
+                format!("`{bad}` is not one of {:?}", Self::COHORT_KINDS),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,7 +291,7 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be `text` or `json`");
         }
-        Ok(())
+        self.detector.validate()
     }
 
     /// librdkafka settings shared by every client: bootstrap servers plus the pass-through table.
@@ -255,6 +364,8 @@ fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result
         toml::Value::String(value.to_string())
     } else if let Ok(v) = value.parse::<i64>() {
         toml::Value::Integer(v)
+    } else if let Ok(v) = value.parse::<f64>() {
+        toml::Value::Float(v)
     } else if let Ok(v) = value.parse::<bool>() {
         toml::Value::Boolean(v)
     } else {
@@ -311,5 +422,11 @@ mod tests {
         assert!(err.to_string().contains("stream.bin_width_s"), "{err}");
         let err = Config::load(None, env(&[("SAFETEL_HTTP__LISTEN", "nowhere")])).unwrap_err();
         assert!(err.to_string().contains("http.listen"), "{err}");
+        let err = Config::load(None, env(&[("SAFETEL_DETECTOR__HAZARD", "1.5")])).unwrap_err();
+        assert!(err.to_string().contains("`hazard`"), "{err}");
+        let err = Config::load(None, env(&[("SAFETEL_DETECTOR__P_CLOSE", "0.99")])).unwrap_err();
+        assert!(err.to_string().contains("detector.p_close"), "{err}");
+        let config = Config::load(None, env(&[("SAFETEL_DETECTOR__P_OPEN", "0.9")])).unwrap();
+        assert_eq!(config.detector.episodes().p_open, 0.9);
     }
 }

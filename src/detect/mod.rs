@@ -10,7 +10,7 @@ pub mod hazard_ratio;
 mod run_length;
 
 pub use episode::{AlertStatus, Episode, EpisodeParams, EpisodeTracker};
-pub use run_length::{BinUpdate, Detector, HazardRatioSummary};
+pub use run_length::{BinUpdate, Detector, HazardRatioSummary, StateDecodeError};
 
 use serde::{Deserialize, Serialize};
 

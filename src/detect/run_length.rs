@@ -293,3 +293,68 @@ impl Detector {
         }
     }
 }
+
+/// The detector's state could not be read back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("detector state is damaged: {0}")]
+pub struct StateDecodeError(pub &'static str);
+
+impl Detector {
+    /// Appends the state (history and run lengths; not the parameters) in a compact binary form.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.history.len() as u32).to_le_bytes());
+        for bin in &self.history {
+            out.extend_from_slice(&bin.events.to_le_bytes());
+            out.extend_from_slice(&bin.exposure.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
+        for lp in &self.runs {
+            out.extend_from_slice(&lp.to_le_bytes());
+        }
+    }
+
+    /// Reads what [`Detector::encode`] wrote, from the front of `bytes`; returns the bytes left.
+    /// With parameters that keep less history or shorter runs than the state has, the oldest
+    /// bins are dropped and the longest runs merged into the cap.
+    pub fn decode(
+        params: DetectorParams,
+        bytes: &[u8],
+    ) -> Result<(Detector, &[u8]), StateDecodeError> {
+        let mut detector = Detector::new(params).map_err(|_| StateDecodeError("parameters"))?;
+        let (bins, mut rest) = take_u32(bytes)?;
+        for _ in 0..bins {
+            let (events, r) = take_u32(rest)?;
+            let (exposure, r) = take_u32(r)?;
+            rest = r;
+            detector.history.push_back(HistoryBin {
+                events,
+                exposure: f32::from_bits(exposure),
+            });
+        }
+        let (runs, mut rest) = take_u32(rest)?;
+        for _ in 0..runs {
+            let chunk = rest.get(..8).ok_or(StateDecodeError("run lengths"))?;
+            detector
+                .runs
+                .push(f64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+            rest = &rest[8..];
+        }
+        while detector.history.len() > params.max_run_length + params.window_bins {
+            detector.history.pop_front();
+        }
+        while detector.runs.len() > params.max_run_length {
+            let beyond = detector.runs.pop().expect("longer than the cap");
+            let last = detector.runs.last_mut().expect("cap is at least 1");
+            *last = ln_add_exp(*last, beyond);
+        }
+        Ok((detector, rest))
+    }
+}
+
+fn take_u32(bytes: &[u8]) -> Result<(u32, &[u8]), StateDecodeError> {
+    let chunk = bytes.get(..4).ok_or(StateDecodeError("ends early"))?;
+    Ok((
+        u32::from_le_bytes(chunk.try_into().expect("4 bytes")),
+        &bytes[4..],
+    ))
+}

@@ -277,3 +277,23 @@ fn the_run_length_cap_keeps_the_posterior_whole_and_still_detects() {
     let alarm = first_alarm.expect("detected");
     assert!((150..170).contains(&alarm), "first alarm at bin {alarm}");
 }
+
+#[test]
+fn state_survives_encoding_and_goes_on_identically() {
+    let data = series(21, 120, 60, 0.01, 3.0, 300.0);
+    let params = DetectorParams::default();
+    let mut detector = Detector::new(params).unwrap();
+    for &(y, e) in &data[..80] {
+        detector.update(y, e);
+    }
+    let mut bytes = Vec::new();
+    detector.encode(&mut bytes);
+    bytes.push(0xAB);
+    let (mut restored, rest) = Detector::decode(params, &bytes).unwrap();
+    assert_eq!(rest, &[0xAB], "exactly the state is read");
+    assert_eq!(restored, detector);
+    for &(y, e) in &data[80..] {
+        assert_eq!(restored.update(y, e), detector.update(y, e));
+    }
+    assert!(Detector::decode(params, &bytes[..bytes.len() - 9]).is_err(), "truncated state is an error");
+}
