@@ -16,12 +16,21 @@ fn bench(c: &mut Criterion) {
         ..GeneratorConfig::default()
     };
     let records: Vec<Vec<u8>> = Generator::new(config).unwrap().map(|r| r.bytes).collect();
-    let stream = Config::default_config().stream;
+    let config = Config::default_config();
+    let stream = config.stream.clone();
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.bench_function("process_decode_and_state_update", |b| {
         b.iter_batched(
-            || Engine::new(stream.clone(), RestoredState::default(), Metrics::new()),
+            || {
+                Engine::new(
+                    stream.clone(),
+                    &config.detector,
+                    RestoredState::default(),
+                    Metrics::new(),
+                )
+                .expect("empty state")
+            },
             |mut engine| {
                 for (offset, bytes) in records.iter().enumerate() {
                     let record = SourceRecord {

@@ -22,6 +22,7 @@ pub mod codec;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod evaluate;
 pub mod generator;
 pub mod http;
 pub mod kafka;

@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 use crate::engine::Rejection;
-use crate::model::RecordKind;
+use crate::model::{AlertStatus, KeyKind, RecordKind};
 
 /// All of safetel's metrics, cheap to clone.
 #[derive(Clone)]
@@ -24,6 +24,10 @@ pub struct Metrics {
     pub processing_latency: Histogram,
     pub vehicles: IntGauge,
     pub source_errors: IntCounter,
+    /// Bins fed to change-point series, by key kind (vehicle, cohort).
+    detector_updates: [IntCounter; 2],
+    alerts: [IntCounter; 3],
+    pub open_episodes: IntGauge,
 }
 
 impl Metrics {
@@ -43,6 +47,22 @@ impl Metrics {
                 "Records sent to the dead-letter topic, by reason",
             ),
             &["reason"],
+        )
+        .expect("valid metric");
+        let updates_vec = IntCounterVec::new(
+            Opts::new(
+                "safetel_detector_bin_updates_total",
+                "Closed bins fed to a change-point series (one per hazard class), by key kind",
+            ),
+            &["key_kind"],
+        )
+        .expect("valid metric");
+        let alerts_vec = IntCounterVec::new(
+            Opts::new(
+                "safetel_alerts_total",
+                "Regression alerts raised, by status",
+            ),
+            &["status"],
         )
         .expect("valid metric");
         let metrics = Metrics {
@@ -92,6 +112,14 @@ impl Metrics {
                 "Errors reported by the source (broker)",
             )
             .expect("valid metric"),
+            detector_updates: [KeyKind::Vehicle, KeyKind::Cohort]
+                .map(|k| updates_vec.with_label_values(&[&k.name().to_ascii_lowercase()])),
+            alerts: AlertStatus::ALL.map(|s| alerts_vec.with_label_values(&[s.name()])),
+            open_episodes: IntGauge::new(
+                "safetel_open_episodes",
+                "Regression episodes open now, vehicles and cohorts",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &metrics.registry;
@@ -105,6 +133,9 @@ impl Metrics {
             Box::new(metrics.processing_latency.clone()),
             Box::new(metrics.vehicles.clone()),
             Box::new(metrics.source_errors.clone()),
+            Box::new(updates_vec),
+            Box::new(alerts_vec),
+            Box::new(metrics.open_episodes.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
         }
@@ -121,6 +152,14 @@ impl Metrics {
             .find(|(r, _)| *r == reason)
             .map(|(_, c)| c)
             .unwrap_or_else(|| &self.dlq.last().expect("reasons are not empty").1)
+    }
+
+    pub fn detector_updates(&self, kind: KeyKind) -> &IntCounter {
+        &self.detector_updates[kind as usize]
+    }
+
+    pub fn alerts(&self, status: AlertStatus) -> &IntCounter {
+        &self.alerts[status as usize]
     }
 
     /// Sum of DLQ records over all reasons.

@@ -1,5 +1,7 @@
-//! `safetel demo`: a generated fleet through the same engine, in process, with RocksDB in a
-//! temporary folder (or `--state-dir`), and a summary of what it saw.
+//! `safetel demo`: a generated fleet with injected regressions through the same engine, in
+//! process, with RocksDB in a temporary folder (or `--state-dir`): what it saw, the alerts it
+//! raised, and how they score against the truth. Writes `alerts.jsonl`, `truth.json`,
+//! `evaluation.json` and `summary.json` to `--out`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,11 +12,13 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::engine::memory::{MemoryDeadLetters, MemorySource};
-use crate::engine::runner::{self, CommitPolicy, StatusBoard};
+use crate::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
+use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{BinStats, Engine, RestoredState};
+use crate::evaluate::evaluate;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::metrics::Metrics;
+use crate::model::{AlertStatus, utc_date};
 use crate::store::Store;
 
 #[derive(clap::Args)]
@@ -31,9 +35,12 @@ pub struct Args {
     /// Keep the state here instead of a temporary folder.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Write truth.json and summary.json here.
+    /// Write alerts.jsonl, truth.json, evaluation.json and summary.json here.
     #[arg(long, default_value = "demo-out")]
     out: PathBuf,
+    /// A regression counts as detected when an alert opened within this many days of its onset.
+    #[arg(long, default_value_t = 30.0)]
+    horizon_days: f64,
 }
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
@@ -69,10 +76,12 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let mut engine = Engine::new(
         config.stream.clone(),
+        &config.detector,
         RestoredState::default(),
         metrics.clone(),
-    );
+    )?;
     let mut dlq = MemoryDeadLetters::default();
+    let mut alerts = MemoryAlerts::default();
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),
         max_records: 50_000,
@@ -90,10 +99,14 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let summary = {
         let records = generator.by_ref().map(|r| (r.key, r.bytes));
         let mut source = MemorySource::new(records, args.partitions);
+        let sinks = Sinks {
+            dead_letters: &mut dlq,
+            alerts: &mut alerts,
+        };
         runner::run(
             &mut engine,
             &mut source,
-            &mut dlq,
+            sinks,
             &mut store,
             policy,
             &AtomicBool::new(false),
@@ -160,9 +173,70 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  injected regressions: {} (change-point alerts are not wired into the stream yet; try `safetel detect` on a series)",
+        "  change-point series: {} vehicle and {} cohort bin updates ({} cohorts: {})",
+        metrics
+            .detector_updates(crate::model::KeyKind::Vehicle)
+            .get(),
+        metrics
+            .detector_updates(crate::model::KeyKind::Cohort)
+            .get(),
+        engine.cohorts().len(),
+        engine
+            .cohorts()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let alerts = alerts.alerts;
+    let count = |status| alerts.iter().filter(|a| a.status == status).count();
+    println!(
+        "  alerts: {} opened, {} updated, {} resolved; {} injected regressions",
+        count(AlertStatus::Opened),
+        count(AlertStatus::Updated),
+        count(AlertStatus::Resolved),
         truth.regressions.len()
     );
+    println!(
+        "  {:<24} {:<14} {:<10} {:<10} {:>20} {:>6}  truth",
+        "key", "class", "onset est.", "detected", "HR [95% CrI]", "days"
+    );
+    for alert in alerts.iter().filter(|a| a.status == AlertStatus::Opened) {
+        let injected = truth.regressions.iter().find(|r| {
+            r.key == alert.key && r.hazard_class == alert.hazard_class
+                || r.members.contains(&alert.key)
+        });
+        let verdict = match injected {
+            Some(r) if alert.detected_at >= r.onset_ms => format!(
+                "{} HR {:.1} from {}",
+                if r.key == alert.key {
+                    "injected"
+                } else {
+                    &r.key
+                },
+                r.true_hr,
+                utc_date(r.onset_ms)
+            ),
+            _ => "false alarm".into(),
+        };
+        println!(
+            "  {:<24} {:<14} {:<10} {:<10} {:>20} {:>6.1}  {verdict}",
+            alert.key,
+            alert.hazard_class.name(),
+            utc_date(alert.onset_estimate),
+            utc_date(alert.detected_at),
+            format!(
+                "{:.2} [{:.2}, {:.2}]",
+                alert.hr_median, alert.hr_low, alert.hr_high
+            ),
+            alert.time_to_detection_days(),
+        );
+    }
+    let evaluation = evaluate(&truth, &alerts, args.horizon_days);
+    println!("  evaluation against the injected truth:");
+    for line in evaluation.render().lines() {
+        println!("    {line}");
+    }
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -170,18 +244,28 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         args.out.join("truth.json"),
         serde_json::to_vec_pretty(&truth)?,
     )?;
+    let mut lines = Vec::new();
+    for alert in &alerts {
+        serde_json::to_writer(&mut lines, alert)?;
+        lines.push(b'\n');
+    }
+    std::fs::write(args.out.join("alerts.jsonl"), lines)?;
+    std::fs::write(
+        args.out.join("evaluation.json"),
+        serde_json::to_vec_pretty(&evaluation)?,
+    )?;
     let report = json!({
         "records": summary.records, "accepted": summary.accepted, "dead_lettered": summary.dead_lettered,
         "dead_lettered_by_reason": dlq_by_reason, "expected_dead_letters": truth.faults.expected_dlq,
         "vehicles": engine.vehicles().len(), "fleet_totals": fleet_totals, "elapsed_s": elapsed,
+        "alerts": alerts.len(),
     });
     std::fs::write(
         args.out.join("summary.json"),
         serde_json::to_vec_pretty(&report)?,
     )?;
     println!(
-        "  wrote {}/truth.json and {}/summary.json",
-        args.out.display(),
+        "  wrote alerts.jsonl, truth.json, evaluation.json and summary.json to {}/",
         args.out.display()
     );
     Ok(())

@@ -3,6 +3,7 @@
 
 mod demo;
 mod detect;
+mod evaluate;
 mod generate;
 mod inspect;
 mod run;
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Run the change-point detector over one series (CSV bin,events,exposure): JSON per bin.
     Detect(detect::Args),
+    /// Score alerts against ground truth: sensitivity, false alarms, precision, MTTD.
+    Evaluate(evaluate::Args),
     /// Print the state store as canonical JSON (the process must not be running on it).
     Inspect(inspect::Args),
     /// Print the effective configuration, secrets redacted.
@@ -62,6 +65,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::execute(&config, args),
         Command::Topics { action } => topics::execute(&config, action),
         Command::Detect(args) => detect::execute(args),
+        Command::Evaluate(args) => evaluate::execute(args),
         Command::Inspect(args) => inspect::execute(args),
         Command::Config => {
             print!("{}", config.redacted_toml());

@@ -14,9 +14,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::runner::{self, CommitPolicy, StatusBoard};
+use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::http::{self, AppState};
-use crate::kafka::{KafkaDeadLetters, KafkaSource};
+use crate::kafka::{KafkaAlerts, KafkaDeadLetters, KafkaSource};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -35,10 +35,16 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         "state restored"
     );
     let metrics = Metrics::new();
-    let engine = Engine::new(config.stream.clone(), restored, metrics.clone());
+    let engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        restored,
+        metrics.clone(),
+    )?;
     let source =
         KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
     let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
+    let alerts = KafkaAlerts::new(config).context("creating alert producer")?;
     let status = Arc::new(StatusBoard::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     let app = AppState {
@@ -66,11 +72,16 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
-                let (mut engine, mut source, mut dlq, mut store) = (engine, source, dlq, store);
+                let (mut engine, mut source, mut dlq, mut alerts, mut store) =
+                    (engine, source, dlq, alerts, store);
+                let sinks = Sinks {
+                    dead_letters: &mut dlq,
+                    alerts: &mut alerts,
+                };
                 runner::run(
                     &mut engine,
                     &mut source,
-                    &mut dlq,
+                    sinks,
                     &mut store,
                     policy,
                     &shutdown,

@@ -88,7 +88,10 @@ mod tests {
         assert_eq!(get("status"), Value::Enum(1, "UPDATED".into()));
         assert_eq!(get("key_kind"), Value::Enum(1, "COHORT".into()));
         assert_eq!(get("hazard_class"), Value::String("disengagement".into()));
-        assert_eq!(get("onset_estimate"), Value::TimestampMillis(alert.onset_estimate));
+        assert_eq!(
+            get("onset_estimate"),
+            Value::TimestampMillis(alert.onset_estimate)
+        );
         assert_eq!(get("hr_low"), Value::Double(1.7));
         assert_eq!(get("events_after"), Value::Long(57));
         assert_eq!(get("exposure_after"), Value::Double(5_937.25));

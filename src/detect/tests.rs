@@ -295,5 +295,8 @@ fn state_survives_encoding_and_goes_on_identically() {
     for &(y, e) in &data[80..] {
         assert_eq!(restored.update(y, e), detector.update(y, e));
     }
-    assert!(Detector::decode(params, &bytes[..bytes.len() - 9]).is_err(), "truncated state is an error");
+    assert!(
+        Detector::decode(params, &bytes[..bytes.len() - 9]).is_err(),
+        "truncated state is an error"
+    );
 }

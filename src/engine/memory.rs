@@ -1,12 +1,13 @@
 //! In-process source and sink for `demo`, experiments, tests and benchmarks: records from an
 //! iterator (the generator), spread over partitions by key like a Kafka topic; dead letters kept
-//! in memory.
+//! and alerts in memory.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::runner::{DeadLetterSink, Poll, RecordSource, SinkError, SourceError};
+use super::runner::{AlertSink, DeadLetterSink, Poll, RecordSource, SinkError, SourceError};
 use super::{Rejection, SourceRecord, id_hash};
+use crate::model::RegressionAlert;
 
 /// Records handed to the engine per poll.
 const BATCH: usize = 4096;
@@ -102,6 +103,23 @@ impl DeadLetterSink for MemoryDeadLetters {
             error: rejection.to_string(),
             bytes: record.payload.to_vec(),
         });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Alerts in a vector, in the order published.
+#[derive(Debug, Default)]
+pub struct MemoryAlerts {
+    pub alerts: Vec<RegressionAlert>,
+}
+
+impl AlertSink for MemoryAlerts {
+    fn send(&mut self, alert: &RegressionAlert) -> Result<(), SinkError> {
+        self.alerts.push(alert.clone());
         Ok(())
     }
 

@@ -4,25 +4,32 @@
 //! watermark, duplicate check, then the state update (bins, facts). It never touches Kafka,
 //! RocksDB or HTTP: records come in as [`SourceRecord`]s, rejected ones go out as [`Rejection`]s
 //! for the caller to dead-letter, and changes leave as a [`StateDelta`] at each commit point.
+//! Accepted records move the partition's watermark; bins it passes close and feed the
+//! change-point series of [`detection`], whose episode transitions leave as alerts.
 //! [`runner`] drives it from a [`runner::RecordSource`]; [`memory`] is the in-process source and
 //! dead-letter sink of `demo`, tests and benchmarks.
 
+pub mod detection;
 pub mod memory;
 pub mod runner;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use crate::codec::{self, DecodeError};
-use crate::config::StreamConfig;
+use crate::config::{DetectorConfig, StreamConfig};
+use crate::detect::StateDecodeError;
 use crate::metrics::Metrics;
-use crate::model::{Payload, RecordKind, ValidationError, exposure_ms, validate};
+use crate::model::{
+    KeyKind, Payload, RecordKind, RegressionAlert, ValidationError, exposure_ms, validate,
+};
+use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
 pub use state::{
-    BinStats, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition, PartitionState,
-    SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records, id_hash,
+    BinStats, COHORT_PARTITION, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition,
+    PartitionState, SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records, id_hash,
 };
 
 /// One record as read from a source.
@@ -84,6 +91,14 @@ impl Rejection {
 /// Vehicle state by vehicle id, shared with the HTTP API (reads).
 pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 
+impl VehicleSet for Vehicles {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+        for vehicle in self.iter() {
+            f(&vehicle.meta, &vehicle.bins);
+        }
+    }
+}
+
 /// Per-record processing and the hot state it updates.
 pub struct Engine {
     config: StreamConfig,
@@ -91,6 +106,10 @@ pub struct Engine {
     allowed_lateness_ms: i64,
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
+    detection: DetectionSettings,
+    cohorts: Cohorts,
+    /// Alerts raised since the last commit point, oldest first.
+    alerts: Vec<RegressionAlert>,
     pending: Pending,
     pub(crate) metrics: Metrics,
 }
@@ -100,32 +119,110 @@ pub struct Engine {
 struct Pending {
     dirty_vehicles: Vec<String>,
     moved_partitions: Vec<i32>,
+    /// Vehicles whose series were fed.
+    dirty_series: Vec<String>,
+    dirty_cohorts: BTreeSet<String>,
+    cohorts_moved: bool,
     records: usize,
 }
 
 /// State restored from the store at start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RestoredState {
     pub vehicles: Vec<(String, VehicleState)>,
     pub partitions: HashMap<i32, PartitionState>,
+    /// (partition, vehicle id or cohort key, encoded series) as the store holds them.
+    pub series: Vec<(i32, String, Vec<u8>)>,
+    /// Cohort bins before this are closed (`i64::MIN`: none yet).
+    pub cohorts_closed_through_ms: i64,
+}
+
+impl Default for RestoredState {
+    /// Nothing: no vehicles, partitions or series, no bin closed.
+    fn default() -> Self {
+        RestoredState {
+            vehicles: Vec::new(),
+            partitions: HashMap::new(),
+            series: Vec::new(),
+            cohorts_closed_through_ms: i64::MIN,
+        }
+    }
+}
+
+/// Restored state the engine cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("series state of `{key}` (partition {partition}): {source}")]
+pub struct RestoreError {
+    pub partition: i32,
+    pub key: String,
+    pub source: StateDecodeError,
 }
 
 impl Engine {
-    pub fn new(config: StreamConfig, restored: RestoredState, metrics: Metrics) -> Engine {
+    pub fn new(
+        config: StreamConfig,
+        detector: &DetectorConfig,
+        restored: RestoredState,
+        metrics: Metrics,
+    ) -> Result<Engine, RestoreError> {
+        let bin_width_ms = config.bin_width_s * 1000;
+        let allowed_lateness_ms = config.allowed_lateness_s * 1000;
+        let detection = DetectionSettings::new(detector, bin_width_ms, allowed_lateness_ms);
         let vehicles = Arc::new(Vehicles::default());
         for (id, state) in restored.vehicles {
             vehicles.insert(id, state);
         }
+        let mut cohorts = Cohorts {
+            series: BTreeMap::new(),
+            closed_through_ms: restored.cohorts_closed_through_ms,
+        };
+        for (partition, key, bytes) in restored.series {
+            let series =
+                decode_series(detection.params, &bytes).map_err(|source| RestoreError {
+                    partition,
+                    key: key.clone(),
+                    source,
+                })?;
+            if partition == COHORT_PARTITION {
+                cohorts.series.insert(key, series);
+            } else if let Some(mut vehicle) = vehicles.get_mut(&key) {
+                vehicle.series = series;
+            }
+        }
         metrics.vehicles.set(vehicles.len() as i64);
-        Engine {
-            bin_width_ms: config.bin_width_s * 1000,
-            allowed_lateness_ms: config.allowed_lateness_s * 1000,
+        let open = vehicles
+            .iter()
+            .map(|v| v.series.iter().filter(|s| s.episode.open.is_some()).count())
+            .sum::<usize>()
+            + cohorts
+                .series
+                .values()
+                .flatten()
+                .filter(|s| s.episode.open.is_some())
+                .count();
+        metrics.open_episodes.set(open as i64);
+        Ok(Engine {
             config,
+            bin_width_ms,
+            allowed_lateness_ms,
             vehicles,
             partitions: restored.partitions,
+            detection,
+            cohorts,
+            alerts: Vec::new(),
             pending: Pending::default(),
             metrics,
-        }
+        })
+    }
+
+    /// Alerts raised since the last call, oldest first: to be published before the next commit.
+    pub fn take_alerts(&mut self) -> Vec<RegressionAlert> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// The cohort series (key -> one per hazard class), for the API and the demo.
+    pub fn cohorts(&self) -> &BTreeMap<String, Vec<detection::Series>> {
+        &self.cohorts.series
     }
 
     /// Shared read access to vehicle state, for the HTTP API.
@@ -151,6 +248,9 @@ impl Engine {
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         self.metrics.records_received.inc();
         let result = self.apply(record);
+        if result.is_ok() {
+            self.close_bins(record.partition);
+        }
         let partition = self.partitions.entry(record.partition).or_default();
         partition.next_offset = record.offset + 1;
         if partition.interval_first_offset.is_none() {
@@ -255,15 +355,76 @@ impl Engine {
         let meta = &mut vehicle.meta;
         meta.last_event_time_ms = meta.last_event_time_ms.max(time);
         if let Payload::Trip(t) = &event.payload {
-            if meta.firmware_version != t.firmware_version {
-                meta.firmware_version = t.firmware_version.to_string();
-            }
+            meta.observe_firmware(&t.firmware_version, t.start_time_ms);
             if meta.vehicle_model != t.vehicle_model {
                 meta.vehicle_model = t.vehicle_model.to_string();
             }
         }
         vehicle.pending_facts.push(record.offset, record.payload);
         Ok(kind)
+    }
+
+    /// Closes the bins the partition's watermark has passed (plus lateness): its vehicles' first,
+    /// then the cohorts' once every partition has passed them.
+    fn close_bins(&mut self, partition: i32) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if state.watermark_ms == i64::MIN {
+            return;
+        }
+        let width = self.bin_width_ms;
+        let through = (state.watermark_ms - self.allowed_lateness_ms).div_euclid(width) * width;
+        if through <= state.closed_through_ms {
+            return;
+        }
+        state.closed_through_ms = through;
+        let alerts_before = self.alerts.len();
+        for mut entry in self.vehicles.iter_mut() {
+            if entry.partition != partition {
+                continue;
+            }
+            let (id, vehicle) = entry.pair_mut();
+            let fed =
+                detection::close_vehicle(&self.detection, id, vehicle, through, &mut self.alerts);
+            if fed > 0 {
+                self.metrics.detector_updates(KeyKind::Vehicle).inc_by(fed);
+                if !std::mem::replace(&mut vehicle.series_dirty, true) {
+                    self.pending.dirty_series.push(id.clone());
+                }
+            }
+        }
+        if !self.detection.cohorts.is_empty() {
+            let all_closed = self
+                .partitions
+                .values()
+                .filter(|s| s.watermark_ms != i64::MIN)
+                .map(|s| s.closed_through_ms)
+                .min()
+                .unwrap_or(i64::MIN);
+            if all_closed > self.cohorts.closed_through_ms {
+                let (fed, updates) = self.cohorts.close(
+                    &self.detection,
+                    &*self.vehicles,
+                    all_closed,
+                    &mut self.alerts,
+                );
+                self.metrics
+                    .detector_updates(KeyKind::Cohort)
+                    .inc_by(updates);
+                self.pending.dirty_cohorts.extend(fed);
+                self.pending.cohorts_moved = true;
+            }
+        }
+        for alert in &self.alerts[alerts_before..] {
+            self.metrics.alerts(alert.status).inc();
+            let change = match alert.status {
+                crate::model::AlertStatus::Opened => 1,
+                crate::model::AlertStatus::Resolved => -1,
+                crate::model::AlertStatus::Updated => 0,
+            };
+            self.metrics.open_episodes.add(change);
+        }
     }
 
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
@@ -319,7 +480,25 @@ impl Engine {
                 next_offset: state.next_offset,
                 watermark_ms: state.watermark_ms,
                 seen_cutoff_ms: state.seen_cutoff_ms,
+                closed_through_ms: state.closed_through_ms,
             });
+        }
+        for vehicle_id in pending.dirty_series {
+            let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {
+                continue;
+            };
+            vehicle.series_dirty = false;
+            let mut bytes = Vec::new();
+            encode_series(&vehicle.series, &mut bytes);
+            delta.series.push((vehicle.partition, vehicle_id, bytes));
+        }
+        for key in pending.dirty_cohorts {
+            let mut bytes = Vec::new();
+            encode_series(&self.cohorts.series[&key], &mut bytes);
+            delta.series.push((COHORT_PARTITION, key, bytes));
+        }
+        if pending.cohorts_moved {
+            delta.cohorts_closed_through_ms = Some(self.cohorts.closed_through_ms);
         }
         delta
     }

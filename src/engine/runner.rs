@@ -1,8 +1,10 @@
 //! Drives the engine from a record source to a commit target, with the commit policy.
 //!
 //! One loop for every mode: poll records, process each, dead-letter the rejected ones, and at
-//! each commit point flush the dead-letter sink, then write the state delta together with the
-//! source offsets, then tell the source. A crash between commit points replays from the last one.
+//! each commit point flush the dead-letter sink, publish and flush the alerts raised since the
+//! last one, then write the state delta together with the source offsets, then tell the source.
+//! A crash between commit points replays from the last one and raises the same alerts again,
+//! with the same ids: at-least-once, deduplicable downstream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{Engine, Rejection, SourceRecord, StateDelta};
+use crate::model::RegressionAlert;
 
 /// What a poll produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,19 @@ pub trait DeadLetterSink {
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
+/// Where regression alerts go: the regressions topic in `run`, memory in `demo`.
+pub trait AlertSink {
+    fn send(&mut self, alert: &RegressionAlert) -> Result<(), SinkError>;
+    /// Returns once everything sent is durable.
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// The sinks of one run: dead letters and alerts.
+pub struct Sinks<'a> {
+    pub dead_letters: &'a mut dyn DeadLetterSink,
+    pub alerts: &'a mut dyn AlertSink,
+}
+
 /// Where state deltas go: RocksDB. Written from a thread of its own, hence `Send`.
 pub trait CommitTarget: Send {
     fn commit(&mut self, delta: StateDelta) -> Result<(), String>;
@@ -66,6 +82,8 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("dead-letter sink failed, state not committed: {0}")]
     DeadLetter(#[from] SinkError),
+    #[error("alert sink failed, state not committed: {0}")]
+    Alerts(SinkError),
     #[error("state commit failed: {0}")]
     Commit(String),
 }
@@ -112,6 +130,7 @@ pub struct RunSummary {
     pub records: u64,
     pub accepted: u64,
     pub dead_lettered: u64,
+    pub alerts: u64,
     pub commits: u64,
     /// Time spent in commits, from the DLQ flush to the state being durable (overlaps processing).
     pub commit_seconds: f64,
@@ -141,7 +160,7 @@ type CommitDone = Result<(HashMap<i32, i64>, f64), String>;
 pub fn run(
     engine: &mut Engine,
     source: &mut dyn RecordSource,
-    dlq: &mut dyn DeadLetterSink,
+    sinks: Sinks<'_>,
     target: &mut dyn CommitTarget,
     policy: CommitPolicy,
     shutdown: &AtomicBool,
@@ -171,10 +190,15 @@ pub fn run(
             in_flight: false,
             summary: RunSummary::default(),
         };
+        let Sinks {
+            dead_letters: dlq,
+            alerts,
+        } = sinks;
         let outcome = consume(
             engine,
             source,
             dlq,
+            alerts,
             &mut committer,
             policy,
             shutdown,
@@ -183,7 +207,7 @@ pub fn run(
         // Whatever happened, wait for the commit in flight; then, if all went well, commit the rest.
         let outcome = outcome.and(committer.wait(engine, source, status));
         let outcome = outcome.and_then(|()| {
-            committer.start(engine, dlq)?;
+            committer.start(engine, dlq, alerts)?;
             committer.wait(engine, source, status)
         });
         outcome.map(|()| committer.summary)
@@ -198,10 +222,12 @@ pub fn run(
 }
 
 /// The loop proper: poll, process, dead-letter, and start commits at the commit points.
+#[allow(clippy::too_many_arguments)]
 fn consume(
     engine: &mut Engine,
     source: &mut dyn RecordSource,
     dlq: &mut dyn DeadLetterSink,
+    alerts: &mut dyn AlertSink,
     committer: &mut Committer,
     policy: CommitPolicy,
     shutdown: &AtomicBool,
@@ -244,7 +270,7 @@ fn consume(
             || (engine.pending_records() > 0 && last_commit.elapsed() >= policy.interval)
         {
             committer.wait(engine, source, status)?;
-            committer.start(engine, dlq)?;
+            committer.start(engine, dlq, alerts)?;
             last_commit = Instant::now();
         }
     }
@@ -260,11 +286,22 @@ struct Committer {
 }
 
 impl Committer {
-    /// A commit point: the DLQ durable first, then the state delta with its offsets goes to the
-    /// writer.
-    fn start(&mut self, engine: &mut Engine, dlq: &mut dyn DeadLetterSink) -> Result<(), RunError> {
+    /// A commit point: the DLQ and the alerts durable first, then the state delta with its
+    /// offsets goes to the writer.
+    fn start(
+        &mut self,
+        engine: &mut Engine,
+        dlq: &mut dyn DeadLetterSink,
+        alerts: &mut dyn AlertSink,
+    ) -> Result<(), RunError> {
         let started = Instant::now();
         dlq.flush()?;
+        let raised = engine.take_alerts();
+        for alert in &raised {
+            alerts.send(alert).map_err(RunError::Alerts)?;
+        }
+        alerts.flush().map_err(RunError::Alerts)?;
+        self.summary.alerts += raised.len() as u64;
         let commit = PendingCommit {
             delta: engine.take_delta(),
             positions: engine.positions(),

@@ -98,6 +98,11 @@ pub struct VehicleState {
     /// Records accepted since the last commit: a fact segment in the making.
     #[serde(skip)]
     pub pending_facts: FactBuffer,
+    /// Change-point series, one per hazard class; empty until the first bin closes.
+    pub series: Vec<super::detection::Series>,
+    /// Series changed since the last commit.
+    #[serde(skip)]
+    pub series_dirty: bool,
 }
 
 /// Slowly changing attributes, from the latest trip summary.
@@ -106,6 +111,25 @@ pub struct VehicleMeta {
     pub vehicle_model: String,
     pub firmware_version: String,
     pub last_event_time_ms: i64,
+    /// (start time of the first trip on it, version), oldest first; the last few changes.
+    #[serde(default)]
+    pub firmware_history: Vec<(i64, String)>,
+}
+
+impl VehicleMeta {
+    /// Firmware changes remembered per vehicle.
+    pub const FIRMWARE_HISTORY: usize = 8;
+
+    /// Records the firmware of a trip that started at `since_ms`.
+    pub fn observe_firmware(&mut self, firmware: &str, since_ms: i64) {
+        if self.firmware_version != firmware {
+            self.firmware_version = firmware.to_string();
+            self.firmware_history.push((since_ms, firmware.to_string()));
+            if self.firmware_history.len() > Self::FIRMWARE_HISTORY {
+                self.firmware_history.remove(0);
+            }
+        }
+    }
 }
 
 impl VehicleState {
@@ -167,6 +191,8 @@ pub struct PartitionState {
     pub pending_seen: Vec<(i64, u64)>,
     /// Offset of the first record since the last commit, if any.
     pub interval_first_offset: Option<i64>,
+    /// Bins before this are closed for the partition's vehicles (`i64::MIN`: none yet).
+    pub closed_through_ms: i64,
 }
 
 impl Default for PartitionState {
@@ -179,6 +205,7 @@ impl Default for PartitionState {
             seen_cutoff_ms: i64::MIN,
             pending_seen: Vec::new(),
             interval_first_offset: None,
+            closed_through_ms: i64::MIN,
         }
     }
 }
@@ -211,6 +238,7 @@ pub struct PartitionPosition {
     pub next_offset: i64,
     pub watermark_ms: i64,
     pub seen_cutoff_ms: i64,
+    pub closed_through_ms: i64,
 }
 
 /// Everything that changed since the last commit point, written by the store in one batch.
@@ -223,7 +251,15 @@ pub struct StateDelta {
     pub facts: Vec<FactSegment>,
     pub seen: Vec<SeenSegment>,
     pub positions: Vec<PartitionPosition>,
+    /// (partition, vehicle id or cohort key, encoded series) of series fed since the last
+    /// commit; cohorts use [`COHORT_PARTITION`].
+    pub series: Vec<(i32, String, Vec<u8>)>,
+    /// Where cohort bins are closed through, when it moved.
+    pub cohorts_closed_through_ms: Option<i64>,
 }
+
+/// The partition number cohort state is kept under: cohorts span partitions.
+pub const COHORT_PARTITION: i32 = -1;
 
 /// 64-bit FNV-1a over the concatenated parts: a stable hash for record ids (persisted, so it must
 /// not change between builds). With ids unique per vehicle, a collision needs about 2^32 live ids.

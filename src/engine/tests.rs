@@ -2,24 +2,25 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::memory::{MemoryDeadLetters, MemorySource};
-use super::runner::{self, CommitPolicy, StatusBoard};
+use super::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
+use super::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use super::*;
 use crate::codec::encode_to_vec;
 use crate::config::Config;
-use crate::generator::{FaultConfig, Generator, GeneratorConfig};
+use crate::generator::{FaultConfig, FirmwareRollout, Generator, GeneratorConfig};
 use crate::model::*;
 use crate::store::Store;
 
 const HOUR: i64 = 3_600_000;
 const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00Z
 
+fn engine_from(restored: RestoredState) -> Engine {
+    let config = Config::default_config();
+    Engine::new(config.stream, &config.detector, restored, Metrics::new()).unwrap()
+}
+
 fn engine() -> Engine {
-    Engine::new(
-        Config::default_config().stream,
-        RestoredState::default(),
-        Metrics::new(),
-    )
+    engine_from(RestoredState::default())
 }
 
 fn safety(vehicle: &str, id: &str, time: i64, event_type: EventType) -> Vec<u8> {
@@ -148,10 +149,105 @@ fn duplicates_and_late_records_are_rejected_with_reasons() {
     assert_eq!(e.vehicles().get("v1").unwrap().totals().safety_events, 2);
 }
 
+/// A small fleet with every kind of fault and a firmware rollout that doubles (and more) the
+/// critical-event rate of half the fleet from day 20: enough for alerts.
+#[test]
+fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_alerts() {
+    // One vehicle, 8 h a day: 1 critical event a day for 40 days, then 8 a day. The detector
+    // must open an episode for it; the alert id names the key, class and onset date.
+    let lateness = Config::default_config().stream.allowed_lateness_s * 1000;
+    let mut e = engine();
+    let mut records = Vec::new();
+    for day in 0..60i64 {
+        let start = T0 + day * 24 * HOUR;
+        records.push(trip(
+            "v1",
+            &format!("t{day}"),
+            start + 9 * HOUR,
+            8.0 * 3600.0,
+        ));
+        let events = if day < 40 { 1 } else { 8 };
+        for k in 0..events {
+            let id = format!("e{day}-{k}");
+            records.push(safety(
+                "v1",
+                &id,
+                start + 10 * HOUR + k * 60_000,
+                EventType::NearMiss,
+            ));
+        }
+    }
+    // Day 0 stays open until an event at or past its end plus the lateness arrives.
+    feed(&mut e, &records[..2]);
+    let next_bin = |e: &Engine| {
+        e.vehicles()
+            .get("v1")
+            .unwrap()
+            .series
+            .first()
+            .map(|s| s.next_bin_ms)
+    };
+    assert_eq!(next_bin(&e), None, "no bin closed yet");
+    let at_limit = safety(
+        "v1",
+        "x1",
+        T0 + 24 * HOUR + lateness - 1,
+        EventType::HardBrake,
+    );
+    let past_limit = safety("v1", "x2", T0 + 24 * HOUR + lateness, EventType::HardBrake);
+    feed(&mut e, &[at_limit]);
+    assert_eq!(next_bin(&e), None, "one ms before the limit: still open");
+    feed(&mut e, &[past_limit]);
+    assert_eq!(
+        next_bin(&e),
+        Some(T0 + 24 * HOUR),
+        "day 0 closed, day 1 next"
+    );
+
+    let mut e = engine();
+    feed(&mut e, &records);
+    let alerts = e.take_alerts();
+    let opened: Vec<&RegressionAlert> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Opened && a.key_kind == KeyKind::Vehicle)
+        .collect();
+    assert_eq!(opened.len(), 1, "{alerts:?}");
+    let alert = opened[0];
+    assert_eq!(alert.hazard_class, HazardClass::Critical);
+    let onset_day = (alert.onset_estimate - T0) / (24 * HOUR);
+    assert!(
+        (38..=41).contains(&onset_day),
+        "onset estimate day {onset_day}"
+    );
+    let detected_day = (alert.detected_at - T0) as f64 / (24.0 * HOUR as f64);
+    // The config prior (mean 0.01 per hour) sits far below this vehicle's 0.125, so a new segment
+    // needs a few elevated bins before it outweighs the long one: about a week.
+    assert!(
+        detected_day > 40.0 && detected_day <= 50.0,
+        "detected on day {detected_day}"
+    );
+    assert_eq!(
+        alert.alert_id,
+        format!(
+            "VEHICLE/v1/critical/{}/OPENED",
+            utc_date(alert.onset_estimate)
+        )
+    );
+    assert!(alert.hr_low > 1.5 && alert.hr_median > 3.0, "{alert:?}");
+    assert_eq!(
+        e.metrics.open_episodes.get(),
+        opened.len() as i64
+            + alerts
+                .iter()
+                .filter(|a| a.status == AlertStatus::Opened && a.key_kind == KeyKind::Cohort)
+                .count() as i64
+    );
+}
+
 fn faulty_fleet() -> Vec<(String, Vec<u8>)> {
-    let config = GeneratorConfig {
-        vehicles: 30,
-        days: 8,
+    let mut config = GeneratorConfig {
+        vehicles: 120,
+        days: 42,
         faults: FaultConfig {
             out_of_order: 0.03,
             late: 0.01,
@@ -160,6 +256,12 @@ fn faulty_fleet() -> Vec<(String, Vec<u8>)> {
         },
         ..GeneratorConfig::default()
     };
+    config.regressions.firmware_rollout = Some(FirmwareRollout {
+        version: "fw-9".into(),
+        day: 20,
+        share: 0.5,
+        hr_critical: 4.0,
+    });
     Generator::new(config)
         .unwrap()
         .map(|r| (r.key, r.bytes))
@@ -171,56 +273,60 @@ fn run_all(
     engine: &mut Engine,
     records: Vec<(String, Vec<u8>)>,
     skip: HashMap<i32, i64>,
-) -> MemoryDeadLetters {
+) -> (MemoryDeadLetters, MemoryAlerts) {
     let mut dlq = MemoryDeadLetters::default();
+    let mut alerts = MemoryAlerts::default();
     let mut source = MemorySource::new(records.into_iter(), 3).resume_from(skip);
     let policy = CommitPolicy {
         interval: Duration::from_secs(3600),
         max_records: 997,
     };
+    let sinks = Sinks {
+        dead_letters: &mut dlq,
+        alerts: &mut alerts,
+    };
     runner::run(
         engine,
         &mut source,
-        &mut dlq,
+        sinks,
         store,
         policy,
         &AtomicBool::new(false),
         &StatusBoard::default(),
     )
     .unwrap();
-    dlq
+    (dlq, alerts)
 }
 
 #[test]
 fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
     let records = faulty_fleet();
-    let config = Config::default_config();
-
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("whole")).unwrap();
-    let mut e = Engine::new(
-        config.stream.clone(),
-        RestoredState::default(),
-        Metrics::new(),
-    );
-    let dlq = run_all(&mut store, &mut e, records.clone(), HashMap::new());
+    let mut e = engine();
+    let (dlq, alerts) = run_all(&mut store, &mut e, records.clone(), HashMap::new());
     let expected = store.snapshot().unwrap();
     assert!(
         dlq.records.len() > 20,
         "faults reached the DLQ: {}",
         dlq.records.len()
     );
+    assert!(
+        alerts.alerts.iter().any(|a| a.key == "firmware:fw-9"),
+        "the rollout raised an alert: {:?}",
+        alerts.alerts
+    );
+    assert!(
+        expected["series"].as_object().unwrap().len() > 120,
+        "vehicle and cohort series are in the store"
+    );
 
     // "Crash" after the first ~40% of records: a commit is made, then the process is gone and its
     // uncommitted hot state with it. A fresh engine restores from the store and replays.
     let cut = records.len() * 2 / 5;
     let mut store = Store::open(&dir.path().join("crashed")).unwrap();
-    let mut first = Engine::new(
-        config.stream.clone(),
-        RestoredState::default(),
-        Metrics::new(),
-    );
-    run_all(
+    let mut first = engine();
+    let (_, alerts_before_crash) = run_all(
         &mut store,
         &mut first,
         records[..cut].to_vec(),
@@ -244,9 +350,22 @@ fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
         .iter()
         .map(|(p, s)| (*p, s.next_offset))
         .collect();
-    let mut second = Engine::new(config.stream.clone(), restored, Metrics::new());
-    run_all(&mut store, &mut second, records, positions);
+    let mut second = engine_from(restored);
+    let (_, alerts_after_restart) = run_all(&mut store, &mut second, records, positions);
     assert_eq!(store.snapshot().unwrap(), expected);
+    // Every alert of the uninterrupted run was published by one of the two, identically.
+    let published: Vec<&RegressionAlert> = alerts_before_crash
+        .alerts
+        .iter()
+        .chain(&alerts_after_restart.alerts)
+        .collect();
+    for alert in &alerts.alerts {
+        assert!(
+            published.iter().any(|p| *p == alert),
+            "alert {} lost or changed by the crash",
+            alert.alert_id
+        );
+    }
 }
 
 /// Hands over its records, then has nothing more (like a caught-up Kafka consumer) until stopped.
@@ -300,10 +419,15 @@ fn commits_become_visible_while_the_source_is_idle() {
         let run = scope.spawn(|| {
             let mut source = IdleAfterRecords(records, 0);
             let mut dlq = MemoryDeadLetters::default();
+            let mut alerts = MemoryAlerts::default();
+            let sinks = Sinks {
+                dead_letters: &mut dlq,
+                alerts: &mut alerts,
+            };
             runner::run(
                 &mut e,
                 &mut source,
-                &mut dlq,
+                sinks,
                 &mut store,
                 policy,
                 &shutdown,

@@ -25,6 +25,9 @@ pub struct InjectedRegression {
     pub hazard_class: HazardClass,
     pub onset_ms: i64,
     pub true_hr: f64,
+    /// For a cohort: the vehicles whose hazard rose with it (their own alerts are true ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 /// A vehicle's fixed attributes and risks.
@@ -86,6 +89,7 @@ impl Fleet {
                         hazard_class: class,
                         onset_ms: start_ms + i64::from(day) * DAY_MS,
                         true_hr: hr,
+                        members: Vec::new(),
                     });
                     (class, day, hr)
                 });
@@ -117,6 +121,11 @@ impl Fleet {
                 hazard_class: HazardClass::Critical,
                 onset_ms: start_ms + i64::from(rollout.day) * DAY_MS,
                 true_hr: rollout.hr_critical,
+                members: vehicles
+                    .iter()
+                    .filter(|v| v.in_rollout)
+                    .map(|v| v.id.clone())
+                    .collect(),
             });
         }
         Fleet {

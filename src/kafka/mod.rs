@@ -1,10 +1,12 @@
-//! The Kafka edge: consumer source, dead-letter producer, record producer, topic admin.
+//! The Kafka edge: consumer source, dead-letter producer, alert producer, record producer,
+//! topic admin.
 //!
 //! Thin adapters between librdkafka (through `rdkafka`, with its bundled librdkafka) and the
 //! engine's traits. Client settings always come from [`Config::client_properties`], so TLS/SASL
 //! and any other librdkafka property configured by the user reach every client.
 
 mod admin;
+mod alerts;
 mod dlq;
 mod producer;
 mod source;
@@ -14,6 +16,7 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 
 pub use admin::create_topics;
+pub use alerts::KafkaAlerts;
 pub use dlq::KafkaDeadLetters;
 pub use producer::{ProduceError, RecordProducer};
 pub use source::KafkaSource;

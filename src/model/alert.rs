@@ -38,11 +38,17 @@ pub struct RegressionAlert {
     /// When the stream knew: end of the bin that triggered the alert plus the allowed lateness.
     pub detected_at: i64,
     pub p_regression: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub hr_median: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub hr_low: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub hr_high: f64,
-    /// Posterior mean rates per exposure hour.
+    /// Posterior mean rates per exposure hour. HR and rates are NaN (`null` in JSON) when the
+    /// MAP segment has no baseline.
+    #[serde(deserialize_with = "nan_if_null")]
     pub rate_before: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub rate_after: f64,
     pub events_before: i64,
     pub events_after: i64,
@@ -52,6 +58,11 @@ pub struct RegressionAlert {
     /// `config` or `refit`.
     pub prior_source: String,
     pub sampling_policy: String,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; read `null` back as NaN (no HR available).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl RegressionAlert {
@@ -83,9 +94,18 @@ mod tests {
 
     #[test]
     fn dates_format_back_to_what_parses() {
-        for date in ["1970-01-01", "2026-01-05", "2024-02-29", "2024-03-01", "1969-12-31"] {
+        for date in [
+            "1970-01-01",
+            "2026-01-05",
+            "2024-02-29",
+            "2024-03-01",
+            "1969-12-31",
+        ] {
             assert_eq!(utc_date(parse_date(date).unwrap()), date);
         }
-        assert_eq!(utc_date(parse_date("2026-01-05").unwrap() + 86_399_999), "2026-01-05");
+        assert_eq!(
+            utc_date(parse_date("2026-01-05").unwrap() + 86_399_999),
+            "2026-01-05"
+        );
     }
 }

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::engine::runner::CommitTarget;
 use crate::engine::{
-    BinStats, PartitionState, RestoredState, StateDelta, VehicleMeta, VehicleState, fact_records,
-    id_hash,
+    BinStats, COHORT_PARTITION, PartitionState, RestoredState, StateDelta, VehicleMeta,
+    VehicleState, fact_records, id_hash,
 };
 
 const CF_VEHICLES: &str = "vehicles";
@@ -26,7 +26,15 @@ const CF_BINS: &str = "bins";
 const CF_FACTS: &str = "facts";
 const CF_SEEN: &str = "seen";
 const CF_POSITIONS: &str = "positions";
-const COLUMN_FAMILIES: [&str; 5] = [CF_VEHICLES, CF_BINS, CF_FACTS, CF_SEEN, CF_POSITIONS];
+const CF_SERIES: &str = "series";
+const COLUMN_FAMILIES: [&str; 6] = [
+    CF_VEHICLES,
+    CF_BINS,
+    CF_FACTS,
+    CF_SEEN,
+    CF_POSITIONS,
+    CF_SERIES,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,11 +121,23 @@ impl Store {
                 position.next_offset,
                 position.watermark_ms,
                 position.seen_cutoff_ms,
+                position.closed_through_ms,
             ]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
             batch.put_cf(positions, keys::partition_prefix(position.partition), value);
+        }
+        let series = self.cf(CF_SERIES);
+        for (partition, key, bytes) in &delta.series {
+            batch.put_cf(series, keys::vehicle(*partition, key), bytes);
+        }
+        if let Some(through) = delta.cohorts_closed_through_ms {
+            batch.put_cf(
+                positions,
+                keys::partition_prefix(COHORT_PARTITION),
+                through.to_le_bytes(),
+            );
         }
         self.db.write(batch)?;
         Ok(())
@@ -149,6 +169,7 @@ impl Store {
             vehicle.bins.insert(bin, stats);
         }
         let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
+        let mut cohorts_closed_through_ms = i64::MIN;
         for item in self
             .db
             .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
@@ -159,12 +180,33 @@ impl Store {
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect();
-            let [next_offset, watermark_ms, seen_cutoff_ms] = numbers[..] else {
+            if partition == COHORT_PARTITION {
+                let [through] = numbers[..] else {
+                    return Err(corrupt(CF_POSITIONS, &key));
+                };
+                cohorts_closed_through_ms = through;
+                continue;
+            }
+            let [next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms] = numbers[..] else {
                 return Err(corrupt(CF_POSITIONS, &key));
             };
             let state = partitions.entry(partition).or_default();
-            (state.next_offset, state.watermark_ms, state.seen_cutoff_ms) =
-                (next_offset, watermark_ms, seen_cutoff_ms);
+            (
+                state.next_offset,
+                state.watermark_ms,
+                state.seen_cutoff_ms,
+                state.closed_through_ms,
+            ) = (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms);
+        }
+        let mut series = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SERIES), IteratorMode::Start) {
+            let (key, value) = item?;
+            let (partition, id, rest) =
+                keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_SERIES, &key))?;
+            if !rest.is_empty() {
+                return Err(corrupt(CF_SERIES, &key));
+            }
+            series.push((partition, id, value.to_vec()));
         }
         for item in self.db.iterator_cf(self.cf(CF_SEEN), IteratorMode::Start) {
             let (key, value) = item?;
@@ -184,6 +226,8 @@ impl Store {
         Ok(RestoredState {
             vehicles: vehicles.into_iter().collect(),
             partitions,
+            series,
+            cohorts_closed_through_ms,
         })
     }
 
@@ -211,6 +255,11 @@ impl Store {
     /// the records were split into commits.
     pub fn snapshot(&self) -> Result<Value, StoreError> {
         let restored = self.restore()?;
+        let series: BTreeMap<String, String> = restored
+            .series
+            .iter()
+            .map(|(p, key, bytes)| (format!("{p}/{key}"), format!("{:016x}", id_hash(&[bytes]))))
+            .collect();
         let vehicles: BTreeMap<String, Value> = restored
             .vehicles
             .into_iter()
@@ -231,7 +280,8 @@ impl Store {
                     .flatten()
                     .collect();
                 let value = json!({"next_offset": s.next_offset, "watermark_ms": s.watermark_ms,
-                    "seen_cutoff_ms": s.seen_cutoff_ms, "seen": seen.len(),
+                    "seen_cutoff_ms": s.seen_cutoff_ms, "closed_through_ms": s.closed_through_ms,
+                    "seen": seen.len(),
                     "seen_digest": format!("{:016x}", id_hash(&[&bytes]))});
                 (p.to_string(), value)
             })
@@ -246,7 +296,8 @@ impl Store {
             ]);
         })?;
         Ok(json!({"vehicles": vehicles, "partitions": partitions,
-            "facts": {"count": count, "digest": format!("{digest:016x}")}}))
+            "facts": {"count": count, "digest": format!("{digest:016x}")},
+            "series": series, "cohorts_closed_through_ms": restored.cohorts_closed_through_ms}))
     }
 }
 

@@ -1,0 +1,451 @@
+//! Bin closes and the change-point series they feed (DESIGN §3).
+//!
+//! Owns, per hazard class, one [`Series`] (detector + episode) per vehicle and per cohort
+//! (`firmware:<version>`, `model:<name>`), when their bins close, and the alerts their episodes
+//! produce. A vehicle's bin closes when its partition's watermark passes the bin's end plus the
+//! allowed lateness: no record for it can be accepted after that, so what the detector sees does
+//! not depend on timing. A cohort's bin closes when every partition has closed it, and sums the
+//! bins of the vehicles that ran that firmware (or are that model) then. A cohort that appears
+//! mid-stream, such as a new firmware version, starts from its members' own earlier bins, so its
+//! detector compares the vehicles after the change with themselves before it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::state::{BinStats, VehicleMeta, VehicleState};
+use crate::config::DetectorConfig;
+use crate::detect::{
+    AlertStatus, BinUpdate, Detector, DetectorParams, Episode, EpisodeParams, EpisodeTracker,
+    HazardRatioSummary, StateDecodeError,
+};
+use crate::model::{HazardClass, KeyKind, RegressionAlert, utc_date};
+
+/// What the detection stage needs to know.
+#[derive(Debug, Clone)]
+pub struct DetectionSettings {
+    pub params: DetectorParams,
+    pub episodes: EpisodeParams,
+    pub cohorts: Vec<String>,
+    pub bin_width_ms: i64,
+    pub allowed_lateness_ms: i64,
+}
+
+impl DetectionSettings {
+    pub fn new(detector: &DetectorConfig, bin_width_ms: i64, allowed_lateness_ms: i64) -> Self {
+        DetectionSettings {
+            params: detector.params(),
+            episodes: detector.episodes(),
+            cohorts: detector.cohorts.clone(),
+            bin_width_ms,
+            allowed_lateness_ms,
+        }
+    }
+
+    /// Bins a series keeps: a series silent for longer restarts from this far back.
+    fn history_bins(&self) -> i64 {
+        (self.params.max_run_length + self.params.window_bins) as i64
+    }
+}
+
+/// The last closed bin of a series, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LastBin {
+    pub bin_start_ms: i64,
+    pub p_regression: f64,
+    pub map_run_length: usize,
+    /// Start of the MAP segment.
+    pub onset_ms: i64,
+    pub hazard_ratio: Option<HazardRatioSummary>,
+}
+
+/// The change-point series of one key and hazard class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    #[serde(skip)]
+    pub detector: Detector,
+    pub episode: EpisodeTracker,
+    /// Start of the next bin to feed.
+    pub next_bin_ms: i64,
+    pub last: Option<LastBin>,
+}
+
+/// Whose series: for alert fields and ids.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesKey<'a> {
+    pub kind: KeyKind,
+    pub key: &'a str,
+    pub class: HazardClass,
+}
+
+impl Series {
+    pub fn new(params: DetectorParams, first_bin_ms: i64) -> Series {
+        Series {
+            detector: Detector::new(params).expect("parameters validated with the config"),
+            episode: EpisodeTracker::default(),
+            next_bin_ms: first_bin_ms,
+            last: None,
+        }
+    }
+
+    /// Feeds the bins from `next_bin_ms` up to (not including) `through_ms`; `stats_at` gives a
+    /// bin's (events, exposure hours). Episode transitions become alerts in `alerts`, unless
+    /// `alerts` is `None` (warming up on history). Returns the number of bins fed.
+    pub fn advance(
+        &mut self,
+        settings: &DetectionSettings,
+        key: SeriesKey<'_>,
+        through_ms: i64,
+        mut stats_at: impl FnMut(i64) -> (u64, f64),
+        mut alerts: Option<&mut Vec<RegressionAlert>>,
+    ) -> u64 {
+        let width = settings.bin_width_ms;
+        let oldest_useful = through_ms - settings.history_bins() * width;
+        if self.next_bin_ms < oldest_useful {
+            // Silent longer than the history kept: what came before no longer matters.
+            self.detector = Detector::new(settings.params).expect("validated");
+            self.next_bin_ms = oldest_useful;
+        }
+        let mut fed = 0;
+        while self.next_bin_ms < through_ms {
+            let bin = self.next_bin_ms;
+            let (events, exposure) = stats_at(bin);
+            let update = self.detector.update(events, exposure);
+            let onset_ms = bin - (update.map_run_length as i64 - 1) * width;
+            let closed_at = bin + width + settings.allowed_lateness_ms;
+            if let Some(alerts) = alerts.as_deref_mut()
+                && let Some((status, episode)) =
+                    self.episode
+                        .observe(&settings.episodes, &update, onset_ms, closed_at)
+            {
+                alerts.push(alert(settings, key, status, &episode, &update, closed_at));
+            }
+            self.last = Some(LastBin {
+                bin_start_ms: bin,
+                p_regression: update.p_regression,
+                map_run_length: update.map_run_length,
+                onset_ms,
+                hazard_ratio: update.hazard_ratio,
+            });
+            self.next_bin_ms += width;
+            fed += 1;
+        }
+        fed
+    }
+}
+
+/// The alert for an episode transition.
+fn alert(
+    settings: &DetectionSettings,
+    key: SeriesKey<'_>,
+    status: AlertStatus,
+    episode: &Episode,
+    update: &BinUpdate,
+    detected_at: i64,
+) -> RegressionAlert {
+    let suffix = match status {
+        AlertStatus::Updated => format!("UPDATED-{}", episode.updates),
+        other => other.name().to_string(),
+    };
+    let alert_id = format!(
+        "{}/{}/{}/{}/{suffix}",
+        key.kind.name(),
+        key.key,
+        key.class.name(),
+        utc_date(episode.onset_ms)
+    );
+    let p = &settings.params;
+    let hr = update.hazard_ratio;
+    let rate = |events: u64, exposure: f64| (p.a0 + events as f64) / (p.b0 + exposure);
+    RegressionAlert {
+        alert_id,
+        status,
+        key_kind: key.kind,
+        key: key.key.to_string(),
+        hazard_class: key.class,
+        onset_estimate: episode.onset_ms,
+        detected_at,
+        p_regression: update.p_regression,
+        hr_median: hr.map_or(f64::NAN, |h| h.median),
+        hr_low: hr.map_or(f64::NAN, |h| h.low),
+        hr_high: hr.map_or(f64::NAN, |h| h.high),
+        rate_before: hr.map_or(f64::NAN, |h| rate(h.events_before, h.exposure_before)),
+        rate_after: hr.map_or(f64::NAN, |h| rate(h.events_after, h.exposure_after)),
+        events_before: hr.map_or(0, |h| h.events_before as i64),
+        events_after: hr.map_or(0, |h| h.events_after as i64),
+        exposure_before: hr.map_or(0.0, |h| h.exposure_before),
+        exposure_after: hr.map_or(0.0, |h| h.exposure_after),
+        prior_source: "config".into(),
+        sampling_policy: "full".into(),
+    }
+}
+
+/// Cohort series and where they stand; vehicle series live in [`VehicleState`].
+#[derive(Debug, Default)]
+pub struct Cohorts {
+    /// Cohort key -> one series per hazard class (in [`HazardClass::ALL`] order).
+    pub series: BTreeMap<String, Vec<Series>>,
+    /// Bins before this are closed for every cohort (`i64::MIN`: none yet).
+    pub closed_through_ms: i64,
+}
+
+/// Closes a vehicle's bins up to `through_ms`; returns whether any bin was fed.
+pub fn close_vehicle(
+    settings: &DetectionSettings,
+    vehicle_id: &str,
+    vehicle: &mut VehicleState,
+    through_ms: i64,
+    alerts: &mut Vec<RegressionAlert>,
+) -> u64 {
+    if vehicle.series.is_empty() {
+        match vehicle.bins.keys().next() {
+            Some(&first) if first < through_ms => {
+                vehicle.series = HazardClass::ALL
+                    .iter()
+                    .map(|_| Series::new(settings.params, first))
+                    .collect();
+            }
+            _ => return 0,
+        }
+    }
+    let bins = &vehicle.bins;
+    let mut fed = 0;
+    for (series, class) in vehicle.series.iter_mut().zip(HazardClass::ALL) {
+        let key = SeriesKey {
+            kind: KeyKind::Vehicle,
+            key: vehicle_id,
+            class,
+        };
+        fed += series.advance(
+            settings,
+            key,
+            through_ms,
+            |bin| stats_of(bins.get(&bin), class),
+            Some(alerts),
+        );
+    }
+    fed
+}
+
+fn stats_of(stats: Option<&BinStats>, class: HazardClass) -> (u64, f64) {
+    stats.map_or((0, 0.0), |s| (s.count(class), s.exposure_hours()))
+}
+
+/// The firmware a vehicle ran at the end of the bin starting at `bin_ms`.
+pub fn firmware_at(meta: &VehicleMeta, bin_end_ms: i64) -> &str {
+    meta.firmware_history
+        .iter()
+        .rev()
+        .find(|(since, _)| *since < bin_end_ms)
+        .or(meta.firmware_history.first())
+        .map_or(meta.firmware_version.as_str(), |(_, fw)| fw.as_str())
+}
+
+/// The cohorts a vehicle's bin counts towards.
+fn cohort_keys(settings: &DetectionSettings, meta: &VehicleMeta, bin_end_ms: i64) -> Vec<String> {
+    settings
+        .cohorts
+        .iter()
+        .filter_map(|kind| {
+            let value = match kind.as_str() {
+                "firmware" => firmware_at(meta, bin_end_ms),
+                "model" => meta.vehicle_model.as_str(),
+                _ => "",
+            };
+            (!value.is_empty()).then(|| format!("{kind}:{value}"))
+        })
+        .collect()
+}
+
+impl Cohorts {
+    /// Closes cohort bins up to `through_ms`, summing the vehicles' bins. `vehicles` iterates
+    /// every vehicle's state; the sums do not depend on its order. Returns the cohorts fed and
+    /// the number of bin updates (one per cohort, class and bin).
+    pub fn close(
+        &mut self,
+        settings: &DetectionSettings,
+        vehicles: &dyn VehicleSet,
+        through_ms: i64,
+        alerts: &mut Vec<RegressionAlert>,
+    ) -> (Vec<String>, u64) {
+        let width = settings.bin_width_ms;
+        let start = if self.closed_through_ms == i64::MIN {
+            let mut first = None;
+            vehicles.for_each(&mut |_, bins| {
+                if let Some(&b) = bins.keys().next() {
+                    first = Some(first.map_or(b, |f: i64| f.min(b)));
+                }
+            });
+            match first {
+                Some(first) => first,
+                None => return (Vec::new(), 0),
+            }
+        } else {
+            self.closed_through_ms
+        };
+        let start = start.max(through_ms - settings.history_bins() * width);
+        let first_ever = self.closed_through_ms == i64::MIN;
+        let mut fed = std::collections::BTreeSet::new();
+        let mut updates = 0;
+        let mut bin = start;
+        while bin < through_ms {
+            let sums = cohort_sums(settings, vehicles, bin, None);
+            for key in sums.keys() {
+                if self.series.contains_key(key) {
+                    continue;
+                }
+                // A cohort new mid-stream starts from its members' own earlier bins.
+                let warm_from = if first_ever && bin == start {
+                    bin
+                } else {
+                    bin - settings.params.window_bins as i64 * width
+                };
+                let mut series: Vec<Series> = HazardClass::ALL
+                    .iter()
+                    .map(|_| Series::new(settings.params, warm_from))
+                    .collect();
+                let mut history = BTreeMap::new();
+                let mut b = warm_from;
+                while b < bin {
+                    let members = cohort_sums(settings, vehicles, b, Some((key, bin)));
+                    history.insert(b, members.get(key).copied().unwrap_or_default());
+                    b += width;
+                }
+                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
+                    let k = SeriesKey {
+                        kind: KeyKind::Cohort,
+                        key,
+                        class,
+                    };
+                    s.advance(settings, k, bin, |b| stats_of(history.get(&b), class), None);
+                }
+                self.series.insert(key.clone(), series);
+            }
+            for (key, series) in self.series.iter_mut() {
+                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
+                    let k = SeriesKey {
+                        kind: KeyKind::Cohort,
+                        key,
+                        class,
+                    };
+                    updates += s.advance(
+                        settings,
+                        k,
+                        bin + width,
+                        |_| stats_of(sums.get(key), class),
+                        Some(alerts),
+                    );
+                }
+                fed.insert(key.clone());
+            }
+            bin += width;
+        }
+        self.closed_through_ms = through_ms;
+        (fed.into_iter().collect(), updates)
+    }
+}
+
+/// Every vehicle's attributes and bins, for the cohort sums.
+pub trait VehicleSet {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>));
+}
+
+/// Per cohort, the sum of the vehicles' stats in the bin starting at `bin`. With
+/// `members_at = Some((key, later_bin))`, only vehicles in cohort `key` at `later_bin` count.
+fn cohort_sums(
+    settings: &DetectionSettings,
+    vehicles: &dyn VehicleSet,
+    bin: i64,
+    members_at: Option<(&str, i64)>,
+) -> BTreeMap<String, BinStats> {
+    let width = settings.bin_width_ms;
+    let mut sums: BTreeMap<String, BinStats> = BTreeMap::new();
+    vehicles.for_each(&mut |meta, bins| {
+        let Some(stats) = bins.get(&bin) else {
+            return;
+        };
+        match members_at {
+            Some((key, later)) => {
+                if cohort_keys(settings, meta, later + width)
+                    .iter()
+                    .any(|k| k == key)
+                {
+                    sums.entry(key.to_string()).or_default().add(stats);
+                }
+            }
+            None => {
+                for key in cohort_keys(settings, meta, bin + width) {
+                    sums.entry(key).or_default().add(stats);
+                }
+            }
+        }
+    });
+    sums
+}
+
+/// Appends the series of one key (both classes) in a compact binary form.
+pub fn encode_series(series: &[Series], out: &mut Vec<u8>) {
+    out.push(series.len() as u8);
+    for s in series {
+        out.extend_from_slice(&s.next_bin_ms.to_le_bytes());
+        match &s.episode.open {
+            None => out.push(0),
+            Some(e) => {
+                out.push(1);
+                out.extend_from_slice(&e.onset_ms.to_le_bytes());
+                out.extend_from_slice(&e.opened_at_ms.to_le_bytes());
+                out.extend_from_slice(&e.updates.to_le_bytes());
+                out.extend_from_slice(&e.reported_hr.to_le_bytes());
+                out.extend_from_slice(&e.bins_below.to_le_bytes());
+            }
+        }
+        s.detector.encode(out);
+    }
+}
+
+/// Reads what [`encode_series`] wrote. The last bin's summary is not stored: it is recomputed
+/// at the next bin close.
+pub fn decode_series(
+    params: DetectorParams,
+    bytes: &[u8],
+) -> Result<Vec<Series>, StateDecodeError> {
+    let mut reader = Fields(bytes);
+    let count = reader.take::<1>()?[0];
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let next_bin_ms = i64::from_le_bytes(reader.take()?);
+        let open = match reader.take::<1>()?[0] {
+            0 => None,
+            1 => Some(Episode {
+                onset_ms: i64::from_le_bytes(reader.take()?),
+                opened_at_ms: i64::from_le_bytes(reader.take()?),
+                updates: u32::from_le_bytes(reader.take()?),
+                reported_hr: f64::from_le_bytes(reader.take()?),
+                bins_below: u32::from_le_bytes(reader.take()?),
+            }),
+            _ => return Err(StateDecodeError("episode flag")),
+        };
+        let (detector, rest) = Detector::decode(params, reader.0)?;
+        reader.0 = rest;
+        out.push(Series {
+            detector,
+            episode: EpisodeTracker { open },
+            next_bin_ms,
+            last: None,
+        });
+    }
+    if !reader.0.is_empty() {
+        return Err(StateDecodeError("trailing bytes"));
+    }
+    Ok(out)
+}
+
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateDecodeError> {
+        let chunk = self.0.get(..N).ok_or(StateDecodeError("ends early"))?;
+        self.0 = &self.0[N..];
+        Ok(chunk.try_into().expect("N bytes"))
+    }
+}
