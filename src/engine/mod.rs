@@ -110,6 +110,9 @@ pub struct Engine {
     cohorts: Cohorts,
     /// Alerts raised since the last commit point, oldest first.
     alerts: Vec<RegressionAlert>,
+    /// The partitions this process reads, with their end offsets where known (`None`: unknown,
+    /// every partition that delivered a record counts).
+    inputs: Option<Vec<(i32, Option<i64>)>>,
     pending: Pending,
     pub(crate) metrics: Metrics,
 }
@@ -210,9 +213,50 @@ impl Engine {
             detection,
             cohorts,
             alerts: Vec::new(),
+            inputs: None,
             pending: Pending::default(),
             metrics,
         })
+    }
+
+    /// Tells the engine which partitions it reads (with end offsets where known): cohort bins
+    /// wait for every one of them, except a partition known to be empty.
+    pub fn set_input_partitions(&mut self, inputs: &[(i32, Option<i64>)]) {
+        if self.inputs.as_deref() != Some(inputs) {
+            self.inputs = Some(inputs.to_vec());
+        }
+    }
+
+    /// Where every partition that holds cohort bins back has closed its bins through.
+    fn all_partitions_closed_through(&self) -> i64 {
+        let closed = |p: &i32| {
+            self.partitions
+                .get(p)
+                .map_or(i64::MIN, |s| s.closed_through_ms)
+        };
+        match &self.inputs {
+            Some(inputs) => inputs
+                .iter()
+                .filter(|(p, end)| {
+                    // Empty and never delivered a record: nothing to wait for.
+                    let (watermark, next) = self
+                        .partitions
+                        .get(p)
+                        .map_or((i64::MIN, 0), |s| (s.watermark_ms, s.next_offset));
+                    let empty = end.is_some_and(|end| watermark == i64::MIN && next >= end);
+                    !empty
+                })
+                .map(|(p, _)| closed(p))
+                .min()
+                .unwrap_or(i64::MIN),
+            None => self
+                .partitions
+                .values()
+                .filter(|s| s.watermark_ms != i64::MIN)
+                .map(|s| s.closed_through_ms)
+                .min()
+                .unwrap_or(i64::MIN),
+        }
     }
 
     /// Alerts raised since the last call, oldest first: to be published before the next commit.
@@ -395,13 +439,7 @@ impl Engine {
             }
         }
         if !self.detection.cohorts.is_empty() {
-            let all_closed = self
-                .partitions
-                .values()
-                .filter(|s| s.watermark_ms != i64::MIN)
-                .map(|s| s.closed_through_ms)
-                .min()
-                .unwrap_or(i64::MIN);
+            let all_closed = self.all_partitions_closed_through();
             if all_closed > self.cohorts.closed_through_ms {
                 let (fed, updates) = self.cohorts.close(
                     &self.detection,

@@ -41,6 +41,12 @@ pub trait RecordSource {
     fn lag(&self, _positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
         Vec::new()
     }
+
+    /// The partitions this process reads now, each with its end offset where known; `None` if
+    /// the source cannot tell (then every partition that delivered a record counts).
+    fn partitions(&self) -> Option<Vec<(i32, Option<i64>)>> {
+        None
+    }
 }
 
 /// Where rejected records go: the DLQ topic in `run`, memory in `demo`.
@@ -261,6 +267,9 @@ fn consume(
         });
         if let Some(e) = failure {
             return Err(RunError::DeadLetter(e));
+        }
+        if let Some(inputs) = source.partitions() {
+            engine.set_input_partitions(&inputs);
         }
         if poll? == Poll::End {
             return Ok(());

@@ -244,6 +244,45 @@ fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_
     );
 }
 
+#[test]
+fn cohort_bins_wait_for_every_input_partition_except_empty_ones() {
+    // Ten days of one vehicle on partition 0; partition 1 has delivered nothing yet.
+    let records: Vec<Vec<u8>> = (0..10i64)
+        .map(|day| {
+            trip(
+                "v1",
+                &format!("t{day}"),
+                T0 + day * 24 * HOUR + 9 * HOUR,
+                3600.0,
+            )
+        })
+        .collect();
+    let cohort_bins = |inputs: &[(i32, Option<i64>)]| {
+        let mut e = engine();
+        e.set_input_partitions(inputs);
+        feed(&mut e, &records);
+        e.cohorts().get("model:m").map(|s| s[0].next_bin_ms)
+    };
+    assert_eq!(
+        cohort_bins(&[(0, None), (1, None)]),
+        None,
+        "partition 1 holds cohorts back"
+    );
+    assert_eq!(
+        cohort_bins(&[(0, None), (1, Some(5))]),
+        None,
+        "it has records to deliver"
+    );
+    // The last trip ends on day 9 at 09:00; minus six hours of lateness, days 0-8 are closed.
+    let day9 = T0 + 9 * 24 * HOUR;
+    assert_eq!(
+        cohort_bins(&[(0, None), (1, Some(0))]),
+        Some(day9),
+        "an empty partition does not"
+    );
+    assert_eq!(cohort_bins(&[(0, None)]), Some(day9));
+}
+
 fn faulty_fleet() -> Vec<(String, Vec<u8>)> {
     let mut config = GeneratorConfig {
         vehicles: 120,

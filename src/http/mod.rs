@@ -1,6 +1,6 @@
 //! The HTTP edge: JSON API and Prometheus metrics, read-only views of the engine's state.
 //!
-//! `GET /api/vehicles/{id}`, `GET /api/vehicles`, `GET /api/status`, `GET /health`,
+//! `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`, `GET /api/status`, `GET /health`,
 //! `GET /metrics`. Handlers only read shared state; nothing here changes it.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::engine::detection::Series;
 use crate::engine::runner::StatusBoard;
 use crate::engine::{BinStats, VehicleState, Vehicles};
 use crate::metrics::Metrics;
@@ -123,6 +124,12 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
             bin
         })
         .collect();
+    let detectors: serde_json::Map<String, Value> = vehicle
+        .series
+        .iter()
+        .zip(HazardClass::ALL)
+        .map(|(series, class)| (class.name().to_string(), series_json(series)))
+        .collect();
     json!({
         "vehicle_id": id,
         "partition": vehicle.partition,
@@ -131,7 +138,25 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
         "last_event_time_ms": vehicle.meta.last_event_time_ms,
         "totals": totals_json(&totals),
         "hazard_classes": classes,
+        "detectors": detectors,
         "bins": bins,
+    })
+}
+
+/// A change-point series: the last closed bin's conclusions (P(regression), MAP run length and
+/// onset, HR with its 95% CrI), the open episode if any, and the run-length posterior.
+pub fn series_json(series: &Series) -> Value {
+    let posterior: Vec<Value> = series
+        .detector
+        .run_length_posterior()
+        .into_iter()
+        .map(|(r, p)| json!([r, p]))
+        .collect();
+    json!({
+        "next_bin_ms": series.next_bin_ms,
+        "last_bin": series.last,
+        "open_episode": series.episode.open,
+        "run_length_posterior": posterior,
     })
 }
 

@@ -213,4 +213,16 @@ impl RecordSource for KafkaSource {
         lag.sort_unstable();
         lag
     }
+
+    fn partitions(&self) -> Option<Vec<(i32, Option<i64>)>> {
+        let assignment = self.consumer.assignment().ok()?;
+        let marks = self.shared.high_watermarks.lock().ok()?;
+        Some(
+            assignment
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| (e.partition(), marks.get(&e.partition()).copied()))
+                .collect(),
+        )
+    }
 }

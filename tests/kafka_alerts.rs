@@ -1,0 +1,269 @@
+//! Regression alerts through a real Apache Kafka broker: a generated fleet with injected
+//! regressions goes to the events topic, `safetel run` publishes alerts to the regressions
+//! topic, and the test reads them back with `apache-avro` and the committed schema (not
+//! safetel's code), compares them with the same fleet run in process, and scores them with
+//! `safetel evaluate` against its own count.
+#![cfg(feature = "kafka-tests")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use safetel::config::Config;
+use safetel::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
+use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
+use safetel::engine::{Engine, RestoredState};
+use safetel::generator::{Generator, GeneratorConfig};
+use safetel::metrics::Metrics;
+use safetel::store::Store;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
+    &fields.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+/// One alert as JSON, read field by field from the Avro datum.
+fn decode_alert(bytes: &[u8], schema: &apache_avro::Schema) -> serde_json::Value {
+    assert_eq!(
+        &bytes[..5],
+        &[0, 0, 0, 0, 3],
+        "Confluent framing, schema id 3"
+    );
+    let mut datum = &bytes[5..];
+    let Value::Record(f) = apache_avro::from_avro_datum(schema, &mut datum, None).unwrap() else {
+        panic!("not a record")
+    };
+    assert!(datum.is_empty(), "nothing after the datum");
+    let text = |name| match field(&f, name) {
+        Value::String(s) => serde_json::json!(s),
+        Value::Enum(_, s) => serde_json::json!(s),
+        other => panic!("{name}: {other:?}"),
+    };
+    let number = |name| match field(&f, name) {
+        Value::Double(d) => serde_json::json!(d),
+        Value::Long(l) | Value::TimestampMillis(l) => serde_json::json!(l),
+        other => panic!("{name}: {other:?}"),
+    };
+    let mut out = serde_json::Map::new();
+    for name in [
+        "alert_id",
+        "status",
+        "key_kind",
+        "key",
+        "hazard_class",
+        "prior_source",
+        "sampling_policy",
+    ] {
+        out.insert(name.into(), text(name));
+    }
+    for name in [
+        "onset_estimate",
+        "detected_at",
+        "p_regression",
+        "hr_median",
+        "hr_low",
+        "hr_high",
+        "rate_before",
+        "rate_after",
+        "events_before",
+        "events_after",
+        "exposure_before",
+        "exposure_after",
+    ] {
+        out.insert(name.into(), number(name));
+    }
+    serde_json::Value::Object(out)
+}
+
+/// The same fleet through the engine in process: the alerts `run` must publish.
+fn in_process_alerts(fleet: GeneratorConfig) -> Vec<serde_json::Value> {
+    let config = Config::default_config();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        RestoredState::default(),
+        Metrics::new(),
+    )
+    .unwrap();
+    let records = Generator::new(fleet).unwrap().map(|r| (r.key, r.bytes));
+    let mut source = MemorySource::new(records, 4);
+    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
+    runner::run(
+        &mut engine,
+        &mut source,
+        Sinks {
+            dead_letters: &mut dlq,
+            alerts: &mut alerts,
+        },
+        &mut store,
+        CommitPolicy {
+            interval: Duration::from_secs(1),
+            max_records: 20_000,
+        },
+        &std::sync::atomic::AtomicBool::new(false),
+        &StatusBoard::default(),
+    )
+    .unwrap();
+    alerts
+        .alerts
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect()
+}
+
+#[test]
+fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::unique("alerts");
+    let out = run_ok(safetel(&names, &dir.path().join("unused"), 0).args(["topics", "create"]));
+    assert!(
+        out.contains(&format!("{}: created", names.regressions)),
+        "{out}"
+    );
+    // The default fleet (vehicle faults and a firmware rollout on day 28), 56 days.
+    let fleet = GeneratorConfig {
+        seed: 5,
+        vehicles: 300,
+        days: 56,
+        ..Default::default()
+    };
+    let truth_path = dir.path().join("truth.json");
+    run_ok(safetel(&names, &dir.path().join("unused"), 0).args([
+        "generate",
+        "--kafka",
+        "--seed",
+        "5",
+        "--vehicles",
+        "300",
+        "--days",
+        "56",
+        "--truth",
+        truth_path.to_str().unwrap(),
+    ]));
+    let truth: safetel::generator::GroundTruth =
+        serde_json::from_slice(&std::fs::read(&truth_path).unwrap()).unwrap();
+    let expected = in_process_alerts(fleet);
+    assert!(
+        expected.iter().any(|a| a["status"] == "OPENED"),
+        "the fleet raises alerts in process"
+    );
+
+    let run = Running::start(&names, &dir.path().join("state"), &[]);
+    run.wait_committed(truth.records as i64, TIMEOUT);
+    run.stop();
+
+    let schema =
+        apache_avro::Schema::parse_str(include_str!("../schemas/regression_alert.avsc")).unwrap();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", format!("{}-reader", names.group))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&names.regressions]).unwrap();
+    // `run` flushed every alert before it stopped: read until the topic stays quiet for 10 s.
+    let mut published: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(10) && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            let message = message.unwrap();
+            let alert = decode_alert(message.payload().unwrap(), &schema);
+            assert_eq!(
+                message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).to_string()),
+                alert["alert_id"].as_str().map(str::to_string),
+                "keyed by alert id"
+            );
+            published.push(alert);
+            quiet_since = std::time::Instant::now();
+        }
+    }
+    // One run, no crash: each alert exactly once, and the same alerts as in process (detection
+    // does not depend on partitioning or on how records interleave across partitions).
+    let by_id = |alerts: &[serde_json::Value]| -> BTreeMap<String, serde_json::Value> {
+        alerts
+            .iter()
+            .map(|a| (a["alert_id"].as_str().unwrap().to_string(), a.clone()))
+            .collect()
+    };
+    assert_eq!(
+        by_id(&published).len(),
+        published.len(),
+        "alert ids are unique"
+    );
+    let (published_ids, expected_ids) = (by_id(&published), by_id(&expected));
+    let missing: Vec<&String> = expected_ids
+        .keys()
+        .filter(|k| !published_ids.contains_key(*k))
+        .collect();
+    let extra: Vec<&String> = published_ids
+        .keys()
+        .filter(|k| !expected_ids.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    assert_eq!(published_ids, expected_ids);
+
+    // Score the decoded alerts with `safetel evaluate`, and check it against the test's own count.
+    let alerts_path = dir.path().join("alerts.jsonl");
+    let lines: String = published.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(&alerts_path, lines).unwrap();
+    let report = run_ok(safetel(&names, &dir.path().join("unused"), 0).args([
+        "evaluate",
+        "--truth",
+        truth_path.to_str().unwrap(),
+        "--alerts",
+        alerts_path.to_str().unwrap(),
+        "--horizon-days",
+        "30",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let opened: Vec<&serde_json::Value> = published
+        .iter()
+        .filter(|a| a["status"] == "OPENED")
+        .collect();
+    let day = 86_400_000i64;
+    let detected = truth
+        .regressions
+        .iter()
+        .filter(|r| {
+            opened.iter().any(|a| {
+                a["key"] == r.key.as_str()
+                    && a["key_kind"] == r.key_kind.as_str()
+                    && a["hazard_class"] == r.hazard_class.name()
+                    && (r.onset_ms..=r.onset_ms + 30 * day)
+                        .contains(&a["detected_at"].as_i64().unwrap())
+            })
+        })
+        .count();
+    assert!(
+        detected >= 1,
+        "the firmware rollout (HR 2.5 over ~90 vehicles) is detected"
+    );
+    assert_eq!(report["detected"], detected);
+    assert_eq!(report["regressions"], truth.regressions.len());
+    assert_eq!(report["alerts_opened"], opened.len());
+    let sensitivity = detected as f64 / truth.regressions.len() as f64;
+    assert!((report["sensitivity"].as_f64().unwrap() - sensitivity).abs() < 1e-12);
+    for name in [
+        "false_alarms_per_1000_vehicle_months",
+        "precision",
+        "mttd_days_mean",
+        "mttd_days_median",
+    ] {
+        assert!(report[name].is_number(), "{name} reported: {report}");
+    }
+}
