@@ -205,3 +205,63 @@ fn demo_refuses_a_state_dir_that_already_holds_state() {
     );
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds state"));
 }
+
+#[test]
+fn demo_alerts_score_the_same_through_evaluate_and_bad_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stdout = ok(safetel().args(["demo", "--out", out.to_str().unwrap()]));
+    // The default fleet's firmware rollout (HR 2.5 on ~90 vehicles) is found and printed.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("firmware:fw-3.0.0") && l.contains("injected HR 2.5")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sensitivity"), "{stdout}");
+    let alerts = std::fs::read_to_string(out.join("alerts.jsonl")).unwrap();
+    assert!(alerts.lines().count() >= 1);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("evaluation.json")).unwrap()).unwrap();
+    let (truth, alerts_path) = (out.join("truth.json"), out.join("alerts.jsonl"));
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "evaluate",
+            "--truth",
+            truth.to_str().unwrap(),
+            "--alerts",
+            alerts_path.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(safetel().args(args(&["--json"])))).unwrap();
+    assert_eq!(json, written, "evaluate reproduces the demo's evaluation");
+    for name in [
+        "sensitivity",
+        "false_alarms_per_1000_vehicle_months",
+        "precision",
+        "mttd_days_mean",
+        "mttd_days_median",
+    ] {
+        assert!(json.get(name).is_some(), "{name}");
+    }
+    // A shorter horizon can only detect fewer.
+    let short: serde_json::Value = serde_json::from_str(&ok(safetel().args(args(&[
+        "--json",
+        "--horizon-days",
+        "3",
+    ]))))
+    .unwrap();
+    assert!(short["detected"].as_u64() <= json["detected"].as_u64());
+
+    std::fs::write(&alerts_path, "{\"alert_id\": 1}\n").unwrap();
+    let failed = safetel().args(args(&[])).output().unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("alerts.jsonl:1"),
+        "names the file and line: {stderr}"
+    );
+}
