@@ -16,19 +16,25 @@ use crate::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{BinStats, Engine, RestoredState};
 use crate::evaluate::evaluate;
-use crate::generator::{Generator, GeneratorConfig};
+use crate::generator::{DAY_MS, Generator};
 use crate::metrics::Metrics;
 use crate::model::{AlertStatus, utc_date};
 use crate::store::Store;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 300)]
-    vehicles: usize,
-    #[arg(long, default_value_t = 56)]
-    days: u32,
+    /// Generator settings (TOML, as for `generate --fleet`); default `config/fleet.toml`'s.
+    #[arg(long)]
+    fleet: Option<PathBuf>,
+    /// Default: the fleet's (42).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Default: the fleet's (300).
+    #[arg(long)]
+    vehicles: Option<usize>,
+    /// Default: the fleet's (56).
+    #[arg(long)]
+    days: Option<u32>,
     /// Partitions the in-process source spreads vehicles over.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -44,12 +50,10 @@ pub struct Args {
 }
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
-    let mut fleet = GeneratorConfig {
-        seed: args.seed,
-        vehicles: args.vehicles,
-        days: args.days,
-        ..Default::default()
-    };
+    let mut fleet = super::generate::load_fleet(args.fleet.as_deref())?;
+    fleet.seed = args.seed.unwrap_or(fleet.seed);
+    fleet.vehicles = args.vehicles.unwrap_or(fleet.vehicles);
+    fleet.days = args.days.unwrap_or(fleet.days);
     // A little of every fault, so the demo shows the dead-letter path at work.
     fleet.faults = crate::generator::FaultConfig {
         out_of_order: 0.01,
@@ -57,7 +61,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         duplicate: 0.002,
         corrupt: 0.001,
     };
-    let mut generator = Generator::new(fleet)?;
+    let mut generator = Generator::new(fleet.clone())?;
 
     let temp = tempfile::tempdir()?;
     let state_dir = args
@@ -90,9 +94,9 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
 
     eprintln!(
         "demo: {} vehicles, {} days, seed {}; state in {}",
-        args.vehicles,
-        args.days,
-        args.seed,
+        fleet.vehicles,
+        fleet.days,
+        fleet.seed,
         state_dir.display()
     );
     let started = Instant::now();
@@ -232,6 +236,40 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
             alert.time_to_detection_days(),
         );
     }
+    // What each injected vehicle fault gave its detector to work with.
+    let window_ms = (args.horizon_days * DAY_MS as f64) as i64;
+    let mut fault_events = Vec::new();
+    for r in truth.regressions.iter().filter(|r| r.key_kind == "VEHICLE") {
+        let Some(vehicle) = engine.vehicles().get(&r.key).map(|v| v.bins.clone()) else {
+            continue;
+        };
+        let sum = |from: i64, to: i64| {
+            let mut total = BinStats::default();
+            for (_, stats) in vehicle.range(from..to) {
+                total.add(stats);
+            }
+            (total.count(r.hazard_class), total.exposure_hours())
+        };
+        let (before, before_h) = sum(r.onset_ms - window_ms, r.onset_ms);
+        let (after, after_h) = sum(r.onset_ms, r.onset_ms + window_ms);
+        fault_events.push(json!({"key": r.key, "hazard_class": r.hazard_class, "true_hr": r.true_hr,
+            "events_before": before, "exposure_hours_before": before_h,
+            "events_after": after, "exposure_hours_after": after_h}));
+    }
+    if !fault_events.is_empty() {
+        let mut after: Vec<u64> = fault_events.iter().map(|f| f["events_after"].as_u64().unwrap_or(0)).collect();
+        let mut before: Vec<u64> = fault_events.iter().map(|f| f["events_before"].as_u64().unwrap_or(0)).collect();
+        after.sort_unstable();
+        before.sort_unstable();
+        println!(
+            "  vehicle faults: events of their class in the {} days before / after onset: median {} / {} (max {} / {})",
+            args.horizon_days,
+            before[before.len() / 2],
+            after[after.len() / 2],
+            before[before.len() - 1],
+            after[after.len() - 1]
+        );
+    }
     let evaluation = evaluate(&truth, &alerts, args.horizon_days);
     println!("  evaluation against the injected truth:");
     for line in evaluation.render().lines() {
@@ -258,7 +296,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         "records": summary.records, "accepted": summary.accepted, "dead_lettered": summary.dead_lettered,
         "dead_lettered_by_reason": dlq_by_reason, "expected_dead_letters": truth.faults.expected_dlq,
         "vehicles": engine.vehicles().len(), "fleet_totals": fleet_totals, "elapsed_s": elapsed,
-        "alerts": alerts.len(),
+        "alerts": alerts.len(), "vehicle_fault_events": fault_events,
     });
     std::fs::write(
         args.out.join("summary.json"),

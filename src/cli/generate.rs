@@ -47,17 +47,22 @@ pub struct Args {
     truth: PathBuf,
 }
 
+/// Generator settings from a TOML file, or the defaults (`config/fleet.toml`).
+pub fn load_fleet(path: Option<&std::path::Path>) -> anyhow::Result<GeneratorConfig> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => GeneratorConfig::default(),
+    })
+}
+
 impl Args {
     /// The generator settings: file, then flags.
     pub fn generator_config(&self) -> anyhow::Result<GeneratorConfig> {
-        let mut config = match &self.fleet {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-            }
-            None => GeneratorConfig::default(),
-        };
+        let mut config = load_fleet(self.fleet.as_deref())?;
         macro_rules! set {
             ($($flag:ident => $($field:ident).+),* $(,)?) => {$(
                 if let Some(value) = self.$flag.clone() { config.$($field).+ = value; }
