@@ -241,20 +241,29 @@ pub fn firmware_at(meta: &VehicleMeta, bin_end_ms: i64) -> &str {
         .map_or(meta.firmware_version.as_str(), |(_, fw)| fw.as_str())
 }
 
-/// The cohorts a vehicle's bin counts towards.
-fn cohort_keys(settings: &DetectionSettings, meta: &VehicleMeta, bin_end_ms: i64) -> Vec<String> {
-    settings
-        .cohorts
-        .iter()
-        .filter_map(|kind| {
-            let value = match kind.as_str() {
-                "firmware" => firmware_at(meta, bin_end_ms),
-                "model" => meta.vehicle_model.as_str(),
-                _ => "",
-            };
-            (!value.is_empty()).then(|| format!("{kind}:{value}"))
-        })
-        .collect()
+/// Calls `f` with each cohort key a vehicle's bin counts towards (`firmware:<v>`, `model:<m>`),
+/// built in one reused buffer.
+fn for_each_cohort_key(
+    settings: &DetectionSettings,
+    meta: &VehicleMeta,
+    bin_end_ms: i64,
+    key: &mut String,
+    mut f: impl FnMut(&str),
+) {
+    for kind in &settings.cohorts {
+        let value = match kind.as_str() {
+            "firmware" => firmware_at(meta, bin_end_ms),
+            "model" => meta.vehicle_model.as_str(),
+            _ => "",
+        };
+        if !value.is_empty() {
+            key.clear();
+            key.push_str(kind);
+            key.push(':');
+            key.push_str(value);
+            f(key);
+        }
+    }
 }
 
 impl Cohorts {
@@ -360,24 +369,28 @@ fn cohort_sums(
 ) -> BTreeMap<String, BinStats> {
     let width = settings.bin_width_ms;
     let mut sums: BTreeMap<String, BinStats> = BTreeMap::new();
+    let mut key = String::new();
     vehicles.for_each(&mut |meta, bins| {
         let Some(stats) = bins.get(&bin) else {
             return;
         };
-        match members_at {
-            Some((key, later)) => {
-                if cohort_keys(settings, meta, later + width)
-                    .iter()
-                    .any(|k| k == key)
-                {
-                    sums.entry(key.to_string()).or_default().add(stats);
-                }
-            }
+        let mut add = |k: &str| match sums.get_mut(k) {
+            Some(sum) => sum.add(stats),
             None => {
-                for key in cohort_keys(settings, meta, bin + width) {
-                    sums.entry(key).or_default().add(stats);
+                sums.insert(k.to_string(), *stats);
+            }
+        };
+        match members_at {
+            Some((cohort, later)) => {
+                let mut member = false;
+                for_each_cohort_key(settings, meta, later + width, &mut key, |k| {
+                    member |= k == cohort
+                });
+                if member {
+                    add(cohort);
                 }
             }
+            None => for_each_cohort_key(settings, meta, bin + width, &mut key, add),
         }
     });
     sums
