@@ -98,7 +98,7 @@ fn explained_by_cohort(truth: &GroundTruth, a: &RegressionAlert) -> bool {
         && truth.regressions.iter().any(|r| {
             r.hazard_class == a.hazard_class
                 && a.detected_at >= r.onset_ms
-                && r.members.iter().any(|m| *m == a.key)
+                && r.members.contains(&a.key)
         })
 }
 

@@ -252,13 +252,21 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         };
         let (before, before_h) = sum(r.onset_ms - window_ms, r.onset_ms);
         let (after, after_h) = sum(r.onset_ms, r.onset_ms + window_ms);
-        fault_events.push(json!({"key": r.key, "hazard_class": r.hazard_class, "true_hr": r.true_hr,
+        fault_events.push(
+            json!({"key": r.key, "hazard_class": r.hazard_class, "true_hr": r.true_hr,
             "events_before": before, "exposure_hours_before": before_h,
-            "events_after": after, "exposure_hours_after": after_h}));
+            "events_after": after, "exposure_hours_after": after_h}),
+        );
     }
     if !fault_events.is_empty() {
-        let mut after: Vec<u64> = fault_events.iter().map(|f| f["events_after"].as_u64().unwrap_or(0)).collect();
-        let mut before: Vec<u64> = fault_events.iter().map(|f| f["events_before"].as_u64().unwrap_or(0)).collect();
+        let mut after: Vec<u64> = fault_events
+            .iter()
+            .map(|f| f["events_after"].as_u64().unwrap_or(0))
+            .collect();
+        let mut before: Vec<u64> = fault_events
+            .iter()
+            .map(|f| f["events_before"].as_u64().unwrap_or(0))
+            .collect();
         after.sort_unstable();
         before.sort_unstable();
         println!(

@@ -112,7 +112,7 @@ impl EpisodeTracker {
                 episode.bins_below = 0;
                 let hr = hr_median?;
                 let moved = (hr / episode.reported_hr).ln().abs();
-                if !(moved >= params.update_hr_change.ln_1p()) {
+                if moved.is_nan() || moved < params.update_hr_change.ln_1p() {
                     return None;
                 }
                 episode.updates += 1;

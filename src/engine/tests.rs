@@ -400,7 +400,7 @@ fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
         .collect();
     for alert in &alerts.alerts {
         assert!(
-            published.iter().any(|p| *p == alert),
+            published.contains(&alert),
             "alert {} lost or changed by the crash",
             alert.alert_id
         );
