@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use safetel::config::Config;
 use safetel::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
@@ -162,13 +161,7 @@ fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {
 
     let schema =
         apache_avro::Schema::parse_str(include_str!("../schemas/regression_alert.avsc")).unwrap();
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("{}-reader", names.group))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&names.regressions]).unwrap();
+    let consumer = topic_reader(&names, &names.regressions);
     // `run` flushed every alert before it stopped: read until the topic stays quiet for 10 s.
     let mut published: Vec<serde_json::Value> = Vec::new();
     let deadline = std::time::Instant::now() + TIMEOUT;

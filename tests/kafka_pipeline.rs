@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use safetel::generator::{Fault, FaultConfig, GeneratedRecord, Generator, GeneratorConfig};
 
@@ -260,13 +259,7 @@ fn bad_records_land_in_the_dlq_with_reasons_and_good_ones_are_all_counted() {
     run.stop();
 
     // Read the DLQ back with a plain consumer and check every reason header.
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", format!("{}-reader", names.group))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&names.dlq]).unwrap();
+    let consumer = topic_reader(&names, &names.dlq);
     let expected_total: u64 = truth.faults.expected_dlq.values().sum();
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     let mut payloads: HashMap<Vec<u8>, u64> = HashMap::new();
