@@ -157,6 +157,51 @@ fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {
 
     let run = Running::start(&names, &dir.path().join("state"), &[]);
     run.wait_committed(truth.records as i64, TIMEOUT);
+    // The API shows each vehicle's detectors: the episode its last alert left open, if any.
+    let mut last_status: BTreeMap<(String, String), &serde_json::Value> = BTreeMap::new();
+    for alert in expected.iter().filter(|a| a["key_kind"] == "VEHICLE") {
+        let key = (
+            alert["key"].as_str().unwrap().to_string(),
+            alert["hazard_class"].as_str().unwrap().to_string(),
+        );
+        last_status.insert(key, alert);
+    }
+    assert!(!last_status.is_empty(), "some vehicle raised an alert");
+    for ((vehicle, class), alert) in &last_status {
+        let served = get_json(run.port, &format!("/api/vehicles/{vehicle}")).unwrap();
+        let detector = &served["detectors"][class.as_str()];
+        assert!(
+            detector["last_bin"]["p_regression"].is_number(),
+            "{detector}"
+        );
+        assert!(
+            !detector["run_length_posterior"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        let open = &detector["open_episode"];
+        if alert["status"] == "RESOLVED" {
+            assert!(
+                open.is_null(),
+                "{vehicle} {class}: resolved, yet open: {open}"
+            );
+        } else {
+            assert_eq!(
+                open["onset_ms"], alert["onset_estimate"],
+                "{vehicle} {class}"
+            );
+        }
+    }
+    let metrics = http_get(run.port, "/metrics").unwrap().1;
+    let opened = expected.iter().filter(|a| a["status"] == "OPENED").count();
+    assert!(
+        metrics.contains(&format!(
+            "safetel_alerts_total{{status=\"OPENED\"}} {opened}"
+        )),
+        "OPENED alerts counted: {opened}"
+    );
+    assert!(metrics.contains("safetel_detector_bin_updates_total{key_kind=\"cohort\"}"));
     run.stop();
 
     let schema =
