@@ -1,0 +1,5 @@
+//! The nightly survival refit (DESIGN §5): a Weibull model with vehicle random effects, sampled
+//! with NUTS, checked with convergence diagnostics and a posterior predictive check, turned into
+//! priors for the stream. Pure: no IO; `safetel refit` reads and writes.
+
+pub mod diagnostics;
