@@ -3,3 +3,4 @@
 //! priors for the stream. Pure: no IO; `safetel refit` reads and writes.
 
 pub mod diagnostics;
+pub mod model;
