@@ -4,3 +4,8 @@
 
 pub mod diagnostics;
 pub mod model;
+pub mod result;
+pub mod sampler;
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,9 @@
 pub enum DataError {
     #[error("no intervals")]
     Empty,
-    #[error("interval {index} of vehicle `{vehicle}`: duration {duration} is not a positive number of hours")]
+    #[error(
+        "interval {index} of vehicle `{vehicle}`: duration {duration} is not a positive number of hours"
+    )]
     BadDuration {
         index: usize,
         vehicle: String,
@@ -119,8 +121,8 @@ pub fn log_density(data: &SurvivalData, position: &[f64], gradient: &mut [f64]) 
     let (alpha, sigma) = (log_alpha.exp(), log_sigma.exp());
     let m0 = data.log_median_duration;
     // Priors: log alpha ~ N(0, 1), mu ~ N(m0, 2), sigma ~ HalfNormal(1) on log sigma.
-    let mut lp = -0.5 * log_alpha * log_alpha - (mu - m0).powi(2) / 8.0 - 0.5 * sigma * sigma
-        + log_sigma;
+    let mut lp =
+        -0.5 * log_alpha * log_alpha - (mu - m0).powi(2) / 8.0 - 0.5 * sigma * sigma + log_sigma;
     let mut d_log_alpha = -log_alpha;
     let mut d_mu = -(mu - m0) / 4.0;
     let mut d_log_sigma = -sigma * sigma + 1.0;
