@@ -265,3 +265,75 @@ fn demo_alerts_score_the_same_through_evaluate_and_bad_files_are_named() {
         "names the file and line: {stderr}"
     );
 }
+
+#[test]
+fn refit_fits_a_csv_and_writes_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("survival.csv");
+    let rows = safetel::refit::result::simulate(12, 3000.0, 1.2, 250f64.ln(), 0.4, 3);
+    let mut csv = String::from("vehicle_id,duration,event\n");
+    for (v, t, d) in &rows {
+        csv += &format!("{v},{t},{}\n", u8::from(*d));
+    }
+    std::fs::write(&input, csv).unwrap();
+    let output = dir.path().join("result.json");
+    let run = |extra: &[&str]| {
+        let mut cmd = safetel();
+        cmd.args(["refit", "--input", input.to_str().unwrap(), "--output"])
+            .arg(&output)
+            .args([
+                "--chains", "2", "--warmup", "200", "--draws", "200", "--seed", "7",
+            ])
+            .args(extra);
+        cmd
+    };
+    ok(&mut run(&[]));
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    let fields = [
+        "mean", "sd", "q2.5", "q50", "q97.5", "ess_bulk", "ess_tail", "rhat",
+    ];
+    for name in [
+        "alpha",
+        "mu",
+        "sigma",
+        "lambda[veh-00000]",
+        "lambda[veh-00011]",
+    ] {
+        for field in fields {
+            assert!(
+                result["parameters"][name][field].is_number(),
+                "parameters.{name}.{field}"
+            );
+        }
+    }
+    let alpha = &result["parameters"]["alpha"];
+    assert!(
+        alpha["q2.5"].as_f64() < Some(1.2) && alpha["q97.5"].as_f64() > Some(1.2),
+        "{alpha}"
+    );
+    for field in ["divergences", "max_rhat", "min_ess_bulk", "ebfmi"] {
+        assert!(
+            result["diagnostics"][field].is_number(),
+            "diagnostics.{field}"
+        );
+    }
+    assert!(result["diagnostics"]["converged"].is_boolean());
+    assert!(result["timing"]["sampling_s"].as_f64().unwrap() > 0.0);
+    assert!(result["timing"]["total_s"].as_f64() >= result["timing"]["sampling_s"].as_f64());
+    // The same seed gives the same numbers.
+    let first = result["parameters"]["mu"]["mean"].clone();
+    ok(&mut run(&[]));
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    assert_eq!(again["parameters"]["mu"]["mean"], first);
+
+    std::fs::write(&input, "vehicle_id,duration,event\nv1,12.5,1\nv1,-3,0\n").unwrap();
+    let failed = run(&[]).output().unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("duration -3"),
+        "names the bad value: {stderr}"
+    );
+}

@@ -6,6 +6,7 @@ mod detect;
 mod evaluate;
 mod generate;
 mod inspect;
+mod refit;
 mod run;
 mod topics;
 
@@ -47,6 +48,8 @@ enum Command {
     Detect(detect::Args),
     /// Score alerts against ground truth: sensitivity, false alarms, precision, MTTD.
     Evaluate(evaluate::Args),
+    /// Fit the Weibull survival model with vehicle random effects (NUTS) to intervals from a CSV.
+    Refit(refit::Args),
     /// Print the state store as canonical JSON (the process must not be running on it).
     Inspect(inspect::Args),
     /// Print the effective configuration, secrets redacted.
@@ -67,6 +70,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Detect(args) => detect::execute(args),
         Command::Evaluate(args) => evaluate::execute(args),
         Command::Inspect(args) => inspect::execute(args),
+        Command::Refit(args) => refit::execute(args),
         Command::Config => {
             print!("{}", config.redacted_toml());
             Ok(())
