@@ -27,7 +27,61 @@ pub struct Config {
     #[serde(default)]
     pub detector: DetectorConfig,
     #[serde(default)]
+    pub refit: RefitConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The nightly survival refit (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefitConfig {
+    pub chains: usize,
+    pub warmup: u64,
+    pub draws: u64,
+    pub seed: u64,
+    /// Days of event time, back from the latest event stored, that the refit reads.
+    pub window_days: u32,
+    /// `HH:MM` (UTC) at which `safetel run` refits every day; empty: never (run `safetel refit`).
+    pub schedule_utc: String,
+    /// Where the star-schema snapshots go, one folder per snapshot date.
+    pub warehouse_dir: PathBuf,
+}
+
+impl Default for RefitConfig {
+    fn default() -> Self {
+        RefitConfig {
+            chains: 4,
+            warmup: 1000,
+            draws: 1000,
+            seed: 1,
+            window_days: 90,
+            schedule_utc: String::new(),
+            warehouse_dir: PathBuf::from("./safetel-warehouse"),
+        }
+    }
+}
+
+impl RefitConfig {
+    /// Minutes after midnight UTC of the daily refit, if scheduled.
+    pub fn schedule_minutes(&self) -> Result<Option<u32>, ConfigError> {
+        if self.schedule_utc.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || ConfigError::Invalid {
+            field: "refit.schedule_utc",
+            reason: format!("`{}` is not HH:MM (UTC) or empty", self.schedule_utc),
+        };
+        let (h, m) = self.schedule_utc.split_once(':').ok_or_else(invalid)?;
+        let (h, m): (u32, u32) = (
+            h.parse().map_err(|_| invalid())?,
+            m.parse().map_err(|_| invalid())?,
+        );
+        if h > 23 || m > 59 {
+            return Err(invalid());
+        }
+        Ok(Some(h * 60 + m))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +345,10 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be `text` or `json`");
         }
+        if self.refit.chains < 2 || self.refit.draws < 4 {
+            return invalid("refit.chains", "at least 2 chains and 4 draws");
+        }
+        self.refit.schedule_minutes()?;
         self.detector.validate()
     }
 

@@ -28,6 +28,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod nightly;
 pub mod refit;
 pub mod store;
 

@@ -48,7 +48,7 @@ enum Command {
     Detect(detect::Args),
     /// Score alerts against ground truth: sensitivity, false alarms, precision, MTTD.
     Evaluate(evaluate::Args),
-    /// Fit the Weibull survival model with vehicle random effects (NUTS) to intervals from a CSV.
+    /// Fit the Weibull survival model (NUTS): to a CSV of intervals, or nightly to the state store's facts.
     Refit(refit::Args),
     /// Print the state store as canonical JSON (the process must not be running on it).
     Inspect(inspect::Args),
@@ -70,7 +70,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Detect(args) => detect::execute(args),
         Command::Evaluate(args) => evaluate::execute(args),
         Command::Inspect(args) => inspect::execute(args),
-        Command::Refit(args) => refit::execute(args),
+        Command::Refit(args) => refit::execute(&config, args),
         Command::Config => {
             print!("{}", config.redacted_toml());
             Ok(())

@@ -1,5 +1,8 @@
-//! `safetel refit`: the survival model fitted with NUTS to intervals from a CSV file
-//! (`vehicle_id,duration,event`), with a progress bar per chain; the result as JSON.
+//! `safetel refit`: the survival model fitted with NUTS, with a progress bar per chain; the
+//! result as JSON. With `--input`, to intervals from a CSV file (`vehicle_id,duration,event`).
+//! Without, the nightly job on the state store (`state.dir`, while `run` is not using it): its
+//! facts become intervals, and a converged fit's priors go back into the store for the detectors,
+//! together with the model-run record.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -9,26 +12,33 @@ use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::config::{Config, RefitConfig};
 use crate::refit::model::SurvivalData;
-use crate::refit::result::summarise_fit;
+use crate::refit::result::{RefitResult, summarise_fit};
 use crate::refit::sampler::{SamplerSettings, sample};
+use crate::store::Store;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Intervals: CSV `vehicle_id,duration,event` (duration in exposure hours, event 1 or 0).
+    /// Without it: the nightly job on the state store.
     #[arg(long)]
-    input: PathBuf,
+    input: Option<PathBuf>,
     /// Where to write the result (JSON).
     #[arg(long, default_value = "refit.json")]
     output: PathBuf,
-    #[arg(long, default_value_t = 4)]
-    chains: usize,
-    #[arg(long, default_value_t = 1000)]
-    warmup: u64,
-    #[arg(long, default_value_t = 1000)]
-    draws: u64,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Default: `refit.chains` (4).
+    #[arg(long)]
+    chains: Option<usize>,
+    /// Default: `refit.warmup` (1000).
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Default: `refit.draws` (1000).
+    #[arg(long)]
+    draws: Option<u64>,
+    /// Default: `refit.seed` (1).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Reads `vehicle_id,duration,event` rows; a header line is allowed.
@@ -65,49 +75,48 @@ pub fn read_intervals(path: &Path) -> anyhow::Result<Vec<(String, f64, bool)>> {
     Ok(rows)
 }
 
-pub fn execute(args: Args) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let rows = read_intervals(&args.input)?;
-    let data = SurvivalData::new(&rows).with_context(|| format!("{}", args.input.display()))?;
-    let settings = SamplerSettings {
-        chains: args.chains,
-        warmup: args.warmup,
-        draws: args.draws,
-        seed: args.seed,
-        ..SamplerSettings::default()
-    };
-    eprintln!(
-        "refit: {} vehicles, {} intervals; {} chains x ({} warm-up + {} draws), seed {}",
-        data.vehicle_count(),
-        data.interval_count(),
-        settings.chains,
-        settings.warmup,
-        settings.draws,
-        settings.seed
-    );
-    let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("chain {prefix} {bar:40} {pos}/{len} {msg}")
-        .expect("valid template");
-    let chains: Vec<ProgressBar> = (0..settings.chains)
-        .map(|c| {
-            let bar = bars.add(ProgressBar::new(settings.warmup + settings.draws));
-            bar.set_style(style.clone());
-            bar.set_prefix(c.to_string());
-            bar.set_message("warm-up");
-            bar
-        })
-        .collect();
-    let fit = sample(&data, &settings, &|chain, warming_up| {
-        let bar = &chains[chain];
+/// One progress bar per chain, for `sample`'s callback.
+pub struct ChainBars {
+    bars: Vec<ProgressBar>,
+    warmup: u64,
+}
+
+impl ChainBars {
+    pub fn new(settings: &SamplerSettings) -> ChainBars {
+        let all = MultiProgress::new();
+        let style = ProgressStyle::with_template("chain {prefix} {bar:40} {pos}/{len} {msg}")
+            .expect("valid template");
+        let bars = (0..settings.chains)
+            .map(|c| {
+                let bar = all.add(ProgressBar::new(settings.warmup + settings.draws));
+                bar.set_style(style.clone());
+                bar.set_prefix(c.to_string());
+                bar.set_message("warm-up");
+                bar
+            })
+            .collect();
+        ChainBars {
+            bars,
+            warmup: settings.warmup,
+        }
+    }
+
+    pub fn on_draw(&self, chain: usize, warming_up: bool) {
+        let bar = &self.bars[chain];
         bar.inc(1);
-        if !warming_up && bar.position() == settings.warmup + 1 {
+        if !warming_up && bar.position() == self.warmup + 1 {
             bar.set_message("sampling");
         }
-    })?;
-    for bar in &chains {
-        bar.finish_with_message("done");
     }
-    let result = summarise_fit(&data, &fit, settings.seed);
+
+    pub fn finish(&self) {
+        for bar in &self.bars {
+            bar.finish_with_message("done");
+        }
+    }
+}
+
+fn report(result: &RefitResult, sampling_s: f64) {
     let d = &result.diagnostics;
     eprintln!(
         "refit: {} (max R-hat {:.4}, min bulk ESS {:.0}, {} divergences, E-BFMI {:.2}); sampling {:.1} s",
@@ -120,13 +129,95 @@ pub fn execute(args: Args) -> anyhow::Result<()> {
         d.min_ess_bulk,
         d.divergences,
         d.ebfmi,
-        fit.sampling_s
+        sampling_s
     );
-    let mut out = serde_json::to_value(&result)?;
-    out["timing"] =
-        json!({"sampling_s": fit.sampling_s, "total_s": started.elapsed().as_secs_f64()});
+}
+
+pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut refit = config.refit.clone();
+    refit.chains = args.chains.unwrap_or(refit.chains);
+    refit.warmup = args.warmup.unwrap_or(refit.warmup);
+    refit.draws = args.draws.unwrap_or(refit.draws);
+    refit.seed = args.seed.unwrap_or(refit.seed);
+    let settings = SamplerSettings {
+        chains: refit.chains,
+        warmup: refit.warmup,
+        draws: refit.draws,
+        seed: refit.seed,
+        ..SamplerSettings::default()
+    };
+    let mut out = match &args.input {
+        Some(input) => fit_csv(input, &settings)?,
+        None => nightly(config, &refit, &settings)?,
+    };
+    out["timing"]["total_s"] = json!(started.elapsed().as_secs_f64());
     std::fs::write(&args.output, serde_json::to_vec_pretty(&out)?)
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!("refit: wrote {}", args.output.display());
     Ok(())
+}
+
+fn fit_csv(input: &Path, settings: &SamplerSettings) -> anyhow::Result<serde_json::Value> {
+    let rows = read_intervals(input)?;
+    let data = SurvivalData::new(&rows).with_context(|| format!("{}", input.display()))?;
+    eprintln!(
+        "refit: {} vehicles, {} intervals; {} chains x ({} warm-up + {} draws), seed {}",
+        data.vehicle_count(),
+        data.interval_count(),
+        settings.chains,
+        settings.warmup,
+        settings.draws,
+        settings.seed
+    );
+    let bars = ChainBars::new(settings);
+    let fit = sample(&data, settings, &|c, w| bars.on_draw(c, w))?;
+    bars.finish();
+    let result = summarise_fit(&data, &fit, settings.seed);
+    report(&result, fit.sampling_s);
+    let mut out = serde_json::to_value(&result)?;
+    out["timing"] = json!({"sampling_s": fit.sampling_s});
+    Ok(out)
+}
+
+fn nightly(
+    config: &Config,
+    refit: &RefitConfig,
+    settings: &SamplerSettings,
+) -> anyhow::Result<serde_json::Value> {
+    let store = Store::open(&config.state.dir).with_context(|| {
+        format!(
+            "opening the state store {} (if `safetel run` is using it, set refit.schedule_utc and let run refit)",
+            config.state.dir.display()
+        )
+    })?;
+    eprintln!(
+        "refit: facts from {}, last {} days; {} chains x ({} warm-up + {} draws), seed {}",
+        config.state.dir.display(),
+        refit.window_days,
+        settings.chains,
+        settings.warmup,
+        settings.draws,
+        settings.seed
+    );
+    let bars = ChainBars::new(settings);
+    let outcome = crate::nightly::refit_from_store(&store, refit, &|c, w| bars.on_draw(c, w))?;
+    bars.finish();
+    report(
+        &outcome.result,
+        outcome.run["sampling_s"].as_f64().unwrap_or(0.0),
+    );
+    store.write_refit(&outcome.priors, &outcome.run)?;
+    if outcome.priors.is_empty() {
+        eprintln!("refit: did not converge; the detectors keep their previous priors");
+    } else {
+        eprintln!(
+            "refit: priors for {} vehicles written to the state store",
+            outcome.priors.len()
+        );
+    }
+    let mut out = serde_json::to_value(&outcome.result)?;
+    out["model_run"] = outcome.run.clone();
+    out["timing"] = json!({"sampling_s": outcome.run["sampling_s"]});
+    Ok(out)
 }

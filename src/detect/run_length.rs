@@ -112,6 +112,19 @@ impl Detector {
         &self.params
     }
 
+    /// Replaces the Gamma prior (from a refit) for every bin from now on; the run-length
+    /// posterior so far stays as it was computed.
+    pub fn set_prior(&mut self, a0: f64, b0: f64) -> Result<(), DetectorParamsError> {
+        let params = DetectorParams {
+            a0,
+            b0,
+            ..self.params
+        };
+        params.validate()?;
+        self.params = params;
+        Ok(())
+    }
+
     /// Bins seen so far, up to the history kept.
     pub fn bins_kept(&self) -> usize {
         self.history.len()

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::state::{BinStats, VehicleMeta, VehicleState};
+use super::state::{BinStats, Prior, VehicleMeta, VehicleState};
 use crate::config::DetectorConfig;
 use crate::detect::{
     AlertStatus, BinUpdate, Detector, DetectorParams, Episode, EpisodeParams, EpisodeTracker,
@@ -76,6 +76,8 @@ pub struct SeriesKey<'a> {
     pub kind: KeyKind,
     pub key: &'a str,
     pub class: HazardClass,
+    /// `config` or `refit`: where the series' Gamma prior came from.
+    pub prior_source: &'static str,
 }
 
 impl Series {
@@ -103,7 +105,7 @@ impl Series {
         let oldest_useful = through_ms - settings.history_bins() * width;
         if self.next_bin_ms < oldest_useful {
             // Silent longer than the history kept: what came before no longer matters.
-            self.detector = Detector::new(settings.params).expect("validated");
+            self.detector = Detector::new(*self.detector.params()).expect("validated");
             self.next_bin_ms = oldest_useful;
         }
         let mut fed = 0;
@@ -175,7 +177,7 @@ fn alert(
         events_after: hr.map_or(0, |h| h.events_after as i64),
         exposure_before: hr.map_or(0.0, |h| h.exposure_before),
         exposure_after: hr.map_or(0.0, |h| h.exposure_after),
-        prior_source: "config".into(),
+        prior_source: key.prior_source.into(),
         sampling_policy: "full".into(),
     }
 }
@@ -189,23 +191,44 @@ pub struct Cohorts {
     pub closed_through_ms: i64,
 }
 
-/// Closes a vehicle's bins up to `through_ms`; returns whether any bin was fed.
+/// The detector settings of a vehicle: the refit's prior where there is one.
+pub fn vehicle_params(settings: &DetectionSettings, prior: Option<&Prior>) -> DetectorParams {
+    match prior {
+        Some(p) => DetectorParams {
+            a0: p.a0,
+            b0: p.b0,
+            ..settings.params
+        },
+        None => settings.params,
+    }
+}
+
+/// Closes a vehicle's bins up to `through_ms`; returns the number of bin updates.
 pub fn close_vehicle(
     settings: &DetectionSettings,
     vehicle_id: &str,
     vehicle: &mut VehicleState,
+    prior: Option<&Prior>,
     through_ms: i64,
     alerts: &mut Vec<RegressionAlert>,
 ) -> u64 {
+    let params = vehicle_params(settings, prior);
     if vehicle.series.is_empty() {
         match vehicle.bins.keys().next() {
             Some(&first) if first < through_ms => {
                 vehicle.series = HazardClass::ALL
                     .iter()
-                    .map(|_| Series::new(settings.params, first))
+                    .map(|_| Series::new(params, first))
                     .collect();
             }
             _ => return 0,
+        }
+    }
+    for series in vehicle.series.iter_mut() {
+        let current = series.detector.params();
+        if (current.a0, current.b0) != (params.a0, params.b0) {
+            // A refit moved the prior: it applies from the next bin on.
+            let _ = series.detector.set_prior(params.a0, params.b0);
         }
     }
     let bins = &vehicle.bins;
@@ -215,6 +238,7 @@ pub fn close_vehicle(
             kind: KeyKind::Vehicle,
             key: vehicle_id,
             class,
+            prior_source: if prior.is_some() { "refit" } else { "config" },
         };
         fed += series.advance(
             settings,
@@ -325,6 +349,7 @@ impl Cohorts {
                         kind: KeyKind::Cohort,
                         key,
                         class,
+                        prior_source: "config",
                     };
                     s.advance(settings, k, bin, |b| stats_of(history.get(&b), class), None);
                 }
@@ -336,6 +361,7 @@ impl Cohorts {
                         kind: KeyKind::Cohort,
                         key,
                         class,
+                        prior_source: "config",
                     };
                     updates += s.advance(
                         settings,

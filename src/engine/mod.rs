@@ -29,7 +29,8 @@ use crate::model::{
 use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
 pub use state::{
     BinStats, COHORT_PARTITION, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition,
-    PartitionState, SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records, id_hash,
+    PartitionState, Prior, SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records,
+    id_hash,
 };
 
 /// One record as read from a source.
@@ -113,6 +114,8 @@ pub struct Engine {
     /// The partitions this process reads, with their end offsets where known (`None`: unknown,
     /// every partition that delivered a record counts).
     inputs: Option<Vec<(i32, Option<i64>)>>,
+    /// Per-vehicle priors from the last refit that converged.
+    priors: HashMap<String, Prior>,
     pending: Pending,
     pub(crate) metrics: Metrics,
 }
@@ -126,6 +129,10 @@ struct Pending {
     dirty_series: Vec<String>,
     dirty_cohorts: BTreeSet<String>,
     cohorts_moved: bool,
+    /// Alerts published since the last commit, for the store's record.
+    published: Vec<RegressionAlert>,
+    priors: Vec<(i32, String, Prior)>,
+    model_run: Option<serde_json::Value>,
     records: usize,
 }
 
@@ -138,6 +145,8 @@ pub struct RestoredState {
     pub series: Vec<(i32, String, Vec<u8>)>,
     /// Cohort bins before this are closed (`i64::MIN`: none yet).
     pub cohorts_closed_through_ms: i64,
+    /// Per-vehicle priors from the last refit that converged.
+    pub priors: Vec<(String, Prior)>,
 }
 
 impl Default for RestoredState {
@@ -148,6 +157,7 @@ impl Default for RestoredState {
             partitions: HashMap::new(),
             series: Vec::new(),
             cohorts_closed_through_ms: i64::MIN,
+            priors: Vec::new(),
         }
     }
 }
@@ -179,13 +189,17 @@ impl Engine {
             series: BTreeMap::new(),
             closed_through_ms: restored.cohorts_closed_through_ms,
         };
+        let priors: HashMap<String, Prior> = restored.priors.into_iter().collect();
         for (partition, key, bytes) in restored.series {
-            let series =
-                decode_series(detection.params, &bytes).map_err(|source| RestoreError {
-                    partition,
-                    key: key.clone(),
-                    source,
-                })?;
+            let params = match partition {
+                COHORT_PARTITION => detection.params,
+                _ => detection::vehicle_params(&detection, priors.get(&key)),
+            };
+            let series = decode_series(params, &bytes).map_err(|source| RestoreError {
+                partition,
+                key: key.clone(),
+                source,
+            })?;
             if partition == COHORT_PARTITION {
                 cohorts.series.insert(key, series);
             } else if let Some(mut vehicle) = vehicles.get_mut(&key) {
@@ -214,6 +228,7 @@ impl Engine {
             cohorts,
             alerts: Vec::new(),
             inputs: None,
+            priors,
             pending: Pending::default(),
             metrics,
         })
@@ -259,9 +274,32 @@ impl Engine {
         }
     }
 
-    /// Alerts raised since the last call, oldest first: to be published before the next commit.
+    /// Alerts raised since the last call, oldest first: to be published before the next commit
+    /// (which also records them in the store).
     pub fn take_alerts(&mut self) -> Vec<RegressionAlert> {
-        std::mem::take(&mut self.alerts)
+        let alerts = std::mem::take(&mut self.alerts);
+        self.pending.published.extend(alerts.iter().cloned());
+        alerts
+    }
+
+    /// A refit's outcome: its record, and new priors if it converged. Vehicles' detectors use
+    /// the priors from their next bin on; both go to the store with the next commit.
+    pub fn apply_refit(&mut self, priors: Vec<(String, Prior)>, model_run: serde_json::Value) {
+        for (vehicle_id, prior) in priors {
+            let partition = self.vehicles.get(&vehicle_id).map(|v| v.partition);
+            if let Some(partition) = partition {
+                self.pending
+                    .priors
+                    .push((partition, vehicle_id.clone(), prior));
+            }
+            self.priors.insert(vehicle_id, prior);
+        }
+        self.pending.model_run = Some(model_run);
+    }
+
+    /// The prior a vehicle's detectors use, if a refit set one.
+    pub fn prior(&self, vehicle_id: &str) -> Option<Prior> {
+        self.priors.get(vehicle_id).copied()
     }
 
     /// The cohort series (key -> one per hazard class), for the API and the demo.
@@ -429,8 +467,14 @@ impl Engine {
                 continue;
             }
             let (id, vehicle) = entry.pair_mut();
-            let fed =
-                detection::close_vehicle(&self.detection, id, vehicle, through, &mut self.alerts);
+            let fed = detection::close_vehicle(
+                &self.detection,
+                id,
+                vehicle,
+                self.priors.get(id),
+                through,
+                &mut self.alerts,
+            );
             if fed > 0 {
                 self.metrics.detector_updates(KeyKind::Vehicle).inc_by(fed);
                 if !std::mem::replace(&mut vehicle.series_dirty, true) {
@@ -538,6 +582,9 @@ impl Engine {
         if pending.cohorts_moved {
             delta.cohorts_closed_through_ms = Some(self.cohorts.closed_through_ms);
         }
+        delta.alerts = pending.published;
+        delta.priors = pending.priors;
+        delta.model_run = pending.model_run;
         delta
     }
 }

@@ -256,6 +256,21 @@ pub struct StateDelta {
     pub series: Vec<(i32, String, Vec<u8>)>,
     /// Where cohort bins are closed through, when it moved.
     pub cohorts_closed_through_ms: Option<i64>,
+    /// Alerts raised since the last commit (already published), for the record.
+    pub alerts: Vec<crate::model::RegressionAlert>,
+    /// (partition, vehicle, prior) set by a refit since the last commit.
+    pub priors: Vec<(i32, String, Prior)>,
+    /// The record of a refit applied since the last commit.
+    pub model_run: Option<serde_json::Value>,
+}
+
+/// A vehicle's Gamma prior of its event rate per exposure hour, from a refit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prior {
+    pub a0: f64,
+    pub b0: f64,
+    /// The model run it came from.
+    pub run_id: i64,
 }
 
 /// The partition number cohort state is kept under: cohorts span partitions.

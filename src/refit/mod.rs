@@ -3,6 +3,7 @@
 //! priors for the stream. Pure: no IO; `safetel refit` reads and writes.
 
 pub mod diagnostics;
+pub mod intervals;
 pub mod model;
 pub mod result;
 pub mod sampler;

@@ -20,6 +20,9 @@ pub struct SamplerSettings {
     pub draws: u64,
     pub seed: u64,
     pub max_depth: u64,
+    /// Step-size adaptation target: higher means smaller steps and fewer divergences in the
+    /// narrow neck of hierarchical posteriors.
+    pub target_accept: f64,
 }
 
 impl Default for SamplerSettings {
@@ -30,6 +33,7 @@ impl Default for SamplerSettings {
             draws: 1000,
             seed: 1,
             max_depth: 10,
+            target_accept: 0.9,
         }
     }
 }
@@ -125,6 +129,7 @@ fn run_chain(
     nuts.num_tune = settings.warmup;
     nuts.num_draws = settings.draws;
     nuts.maxdepth = settings.max_depth;
+    nuts.adapt_options.step_size_settings.target_accept = settings.target_accept;
     let mut rng = StdRng::seed_from_u64(
         settings
             .seed

@@ -14,7 +14,7 @@ fn intervals_cover_the_true_parameters_at_about_the_nominal_rate() {
         warmup: 300,
         draws: 300,
         seed,
-        max_depth: 10,
+        ..SamplerSettings::default()
     };
     let mut covered = 0;
     let mut total = 0;
@@ -58,7 +58,7 @@ fn same_seed_same_draws() {
         warmup: 50,
         draws: 20,
         seed: 4,
-        max_depth: 8,
+        ..SamplerSettings::default()
     };
     let a = sample(&data, &settings, &|_, _| {}).unwrap();
     let b = sample(&data, &settings, &|_, _| {}).unwrap();

@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 
 use crate::engine::runner::CommitTarget;
 use crate::engine::{
-    BinStats, COHORT_PARTITION, PartitionState, RestoredState, StateDelta, VehicleMeta,
+    BinStats, COHORT_PARTITION, PartitionState, Prior, RestoredState, StateDelta, VehicleMeta,
     VehicleState, fact_records, id_hash,
 };
+use crate::model::RegressionAlert;
 
 const CF_VEHICLES: &str = "vehicles";
 const CF_BINS: &str = "bins";
@@ -27,13 +28,19 @@ const CF_FACTS: &str = "facts";
 const CF_SEEN: &str = "seen";
 const CF_POSITIONS: &str = "positions";
 const CF_SERIES: &str = "series";
-const COLUMN_FAMILIES: [&str; 6] = [
+const CF_PRIORS: &str = "priors";
+const CF_MODEL_RUNS: &str = "model_runs";
+const CF_ALERTS: &str = "alerts";
+const COLUMN_FAMILIES: [&str; 9] = [
     CF_VEHICLES,
     CF_BINS,
     CF_FACTS,
     CF_SEEN,
     CF_POSITIONS,
     CF_SERIES,
+    CF_PRIORS,
+    CF_MODEL_RUNS,
+    CF_ALERTS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +139,15 @@ impl Store {
         for (partition, key, bytes) in &delta.series {
             batch.put_cf(series, keys::vehicle(*partition, key), bytes);
         }
+        self.put_priors(&mut batch, &delta.priors);
+        if let Some(run) = &delta.model_run {
+            self.put_model_run(&mut batch, run);
+        }
+        let alerts = self.cf(CF_ALERTS);
+        for alert in &delta.alerts {
+            let value = serde_json::to_vec(alert).expect("alerts serialise");
+            batch.put_cf(alerts, alert.alert_id.as_bytes(), value);
+        }
         if let Some(through) = delta.cohorts_closed_through_ms {
             batch.put_cf(
                 positions,
@@ -141,6 +157,62 @@ impl Store {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+
+    fn put_priors(&self, batch: &mut WriteBatch, priors: &[(i32, String, Prior)]) {
+        let cf = self.cf(CF_PRIORS);
+        for (partition, vehicle, prior) in priors {
+            let value: Vec<u8> = [
+                prior.a0.to_le_bytes(),
+                prior.b0.to_le_bytes(),
+                prior.run_id.to_le_bytes(),
+            ]
+            .concat();
+            batch.put_cf(cf, keys::vehicle(*partition, vehicle), value);
+        }
+    }
+
+    fn put_model_run(&self, batch: &mut WriteBatch, run: &serde_json::Value) {
+        let id = run["run_id"].as_i64().unwrap_or(0);
+        let value = serde_json::to_vec(run).expect("model runs serialise");
+        batch.put_cf(self.cf(CF_MODEL_RUNS), keys::sortable_time(id), value);
+    }
+
+    /// Writes a refit's outcome on its own (when `run` is not holding the store): the model run,
+    /// and the priors if there are any (a refit that did not converge brings none).
+    pub fn write_refit(
+        &self,
+        priors: &[(i32, String, Prior)],
+        run: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.put_priors(&mut batch, priors);
+        self.put_model_run(&mut batch, run);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Every model run recorded, oldest first.
+    pub fn model_runs(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut runs = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_MODEL_RUNS), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            runs.push(serde_json::from_slice(&value).map_err(|_| corrupt(CF_MODEL_RUNS, &key))?);
+        }
+        Ok(runs)
+    }
+
+    /// Every alert published, by alert id.
+    pub fn alerts(&self) -> Result<Vec<RegressionAlert>, StoreError> {
+        let mut alerts = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_ALERTS), IteratorMode::Start) {
+            let (key, value) = item?;
+            alerts.push(serde_json::from_slice(&value).map_err(|_| corrupt(CF_ALERTS, &key))?);
+        }
+        Ok(alerts)
     }
 
     /// Everything the engine needs to continue where the last commit left off.
@@ -223,11 +295,30 @@ impl Store {
                 }
             }
         }
+        let mut priors = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PRIORS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let (_, id, _) = keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_PRIORS, &key))?;
+            let numbers: Vec<[u8; 8]> = value
+                .chunks_exact(8)
+                .map(|c| c.try_into().expect("8 bytes"))
+                .collect();
+            let [a0, b0, run_id] = numbers[..] else {
+                return Err(corrupt(CF_PRIORS, &key));
+            };
+            let prior = Prior {
+                a0: f64::from_le_bytes(a0),
+                b0: f64::from_le_bytes(b0),
+                run_id: i64::from_le_bytes(run_id),
+            };
+            priors.push((id, prior));
+        }
         Ok(RestoredState {
             vehicles: vehicles.into_iter().collect(),
             partitions,
             series,
             cohorts_closed_through_ms,
+            priors,
         })
     }
 
@@ -297,7 +388,8 @@ impl Store {
         })?;
         Ok(json!({"vehicles": vehicles, "partitions": partitions,
             "facts": {"count": count, "digest": format!("{digest:016x}")},
-            "series": series, "cohorts_closed_through_ms": restored.cohorts_closed_through_ms}))
+            "series": series, "cohorts_closed_through_ms": restored.cohorts_closed_through_ms,
+            "priors": restored.priors.len(), "alerts": self.alerts()?.len()}))
     }
 }
 

@@ -1,0 +1,165 @@
+//! A vehicle's survival intervals from its telemetry: exposure hours between consecutive
+//! critical events, and the open interval at the end (censored).
+//!
+//! Exposure runs only while driving: a critical event during a trip sits at the exposure
+//! accumulated before the trip plus the time into it (capped at the trip's recorded duration);
+//! an event outside every trip sits where the exposure stood then. Intervals shorter than
+//! [`MIN_INTERVAL_HOURS`] (two events at the same moment of driving) are lengthened to it, so that
+//! every duration is positive.
+
+use crate::model::{Payload, TelemetryEvent, exposure_ms};
+
+/// One second of driving.
+pub const MIN_INTERVAL_HOURS: f64 = 1.0 / 3600.0;
+
+/// What the intervals are made of, gathered per vehicle.
+#[derive(Debug, Default, Clone)]
+pub struct VehicleTimeline {
+    /// (start ms, end ms, exposure ms) of each trip.
+    trips: Vec<(i64, i64, u64)>,
+    /// Event times (ms) of critical events.
+    critical: Vec<i64>,
+}
+
+impl VehicleTimeline {
+    /// Takes one accepted record of the vehicle (any order).
+    pub fn add(&mut self, event: &TelemetryEvent<'_>) {
+        match &event.payload {
+            Payload::Trip(t) => {
+                self.trips
+                    .push((t.start_time_ms, t.end_time_ms, exposure_ms(t.duration_s)))
+            }
+            Payload::Safety(s) if s.is_critical() => self.critical.push(event.event_time_ms),
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trips.is_empty()
+    }
+
+    /// (duration hours, event) in time order; the last one censored. Empty without exposure.
+    pub fn intervals(mut self) -> Vec<(f64, bool)> {
+        self.trips.sort_unstable();
+        self.critical.sort_unstable();
+        let total_ms: u64 = self.trips.iter().map(|t| t.2).sum();
+        if total_ms == 0 {
+            return Vec::new();
+        }
+        // Exposure (ms) at each critical event.
+        let mut positions = Vec::with_capacity(self.critical.len());
+        let (mut trip, mut before_ms) = (0usize, 0u64);
+        for &time in &self.critical {
+            while trip < self.trips.len() && self.trips[trip].1 <= time {
+                before_ms += self.trips[trip].2;
+                trip += 1;
+            }
+            let into = match self.trips.get(trip) {
+                Some(&(start, _, exposure)) if start <= time => {
+                    ((time - start).max(0) as u64).min(exposure)
+                }
+                _ => 0,
+            };
+            positions.push(before_ms + into);
+        }
+        let hours = |ms: u64| (ms as f64 / 3_600_000.0).max(MIN_INTERVAL_HOURS);
+        let mut out = Vec::with_capacity(positions.len() + 1);
+        let mut last = 0u64;
+        for position in positions {
+            out.push((hours(position.saturating_sub(last)), true));
+            last = position;
+        }
+        out.push((hours(total_ms.saturating_sub(last)), false));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::model::*;
+
+    const H: i64 = 3_600_000;
+
+    fn trip(start: i64, hours: f64) -> TelemetryEvent<'static> {
+        TelemetryEvent {
+            vehicle_id: "v".into(),
+            event_time_ms: start + (hours * H as f64) as i64,
+            payload: Payload::Trip(TripSummary {
+                trip_id: Cow::Owned(format!("t{start}")),
+                driver_id: "d".into(),
+                start_time_ms: start,
+                end_time_ms: start + (hours * H as f64) as i64,
+                distance_km: 1.0,
+                duration_s: hours * 3600.0,
+                mode: DrivingMode::Manual,
+                road_type: RoadType::Urban,
+                weather: Weather::Clear,
+                night: false,
+                firmware_version: "f".into(),
+                vehicle_model: "m".into(),
+            }),
+        }
+    }
+
+    fn event(time: i64, event_type: EventType) -> TelemetryEvent<'static> {
+        TelemetryEvent {
+            vehicle_id: "v".into(),
+            event_time_ms: time,
+            payload: Payload::Safety(SafetyEvent {
+                event_id: Cow::Owned(format!("e{time}")),
+                trip_id: "t".into(),
+                event_type,
+                severity: Severity::Low,
+                speed_kph: 30.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn intervals_measure_driving_time_between_critical_events() {
+        let mut timeline = VehicleTimeline::default();
+        // Trips: 2 h from hour 0, 3 h from hour 10, 1 h from hour 20 (6 h in all).
+        for e in [
+            event(11 * H, EventType::NearMiss), // 1 h into trip 2: exposure 3 h
+            trip(10 * H, 3.0),
+            event(H, EventType::Collision), // 1 h into trip 1: exposure 1 h
+            event(H + 1000, EventType::HardBrake), // not critical
+            trip(0, 2.0),
+            event(15 * H, EventType::NearMiss), // between trips: exposure 5 h
+            trip(20 * H, 1.0),
+        ] {
+            timeline.add(&e);
+        }
+        let intervals = timeline.intervals();
+        let rounded: Vec<(f64, bool)> = intervals
+            .iter()
+            .map(|(h, d)| ((h * 1000.0).round() / 1000.0, *d))
+            .collect();
+        assert_eq!(
+            rounded,
+            vec![(1.0, true), (2.0, true), (2.0, true), (1.0, false)]
+        );
+        let total: f64 = intervals.iter().map(|i| i.0).sum();
+        assert!(
+            (total - 6.0).abs() < 1e-9,
+            "intervals add up to the exposure"
+        );
+    }
+
+    #[test]
+    fn simultaneous_events_get_a_positive_interval_and_no_trips_none() {
+        let mut timeline = VehicleTimeline::default();
+        timeline.add(&trip(0, 1.0));
+        timeline.add(&event(H / 2, EventType::NearMiss));
+        timeline.add(&event(H / 2, EventType::Collision));
+        let intervals = timeline.intervals();
+        assert_eq!(intervals.len(), 3);
+        assert_eq!(intervals[1], (MIN_INTERVAL_HOURS, true));
+        let mut empty = VehicleTimeline::default();
+        empty.add(&event(5, EventType::NearMiss));
+        assert!(empty.intervals().is_empty());
+    }
+}
