@@ -30,6 +30,9 @@ pub enum NightlyError {
     Sample(#[from] SampleError),
 }
 
+/// Survival rows: (vehicle, duration hours, event).
+pub type Rows = Vec<(String, f64, bool)>;
+
 /// What a refit produced.
 pub struct RefitOutcome {
     pub result: RefitResult,
@@ -37,7 +40,7 @@ pub struct RefitOutcome {
     pub priors: Vec<(i32, String, Prior)>,
     /// The model-run record (`fact_model_run`), also kept in the store.
     pub run: Value,
-    pub rows: Vec<(String, f64, bool)>,
+    pub rows: Rows,
 }
 
 /// Intervals of every vehicle from the facts in the store, over the last `window_days` days of
@@ -45,7 +48,7 @@ pub struct RefitOutcome {
 pub fn intervals_from_store(
     store: &Store,
     window_days: u32,
-) -> Result<(BTreeMap<String, i32>, Vec<(String, f64, bool)>), NightlyError> {
+) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
     let mut latest = i64::MIN;
     store.for_each_fact(|_, _, bytes| {
         if let Ok(event) = codec::decode(bytes) {

@@ -125,10 +125,12 @@ fn run_chain(
         chain,
         message: e.to_string(),
     };
-    let mut nuts = DiagNutsSettings::default();
-    nuts.num_tune = settings.warmup;
-    nuts.num_draws = settings.draws;
-    nuts.maxdepth = settings.max_depth;
+    let mut nuts = DiagNutsSettings {
+        num_tune: settings.warmup,
+        num_draws: settings.draws,
+        maxdepth: settings.max_depth,
+        ..Default::default()
+    };
     nuts.adapt_options.step_size_settings.target_accept = settings.target_accept;
     let mut rng = StdRng::seed_from_u64(
         settings
