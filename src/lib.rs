@@ -31,6 +31,7 @@ pub mod model;
 pub mod nightly;
 pub mod refit;
 pub mod store;
+pub mod warehouse;
 
 mod cli;
 

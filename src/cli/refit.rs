@@ -216,8 +216,21 @@ fn nightly(
             outcome.priors.len()
         );
     }
+    let run_id = outcome.run["run_id"].as_i64().unwrap_or_default();
+    let snapshot = crate::warehouse::write_snapshot(
+        &store,
+        &refit.warehouse_dir,
+        run_id,
+        Some(&outcome.result.vehicles),
+    )?;
+    eprintln!(
+        "refit: star-schema snapshot in {} {:?}",
+        snapshot.dir.display(),
+        snapshot.rows
+    );
     let mut out = serde_json::to_value(&outcome.result)?;
     out["model_run"] = outcome.run.clone();
+    out["snapshot"] = serde_json::to_value(&snapshot)?;
     out["timing"] = json!({"sampling_s": outcome.run["sampling_s"]});
     Ok(out)
 }

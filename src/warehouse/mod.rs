@@ -1,0 +1,620 @@
+//! Star-schema snapshots for BI tools (DESIGN §6): Parquet files, one folder per snapshot date,
+//! `<warehouse>/snapshot_date=YYYY-MM-DD/<table>.parquet`, matching `schemas/warehouse/*.sql`.
+//!
+//! Dimensions: `dim_vehicle`, `dim_driver`, `dim_date`, `dim_event_type`. Facts:
+//! `fact_trip_safety` (one row per trip: exposure and event counts by class),
+//! `fact_safety_event`, `fact_regression` (episodes from the alerts), `fact_model_run` (refit
+//! diagnostics). Built from the state store's facts, vehicles, priors, alerts and model runs,
+//! and the latest refit's per-vehicle hazards when there is one. An edge module: reads the
+//! store, writes files.
+
+pub mod parquet;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use self::parquet::{Table, Values, WriteError};
+use crate::codec;
+use crate::model::{AlertStatus, EventType, Payload, utc_date};
+use crate::refit::result::VehicleHazard;
+use crate::store::{Store, StoreError};
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("table {table}: {source}")]
+    Write {
+        table: &'static str,
+        source: WriteError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where a snapshot went and how many rows each table has.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Snapshot {
+    pub dir: PathBuf,
+    pub rows: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Default)]
+struct Trip {
+    vehicle: String,
+    driver: String,
+    start_ms: i64,
+    end_ms: i64,
+    exposure_hours: f64,
+    distance_km: f64,
+    mode: &'static str,
+    road_type: &'static str,
+    weather: &'static str,
+    night: bool,
+    firmware: String,
+    model: String,
+}
+
+#[derive(Default, Clone, Copy)]
+struct TripCounts {
+    safety_events: i64,
+    critical: i64,
+    disengagements: i64,
+}
+
+fn some<T>(values: impl IntoIterator<Item = T>) -> Vec<Option<T>> {
+    values.into_iter().map(Some).collect()
+}
+
+/// Builds every table and writes them under `warehouse/snapshot_date=<date of snapshot_ms>/`.
+pub fn write_snapshot(
+    store: &Store,
+    warehouse: &Path,
+    snapshot_ms: i64,
+    hazards: Option<&BTreeMap<String, VehicleHazard>>,
+) -> Result<Snapshot, WarehouseError> {
+    let mut trips: BTreeMap<(String, String), Trip> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String), TripCounts> = BTreeMap::new();
+    let mut events = Table::default();
+    let (mut e_id, mut e_trip, mut e_vehicle, mut e_time, mut e_date) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut e_type, mut e_severity, mut e_speed, mut e_critical) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut dates: BTreeSet<i64> = BTreeSet::new();
+    store.for_each_fact(|_, vehicle, bytes| {
+        let Ok(event) = codec::decode(bytes) else {
+            return;
+        };
+        match &event.payload {
+            Payload::Trip(t) => {
+                dates.insert(t.start_time_ms.div_euclid(DAY_MS));
+                trips.insert(
+                    (vehicle.to_string(), t.trip_id.to_string()),
+                    Trip {
+                        vehicle: vehicle.to_string(),
+                        driver: t.driver_id.to_string(),
+                        start_ms: t.start_time_ms,
+                        end_ms: t.end_time_ms,
+                        exposure_hours: t.duration_s / 3600.0,
+                        distance_km: t.distance_km,
+                        mode: t.mode.symbol(),
+                        road_type: t.road_type.symbol(),
+                        weather: t.weather.symbol(),
+                        night: t.night,
+                        firmware: t.firmware_version.to_string(),
+                        model: t.vehicle_model.to_string(),
+                    },
+                );
+            }
+            Payload::Safety(s) => {
+                let c = counts
+                    .entry((vehicle.to_string(), s.trip_id.to_string()))
+                    .or_default();
+                c.safety_events += 1;
+                c.critical += i64::from(s.is_critical());
+                dates.insert(event.event_time_ms.div_euclid(DAY_MS));
+                e_id.push(Some(s.event_id.to_string()));
+                e_trip.push(Some(s.trip_id.to_string()));
+                e_vehicle.push(Some(vehicle.to_string()));
+                e_time.push(Some(event.event_time_ms));
+                e_date.push(Some(event.event_time_ms.div_euclid(DAY_MS) as i32));
+                e_type.push(Some(s.event_type.symbol().to_string()));
+                e_severity.push(Some(s.severity.symbol().to_string()));
+                e_speed.push(Some(s.speed_kph));
+                e_critical.push(Some(s.is_critical()));
+            }
+            Payload::Mode(m) => {
+                let c = counts
+                    .entry((vehicle.to_string(), m.trip_id.to_string()))
+                    .or_default();
+                c.disengagements += i64::from(m.is_disengagement());
+            }
+        }
+    })?;
+    events.columns = vec![
+        ("event_id", Values::Text(e_id)),
+        ("trip_id", Values::Text(e_trip)),
+        ("vehicle_id", Values::Text(e_vehicle)),
+        ("event_time", Values::Timestamp(e_time)),
+        ("date", Values::Date(e_date)),
+        ("event_type", Values::Text(e_type)),
+        ("severity", Values::Text(e_severity)),
+        ("speed_kph", Values::Double(e_speed)),
+        ("critical", Values::Bool(e_critical)),
+    ];
+
+    let trip_rows: Vec<(&(String, String), &Trip, TripCounts)> = trips
+        .iter()
+        .map(|(k, t)| (k, t, counts.get(k).copied().unwrap_or_default()))
+        .collect();
+    let fact_trip = Table {
+        columns: vec![
+            (
+                "trip_id",
+                Values::Text(some(trip_rows.iter().map(|(k, _, _)| k.1.clone()))),
+            ),
+            (
+                "vehicle_id",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.vehicle.clone()))),
+            ),
+            (
+                "driver_id",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.driver.clone()))),
+            ),
+            (
+                "date",
+                Values::Date(some(
+                    trip_rows
+                        .iter()
+                        .map(|(_, t, _)| t.start_ms.div_euclid(DAY_MS) as i32),
+                )),
+            ),
+            (
+                "start_time",
+                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.start_ms))),
+            ),
+            (
+                "end_time",
+                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.end_ms))),
+            ),
+            (
+                "exposure_hours",
+                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.exposure_hours))),
+            ),
+            (
+                "distance_km",
+                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.distance_km))),
+            ),
+            (
+                "mode",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.mode.to_string()))),
+            ),
+            (
+                "road_type",
+                Values::Text(some(
+                    trip_rows.iter().map(|(_, t, _)| t.road_type.to_string()),
+                )),
+            ),
+            (
+                "weather",
+                Values::Text(some(
+                    trip_rows.iter().map(|(_, t, _)| t.weather.to_string()),
+                )),
+            ),
+            (
+                "night",
+                Values::Bool(some(trip_rows.iter().map(|(_, t, _)| t.night))),
+            ),
+            (
+                "firmware_version",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.firmware.clone()))),
+            ),
+            (
+                "vehicle_model",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.model.clone()))),
+            ),
+            (
+                "safety_events",
+                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.safety_events))),
+            ),
+            (
+                "critical_events",
+                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.critical))),
+            ),
+            (
+                "disengagements",
+                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.disengagements))),
+            ),
+        ],
+    };
+
+    // Drivers: first vehicle seen and trip counts.
+    let mut drivers: BTreeMap<&str, (&str, i64, f64)> = BTreeMap::new();
+    for (_, t, _) in &trip_rows {
+        let d = drivers
+            .entry(t.driver.as_str())
+            .or_insert((t.vehicle.as_str(), 0, 0.0));
+        d.1 += 1;
+        d.2 += t.exposure_hours;
+    }
+    let dim_driver = Table {
+        columns: vec![
+            (
+                "driver_id",
+                Values::Text(some(drivers.keys().map(|d| d.to_string()))),
+            ),
+            (
+                "first_vehicle_id",
+                Values::Text(some(drivers.values().map(|d| d.0.to_string()))),
+            ),
+            ("trips", Values::Long(some(drivers.values().map(|d| d.1)))),
+            (
+                "exposure_hours",
+                Values::Double(some(drivers.values().map(|d| d.2))),
+            ),
+        ],
+    };
+
+    let restored = store.restore()?;
+    let priors: BTreeMap<String, crate::engine::Prior> = restored.priors.into_iter().collect();
+    let mut vehicles = restored.vehicles;
+    vehicles.sort_by(|a, b| a.0.cmp(&b.0));
+    let hazard = |id: &str, f: fn(&VehicleHazard) -> f64| hazards.and_then(|h| h.get(id)).map(f);
+    let dim_vehicle = Table {
+        columns: vec![
+            (
+                "vehicle_id",
+                Values::Text(some(vehicles.iter().map(|(id, _)| id.clone()))),
+            ),
+            (
+                "vehicle_model",
+                Values::Text(some(
+                    vehicles.iter().map(|(_, v)| v.meta.vehicle_model.clone()),
+                )),
+            ),
+            (
+                "firmware_version",
+                Values::Text(some(
+                    vehicles
+                        .iter()
+                        .map(|(_, v)| v.meta.firmware_version.clone()),
+                )),
+            ),
+            (
+                "last_event_time",
+                Values::Timestamp(some(
+                    vehicles.iter().map(|(_, v)| v.meta.last_event_time_ms),
+                )),
+            ),
+            (
+                "exposure_hours",
+                Values::Double(some(
+                    vehicles.iter().map(|(_, v)| v.totals().exposure_hours()),
+                )),
+            ),
+            (
+                "critical_events",
+                Values::Long(some(
+                    vehicles.iter().map(|(_, v)| v.totals().critical as i64),
+                )),
+            ),
+            (
+                "prior_a0",
+                Values::Double(
+                    vehicles
+                        .iter()
+                        .map(|(id, _)| priors.get(id).map(|p| p.a0))
+                        .collect(),
+                ),
+            ),
+            (
+                "prior_b0",
+                Values::Double(
+                    vehicles
+                        .iter()
+                        .map(|(id, _)| priors.get(id).map(|p| p.b0))
+                        .collect(),
+                ),
+            ),
+            (
+                "hazard_per_hour_mean",
+                Values::Double(
+                    vehicles
+                        .iter()
+                        .map(|(id, _)| hazard(id, |h| h.rate_per_hour_mean))
+                        .collect(),
+                ),
+            ),
+            (
+                "hazard_per_hour_q2_5",
+                Values::Double(
+                    vehicles
+                        .iter()
+                        .map(|(id, _)| hazard(id, |h| h.rate_q2_5))
+                        .collect(),
+                ),
+            ),
+            (
+                "hazard_per_hour_q97_5",
+                Values::Double(
+                    vehicles
+                        .iter()
+                        .map(|(id, _)| hazard(id, |h| h.rate_q97_5))
+                        .collect(),
+                ),
+            ),
+        ],
+    };
+
+    let dim_date = {
+        let days: Vec<i64> = dates.iter().copied().collect();
+        let parts: Vec<(i64, i64, i64)> = days
+            .iter()
+            .map(|d| {
+                let text = utc_date(d * DAY_MS);
+                let n: Vec<i64> = text.split('-').map(|p| p.parse().unwrap_or(0)).collect();
+                (n[0], n[1], n[2])
+            })
+            .collect();
+        Table {
+            columns: vec![
+                ("date", Values::Date(some(days.iter().map(|d| *d as i32)))),
+                ("year", Values::Long(some(parts.iter().map(|p| p.0)))),
+                ("month", Values::Long(some(parts.iter().map(|p| p.1)))),
+                ("day", Values::Long(some(parts.iter().map(|p| p.2)))),
+                // 1970-01-01 was a Thursday: ISO weekday 4.
+                (
+                    "iso_weekday",
+                    Values::Long(some(days.iter().map(|d| (d + 3).rem_euclid(7) + 1))),
+                ),
+            ],
+        }
+    };
+
+    let dim_event_type = Table {
+        columns: vec![
+            (
+                "event_type",
+                Values::Text(some(EventType::ALL.iter().map(|e| e.symbol().to_string()))),
+            ),
+            (
+                "critical_regardless_of_severity",
+                Values::Bool(some(
+                    EventType::ALL
+                        .iter()
+                        .map(|e| matches!(e, EventType::NearMiss | EventType::Collision)),
+                )),
+            ),
+        ],
+    };
+
+    // Episodes: alerts grouped by the part of their id before the status.
+    let mut episodes: BTreeMap<String, Vec<crate::model::RegressionAlert>> = BTreeMap::new();
+    for alert in store.alerts()? {
+        let episode = alert
+            .alert_id
+            .rsplit_once('/')
+            .map_or(alert.alert_id.clone(), |(e, _)| e.to_string());
+        episodes.entry(episode).or_default().push(alert);
+    }
+    for list in episodes.values_mut() {
+        list.sort_by_key(|a| a.detected_at);
+    }
+    let first =
+        |l: &Vec<crate::model::RegressionAlert>| l.first().cloned().expect("episodes have alerts");
+    let last =
+        |l: &Vec<crate::model::RegressionAlert>| l.last().cloned().expect("episodes have alerts");
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let fact_regression = Table {
+        columns: vec![
+            ("episode_id", Values::Text(some(episodes.keys().cloned()))),
+            (
+                "key_kind",
+                Values::Text(some(
+                    episodes
+                        .values()
+                        .map(|l| first(l).key_kind.name().to_string()),
+                )),
+            ),
+            (
+                "key",
+                Values::Text(some(episodes.values().map(|l| first(l).key))),
+            ),
+            (
+                "hazard_class",
+                Values::Text(some(
+                    episodes
+                        .values()
+                        .map(|l| first(l).hazard_class.name().to_string()),
+                )),
+            ),
+            (
+                "status",
+                Values::Text(some(episodes.values().map(|l| {
+                    if last(l).status == AlertStatus::Resolved {
+                        "RESOLVED".to_string()
+                    } else {
+                        "OPEN".to_string()
+                    }
+                }))),
+            ),
+            (
+                "onset",
+                Values::Timestamp(some(episodes.values().map(|l| first(l).onset_estimate))),
+            ),
+            (
+                "detected_at",
+                Values::Timestamp(some(episodes.values().map(|l| first(l).detected_at))),
+            ),
+            (
+                "resolved_at",
+                Values::Timestamp(
+                    episodes
+                        .values()
+                        .map(|l| {
+                            (last(l).status == AlertStatus::Resolved).then(|| last(l).detected_at)
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "mttd_days",
+                Values::Double(some(
+                    episodes.values().map(|l| first(l).time_to_detection_days()),
+                )),
+            ),
+            (
+                "hr_median",
+                Values::Double(
+                    episodes
+                        .values()
+                        .map(|l| finite(first(l).hr_median))
+                        .collect(),
+                ),
+            ),
+            (
+                "hr_low",
+                Values::Double(episodes.values().map(|l| finite(first(l).hr_low)).collect()),
+            ),
+            (
+                "hr_high",
+                Values::Double(
+                    episodes
+                        .values()
+                        .map(|l| finite(first(l).hr_high))
+                        .collect(),
+                ),
+            ),
+            (
+                "p_regression",
+                Values::Double(some(episodes.values().map(|l| first(l).p_regression))),
+            ),
+            (
+                "prior_source",
+                Values::Text(some(episodes.values().map(|l| first(l).prior_source))),
+            ),
+        ],
+    };
+
+    let runs = store.model_runs()?;
+    let num = |r: &serde_json::Value, path: &[&str]| {
+        path.iter()
+            .try_fold(r, |v, k| v.get(k))
+            .and_then(|v| v.as_f64())
+    };
+    let fact_model_run = Table {
+        columns: vec![
+            (
+                "run_id",
+                Values::Long(runs.iter().map(|r| r["run_id"].as_i64()).collect()),
+            ),
+            (
+                "run_time",
+                Values::Timestamp(runs.iter().map(|r| r["run_id"].as_i64()).collect()),
+            ),
+            (
+                "converged",
+                Values::Bool(runs.iter().map(|r| r["converged"].as_bool()).collect()),
+            ),
+            (
+                "vehicles",
+                Values::Long(runs.iter().map(|r| r["vehicles"].as_i64()).collect()),
+            ),
+            (
+                "intervals",
+                Values::Long(runs.iter().map(|r| r["intervals"].as_i64()).collect()),
+            ),
+            (
+                "events",
+                Values::Long(runs.iter().map(|r| r["events"].as_i64()).collect()),
+            ),
+            (
+                "max_rhat",
+                Values::Double(
+                    runs.iter()
+                        .map(|r| num(r, &["diagnostics", "max_rhat"]))
+                        .collect(),
+                ),
+            ),
+            (
+                "min_ess_bulk",
+                Values::Double(
+                    runs.iter()
+                        .map(|r| num(r, &["diagnostics", "min_ess_bulk"]))
+                        .collect(),
+                ),
+            ),
+            (
+                "divergences",
+                Values::Long(
+                    runs.iter()
+                        .map(|r| r["diagnostics"]["divergences"].as_i64())
+                        .collect(),
+                ),
+            ),
+            (
+                "ebfmi",
+                Values::Double(
+                    runs.iter()
+                        .map(|r| num(r, &["diagnostics", "ebfmi"]))
+                        .collect(),
+                ),
+            ),
+            (
+                "alpha_mean",
+                Values::Double(runs.iter().map(|r| num(r, &["alpha", "mean"])).collect()),
+            ),
+            (
+                "mu_mean",
+                Values::Double(runs.iter().map(|r| num(r, &["mu", "mean"])).collect()),
+            ),
+            (
+                "sigma_mean",
+                Values::Double(runs.iter().map(|r| num(r, &["sigma", "mean"])).collect()),
+            ),
+            (
+                "ppc_p_value",
+                Values::Double(
+                    runs.iter()
+                        .map(|r| num(r, &["posterior_predictive", "p_value"]))
+                        .collect(),
+                ),
+            ),
+            (
+                "sampling_s",
+                Values::Double(runs.iter().map(|r| num(r, &["sampling_s"])).collect()),
+            ),
+        ],
+    };
+
+    let dir = warehouse.join(format!("snapshot_date={}", utc_date(snapshot_ms)));
+    std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut rows = BTreeMap::new();
+    for (name, table) in [
+        ("dim_vehicle", &dim_vehicle),
+        ("dim_driver", &dim_driver),
+        ("dim_date", &dim_date),
+        ("dim_event_type", &dim_event_type),
+        ("fact_trip_safety", &fact_trip),
+        ("fact_safety_event", &events),
+        ("fact_regression", &fact_regression),
+        ("fact_model_run", &fact_model_run),
+    ] {
+        table
+            .write(&dir.join(format!("{name}.parquet")), name)
+            .map_err(|source| WarehouseError::Write {
+                table: name,
+                source,
+            })?;
+        rows.insert(name, table.rows());
+    }
+    Ok(Snapshot { dir, rows })
+}
