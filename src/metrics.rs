@@ -4,8 +4,8 @@
 //! atomics. `render` produces the text exposition format for `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::engine::Rejection;
@@ -28,6 +28,13 @@ pub struct Metrics {
     detector_updates: [IntCounter; 2],
     alerts: [IntCounter; 3],
     pub open_episodes: IntGauge,
+    /// Refits by outcome: `converged`, `not_converged` (previous priors kept), `failed`.
+    pub refit_runs: IntCounterVec,
+    pub refit_duration: Histogram,
+    pub refit_max_rhat: Gauge,
+    pub refit_min_ess_bulk: Gauge,
+    /// 1 if the last refit converged (its priors are in use), 0 if not.
+    pub refit_converged: IntGauge,
 }
 
 impl Metrics {
@@ -120,6 +127,34 @@ impl Metrics {
                 "Regression episodes open now, vehicles and cohorts",
             )
             .expect("valid metric"),
+            refit_runs: IntCounterVec::new(
+                Opts::new("safetel_refit_runs_total", "Nightly refits, by outcome"),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            refit_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "safetel_refit_duration_seconds",
+                    "Nightly refit: facts, sampling, diagnostics, priors and snapshot",
+                )
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).expect("valid buckets")),
+            )
+            .expect("valid metric"),
+            refit_max_rhat: Gauge::new(
+                "safetel_refit_max_rhat",
+                "Largest rank-normalised R-hat of the last refit",
+            )
+            .expect("valid metric"),
+            refit_min_ess_bulk: Gauge::new(
+                "safetel_refit_min_ess_bulk",
+                "Smallest bulk effective sample size of the last refit",
+            )
+            .expect("valid metric"),
+            refit_converged: IntGauge::new(
+                "safetel_refit_converged",
+                "1 if the last refit converged and its priors are in use, else 0",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &metrics.registry;
@@ -136,6 +171,11 @@ impl Metrics {
             Box::new(updates_vec),
             Box::new(alerts_vec),
             Box::new(metrics.open_episodes.clone()),
+            Box::new(metrics.refit_runs.clone()),
+            Box::new(metrics.refit_duration.clone()),
+            Box::new(metrics.refit_max_rhat.clone()),
+            Box::new(metrics.refit_min_ess_bulk.clone()),
+            Box::new(metrics.refit_converged.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
         }

@@ -1,22 +1,27 @@
 //! The nightly refit job: facts from the state store -> survival intervals -> NUTS fit ->
-//! per-vehicle priors for the stream and a model-run record. An edge module: it reads the
-//! store; where the outcome goes (straight into the store, or to a running engine for its next
-//! commit) is the caller's choice.
+//! per-vehicle priors for the stream, a model-run record and a star-schema snapshot. An edge
+//! module: it reads and writes the store (concurrent with `run`'s commits, which RocksDB allows)
+//! and the warehouse folder. `safetel refit` runs it once; `safetel run` schedules it daily.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use tracing::{error, info, warn};
 
 use crate::codec;
 use crate::config::RefitConfig;
 use crate::engine::Prior;
 use crate::engine::runner::unix_ms;
+use crate::metrics::Metrics;
 use crate::refit::intervals::VehicleTimeline;
 use crate::refit::model::{DataError, SurvivalData};
 use crate::refit::result::{RefitResult, summarise_fit};
 use crate::refit::sampler::{SampleError, SamplerSettings, sample};
 use crate::store::{Store, StoreError};
+use crate::warehouse::{Snapshot, WarehouseError, write_snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NightlyError {
@@ -28,6 +33,8 @@ pub enum NightlyError {
     Data(#[from] DataError),
     #[error(transparent)]
     Sample(#[from] SampleError),
+    #[error("snapshot: {0}")]
+    Warehouse(#[from] WarehouseError),
 }
 
 /// Survival rows: (vehicle, duration hours, event).
@@ -150,4 +157,126 @@ pub fn refit_from_store(
         run,
         rows,
     })
+}
+
+/// Records a refit's outcome: the model run and (if it converged) the priors into the store,
+/// the star-schema snapshot, and the metrics. Returns the snapshot and the priors for a running
+/// engine (empty when the previous priors stay).
+pub fn record(
+    store: &Store,
+    config: &RefitConfig,
+    outcome: &RefitOutcome,
+    metrics: &Metrics,
+) -> Result<(Snapshot, Vec<(String, Prior)>), NightlyError> {
+    store.write_refit(&outcome.priors, &outcome.run)?;
+    let run_id = outcome.run["run_id"].as_i64().unwrap_or_default();
+    let snapshot = write_snapshot(
+        store,
+        &config.warehouse_dir,
+        run_id,
+        Some(&outcome.result.vehicles),
+    )?;
+    let d = &outcome.result.diagnostics;
+    metrics
+        .refit_runs
+        .with_label_values(&[if d.converged {
+            "converged"
+        } else {
+            "not_converged"
+        }])
+        .inc();
+    metrics
+        .refit_duration
+        .observe(outcome.run["total_s"].as_f64().unwrap_or(0.0));
+    metrics.refit_max_rhat.set(d.max_rhat);
+    metrics.refit_min_ess_bulk.set(d.min_ess_bulk);
+    metrics.refit_converged.set(i64::from(d.converged));
+    if d.converged {
+        info!(
+            vehicles = outcome.priors.len(),
+            max_rhat = d.max_rhat,
+            min_ess_bulk = d.min_ess_bulk,
+            "refit converged; new priors in use"
+        );
+    } else {
+        warn!(
+            max_rhat = d.max_rhat,
+            min_ess_bulk = d.min_ess_bulk,
+            divergences = d.divergences,
+            "refit did not converge; the detectors keep their previous priors"
+        );
+    }
+    let priors = outcome
+        .priors
+        .iter()
+        .map(|(_, id, p)| (id.clone(), *p))
+        .collect();
+    Ok((snapshot, priors))
+}
+
+/// The next time (ms since the epoch) at `minutes` after midnight UTC, strictly after `now_ms`.
+pub fn next_run_ms(now_ms: i64, minutes: u32) -> i64 {
+    const DAY: i64 = 86_400_000;
+    let today = now_ms.div_euclid(DAY) * DAY + i64::from(minutes) * 60_000;
+    if today > now_ms { today } else { today + DAY }
+}
+
+/// `safetel run`'s daily refit: waits for `minutes` after midnight UTC, refits on the shared
+/// store, records the outcome and sends converged priors to the engine; until `shutdown`.
+pub fn schedule(
+    store: Arc<Store>,
+    config: RefitConfig,
+    minutes: u32,
+    shutdown: Arc<AtomicBool>,
+    priors: mpsc::Sender<Vec<(String, Prior)>>,
+    metrics: Metrics,
+) {
+    loop {
+        let due = next_run_ms(unix_ms(), minutes);
+        info!(at = %crate::model::utc_date(due), minutes_after_midnight_utc = minutes, "next refit scheduled");
+        while unix_ms() < due {
+            if shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        info!("refit starting");
+        let outcome = refit_from_store(&store, &config, &|_, _| {})
+            .and_then(|outcome| record(&store, &config, &outcome, &metrics));
+        match outcome {
+            Ok((snapshot, new_priors)) => {
+                info!(snapshot = %snapshot.dir.display(), "refit recorded");
+                if !new_priors.is_empty() && priors.send(new_priors).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                metrics.refit_runs.with_label_values(&["failed"]).inc();
+                metrics.refit_converged.set(0);
+                error!(error = %e, "refit failed; the detectors keep their previous priors");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_run_is_today_if_still_ahead_else_tomorrow() {
+        let midnight = 1_767_571_200_000; // 2026-01-05T00:00Z
+        let at_0230 = midnight + 150 * 60_000;
+        assert_eq!(next_run_ms(midnight, 150), at_0230);
+        assert_eq!(next_run_ms(at_0230 - 1, 150), at_0230);
+        assert_eq!(
+            next_run_ms(at_0230, 150),
+            at_0230 + 86_400_000,
+            "strictly after now"
+        );
+        assert_eq!(
+            next_run_ms(midnight + 23 * 3_600_000, 150),
+            at_0230 + 86_400_000
+        );
+    }
 }

@@ -207,22 +207,16 @@ fn nightly(
         &outcome.result,
         outcome.run["sampling_s"].as_f64().unwrap_or(0.0),
     );
-    store.write_refit(&outcome.priors, &outcome.run)?;
-    if outcome.priors.is_empty() {
+    let (snapshot, priors) =
+        crate::nightly::record(&store, refit, &outcome, &crate::metrics::Metrics::new())?;
+    if priors.is_empty() {
         eprintln!("refit: did not converge; the detectors keep their previous priors");
     } else {
         eprintln!(
             "refit: priors for {} vehicles written to the state store",
-            outcome.priors.len()
+            priors.len()
         );
     }
-    let run_id = outcome.run["run_id"].as_i64().unwrap_or_default();
-    let snapshot = crate::warehouse::write_snapshot(
-        &store,
-        &refit.warehouse_dir,
-        run_id,
-        Some(&outcome.result.vehicles),
-    )?;
     eprintln!(
         "refit: star-schema snapshot in {} {:?}",
         snapshot.dir.display(),

@@ -3,6 +3,7 @@
 //! The pipeline runs on its own thread (blocking librdkafka and RocksDB calls); the tokio runtime
 //! serves HTTP and waits for signals. First SIGINT/SIGTERM: stop consuming, flush the DLQ, write
 //! the last commit, exit within `state.shutdown_deadline_ms`. A second signal exits at once.
+//! With `refit.schedule_utc` set, a thread refits daily on the same store (see `nightly`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use crate::store::Store;
 
 pub fn execute(config: &Config) -> anyhow::Result<()> {
     info!(config = %config.redacted_toml(), "starting safetel run");
-    let store = Store::open(&config.state.dir)?;
+    let store = Arc::new(Store::open(&config.state.dir)?);
     let restored = store.restore().context("restoring state")?;
     let positions = restored
         .partitions
@@ -35,18 +36,42 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         "state restored"
     );
     let metrics = Metrics::new();
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         config.stream.clone(),
         &config.detector,
         restored,
         metrics.clone(),
     )?;
+    let status = Arc::new(StatusBoard::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    // The daily refit reads facts and writes priors on its own thread; converged priors reach
+    // the engine through a channel it checks between polls.
+    let refit_thread = match config.refit.schedule_minutes()? {
+        Some(minutes) => {
+            let (priors_tx, priors_rx) = std::sync::mpsc::channel();
+            engine.receive_priors(priors_rx);
+            let (store, refit, shutdown, metrics) = (
+                Arc::clone(&store),
+                config.refit.clone(),
+                Arc::clone(&shutdown),
+                metrics.clone(),
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("refit".into())
+                    .spawn(move || {
+                        crate::nightly::schedule(
+                            store, refit, minutes, shutdown, priors_tx, metrics,
+                        )
+                    })?,
+            )
+        }
+        None => None,
+    };
     let source =
         KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
     let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
     let alerts = KafkaAlerts::new(config).context("creating alert producer")?;
-    let status = Arc::new(StatusBoard::default());
-    let shutdown = Arc::new(AtomicBool::new(false));
     let app = AppState {
         vehicles: engine.vehicles(),
         metrics: metrics.clone(),
@@ -135,6 +160,9 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // A refit in progress is not waited for: what it wrote is durable, what it had not yet
+    // written is redone by the next one.
+    drop(refit_thread);
     outcome
 }
 

@@ -116,6 +116,8 @@ pub struct Engine {
     inputs: Option<Vec<(i32, Option<i64>)>>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
+    /// Where a scheduled refit sends new priors (already durable in the store).
+    refits: Option<std::sync::mpsc::Receiver<Vec<(String, Prior)>>>,
     pending: Pending,
     pub(crate) metrics: Metrics,
 }
@@ -131,8 +133,6 @@ struct Pending {
     cohorts_moved: bool,
     /// Alerts published since the last commit, for the store's record.
     published: Vec<RegressionAlert>,
-    priors: Vec<(i32, String, Prior)>,
-    model_run: Option<serde_json::Value>,
     records: usize,
 }
 
@@ -229,6 +229,7 @@ impl Engine {
             alerts: Vec::new(),
             inputs: None,
             priors,
+            refits: None,
             pending: Pending::default(),
             metrics,
         })
@@ -282,19 +283,26 @@ impl Engine {
         alerts
     }
 
-    /// A refit's outcome: its record, and new priors if it converged. Vehicles' detectors use
-    /// the priors from their next bin on; both go to the store with the next commit.
-    pub fn apply_refit(&mut self, priors: Vec<(String, Prior)>, model_run: serde_json::Value) {
-        for (vehicle_id, prior) in priors {
-            let partition = self.vehicles.get(&vehicle_id).map(|v| v.partition);
-            if let Some(partition) = partition {
-                self.pending
-                    .priors
-                    .push((partition, vehicle_id.clone(), prior));
-            }
-            self.priors.insert(vehicle_id, prior);
+    /// New per-vehicle priors (a refit that converged, already in the store): each vehicle's
+    /// detectors use its prior from their next bin on.
+    pub fn use_priors(&mut self, priors: Vec<(String, Prior)>) {
+        self.priors.extend(priors);
+    }
+
+    /// Takes priors from refits scheduled on another thread (see [`Engine::apply_received_priors`]).
+    pub fn receive_priors(&mut self, refits: std::sync::mpsc::Receiver<Vec<(String, Prior)>>) {
+        self.refits = Some(refits);
+    }
+
+    /// Applies priors that arrived since the last call; the run loop calls it between polls.
+    pub fn apply_received_priors(&mut self) {
+        let received: Vec<Vec<(String, Prior)>> = match &self.refits {
+            Some(refits) => refits.try_iter().collect(),
+            None => return,
+        };
+        for priors in received {
+            self.use_priors(priors);
         }
-        self.pending.model_run = Some(model_run);
     }
 
     /// The prior a vehicle's detectors use, if a refit set one.
@@ -583,8 +591,6 @@ impl Engine {
             delta.cohorts_closed_through_ms = Some(self.cohorts.closed_through_ms);
         }
         delta.alerts = pending.published;
-        delta.priors = pending.priors;
-        delta.model_run = pending.model_run;
         delta
     }
 }

@@ -271,6 +271,7 @@ fn consume(
         if let Some(inputs) = source.partitions() {
             engine.set_input_partitions(&inputs);
         }
+        engine.apply_received_priors();
         if poll? == Poll::End {
             return Ok(());
         }

@@ -258,10 +258,6 @@ pub struct StateDelta {
     pub cohorts_closed_through_ms: Option<i64>,
     /// Alerts raised since the last commit (already published), for the record.
     pub alerts: Vec<crate::model::RegressionAlert>,
-    /// (partition, vehicle, prior) set by a refit since the last commit.
-    pub priors: Vec<(i32, String, Prior)>,
-    /// The record of a refit applied since the last commit.
-    pub model_run: Option<serde_json::Value>,
 }
 
 /// A vehicle's Gamma prior of its event rate per exposure hour, from a refit.

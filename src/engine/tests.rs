@@ -245,6 +245,51 @@ fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_
 }
 
 #[test]
+fn priors_from_a_scheduled_refit_apply_from_the_next_bin() {
+    let records: Vec<Vec<u8>> = (0..20i64)
+        .flat_map(|day| {
+            let start = T0 + day * 24 * HOUR;
+            [
+                trip("v1", &format!("t{day}"), start + 9 * HOUR, 8.0 * 3600.0),
+                safety(
+                    "v1",
+                    &format!("e{day}"),
+                    start + 10 * HOUR,
+                    EventType::NearMiss,
+                ),
+            ]
+        })
+        .collect();
+    let mut e = engine();
+    let (to_engine, refits) = std::sync::mpsc::channel();
+    e.receive_priors(refits);
+    feed(&mut e, &records[..20]);
+    let params = |e: &Engine| {
+        let v = e.vehicles();
+        let p = *v.get("v1").unwrap().series[0].detector.params();
+        (p.a0, p.b0)
+    };
+    let config = Config::default_config().detector;
+    assert_eq!(params(&e), (config.a0, config.b0));
+    let prior = Prior {
+        a0: 3.0,
+        b0: 40.0,
+        run_id: 7,
+    };
+    to_engine.send(vec![("v1".to_string(), prior)]).unwrap();
+    feed(&mut e, &records[20..24]);
+    assert_eq!(
+        params(&e),
+        (config.a0, config.b0),
+        "not applied until the run loop asks"
+    );
+    e.apply_received_priors();
+    feed(&mut e, &records[24..]);
+    assert_eq!(params(&e), (3.0, 40.0));
+    assert_eq!(e.prior("v1"), Some(prior));
+}
+
+#[test]
 fn cohort_bins_wait_for_every_input_partition_except_empty_ones() {
     // Ten days of one vehicle on partition 0; partition 1 has delivered nothing yet.
     let records: Vec<Vec<u8>> = (0..10i64)

@@ -139,10 +139,6 @@ impl Store {
         for (partition, key, bytes) in &delta.series {
             batch.put_cf(series, keys::vehicle(*partition, key), bytes);
         }
-        self.put_priors(&mut batch, &delta.priors);
-        if let Some(run) = &delta.model_run {
-            self.put_model_run(&mut batch, run);
-        }
         let alerts = self.cf(CF_ALERTS);
         for alert in &delta.alerts {
             let value = serde_json::to_vec(alert).expect("alerts serialise");
@@ -401,6 +397,13 @@ fn corrupt(cf: &'static str, key: &[u8]) -> StoreError {
 }
 
 impl CommitTarget for Store {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+        self.write(&delta).map_err(|e| e.to_string())
+    }
+}
+
+/// Shared with the nightly refit, which reads facts and writes priors on its own thread.
+impl CommitTarget for std::sync::Arc<Store> {
     fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
         self.write(&delta).map_err(|e| e.to_string())
     }
