@@ -139,3 +139,62 @@ fn a_refit_sets_the_detectors_priors_and_the_stream_uses_them() {
         assert_eq!(alert.prior_source, "refit", "{}", alert.alert_id);
     }
 }
+
+#[test]
+fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
+    let fleet = GeneratorConfig {
+        seed: 3,
+        vehicles: 30,
+        days: 14,
+        ..Default::default()
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state")).unwrap();
+    run(
+        &mut store,
+        RestoredState::default(),
+        records,
+        HashMap::new(),
+    );
+    let earlier = safetel::engine::Prior {
+        a0: 2.0,
+        b0: 300.0,
+        run_id: 1,
+    };
+    store
+        .write_refit(
+            &[(0, "veh-00001".into(), earlier)],
+            &serde_json::json!({"run_id": 1}),
+        )
+        .unwrap();
+    // Ten draws per chain cannot reach a bulk ESS of 400.
+    let refit = RefitConfig {
+        chains: 2,
+        warmup: 20,
+        draws: 10,
+        warehouse_dir: dir.path().join("warehouse"),
+        ..RefitConfig::default()
+    };
+    let outcome = refit_from_store(&store, &refit, &|_, _| {}).unwrap();
+    assert!(!outcome.result.diagnostics.converged);
+    assert!(outcome.priors.is_empty());
+    let metrics = Metrics::new();
+    let (_, sent) = safetel::nightly::record(&store, &refit, &outcome, &metrics).unwrap();
+    assert!(sent.is_empty(), "nothing for the engine");
+    let restored = store.restore().unwrap();
+    assert_eq!(restored.priors, vec![("veh-00001".to_string(), earlier)]);
+    let runs = store.model_runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["converged"], false);
+    assert_eq!(runs[1]["priors_applied"], false);
+    let text = metrics.render();
+    assert!(
+        text.contains("safetel_refit_runs_total{outcome=\"not_converged\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("safetel_refit_converged 0"));
+}
