@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod nightly;
 pub mod refit;
+pub mod sampling;
 pub mod store;
 pub mod warehouse;
 
