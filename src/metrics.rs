@@ -35,6 +35,8 @@ pub struct Metrics {
     pub refit_min_ess_bulk: Gauge,
     /// 1 if the last refit converged (its priors are in use), 0 if not.
     pub refit_converged: IntGauge,
+    /// Trips selected for review under the sampling policy.
+    pub reviews: IntCounter,
 }
 
 impl Metrics {
@@ -150,6 +152,11 @@ impl Metrics {
                 "Smallest bulk effective sample size of the last refit",
             )
             .expect("valid metric"),
+            reviews: IntCounter::new(
+                "safetel_reviews_total",
+                "Trips selected for review under the review-budget policy",
+            )
+            .expect("valid metric"),
             refit_converged: IntGauge::new(
                 "safetel_refit_converged",
                 "1 if the last refit converged and its priors are in use, else 0",
@@ -176,6 +183,7 @@ impl Metrics {
             Box::new(metrics.refit_max_rhat.clone()),
             Box::new(metrics.refit_min_ess_bulk.clone()),
             Box::new(metrics.refit_converged.clone()),
+            Box::new(metrics.reviews.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
         }

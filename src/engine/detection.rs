@@ -29,6 +29,10 @@ pub struct DetectionSettings {
     pub cohorts: Vec<String>,
     pub bin_width_ms: i64,
     pub allowed_lateness_ms: i64,
+    /// Under a review budget the critical class sees reviewed trips only.
+    pub reviewed: bool,
+    /// The review policy's name, for the alerts (`full` without a budget).
+    pub sampling_policy: &'static str,
 }
 
 impl DetectionSettings {
@@ -39,6 +43,8 @@ impl DetectionSettings {
             cohorts: detector.cohorts.clone(),
             bin_width_ms,
             allowed_lateness_ms,
+            reviewed: false,
+            sampling_policy: "full",
         }
     }
 
@@ -178,7 +184,7 @@ fn alert(
         exposure_before: hr.map_or(0.0, |h| h.exposure_before),
         exposure_after: hr.map_or(0.0, |h| h.exposure_after),
         prior_source: key.prior_source.into(),
-        sampling_policy: "full".into(),
+        sampling_policy: settings.sampling_policy.into(),
     }
 }
 
@@ -244,15 +250,25 @@ pub fn close_vehicle(
             settings,
             key,
             through_ms,
-            |bin| stats_of(bins.get(&bin), class),
+            |bin| stats_of(settings, bins.get(&bin), class),
             Some(alerts),
         );
     }
     fed
 }
 
-fn stats_of(stats: Option<&BinStats>, class: HazardClass) -> (u64, f64) {
-    stats.map_or((0, 0.0), |s| (s.count(class), s.exposure_hours()))
+fn stats_of(
+    settings: &DetectionSettings,
+    stats: Option<&BinStats>,
+    class: HazardClass,
+) -> (u64, f64) {
+    match (stats, class) {
+        (None, _) => (0, 0.0),
+        (Some(s), HazardClass::Critical) if settings.reviewed => {
+            (s.reviewed_critical, s.reviewed_risk_exposure_hours())
+        }
+        (Some(s), _) => (s.count(class), s.exposure_hours()),
+    }
 }
 
 /// The firmware a vehicle ran at the end of the bin starting at `bin_ms`.
@@ -351,7 +367,13 @@ impl Cohorts {
                         class,
                         prior_source: "config",
                     };
-                    s.advance(settings, k, bin, |b| stats_of(history.get(&b), class), None);
+                    s.advance(
+                        settings,
+                        k,
+                        bin,
+                        |b| stats_of(settings, history.get(&b), class),
+                        None,
+                    );
                 }
                 self.series.insert(key.clone(), series);
             }
@@ -367,7 +389,7 @@ impl Cohorts {
                         settings,
                         k,
                         bin + width,
-                        |_| stats_of(sums.get(key), class),
+                        |_| stats_of(settings, sums.get(key), class),
                         Some(alerts),
                     );
                 }

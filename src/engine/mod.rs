@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::model::{
     KeyKind, Payload, RecordKind, RegressionAlert, ValidationError, exposure_ms, validate,
 };
+use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
 use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
 pub use state::{
     BinStats, COHORT_PARTITION, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition,
@@ -89,6 +90,10 @@ impl Rejection {
     ];
 }
 
+/// Critical events kept per vehicle while their trip's summary (which decides the review) is
+/// awaited; beyond this the oldest are dropped (a summary that never came: never reviewed).
+const AWAITING_REVIEW_MAX: usize = 64;
+
 /// Vehicle state by vehicle id, shared with the HTTP API (reads).
 pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 
@@ -116,6 +121,8 @@ pub struct Engine {
     inputs: Option<Vec<(i32, Option<i64>)>>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
+    /// The review-budget policy, when trips' critical events count only if reviewed.
+    sampling: Option<SamplingPolicy>,
     /// Where a scheduled refit sends new priors (already durable in the store).
     refits: Option<std::sync::mpsc::Receiver<Vec<(String, Prior)>>>,
     pending: Pending,
@@ -230,9 +237,19 @@ impl Engine {
             inputs: None,
             priors,
             refits: None,
+            sampling: None,
             pending: Pending::default(),
             metrics,
         })
+    }
+
+    /// Counts critical events only from trips `policy` selects for review, and feeds the
+    /// critical-class detectors the reviewed trips' events and risk-scaled exposure (DESIGN §4).
+    pub fn with_sampling(mut self, policy: SamplingPolicy) -> Engine {
+        self.detection.reviewed = true;
+        self.detection.sampling_policy = policy.policy.name();
+        self.sampling = Some(policy);
+        self
     }
 
     /// Tells the engine which partitions it reads (with end offsets where known): cohort bins
@@ -448,6 +465,60 @@ impl Engine {
             meta.observe_firmware(&t.firmware_version, t.start_time_ms);
             if meta.vehicle_model != t.vehicle_model {
                 meta.vehicle_model = t.vehicle_model.to_string();
+            }
+        }
+        if let Some(policy) = &self.sampling {
+            let width = self.bin_width_ms;
+            let vehicle = &mut *vehicle;
+            match &event.payload {
+                Payload::Safety(e) if e.is_critical() => {
+                    let waiting = &mut vehicle.meta.awaiting_review;
+                    waiting.push((e.trip_id.to_string(), bin));
+                    if waiting.len() > AWAITING_REVIEW_MAX {
+                        waiting.remove(0);
+                    }
+                }
+                Payload::Trip(t) => {
+                    let stratum = Stratum {
+                        road: t.road_type,
+                        weather: t.weather,
+                        night: t.night,
+                    };
+                    let prior = self.priors.get(vehicle_id);
+                    let p = &self.detection.params;
+                    let trip = TripCovariates {
+                        trip_id: &t.trip_id,
+                        exposure_hours: t.duration_s / 3600.0,
+                        stratum,
+                        vehicle_rate: prior.map_or(p.a0 / p.b0, |p| p.a0 / p.b0),
+                        p_regression: vehicle
+                            .series
+                            .first()
+                            .and_then(|s| s.last)
+                            .map_or(0.0, |l| l.p_regression),
+                    };
+                    let reviewed = crate::sampling::selected(
+                        &t.trip_id,
+                        policy.seed,
+                        policy.probability(&trip),
+                    );
+                    let mut waiting = std::mem::take(&mut vehicle.meta.awaiting_review);
+                    if reviewed {
+                        let stats = vehicle.bins.entry(bin).or_default();
+                        stats.reviewed_trips += 1;
+                        stats.reviewed_risk_exposure_ms +=
+                            (delta.exposure_ms as f64 * stratum.relative_risk()).round() as u64;
+                        for (_, event_bin) in waiting.iter().filter(|(id, _)| *id == *t.trip_id) {
+                            let event_bin = event_bin.div_euclid(width) * width;
+                            vehicle.bins.entry(event_bin).or_default().reviewed_critical += 1;
+                            vehicle.dirty_bins.insert(event_bin);
+                        }
+                        self.metrics.reviews.inc();
+                    }
+                    waiting.retain(|(id, _)| *id != *t.trip_id);
+                    vehicle.meta.awaiting_review = waiting;
+                }
+                _ => {}
             }
         }
         vehicle.pending_facts.push(record.offset, record.payload);

@@ -21,10 +21,15 @@ pub struct BinStats {
     pub critical: u64,
     pub disengagements: u64,
     pub mode_transitions: u64,
+    /// Under a review budget: trips reviewed, their critical events, and their exposure scaled by
+    /// the stratum's relative risk (ms). What the critical-class detector sees then.
+    pub reviewed_trips: u64,
+    pub reviewed_critical: u64,
+    pub reviewed_risk_exposure_ms: u64,
 }
 
 impl BinStats {
-    pub const ENCODED_LEN: usize = 48;
+    pub const ENCODED_LEN: usize = 72;
 
     pub fn count(&self, class: HazardClass) -> u64 {
         match class {
@@ -37,6 +42,10 @@ impl BinStats {
         self.exposure_ms as f64 / 3_600_000.0
     }
 
+    pub fn reviewed_risk_exposure_hours(&self) -> f64 {
+        self.reviewed_risk_exposure_ms as f64 / 3_600_000.0
+    }
+
     pub fn add(&mut self, other: &BinStats) {
         self.trips += other.trips;
         self.exposure_ms += other.exposure_ms;
@@ -44,9 +53,12 @@ impl BinStats {
         self.critical += other.critical;
         self.disengagements += other.disengagements;
         self.mode_transitions += other.mode_transitions;
+        self.reviewed_trips += other.reviewed_trips;
+        self.reviewed_critical += other.reviewed_critical;
+        self.reviewed_risk_exposure_ms += other.reviewed_risk_exposure_ms;
     }
 
-    fn fields(&self) -> [u64; 6] {
+    fn fields(&self) -> [u64; 9] {
         [
             self.trips,
             self.exposure_ms,
@@ -54,6 +66,9 @@ impl BinStats {
             self.critical,
             self.disengagements,
             self.mode_transitions,
+            self.reviewed_trips,
+            self.reviewed_critical,
+            self.reviewed_risk_exposure_ms,
         ]
     }
 
@@ -80,6 +95,9 @@ impl BinStats {
             critical: v[3],
             disengagements: v[4],
             mode_transitions: v[5],
+            reviewed_trips: v[6],
+            reviewed_critical: v[7],
+            reviewed_risk_exposure_ms: v[8],
         })
     }
 }
@@ -114,6 +132,10 @@ pub struct VehicleMeta {
     /// (start time of the first trip on it, version), oldest first; the last few changes.
     #[serde(default)]
     pub firmware_history: Vec<(i64, String)>,
+    /// Under a review budget: critical events (trip id, bin) waiting for their trip's summary,
+    /// which decides whether the trip is reviewed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_review: Vec<(String, i64)>,
 }
 
 impl VehicleMeta {

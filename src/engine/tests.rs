@@ -289,6 +289,89 @@ fn priors_from_a_scheduled_refit_apply_from_the_next_bin() {
     assert_eq!(e.prior("v1"), Some(prior));
 }
 
+/// Alerts of a fleet run through the engine in process under a review policy.
+fn alerts_under(
+    policy: Option<crate::sampling::SamplingPolicy>,
+    records: &[(String, Vec<u8>)],
+) -> Vec<RegressionAlert> {
+    let mut e = engine();
+    if let Some(policy) = policy {
+        e = e.with_sampling(policy);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut source = MemorySource::new(records.iter().cloned(), 4);
+    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
+    runner::run(
+        &mut e,
+        &mut source,
+        Sinks {
+            dead_letters: &mut dlq,
+            alerts: &mut alerts,
+        },
+        &mut store,
+        CommitPolicy {
+            interval: Duration::from_secs(3600),
+            max_records: 50_000,
+        },
+        &AtomicBool::new(false),
+        &StatusBoard::default(),
+    )
+    .unwrap();
+    alerts.alerts
+}
+
+#[test]
+fn at_budget_one_every_policy_gives_exactly_the_full_result() {
+    use crate::sampling::{Policy, SamplingPolicy};
+    let mut config = GeneratorConfig {
+        vehicles: 200,
+        days: 42,
+        ..GeneratorConfig::default()
+    };
+    config.regressions.firmware_rollout = Some(FirmwareRollout {
+        version: "fw-9".into(),
+        day: 20,
+        share: 0.5,
+        hr_critical: 4.0,
+    });
+    let records: Vec<(String, Vec<u8>)> = Generator::new(config)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let full = alerts_under(
+        Some(SamplingPolicy::new(Policy::Full, 1.0, 0.1, 1).unwrap()),
+        &records,
+    );
+    assert!(
+        full.iter().any(|a| a.key == "firmware:fw-9"),
+        "the rollout is detected: {full:?}"
+    );
+    for policy in [
+        Policy::Uniform,
+        Policy::Stratified,
+        Policy::Importance,
+        Policy::Adaptive,
+    ] {
+        let at_one = SamplingPolicy::new(policy, 1.0, 0.1, 1).unwrap();
+        let alerts = alerts_under(Some(at_one), &records);
+        // Identical but for the policy's name on each alert.
+        let unnamed = |a: &[RegressionAlert]| -> Vec<RegressionAlert> {
+            a.iter()
+                .map(|a| RegressionAlert {
+                    sampling_policy: String::new(),
+                    ..a.clone()
+                })
+                .collect()
+        };
+        assert_eq!(unnamed(&alerts), unnamed(&full), "{policy:?} at budget 1");
+        assert!(alerts.iter().all(|a| a.sampling_policy == policy.name()));
+    }
+    // And a real budget changes what the detectors see.
+    let tenth = SamplingPolicy::new(Policy::Uniform, 0.1, 0.1, 1).unwrap();
+    assert_ne!(alerts_under(Some(tenth), &records), full);
+}
+
 #[test]
 fn cohort_bins_wait_for_every_input_partition_except_empty_ones() {
     // Ten days of one vehicle on partition 0; partition 1 has delivered nothing yet.

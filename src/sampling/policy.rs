@@ -128,7 +128,8 @@ impl SamplingPolicy {
             floor,
             adaptive_boost: 1.0,
             seed,
-            scale: 1.0,
+            // Exact for `uniform`; the others need `calibrate` to spend the budget.
+            scale: budget,
         })
     }
 
