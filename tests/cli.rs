@@ -337,3 +337,65 @@ fn refit_fits_a_csv_and_writes_the_documented_json() {
         "names the bad value: {stderr}"
     );
 }
+
+#[test]
+fn experiment_compares_policies_on_the_same_fleets_and_writes_table_json_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let stdout = ok(safetel().args([
+        "experiment",
+        "--budget",
+        "0.1,0.3",
+        "--policies",
+        "uniform,importance,full",
+        "--reps",
+        "2",
+        "--vehicles",
+        "60",
+        "--days",
+        "21",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    for policy in ["uniform", "importance", "full"] {
+        assert!(stdout.contains(policy), "{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("experiment.json")).unwrap()).unwrap();
+    let rows = report["results"].as_array().unwrap();
+    // full runs once per fleet at budget 1, the others at each budget.
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for row in rows {
+        for figure in [
+            "sensitivity",
+            "false_alarms_per_1000_vehicle_months",
+            "mttd_days_mean",
+            "reviews_share",
+        ] {
+            assert!(row[figure].get("mean").is_some(), "{figure} in {row}");
+        }
+        assert_eq!(row["replications"].as_array().unwrap().len(), 2);
+        let spent = row["reviews_share"]["mean"].as_f64().unwrap();
+        let budget = row["budget"].as_f64().unwrap();
+        // Reviews spent follow the budget (within 3 points at a few thousand trips per fleet).
+        assert!(
+            (spent - budget).abs() < 0.03,
+            "{} at {budget}: spent {spent}",
+            row["policy"]
+        );
+    }
+    let svg = std::fs::read_to_string(out.join("experiment.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<path").count() >= 6,
+        "a line per policy and panel"
+    );
+    let bad = safetel()
+        .args(["experiment", "--policies", "nope", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success()
+            && String::from_utf8_lossy(&bad.stderr).contains("unknown policy `nope`")
+    );
+}

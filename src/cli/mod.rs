@@ -4,6 +4,7 @@
 mod demo;
 mod detect;
 mod evaluate;
+mod experiment;
 mod generate;
 mod inspect;
 mod refit;
@@ -46,6 +47,8 @@ enum Command {
     },
     /// Run the change-point detector over one series (CSV bin,events,exposure): JSON per bin.
     Detect(detect::Args),
+    /// Controlled experiments of the review-budget policies on generated fleets.
+    Experiment(experiment::Args),
     /// Score alerts against ground truth: sensitivity, false alarms, precision, MTTD.
     Evaluate(evaluate::Args),
     /// Fit the Weibull survival model (NUTS): to a CSV of intervals, or nightly to the state store's facts.
@@ -69,6 +72,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Topics { action } => topics::execute(&config, action),
         Command::Detect(args) => detect::execute(args),
         Command::Evaluate(args) => evaluate::execute(args),
+        Command::Experiment(args) => experiment::execute(&config, args),
         Command::Inspect(args) => inspect::execute(args),
         Command::Refit(args) => refit::execute(&config, args),
         Command::Config => {
