@@ -14,8 +14,7 @@ use apache_avro::types::Value;
 use common::*;
 use rdkafka::message::Message;
 use safetel::config::Config;
-use safetel::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
-use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
+use safetel::engine::memory::run_in_memory;
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
@@ -93,24 +92,7 @@ fn in_process_alerts(fleet: GeneratorConfig) -> Vec<serde_json::Value> {
     )
     .unwrap();
     let records = Generator::new(fleet).unwrap().map(|r| (r.key, r.bytes));
-    let mut source = MemorySource::new(records, 4);
-    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
-    runner::run(
-        &mut engine,
-        &mut source,
-        Sinks {
-            dead_letters: &mut dlq,
-            alerts: &mut alerts,
-        },
-        &mut store,
-        CommitPolicy {
-            interval: Duration::from_secs(1),
-            max_records: 20_000,
-        },
-        &std::sync::atomic::AtomicBool::new(false),
-        &StatusBoard::default(),
-    )
-    .unwrap();
+    let (_, alerts) = run_in_memory(&mut engine, records, 4, &mut store, 20_000).unwrap();
     alerts
         .alerts
         .iter()

@@ -6,12 +6,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use safetel::config::{Config, RefitConfig};
-use safetel::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
-use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
+use safetel::engine::memory::run_in_memory;
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
@@ -65,23 +62,8 @@ fn the_snapshot_reads_back_in_pyarrow_with_the_expected_rows_and_keys() {
         Metrics::new(),
     )
     .unwrap();
-    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
-    runner::run(
-        &mut engine,
-        &mut MemorySource::new(records.into_iter(), 4),
-        Sinks {
-            dead_letters: &mut dlq,
-            alerts: &mut alerts,
-        },
-        &mut store,
-        CommitPolicy {
-            interval: Duration::from_secs(60),
-            max_records: 5_000,
-        },
-        &AtomicBool::new(false),
-        &StatusBoard::default(),
-    )
-    .unwrap();
+    let (_, alerts) =
+        run_in_memory(&mut engine, records.into_iter(), 4, &mut store, 5_000).unwrap();
     drop(engine);
     let refit = RefitConfig {
         chains: 2,

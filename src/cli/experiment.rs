@@ -7,8 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,8 +14,8 @@ use serde_json::json;
 
 use crate::codec;
 use crate::config::Config;
-use crate::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
-use crate::engine::runner::{self, CommitPolicy, CommitTarget, Sinks, StatusBoard};
+use crate::engine::memory::run_in_memory;
+use crate::engine::runner::CommitTarget;
 use crate::engine::{Engine, RestoredState, StateDelta};
 use crate::evaluate::evaluate;
 use crate::generator::{DAY_MS, Generator, GeneratorConfig};
@@ -174,21 +172,12 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
                     metrics.clone(),
                 )?
                 .with_sampling(sampling);
-                let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
-                runner::run(
+                let (_, alerts) = run_in_memory(
                     &mut engine,
-                    &mut MemorySource::new(records.iter().cloned(), 4),
-                    Sinks {
-                        dead_letters: &mut dlq,
-                        alerts: &mut alerts,
-                    },
+                    records.iter().cloned(),
+                    4,
                     &mut Discard,
-                    CommitPolicy {
-                        interval: Duration::from_secs(3600),
-                        max_records: usize::MAX,
-                    },
-                    &AtomicBool::new(false),
-                    &StatusBoard::default(),
+                    usize::MAX,
                 )?;
                 let e = evaluate(&truth, &alerts.alerts, args.horizon_days);
                 results

@@ -127,3 +127,32 @@ impl AlertSink for MemoryAlerts {
         Ok(())
     }
 }
+
+/// Runs `records` (key, bytes) through `engine` in process, spread over `partitions` like a
+/// keyed topic, committing to `target` at most every `max_records`: what `demo`, `experiment` and
+/// the tests do. Returns the dead letters and the alerts.
+pub fn run_in_memory(
+    engine: &mut super::Engine,
+    records: impl Iterator<Item = (String, Vec<u8>)>,
+    partitions: i32,
+    target: &mut dyn super::runner::CommitTarget,
+    max_records: usize,
+) -> Result<(MemoryDeadLetters, MemoryAlerts), super::runner::RunError> {
+    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
+    super::runner::run(
+        engine,
+        &mut MemorySource::new(records, partitions),
+        super::runner::Sinks {
+            dead_letters: &mut dlq,
+            alerts: &mut alerts,
+        },
+        target,
+        super::runner::CommitPolicy {
+            interval: Duration::from_secs(3600),
+            max_records,
+        },
+        &std::sync::atomic::AtomicBool::new(false),
+        &super::runner::StatusBoard::default(),
+    )?;
+    Ok((dlq, alerts))
+}

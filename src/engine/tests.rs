@@ -300,24 +300,9 @@ fn alerts_under(
     }
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let mut source = MemorySource::new(records.iter().cloned(), 4);
-    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
-    runner::run(
-        &mut e,
-        &mut source,
-        Sinks {
-            dead_letters: &mut dlq,
-            alerts: &mut alerts,
-        },
-        &mut store,
-        CommitPolicy {
-            interval: Duration::from_secs(3600),
-            max_records: 50_000,
-        },
-        &AtomicBool::new(false),
-        &StatusBoard::default(),
-    )
-    .unwrap();
+    let (_, alerts) =
+        super::memory::run_in_memory(&mut e, records.iter().cloned(), 4, &mut store, 50_000)
+            .unwrap();
     alerts.alerts
 }
 

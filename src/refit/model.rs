@@ -127,6 +127,22 @@ impl SurvivalData {
     }
 }
 
+/// 1/11! .. 1/0!: the Taylor coefficients of e^r after the leading 1/12!, for Horner's scheme.
+const EXP_TAYLOR: [f64; 12] = [
+    1.0 / 39_916_800.0,
+    1.0 / 3_628_800.0,
+    1.0 / 362_880.0,
+    1.0 / 40_320.0,
+    1.0 / 5_040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 /// e^x for |x| < 700, within 2 ulp of `f64::exp`, without branches or calls so that loops over
 /// it vectorise: x = k ln 2 + r with |r| <= ln 2 / 2 (Cody-Waite, two-part ln 2), e^r by its
 /// Taylor polynomial to degree 12 (remainder < 2e-16), and 2^k built in the exponent bits. k is
@@ -143,20 +159,7 @@ fn exp_vectorisable<const FUSED: bool>(x: f64) -> f64 {
     let k = shifted - ROUND;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let mut p: f64 = 1.0 / 479_001_600.0; // 1/12!
-    for inverse_factorial in [
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
+    for inverse_factorial in EXP_TAYLOR {
         p = if FUSED {
             p.mul_add(r, inverse_factorial)
         } else {
@@ -184,20 +187,6 @@ fn power_sums(alpha: f64, log_times: &[f64]) -> (f64, f64) {
 #[target_feature(enable = "avx2,fma")]
 fn power_sums_avx2(alpha: f64, log_times: &[f64]) -> (f64, f64) {
     use std::arch::x86_64::*;
-    const COEFFICIENTS: [f64; 12] = [
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ];
     let round = _mm256_set1_pd(6_755_399_441_055_744.0);
     let (low, high) = (_mm256_set1_pd(-700.0), _mm256_set1_pd(700.0));
     let (log2e, ln2_hi, ln2_lo) = (
@@ -218,7 +207,7 @@ fn power_sums_avx2(alpha: f64, log_times: &[f64]) -> (f64, f64) {
         let k = _mm256_sub_pd(shifted, round);
         let r = _mm256_fnmadd_pd(k, ln2_lo, _mm256_fnmadd_pd(k, ln2_hi, x));
         let mut p = _mm256_set1_pd(1.0 / 479_001_600.0);
-        for c in COEFFICIENTS {
+        for c in EXP_TAYLOR {
             p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(c));
         }
         let k_bits = _mm256_sub_epi64(_mm256_castpd_si256(shifted), _mm256_castpd_si256(round));
