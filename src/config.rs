@@ -63,6 +63,17 @@ impl Default for RefitConfig {
 }
 
 impl RefitConfig {
+    /// The sampler's settings from these (target acceptance and tree depth at their defaults).
+    pub fn sampler_settings(&self) -> crate::refit::sampler::SamplerSettings {
+        crate::refit::sampler::SamplerSettings {
+            chains: self.chains,
+            warmup: self.warmup,
+            draws: self.draws,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+
     /// Minutes after midnight UTC of the daily refit, if scheduled.
     pub fn schedule_minutes(&self) -> Result<Option<u32>, ConfigError> {
         if self.schedule_utc.is_empty() {

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::refit::intervals::VehicleTimeline;
 use crate::refit::model::{DataError, SurvivalData};
 use crate::refit::result::{RefitResult, summarise_fit};
-use crate::refit::sampler::{SampleError, SamplerSettings, sample};
+use crate::refit::sampler::{SampleError, sample};
 use crate::store::{Store, StoreError};
 use crate::warehouse::{Snapshot, WarehouseError, write_snapshot};
 
@@ -47,7 +47,6 @@ pub struct RefitOutcome {
     pub priors: Vec<(i32, String, Prior)>,
     /// The model-run record (`fact_model_run`), also kept in the store.
     pub run: Value,
-    pub rows: Rows,
 }
 
 /// Intervals of every vehicle from the facts in the store, over the last `window_days` days of
@@ -56,15 +55,8 @@ pub fn intervals_from_store(
     store: &Store,
     window_days: u32,
 ) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
-    let mut latest = i64::MIN;
-    store.for_each_fact(|_, _, bytes| {
-        if let Ok(event) = codec::decode(bytes) {
-            latest = latest.max(event.event_time_ms);
-        }
-    })?;
-    if latest == i64::MIN {
-        return Err(NightlyError::NoData);
-    }
+    // The partitions' watermarks are the largest event times accepted: no pass over the facts.
+    let latest = store.latest_event_time()?.ok_or(NightlyError::NoData)?;
     let from = latest - i64::from(window_days) * 86_400_000;
     let mut timelines: BTreeMap<String, (i32, VehicleTimeline)> = BTreeMap::new();
     store.for_each_fact(|partition, vehicle, bytes| {
@@ -103,13 +95,7 @@ pub fn refit_from_store(
     let run_id = unix_ms();
     let (partitions, rows) = intervals_from_store(store, config.window_days)?;
     let data = SurvivalData::new(&rows)?;
-    let settings = SamplerSettings {
-        chains: config.chains,
-        warmup: config.warmup,
-        draws: config.draws,
-        seed: config.seed,
-        ..SamplerSettings::default()
-    };
+    let settings = config.sampler_settings();
     let fit = sample(&data, &settings, on_draw)?;
     let result = summarise_fit(&data, &fit, settings.seed);
     let converged = result.diagnostics.converged;
@@ -155,7 +141,6 @@ pub fn refit_from_store(
         result,
         priors,
         run,
-        rows,
     })
 }
 

@@ -140,13 +140,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     refit.warmup = args.warmup.unwrap_or(refit.warmup);
     refit.draws = args.draws.unwrap_or(refit.draws);
     refit.seed = args.seed.unwrap_or(refit.seed);
-    let settings = SamplerSettings {
-        chains: refit.chains,
-        warmup: refit.warmup,
-        draws: refit.draws,
-        seed: refit.seed,
-        ..SamplerSettings::default()
-    };
+    let settings = refit.sampler_settings();
     let mut out = match &args.input {
         Some(input) => fit_csv(input, &settings)?,
         None => nightly(config, &refit, &settings)?,

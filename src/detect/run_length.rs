@@ -125,11 +125,6 @@ impl Detector {
         Ok(())
     }
 
-    /// Bins seen so far, up to the history kept.
-    pub fn bins_kept(&self) -> usize {
-        self.history.len()
-    }
-
     /// Bytes of memory this detector holds (struct, bin history, run lengths).
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()

@@ -126,7 +126,10 @@ impl Series {
                     self.episode
                         .observe(&settings.episodes, &update, onset_ms, closed_at)
             {
-                alerts.push(alert(settings, key, status, &episode, &update, closed_at));
+                let params = self.detector.params();
+                alerts.push(alert(
+                    settings, params, key, status, &episode, &update, closed_at,
+                ));
             }
             self.last = Some(LastBin {
                 bin_start_ms: bin,
@@ -142,9 +145,11 @@ impl Series {
     }
 }
 
-/// The alert for an episode transition.
+/// The alert for an episode transition; `params` are the series' own (its prior may be a
+/// refit's), so that the posterior mean rates match the hazard ratio.
 fn alert(
     settings: &DetectionSettings,
+    p: &DetectorParams,
     key: SeriesKey<'_>,
     status: AlertStatus,
     episode: &Episode,
@@ -162,7 +167,6 @@ fn alert(
         key.class.name(),
         utc_date(episode.onset_ms)
     );
-    let p = &settings.params;
     let hr = update.hazard_ratio;
     let rate = |events: u64, exposure: f64| (p.a0 + events as f64) / (p.b0 + exposure);
     RegressionAlert {

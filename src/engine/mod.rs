@@ -119,6 +119,8 @@ pub struct Engine {
     /// The partitions this process reads, with their end offsets where known (`None`: unknown,
     /// every partition that delivered a record counts).
     inputs: Option<Vec<(i32, Option<i64>)>>,
+    /// The record just accepted moved its partition's watermark past a bin still open.
+    close_due: bool,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
     /// The review-budget policy, when trips' critical events count only if reviewed.
@@ -235,6 +237,7 @@ impl Engine {
             cohorts,
             alerts: Vec::new(),
             inputs: None,
+            close_due: false,
             priors,
             refits: None,
             sampling: None,
@@ -355,7 +358,7 @@ impl Engine {
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         self.metrics.records_received.inc();
         let result = self.apply(record);
-        if result.is_ok() {
+        if std::mem::take(&mut self.close_due) {
             self.close_bins(record.partition);
         }
         let partition = self.partitions.entry(record.partition).or_default();
@@ -403,6 +406,10 @@ impl Engine {
         }
         partition.watermark_ms = partition.watermark_ms.max(time);
         partition.pending_seen.push((time, hash));
+        let width = self.bin_width_ms;
+        let closable =
+            (partition.watermark_ms - self.allowed_lateness_ms).div_euclid(width) * width;
+        self.close_due = closable > partition.closed_through_ms;
 
         let (bin_time, delta) = match &event.payload {
             Payload::Trip(t) => {
@@ -484,13 +491,18 @@ impl Engine {
                         weather: t.weather,
                         night: t.night,
                     };
-                    let prior = self.priors.get(vehicle_id);
-                    let p = &self.detection.params;
+                    // The prior mean rate: the refit's for this vehicle, else the config's.
+                    let (a0, b0) = self
+                        .priors
+                        .get(vehicle_id)
+                        .map_or((self.detection.params.a0, self.detection.params.b0), |p| {
+                            (p.a0, p.b0)
+                        });
                     let trip = TripCovariates {
                         trip_id: &t.trip_id,
                         exposure_hours: t.duration_s / 3600.0,
                         stratum,
-                        vehicle_rate: prior.map_or(p.a0 / p.b0, |p| p.a0 / p.b0),
+                        vehicle_rate: a0 / b0,
                         p_regression: vehicle
                             .series
                             .first()

@@ -31,15 +31,14 @@ pub enum DataError {
 #[derive(Debug, Clone)]
 pub struct SurvivalData {
     pub vehicles: Vec<String>,
-    /// Per vehicle: (log duration, event) of each interval.
-    intervals: Vec<Vec<(f64, bool)>>,
     /// Every log duration, vehicle after vehicle (contiguous for the gradient's inner loop)...
     log_times: Vec<f64>,
     /// ...vehicle v's being `log_times[starts[v]..starts[v + 1]]`.
     starts: Vec<usize>,
-    /// Per vehicle: sum of event indicators and of d_i log t_i.
+    /// Per vehicle: sum of event indicators and of d_i log t_i, and total exposure hours.
     events: Vec<f64>,
     event_log_time: Vec<f64>,
+    exposure: Vec<f64>,
     /// log of the median duration: the centre of mu's prior.
     pub log_median_duration: f64,
 }
@@ -60,7 +59,9 @@ impl SurvivalData {
             v.sort_by_key(|(_, i)| *i);
             v.into_iter().map(|(k, _)| k.to_string()).collect()
         };
-        let mut intervals = vec![Vec::new(); vehicles.len()];
+        // Per vehicle: (log duration, event) of each interval, for the arrays below.
+        let mut intervals: Vec<Vec<(f64, bool)>> = vec![Vec::new(); vehicles.len()];
+        let mut exposure = vec![0.0; vehicles.len()];
         let mut durations = Vec::with_capacity(rows.len());
         for (i, (v, t, d)) in rows.iter().enumerate() {
             if !(t.is_finite() && *t > 0.0) {
@@ -71,6 +72,7 @@ impl SurvivalData {
                 });
             }
             intervals[index[v.as_str()]].push((t.ln(), *d));
+            exposure[index[v.as_str()]] += t;
             durations.push(*t);
         }
         durations.sort_by(f64::total_cmp);
@@ -91,11 +93,11 @@ impl SurvivalData {
         }
         Ok(SurvivalData {
             vehicles,
-            intervals,
             log_times,
             starts,
             events,
             event_log_time,
+            exposure,
             log_median_duration: median.ln(),
         })
     }
@@ -105,19 +107,15 @@ impl SurvivalData {
     }
 
     pub fn interval_count(&self) -> usize {
-        self.intervals.iter().map(Vec::len).sum()
+        self.log_times.len()
     }
 
     /// Per vehicle: (total exposure hours, events).
     pub fn totals(&self) -> Vec<(f64, u64)> {
-        self.intervals
+        self.exposure
             .iter()
-            .map(|iv| {
-                (
-                    iv.iter().map(|(lt, _)| lt.exp()).sum(),
-                    iv.iter().filter(|(_, d)| *d).count() as u64,
-                )
-            })
+            .zip(&self.events)
+            .map(|(e, d)| (*e, *d as u64))
             .collect()
     }
 

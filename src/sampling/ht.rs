@@ -11,12 +11,6 @@ impl HorvitzThompson {
     pub fn standard_error(&self) -> f64 {
         self.variance.sqrt()
     }
-
-    /// The normal-approximation 95% interval.
-    pub fn interval_95(&self) -> (f64, f64) {
-        let half = 1.96 * self.standard_error();
-        (self.total - half, self.total + half)
-    }
 }
 
 /// From (value, inclusion probability) of each reviewed trip: total = sum y / pi, and under

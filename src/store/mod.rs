@@ -188,6 +188,28 @@ impl Store {
         Ok(())
     }
 
+    /// The largest event time accepted on any partition (its watermark), if any record was.
+    pub fn latest_event_time(&self) -> Result<Option<i64>, StoreError> {
+        let mut latest = None;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            if keys::partition_of(&key) == Some(COHORT_PARTITION) {
+                continue;
+            }
+            let watermark = value
+                .get(8..16)
+                .ok_or_else(|| corrupt(CF_POSITIONS, &key))?;
+            let watermark = i64::from_le_bytes(watermark.try_into().expect("8 bytes"));
+            if watermark != i64::MIN {
+                latest = Some(latest.map_or(watermark, |l: i64| l.max(watermark)));
+            }
+        }
+        Ok(latest)
+    }
+
     /// Every model run recorded, oldest first.
     pub fn model_runs(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut runs = Vec::new();
