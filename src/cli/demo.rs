@@ -23,18 +23,8 @@ use crate::store::Store;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Generator settings (TOML, as for `generate --fleet`); default `config/fleet.toml`'s.
-    #[arg(long)]
-    fleet: Option<PathBuf>,
-    /// Default: the fleet's (42).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Default: the fleet's (300).
-    #[arg(long)]
-    vehicles: Option<usize>,
-    /// Default: the fleet's (56).
-    #[arg(long)]
-    days: Option<u32>,
+    #[command(flatten)]
+    fleet: super::generate::FleetArgs,
     /// Partitions the in-process source spreads vehicles over.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -50,10 +40,7 @@ pub struct Args {
 }
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
-    let mut fleet = super::generate::load_fleet(args.fleet.as_deref())?;
-    fleet.seed = args.seed.unwrap_or(fleet.seed);
-    fleet.vehicles = args.vehicles.unwrap_or(fleet.vehicles);
-    fleet.days = args.days.unwrap_or(fleet.days);
+    let mut fleet = args.fleet.load()?;
     // A little of every fault, so the demo shows the dead-letter path at work.
     fleet.faults = crate::generator::FaultConfig {
         out_of_order: 0.01,

@@ -37,16 +37,8 @@ pub struct Args {
     /// Replications (fleets).
     #[arg(long, default_value_t = 10)]
     reps: u64,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Fleet size and length (default: the demo fleet's).
-    #[arg(long)]
-    vehicles: Option<usize>,
-    #[arg(long)]
-    days: Option<u32>,
-    /// Generator settings (TOML), as for `generate --fleet`.
-    #[arg(long)]
-    fleet: Option<PathBuf>,
+    #[command(flatten)]
+    fleet: super::generate::FleetArgs,
     /// A regression counts as detected when an alert opened within this many days of its onset.
     #[arg(long, default_value_t = 30.0)]
     horizon_days: f64,
@@ -103,9 +95,8 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let mut fleet = super::generate::load_fleet(args.fleet.as_deref())?;
-    fleet.vehicles = args.vehicles.unwrap_or(fleet.vehicles);
-    fleet.days = args.days.unwrap_or(fleet.days);
+    let fleet = args.fleet.load()?;
+    let seed = fleet.seed;
     let runs = args.reps * (args.budget.len() * policies.len()) as u64;
     let bar = ProgressBar::new(runs).with_style(
         ProgressStyle::with_template("experiment {bar:40} {pos}/{len} runs {msg} ({eta} left)")
@@ -114,7 +105,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let mut results: BTreeMap<(String, String), Vec<Outcome>> = BTreeMap::new();
     for rep in 0..args.reps {
         let fleet = GeneratorConfig {
-            seed: args.seed + rep,
+            seed: seed + rep,
             ..fleet.clone()
         };
         let mut generator = Generator::new(fleet.clone())?;
@@ -162,7 +153,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
                 }
                 bar.set_message(format!("fleet {} {} at {budget}", rep + 1, policy.name()));
                 let budget = if policy == Policy::Full { 1.0 } else { budget };
-                let mut sampling = SamplingPolicy::new(policy, budget, 0.1, args.seed)?;
+                let mut sampling = SamplingPolicy::new(policy, budget, 0.1, seed)?;
                 sampling.calibrate(&reference);
                 let metrics = Metrics::new();
                 let mut engine = Engine::new(
@@ -244,7 +235,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let report = json!({"reps": args.reps, "seed": args.seed, "vehicles": fleet.vehicles,
+    let report = json!({"reps": args.reps, "seed": seed, "vehicles": fleet.vehicles,
         "days": fleet.days, "horizon_days": args.horizon_days, "results": rows});
     std::fs::write(
         args.out.join("experiment.json"),

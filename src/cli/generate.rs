@@ -15,15 +15,8 @@ use crate::kafka::RecordProducer;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Generator settings (TOML, keys of `GeneratorConfig`); flags below override them.
-    #[arg(long)]
-    fleet: Option<PathBuf>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
-    vehicles: Option<usize>,
-    #[arg(long)]
-    days: Option<u32>,
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// First day, YYYY-MM-DD.
     #[arg(long)]
     start_date: Option<String>,
@@ -47,29 +40,52 @@ pub struct Args {
     truth: PathBuf,
 }
 
-/// Generator settings from a TOML file, or the defaults (`config/fleet.toml`).
-pub fn load_fleet(path: Option<&std::path::Path>) -> anyhow::Result<GeneratorConfig> {
-    Ok(match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-        }
-        None => GeneratorConfig::default(),
-    })
+/// The fleet to simulate, shared by `generate`, `demo` and `experiment`.
+#[derive(clap::Args)]
+pub struct FleetArgs {
+    /// Generator settings (TOML, keys of `GeneratorConfig`; default `config/fleet.toml`'s); the
+    /// flags below override them.
+    #[arg(long)]
+    fleet: Option<PathBuf>,
+    /// Default: the fleet's (42). `experiment` uses seed + r for replication r.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Default: the fleet's (300).
+    #[arg(long)]
+    vehicles: Option<usize>,
+    /// Default: the fleet's (56).
+    #[arg(long)]
+    days: Option<u32>,
+}
+
+impl FleetArgs {
+    /// The file's settings (or the defaults), then the flags. Not yet validated.
+    pub fn load(&self) -> anyhow::Result<GeneratorConfig> {
+        let mut config: GeneratorConfig = match &self.fleet {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => GeneratorConfig::default(),
+        };
+        config.seed = self.seed.unwrap_or(config.seed);
+        config.vehicles = self.vehicles.unwrap_or(config.vehicles);
+        config.days = self.days.unwrap_or(config.days);
+        Ok(config)
+    }
 }
 
 impl Args {
     /// The generator settings: file, then flags.
     pub fn generator_config(&self) -> anyhow::Result<GeneratorConfig> {
-        let mut config = load_fleet(self.fleet.as_deref())?;
+        let mut config = self.fleet.load()?;
         macro_rules! set {
             ($($flag:ident => $($field:ident).+),* $(,)?) => {$(
                 if let Some(value) = self.$flag.clone() { config.$($field).+ = value; }
             )*};
         }
-        set!(seed => seed, vehicles => vehicles, days => days, start_date => start_date,
-            out_of_order => faults.out_of_order, late => faults.late,
+        set!(start_date => start_date, out_of_order => faults.out_of_order, late => faults.late,
             duplicate => faults.duplicate, corrupt => faults.corrupt);
         config.validate()?;
         Ok(config)
