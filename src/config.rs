@@ -29,7 +29,70 @@ pub struct Config {
     #[serde(default)]
     pub refit: RefitConfig,
     #[serde(default)]
+    pub sampling: SamplingConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The review budget (DESIGN §4). With `budget` < 1, `run` publishes the trips its policy
+/// selects to `kafka.review_requests_topic` and counts critical events only from the review
+/// service's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// `full`, `uniform`, `stratified`, `importance` or `adaptive`.
+    pub policy: String,
+    /// Fraction of trips reviewed, in (0, 1]; 1 reviews every trip (no review loop).
+    pub budget: f64,
+    /// No trip's probability falls below `floor * budget`.
+    pub floor: f64,
+    /// Selection is a hash of trip id and this seed.
+    pub seed: u64,
+    /// Extra share an adaptive key with P(regression) = 1 gets (1 = double).
+    pub adaptive_boost: f64,
+    /// A review not answered when the partition's watermark is this far (event time) past the
+    /// trip's start is given up: the trip counts as unreviewed and its bins may close.
+    pub review_timeout_s: i64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            policy: "full".into(),
+            budget: 1.0,
+            floor: 0.1,
+            seed: 0,
+            adaptive_boost: 1.0,
+            review_timeout_s: 7 * 86_400,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// The policy, if reviews are budgeted (`None`: every trip counts, no review loop).
+    pub fn policy(&self) -> Result<Option<crate::sampling::SamplingPolicy>, ConfigError> {
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        let policy = crate::sampling::Policy::from_name(&self.policy).ok_or_else(|| {
+            invalid(
+                "sampling.policy",
+                format!(
+                    "`{}` is not one of full, uniform, stratified, importance, adaptive",
+                    self.policy
+                ),
+            )
+        })?;
+        if !(self.adaptive_boost.is_finite() && self.adaptive_boost >= 0.0) {
+            return Err(invalid("sampling.adaptive_boost", "must be >= 0".into()));
+        }
+        if self.review_timeout_s <= 0 {
+            return Err(invalid("sampling.review_timeout_s", "must be positive".into()));
+        }
+        let mut sampling =
+            crate::sampling::SamplingPolicy::new(policy, self.budget, self.floor, self.seed)
+                .map_err(|e| invalid("sampling", e.to_string()))?;
+        sampling.adaptive_boost = self.adaptive_boost;
+        Ok((policy != crate::sampling::Policy::Full && self.budget < 1.0).then_some(sampling))
+    }
 }
 
 /// The nightly survival refit (DESIGN §5).
@@ -103,6 +166,9 @@ pub struct KafkaConfig {
     pub events_topic: String,
     pub dlq_topic: String,
     pub regressions_topic: String,
+    /// Where `run` asks for trip reviews under a review budget (`[sampling]`).
+    #[serde(default = "default_review_requests_topic")]
+    pub review_requests_topic: String,
     /// Partition counts used by `safetel topics create`.
     pub events_partitions: i32,
     pub dlq_partitions: i32,
@@ -260,6 +326,10 @@ pub struct LogConfig {
     pub level: String,
 }
 
+fn default_review_requests_topic() -> String {
+    "review.requests".into()
+}
+
 fn default_log_format() -> String {
     "text".into()
 }
@@ -322,6 +392,7 @@ impl Config {
         if self.stream.bin_width_s <= 0 {
             return invalid("stream.bin_width_s", "must be positive");
         }
+        self.sampling.policy()?;
         if self.stream.allowed_lateness_s < 0 {
             return invalid("stream.allowed_lateness_s", "must not be negative");
         }

@@ -16,7 +16,7 @@ use crate::model::{AlertStatus, KeyKind, RecordKind};
 pub struct Metrics {
     registry: Registry,
     pub records_received: IntCounter,
-    accepted: [IntCounter; 3],
+    accepted: [IntCounter; 4],
     dlq: Vec<(&'static str, IntCounter)>,
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounter,
@@ -37,6 +37,10 @@ pub struct Metrics {
     pub refit_converged: IntGauge,
     /// Trips selected for review under the sampling policy.
     pub reviews: IntCounter,
+    /// Review service answers, by outcome (`answered`, `timed_out`).
+    pub review_results: IntCounterVec,
+    /// Reviews requested and not answered yet.
+    pub reviews_pending: IntGauge,
 }
 
 impl Metrics {
@@ -157,6 +161,19 @@ impl Metrics {
                 "Trips selected for review under the review-budget policy",
             )
             .expect("valid metric"),
+            review_results: IntCounterVec::new(
+                Opts::new(
+                    "safetel_review_results_total",
+                    "Reviews requested from the review service, by outcome (answered, timed_out)",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            reviews_pending: IntGauge::new(
+                "safetel_reviews_pending",
+                "Reviews requested from the review service and not answered yet",
+            )
+            .expect("valid metric"),
             refit_converged: IntGauge::new(
                 "safetel_refit_converged",
                 "1 if the last refit converged and its priors are in use, else 0",
@@ -184,10 +201,17 @@ impl Metrics {
             Box::new(metrics.refit_min_ess_bulk.clone()),
             Box::new(metrics.refit_converged.clone()),
             Box::new(metrics.reviews.clone()),
+            Box::new(metrics.review_results.clone()),
+            Box::new(metrics.reviews_pending.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
         }
         metrics
+    }
+
+    /// Review service answers with this outcome: `answered` or `timed_out`.
+    pub fn review_results(&self, outcome: &str) -> IntCounter {
+        self.review_results.with_label_values(&[outcome])
     }
 
     pub fn records_accepted(&self, kind: RecordKind) -> &IntCounter {

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use safetel::config::{Config, RefitConfig};
-use safetel::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
+use safetel::engine::memory::{MemoryOutputs, MemoryDeadLetters, MemorySource};
 use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};
@@ -19,7 +19,7 @@ fn run(
     restored: RestoredState,
     records: Vec<(String, Vec<u8>)>,
     skip: HashMap<i32, i64>,
-) -> (Engine, MemoryAlerts) {
+) -> (Engine, MemoryOutputs) {
     let config = Config::default_config();
     let mut engine = Engine::new(
         config.stream.clone(),
@@ -29,13 +29,13 @@ fn run(
     )
     .unwrap();
     let mut source = MemorySource::new(records.into_iter(), 4).resume_from(skip);
-    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
+    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryOutputs::default());
     runner::run(
         &mut engine,
         &mut source,
         Sinks {
             dead_letters: &mut dlq,
-            alerts: &mut alerts,
+            outputs: &mut alerts,
         },
         store,
         CommitPolicy {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::engine::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
+use crate::engine::memory::{MemoryOutputs, MemoryDeadLetters, MemorySource};
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{BinStats, Engine, RestoredState};
 use crate::evaluate::evaluate;
@@ -72,7 +72,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     )?;
     let mut dlq = MemoryDeadLetters::default();
-    let mut alerts = MemoryAlerts::default();
+    let mut alerts = MemoryOutputs::default();
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),
         max_records: 50_000,
@@ -92,7 +92,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         let mut source = MemorySource::new(records, args.partitions);
         let sinks = Sinks {
             dead_letters: &mut dlq,
-            alerts: &mut alerts,
+            outputs: &mut alerts,
         };
         runner::run(
             &mut engine,

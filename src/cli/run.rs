@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::http::{self, AppState};
-use crate::kafka::{KafkaAlerts, KafkaDeadLetters, KafkaSource};
+use crate::kafka::{KafkaOutputs, KafkaDeadLetters, KafkaSource};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -71,7 +71,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     let source =
         KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
     let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
-    let alerts = KafkaAlerts::new(config).context("creating alert producer")?;
+    let alerts = KafkaOutputs::new(config).context("creating alert producer")?;
     let app = AppState {
         vehicles: engine.vehicles(),
         metrics: metrics.clone(),
@@ -101,7 +101,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
                     (engine, source, dlq, alerts, store);
                 let sinks = Sinks {
                     dead_letters: &mut dlq,
-                    alerts: &mut alerts,
+                    outputs: &mut alerts,
                 };
                 runner::run(
                     &mut engine,

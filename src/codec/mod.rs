@@ -9,11 +9,13 @@
 mod alert;
 mod binary;
 mod resolve;
+mod review;
 mod telemetry;
 
 use crate::model::TelemetryEvent;
 
 pub use alert::encode_alert;
+pub use review::{decode_review_request, encode_review_request};
 pub use binary::{Reader, write_bool, write_double, write_long, write_string};
 
 /// The Confluent wire format's magic byte.
@@ -30,6 +32,10 @@ pub enum SchemaId {
     TelemetryEventV2 = 2,
     /// `schemas/regression_alert.avsc`.
     RegressionAlertV1 = 3,
+    /// `schemas/review_request.avsc`.
+    ReviewRequestV1 = 4,
+    /// `schemas/review_result.avsc`: read from the telemetry topic like a TelemetryEvent.
+    ReviewResultV1 = 5,
 }
 
 impl SchemaId {
@@ -40,6 +46,8 @@ impl SchemaId {
             1 => Some(SchemaId::TelemetryEventV1),
             2 => Some(SchemaId::TelemetryEventV2),
             3 => Some(SchemaId::RegressionAlertV1),
+            4 => Some(SchemaId::ReviewRequestV1),
+            5 => Some(SchemaId::ReviewResultV1),
             _ => None,
         }
     }
@@ -50,6 +58,8 @@ impl SchemaId {
             SchemaId::TelemetryEventV1 => include_str!("../../schemas/telemetry_event.v1.avsc"),
             SchemaId::TelemetryEventV2 => include_str!("../../schemas/telemetry_event.avsc"),
             SchemaId::RegressionAlertV1 => include_str!("../../schemas/regression_alert.avsc"),
+            SchemaId::ReviewRequestV1 => include_str!("../../schemas/review_request.avsc"),
+            SchemaId::ReviewResultV1 => include_str!("../../schemas/review_result.avsc"),
         }
     }
 }
@@ -62,7 +72,7 @@ pub enum DecodeError {
     MissingHeader(usize),
     #[error("magic byte is {0:#04x}, expected 0x00 (Confluent framing)")]
     BadMagic(u8),
-    #[error("schema id {0} is not a known TelemetryEvent schema")]
+    #[error("schema id {0} is not a known schema for this topic")]
     UnknownSchemaId(u32),
     #[error("datum ends early, at byte {0}")]
     Truncated(usize),
@@ -101,7 +111,10 @@ pub fn decode(bytes: &[u8]) -> Result<TelemetryEvent<'_>, DecodeError> {
     match schema {
         SchemaId::TelemetryEventV2 => telemetry::decode_current(datum),
         SchemaId::TelemetryEventV1 => resolve::decode_older(schema, datum),
-        SchemaId::RegressionAlertV1 => Err(DecodeError::UnknownSchemaId(schema as u32)),
+        SchemaId::ReviewResultV1 => review::decode_result(datum),
+        SchemaId::RegressionAlertV1 | SchemaId::ReviewRequestV1 => {
+            Err(DecodeError::UnknownSchemaId(schema as u32))
+        }
     }
 }
 
@@ -124,8 +137,14 @@ pub fn write_header(schema: SchemaId, out: &mut Vec<u8>) {
     out.extend_from_slice(&(schema as u32).to_be_bytes());
 }
 
-/// Encodes an event with the current schema, framed, appending to `out`.
+/// Encodes an event with the current schema (a review result with its own), framed, appending
+/// to `out`.
 pub fn encode(event: &TelemetryEvent<'_>, out: &mut Vec<u8>) {
+    if let crate::model::Payload::Review(result) = &event.payload {
+        write_header(SchemaId::ReviewResultV1, out);
+        review::encode_result(&event.vehicle_id, event.event_time_ms, result, out);
+        return;
+    }
     write_header(SchemaId::CURRENT_TELEMETRY, out);
     telemetry::encode_current(event, out);
 }

@@ -94,5 +94,6 @@ pub(super) fn encode_current(event: &TelemetryEvent<'_>, out: &mut Vec<u8>) {
             write_long(m.to_mode.index().into(), out);
             write_long(m.reason.index().into(), out);
         }
+        Payload::Review(_) => unreachable!("review results have a schema of their own"),
     }
 }

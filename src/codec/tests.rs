@@ -104,6 +104,7 @@ fn to_value(event: &TelemetryEvent<'_>) -> Value {
                 ("reason", e(m.reason.index(), m.reason.symbol())),
             ],
         ),
+        Payload::Review(_) => panic!("review results have a schema of their own"),
     };
     let record = |fields: Vec<(&str, Value)>| {
         Value::Record(
@@ -131,6 +132,137 @@ fn round_trip_every_payload_kind() {
         );
         assert_eq!(decode(&bytes).unwrap(), event);
     }
+}
+
+fn review_result(events: usize) -> TelemetryEvent<'static> {
+    TelemetryEvent {
+        vehicle_id: "veh-1".into(),
+        event_time_ms: 1_767_229_200_000,
+        payload: Payload::Review(ReviewResult {
+            trip_id: "trip-1".into(),
+            events: (0..events)
+                .map(|i| {
+                    let event = SafetyEvent {
+                        event_id: format!("ev-{i}").into(),
+                        trip_id: "trip-1".into(),
+                        event_type: EventType::ALL[i % EventType::ALL.len()],
+                        severity: Severity::ALL[i % Severity::ALL.len()],
+                        speed_kph: 10.0 * i as f64,
+                    };
+                    (1_767_225_600_000 + i as i64 * 1000, event)
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A review result as an `apache-avro` value of `review_result.avsc`.
+fn review_value(event: &TelemetryEvent<'_>) -> Value {
+    let Payload::Review(r) = &event.payload else {
+        panic!("not a review result");
+    };
+    let record = |fields: Vec<(&str, Value)>| {
+        Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    };
+    let items = r
+        .events
+        .iter()
+        .map(|(time, e)| {
+            record(vec![
+                ("event_time", Value::TimestampMillis(*time)),
+                ("event_id", Value::String(e.event_id.to_string())),
+                (
+                    "event_type",
+                    Value::Enum(e.event_type.index(), e.event_type.symbol().into()),
+                ),
+                (
+                    "severity",
+                    Value::Enum(e.severity.index(), e.severity.symbol().into()),
+                ),
+                ("speed_kph", Value::Double(e.speed_kph)),
+            ])
+        })
+        .collect();
+    record(vec![
+        ("vehicle_id", Value::String(event.vehicle_id.to_string())),
+        ("event_time", Value::TimestampMillis(event.event_time_ms)),
+        ("trip_id", Value::String(r.trip_id.to_string())),
+        ("events", Value::Array(items)),
+    ])
+}
+
+#[test]
+fn review_results_match_apache_avro_and_round_trip() {
+    let schema = parse_schema(SchemaId::ReviewResultV1);
+    for n in [0, 1, 7] {
+        let event = review_result(n);
+        let ours = encode_to_vec(&event);
+        assert_eq!(&ours[..5], &[0, 0, 0, 0, 5], "schema id 5");
+        let theirs = apache_avro::to_avro_datum(&schema, review_value(&event)).unwrap();
+        assert_eq!(&ours[HEADER_LEN..], &theirs[..], "{n} events");
+        assert_eq!(decode(&ours).unwrap(), event);
+        validate(&event).unwrap();
+    }
+    // Arrays written in blocks with byte sizes (negative counts), as other writers may do.
+    let event = review_result(3);
+    let plain = encode_to_vec(&event);
+    let Payload::Review(r) = &event.payload else { unreachable!() };
+    let mut blocked = Vec::new();
+    write_header(SchemaId::ReviewResultV1, &mut blocked);
+    write_string("veh-1", &mut blocked);
+    write_long(event.event_time_ms, &mut blocked);
+    write_string(&r.trip_id, &mut blocked);
+    for (time, e) in &r.events {
+        let mut item = Vec::new();
+        write_long(*time, &mut item);
+        write_string(&e.event_id, &mut item);
+        write_long(e.event_type.index().into(), &mut item);
+        write_long(e.severity.index().into(), &mut item);
+        write_double(e.speed_kph, &mut item);
+        write_long(-1, &mut blocked);
+        write_long(item.len() as i64, &mut blocked);
+        blocked.extend_from_slice(&item);
+    }
+    write_long(0, &mut blocked);
+    assert_ne!(blocked, plain);
+    assert_eq!(decode(&blocked).unwrap(), event);
+    // A hostile count is refused before anything is allocated for it.
+    let mut hostile = plain[..plain.len() - 1].to_vec();
+    hostile.truncate(HEADER_LEN);
+    write_string("veh-1", &mut hostile);
+    write_long(event.event_time_ms, &mut hostile);
+    write_string("trip-1", &mut hostile);
+    write_long(i64::MAX / 2, &mut hostile);
+    assert!(matches!(decode(&hostile), Err(DecodeError::BadIndex { .. })));
+}
+
+#[test]
+fn review_requests_match_apache_avro_and_round_trip() {
+    let request = ReviewRequest {
+        trip_id: "trip-1".into(),
+        vehicle_id: "veh-1".into(),
+        trip_start_ms: 1_767_225_600_000,
+        trip_end_ms: 1_767_229_200_000,
+        inclusion_probability: 0.125,
+        policy: "importance".into(),
+    };
+    let mut ours = Vec::new();
+    encode_review_request(&request, &mut ours);
+    let schema = parse_schema(SchemaId::ReviewRequestV1);
+    let value = Value::Record(vec![
+        ("trip_id".into(), Value::String("trip-1".into())),
+        ("vehicle_id".into(), Value::String("veh-1".into())),
+        ("trip_start".into(), Value::TimestampMillis(request.trip_start_ms)),
+        ("trip_end".into(), Value::TimestampMillis(request.trip_end_ms)),
+        ("inclusion_probability".into(), Value::Double(0.125)),
+        ("policy".into(), Value::String("importance".into())),
+    ]);
+    let theirs = apache_avro::to_avro_datum(&schema, value).unwrap();
+    assert_eq!(&ours[..5], &[0, 0, 0, 0, 4]);
+    assert_eq!(&ours[HEADER_LEN..], &theirs[..]);
+    assert_eq!(decode_review_request(&ours).unwrap(), request);
+    // Not telemetry: the engine's decoder refuses it by schema id.
+    assert_eq!(decode(&ours), Err(DecodeError::UnknownSchemaId(4)));
 }
 
 #[test]
@@ -256,7 +388,7 @@ proptest! {
 
     #[test]
     fn arbitrary_datums_behind_valid_headers_never_panic(
-        schema_id in 1u32..=2,
+        schema_id in 1u32..=5,
         datum in proptest::collection::vec(any::<u8>(), 0..256),
     ) {
         let mut bytes = vec![0];
@@ -266,8 +398,10 @@ proptest! {
     }
 
     #[test]
-    fn mutated_records_never_panic(index in 0usize..3, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
-        let mut bytes = encode_to_vec(&samples()[index]);
+    fn mutated_records_never_panic(index in 0usize..4, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let mut records = samples();
+        records.push(review_result(3));
+        let mut bytes = encode_to_vec(&records[index]);
         for (at, value) in flips {
             let at = HEADER_LEN + at % (bytes.len() - HEADER_LEN);
             bytes[at] = value;

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::runner::{AlertSink, DeadLetterSink, Poll, RecordSource, SinkError, SourceError};
+use super::runner::{OutputSink, DeadLetterSink, Poll, RecordSource, SinkError, SourceError};
 use super::{Rejection, SourceRecord, id_hash};
-use crate::model::RegressionAlert;
+use crate::model::{RegressionAlert, ReviewRequest};
 
 /// Records handed to the engine per poll.
 const BATCH: usize = 4096;
@@ -111,15 +111,21 @@ impl DeadLetterSink for MemoryDeadLetters {
     }
 }
 
-/// Alerts in a vector, in the order published.
+/// Alerts and review requests in vectors, in the order published.
 #[derive(Debug, Default)]
-pub struct MemoryAlerts {
+pub struct MemoryOutputs {
     pub alerts: Vec<RegressionAlert>,
+    pub review_requests: Vec<ReviewRequest>,
 }
 
-impl AlertSink for MemoryAlerts {
-    fn send(&mut self, alert: &RegressionAlert) -> Result<(), SinkError> {
+impl OutputSink for MemoryOutputs {
+    fn alert(&mut self, alert: &RegressionAlert) -> Result<(), SinkError> {
         self.alerts.push(alert.clone());
+        Ok(())
+    }
+
+    fn review_request(&mut self, request: &ReviewRequest) -> Result<(), SinkError> {
+        self.review_requests.push(request.clone());
         Ok(())
     }
 
@@ -137,14 +143,14 @@ pub fn run_in_memory(
     partitions: i32,
     target: &mut dyn super::runner::CommitTarget,
     max_records: usize,
-) -> Result<(MemoryDeadLetters, MemoryAlerts), super::runner::RunError> {
-    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryAlerts::default());
+) -> Result<(MemoryDeadLetters, MemoryOutputs), super::runner::RunError> {
+    let (mut dlq, mut alerts) = (MemoryDeadLetters::default(), MemoryOutputs::default());
     super::runner::run(
         engine,
         &mut MemorySource::new(records, partitions),
         super::runner::Sinks {
             dead_letters: &mut dlq,
-            alerts: &mut alerts,
+            outputs: &mut alerts,
         },
         target,
         super::runner::CommitPolicy {

@@ -24,13 +24,14 @@ use crate::config::{DetectorConfig, StreamConfig};
 use crate::detect::StateDecodeError;
 use crate::metrics::Metrics;
 use crate::model::{
-    KeyKind, Payload, RecordKind, RegressionAlert, ValidationError, exposure_ms, validate,
+    KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, ValidationError, exposure_ms,
+    validate,
 };
 use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
 use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
 pub use state::{
     BinStats, COHORT_PARTITION, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition,
-    PartitionState, Prior, SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records,
+    PartitionState, PendingReview, Prior, SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records,
     id_hash,
 };
 
@@ -65,6 +66,19 @@ pub enum Rejection {
     },
     #[error("duplicate of an earlier record with id `{id}`")]
     Duplicate { id: String },
+    #[error(
+        "review result for trip `{trip_id}`, whose review is not awaited (never requested, already answered, or timed out)"
+    )]
+    UnrequestedReview { trip_id: String },
+    #[error(
+        "review result for trip `{trip_id}` holds an event at {event_time_ms}, outside the trip ({start_ms}..={end_ms})"
+    )]
+    ReviewedEventOutsideTrip {
+        trip_id: String,
+        event_time_ms: i64,
+        start_ms: i64,
+        end_ms: i64,
+    },
 }
 
 impl Rejection {
@@ -76,16 +90,19 @@ impl Rejection {
             Rejection::Invalid(_) => "invalid",
             Rejection::Late { .. } => "late",
             Rejection::Duplicate { .. } => "duplicate",
+            Rejection::UnrequestedReview { .. } => "unrequested_review",
+            Rejection::ReviewedEventOutsideTrip { .. } => "invalid",
         }
     }
 
-    pub const REASONS: [&'static str; 7] = [
+    pub const REASONS: [&'static str; 8] = [
         "oversized",
         "schema",
         "decode",
         "invalid",
         "late",
         "duplicate",
+        "unrequested_review",
         "other",
     ];
 }
@@ -119,12 +136,16 @@ pub struct Engine {
     /// The partitions this process reads, with their end offsets where known (`None`: unknown,
     /// every partition that delivered a record counts).
     inputs: Option<Vec<(i32, Option<i64>)>>,
-    /// The record just accepted moved its partition's watermark past a bin still open.
-    close_due: bool,
+    /// The record just accepted let this partition close a bin still open.
+    close_due: Option<i32>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
     /// The review-budget policy, when trips' critical events count only if reviewed.
     sampling: Option<SamplingPolicy>,
+    /// With a review service: how far (event time) past a trip's start its review is awaited.
+    review_timeout_ms: Option<i64>,
+    /// Review requests made since the last commit point, oldest first.
+    review_requests: Vec<ReviewRequest>,
     /// Where a scheduled refit sends new priors (already durable in the store).
     refits: Option<std::sync::mpsc::Receiver<Vec<(String, Prior)>>>,
     pending: Pending,
@@ -227,20 +248,32 @@ impl Engine {
                 .filter(|s| s.episode.open.is_some())
                 .count();
         metrics.open_episodes.set(open as i64);
+        let mut partitions = restored.partitions;
+        let mut pending_reviews = 0;
+        for vehicle in vehicles.iter() {
+            let holds = &mut partitions.entry(vehicle.partition).or_default().review_holds;
+            for review in &vehicle.meta.pending_reviews {
+                holds.insert(review_hold(vehicle.key(), review));
+                pending_reviews += 1;
+            }
+        }
+        metrics.reviews_pending.set(pending_reviews);
         Ok(Engine {
             config,
             bin_width_ms,
             allowed_lateness_ms,
             vehicles,
-            partitions: restored.partitions,
+            partitions,
             detection,
             cohorts,
             alerts: Vec::new(),
             inputs: None,
-            close_due: false,
+            close_due: None,
             priors,
             refits: None,
             sampling: None,
+            review_timeout_ms: None,
+            review_requests: Vec::new(),
             pending: Pending::default(),
             metrics,
         })
@@ -253,6 +286,24 @@ impl Engine {
         self.detection.sampling_policy = policy.policy.name();
         self.sampling = Some(policy);
         self
+    }
+
+    /// Under a review budget, asks a review service instead of reading critical events from the
+    /// stream: each selected trip becomes a [`ReviewRequest`] (see
+    /// [`Engine::take_review_requests`]), its bins stay open until the service's
+    /// [`ReviewResult`](crate::model::ReviewResult) arrives on the stream, and only those results'
+    /// critical events count as reviewed. A review not answered by the time the partition's
+    /// watermark is `timeout_ms` past its trip's start is given up (the trip counts as
+    /// unreviewed).
+    pub fn with_review_service(mut self, timeout_ms: i64) -> Engine {
+        self.review_timeout_ms = Some(timeout_ms);
+        self
+    }
+
+    /// Review requests made since the last call, oldest first: to be published before the next
+    /// commit (which records them as pending).
+    pub fn take_review_requests(&mut self) -> Vec<ReviewRequest> {
+        std::mem::take(&mut self.review_requests)
     }
 
     /// Tells the engine which partitions it reads (with end offsets where known): cohort bins
@@ -358,8 +409,8 @@ impl Engine {
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         self.metrics.records_received.inc();
         let result = self.apply(record);
-        if std::mem::take(&mut self.close_due) {
-            self.close_bins(record.partition);
+        if let Some(partition) = self.close_due.take() {
+            self.close_bins(partition);
         }
         let partition = self.partitions.entry(record.partition).or_default();
         partition.next_offset = record.offset + 1;
@@ -385,6 +436,9 @@ impl Engine {
         }
         let event = codec::decode(record.payload)?;
         validate(&event)?;
+        if let Payload::Review(result) = &event.payload {
+            return self.apply_review(record, &event.vehicle_id, result);
+        }
 
         let partition = self.partitions.entry(record.partition).or_default();
         let time = event.event_time_ms;
@@ -406,10 +460,14 @@ impl Engine {
         }
         partition.watermark_ms = partition.watermark_ms.max(time);
         partition.pending_seen.push((time, hash));
-        let width = self.bin_width_ms;
-        let closable =
-            (partition.watermark_ms - self.allowed_lateness_ms).div_euclid(width) * width;
-        self.close_due = closable > partition.closed_through_ms;
+        if let Some(timeout) = self.review_timeout_ms {
+            give_up_reviews(partition, &self.vehicles, timeout, &mut self.pending, &self.metrics);
+        }
+        if closable_through(partition, self.bin_width_ms, self.allowed_lateness_ms)
+            > partition.closed_through_ms
+        {
+            self.close_due = Some(record.partition);
+        }
 
         let (bin_time, delta) = match &event.payload {
             Payload::Trip(t) => {
@@ -442,6 +500,7 @@ impl Engine {
                     },
                 )
             }
+            Payload::Review(_) => unreachable!("review results are applied by apply_review"),
         };
         let bin = bin_time.div_euclid(self.bin_width_ms) * self.bin_width_ms;
 
@@ -478,7 +537,8 @@ impl Engine {
             let width = self.bin_width_ms;
             let vehicle = &mut *vehicle;
             match &event.payload {
-                Payload::Safety(e) if e.is_critical() => {
+                // With a review service only its results count as reviewed.
+                Payload::Safety(e) if e.is_critical() && self.review_timeout_ms.is_none() => {
                     let waiting = &mut vehicle.meta.awaiting_review;
                     waiting.push((e.trip_id.to_string(), bin));
                     if waiting.len() > AWAITING_REVIEW_MAX {
@@ -491,35 +551,68 @@ impl Engine {
                         weather: t.weather,
                         night: t.night,
                     };
-                    // The prior mean rate: the refit's for this vehicle, else the config's.
+                    // The vehicle's posterior mean rate: its prior (the refit's, else the
+                    // config's) updated with its reviewed trips of the last W bins.
                     let (a0, b0) = self
                         .priors
                         .get(vehicle_id)
                         .map_or((self.detection.params.a0, self.detection.params.b0), |p| {
                             (p.a0, p.b0)
                         });
+                    let recent = bin - self.detection.params.window_bins as i64 * width;
+                    let (events, risk_ms) = vehicle
+                        .bins
+                        .range(recent..)
+                        .fold((0, 0), |(e, x), (_, b)| {
+                            (e + b.reviewed_critical, x + b.reviewed_risk_exposure_ms)
+                        });
                     let trip = TripCovariates {
                         trip_id: &t.trip_id,
                         exposure_hours: t.duration_s / 3600.0,
                         stratum,
-                        vehicle_rate: a0 / b0,
+                        vehicle_rate: (a0 + events as f64) / (b0 + risk_ms as f64 / 3.6e6),
                         p_regression: vehicle
                             .series
                             .first()
                             .and_then(|s| s.last)
                             .map_or(0.0, |l| l.p_regression),
                     };
-                    let reviewed = crate::sampling::selected(
-                        &t.trip_id,
-                        policy.seed,
-                        policy.probability(&trip),
-                    );
+                    let partition = self.partitions.entry(record.partition).or_default();
+                    let scale = match partition.sampling_scale {
+                        s if s > 0.0 => s,
+                        _ => policy.initial_scale(&trip),
+                    };
+                    let probability = policy.probability_at(&trip, scale);
+                    partition.sampling_scale = policy.next_scale(scale, probability);
+                    let reviewed = crate::sampling::selected(&t.trip_id, policy.seed, probability);
+                    let risk_exposure_ms =
+                        (delta.exposure_ms as f64 * stratum.relative_risk()).round() as u64;
+                    if reviewed && self.review_timeout_ms.is_some() {
+                        let review = PendingReview {
+                            trip_id: t.trip_id.to_string(),
+                            trip_start_ms: t.start_time_ms,
+                            trip_end_ms: t.end_time_ms,
+                            risk_exposure_ms,
+                        };
+                        let partition = self.partitions.entry(record.partition).or_default();
+                        partition.review_holds.insert(review_hold(vehicle_id, &review));
+                        vehicle.meta.pending_reviews.push(review);
+                        self.review_requests.push(ReviewRequest {
+                            trip_id: t.trip_id.to_string(),
+                            vehicle_id: vehicle_id.to_string(),
+                            trip_start_ms: t.start_time_ms,
+                            trip_end_ms: t.end_time_ms,
+                            inclusion_probability: probability,
+                            policy: policy.policy.name().to_string(),
+                        });
+                        self.metrics.reviews.inc();
+                        self.metrics.reviews_pending.inc();
+                    }
                     let mut waiting = std::mem::take(&mut vehicle.meta.awaiting_review);
-                    if reviewed {
+                    if reviewed && self.review_timeout_ms.is_none() {
                         let stats = vehicle.bins.entry(bin).or_default();
                         stats.reviewed_trips += 1;
-                        stats.reviewed_risk_exposure_ms +=
-                            (delta.exposure_ms as f64 * stratum.relative_risk()).round() as u64;
+                        stats.reviewed_risk_exposure_ms += risk_exposure_ms;
                         for (_, event_bin) in waiting.iter().filter(|(id, _)| *id == *t.trip_id) {
                             let event_bin = event_bin.div_euclid(width) * width;
                             vehicle.bins.entry(event_bin).or_default().reviewed_critical += 1;
@@ -537,6 +630,75 @@ impl Engine {
         Ok(kind)
     }
 
+    /// A review service's answer: the trip's reviewed exposure and its critical events enter its
+    /// vehicle's bins (held open for it), and the hold is released.
+    fn apply_review(
+        &mut self,
+        record: &SourceRecord<'_>,
+        vehicle_id: &str,
+        result: &crate::model::ReviewResult<'_>,
+    ) -> Result<RecordKind, Rejection> {
+        let unrequested = || Rejection::UnrequestedReview {
+            trip_id: result.trip_id.to_string(),
+        };
+        let mut vehicle = self.vehicles.get_mut(vehicle_id).ok_or_else(unrequested)?;
+        let vehicle = &mut *vehicle;
+        let at = vehicle
+            .meta
+            .pending_reviews
+            .iter()
+            .position(|p| *p.trip_id == *result.trip_id)
+            .ok_or_else(unrequested)?;
+        let review = &vehicle.meta.pending_reviews[at];
+        if let Some((time, _)) = result
+            .events
+            .iter()
+            .find(|(time, _)| !(review.trip_start_ms..=review.trip_end_ms).contains(time))
+        {
+            return Err(Rejection::ReviewedEventOutsideTrip {
+                trip_id: review.trip_id.clone(),
+                event_time_ms: *time,
+                start_ms: review.trip_start_ms,
+                end_ms: review.trip_end_ms,
+            });
+        }
+        let review = vehicle.meta.pending_reviews.remove(at);
+        let width = self.bin_width_ms;
+        let bin_of = |time: i64| time.div_euclid(width) * width;
+        if vehicle.dirty_bins.is_empty() {
+            self.pending.dirty_vehicles.push(vehicle_id.to_string());
+        }
+        let end_bin = bin_of(review.trip_end_ms);
+        let stats = vehicle.bins.entry(end_bin).or_default();
+        stats.reviewed_trips += 1;
+        stats.reviewed_risk_exposure_ms += review.risk_exposure_ms;
+        vehicle.dirty_bins.insert(end_bin);
+        for (time, event) in &result.events {
+            let critical = u64::from(event.is_critical());
+            let stats = vehicle.bins.entry(bin_of(*time)).or_default();
+            stats.add(&BinStats {
+                safety_events: 1,
+                critical,
+                reviewed_critical: critical,
+                ..BinStats::default()
+            });
+            vehicle.dirty_bins.insert(bin_of(*time));
+        }
+        vehicle.pending_facts.push(record.offset, record.payload);
+        let partition = self.partitions.entry(vehicle.partition).or_default();
+        partition
+            .review_holds
+            .remove(&review_hold(vehicle_id, &review));
+        if closable_through(partition, width, self.allowed_lateness_ms)
+            > partition.closed_through_ms
+        {
+            self.close_due = Some(vehicle.partition);
+        }
+        self.metrics.review_results("answered").inc();
+        self.metrics.reviews_pending.dec();
+        Ok(RecordKind::Review)
+    }
+
     /// Closes the bins the partition's watermark has passed (plus lateness): its vehicles' first,
     /// then the cohorts' once every partition has passed them.
     fn close_bins(&mut self, partition: i32) {
@@ -546,8 +708,7 @@ impl Engine {
         if state.watermark_ms == i64::MIN {
             return;
         }
-        let width = self.bin_width_ms;
-        let through = (state.watermark_ms - self.allowed_lateness_ms).div_euclid(width) * width;
+        let through = closable_through(state, self.bin_width_ms, self.allowed_lateness_ms);
         if through <= state.closed_through_ms {
             return;
         }
@@ -618,12 +779,14 @@ impl Engine {
                 ));
             }
             let facts = std::mem::take(&mut vehicle.pending_facts);
-            delta.facts.push(FactSegment {
-                partition: vehicle.partition,
-                vehicle_id: vehicle_id.clone(),
-                first_offset: facts.first_offset,
-                records: facts.bytes,
-            });
+            if !facts.bytes.is_empty() {
+                delta.facts.push(FactSegment {
+                    partition: vehicle.partition,
+                    vehicle_id: vehicle_id.clone(),
+                    first_offset: facts.first_offset,
+                    records: facts.bytes,
+                });
+            }
             delta
                 .vehicles
                 .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
@@ -654,6 +817,7 @@ impl Engine {
                 watermark_ms: state.watermark_ms,
                 seen_cutoff_ms: state.seen_cutoff_ms,
                 closed_through_ms: state.closed_through_ms,
+                sampling_scale: state.sampling_scale,
             });
         }
         for vehicle_id in pending.dirty_series {
@@ -675,6 +839,56 @@ impl Engine {
         }
         delta.alerts = pending.published;
         delta
+    }
+}
+
+/// Bins before this may close on the partition: those the watermark has passed by the allowed
+/// lateness, and none at or after the start of a trip whose review is awaited.
+fn closable_through(state: &PartitionState, width: i64, lateness: i64) -> i64 {
+    let mut edge = state.watermark_ms.saturating_sub(lateness);
+    if let Some((start, _, _)) = state.review_holds.first() {
+        edge = edge.min(*start);
+    }
+    edge.div_euclid(width) * width
+}
+
+/// A pending review's entry in its partition's holds.
+fn review_hold(vehicle_id: &str, review: &PendingReview) -> (i64, String, String) {
+    (
+        review.trip_start_ms,
+        vehicle_id.to_string(),
+        review.trip_id.clone(),
+    )
+}
+
+/// Gives up the reviews whose trips started more than `timeout_ms` before the partition's
+/// watermark: they count as unreviewed, and their bins may close.
+fn give_up_reviews(
+    partition: &mut PartitionState,
+    vehicles: &Vehicles,
+    timeout_ms: i64,
+    pending: &mut Pending,
+    metrics: &Metrics,
+) {
+    while let Some((start, _, _)) = partition.review_holds.first() {
+        if *start >= partition.watermark_ms.saturating_sub(timeout_ms) {
+            break;
+        }
+        let (_, vehicle_id, trip_id) = partition.review_holds.pop_first().expect("not empty");
+        if let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) {
+            let vehicle = &mut *vehicle;
+            vehicle.meta.pending_reviews.retain(|r| r.trip_id != trip_id);
+            // Rewritten with the vehicle's meta at the next commit.
+            if let Some((&bin, _)) = vehicle.bins.last_key_value() {
+                if vehicle.dirty_bins.is_empty() {
+                    pending.dirty_vehicles.push(vehicle_id.clone());
+                }
+                vehicle.dirty_bins.insert(bin);
+            }
+        }
+        tracing::warn!(%vehicle_id, %trip_id, "review not answered in time; the trip counts as unreviewed");
+        metrics.review_results("timed_out").inc();
+        metrics.reviews_pending.dec();
     }
 }
 

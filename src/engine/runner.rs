@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{Engine, Rejection, SourceRecord, StateDelta};
-use crate::model::RegressionAlert;
+use crate::model::{RegressionAlert, ReviewRequest};
 
 /// What a poll produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,17 +56,19 @@ pub trait DeadLetterSink {
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
-/// Where regression alerts go: the regressions topic in `run`, memory in `demo`.
-pub trait AlertSink {
-    fn send(&mut self, alert: &RegressionAlert) -> Result<(), SinkError>;
+/// Where the engine's messages go: regression alerts (the regressions topic in `run`, memory in
+/// `demo`) and review requests (the `review.requests` topic).
+pub trait OutputSink {
+    fn alert(&mut self, alert: &RegressionAlert) -> Result<(), SinkError>;
+    fn review_request(&mut self, request: &ReviewRequest) -> Result<(), SinkError>;
     /// Returns once everything sent is durable.
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
-/// The sinks of one run: dead letters and alerts.
+/// The sinks of one run: dead letters, and alerts and review requests.
 pub struct Sinks<'a> {
     pub dead_letters: &'a mut dyn DeadLetterSink,
-    pub alerts: &'a mut dyn AlertSink,
+    pub outputs: &'a mut dyn OutputSink,
 }
 
 /// Where state deltas go: RocksDB. Written from a thread of its own, hence `Send`.
@@ -198,7 +200,7 @@ pub fn run(
         };
         let Sinks {
             dead_letters: dlq,
-            alerts,
+            outputs: alerts,
         } = sinks;
         let outcome = consume(
             engine,
@@ -233,7 +235,7 @@ fn consume(
     engine: &mut Engine,
     source: &mut dyn RecordSource,
     dlq: &mut dyn DeadLetterSink,
-    alerts: &mut dyn AlertSink,
+    alerts: &mut dyn OutputSink,
     committer: &mut Committer,
     policy: CommitPolicy,
     shutdown: &AtomicBool,
@@ -302,13 +304,16 @@ impl Committer {
         &mut self,
         engine: &mut Engine,
         dlq: &mut dyn DeadLetterSink,
-        alerts: &mut dyn AlertSink,
+        alerts: &mut dyn OutputSink,
     ) -> Result<(), RunError> {
         let started = Instant::now();
         dlq.flush()?;
         let raised = engine.take_alerts();
         for alert in &raised {
-            alerts.send(alert).map_err(RunError::Alerts)?;
+            alerts.alert(alert).map_err(RunError::Alerts)?;
+        }
+        for request in engine.take_review_requests() {
+            alerts.review_request(&request).map_err(RunError::Alerts)?;
         }
         alerts.flush().map_err(RunError::Alerts)?;
         self.summary.alerts += raised.len() as u64;

@@ -136,6 +136,20 @@ pub struct VehicleMeta {
     /// which decides whether the trip is reviewed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub awaiting_review: Vec<(String, i64)>,
+    /// With a review service: trips whose review was requested and is not answered yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_reviews: Vec<PendingReview>,
+}
+
+/// A review requested from the review service and not answered yet. Its trip's bins stay open
+/// until the answer comes (or the review times out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PendingReview {
+    pub trip_id: String,
+    pub trip_start_ms: i64,
+    pub trip_end_ms: i64,
+    /// The trip's exposure scaled by its stratum's relative risk, added when the answer comes.
+    pub risk_exposure_ms: u64,
 }
 
 impl VehicleMeta {
@@ -215,6 +229,13 @@ pub struct PartitionState {
     pub interval_first_offset: Option<i64>,
     /// Bins before this are closed for the partition's vehicles (`i64::MIN`: none yet).
     pub closed_through_ms: i64,
+    /// (trip start, vehicle id, trip id) of reviews awaited from the review service: no bin at
+    /// or after the earliest start closes. Derived from the vehicles' `pending_reviews`.
+    pub review_holds: BTreeSet<(i64, String, String)>,
+    /// Under a review budget: the policy's scale, recalibrated trip by trip on this partition
+    /// (0: no trip yet). Per partition, so that selection depends only on the partition's own
+    /// records, not on how partitions interleave.
+    pub sampling_scale: f64,
 }
 
 impl Default for PartitionState {
@@ -228,6 +249,8 @@ impl Default for PartitionState {
             pending_seen: Vec::new(),
             interval_first_offset: None,
             closed_through_ms: i64::MIN,
+            review_holds: BTreeSet::new(),
+            sampling_scale: 0.0,
         }
     }
 }
@@ -261,6 +284,8 @@ pub struct PartitionPosition {
     pub watermark_ms: i64,
     pub seen_cutoff_ms: i64,
     pub closed_through_ms: i64,
+    /// The review policy's scale on this partition (0: none yet).
+    pub sampling_scale: f64,
 }
 
 /// Everything that changed since the last commit point, written by the store in one batch.

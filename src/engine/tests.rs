@@ -2,7 +2,7 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::memory::{MemoryAlerts, MemoryDeadLetters, MemorySource};
+use super::memory::{MemoryOutputs, MemoryDeadLetters, MemorySource};
 use super::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use super::*;
 use crate::codec::encode_to_vec;
@@ -425,9 +425,9 @@ fn run_all(
     engine: &mut Engine,
     records: Vec<(String, Vec<u8>)>,
     skip: HashMap<i32, i64>,
-) -> (MemoryDeadLetters, MemoryAlerts) {
+) -> (MemoryDeadLetters, MemoryOutputs) {
     let mut dlq = MemoryDeadLetters::default();
-    let mut alerts = MemoryAlerts::default();
+    let mut alerts = MemoryOutputs::default();
     let mut source = MemorySource::new(records.into_iter(), 3).resume_from(skip);
     let policy = CommitPolicy {
         interval: Duration::from_secs(3600),
@@ -435,7 +435,7 @@ fn run_all(
     };
     let sinks = Sinks {
         dead_letters: &mut dlq,
-        alerts: &mut alerts,
+        outputs: &mut alerts,
     };
     runner::run(
         engine,
@@ -571,10 +571,10 @@ fn commits_become_visible_while_the_source_is_idle() {
         let run = scope.spawn(|| {
             let mut source = IdleAfterRecords(records, 0);
             let mut dlq = MemoryDeadLetters::default();
-            let mut alerts = MemoryAlerts::default();
+            let mut alerts = MemoryOutputs::default();
             let sinks = Sinks {
                 dead_letters: &mut dlq,
-                alerts: &mut alerts,
+                outputs: &mut alerts,
             };
             runner::run(
                 &mut e,

@@ -10,7 +10,8 @@ use tracing::info;
 use super::client_config;
 use crate::config::Config;
 
-/// Creates the events, DLQ and regressions topics. Returns (topic, created) per topic.
+/// Creates the events, DLQ, regressions and review-request topics (the last with the events
+/// topic's partitions: both are keyed by vehicle id). Returns (topic, created) per topic.
 pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config, &[], &[]).create()?;
     let k = &config.kafka;
@@ -23,6 +24,7 @@ pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, Kafka
             k.regressions_partitions,
             replication(),
         ),
+        NewTopic::new(&k.review_requests_topic, k.events_partitions, replication()),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut outcome = Vec::new();

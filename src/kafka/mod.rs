@@ -6,7 +6,7 @@
 //! and any other librdkafka property configured by the user reach every client.
 
 mod admin;
-mod alerts;
+mod outputs;
 mod dlq;
 mod producer;
 mod source;
@@ -16,7 +16,7 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 
 pub use admin::create_topics;
-pub use alerts::KafkaAlerts;
+pub use outputs::KafkaOutputs;
 pub use dlq::KafkaDeadLetters;
 pub use producer::{ProduceError, RecordProducer};
 pub use source::KafkaSource;

@@ -6,12 +6,14 @@
 //! decoder can borrow from the record buffer and the generator can own its data, with one type.
 
 mod alert;
+mod review;
 mod validate;
 
 use std::borrow::Cow;
 
 pub use alert::{AlertStatus, KeyKind, RegressionAlert, utc_date};
-pub use validate::{ValidationError, validate};
+pub use review::{ReviewRequest, ReviewResult};
+pub use validate::{MAX_REVIEWED_EVENTS, ValidationError, validate};
 
 /// One telemetry record.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +30,8 @@ pub enum Payload<'a> {
     Trip(TripSummary<'a>),
     Safety(SafetyEvent<'a>),
     Mode(ModeTransition<'a>),
+    /// The review service's answer to a review request (its own schema, id 5).
+    Review(ReviewResult<'a>),
 }
 
 /// Sent when a trip ends; the trip's duration is the exposure it contributes.
@@ -162,6 +166,7 @@ impl<'a> TelemetryEvent<'a> {
         match &self.payload {
             Payload::Safety(e) if e.is_critical() => Some(HazardClass::Critical),
             Payload::Mode(m) if m.is_disengagement() => Some(HazardClass::Disengagement),
+            // Several events: the engine counts them one by one.
             _ => None,
         }
     }
@@ -172,6 +177,7 @@ impl<'a> TelemetryEvent<'a> {
             Payload::Trip(t) => &t.trip_id,
             Payload::Safety(e) => &e.event_id,
             Payload::Mode(m) => &m.transition_id,
+            Payload::Review(r) => &r.trip_id,
         }
     }
 
@@ -180,6 +186,7 @@ impl<'a> TelemetryEvent<'a> {
             Payload::Trip(_) => RecordKind::Trip,
             Payload::Safety(_) => RecordKind::Safety,
             Payload::Mode(_) => RecordKind::Mode,
+            Payload::Review(_) => RecordKind::Review,
         }
     }
 
@@ -206,6 +213,21 @@ impl<'a> TelemetryEvent<'a> {
                 trip_id: own(m.trip_id),
                 ..m
             }),
+            Payload::Review(r) => Payload::Review(ReviewResult {
+                trip_id: own(r.trip_id),
+                events: r
+                    .events
+                    .into_iter()
+                    .map(|(time, e)| {
+                        let e = SafetyEvent {
+                            event_id: own(e.event_id),
+                            trip_id: own(e.trip_id),
+                            ..e
+                        };
+                        (time, e)
+                    })
+                    .collect(),
+            }),
         };
         TelemetryEvent {
             vehicle_id: own(self.vehicle_id),
@@ -215,23 +237,30 @@ impl<'a> TelemetryEvent<'a> {
     }
 }
 
-/// The three kinds of telemetry record, for metrics and facts.
+/// The kinds of record on the telemetry topic, for metrics and facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Trip,
     Safety,
     Mode,
+    Review,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 3] = [RecordKind::Trip, RecordKind::Safety, RecordKind::Mode];
+    pub const ALL: [RecordKind; 4] = [
+        RecordKind::Trip,
+        RecordKind::Safety,
+        RecordKind::Mode,
+        RecordKind::Review,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             RecordKind::Trip => "trip",
             RecordKind::Safety => "safety_event",
             RecordKind::Mode => "mode_transition",
+            RecordKind::Review => "review_result",
         }
     }
 }

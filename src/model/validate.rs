@@ -34,7 +34,12 @@ pub enum ValidationError {
     TripEndsBeforeStart { start_ms: i64, end_ms: i64 },
     #[error("mode transition from {0} to itself")]
     NoModeChange(&'static str),
+    #[error("review result holds {0} events, more than the {MAX_REVIEWED_EVENTS} allowed")]
+    TooManyReviewedEvents(usize),
 }
+
+/// Most events one review result may carry.
+pub const MAX_REVIEWED_EVENTS: usize = 1000;
 
 fn text(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
@@ -103,6 +108,17 @@ pub fn validate(event: &TelemetryEvent<'_>) -> Result<(), ValidationError> {
             text("trip_id", &m.trip_id)?;
             if m.from_mode == m.to_mode {
                 return Err(ValidationError::NoModeChange(m.from_mode.symbol()));
+            }
+        }
+        Payload::Review(r) => {
+            text("trip_id", &r.trip_id)?;
+            if r.events.len() > MAX_REVIEWED_EVENTS {
+                return Err(ValidationError::TooManyReviewedEvents(r.events.len()));
+            }
+            for (event_time, e) in &r.events {
+                time("events.event_time", *event_time)?;
+                text("events.event_id", &e.event_id)?;
+                number("events.speed_kph", e.speed_kph, 0.0, MAX_SPEED_KPH)?;
             }
         }
     }

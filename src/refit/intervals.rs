@@ -30,6 +30,12 @@ impl VehicleTimeline {
                     .push((t.start_time_ms, t.end_time_ms, exposure_ms(t.duration_s)))
             }
             Payload::Safety(s) if s.is_critical() => self.critical.push(event.event_time_ms),
+            Payload::Review(r) => self.critical.extend(
+                r.events
+                    .iter()
+                    .filter(|(_, e)| e.is_critical())
+                    .map(|(time, _)| *time),
+            ),
             _ => {}
         }
     }

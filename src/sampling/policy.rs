@@ -107,7 +107,14 @@ pub struct SamplingPolicy {
     pub seed: u64,
     /// The multiplier that makes the reference trips' probabilities average the budget.
     scale: f64,
+    /// Whether `scale` came from `calibrate` (else a stream starts from its first trip).
+    calibrated: bool,
 }
+
+/// Step size of the stream's recalibration ([`SamplingPolicy::next_scale`]) on the log scale:
+/// about 1/200, so the scale follows changes over a few hundred trips and wanders by a few
+/// per cent.
+pub const RECALIBRATION_GAIN: f64 = 0.005;
 
 impl SamplingPolicy {
     pub fn new(
@@ -130,6 +137,7 @@ impl SamplingPolicy {
             seed,
             // Exact for `uniform`; the others need `calibrate` to spend the budget.
             scale: budget,
+            calibrated: false,
         })
     }
 
@@ -152,7 +160,7 @@ impl SamplingPolicy {
     }
 
     fn probability_with(&self, score: f64, scale: f64) -> f64 {
-        if self.policy == Policy::Full || self.budget >= 1.0 {
+        if self.reviews_all() {
             return 1.0;
         }
         (scale * score).clamp(self.floor * self.budget, 1.0)
@@ -185,6 +193,39 @@ impl SamplingPolicy {
             }
         }
         self.scale = 0.5 * (low + high);
+        self.calibrated = true;
+    }
+
+    /// Whether every trip is reviewed (no budget).
+    pub fn reviews_all(&self) -> bool {
+        self.policy == Policy::Full || self.budget >= 1.0
+    }
+
+    /// Where a stream's scale starts: the calibrated one, else the one that gives its first trip
+    /// the budget.
+    pub fn initial_scale(&self, first: &TripCovariates<'_>) -> f64 {
+        let score = self.score(first);
+        if self.calibrated || self.policy == Policy::Uniform || score <= 0.0 {
+            self.scale
+        } else {
+            self.budget / score
+        }
+    }
+
+    /// The trip's inclusion probability at a stream's current scale.
+    pub fn probability_at(&self, trip: &TripCovariates<'_>, scale: f64) -> f64 {
+        self.probability_with(self.score(trip), scale)
+    }
+
+    /// The scale after a trip given `probability`: a Robbins-Monro step on the log scale
+    /// towards probabilities that average the budget, so that a stream keeps spending B as its
+    /// mix of trips, vehicle rates and (for `adaptive`) suspected regressions changes, where a
+    /// fixed calibration would drift (adaptive overspent by ~10% with one). Uniform needs none.
+    pub fn next_scale(&self, scale: f64, probability: f64) -> f64 {
+        if self.reviews_all() || self.policy == Policy::Uniform {
+            return scale;
+        }
+        scale * (RECALIBRATION_GAIN * (self.budget - probability) / self.budget).exp()
     }
 
     /// The trip's inclusion probability.

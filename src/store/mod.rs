@@ -129,6 +129,7 @@ impl Store {
                 position.watermark_ms,
                 position.seen_cutoff_ms,
                 position.closed_through_ms,
+                position.sampling_scale.to_bits() as i64,
             ]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -277,9 +278,13 @@ impl Store {
                 cohorts_closed_through_ms = through;
                 continue;
             }
-            let [next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms] = numbers[..] else {
-                return Err(corrupt(CF_POSITIONS, &key));
-            };
+            // The fifth number (the review policy's scale) came later: four means none yet.
+            let (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms, scale_bits) =
+                match numbers[..] {
+                    [a, b, c, d] => (a, b, c, d, 0),
+                    [a, b, c, d, e] => (a, b, c, d, e),
+                    _ => return Err(corrupt(CF_POSITIONS, &key)),
+                };
             let state = partitions.entry(partition).or_default();
             (
                 state.next_offset,
@@ -287,6 +292,7 @@ impl Store {
                 state.seen_cutoff_ms,
                 state.closed_through_ms,
             ) = (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms);
+            state.sampling_scale = f64::from_bits(scale_bits as u64);
         }
         let mut series = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_SERIES), IteratorMode::Start) {

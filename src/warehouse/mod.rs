@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use self::parquet::{Table, Values, WriteError};
 use crate::codec;
-use crate::model::{AlertStatus, EventType, Payload, utc_date};
+use crate::model::{AlertStatus, EventType, Payload, SafetyEvent, utc_date};
 use crate::refit::result::VehicleHazard;
 use crate::store::{Store, StoreError};
 
@@ -111,29 +111,36 @@ pub fn write_snapshot(
                     },
                 );
             }
-            Payload::Safety(s) => {
-                let c = counts
-                    .entry((vehicle.to_string(), s.trip_id.to_string()))
-                    .or_default();
-                c.safety_events += 1;
-                c.critical += i64::from(s.is_critical());
-                dates.insert(event.event_time_ms.div_euclid(DAY_MS));
-                e_id.push(Some(s.event_id.to_string()));
-                e_trip.push(Some(s.trip_id.to_string()));
-                e_vehicle.push(Some(vehicle.to_string()));
-                e_time.push(Some(event.event_time_ms));
-                e_date.push(Some(event.event_time_ms.div_euclid(DAY_MS) as i32));
-                e_type.push(Some(s.event_type.symbol().to_string()));
-                e_severity.push(Some(s.severity.symbol().to_string()));
-                e_speed.push(Some(s.speed_kph));
-                e_critical.push(Some(s.is_critical()));
-            }
             Payload::Mode(m) => {
                 let c = counts
                     .entry((vehicle.to_string(), m.trip_id.to_string()))
                     .or_default();
                 c.disengagements += i64::from(m.is_disengagement());
             }
+            Payload::Safety(_) | Payload::Review(_) => {}
+        }
+        // Safety events come one per record, or several in a review service's result.
+        let safety: Vec<(i64, &SafetyEvent<'_>)> = match &event.payload {
+            Payload::Safety(s) => vec![(event.event_time_ms, s)],
+            Payload::Review(r) => r.events.iter().map(|(time, e)| (*time, e)).collect(),
+            _ => Vec::new(),
+        };
+        for (time, s) in safety {
+            let c = counts
+                .entry((vehicle.to_string(), s.trip_id.to_string()))
+                .or_default();
+            c.safety_events += 1;
+            c.critical += i64::from(s.is_critical());
+            dates.insert(time.div_euclid(DAY_MS));
+            e_id.push(Some(s.event_id.to_string()));
+            e_trip.push(Some(s.trip_id.to_string()));
+            e_vehicle.push(Some(vehicle.to_string()));
+            e_time.push(Some(time));
+            e_date.push(Some(time.div_euclid(DAY_MS) as i32));
+            e_type.push(Some(s.event_type.symbol().to_string()));
+            e_severity.push(Some(s.severity.symbol().to_string()));
+            e_speed.push(Some(s.speed_kph));
+            e_critical.push(Some(s.is_critical()));
         }
     })?;
     events.columns = vec![
