@@ -85,7 +85,10 @@ impl SamplingConfig {
             return Err(invalid("sampling.adaptive_boost", "must be >= 0".into()));
         }
         if self.review_timeout_s <= 0 {
-            return Err(invalid("sampling.review_timeout_s", "must be positive".into()));
+            return Err(invalid(
+                "sampling.review_timeout_s",
+                "must be positive".into(),
+            ));
         }
         let mut sampling =
             crate::sampling::SamplingPolicy::new(policy, self.budget, self.floor, self.seed)

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use safetel::config::{Config, RefitConfig};
-use safetel::engine::memory::{MemoryOutputs, MemoryDeadLetters, MemorySource};
+use safetel::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
 use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};

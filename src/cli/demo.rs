@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::engine::memory::{MemoryOutputs, MemoryDeadLetters, MemorySource};
+use crate::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{BinStats, Engine, RestoredState};
 use crate::evaluate::evaluate;

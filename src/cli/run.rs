@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::http::{self, AppState};
-use crate::kafka::{KafkaOutputs, KafkaDeadLetters, KafkaSource};
+use crate::kafka::{KafkaDeadLetters, KafkaOutputs, KafkaSource};
 use crate::metrics::Metrics;
 use crate::store::Store;
 

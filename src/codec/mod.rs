@@ -15,8 +15,8 @@ mod telemetry;
 use crate::model::TelemetryEvent;
 
 pub use alert::encode_alert;
-pub use review::{decode_review_request, encode_review_request};
 pub use binary::{Reader, write_bool, write_double, write_long, write_string};
+pub use review::{decode_review_request, encode_review_request};
 
 /// The Confluent wire format's magic byte.
 pub const MAGIC: u8 = 0;

@@ -39,7 +39,12 @@ pub fn decode_review_request(bytes: &[u8]) -> Result<ReviewRequest, DecodeError>
 }
 
 /// The datum of a result (after its header): vehicle, trip end, trip id, events.
-pub(super) fn encode_result(vehicle_id: &str, time_ms: i64, result: &ReviewResult<'_>, out: &mut Vec<u8>) {
+pub(super) fn encode_result(
+    vehicle_id: &str,
+    time_ms: i64,
+    result: &ReviewResult<'_>,
+    out: &mut Vec<u8>,
+) {
     write_string(vehicle_id, out);
     write_long(time_ms, out);
     write_string(&result.trip_id, out);
@@ -70,7 +75,9 @@ pub(super) fn decode_result(datum: &[u8]) -> Result<TelemetryEvent<'_>, DecodeEr
             break;
         }
         if count < 0 {
-            count = count.checked_neg().ok_or(DecodeError::NegativeLength { len: count, at })?;
+            count = count
+                .checked_neg()
+                .ok_or(DecodeError::NegativeLength { len: count, at })?;
             r.long()?;
         }
         // Validation rejects more; refusing here keeps a hostile count from allocating.

@@ -162,7 +162,12 @@ fn review_value(event: &TelemetryEvent<'_>) -> Value {
         panic!("not a review result");
     };
     let record = |fields: Vec<(&str, Value)>| {
-        Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     };
     let items = r
         .events
@@ -206,7 +211,9 @@ fn review_results_match_apache_avro_and_round_trip() {
     // Arrays written in blocks with byte sizes (negative counts), as other writers may do.
     let event = review_result(3);
     let plain = encode_to_vec(&event);
-    let Payload::Review(r) = &event.payload else { unreachable!() };
+    let Payload::Review(r) = &event.payload else {
+        unreachable!()
+    };
     let mut blocked = Vec::new();
     write_header(SchemaId::ReviewResultV1, &mut blocked);
     write_string("veh-1", &mut blocked);
@@ -233,7 +240,10 @@ fn review_results_match_apache_avro_and_round_trip() {
     write_long(event.event_time_ms, &mut hostile);
     write_string("trip-1", &mut hostile);
     write_long(i64::MAX / 2, &mut hostile);
-    assert!(matches!(decode(&hostile), Err(DecodeError::BadIndex { .. })));
+    assert!(matches!(
+        decode(&hostile),
+        Err(DecodeError::BadIndex { .. })
+    ));
 }
 
 #[test]
@@ -252,8 +262,14 @@ fn review_requests_match_apache_avro_and_round_trip() {
     let value = Value::Record(vec![
         ("trip_id".into(), Value::String("trip-1".into())),
         ("vehicle_id".into(), Value::String("veh-1".into())),
-        ("trip_start".into(), Value::TimestampMillis(request.trip_start_ms)),
-        ("trip_end".into(), Value::TimestampMillis(request.trip_end_ms)),
+        (
+            "trip_start".into(),
+            Value::TimestampMillis(request.trip_start_ms),
+        ),
+        (
+            "trip_end".into(),
+            Value::TimestampMillis(request.trip_end_ms),
+        ),
         ("inclusion_probability".into(), Value::Double(0.125)),
         ("policy".into(), Value::String("importance".into())),
     ]);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::runner::{OutputSink, DeadLetterSink, Poll, RecordSource, SinkError, SourceError};
+use super::runner::{DeadLetterSink, OutputSink, Poll, RecordSource, SinkError, SourceError};
 use super::{Rejection, SourceRecord, id_hash};
 use crate::model::{RegressionAlert, ReviewRequest};
 

@@ -31,8 +31,8 @@ use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
 use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
 pub use state::{
     BinStats, COHORT_PARTITION, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition,
-    PartitionState, PendingReview, Prior, SeenSegment, StateDelta, VehicleMeta, VehicleState, fact_records,
-    id_hash,
+    PartitionState, PendingReview, Prior, SeenSegment, StateDelta, VehicleMeta, VehicleState,
+    fact_records, id_hash,
 };
 
 /// One record as read from a source.
@@ -251,7 +251,10 @@ impl Engine {
         let mut partitions = restored.partitions;
         let mut pending_reviews = 0;
         for vehicle in vehicles.iter() {
-            let holds = &mut partitions.entry(vehicle.partition).or_default().review_holds;
+            let holds = &mut partitions
+                .entry(vehicle.partition)
+                .or_default()
+                .review_holds;
             for review in &vehicle.meta.pending_reviews {
                 holds.insert(review_hold(vehicle.key(), review));
                 pending_reviews += 1;
@@ -461,7 +464,13 @@ impl Engine {
         partition.watermark_ms = partition.watermark_ms.max(time);
         partition.pending_seen.push((time, hash));
         if let Some(timeout) = self.review_timeout_ms {
-            give_up_reviews(partition, &self.vehicles, timeout, &mut self.pending, &self.metrics);
+            give_up_reviews(
+                partition,
+                &self.vehicles,
+                timeout,
+                &mut self.pending,
+                &self.metrics,
+            );
         }
         if closable_through(partition, self.bin_width_ms, self.allowed_lateness_ms)
             > partition.closed_through_ms
@@ -560,10 +569,8 @@ impl Engine {
                             (p.a0, p.b0)
                         });
                     let recent = bin - self.detection.params.window_bins as i64 * width;
-                    let (events, risk_ms) = vehicle
-                        .bins
-                        .range(recent..)
-                        .fold((0, 0), |(e, x), (_, b)| {
+                    let (events, risk_ms) =
+                        vehicle.bins.range(recent..).fold((0, 0), |(e, x), (_, b)| {
                             (e + b.reviewed_critical, x + b.reviewed_risk_exposure_ms)
                         });
                     let trip = TripCovariates {
@@ -595,7 +602,9 @@ impl Engine {
                             risk_exposure_ms,
                         };
                         let partition = self.partitions.entry(record.partition).or_default();
-                        partition.review_holds.insert(review_hold(vehicle_id, &review));
+                        partition
+                            .review_holds
+                            .insert(review_hold(vehicle_id, &review));
                         vehicle.meta.pending_reviews.push(review);
                         self.review_requests.push(ReviewRequest {
                             trip_id: t.trip_id.to_string(),
@@ -877,7 +886,10 @@ fn give_up_reviews(
         let (_, vehicle_id, trip_id) = partition.review_holds.pop_first().expect("not empty");
         if let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) {
             let vehicle = &mut *vehicle;
-            vehicle.meta.pending_reviews.retain(|r| r.trip_id != trip_id);
+            vehicle
+                .meta
+                .pending_reviews
+                .retain(|r| r.trip_id != trip_id);
             // Rewritten with the vehicle's meta at the next commit.
             if let Some((&bin, _)) = vehicle.bins.last_key_value() {
                 if vehicle.dirty_bins.is_empty() {

@@ -2,7 +2,7 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::memory::{MemoryOutputs, MemoryDeadLetters, MemorySource};
+use super::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
 use super::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use super::*;
 use crate::codec::encode_to_vec;
@@ -598,4 +598,282 @@ fn commits_become_visible_while_the_source_is_idle() {
             "every record committed and acknowledged before shutdown"
         );
     });
+}
+
+/// A fleet with a firmware regression, for the review-loop tests.
+fn review_fleet() -> Vec<(String, Vec<u8>)> {
+    let mut config = GeneratorConfig {
+        vehicles: 150,
+        days: 40,
+        ..GeneratorConfig::default()
+    };
+    config.regressions.firmware_rollout = Some(FirmwareRollout {
+        version: "fw-9".into(),
+        day: 18,
+        share: 0.5,
+        hr_critical: 6.0,
+    });
+    Generator::new(config)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect()
+}
+
+/// What a run with a review service leaves behind.
+struct ServiceRun {
+    engine: Engine,
+    alerts: Vec<RegressionAlert>,
+    requests: usize,
+    rejections: Vec<Rejection>,
+}
+
+/// Runs `records` through an engine that asks a review service (a [`ReviewDesk`] holding the
+/// critical events back), over 4 partitions like `run_in_memory`. Requests made within a batch
+/// of `batch` records are answered after the next batch (the service's delay); requests for
+/// trips in `unanswered` are never answered. With `restart_at`, the engine commits to a store
+/// there and a new engine continues from what the store restores.
+fn run_with_review_service(
+    policy: crate::sampling::SamplingPolicy,
+    records: &[(String, Vec<u8>)],
+    batch: usize,
+    unanswered: &dyn Fn(&str) -> bool,
+    restart_at: Option<usize>,
+    timeout_ms: i64,
+) -> ServiceRun {
+    use crate::generator::ReviewDesk;
+    let make = |restored| {
+        engine_from(restored)
+            .with_sampling(policy.clone())
+            .with_review_service(timeout_ms)
+    };
+    let mut desk = ReviewDesk::default();
+    let withheld: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .filter(|(_, bytes)| !desk.withhold(bytes))
+        .cloned()
+        .collect();
+    let mut stream = withheld.into_iter();
+    let mut engine = make(RestoredState::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let (mut alerts, mut rejections, mut requests) = (Vec::new(), Vec::new(), 0);
+    let mut answers: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut processed = 0;
+    loop {
+        // The previous batch's answers arrive behind the next batch of telemetry.
+        let due = std::mem::take(&mut answers);
+        let chunk: Vec<(String, Vec<u8>)> = stream.by_ref().take(batch).collect();
+        if chunk.is_empty() && due.is_empty() {
+            break;
+        }
+        for (key, bytes) in chunk.into_iter().chain(due) {
+            let partition = super::memory::partition_for(key.as_bytes(), 4);
+            let offset = offsets.entry(partition).or_insert(0);
+            let record = SourceRecord {
+                partition,
+                offset: *offset,
+                key: Some(key.as_bytes()),
+                payload: &bytes,
+                timestamp_ms: None,
+            };
+            *offset += 1;
+            processed += 1;
+            if let Err(rejection) = engine.process(&record) {
+                rejections.push(rejection);
+            }
+            if restart_at == Some(processed) {
+                alerts.extend(engine.take_alerts());
+                for request in engine.take_review_requests() {
+                    requests += 1;
+                    if !unanswered(&request.trip_id) {
+                        answers.push(desk.answer(&request));
+                    }
+                }
+                store.write(&engine.take_delta()).unwrap();
+                engine = make(store.restore().unwrap());
+            }
+        }
+        alerts.extend(engine.take_alerts());
+        for request in engine.take_review_requests() {
+            requests += 1;
+            if !unanswered(&request.trip_id) {
+                answers.push(desk.answer(&request));
+            }
+        }
+    }
+    ServiceRun {
+        engine,
+        alerts,
+        requests,
+        rejections,
+    }
+}
+
+/// (reviewed trips, reviewed critical events, reviewed risk exposure) over every vehicle.
+fn reviewed_totals(engine: &Engine) -> (u64, u64, u64) {
+    engine.vehicles().iter().fold((0, 0, 0), |(t, c, x), v| {
+        let s = v.totals();
+        (
+            t + s.reviewed_trips,
+            c + s.reviewed_critical,
+            x + s.reviewed_risk_exposure_ms,
+        )
+    })
+}
+
+#[test]
+fn a_review_service_gives_exactly_the_in_stream_result() {
+    use crate::sampling::{Policy, SamplingPolicy};
+    let records = review_fleet();
+    let policy = SamplingPolicy::new(Policy::Stratified, 0.5, 0.1, 5).unwrap();
+    // In-stream: critical events are in the stream, the policy decides which count.
+    let mut in_stream = engine().with_sampling(policy.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let (_, outputs) = super::memory::run_in_memory(
+        &mut in_stream,
+        records.iter().cloned(),
+        4,
+        &mut store,
+        50_000,
+    )
+    .unwrap();
+    assert!(
+        outputs.review_requests.is_empty(),
+        "no service, no requests"
+    );
+    let expected = reviewed_totals(&in_stream);
+    assert!(
+        expected.1 > 20,
+        "enough reviewed events to matter: {expected:?}"
+    );
+
+    // Through a review service answering 2000 records late; and again with a restart between.
+    for restart_at in [None, Some(records.len() / 2)] {
+        let run = run_with_review_service(
+            policy.clone(),
+            &records,
+            2000,
+            &|_| false,
+            restart_at,
+            60 * 24 * HOUR,
+        );
+        assert!(
+            run.rejections.iter().all(|r| !matches!(
+                r,
+                Rejection::UnrequestedReview { .. } | Rejection::ReviewedEventOutsideTrip { .. }
+            )),
+            "{:?}",
+            run.rejections.iter().take(3).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            run.requests as u64, expected.0,
+            "one request per reviewed trip ({restart_at:?})"
+        );
+        assert_eq!(reviewed_totals(&run.engine), expected, "{restart_at:?}");
+        assert_eq!(run.alerts, outputs.alerts, "{restart_at:?}");
+        assert_eq!(run.engine.metrics.reviews_pending.get(), 0);
+        if restart_at.is_none() {
+            let answered = run.engine.metrics.review_results("answered").get();
+            assert_eq!(answered, expected.0);
+        }
+    }
+    assert!(
+        outputs.alerts.iter().any(|a| a.key == "firmware:fw-9"),
+        "the regression is seen through the review loop"
+    );
+}
+
+#[test]
+fn unanswered_reviews_hold_bins_until_they_time_out() {
+    use crate::sampling::{Policy, SamplingPolicy, uniform_draw};
+    let records = review_fleet();
+    let policy = SamplingPolicy::new(Policy::Uniform, 0.3, 0.1, 5).unwrap();
+    let lost = |trip: &str| uniform_draw(trip, 99) < 0.2;
+    // Answers come a batch (about a day of this fleet's event time) after their request.
+    let timeout = 6 * 24 * HOUR;
+    let mut run = run_with_review_service(policy, &records, 2000, &lost, None, timeout);
+    let metrics = &run.engine.metrics;
+    let (answered, timed_out, pending) = (
+        metrics.review_results("answered").get(),
+        metrics.review_results("timed_out").get(),
+        metrics.reviews_pending.get() as u64,
+    );
+    assert_eq!(answered + timed_out + pending, run.requests as u64);
+    assert!(timed_out > 50, "lost reviews time out: {timed_out}");
+    assert!(pending > 0, "the last days' lost reviews are still awaited");
+    // Every partition's bins closed up to the oldest review still awaited, which is at most
+    // the timeout behind the watermark: nothing waits for ever.
+    for state in run.engine.partitions.values() {
+        let oldest = state
+            .review_holds
+            .first()
+            .map(|(start, _, _)| *start)
+            .unwrap();
+        assert!(
+            oldest >= state.watermark_ms - timeout,
+            "{oldest} vs {}",
+            state.watermark_ms
+        );
+        assert!(state.closed_through_ms > oldest - 24 * HOUR);
+        assert!(state.closed_through_ms <= oldest);
+    }
+    // An answer for a review given up is dead-lettered, not counted.
+    let given_up = records
+        .iter()
+        .find_map(|(_, bytes)| match codec::decode(bytes).ok()?.payload {
+            Payload::Trip(t)
+                if lost(&t.trip_id)
+                    && !run.engine.vehicles().iter().any(|v| {
+                        v.meta
+                            .pending_reviews
+                            .iter()
+                            .any(|p| *p.trip_id == *t.trip_id)
+                    })
+                    && crate::sampling::selected(&t.trip_id, 5, 0.3) =>
+            {
+                Some((t.trip_id.to_string(), t.end_time_ms))
+            }
+            _ => None,
+        })
+        .expect("a timed-out trip");
+    let vehicle = records
+        .iter()
+        .find_map(|(key, bytes)| match codec::decode(bytes).ok()?.payload {
+            Payload::Trip(t) if *t.trip_id == *given_up.0 => Some(key.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let answer = encode_to_vec(&TelemetryEvent {
+        vehicle_id: vehicle.as_str().into(),
+        event_time_ms: given_up.1,
+        payload: Payload::Review(ReviewResult {
+            trip_id: given_up.0.as_str().into(),
+            events: Vec::new(),
+        }),
+    });
+    let partition = super::memory::partition_for(vehicle.as_bytes(), 4);
+    let unrequested_before = run.engine.metrics.dlq_records("unrequested_review").get();
+    assert!(
+        run.rejections
+            .iter()
+            .all(|r| !matches!(r, Rejection::UnrequestedReview { .. })),
+        "in time, every answer finds its request"
+    );
+    let result = run.engine.process(&SourceRecord {
+        partition,
+        offset: 1 << 40,
+        key: Some(vehicle.as_bytes()),
+        payload: &answer,
+        timestamp_ms: None,
+    });
+    assert!(
+        matches!(result, Err(Rejection::UnrequestedReview { ref trip_id }) if *trip_id == given_up.0),
+        "{result:?}"
+    );
+    assert_eq!(
+        run.engine.metrics.dlq_records("unrequested_review").get(),
+        unrequested_before + 1
+    );
 }

@@ -2,12 +2,14 @@
 //!
 //! Owns the simulated fleet ([`fleet`]), the injected regressions (ground truth), and the fault
 //! injection that turns clean telemetry into a realistic stream ([`faults`]): out of order, late,
-//! duplicated and corrupt records. Produces framed Avro records; where they go (Kafka, a file,
+//! duplicated and corrupt records; and the review service ([`review`]) that holds critical events
+//! back until a trip's review is requested. Produces framed Avro records; where they go (Kafka, a file,
 //! the in-process demo source) is the caller's business.
 
 pub mod config;
 mod faults;
 pub mod fleet;
+pub mod review;
 
 use serde::Serialize;
 
@@ -16,6 +18,7 @@ pub use config::{
 };
 pub use faults::{Corruption, Fault};
 pub use fleet::{DAY_MS, Fleet, InjectedRegression};
+pub use review::ReviewDesk;
 
 use crate::codec;
 use crate::model::TelemetryEvent;

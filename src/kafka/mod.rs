@@ -6,8 +6,8 @@
 //! and any other librdkafka property configured by the user reach every client.
 
 mod admin;
-mod outputs;
 mod dlq;
+mod outputs;
 mod producer;
 mod source;
 
@@ -16,8 +16,8 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 
 pub use admin::create_topics;
-pub use outputs::KafkaOutputs;
 pub use dlq::KafkaDeadLetters;
+pub use outputs::KafkaOutputs;
 pub use producer::{ProduceError, RecordProducer};
 pub use source::KafkaSource;
 
