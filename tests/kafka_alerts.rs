@@ -10,9 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use apache_avro::types::Value;
 use common::*;
-use rdkafka::message::Message;
 use safetel::config::Config;
 use safetel::engine::memory::run_in_memory;
 use safetel::engine::{Engine, RestoredState};
@@ -21,63 +19,6 @@ use safetel::metrics::Metrics;
 use safetel::store::Store;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
-    &fields.iter().find(|(n, _)| n == name).unwrap().1
-}
-
-/// One alert as JSON, read field by field from the Avro datum.
-fn decode_alert(bytes: &[u8], schema: &apache_avro::Schema) -> serde_json::Value {
-    assert_eq!(
-        &bytes[..5],
-        &[0, 0, 0, 0, 3],
-        "Confluent framing, schema id 3"
-    );
-    let mut datum = &bytes[5..];
-    let Value::Record(f) = apache_avro::from_avro_datum(schema, &mut datum, None).unwrap() else {
-        panic!("not a record")
-    };
-    assert!(datum.is_empty(), "nothing after the datum");
-    let text = |name| match field(&f, name) {
-        Value::String(s) => serde_json::json!(s),
-        Value::Enum(_, s) => serde_json::json!(s),
-        other => panic!("{name}: {other:?}"),
-    };
-    let number = |name| match field(&f, name) {
-        Value::Double(d) => serde_json::json!(d),
-        Value::Long(l) | Value::TimestampMillis(l) => serde_json::json!(l),
-        other => panic!("{name}: {other:?}"),
-    };
-    let mut out = serde_json::Map::new();
-    for name in [
-        "alert_id",
-        "status",
-        "key_kind",
-        "key",
-        "hazard_class",
-        "prior_source",
-        "sampling_policy",
-    ] {
-        out.insert(name.into(), text(name));
-    }
-    for name in [
-        "onset_estimate",
-        "detected_at",
-        "p_regression",
-        "hr_median",
-        "hr_low",
-        "hr_high",
-        "rate_before",
-        "rate_after",
-        "events_before",
-        "events_after",
-        "exposure_before",
-        "exposure_after",
-    ] {
-        out.insert(name.into(), number(name));
-    }
-    serde_json::Value::Object(out)
-}
 
 /// The same fleet through the engine in process: the alerts `run` must publish.
 fn in_process_alerts(fleet: GeneratorConfig) -> Vec<serde_json::Value> {
@@ -198,22 +139,14 @@ fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {
     let consumer = topic_reader(&names, &names.regressions);
     // `run` flushed every alert before it stopped: read until the topic stays quiet for 10 s.
     let mut published: Vec<serde_json::Value> = Vec::new();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut quiet_since = std::time::Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(10) && std::time::Instant::now() < deadline {
-        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
-            let message = message.unwrap();
-            let alert = decode_alert(message.payload().unwrap(), &schema);
-            assert_eq!(
-                message
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).to_string()),
-                alert["alert_id"].as_str().map(str::to_string),
-                "keyed by alert id"
-            );
-            published.push(alert);
-            quiet_since = std::time::Instant::now();
-        }
+    for (key, payload) in read_until_quiet(&consumer, Duration::from_secs(10), TIMEOUT) {
+        let alert = decode_alert(&payload, &schema);
+        assert_eq!(
+            Some(String::from_utf8_lossy(&key).to_string()),
+            alert["alert_id"].as_str().map(str::to_string),
+            "keyed by alert id"
+        );
+        published.push(alert);
     }
     // One run, no crash: each alert exactly once, and the same alerts as in process (detection
     // does not depend on partitioning or on how records interleave across partitions).

@@ -3,15 +3,18 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::codec;
 use crate::config::Config;
-use crate::generator::{GeneratedRecord, Generator, GeneratorConfig};
-use crate::kafka::RecordProducer;
+use crate::generator::{GeneratedRecord, Generator, GeneratorConfig, ReviewDesk};
+use crate::kafka::{RecordProducer, serve_reviews};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,6 +38,14 @@ pub struct Args {
     /// Write an Avro object container file instead.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Act as the review service too (with --kafka): hold critical events back from the stream
+    /// and, after sending the rest, answer review requests with them (`run` with a review
+    /// budget asks), until interrupted or --review-idle-exit-s passes without a request.
+    #[arg(long, requires = "kafka")]
+    review_service: bool,
+    /// Stop serving reviews after this many seconds without a request.
+    #[arg(long, requires = "review_service")]
+    review_idle_exit_s: Option<f64>,
     /// Where to write the ground truth (injected regressions, faults).
     #[arg(long, default_value = "truth.json")]
     truth: PathBuf,
@@ -105,11 +116,14 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     progress.set_message("generating");
     let mut sent = 0u64;
     let mut tick = |generator: &Generator| progress.set_position(u64::from(generator.days_done()));
+    let mut desk = ReviewDesk::default();
     if args.kafka {
         let producer = RecordProducer::new(config, &config.kafka.events_topic)?;
         while let Some(record) = generator.next() {
-            producer.send(record.key.as_bytes(), &record.bytes)?;
-            sent += 1;
+            if !(args.review_service && desk.withhold(&record.bytes)) {
+                producer.send(record.key.as_bytes(), &record.bytes)?;
+                sent += 1;
+            }
             tick(&generator);
         }
         producer.flush(Duration::from_secs(120))?;
@@ -134,6 +148,39 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         truth.regressions.len(),
         args.truth.display()
     );
+    if args.review_service {
+        eprintln!(
+            "review service: {} critical events held back; answering requests on {}",
+            desk.withheld_events(),
+            config.kafka.review_requests_topic
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        // A runtime thread turns SIGINT/SIGTERM into a stop flag: the service finishes its
+        // batch, flushes and commits.
+        let signals = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let flag = Arc::clone(&stop);
+        let mut term = signals.block_on(async { signal(SignalKind::terminate()) })?;
+        let mut interrupt = signals.block_on(async { signal(SignalKind::interrupt()) })?;
+        signals.spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            flag.store(true, Ordering::Relaxed);
+        });
+        let idle = args.review_idle_exit_s.map(Duration::from_secs_f64);
+        let summary = serve_reviews(config, &mut desk, idle, &stop)?;
+        eprintln!(
+            "review service: {} requests, {} answered ({} trips), {} malformed",
+            summary.requests,
+            summary.answered,
+            desk.trips_requested(),
+            summary.malformed
+        );
+    }
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //! The pipeline runs on its own thread (blocking librdkafka and RocksDB calls); the tokio runtime
 //! serves HTTP and waits for signals. First SIGINT/SIGTERM: stop consuming, flush the DLQ, write
 //! the last commit, exit within `state.shutdown_deadline_ms`. A second signal exits at once.
-//! With `refit.schedule_utc` set, a thread refits daily on the same store (see `nightly`).
+//! With `refit.schedule_utc` set, a thread refits daily on the same store (see `nightly`). With
+//! a review budget (`[sampling]`), selected trips go to the review-requests topic and only the
+//! review service's answers count as reviewed critical events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,17 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         restored,
         metrics.clone(),
     )?;
+    if let Some(policy) = config.sampling.policy()? {
+        info!(
+            policy = policy.policy.name(),
+            budget = policy.budget,
+            topic = %config.kafka.review_requests_topic,
+            "review budget: asking the review service for selected trips"
+        );
+        engine = engine
+            .with_sampling(policy)
+            .with_review_service(config.sampling.review_timeout_s * 1000);
+    }
     let status = Arc::new(StatusBoard::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     // The daily refit reads facts and writes priors on its own thread; converged priors reach

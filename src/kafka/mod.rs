@@ -1,5 +1,5 @@
-//! The Kafka edge: consumer source, dead-letter producer, alert producer, record producer,
-//! topic admin.
+//! The Kafka edge: consumer source, dead-letter producer, alert and review-request producer,
+//! record producer, the simulated review service, topic admin.
 //!
 //! Thin adapters between librdkafka (through `rdkafka`, with its bundled librdkafka) and the
 //! engine's traits. Client settings always come from [`Config::client_properties`], so TLS/SASL
@@ -9,6 +9,7 @@ mod admin;
 mod dlq;
 mod outputs;
 mod producer;
+mod review_service;
 mod source;
 
 use rdkafka::ClientConfig;
@@ -19,6 +20,7 @@ pub use admin::create_topics;
 pub use dlq::KafkaDeadLetters;
 pub use outputs::KafkaOutputs;
 pub use producer::{ProduceError, RecordProducer};
+pub use review_service::{ReviewServiceError, ReviewServiceSummary, serve_reviews};
 pub use source::KafkaSource;
 
 /// A librdkafka client configuration: safetel's `defaults`, then the user's properties (which

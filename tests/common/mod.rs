@@ -24,6 +24,7 @@ pub struct Names {
     pub events: String,
     pub dlq: String,
     pub regressions: String,
+    pub review_requests: String,
     pub group: String,
 }
 
@@ -38,6 +39,7 @@ impl Names {
             events: format!("{tag}.events"),
             dlq: format!("{tag}.dlq"),
             regressions: format!("{tag}.regressions"),
+            review_requests: format!("{tag}.reviews"),
             group: format!("{tag}.group"),
         }
     }
@@ -71,6 +73,10 @@ pub fn safetel(names: &Names, state_dir: &Path, port: u16) -> Command {
         .env("SAFETEL_KAFKA__EVENTS_TOPIC", &names.events)
         .env("SAFETEL_KAFKA__DLQ_TOPIC", &names.dlq)
         .env("SAFETEL_KAFKA__REGRESSIONS_TOPIC", &names.regressions)
+        .env(
+            "SAFETEL_KAFKA__REVIEW_REQUESTS_TOPIC",
+            &names.review_requests,
+        )
         .env("SAFETEL_KAFKA__GROUP_ID", &names.group)
         .env("SAFETEL_STATE__DIR", state_dir)
         .env("SAFETEL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -226,7 +232,7 @@ pub struct Totals {
     pub mode_transitions: u64,
 }
 
-fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
+pub fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
     &fields
         .iter()
         .find(|(n, _)| n == name)
@@ -313,4 +319,81 @@ pub fn served_totals(port: u16, vehicle: &str) -> Totals {
         disengagements: n("disengagements"),
         mode_transitions: n("mode_transitions"),
     }
+}
+
+/// One alert as JSON, read field by field from the Avro datum.
+pub fn decode_alert(bytes: &[u8], schema: &apache_avro::Schema) -> serde_json::Value {
+    assert_eq!(
+        &bytes[..5],
+        &[0, 0, 0, 0, 3],
+        "Confluent framing, schema id 3"
+    );
+    let mut datum = &bytes[5..];
+    let Value::Record(f) = apache_avro::from_avro_datum(schema, &mut datum, None).unwrap() else {
+        panic!("not a record")
+    };
+    assert!(datum.is_empty(), "nothing after the datum");
+    let text = |name| match field(&f, name) {
+        Value::String(s) => serde_json::json!(s),
+        Value::Enum(_, s) => serde_json::json!(s),
+        other => panic!("{name}: {other:?}"),
+    };
+    let number = |name| match field(&f, name) {
+        Value::Double(d) => serde_json::json!(d),
+        Value::Long(l) | Value::TimestampMillis(l) => serde_json::json!(l),
+        other => panic!("{name}: {other:?}"),
+    };
+    let mut out = serde_json::Map::new();
+    for name in [
+        "alert_id",
+        "status",
+        "key_kind",
+        "key",
+        "hazard_class",
+        "prior_source",
+        "sampling_policy",
+    ] {
+        out.insert(name.into(), text(name));
+    }
+    for name in [
+        "onset_estimate",
+        "detected_at",
+        "p_regression",
+        "hr_median",
+        "hr_low",
+        "hr_high",
+        "rate_before",
+        "rate_after",
+        "events_before",
+        "events_after",
+        "exposure_before",
+        "exposure_after",
+    ] {
+        out.insert(name.into(), number(name));
+    }
+    serde_json::Value::Object(out)
+}
+
+/// Every message (key, payload) of the consumer's topic, read until it stays quiet for
+/// `quiet` (or `timeout` passes).
+pub fn read_until_quiet(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    quiet: Duration,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use rdkafka::message::Message;
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = Instant::now();
+    let mut out = Vec::new();
+    while quiet_since.elapsed() < quiet && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            let message = message.unwrap();
+            out.push((
+                message.key().unwrap_or_default().to_vec(),
+                message.payload().unwrap_or_default().to_vec(),
+            ));
+            quiet_since = Instant::now();
+        }
+    }
+    out
 }

@@ -1,0 +1,200 @@
+//! The review loop through a real Apache Kafka broker: `safetel generate --kafka
+//! --review-service` holds critical events back and answers review requests; `safetel run`
+//! under a review budget asks for the trips its policy selects and counts only the answers.
+//! The requests are read back with `apache-avro` and the committed schema; the alerts must equal
+//! those of the same fleet run in process with the critical events in the stream.
+#![cfg(feature = "kafka-tests")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use common::*;
+use safetel::config::Config;
+use safetel::engine::memory::run_in_memory;
+use safetel::engine::{Engine, RestoredState};
+use safetel::generator::{Generator, GeneratorConfig};
+use safetel::metrics::Metrics;
+use safetel::model::Payload;
+use safetel::sampling::{Policy, SamplingPolicy};
+use safetel::store::Store;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+const BUDGET: f64 = 0.5;
+
+#[test]
+fn run_asks_the_review_service_and_counts_only_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::unique("reviews");
+    let out = run_ok(safetel(&names, &dir.path().join("unused"), 0).args(["topics", "create"]));
+    assert!(
+        out.contains(&format!("{}: created", names.review_requests)),
+        "{out}"
+    );
+    // Commercial utilisation (8 h a day): enough reviewed events at half the trips to alert.
+    let fleet_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/fleet-commercial.toml");
+    let fleet = GeneratorConfig {
+        seed: 7,
+        vehicles: 200,
+        days: 42,
+        ..toml::from_str(&std::fs::read_to_string(fleet_file).unwrap()).unwrap()
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet.clone())
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    // The test's own count of what the service holds back: decodable critical events.
+    let withheld = records
+        .iter()
+        .filter(|(_, b)| {
+            matches!(safetel::codec::decode(b).map(|e| e.payload),
+                Ok(Payload::Safety(e)) if e.is_critical())
+        })
+        .count() as i64;
+
+    // In process, critical events in the stream: what `run` must arrive at.
+    let config = Config::default_config();
+    let policy = SamplingPolicy::new(Policy::Uniform, BUDGET, 0.1, 0).unwrap();
+    let mut engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        RestoredState::default(),
+        Metrics::new(),
+    )
+    .unwrap()
+    .with_sampling(policy);
+    let store_dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(store_dir.path()).unwrap();
+    let (_, expected) =
+        run_in_memory(&mut engine, records.iter().cloned(), 4, &mut store, 20_000).unwrap();
+    let reviewed = engine
+        .vehicles()
+        .iter()
+        .map(|v| v.totals().reviewed_trips)
+        .sum::<u64>() as i64;
+    assert!(
+        expected.alerts.iter().any(|a| a.status.name() == "OPENED"),
+        "the fleet raises alerts under the budget in process"
+    );
+
+    // The generator as review service (it exits 20 s after the last request)...
+    let mut service = safetel(&names, &dir.path().join("unused"), 0)
+        .args([
+            "generate",
+            "--kafka",
+            "--review-service",
+            "--review-idle-exit-s",
+            "20",
+            "--fleet",
+            fleet_file,
+            "--seed",
+            "7",
+            "--vehicles",
+            "200",
+            "--days",
+            "42",
+            "--truth",
+            dir.path().join("truth.json").to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // ...and `run` with a review budget; a review is awaited as long as it takes.
+    let run = Running::start(
+        &names,
+        &dir.path().join("state"),
+        &[
+            ("SAFETEL_SAMPLING__POLICY", "uniform"),
+            ("SAFETEL_SAMPLING__BUDGET", "0.5"),
+            ("SAFETEL_SAMPLING__REVIEW_TIMEOUT_S", "315360000"),
+        ],
+    );
+    // Everything but the withheld events, plus one answer per reviewed trip.
+    run.wait_committed(records.len() as i64 - withheld + reviewed, TIMEOUT);
+    let metrics = http_get(run.port, "/metrics").unwrap().1;
+    let metric = |line: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{line} missing"))
+    };
+    assert_eq!(metric("safetel_reviews_total "), reviewed as f64);
+    assert_eq!(
+        metric("safetel_review_results_total{outcome=\"answered\"} "),
+        reviewed as f64
+    );
+    assert_eq!(metric("safetel_reviews_pending "), 0.0);
+    assert_eq!(
+        metric("safetel_records_consumed_total{type=\"review_result\"} "),
+        reviewed as f64
+    );
+    run.stop();
+    let status = service.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(service.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains(&format!("{withheld} critical events held back")),
+        "{log}"
+    );
+
+    // The requests, decoded with the committed schema: one per reviewed trip, keyed by vehicle.
+    let schema =
+        apache_avro::Schema::parse_str(include_str!("../schemas/review_request.avsc")).unwrap();
+    let mut trips = BTreeSet::new();
+    for (key, payload) in read_until_quiet(
+        &topic_reader(&names, &names.review_requests),
+        Duration::from_secs(5),
+        TIMEOUT,
+    ) {
+        assert_eq!(&payload[..5], &[0, 0, 0, 0, 4], "schema id 4");
+        let mut datum = &payload[5..];
+        let Value::Record(fields) =
+            apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap()
+        else {
+            panic!("not a record")
+        };
+        let Value::String(vehicle) = field(&fields, "vehicle_id") else {
+            panic!()
+        };
+        assert_eq!(vehicle.as_bytes(), &key[..]);
+        assert_eq!(
+            field(&fields, "inclusion_probability"),
+            &Value::Double(BUDGET)
+        );
+        assert_eq!(field(&fields, "policy"), &Value::String("uniform".into()));
+        let Value::String(trip) = field(&fields, "trip_id") else {
+            panic!()
+        };
+        trips.insert(trip.clone());
+    }
+    assert_eq!(
+        trips.len() as i64,
+        reviewed,
+        "one request per reviewed trip"
+    );
+
+    // The alerts equal the in-process run's: nothing lost in the loop.
+    let alert_schema =
+        apache_avro::Schema::parse_str(include_str!("../schemas/regression_alert.avsc")).unwrap();
+    let published: BTreeMap<String, serde_json::Value> = read_until_quiet(
+        &topic_reader(&names, &names.regressions),
+        Duration::from_secs(5),
+        TIMEOUT,
+    )
+    .iter()
+    .map(|(_, payload)| {
+        let alert = decode_alert(payload, &alert_schema);
+        (alert["alert_id"].as_str().unwrap().to_string(), alert)
+    })
+    .collect();
+    let expected: BTreeMap<String, serde_json::Value> = expected
+        .alerts
+        .iter()
+        .map(|a| (a.alert_id.clone(), serde_json::to_value(a).unwrap()))
+        .collect();
+    assert_eq!(published, expected);
+}
