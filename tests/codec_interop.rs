@@ -30,6 +30,7 @@ fn as_json(event: &TelemetryEvent<'_>) -> Value {
             "branch": "ModeTransition", "transition_id": m.transition_id, "trip_id": m.trip_id,
             "from_mode": m.from_mode.symbol(), "to_mode": m.to_mode.symbol(), "reason": m.reason.symbol(),
         }),
+        Payload::Review(r) => panic!("the fixtures hold no review results: {r:?}"),
     };
     json!({"vehicle_id": event.vehicle_id, "event_time": event.event_time_ms, "payload": payload})
 }

@@ -46,14 +46,16 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
         .unwrap()
         .map(|r| (r.key, r.bytes))
         .collect();
-    // The test's own count of what the service holds back: decodable critical events.
-    let withheld = records
-        .iter()
-        .filter(|(_, b)| {
-            matches!(safetel::codec::decode(b).map(|e| e.payload),
-                Ok(Payload::Safety(e)) if e.is_critical())
-        })
-        .count() as i64;
+    // The test's own count of what the service holds back: decodable critical events, by trip.
+    let mut critical_by_trip: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, bytes) in &records {
+        if let Ok(Payload::Safety(e)) = safetel::codec::decode(bytes).map(|e| e.payload)
+            && e.is_critical()
+        {
+            *critical_by_trip.entry(e.trip_id.to_string()).or_default() += 1;
+        }
+    }
+    let withheld = critical_by_trip.values().sum::<u64>() as i64;
 
     // In process, critical events in the stream: what `run` must arrive at.
     let config = Config::default_config();
@@ -127,6 +129,7 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
         reviewed as f64
     );
     assert_eq!(metric("safetel_reviews_pending "), 0.0);
+    let fleet = get_json(run.port, "/api/fleet").unwrap();
     assert_eq!(
         metric("safetel_records_consumed_total{type=\"review_result\"} "),
         reviewed as f64
@@ -175,6 +178,27 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
         trips.len() as i64,
         reviewed,
         "one request per reviewed trip"
+    );
+
+    // The fleet's critical events, estimated from the reviewed trips alone (Horvitz-Thompson:
+    // each reviewed event weighted 1/pi; the variance sums (1 - pi) y^2 / pi^2 over trips).
+    let y = |trip: &String| critical_by_trip.get(trip).copied().unwrap_or(0) as f64;
+    let estimate: f64 = trips.iter().map(|t| y(t) / BUDGET).sum();
+    let variance: f64 = trips
+        .iter()
+        .map(|t| (1.0 - BUDGET) * y(t) * y(t) / (BUDGET * BUDGET))
+        .sum();
+    let served = &fleet["critical"];
+    assert_eq!(served["method"], "horvitz_thompson");
+    assert!(
+        (served["estimate"].as_f64().unwrap() - estimate).abs() < 1e-6,
+        "{fleet}"
+    );
+    assert!((served["standard_error"].as_f64().unwrap() - variance.sqrt()).abs() < 1e-6);
+    assert_eq!(fleet["sampling"]["reviewed_trips"], reviewed);
+    assert!(
+        (estimate - withheld as f64).abs() < 4.0 * variance.sqrt(),
+        "the estimate {estimate} stands for all {withheld} critical events"
     );
 
     // The alerts equal the in-process run's: nothing lost in the loop.

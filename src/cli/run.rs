@@ -89,6 +89,10 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         vehicles: engine.vehicles(),
         metrics: metrics.clone(),
         status: Arc::clone(&status),
+        sampling: config
+            .sampling
+            .policy()?
+            .map(|p| (p.policy.name(), p.budget)),
     };
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),

@@ -594,12 +594,15 @@ impl Engine {
                     let reviewed = crate::sampling::selected(&t.trip_id, policy.seed, probability);
                     let risk_exposure_ms =
                         (delta.exposure_ms as f64 * stratum.relative_risk()).round() as u64;
+                    let (weight, variance_unit) = BinStats::ht_terms(probability, 1);
                     if reviewed && self.review_timeout_ms.is_some() {
                         let review = PendingReview {
                             trip_id: t.trip_id.to_string(),
                             trip_start_ms: t.start_time_ms,
                             trip_end_ms: t.end_time_ms,
                             risk_exposure_ms,
+                            ht_weight_micro: weight,
+                            ht_variance_unit_micro: variance_unit,
                         };
                         let partition = self.partitions.entry(record.partition).or_default();
                         partition
@@ -619,14 +622,19 @@ impl Engine {
                     }
                     let mut waiting = std::mem::take(&mut vehicle.meta.awaiting_review);
                     if reviewed && self.review_timeout_ms.is_none() {
+                        let mut events = 0;
+                        for (_, event_bin) in waiting.iter().filter(|(id, _)| *id == *t.trip_id) {
+                            let event_bin = event_bin.div_euclid(width) * width;
+                            let stats = vehicle.bins.entry(event_bin).or_default();
+                            stats.reviewed_critical += 1;
+                            stats.ht_critical_micro += weight;
+                            vehicle.dirty_bins.insert(event_bin);
+                            events += 1;
+                        }
                         let stats = vehicle.bins.entry(bin).or_default();
                         stats.reviewed_trips += 1;
                         stats.reviewed_risk_exposure_ms += risk_exposure_ms;
-                        for (_, event_bin) in waiting.iter().filter(|(id, _)| *id == *t.trip_id) {
-                            let event_bin = event_bin.div_euclid(width) * width;
-                            vehicle.bins.entry(event_bin).or_default().reviewed_critical += 1;
-                            vehicle.dirty_bins.insert(event_bin);
-                        }
+                        stats.ht_variance_micro += variance_unit * events * events;
                         self.metrics.reviews.inc();
                     }
                     waiting.retain(|(id, _)| *id != *t.trip_id);
@@ -681,6 +689,12 @@ impl Engine {
         let stats = vehicle.bins.entry(end_bin).or_default();
         stats.reviewed_trips += 1;
         stats.reviewed_risk_exposure_ms += review.risk_exposure_ms;
+        let events = result
+            .events
+            .iter()
+            .filter(|(_, e)| e.is_critical())
+            .count() as u64;
+        stats.ht_variance_micro += review.ht_variance_unit_micro * events * events;
         vehicle.dirty_bins.insert(end_bin);
         for (time, event) in &result.events {
             let critical = u64::from(event.is_critical());
@@ -689,6 +703,7 @@ impl Engine {
                 safety_events: 1,
                 critical,
                 reviewed_critical: critical,
+                ht_critical_micro: critical * review.ht_weight_micro,
                 ..BinStats::default()
             });
             vehicle.dirty_bins.insert(bin_of(*time));
@@ -902,6 +917,15 @@ fn give_up_reviews(
         metrics.review_results("timed_out").inc();
         metrics.reviews_pending.dec();
     }
+}
+
+/// Every vehicle's bins summed: the fleet's totals (exact, integer sums in any order).
+pub fn fleet_totals(vehicles: &Vehicles) -> BinStats {
+    let mut total = BinStats::default();
+    for vehicle in vehicles.iter() {
+        total.add(&vehicle.totals());
+    }
+    total
 }
 
 /// The dedup key of a record: its kind, vehicle and id, hashed.

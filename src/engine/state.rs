@@ -26,10 +26,39 @@ pub struct BinStats {
     pub reviewed_trips: u64,
     pub reviewed_critical: u64,
     pub reviewed_risk_exposure_ms: u64,
+    /// Horvitz-Thompson estimate of all critical events (reviewed or not): the sum of 1/pi over
+    /// reviewed critical events, in millionths (integers, so that sums are exact in any order).
+    pub ht_critical_micro: u64,
+    /// Its variance under Poisson sampling, the sum over reviewed trips of
+    /// (1 - pi) y^2 / pi^2 with y the trip's critical events, in millionths.
+    pub ht_variance_micro: u64,
 }
 
+/// Fixed-point scale of the Horvitz-Thompson sums in [`BinStats`].
+pub const HT_SCALE: f64 = 1e6;
+
 impl BinStats {
-    pub const ENCODED_LEN: usize = 72;
+    pub const ENCODED_LEN: usize = 88;
+    /// Bins written before the Horvitz-Thompson sums (read with those at zero).
+    const ENCODED_LEN_V1: usize = 72;
+
+    /// The Horvitz-Thompson sums of a reviewed trip with inclusion probability `pi` and `y`
+    /// critical events: (its events' weight each, the trip's variance term), fixed point.
+    pub fn ht_terms(pi: f64, y: u64) -> (u64, u64) {
+        let y = y as f64;
+        (
+            (HT_SCALE / pi).round() as u64,
+            (HT_SCALE * (1.0 - pi) * y * y / (pi * pi)).round() as u64,
+        )
+    }
+
+    /// (estimate, variance) of the critical events behind these stats.
+    pub fn ht_critical(&self) -> (f64, f64) {
+        (
+            self.ht_critical_micro as f64 / HT_SCALE,
+            self.ht_variance_micro as f64 / HT_SCALE,
+        )
+    }
 
     pub fn count(&self, class: HazardClass) -> u64 {
         match class {
@@ -56,9 +85,11 @@ impl BinStats {
         self.reviewed_trips += other.reviewed_trips;
         self.reviewed_critical += other.reviewed_critical;
         self.reviewed_risk_exposure_ms += other.reviewed_risk_exposure_ms;
+        self.ht_critical_micro += other.ht_critical_micro;
+        self.ht_variance_micro += other.ht_variance_micro;
     }
 
-    fn fields(&self) -> [u64; 9] {
+    fn fields(&self) -> [u64; 11] {
         [
             self.trips,
             self.exposure_ms,
@@ -69,6 +100,8 @@ impl BinStats {
             self.reviewed_trips,
             self.reviewed_critical,
             self.reviewed_risk_exposure_ms,
+            self.ht_critical_micro,
+            self.ht_variance_micro,
         ]
     }
 
@@ -81,7 +114,7 @@ impl BinStats {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<BinStats> {
-        if bytes.len() != Self::ENCODED_LEN {
+        if bytes.len() != Self::ENCODED_LEN && bytes.len() != Self::ENCODED_LEN_V1 {
             return None;
         }
         let v: Vec<u64> = bytes
@@ -98,6 +131,8 @@ impl BinStats {
             reviewed_trips: v[6],
             reviewed_critical: v[7],
             reviewed_risk_exposure_ms: v[8],
+            ht_critical_micro: v.get(9).copied().unwrap_or(0),
+            ht_variance_micro: v.get(10).copied().unwrap_or(0),
         })
     }
 }
@@ -150,6 +185,12 @@ pub struct PendingReview {
     pub trip_end_ms: i64,
     /// The trip's exposure scaled by its stratum's relative risk, added when the answer comes.
     pub risk_exposure_ms: u64,
+    /// Horvitz-Thompson terms of its inclusion probability pi ([`BinStats::ht_terms`] with one
+    /// event): each critical event's weight 1/pi, and (1 - pi)/pi^2, both in millionths.
+    #[serde(default)]
+    pub ht_weight_micro: u64,
+    #[serde(default)]
+    pub ht_variance_unit_micro: u64,
 }
 
 impl VehicleMeta {

@@ -1,7 +1,8 @@
 //! The HTTP edge: JSON API and Prometheus metrics, read-only views of the engine's state.
 //!
-//! `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`, `GET /api/status`, `GET /health`,
-//! `GET /metrics`. Handlers only read shared state; nothing here changes it.
+//! `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`,
+//! `GET /api/fleet` (fleet totals and the critical-event rate, Horvitz-Thompson under a review
+//! budget), `GET /api/status`, `GET /health`, `GET /metrics`. Handlers only read shared state; nothing here changes it.
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub vehicles: Arc<Vehicles>,
     pub metrics: Metrics,
     pub status: Arc<StatusBoard>,
+    /// The review policy and budget, when critical events are reviewed under a budget.
+    pub sampling: Option<(&'static str, f64)>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -34,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/vehicles", get(vehicles))
         .route("/api/vehicles/{id}", get(vehicle))
+        .route("/api/fleet", get(fleet))
         .with_state(state)
 }
 
@@ -82,6 +86,46 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "records_dead_lettered": m.dlq_total(),
         "vehicles": state.vehicles.len(),
     }))
+}
+
+async fn fleet(State(state): State<AppState>) -> Json<Value> {
+    Json(fleet_json(
+        &crate::engine::fleet_totals(&state.vehicles),
+        state.vehicles.len(),
+        state.sampling,
+    ))
+}
+
+/// Fleet totals and the critical-event rate per 1000 exposure hours with a 95% interval. Under
+/// a review budget, critical events are known only for reviewed trips: the fleet's total is
+/// their Horvitz-Thompson estimate (each reviewed event weighted 1/pi) with its variance, and
+/// the interval is normal on it. Exposure is known for every trip.
+pub fn fleet_json(totals: &BinStats, vehicles: usize, sampling: Option<(&str, f64)>) -> Value {
+    let hours = totals.exposure_hours();
+    let (estimate, variance) = match sampling {
+        Some(_) => totals.ht_critical(),
+        None => (totals.critical as f64, 0.0),
+    };
+    let per_1000h = |events: f64| (hours > 0.0).then(|| events / hours * 1000.0);
+    let se = variance.sqrt();
+    json!({
+        "vehicles": vehicles,
+        "totals": totals_json(totals),
+        "sampling": sampling.map(|(policy, budget)| json!({
+            "policy": policy,
+            "budget": budget,
+            "reviewed_trips": totals.reviewed_trips,
+            "reviewed_share": (totals.trips > 0).then(|| totals.reviewed_trips as f64 / totals.trips as f64),
+            "reviewed_critical": totals.reviewed_critical,
+        })),
+        "critical": {
+            "estimate": estimate,
+            "standard_error": se,
+            "method": if sampling.is_some() { "horvitz_thompson" } else { "observed" },
+            "rate_per_1000h": per_1000h(estimate),
+            "rate_per_1000h_ci95": [per_1000h((estimate - 1.96 * se).max(0.0)), per_1000h(estimate + 1.96 * se)],
+        },
+    })
 }
 
 fn totals_json(stats: &BinStats) -> Value {
