@@ -208,3 +208,47 @@ fn horvitz_thompson_totals_are_unbiased_and_their_variance_is_right() {
         );
     }
 }
+
+#[test]
+fn recalibration_keeps_a_drifting_stream_on_budget() {
+    // Adaptive, calibrated on a first stretch without suspicion; then a fifth of the keys come
+    // under suspicion (P(regression) 0.9), which a fixed scale would pay for on top of B.
+    let pop = population(40_000, 3);
+    let mut trips = covariates(&pop);
+    for (i, t) in trips.iter_mut().enumerate() {
+        t.p_regression = if i >= 5_000 && i % 5 == 0 { 0.9 } else { 0.0 };
+    }
+    let mut policy = SamplingPolicy::new(Policy::Adaptive, 0.1, 0.1, 1).unwrap();
+    policy.calibrate(&trips[..5_000]);
+    let fixed: f64 = trips[5_000..].iter().map(|t| policy.probability(t)).sum::<f64>() / 35_000.0;
+    let mut scale = policy.initial_scale(&trips[0]);
+    let mut spent = Vec::new();
+    for t in &trips {
+        let pi = policy.probability_at(t, scale);
+        spent.push(pi);
+        scale = policy.next_scale(scale, pi);
+    }
+    let recalibrated = spent[5_000..].iter().sum::<f64>() / 35_000.0;
+    assert!(fixed > 0.11, "a fixed scale overspends: {fixed}");
+    // Within 3% of B once settled: the gain of 1/200 averages over a few hundred trips.
+    assert!(
+        (recalibrated - 0.1).abs() < 0.003,
+        "recalibrated spend {recalibrated}"
+    );
+    // From a cold start (no calibration) it settles on the budget too.
+    let cold = SamplingPolicy::new(Policy::Importance, 0.1, 0.1, 1).unwrap();
+    let mut scale = cold.initial_scale(&trips[0]);
+    let mut late = 0.0;
+    for (i, t) in trips.iter().enumerate() {
+        let pi = cold.probability_at(t, scale);
+        if i >= 2_000 {
+            late += pi;
+        }
+        scale = cold.next_scale(scale, pi);
+    }
+    let late = late / (trips.len() - 2_000) as f64;
+    assert!((late - 0.1).abs() < 0.003, "cold start spend {late}");
+    // Uniform needs no recalibration: its scale is the budget.
+    let uniform = SamplingPolicy::new(Policy::Uniform, 0.1, 0.1, 1).unwrap();
+    assert_eq!(uniform.next_scale(0.1, 0.1), 0.1);
+}
