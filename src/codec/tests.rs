@@ -59,6 +59,16 @@ fn samples() -> Vec<TelemetryEvent<'static>> {
     vec![trip(), safety(), mode()]
 }
 
+/// An `apache-avro` record value from (field, value) pairs in schema order.
+fn record(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
 /// The same event as an `apache-avro` value of the current schema.
 fn to_value(event: &TelemetryEvent<'_>) -> Value {
     let s = |v: &Cow<'_, str>| Value::String(v.to_string());
@@ -106,14 +116,6 @@ fn to_value(event: &TelemetryEvent<'_>) -> Value {
         ),
         Payload::Review(_) => panic!("review results have a schema of their own"),
     };
-    let record = |fields: Vec<(&str, Value)>| {
-        Value::Record(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        )
-    };
     record(vec![
         ("vehicle_id", s(&event.vehicle_id)),
         ("event_time", Value::TimestampMillis(event.event_time_ms)),
@@ -160,14 +162,6 @@ fn review_result(events: usize) -> TelemetryEvent<'static> {
 fn review_value(event: &TelemetryEvent<'_>) -> Value {
     let Payload::Review(r) = &event.payload else {
         panic!("not a review result");
-    };
-    let record = |fields: Vec<(&str, Value)>| {
-        Value::Record(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        )
     };
     let items = r
         .events

@@ -5,7 +5,11 @@
 //! RocksDB or HTTP: records come in as [`SourceRecord`]s, rejected ones go out as [`Rejection`]s
 //! for the caller to dead-letter, and changes leave as a [`StateDelta`] at each commit point.
 //! Accepted records move the partition's watermark; bins it passes close and feed the
-//! change-point series of [`detection`], whose episode transitions leave as alerts.
+//! change-point series of [`detection`], whose episode transitions leave as alerts. Under a review
+//! budget ([`Engine::with_sampling`]) the policy decides each trip's review from its summary;
+//! with a review service ([`Engine::with_review_service`]) selected trips leave as review
+//! requests, their bins stay open until the answers come back on the stream, and only those
+//! answers count as reviewed critical events.
 //! [`runner`] drives it from a [`runner::RecordSource`]; [`memory`] is the in-process source and
 //! dead-letter sink of `demo`, tests and benchmarks.
 

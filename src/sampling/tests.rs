@@ -220,7 +220,11 @@ fn recalibration_keeps_a_drifting_stream_on_budget() {
     }
     let mut policy = SamplingPolicy::new(Policy::Adaptive, 0.1, 0.1, 1).unwrap();
     policy.calibrate(&trips[..5_000]);
-    let fixed: f64 = trips[5_000..].iter().map(|t| policy.probability(t)).sum::<f64>() / 35_000.0;
+    let fixed: f64 = trips[5_000..]
+        .iter()
+        .map(|t| policy.probability(t))
+        .sum::<f64>()
+        / 35_000.0;
     let mut scale = policy.initial_scale(&trips[0]);
     let mut spent = Vec::new();
     for t in &trips {
