@@ -596,50 +596,43 @@ impl Engine {
                     let probability = policy.probability_at(&trip, scale);
                     partition.sampling_scale = policy.next_scale(scale, probability);
                     let reviewed = crate::sampling::selected(&t.trip_id, policy.seed, probability);
-                    let risk_exposure_ms =
-                        (delta.exposure_ms as f64 * stratum.relative_risk()).round() as u64;
-                    let (weight, variance_unit) = BinStats::ht_terms(probability, 1);
-                    if reviewed && self.review_timeout_ms.is_some() {
+                    let mut waiting = std::mem::take(&mut vehicle.meta.awaiting_review);
+                    if reviewed {
+                        self.metrics.reviews.inc();
+                        let (ht_weight_micro, ht_variance_unit_micro) =
+                            BinStats::ht_terms(probability, 1);
                         let review = PendingReview {
                             trip_id: t.trip_id.to_string(),
                             trip_start_ms: t.start_time_ms,
                             trip_end_ms: t.end_time_ms,
-                            risk_exposure_ms,
-                            ht_weight_micro: weight,
-                            ht_variance_unit_micro: variance_unit,
+                            risk_exposure_ms: (delta.exposure_ms as f64 * stratum.relative_risk())
+                                .round() as u64,
+                            ht_weight_micro,
+                            ht_variance_unit_micro,
                         };
-                        let partition = self.partitions.entry(record.partition).or_default();
-                        partition
-                            .review_holds
-                            .insert(review_hold(vehicle_id, &review));
-                        vehicle.meta.pending_reviews.push(review);
-                        self.review_requests.push(ReviewRequest {
-                            trip_id: t.trip_id.to_string(),
-                            vehicle_id: vehicle_id.to_string(),
-                            trip_start_ms: t.start_time_ms,
-                            trip_end_ms: t.end_time_ms,
-                            inclusion_probability: probability,
-                            policy: policy.policy.name().to_string(),
-                        });
-                        self.metrics.reviews.inc();
-                        self.metrics.reviews_pending.inc();
-                    }
-                    let mut waiting = std::mem::take(&mut vehicle.meta.awaiting_review);
-                    if reviewed && self.review_timeout_ms.is_none() {
-                        let mut events = 0;
-                        for (_, event_bin) in waiting.iter().filter(|(id, _)| *id == *t.trip_id) {
-                            let event_bin = event_bin.div_euclid(width) * width;
-                            let stats = vehicle.bins.entry(event_bin).or_default();
-                            stats.reviewed_critical += 1;
-                            stats.ht_critical_micro += weight;
-                            vehicle.dirty_bins.insert(event_bin);
-                            events += 1;
+                        if self.review_timeout_ms.is_some() {
+                            partition
+                                .review_holds
+                                .insert(review_hold(vehicle_id, &review));
+                            self.review_requests.push(ReviewRequest {
+                                trip_id: review.trip_id.clone(),
+                                vehicle_id: vehicle_id.to_string(),
+                                trip_start_ms: review.trip_start_ms,
+                                trip_end_ms: review.trip_end_ms,
+                                inclusion_probability: probability,
+                                policy: policy.policy.name().to_string(),
+                            });
+                            vehicle.meta.pending_reviews.push(review);
+                            self.metrics.reviews_pending.inc();
+                        } else {
+                            // In the stream, the answer is the trip's critical events seen so far.
+                            let critical: Vec<i64> = waiting
+                                .iter()
+                                .filter(|(id, _)| *id == *t.trip_id)
+                                .map(|(_, bin)| *bin)
+                                .collect();
+                            credit_review(vehicle, &review, &critical, width);
                         }
-                        let stats = vehicle.bins.entry(bin).or_default();
-                        stats.reviewed_trips += 1;
-                        stats.reviewed_risk_exposure_ms += risk_exposure_ms;
-                        stats.ht_variance_micro += variance_unit * events * events;
-                        self.metrics.reviews.inc();
                     }
                     waiting.retain(|(id, _)| *id != *t.trip_id);
                     vehicle.meta.awaiting_review = waiting;
@@ -685,33 +678,25 @@ impl Engine {
         }
         let review = vehicle.meta.pending_reviews.remove(at);
         let width = self.bin_width_ms;
-        let bin_of = |time: i64| time.div_euclid(width) * width;
         if vehicle.dirty_bins.is_empty() {
             self.pending.dirty_vehicles.push(vehicle_id.to_string());
         }
-        let end_bin = bin_of(review.trip_end_ms);
-        let stats = vehicle.bins.entry(end_bin).or_default();
-        stats.reviewed_trips += 1;
-        stats.reviewed_risk_exposure_ms += review.risk_exposure_ms;
-        let events = result
+        for (time, event) in &result.events {
+            let bin = time.div_euclid(width) * width;
+            vehicle.bins.entry(bin).or_default().add(&BinStats {
+                safety_events: 1,
+                critical: u64::from(event.is_critical()),
+                ..BinStats::default()
+            });
+            vehicle.dirty_bins.insert(bin);
+        }
+        let critical: Vec<i64> = result
             .events
             .iter()
             .filter(|(_, e)| e.is_critical())
-            .count() as u64;
-        stats.ht_variance_micro += review.ht_variance_unit_micro * events * events;
-        vehicle.dirty_bins.insert(end_bin);
-        for (time, event) in &result.events {
-            let critical = u64::from(event.is_critical());
-            let stats = vehicle.bins.entry(bin_of(*time)).or_default();
-            stats.add(&BinStats {
-                safety_events: 1,
-                critical,
-                reviewed_critical: critical,
-                ht_critical_micro: critical * review.ht_weight_micro,
-                ..BinStats::default()
-            });
-            vehicle.dirty_bins.insert(bin_of(*time));
-        }
+            .map(|(time, _)| *time)
+            .collect();
+        credit_review(vehicle, &review, &critical, width);
         vehicle.pending_facts.push(record.offset, record.payload);
         let partition = self.partitions.entry(vehicle.partition).or_default();
         partition
@@ -868,6 +853,31 @@ impl Engine {
         delta.alerts = pending.published;
         delta
     }
+}
+
+/// Credits an answered review to its vehicle's bins: the trip's risk-scaled exposure and its
+/// Horvitz-Thompson variance term in the bin of its end, and each critical event (at
+/// `critical_times`) with its HT weight in its own bin. In-stream reviews are answered at once.
+fn credit_review(
+    vehicle: &mut VehicleState,
+    review: &PendingReview,
+    critical_times: &[i64],
+    width: i64,
+) {
+    let bin_of = |time: i64| time.div_euclid(width) * width;
+    for &time in critical_times {
+        let stats = vehicle.bins.entry(bin_of(time)).or_default();
+        stats.reviewed_critical += 1;
+        stats.ht_critical_micro += review.ht_weight_micro;
+        vehicle.dirty_bins.insert(bin_of(time));
+    }
+    let events = critical_times.len() as u64;
+    let end = bin_of(review.trip_end_ms);
+    let stats = vehicle.bins.entry(end).or_default();
+    stats.reviewed_trips += 1;
+    stats.reviewed_risk_exposure_ms += review.risk_exposure_ms;
+    stats.ht_variance_micro += review.ht_variance_unit_micro * events * events;
+    vehicle.dirty_bins.insert(end);
 }
 
 /// Bins before this may close on the partition: those the watermark has passed by the allowed
