@@ -309,21 +309,7 @@ fn alerts_under(
 #[test]
 fn at_budget_one_every_policy_gives_exactly_the_full_result() {
     use crate::sampling::{Policy, SamplingPolicy};
-    let mut config = GeneratorConfig {
-        vehicles: 200,
-        days: 42,
-        ..GeneratorConfig::default()
-    };
-    config.regressions.firmware_rollout = Some(FirmwareRollout {
-        version: "fw-9".into(),
-        day: 20,
-        share: 0.5,
-        hr_critical: 4.0,
-    });
-    let records: Vec<(String, Vec<u8>)> = Generator::new(config)
-        .unwrap()
-        .map(|r| (r.key, r.bytes))
-        .collect();
+    let records = rollout_fleet(200, 42, 20, 4.0);
     let full = alerts_under(
         Some(SamplingPolicy::new(Policy::Full, 1.0, 0.1, 1).unwrap()),
         &records,
@@ -600,23 +586,28 @@ fn commits_become_visible_while_the_source_is_idle() {
     });
 }
 
-/// A fleet with a firmware regression, for the review-loop tests.
-fn review_fleet() -> Vec<(String, Vec<u8>)> {
+/// A fleet with a firmware regression (`fw-9` on half the vehicles from day `day`).
+fn rollout_fleet(vehicles: usize, days: u32, day: u32, hr_critical: f64) -> Vec<(String, Vec<u8>)> {
     let mut config = GeneratorConfig {
-        vehicles: 150,
-        days: 40,
+        vehicles,
+        days,
         ..GeneratorConfig::default()
     };
     config.regressions.firmware_rollout = Some(FirmwareRollout {
         version: "fw-9".into(),
-        day: 18,
+        day,
         share: 0.5,
-        hr_critical: 6.0,
+        hr_critical,
     });
     Generator::new(config)
         .unwrap()
         .map(|r| (r.key, r.bytes))
         .collect()
+}
+
+/// The fleet of the review-loop tests.
+fn review_fleet() -> Vec<(String, Vec<u8>)> {
+    rollout_fleet(150, 40, 18, 6.0)
 }
 
 /// What a run with a review service leaves behind.
