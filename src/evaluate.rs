@@ -170,6 +170,9 @@ fn group(outcomes: &[&Outcome]) -> GroupScore {
     }
 }
 
+/// The detection horizon the CLI and the dashboard use unless told otherwise.
+pub const DEFAULT_HORIZON_DAYS: f64 = 30.0;
+
 /// Scores `alerts` against `truth` with a detection horizon of `horizon_days`.
 pub fn evaluate(truth: &GroundTruth, alerts: &[RegressionAlert], horizon_days: f64) -> Evaluation {
     let horizon_ms = (horizon_days * DAY_MS) as i64;

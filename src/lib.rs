@@ -20,6 +20,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod dashboard;
 pub mod detect;
 pub mod engine;
 pub mod evaluate;

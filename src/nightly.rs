@@ -134,6 +134,7 @@ pub fn refit_from_store(
         "alpha": p["alpha"], "mu": p["mu"], "sigma": p["sigma"],
         "diagnostics": result.diagnostics,
         "posterior_predictive": result.posterior_predictive,
+        "traces": result.traces,
         "sampling_s": fit.sampling_s,
         "total_s": started.elapsed().as_secs_f64(),
     });

@@ -1,10 +1,13 @@
 //! `safetel demo`: a generated fleet with injected regressions through the same engine, in
 //! process, with RocksDB in a temporary folder (or `--state-dir`): what it saw, the alerts it
 //! raised, and how they score against the truth. Writes `alerts.jsonl`, `truth.json`,
-//! `evaluation.json` and `summary.json` to `--out`.
+//! `evaluation.json` and `summary.json` to `--out`. With `--serve [ADDR]` it then refits the
+//! survival model on what it stored and serves the dashboard (and API and metrics) on ADDR,
+//! loopback by default, until interrupted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -17,9 +20,11 @@ use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{BinStats, Engine, RestoredState};
 use crate::evaluate::evaluate;
 use crate::generator::{DAY_MS, Generator};
+use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::model::{AlertStatus, utc_date};
 use crate::store::Store;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,8 +40,11 @@ pub struct Args {
     #[arg(long, default_value = "demo-out")]
     out: PathBuf,
     /// A regression counts as detected when an alert opened within this many days of its onset.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = crate::evaluate::DEFAULT_HORIZON_DAYS)]
     horizon_days: f64,
+    /// After the stream: refit, then serve the dashboard on this address until interrupted.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    serve: Option<String>,
 }
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
@@ -55,7 +63,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| temp.path().join("state"));
-    let mut store = Store::open(&state_dir)?;
+    let mut store = Arc::new(Store::open(&state_dir)?);
     // The demo generates its stream from the start, so it must start from empty state too:
     // mixing it into an earlier run's store would give neither run's numbers.
     if !store.restore()?.partitions.is_empty() {
@@ -301,5 +309,70 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         "  wrote alerts.jsonl, truth.json, evaluation.json and summary.json to {}/",
         args.out.display()
     );
+    if let Some(address) = &args.serve {
+        refit(config, &store, &args.out, &metrics);
+        let app = AppState {
+            vehicles: engine.vehicles(),
+            cohorts: engine.cohort_view(),
+            settings: Arc::new(engine.detection_settings().clone()),
+            store: Arc::clone(&store),
+            metrics,
+            status: Arc::new(status),
+            sampling: None,
+            truth: Some(Arc::new(truth)),
+            horizon_days: args.horizon_days,
+        };
+        serve(address, app)?;
+    }
     Ok(())
+}
+
+/// The nightly refit on the demo's store, so the diagnostics page has a run to show; its
+/// snapshot goes under `out`. A refit that fails leaves the page saying so.
+fn refit(config: &Config, store: &Store, out: &std::path::Path, metrics: &Metrics) {
+    let refit = crate::config::RefitConfig {
+        warehouse_dir: out.join("warehouse"),
+        ..config.refit.clone()
+    };
+    eprintln!(
+        "demo: refitting the survival model on the stored trips (NUTS, {} chains)",
+        refit.chains
+    );
+    let outcome = crate::nightly::refit_from_store(store, &refit, &|_, _| {})
+        .and_then(|outcome| crate::nightly::record(store, &refit, &outcome, metrics));
+    match outcome {
+        Ok((snapshot, priors)) => eprintln!(
+            "demo: refit recorded ({} vehicle priors); snapshot in {}",
+            priors.len(),
+            snapshot.dir.display()
+        ),
+        Err(e) => {
+            metrics.refit_runs.with_label_values(&["failed"]).inc();
+            eprintln!("demo: refit failed: {e}");
+        }
+    }
+}
+
+/// Serves the dashboard on `address` until SIGINT or SIGTERM.
+fn serve(address: &str, app: AppState) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the dashboard to {address}"))?;
+        let bound = listener.local_addr()?;
+        println!("  dashboard: http://{bound}/  (Ctrl-C stops it)");
+        let mut term = signal(SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::http::serve(listener, app, stop).await?;
+        Ok(())
+    })
 }

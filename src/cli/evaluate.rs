@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     alerts: PathBuf,
     /// A regression counts as detected when an alert opened within this many days of its onset.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = crate::evaluate::DEFAULT_HORIZON_DAYS)]
     horizon_days: f64,
     /// Print the figures as one JSON object instead of text.
     #[arg(long)]

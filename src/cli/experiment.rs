@@ -40,7 +40,7 @@ pub struct Args {
     #[command(flatten)]
     fleet: super::generate::FleetArgs,
     /// A regression counts as detected when an alert opened within this many days of its onset.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = crate::evaluate::DEFAULT_HORIZON_DAYS)]
     horizon_days: f64,
     #[arg(long, default_value = "experiment-out")]
     out: PathBuf,

@@ -87,6 +87,11 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     let alerts = KafkaOutputs::new(config).context("creating alert producer")?;
     let app = AppState {
         vehicles: engine.vehicles(),
+        cohorts: engine.cohort_view(),
+        settings: Arc::new(engine.detection_settings().clone()),
+        store: Arc::clone(&store),
+        truth: None,
+        horizon_days: crate::evaluate::DEFAULT_HORIZON_DAYS,
         metrics: metrics.clone(),
         status: Arc::clone(&status),
         sampling: config

@@ -14,6 +14,19 @@ pub struct GammaRate {
     pub rate: f64,
 }
 
+impl GammaRate {
+    /// The posterior mean rate per exposure hour.
+    pub fn mean(&self) -> f64 {
+        self.shape / self.rate
+    }
+
+    /// The q-quantile of the rate, `None` when the posterior is improper.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let gamma = statrs::distribution::Gamma::new(self.shape, self.rate).ok()?;
+        Some(gamma.inverse_cdf(q.clamp(0.0, 1.0)))
+    }
+}
+
 /// The hazard ratio of `current` over `baseline`.
 #[derive(Debug, Clone, Copy)]
 pub struct HazardRatio {

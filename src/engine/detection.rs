@@ -261,7 +261,9 @@ pub fn close_vehicle(
     fed
 }
 
-fn stats_of(
+/// What a series of `class` sees of a bin: (events, exposure hours); under a review budget the
+/// critical class sees reviewed trips only, with their risk-scaled exposure.
+pub fn stats_of(
     settings: &DetectionSettings,
     stats: Option<&BinStats>,
     class: HazardClass,
@@ -446,6 +448,82 @@ fn cohort_sums(
         }
     });
     sums
+}
+
+/// A series' conclusions bin by bin, recomputed from `bins` with `params` by a fresh detector
+/// fed from `first_bin_ms` up to (not including) `through_ms`: what P(regression), the MAP run
+/// length and the hazard ratio were after each bin. Fed the bins the live series was fed, from
+/// where it started, with the prior it used, it reproduces the live series exactly.
+pub fn replay(
+    settings: &DetectionSettings,
+    params: DetectorParams,
+    class: HazardClass,
+    bins: &BTreeMap<i64, BinStats>,
+    first_bin_ms: i64,
+    through_ms: i64,
+) -> Vec<LastBin> {
+    let mut series = Series::new(params, first_bin_ms);
+    let key = SeriesKey {
+        kind: KeyKind::Vehicle,
+        key: "",
+        class,
+        prior_source: "config",
+    };
+    let width = settings.bin_width_ms;
+    let mut out = Vec::new();
+    let mut bin = first_bin_ms;
+    while bin < through_ms {
+        series.advance(
+            settings,
+            key,
+            bin + width,
+            |b| stats_of(settings, bins.get(&b), class),
+            None,
+        );
+        out.extend(series.last);
+        bin += width;
+    }
+    out
+}
+
+/// The bins a cohort's live series was fed, up to `through_ms`, and the bin it started from
+/// (as [`Cohorts::close`] builds them): a cohort present from the fleet's first bin starts
+/// there; one that appears later (a new firmware) starts `window_bins` earlier, on the bins of
+/// the vehicles in it when it appeared; from then on each bin sums the vehicles in it at that
+/// bin. `None` if the cohort never had a member.
+pub fn cohort_history(
+    settings: &DetectionSettings,
+    vehicles: &dyn VehicleSet,
+    cohort: &str,
+    through_ms: i64,
+) -> Option<(i64, BTreeMap<i64, BinStats>)> {
+    let width = settings.bin_width_ms;
+    let mut fleet_first: Option<i64> = None;
+    vehicles.for_each(&mut |_, bins| {
+        if let Some(&b) = bins.keys().next() {
+            fleet_first = Some(fleet_first.map_or(b, |f| f.min(b)));
+        }
+    });
+    let mut bins = BTreeMap::new();
+    let mut bin = fleet_first?;
+    while bin < through_ms {
+        if let Some(sum) = cohort_sums(settings, vehicles, bin, None).remove(cohort) {
+            bins.insert(bin, sum);
+        }
+        bin += width;
+    }
+    let appeared = *bins.keys().next()?;
+    if Some(appeared) == fleet_first {
+        return Some((appeared, bins));
+    }
+    let warm_from = appeared - settings.params.window_bins as i64 * width;
+    let mut b = warm_from;
+    while b < appeared {
+        let members = cohort_sums(settings, vehicles, b, Some((cohort, appeared)));
+        bins.insert(b, members.get(cohort).copied().unwrap_or_default());
+        b += width;
+    }
+    Some((warm_from, bins))
 }
 
 /// Appends the series of one key (both classes) in a compact binary form.

@@ -118,6 +118,10 @@ const AWAITING_REVIEW_MAX: usize = 64;
 /// Vehicle state by vehicle id, shared with the HTTP API (reads).
 pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 
+/// The cohort series as of the last commit point, shared with the HTTP API (reads): cohort key
+/// -> one series per hazard class.
+pub type CohortView = std::sync::RwLock<BTreeMap<String, Vec<detection::Series>>>;
+
 impl VehicleSet for Vehicles {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
         for vehicle in self.iter() {
@@ -135,6 +139,7 @@ pub struct Engine {
     partitions: HashMap<i32, PartitionState>,
     detection: DetectionSettings,
     cohorts: Cohorts,
+    cohort_view: Arc<CohortView>,
     /// Alerts raised since the last commit point, oldest first.
     alerts: Vec<RegressionAlert>,
     /// The partitions this process reads, with their end offsets where known (`None`: unknown,
@@ -265,6 +270,7 @@ impl Engine {
             }
         }
         metrics.reviews_pending.set(pending_reviews);
+        let cohort_view = Arc::new(CohortView::new(cohorts.series.clone()));
         Ok(Engine {
             config,
             bin_width_ms,
@@ -273,6 +279,7 @@ impl Engine {
             partitions,
             detection,
             cohorts,
+            cohort_view,
             alerts: Vec::new(),
             inputs: None,
             close_due: None,
@@ -391,6 +398,16 @@ impl Engine {
     /// The cohort series (key -> one per hazard class), for the API and the demo.
     pub fn cohorts(&self) -> &BTreeMap<String, Vec<detection::Series>> {
         &self.cohorts.series
+    }
+
+    /// The cohort series as of the last commit point, for the HTTP API.
+    pub fn cohort_view(&self) -> Arc<CohortView> {
+        Arc::clone(&self.cohort_view)
+    }
+
+    /// How bins close and feed the change-point series, for views that replay a series.
+    pub fn detection_settings(&self) -> &DetectionSettings {
+        &self.detection
     }
 
     /// Shared read access to vehicle state, for the HTTP API.
@@ -841,6 +858,15 @@ impl Engine {
             let mut bytes = Vec::new();
             encode_series(&vehicle.series, &mut bytes);
             delta.series.push((vehicle.partition, vehicle_id, bytes));
+        }
+        if !pending.dirty_cohorts.is_empty() {
+            let mut view = self
+                .cohort_view
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for key in &pending.dirty_cohorts {
+                view.insert(key.clone(), self.cohorts.series[key].clone());
+            }
         }
         for key in pending.dirty_cohorts {
             let mut bytes = Vec::new();

@@ -1,37 +1,66 @@
-//! The HTTP edge: JSON API and Prometheus metrics, read-only views of the engine's state.
+//! The HTTP edge: the dashboard pages, their JSON API and Prometheus metrics, read-only views
+//! of the engine's state, the store's alerts and model runs.
 //!
-//! `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`,
+//! Pages (see [`crate::dashboard`]): `/`, `/regressions`, `/regressions/episode?id=`,
+//! `/rare-events`, `/vehicles?q=`, `/diagnostics`, each with its JSON under `/api/...`.
+//! Also `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`,
 //! `GET /api/fleet` (fleet totals and the critical-event rate, Horvitz-Thompson under a review
-//! budget), `GET /api/status`, `GET /health`, `GET /metrics`. Handlers only read shared state; nothing here changes it.
+//! budget), `GET /api/status`, `GET /health`, `GET /metrics`. Handlers only read shared state;
+//! nothing here changes it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::engine::detection::Series;
+use crate::dashboard::summary::{fleet_json, totals_json};
+use crate::dashboard::{self, Sources};
+use crate::engine::detection::{DetectionSettings, Series};
 use crate::engine::runner::StatusBoard;
-use crate::engine::{BinStats, VehicleState, Vehicles};
+use crate::engine::{BinStats, CohortView, VehicleState, Vehicles};
+use crate::generator::GroundTruth;
 use crate::metrics::Metrics;
-use crate::model::HazardClass;
+use crate::model::{HazardClass, RegressionAlert};
+use crate::store::Store;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
     pub vehicles: Arc<Vehicles>,
+    pub cohorts: Arc<CohortView>,
+    pub settings: Arc<DetectionSettings>,
+    /// Alerts and model runs (RocksDB reads are safe beside the pipeline's writes).
+    pub store: Arc<Store>,
     pub metrics: Metrics,
     pub status: Arc<StatusBoard>,
     /// The review policy and budget, when critical events are reviewed under a budget.
     pub sampling: Option<(&'static str, f64)>,
+    /// The injected regressions, when the stream is a simulation that knows them (the demo).
+    pub truth: Option<Arc<GroundTruth>>,
+    /// A regression counts as detected when an alert opened within this many days of onset.
+    pub horizon_days: f64,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(summary_page))
+        .route("/regressions", get(regressions_page))
+        .route("/regressions/episode", get(episode_page))
+        .route("/rare-events", get(rare_events_page))
+        .route("/vehicles", get(vehicles_page))
+        .route("/diagnostics", get(diagnostics_page))
+        .route("/api/summary", get(summary))
+        .route("/api/regressions", get(regressions))
+        .route("/api/regressions/episode", get(episode))
+        .route("/api/rare-events", get(rare_events))
+        .route("/api/vehicle-ranking", get(vehicle_ranking))
+        .route("/api/diagnostics", get(diagnostics))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/api/status", get(status))
@@ -50,6 +79,180 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// A failed read of the store, as the API reports it.
+struct ReadError(String);
+
+impl IntoResponse for ReadError {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self.0, "dashboard read failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": self.0})),
+        )
+            .into_response()
+    }
+}
+
+/// What a page's data is built from, read once per request.
+struct Snapshot {
+    alerts: Vec<RegressionAlert>,
+    model_run: Option<Value>,
+    cohorts: BTreeMap<String, Vec<Series>>,
+}
+
+impl Snapshot {
+    fn read(state: &AppState) -> Result<Snapshot, ReadError> {
+        let alerts = state
+            .store
+            .alerts()
+            .map_err(|e| ReadError(format!("reading alerts: {e}")))?;
+        let model_run = state
+            .store
+            .last_model_run()
+            .map_err(|e| ReadError(format!("reading model runs: {e}")))?;
+        let cohorts = state
+            .cohorts
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Ok(Snapshot {
+            alerts,
+            model_run,
+            cohorts,
+        })
+    }
+
+    fn sources<'a>(&'a self, state: &'a AppState) -> Sources<'a> {
+        Sources {
+            vehicles: &state.vehicles,
+            cohorts: &self.cohorts,
+            settings: &state.settings,
+            alerts: &self.alerts,
+            model_run: self.model_run.as_ref(),
+            sampling: state.sampling,
+            truth: state.truth.as_deref(),
+            horizon_days: state.horizon_days,
+        }
+    }
+}
+
+/// Runs `f` on the request's sources; the handlers below differ only in what `f` builds.
+fn with_sources<T>(state: &AppState, f: impl FnOnce(&Sources<'_>) -> T) -> Result<T, ReadError> {
+    let snapshot = Snapshot::read(state)?;
+    Ok(f(&snapshot.sources(state)))
+}
+
+async fn summary(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
+    with_sources(&state, dashboard::summary::data).map(Json)
+}
+
+async fn summary_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
+    with_sources(&state, |s| {
+        dashboard::summary::page(&dashboard::summary::data(s))
+    })
+    .map(Html)
+}
+
+async fn regressions(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
+    with_sources(&state, |s| dashboard::regressions::data(s.alerts)).map(Json)
+}
+
+async fn regressions_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
+    with_sources(&state, |s| {
+        dashboard::regressions::page(&dashboard::regressions::data(s.alerts))
+    })
+    .map(Html)
+}
+
+#[derive(serde::Deserialize)]
+struct EpisodeQuery {
+    id: String,
+}
+
+fn no_episode(id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no episode `{id}`")})),
+    )
+        .into_response()
+}
+
+async fn episode(
+    State(state): State<AppState>,
+    Query(q): Query<EpisodeQuery>,
+) -> Result<Response, ReadError> {
+    let data = with_sources(&state, |s| dashboard::regressions::episode_data(s, &q.id))?;
+    Ok(match data {
+        Some(data) => Json(data).into_response(),
+        None => no_episode(&q.id),
+    })
+}
+
+async fn episode_page(
+    State(state): State<AppState>,
+    Query(q): Query<EpisodeQuery>,
+) -> Result<Response, ReadError> {
+    let data = with_sources(&state, |s| dashboard::regressions::episode_data(s, &q.id))?;
+    Ok(match data {
+        Some(data) => Html(dashboard::regressions::episode_page(&data, &q.id)).into_response(),
+        None => no_episode(&q.id),
+    })
+}
+
+async fn rare_events(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
+    with_sources(&state, dashboard::rare_events::data).map(Json)
+}
+
+async fn rare_events_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
+    with_sources(&state, |s| {
+        dashboard::rare_events::page(&dashboard::rare_events::data(s))
+    })
+    .map(Html)
+}
+
+#[derive(serde::Deserialize)]
+struct RankingQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+}
+
+impl RankingQuery {
+    fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(dashboard::vehicles::DEFAULT_LIMIT)
+            .clamp(1, 10_000)
+    }
+}
+
+async fn vehicle_ranking(
+    State(state): State<AppState>,
+    Query(q): Query<RankingQuery>,
+) -> Result<Json<Value>, ReadError> {
+    with_sources(&state, |s| dashboard::vehicles::data(s, &q.q, q.limit())).map(Json)
+}
+
+async fn vehicles_page(
+    State(state): State<AppState>,
+    Query(q): Query<RankingQuery>,
+) -> Result<Html<String>, ReadError> {
+    with_sources(&state, |s| {
+        dashboard::vehicles::page(&dashboard::vehicles::data(s, &q.q, q.limit()))
+    })
+    .map(Html)
+}
+
+async fn diagnostics(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
+    with_sources(&state, |s| dashboard::diagnostics::data(s.model_run)).map(Json)
+}
+
+async fn diagnostics_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
+    with_sources(&state, |s| {
+        dashboard::diagnostics::page(&dashboard::diagnostics::data(s.model_run))
+    })
+    .map(Html)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -94,50 +297,6 @@ async fn fleet(State(state): State<AppState>) -> Json<Value> {
         state.vehicles.len(),
         state.sampling,
     ))
-}
-
-/// Fleet totals and the critical-event rate per 1000 exposure hours with a 95% interval. Under
-/// a review budget, critical events are known only for reviewed trips: the fleet's total is
-/// their Horvitz-Thompson estimate (each reviewed event weighted 1/pi) with its variance, and
-/// the interval is normal on it. Exposure is known for every trip.
-pub fn fleet_json(totals: &BinStats, vehicles: usize, sampling: Option<(&str, f64)>) -> Value {
-    let hours = totals.exposure_hours();
-    let (estimate, variance) = match sampling {
-        Some(_) => totals.ht_critical(),
-        None => (totals.critical as f64, 0.0),
-    };
-    let per_1000h = |events: f64| (hours > 0.0).then(|| events / hours * 1000.0);
-    let se = variance.sqrt();
-    json!({
-        "vehicles": vehicles,
-        "totals": totals_json(totals),
-        "sampling": sampling.map(|(policy, budget)| json!({
-            "policy": policy,
-            "budget": budget,
-            "reviewed_trips": totals.reviewed_trips,
-            "reviewed_share": (totals.trips > 0).then(|| totals.reviewed_trips as f64 / totals.trips as f64),
-            "reviewed_critical": totals.reviewed_critical,
-        })),
-        "critical": {
-            "estimate": estimate,
-            "standard_error": se,
-            "method": if sampling.is_some() { "horvitz_thompson" } else { "observed" },
-            "rate_per_1000h": per_1000h(estimate),
-            "rate_per_1000h_ci95": [per_1000h((estimate - 1.96 * se).max(0.0)), per_1000h(estimate + 1.96 * se)],
-        },
-    })
-}
-
-fn totals_json(stats: &BinStats) -> Value {
-    json!({
-        "trips": stats.trips,
-        "exposure_hours": stats.exposure_hours(),
-        "exposure_ms": stats.exposure_ms,
-        "safety_events": stats.safety_events,
-        "critical": stats.critical,
-        "disengagements": stats.disengagements,
-        "mode_transitions": stats.mode_transitions,
-    })
 }
 
 /// A vehicle's statistics: totals, per hazard class rates, and per-bin counts and exposure.

@@ -40,7 +40,24 @@ pub struct PredictiveCheck {
     pub p_value: f64,
     /// Share of vehicles whose observed count lies within its own 95% predictive interval.
     pub coverage_95: f64,
+    /// How many vehicles had k events, observed and replicated: the check's picture.
+    pub count_histogram: Vec<CountBucket>,
 }
+
+/// Vehicles with `events` events (the last bucket: at least that many), observed and in the
+/// replications (mean and 95% interval over replications).
+#[derive(Debug, Clone, Serialize)]
+pub struct CountBucket {
+    pub events: u64,
+    pub at_least: bool,
+    pub observed: u64,
+    pub replicated_mean: f64,
+    pub replicated_low: f64,
+    pub replicated_high: f64,
+}
+
+/// Draws kept per chain for trace plots.
+pub const TRACE_POINTS: usize = 200;
 
 /// One vehicle's posterior: event rate per exposure hour and the Gamma prior matched to it.
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +80,8 @@ pub struct RefitResult {
     pub posterior_predictive: PredictiveCheck,
     pub vehicles: BTreeMap<String, VehicleHazard>,
     pub data: DataSummary,
+    /// alpha, mu and sigma draws by chain, thinned to at most [`TRACE_POINTS`] per chain.
+    pub traces: BTreeMap<String, Vec<Vec<f64>>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +118,10 @@ pub fn summarise_fit(data: &SurvivalData, fit: &Fit, seed: u64) -> RefitResult {
     parameters.insert("alpha".to_string(), diagnostics::summarise(&alpha));
     parameters.insert("mu".to_string(), diagnostics::summarise(&fit.draws[1]));
     parameters.insert("sigma".to_string(), diagnostics::summarise(&sigma));
+    let traces = [("alpha", &alpha), ("mu", &fit.draws[1]), ("sigma", &sigma)]
+        .into_iter()
+        .map(|(name, chains)| (name.to_string(), thin(chains, TRACE_POINTS)))
+        .collect();
     let alpha_flat: Vec<f64> = alpha.iter().flatten().copied().collect();
     // Mean renewal rate of Weibull(alpha, lambda): 1 / (lambda Gamma(1 + 1/alpha)).
     let mean_time_factor: Vec<f64> = alpha_flat.iter().map(|a| gamma(1.0 + 1.0 / a)).collect();
@@ -166,7 +189,19 @@ pub fn summarise_fit(data: &SurvivalData, fit: &Fit, seed: u64) -> RefitResult {
             intervals: data.interval_count(),
             events: totals.iter().map(|t| t.1).sum(),
         },
+        traces,
     }
+}
+
+/// Every chain cut to at most `points` evenly spaced draws.
+fn thin(chains: &[Chain], points: usize) -> Vec<Vec<f64>> {
+    chains
+        .iter()
+        .map(|chain| {
+            let step = chain.len().div_ceil(points).max(1);
+            chain.iter().step_by(step).copied().collect()
+        })
+        .collect()
 }
 
 /// Events of a Weibull(alpha, lambda) renewal process within `exposure` hours.
@@ -206,6 +241,7 @@ fn predictive_check(
         }
         exceed += usize::from(d_rep >= d_obs);
     }
+    let count_histogram = count_histogram(totals, &replicated, replications);
     for reps in replicated.iter_mut() {
         reps.sort_unstable();
     }
@@ -221,7 +257,52 @@ fn predictive_check(
         replications,
         p_value: exceed as f64 / replications as f64,
         coverage_95: covered as f64 / totals.len() as f64,
+        count_histogram,
     }
+}
+
+/// Buckets of per-vehicle event counts, 0 up to the largest observed (at most 20, the last
+/// bucket taking the rest); `replicated[v][r]` is vehicle v's count in replication r.
+fn count_histogram(
+    totals: &[(f64, u64)],
+    replicated: &[Vec<u64>],
+    replications: usize,
+) -> Vec<CountBucket> {
+    let last = totals.iter().map(|t| t.1).max().unwrap_or(0).min(20);
+    let bucket = |count: u64| count.min(last) as usize;
+    let mut observed = vec![0u64; last as usize + 1];
+    for (_, count) in totals {
+        observed[bucket(*count)] += 1;
+    }
+    // per_replication[k][r]: vehicles in bucket k in replication r.
+    let mut per_replication = vec![vec![0f64; replications]; last as usize + 1];
+    for reps in replicated {
+        for (r, count) in reps.iter().enumerate() {
+            per_replication[bucket(*count)][r] += 1.0;
+        }
+    }
+    per_replication
+        .into_iter()
+        .zip(observed)
+        .enumerate()
+        .map(|(k, (mut reps, observed))| {
+            let mean = reps.iter().sum::<f64>() / reps.len().max(1) as f64;
+            reps.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                reps.get(((reps.len().max(1) - 1) as f64 * q).round() as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            CountBucket {
+                events: k as u64,
+                at_least: k as u64 == last && last > 0,
+                observed,
+                replicated_mean: mean,
+                replicated_low: at(0.025),
+                replicated_high: at(0.975),
+            }
+        })
+        .collect()
 }
 
 /// Data simulated from the model: `vehicles` vehicles, each observed for `exposure_hours`,

@@ -224,6 +224,22 @@ impl Store {
         Ok(runs)
     }
 
+    /// The latest model run recorded, if any.
+    pub fn last_model_run(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        let mut newest_first = self
+            .db
+            .iterator_cf(self.cf(CF_MODEL_RUNS), IteratorMode::End);
+        match newest_first.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                let run =
+                    serde_json::from_slice(&value).map_err(|_| corrupt(CF_MODEL_RUNS, &key))?;
+                Ok(Some(run))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Every alert published, by alert id.
     pub fn alerts(&self) -> Result<Vec<RegressionAlert>, StoreError> {
         let mut alerts = Vec::new();

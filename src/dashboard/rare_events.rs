@@ -1,0 +1,207 @@
+//! Page 3, rare event detection: critical-event rates by vehicle model, the review budget spent
+//! week by week, and how well the policy's reviews find critical events (its yield against what
+//! uniform review at the same spend would find).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::html::{self, interval, kpi, num, text};
+use super::svg::{Chart, PALETTE};
+use super::{Sources, critical_estimate, fleet_periods, rate_json};
+use crate::engine::BinStats;
+
+pub fn data(sources: &Sources<'_>) -> Value {
+    let sampled = sources.sampling.is_some();
+    let mut by_model: BTreeMap<String, BinStats> = BTreeMap::new();
+    for vehicle in sources.vehicles.iter() {
+        let model = match vehicle.meta.vehicle_model.as_str() {
+            "" => "unknown",
+            m => m,
+        };
+        by_model
+            .entry(model.to_string())
+            .or_default()
+            .add(&vehicle.totals());
+    }
+    let mut fleet = BinStats::default();
+    let strata: Vec<Value> = by_model
+        .iter()
+        .map(|(model, stats)| {
+            fleet.add(stats);
+            let (estimate, variance) = critical_estimate(stats, sampled);
+            json!({
+                "vehicle_model": model,
+                "trips": stats.trips,
+                "exposure_hours": stats.exposure_hours(),
+                "reviewed_trips": if sampled { stats.reviewed_trips } else { stats.trips },
+                "critical": rate_json(estimate, variance, stats.exposure_hours()),
+                "disengagements_per_1000h": (stats.exposure_hours() > 0.0)
+                    .then(|| stats.disengagements as f64 / stats.exposure_hours() * 1000.0),
+            })
+        })
+        .collect();
+    let reviewed_trips = if sampled {
+        fleet.reviewed_trips
+    } else {
+        fleet.trips
+    };
+    let found = if sampled {
+        fleet.reviewed_critical
+    } else {
+        fleet.critical
+    };
+    let (estimate, _) = critical_estimate(&fleet, sampled);
+    let share = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
+    // Uniform review of the same number of trips finds, in expectation, the estimated events
+    // times the share of trips reviewed.
+    let uniform_expected = share(reviewed_trips, fleet.trips).map(|s| s * estimate);
+    let periods: Vec<Value> = fleet_periods(sources.vehicles)
+        .iter()
+        .map(|(start, stats)| {
+            let reviewed = if sampled {
+                stats.reviewed_trips
+            } else {
+                stats.trips
+            };
+            json!({
+                "period_start_ms": start,
+                "trips": stats.trips,
+                "reviewed_trips": reviewed,
+                "reviewed_share": share(reviewed, stats.trips),
+            })
+        })
+        .collect();
+    json!({
+        "policy": sources.sampling.map_or("full", |(p, _)| p),
+        "budget": sources.sampling.map_or(1.0, |(_, b)| b),
+        "reviews": {
+            "trips": fleet.trips,
+            "reviewed_trips": reviewed_trips,
+            "reviewed_share": share(reviewed_trips, fleet.trips),
+            "critical_found": found,
+            "critical_estimated": estimate,
+            "critical_found_share": (estimate > 0.0).then(|| found as f64 / estimate),
+            "uniform_expected_found": uniform_expected,
+            "lift_over_uniform": uniform_expected.filter(|u| *u > 0.0).map(|u| found as f64 / u),
+        },
+        "by_vehicle_model": strata,
+        "period_days": super::PERIOD_DAYS,
+        "periods": periods,
+    })
+}
+
+pub fn page(data: &Value) -> String {
+    let mut body = String::from(r#"<div class="kpis">"#);
+    body += &kpi(
+        "Policy",
+        &text(data, "/policy"),
+        &format!("budget {} of trips", num(data, "/budget", 3)),
+    );
+    body += &kpi(
+        "Review budget spent",
+        &num(data, "/reviews/reviewed_share", 3),
+        &format!(
+            "{} of {} trips reviewed",
+            num(data, "/reviews/reviewed_trips", 0),
+            num(data, "/reviews/trips", 0)
+        ),
+    );
+    body += &kpi(
+        "Critical events found",
+        &num(data, "/reviews/critical_found", 0),
+        &format!(
+            "of an estimated {} ({} found)",
+            num(data, "/reviews/critical_estimated", 1),
+            num(data, "/reviews/critical_found_share", 3)
+        ),
+    );
+    body += &kpi(
+        "Lift over uniform review",
+        &num(data, "/reviews/lift_over_uniform", 2),
+        &format!(
+            "uniform at the same spend: {} expected",
+            num(data, "/reviews/uniform_expected_found", 1)
+        ),
+    );
+    body += "</div>";
+    let mut spent = Chart::new(
+        "budget-spent",
+        "Share of trips reviewed by week, against the budget",
+        "week",
+        "share reviewed",
+    )
+    .dates();
+    spent.line(
+        "reviewed",
+        PALETTE[0],
+        html::points(data, "/periods", "period_start_ms", "reviewed_share"),
+    );
+    if let Some(budget) = data["budget"].as_f64() {
+        spent.rule("budget", budget);
+    }
+    let models = html::rows(data, "/by_vehicle_model");
+    let mut rates = Chart::new(
+        "rates-by-model",
+        "Critical events per 1000 h by vehicle model, 95% interval",
+        "vehicle model (table order)",
+        "per 1000 h",
+    );
+    rates.intervals(
+        "rate",
+        PALETTE[1],
+        models
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                Some((
+                    i as f64 + 1.0,
+                    m.pointer("/critical/rate_per_1000h")?.as_f64()?,
+                    m.pointer("/critical/rate_per_1000h_ci95/0")?.as_f64()?,
+                    m.pointer("/critical/rate_per_1000h_ci95/1")?.as_f64()?,
+                ))
+            })
+            .collect(),
+    );
+    body += &spent.render();
+    body += &rates.render();
+    let rows: Vec<Vec<String>> = (0..models.len())
+        .map(|i| {
+            let at = |f: &str| format!("/by_vehicle_model/{i}/{f}");
+            vec![
+                text(data, &at("vehicle_model")),
+                num(data, &at("trips"), 0),
+                num(data, &at("exposure_hours"), 0),
+                num(data, &at("reviewed_trips"), 0),
+                num(data, &at("critical/estimate"), 1),
+                interval(
+                    data,
+                    &at("critical/rate_per_1000h"),
+                    &at("critical/rate_per_1000h_ci95/0"),
+                    &at("critical/rate_per_1000h_ci95/1"),
+                    3,
+                ),
+                num(data, &at("disengagements_per_1000h"), 2),
+            ]
+        })
+        .collect();
+    body += &html::table(
+        "by-vehicle-model",
+        &[
+            "vehicle model",
+            "trips",
+            "exposure (h)",
+            "reviewed trips",
+            "critical (est.)",
+            "critical per 1000 h [95%]",
+            "disengagements per 1000 h",
+        ],
+        &rows,
+    );
+    html::page(
+        "/rare-events",
+        "Rare event detection",
+        "/api/rare-events",
+        &body,
+    )
+}

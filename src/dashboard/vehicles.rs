@@ -1,0 +1,147 @@
+//! Page 4, vehicle performance: vehicles ranked by the posterior mean of their critical-event
+//! hazard, Gamma(a0 + events, b0 + exposure) with the prior their detectors use (the refit's
+//! where there is one), with 95% credible intervals; searchable by vehicle id.
+
+use serde_json::{Value, json};
+
+use super::Sources;
+use super::html::{self, escape, interval, num, text};
+use super::svg::{Chart, PALETTE};
+use crate::detect::hazard_ratio::GammaRate;
+use crate::engine::BinStats;
+use crate::engine::detection::stats_of;
+use crate::model::HazardClass;
+
+/// Rows shown when the request does not say.
+pub const DEFAULT_LIMIT: usize = 50;
+
+pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
+    let class = HazardClass::Critical;
+    let mut ranked: Vec<(String, f64, GammaRate, u64, f64)> = sources
+        .vehicles
+        .iter()
+        .map(|v| {
+            let mut totals = BinStats::default();
+            for stats in v.bins.values() {
+                totals.add(stats);
+            }
+            let (events, hours) = stats_of(sources.settings, Some(&totals), class);
+            let params = v
+                .series
+                .first()
+                .map_or(sources.settings.params, |s| *s.detector.params());
+            let posterior = GammaRate {
+                shape: params.a0 + events as f64,
+                rate: params.b0 + hours,
+            };
+            (v.key().clone(), posterior.mean(), posterior, events, hours)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let needle = query.trim().to_lowercase();
+    let matching: Vec<(usize, &(String, f64, GammaRate, u64, f64))> = ranked
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| needle.is_empty() || v.0.to_lowercase().contains(&needle))
+        .collect();
+    let per_1000h = |v: Option<f64>| v.map(|v| v * 1000.0);
+    let rows: Vec<Value> = matching
+        .iter()
+        .take(limit)
+        .map(|(rank, (id, mean, posterior, events, hours))| {
+            json!({
+                "rank": rank + 1,
+                "vehicle_id": id,
+                "events": events,
+                "exposure_hours": hours,
+                "hazard_per_1000h": mean * 1000.0,
+                "hazard_per_1000h_ci95": [per_1000h(posterior.quantile(0.025)), per_1000h(posterior.quantile(0.975))],
+            })
+        })
+        .collect();
+    json!({
+        "hazard_class": class.name(),
+        "query": query,
+        "vehicles": ranked.len(),
+        "matching": matching.len(),
+        "limit": limit,
+        "ranking": rows,
+        "prior_mean_per_1000h": sources.settings.params.a0 / sources.settings.params.b0 * 1000.0,
+    })
+}
+
+pub fn page(data: &Value) -> String {
+    let query = data["query"].as_str().unwrap_or("");
+    let mut body = format!(
+        r#"<form method="get" action="/vehicles"><label>Vehicle id contains <input name="q" value="{}" autocomplete="off"></label> <button type="submit">Search</button></form>"#,
+        escape(query)
+    );
+    body += &format!(
+        "<p>{} of {} vehicles match; ranked by the posterior mean critical-event hazard.</p>",
+        num(data, "/matching", 0),
+        num(data, "/vehicles", 0)
+    );
+    let rows = html::rows(data, "/ranking");
+    let mut chart = Chart::new(
+        "vehicle-hazards",
+        "Posterior critical-event hazard per 1000 h, 95% CrI",
+        "rank",
+        "per 1000 h",
+    );
+    chart.intervals(
+        "hazard",
+        PALETTE[0],
+        rows.iter()
+            .filter_map(|r| {
+                Some((
+                    r["rank"].as_f64()?,
+                    r["hazard_per_1000h"].as_f64()?,
+                    r.pointer("/hazard_per_1000h_ci95/0")?.as_f64()?,
+                    r.pointer("/hazard_per_1000h_ci95/1")?.as_f64()?,
+                ))
+            })
+            .collect(),
+    );
+    if let Some(prior) = data["prior_mean_per_1000h"].as_f64() {
+        chart.rule("prior mean", prior);
+    }
+    body += &chart.render();
+    let cells: Vec<Vec<String>> = (0..rows.len())
+        .map(|i| {
+            let at = |f: &str| format!("/ranking/{i}/{f}");
+            vec![
+                num(data, &at("rank"), 0),
+                text(data, &at("vehicle_id")),
+                num(data, &at("events"), 0),
+                num(data, &at("exposure_hours"), 1),
+                interval(
+                    data,
+                    &at("hazard_per_1000h"),
+                    &at("hazard_per_1000h_ci95/0"),
+                    &at("hazard_per_1000h_ci95/1"),
+                    3,
+                ),
+            ]
+        })
+        .collect();
+    body += &html::table(
+        "ranking",
+        &[
+            "rank",
+            "vehicle",
+            "critical events",
+            "exposure (h)",
+            "hazard per 1000 h [95% CrI]",
+        ],
+        &cells,
+    );
+    let api = if query.is_empty() {
+        "/api/vehicle-ranking".to_string()
+    } else {
+        format!(
+            "/api/vehicle-ranking?q={}",
+            super::regressions::percent_encode(query)
+        )
+    };
+    html::page("/vehicles", "Vehicle performance", &api, &body)
+}
