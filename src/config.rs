@@ -98,6 +98,15 @@ impl SamplingConfig {
     }
 }
 
+/// When `safetel run` refits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RefitSchedule {
+    /// Every day at this many minutes after midnight UTC.
+    Daily { minutes: u32 },
+    /// Every this many seconds after the previous refit ended (the first after start-up).
+    Every { seconds: u64 },
+}
+
 /// The nightly survival refit (DESIGN §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,6 +119,9 @@ pub struct RefitConfig {
     pub window_days: u32,
     /// `HH:MM` (UTC) at which `safetel run` refits every day; empty: never (run `safetel refit`).
     pub schedule_utc: String,
+    /// Instead of daily: `safetel run` refits every this many seconds, the first this long after
+    /// it starts (0: off). For fleets that want fresher priors, and for tests.
+    pub interval_s: u64,
     /// Where the star-schema snapshots go, one folder per snapshot date.
     pub warehouse_dir: PathBuf,
 }
@@ -123,6 +135,7 @@ impl Default for RefitConfig {
             seed: 1,
             window_days: 90,
             schedule_utc: String::new(),
+            interval_s: 0,
             warehouse_dir: PathBuf::from("./safetel-warehouse"),
         }
     }
@@ -137,6 +150,20 @@ impl RefitConfig {
             draws: self.draws,
             seed: self.seed,
             ..Default::default()
+        }
+    }
+
+    /// When `safetel run` refits on its own, if it does.
+    pub fn schedule(&self) -> Result<Option<RefitSchedule>, ConfigError> {
+        match (self.schedule_minutes()?, self.interval_s) {
+            (None, 0) => Ok(None),
+            (Some(minutes), 0) => Ok(Some(RefitSchedule::Daily { minutes })),
+            (None, seconds) => Ok(Some(RefitSchedule::Every { seconds })),
+            (Some(_), _) => Err(ConfigError::Invalid {
+                field: "refit.interval_s",
+                reason: "set either refit.schedule_utc (daily) or refit.interval_s, not both"
+                    .into(),
+            }),
         }
     }
 
@@ -433,7 +460,7 @@ impl Config {
         if self.refit.chains < 2 || self.refit.draws < 4 {
             return invalid("refit.chains", "at least 2 chains and 4 draws");
         }
-        self.refit.schedule_minutes()?;
+        self.refit.schedule()?;
         self.detector.validate()
     }
 

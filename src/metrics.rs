@@ -26,6 +26,8 @@ pub struct Metrics {
     pub source_errors: IntCounter,
     /// Bins fed to change-point series, by key kind (vehicle, cohort).
     detector_updates: [IntCounter; 2],
+    /// Bins closed (no record can change them any more), one per key and bin, by key kind.
+    bins_closed: [IntCounter; 2],
     alerts: [IntCounter; 3],
     pub open_episodes: IntGauge,
     /// Refits by outcome: `converged`, `not_converged` (previous priors kept), `failed`.
@@ -66,6 +68,14 @@ impl Metrics {
             Opts::new(
                 "safetel_detector_bin_updates_total",
                 "Closed bins fed to a change-point series (one per hazard class), by key kind",
+            ),
+            &["key_kind"],
+        )
+        .expect("valid metric");
+        let closed_vec = IntCounterVec::new(
+            Opts::new(
+                "safetel_bins_closed_total",
+                "Bins closed past the watermark and allowed lateness, one per key and bin, by key kind",
             ),
             &["key_kind"],
         )
@@ -127,6 +137,8 @@ impl Metrics {
             .expect("valid metric"),
             detector_updates: [KeyKind::Vehicle, KeyKind::Cohort]
                 .map(|k| updates_vec.with_label_values(&[&k.name().to_ascii_lowercase()])),
+            bins_closed: [KeyKind::Vehicle, KeyKind::Cohort]
+                .map(|k| closed_vec.with_label_values(&[&k.name().to_ascii_lowercase()])),
             alerts: AlertStatus::ALL.map(|s| alerts_vec.with_label_values(&[s.name()])),
             open_episodes: IntGauge::new(
                 "safetel_open_episodes",
@@ -193,6 +205,7 @@ impl Metrics {
             Box::new(metrics.vehicles.clone()),
             Box::new(metrics.source_errors.clone()),
             Box::new(updates_vec),
+            Box::new(closed_vec),
             Box::new(alerts_vec),
             Box::new(metrics.open_episodes.clone()),
             Box::new(metrics.refit_runs.clone()),
@@ -228,6 +241,10 @@ impl Metrics {
 
     pub fn detector_updates(&self, kind: KeyKind) -> &IntCounter {
         &self.detector_updates[kind as usize]
+    }
+
+    pub fn bins_closed(&self, kind: KeyKind) -> &IntCounter {
+        &self.bins_closed[kind as usize]
     }
 
     pub fn alerts(&self, status: AlertStatus) -> &IntCounter {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::codec;
-use crate::config::RefitConfig;
+use crate::config::{RefitConfig, RefitSchedule};
 use crate::engine::Prior;
 use crate::engine::runner::unix_ms;
 use crate::metrics::Metrics;
@@ -207,19 +207,29 @@ pub fn next_run_ms(now_ms: i64, minutes: u32) -> i64 {
     if today > now_ms { today } else { today + DAY }
 }
 
-/// `safetel run`'s daily refit: waits for `minutes` after midnight UTC, refits on the shared
-/// store, records the outcome and sends converged priors to the engine; until `shutdown`.
+/// `safetel run`'s scheduled refit: waits until the schedule says (daily at a UTC time, or an
+/// interval after the last one), refits on the shared store, records the outcome and sends
+/// converged priors to the engine; until `shutdown`.
 pub fn schedule(
     store: Arc<Store>,
     config: RefitConfig,
-    minutes: u32,
+    when: RefitSchedule,
     shutdown: Arc<AtomicBool>,
     priors: mpsc::Sender<Vec<(String, Prior)>>,
     metrics: Metrics,
 ) {
     loop {
-        let due = next_run_ms(unix_ms(), minutes);
-        info!(at = %crate::model::utc_date(due), minutes_after_midnight_utc = minutes, "next refit scheduled");
+        let due = match when {
+            RefitSchedule::Daily { minutes } => {
+                let due = next_run_ms(unix_ms(), minutes);
+                info!(at = %crate::model::utc_date(due), minutes_after_midnight_utc = minutes, "next refit scheduled");
+                due
+            }
+            RefitSchedule::Every { seconds } => {
+                info!(in_seconds = seconds, "next refit scheduled");
+                unix_ms() + (seconds as i64).saturating_mul(1000)
+            }
+        };
         while unix_ms() < due {
             if shutdown.load(Ordering::Relaxed) {
                 return;

@@ -84,9 +84,14 @@ fn every_page_loads_in_chromium_shows_its_charts_and_matches_the_api() {
     assert!(opened > 0, "the demo fleet raises alerts");
     assert_eq!(summary["regressions"]["episodes"], opened);
     let diagnostics = get_json(port, "/api/diagnostics").unwrap();
-    assert_eq!(diagnostics["available"], true, "the demo refits before serving");
     assert_eq!(
-        http_get(port, "/regressions/episode?id=no%2Fsuch").unwrap().0,
+        diagnostics["available"], true,
+        "the demo refits before serving"
+    );
+    assert_eq!(
+        http_get(port, "/regressions/episode?id=no%2Fsuch")
+            .unwrap()
+            .0,
         404
     );
 
@@ -107,11 +112,19 @@ fn every_page_loads_in_chromium_shows_its_charts_and_matches_the_api() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let paths: Vec<&str> = pages.iter().filter_map(|p| p["path"].as_str()).collect();
-    for path in ["/", "/regressions", "/rare-events", "/vehicles", "/diagnostics"] {
+    for path in [
+        "/",
+        "/regressions",
+        "/rare-events",
+        "/vehicles",
+        "/diagnostics",
+    ] {
         assert!(paths.contains(&path), "{path} not checked: {paths:?}");
     }
     assert!(
-        paths.iter().any(|p| p.starts_with("/regressions/episode?id=")),
+        paths
+            .iter()
+            .any(|p| p.starts_with("/regressions/episode?id=")),
         "an episode page was checked: {paths:?}"
     );
     for page in &pages {

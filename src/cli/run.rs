@@ -59,8 +59,8 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     // The daily refit reads facts and writes priors on its own thread; converged priors reach
     // the engine through a channel it checks between polls.
-    let refit_thread = match config.refit.schedule_minutes()? {
-        Some(minutes) => {
+    let refit_thread = match config.refit.schedule()? {
+        Some(when) => {
             let (priors_tx, priors_rx) = std::sync::mpsc::channel();
             engine.receive_priors(priors_rx);
             let (store, refit, shutdown, metrics) = (
@@ -73,9 +73,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
                 std::thread::Builder::new()
                     .name("refit".into())
                     .spawn(move || {
-                        crate::nightly::schedule(
-                            store, refit, minutes, shutdown, priors_tx, metrics,
-                        )
+                        crate::nightly::schedule(store, refit, when, shutdown, priors_tx, metrics)
                     })?,
             )
         }

@@ -28,8 +28,8 @@ use crate::config::{DetectorConfig, StreamConfig};
 use crate::detect::StateDecodeError;
 use crate::metrics::Metrics;
 use crate::model::{
-    KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, ValidationError, exposure_ms,
-    validate,
+    HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, ValidationError,
+    exposure_ms, validate,
 };
 use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
 use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
@@ -759,6 +759,10 @@ impl Engine {
             );
             if fed > 0 {
                 self.metrics.detector_updates(KeyKind::Vehicle).inc_by(fed);
+                // Every class's series advances over the same bins.
+                self.metrics
+                    .bins_closed(KeyKind::Vehicle)
+                    .inc_by(fed / HazardClass::ALL.len() as u64);
                 if !std::mem::replace(&mut vehicle.series_dirty, true) {
                     self.pending.dirty_series.push(id.clone());
                 }
@@ -776,6 +780,9 @@ impl Engine {
                 self.metrics
                     .detector_updates(KeyKind::Cohort)
                     .inc_by(updates);
+                self.metrics
+                    .bins_closed(KeyKind::Cohort)
+                    .inc_by(updates / HazardClass::ALL.len() as u64);
                 self.pending.dirty_cohorts.extend(fed);
                 self.pending.cohorts_moved = true;
             }
