@@ -127,6 +127,48 @@ fn run_refuses_to_start_when_its_http_port_is_taken() {
 }
 
 #[test]
+fn logs_are_json_lines_when_configured() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = safetel()
+        .env("RUST_LOG", "info")
+        .env("SAFETEL_LOG__FORMAT", "json")
+        .env("SAFETEL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("SAFETEL_STATE__DIR", dir.path())
+        .arg("run")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Every log line is one JSON object: none in the text format (which starts with the time);
+    // the process's final error report follows in plain text.
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T'),
+        "a text log line in {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    let logs: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = logs
+        .iter()
+        .find(|l| l["fields"]["message"] == "starting safetel run")
+        .unwrap_or_else(|| panic!("no start line in {stderr}"));
+    assert_eq!(started["level"], "INFO");
+    assert!(started["timestamp"].is_string() && started["target"].is_string());
+    assert!(
+        started["fields"]["config"]
+            .as_str()
+            .unwrap()
+            .contains("[kafka]")
+    );
+}
+
+#[test]
 fn detect_backtests_a_csv_series_one_json_object_per_bin() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("series.csv");
