@@ -162,6 +162,10 @@ pub fn record(
         run_id,
         Some(&outcome.result.vehicles),
     )?;
+    // The run's record also keeps the snapshot's trips by stratum, for the dashboard.
+    let mut run = outcome.run.clone();
+    run["strata"] = serde_json::to_value(&snapshot.strata).unwrap_or_default();
+    store.write_refit(&[], &run)?;
     let d = &outcome.result.diagnostics;
     metrics
         .refit_runs

@@ -83,6 +83,15 @@ fn every_page_loads_in_chromium_shows_its_charts_and_matches_the_api() {
         .count();
     assert!(opened > 0, "the demo fleet raises alerts");
     assert_eq!(summary["regressions"]["episodes"], opened);
+    // Strata come from the refit's snapshot of the stored trips: every trip is in one.
+    let rare = get_json(port, "/api/rare-events").unwrap();
+    let strata = rare["by_stratum"].as_array().unwrap();
+    assert!(
+        strata.len() >= 6,
+        "road types x weathers x day/night: {strata:?}"
+    );
+    let trips: u64 = strata.iter().map(|s| s["trips"].as_u64().unwrap()).sum();
+    assert_eq!(trips, summary["fleet"]["totals"]["trips"].as_u64().unwrap());
     let diagnostics = get_json(port, "/api/diagnostics").unwrap();
     assert_eq!(
         diagnostics["available"], true,

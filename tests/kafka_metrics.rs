@@ -4,6 +4,7 @@
 //! committed), bins closed (from each vehicle's detectors in the API), alerts by status (read back
 //! from the regressions topic with apache-avro), commits and their durations, and the refit's
 //! duration, R-hat and ESS (equal to the model run it recorded, served by /api/diagnostics).
+//! Also: `run` serves the dashboard pages from the same state.
 #![cfg(feature = "kafka-tests")]
 
 mod common;
@@ -235,6 +236,24 @@ fn every_stage_metric_is_exposed_with_the_value_it_should_have() {
         } else {
             0.0
         }
+    );
+    // `run` serves the dashboard pages too, from the same state.
+    for page in [
+        "/",
+        "/regressions",
+        "/rare-events",
+        "/vehicles",
+        "/diagnostics",
+    ] {
+        let (code, body) = http_get(run.port, page).unwrap();
+        assert_eq!(code, 200, "{page}");
+        assert!(body.contains(r#"<svg class="chart""#), "{page} has charts");
+    }
+    let summary = get_json(run.port, "/api/summary").unwrap();
+    assert_eq!(summary["fleet"]["totals"]["trips"], trips);
+    assert_eq!(
+        summary["regressions"]["alerts"].as_f64().unwrap(),
+        published.values().sum::<f64>()
     );
     run.stop();
 }

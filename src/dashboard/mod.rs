@@ -106,3 +106,6 @@ pub fn rate_json(estimate: f64, variance: Option<f64>, hours: f64) -> Value {
         "rate_per_1000h_ci95": [per_1000h(low), per_1000h(high)],
     })
 }
+
+#[cfg(test)]
+mod tests;

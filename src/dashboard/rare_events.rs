@@ -1,6 +1,7 @@
-//! Page 3, rare event detection: critical-event rates by vehicle model, the review budget spent
-//! week by week, and how well the policy's reviews find critical events (its yield against what
-//! uniform review at the same spend would find).
+//! Page 3, rare event detection: critical-event rates by stratum (road type x weather x night,
+//! from the latest snapshot's trips) and by vehicle model (live), the review budget spent week by
+//! week, and how well the policy's reviews find critical events (its yield against what uniform
+//! review at the same spend would find).
 
 use std::collections::BTreeMap;
 
@@ -72,6 +73,22 @@ pub fn data(sources: &Sources<'_>) -> Value {
             })
         })
         .collect();
+    let by_stratum: Vec<Value> = sources
+        .model_run
+        .and_then(|run| run.get("strata"))
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|s| {
+            let events = s["critical_events"].as_f64().unwrap_or(0.0);
+            let hours = s["exposure_hours"].as_f64().unwrap_or(0.0);
+            json!({
+                "road_type": s["road_type"], "weather": s["weather"], "night": s["night"],
+                "trips": s["trips"], "exposure_hours": hours,
+                "critical": rate_json(events, None, hours),
+            })
+        })
+        .collect();
     json!({
         "policy": sources.sampling.map_or("full", |(p, _)| p),
         "budget": sources.sampling.map_or(1.0, |(_, b)| b),
@@ -86,9 +103,93 @@ pub fn data(sources: &Sources<'_>) -> Value {
             "lift_over_uniform": uniform_expected.filter(|u| *u > 0.0).map(|u| found as f64 / u),
         },
         "by_vehicle_model": strata,
+        "by_stratum": by_stratum,
+        "strata_run_id": sources.model_run.map(|run| run["run_id"].clone()),
         "period_days": super::PERIOD_DAYS,
         "periods": periods,
     })
+}
+
+/// Rates by road type x weather x night from the latest snapshot, or why there are none.
+fn stratum_section(data: &Value) -> String {
+    let strata = html::rows(data, "/by_stratum");
+    let mut html = String::from("<h2>By stratum: road type × weather × night</h2>");
+    if strata.is_empty() {
+        html += r#"<p class="note">No snapshot yet: the nightly refit writes one (<code>[refit] schedule_utc</code>).</p>"#;
+        return html;
+    }
+    html += &format!(
+        r#"<p class="note">From the trips of refit run {} (exact Poisson 95% intervals){}.</p>"#,
+        num(data, "/strata_run_id", 0),
+        if data["policy"] == "full" {
+            ""
+        } else {
+            "; under a review budget only reviewed trips' critical events are counted here, so rates are a lower bound"
+        }
+    );
+    let label = |s: &Value| {
+        format!(
+            "{} {} {}",
+            s["road_type"].as_str().unwrap_or("?").to_lowercase(),
+            s["weather"].as_str().unwrap_or("?").to_lowercase(),
+            if s["night"] == true { "night" } else { "day" }
+        )
+    };
+    let mut chart = Chart::new(
+        "rates-by-stratum",
+        "Critical events per 1000 h by stratum (table order), 95% interval",
+        "stratum",
+        "per 1000 h",
+    );
+    chart.intervals(
+        "rate",
+        PALETTE[3],
+        strata
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                Some((
+                    i as f64 + 1.0,
+                    s.pointer("/critical/rate_per_1000h")?.as_f64()?,
+                    s.pointer("/critical/rate_per_1000h_ci95/0")?.as_f64()?,
+                    s.pointer("/critical/rate_per_1000h_ci95/1")?.as_f64()?,
+                ))
+            })
+            .collect(),
+    );
+    html += &chart.render();
+    let rows: Vec<Vec<String>> = strata
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let at = |f: &str| format!("/by_stratum/{i}/{f}");
+            vec![
+                format!("{}. {}", i + 1, html::escape(&label(s))),
+                num(data, &at("trips"), 0),
+                num(data, &at("exposure_hours"), 1),
+                num(data, &at("critical/estimate"), 0),
+                interval(
+                    data,
+                    &at("critical/rate_per_1000h"),
+                    &at("critical/rate_per_1000h_ci95/0"),
+                    &at("critical/rate_per_1000h_ci95/1"),
+                    3,
+                ),
+            ]
+        })
+        .collect();
+    html += &html::table(
+        "by-stratum",
+        &[
+            "stratum",
+            "trips",
+            "exposure (h)",
+            "critical events",
+            "per 1000 h [95%]",
+        ],
+        &rows,
+    );
+    html
 }
 
 pub fn page(data: &Value) -> String {
@@ -164,6 +265,8 @@ pub fn page(data: &Value) -> String {
             .collect(),
     );
     body += &spent.render();
+    body += &stratum_section(data);
+    body += "<h2>By vehicle model (live)</h2>";
     body += &rates.render();
     let rows: Vec<Vec<String>> = (0..models.len())
         .map(|i| {

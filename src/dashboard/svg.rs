@@ -170,6 +170,10 @@ impl Chart {
             (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
         };
         let (mut x, mut y) = (range(&xs)?, range(&ys)?);
+        if self.integral_x() {
+            // Categories or counts: half a step of room either side.
+            x = (x.0 - 0.5, x.1 + 0.5);
+        }
         if self.y_from_zero {
             y.0 = y.0.min(0.0);
         }
@@ -182,6 +186,18 @@ impl Chart {
         // A little headroom above the highest point.
         y.1 += (y.1 - y.0) * 0.05;
         Some((x, y))
+    }
+
+    /// Every x is a whole number (ranks, categories, counts): ticks fall on whole numbers.
+    fn integral_x(&self) -> bool {
+        !self.x_is_date
+            && self.layers.iter().all(|layer| match layer {
+                Layer::Line { points, .. } => points.iter().all(|p| p.0.fract() == 0.0),
+                Layer::Band { points, .. } => points.iter().all(|p| p.0.fract() == 0.0),
+                Layer::Bars { bars, .. } => bars.iter().all(|b| b.0.fract() == 0.0),
+                Layer::Intervals { points, .. } => points.iter().all(|p| p.0.fract() == 0.0),
+                Layer::HorizontalRule { .. } => true,
+            })
     }
 
     /// The `<svg>` element; a chart without data says so in its body.
@@ -334,7 +350,11 @@ impl Chart {
                 v = sy(y),
             );
         }
-        for x in ticks(x0, x1, 6) {
+        let mut x_ticks = ticks(x0, x1, 6);
+        if self.integral_x() {
+            x_ticks.retain(|x| x.fract() == 0.0);
+        }
+        for x in x_ticks {
             let label = if self.x_is_date {
                 crate::model::utc_date(x as i64)
             } else {

@@ -15,9 +15,17 @@ use crate::model::HazardClass;
 /// Rows shown when the request does not say.
 pub const DEFAULT_LIMIT: usize = 50;
 
+/// One vehicle's critical-event hazard posterior and the data behind it.
+struct Ranked {
+    vehicle_id: String,
+    posterior: GammaRate,
+    events: u64,
+    exposure_hours: f64,
+}
+
 pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
     let class = HazardClass::Critical;
-    let mut ranked: Vec<(String, f64, GammaRate, u64, f64)> = sources
+    let mut ranked: Vec<Ranked> = sources
         .vehicles
         .iter()
         .map(|v| {
@@ -25,37 +33,49 @@ pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
             for stats in v.bins.values() {
                 totals.add(stats);
             }
-            let (events, hours) = stats_of(sources.settings, Some(&totals), class);
+            let (events, exposure_hours) = stats_of(sources.settings, Some(&totals), class);
             let params = v
                 .series
                 .first()
                 .map_or(sources.settings.params, |s| *s.detector.params());
-            let posterior = GammaRate {
-                shape: params.a0 + events as f64,
-                rate: params.b0 + hours,
-            };
-            (v.key().clone(), posterior.mean(), posterior, events, hours)
+            Ranked {
+                vehicle_id: v.key().clone(),
+                posterior: GammaRate {
+                    shape: params.a0 + events as f64,
+                    rate: params.b0 + exposure_hours,
+                },
+                events,
+                exposure_hours,
+            }
         })
         .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.sort_by(|a, b| {
+        b.posterior
+            .mean()
+            .total_cmp(&a.posterior.mean())
+            .then(a.vehicle_id.cmp(&b.vehicle_id))
+    });
     let needle = query.trim().to_lowercase();
-    let matching: Vec<(usize, &(String, f64, GammaRate, u64, f64))> = ranked
+    let matching: Vec<(usize, &Ranked)> = ranked
         .iter()
         .enumerate()
-        .filter(|(_, v)| needle.is_empty() || v.0.to_lowercase().contains(&needle))
+        .filter(|(_, v)| needle.is_empty() || v.vehicle_id.to_lowercase().contains(&needle))
         .collect();
     let per_1000h = |v: Option<f64>| v.map(|v| v * 1000.0);
     let rows: Vec<Value> = matching
         .iter()
         .take(limit)
-        .map(|(rank, (id, mean, posterior, events, hours))| {
+        .map(|(rank, v)| {
             json!({
                 "rank": rank + 1,
-                "vehicle_id": id,
-                "events": events,
-                "exposure_hours": hours,
-                "hazard_per_1000h": mean * 1000.0,
-                "hazard_per_1000h_ci95": [per_1000h(posterior.quantile(0.025)), per_1000h(posterior.quantile(0.975))],
+                "vehicle_id": v.vehicle_id,
+                "events": v.events,
+                "exposure_hours": v.exposure_hours,
+                "hazard_per_1000h": v.posterior.mean() * 1000.0,
+                "hazard_per_1000h_ci95": [
+                    per_1000h(v.posterior.quantile(0.025)),
+                    per_1000h(v.posterior.quantile(0.975)),
+                ],
             })
         })
         .collect();

@@ -37,11 +37,45 @@ pub enum WarehouseError {
     },
 }
 
-/// Where a snapshot went and how many rows each table has.
+/// Where a snapshot went, how many rows each table has, and its trips summed by stratum.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Snapshot {
     pub dir: PathBuf,
     pub rows: BTreeMap<&'static str, usize>,
+    pub strata: Vec<StratumTotals>,
+}
+
+/// `fact_trip_safety` summed over one stratum (road type x weather x night, DESIGN §4): the
+/// trips, their exposure, and the events the facts hold for them (under a review budget, only
+/// reviewed trips' critical events are in the facts).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StratumTotals {
+    pub road_type: &'static str,
+    pub weather: &'static str,
+    pub night: bool,
+    pub trips: u64,
+    pub exposure_hours: f64,
+    pub critical_events: u64,
+    pub disengagements: u64,
+}
+
+fn strata(trips: &[(&(String, String), &Trip, TripCounts)]) -> Vec<StratumTotals> {
+    let mut by_stratum: BTreeMap<(&str, &str, bool), StratumTotals> = BTreeMap::new();
+    for (_, t, c) in trips {
+        let s = by_stratum
+            .entry((t.road_type, t.weather, t.night))
+            .or_insert_with(|| StratumTotals {
+                road_type: t.road_type,
+                weather: t.weather,
+                night: t.night,
+                ..Default::default()
+            });
+        s.trips += 1;
+        s.exposure_hours += t.exposure_hours;
+        s.critical_events += c.critical as u64;
+        s.disengagements += c.disengagements as u64;
+    }
+    by_stratum.into_values().collect()
 }
 
 #[derive(Default)]
@@ -240,6 +274,7 @@ pub fn write_snapshot(
         ],
     };
 
+    let strata = strata(&trip_rows);
     // Drivers: first vehicle seen and trip counts.
     let mut drivers: BTreeMap<&str, (&str, i64, f64)> = BTreeMap::new();
     for (_, t, _) in &trip_rows {
@@ -623,5 +658,5 @@ pub fn write_snapshot(
             })?;
         rows.insert(name, table.rows());
     }
-    Ok(Snapshot { dir, rows })
+    Ok(Snapshot { dir, rows, strata })
 }

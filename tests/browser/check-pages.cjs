@@ -19,7 +19,7 @@ if (!base) {
 const PAGES = [
   ['/', 2],
   ['/regressions', 1],
-  ['/rare-events', 2],
+  ['/rare-events', 3],
   ['/vehicles', 1],
   ['/diagnostics', 4],
 ];
