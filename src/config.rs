@@ -557,6 +557,27 @@ mod tests {
     }
 
     #[test]
+    fn refits_run_daily_or_on_an_interval_but_not_both() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs));
+        assert_eq!(load(&[]).unwrap().refit.schedule().unwrap(), None);
+        let daily = load(&[("SAFETEL_REFIT__SCHEDULE_UTC", "02:30")]).unwrap();
+        assert_eq!(
+            daily.refit.schedule().unwrap(),
+            Some(RefitSchedule::Daily { minutes: 150 })
+        );
+        let every = load(&[("SAFETEL_REFIT__INTERVAL_S", "3600")]).unwrap();
+        assert_eq!(
+            every.refit.schedule().unwrap(),
+            Some(RefitSchedule::Every { seconds: 3600 })
+        );
+        let both = load(&[
+            ("SAFETEL_REFIT__SCHEDULE_UTC", "02:30"),
+            ("SAFETEL_REFIT__INTERVAL_S", "3600"),
+        ]);
+        assert!(both.unwrap_err().to_string().contains("refit.interval_s"));
+    }
+
+    #[test]
     fn default_config_is_valid_and_binds_loopback() {
         let config = Config::default_config();
         let addr: SocketAddr = config.http.listen.parse().unwrap();
