@@ -109,18 +109,24 @@ fn config_shows_environment_overrides_and_hides_secrets() {
     );
 }
 
-#[test]
-fn run_refuses_to_start_when_its_http_port_is_taken() {
+/// `safetel run` (with `env`) against a port already taken and no broker: it must stop at once.
+fn run_on_a_taken_port(env: &[(&str, &str)]) -> std::process::Output {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let out = safetel()
+    safetel()
         .env("SAFETEL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
         .env("SAFETEL_STATE__DIR", dir.path())
+        .envs(env.iter().copied())
         .arg("run")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn run_refuses_to_start_when_its_http_port_is_taken() {
+    let out = run_on_a_taken_port(&[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("binding the HTTP server"), "{stderr}");
@@ -128,18 +134,7 @@ fn run_refuses_to_start_when_its_http_port_is_taken() {
 
 #[test]
 fn logs_are_json_lines_when_configured() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let out = safetel()
-        .env("RUST_LOG", "info")
-        .env("SAFETEL_LOG__FORMAT", "json")
-        .env("SAFETEL_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        .env("SAFETEL_STATE__DIR", dir.path())
-        .arg("run")
-        .output()
-        .unwrap();
+    let out = run_on_a_taken_port(&[("RUST_LOG", "info"), ("SAFETEL_LOG__FORMAT", "json")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Every log line is one JSON object: none in the text format (which starts with the time);
     // the process's final error report follows in plain text.

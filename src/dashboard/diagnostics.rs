@@ -185,17 +185,13 @@ pub fn page(data: &Value) -> String {
     ppc.intervals(
         "replicated",
         PALETTE[1],
-        buckets
-            .iter()
-            .filter_map(|b| {
-                Some((
-                    b["events"].as_f64()?,
-                    b["replicated_mean"].as_f64()?,
-                    b["replicated_low"].as_f64()?,
-                    b["replicated_high"].as_f64()?,
-                ))
-            })
-            .collect(),
+        html::interval_points(
+            buckets,
+            html::X::Field("/events"),
+            "/replicated_mean",
+            "/replicated_low",
+            "/replicated_high",
+        ),
     );
     body += &ppc.render();
     html::page(

@@ -120,6 +120,36 @@ pub fn points(data: &Value, pointer: &str, x: &str, y: &str) -> Vec<(f64, f64)> 
         .collect()
 }
 
+/// Where each row sits on an interval chart's x axis.
+pub enum X<'a> {
+    /// Its position in the rows, from 1.
+    Position,
+    /// The number at this pointer in the row.
+    Field(&'a str),
+}
+
+/// `(x, mean, low, high)` for an interval chart, from the rows' values at the three pointers
+/// (relative to a row); rows missing any of them are left out.
+pub fn interval_points(
+    rows: &[Value],
+    x: X<'_>,
+    mean: &str,
+    low: &str,
+    high: &str,
+) -> Vec<(f64, f64, f64, f64)> {
+    let at = |row: &Value, pointer: &str| row.pointer(pointer).and_then(Value::as_f64);
+    rows.iter()
+        .enumerate()
+        .filter_map(|(i, row)| {
+            let x = match x {
+                X::Position => i as f64 + 1.0,
+                X::Field(pointer) => at(row, pointer)?,
+            };
+            Some((x, at(row, mean)?, at(row, low)?, at(row, high)?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,18 +144,13 @@ fn stratum_section(data: &Value) -> String {
     chart.intervals(
         "rate",
         PALETTE[3],
-        strata
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                Some((
-                    i as f64 + 1.0,
-                    s.pointer("/critical/rate_per_1000h")?.as_f64()?,
-                    s.pointer("/critical/rate_per_1000h_ci95/0")?.as_f64()?,
-                    s.pointer("/critical/rate_per_1000h_ci95/1")?.as_f64()?,
-                ))
-            })
-            .collect(),
+        html::interval_points(
+            strata,
+            html::X::Position,
+            "/critical/rate_per_1000h",
+            "/critical/rate_per_1000h_ci95/0",
+            "/critical/rate_per_1000h_ci95/1",
+        ),
     );
     html += &chart.render();
     let rows: Vec<Vec<String>> = strata
@@ -251,18 +246,13 @@ pub fn page(data: &Value) -> String {
     rates.intervals(
         "rate",
         PALETTE[1],
-        models
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                Some((
-                    i as f64 + 1.0,
-                    m.pointer("/critical/rate_per_1000h")?.as_f64()?,
-                    m.pointer("/critical/rate_per_1000h_ci95/0")?.as_f64()?,
-                    m.pointer("/critical/rate_per_1000h_ci95/1")?.as_f64()?,
-                ))
-            })
-            .collect(),
+        html::interval_points(
+            models,
+            html::X::Position,
+            "/critical/rate_per_1000h",
+            "/critical/rate_per_1000h_ci95/0",
+            "/critical/rate_per_1000h_ci95/1",
+        ),
     );
     body += &spent.render();
     body += &stratum_section(data);

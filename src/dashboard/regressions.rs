@@ -235,18 +235,13 @@ pub fn page(data: &Value) -> String {
     chart.intervals(
         "HR",
         PALETTE[1],
-        episodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                Some((
-                    i as f64 + 1.0,
-                    e["hr_median"].as_f64()?,
-                    e["hr_low"].as_f64()?,
-                    e["hr_high"].as_f64()?,
-                ))
-            })
-            .collect(),
+        html::interval_points(
+            episodes,
+            html::X::Position,
+            "/hr_median",
+            "/hr_low",
+            "/hr_high",
+        ),
     );
     chart.rule("HR 1.5", 1.5);
     body += &chart.render();

@@ -111,16 +111,13 @@ pub fn page(data: &Value) -> String {
     chart.intervals(
         "hazard",
         PALETTE[0],
-        rows.iter()
-            .filter_map(|r| {
-                Some((
-                    r["rank"].as_f64()?,
-                    r["hazard_per_1000h"].as_f64()?,
-                    r.pointer("/hazard_per_1000h_ci95/0")?.as_f64()?,
-                    r.pointer("/hazard_per_1000h_ci95/1")?.as_f64()?,
-                ))
-            })
-            .collect(),
+        html::interval_points(
+            rows,
+            html::X::Field("/rank"),
+            "/hazard_per_1000h",
+            "/hazard_per_1000h_ci95/0",
+            "/hazard_per_1000h_ci95/1",
+        ),
     );
     if let Some(prior) = data["prior_mean_per_1000h"].as_f64() {
         chart.rule("prior mean", prior);
