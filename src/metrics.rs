@@ -24,6 +24,12 @@ pub struct Metrics {
     pub processing_latency: Histogram,
     pub vehicles: IntGauge,
     pub source_errors: IntCounter,
+    /// 1 while the source reaches no broker (librdkafka: all brokers down), else 0.
+    pub source_disconnected: IntGauge,
+    /// Times the source lost every broker.
+    pub source_outages: IntCounter,
+    /// Unix time the current outage began, 0 while connected.
+    pub source_disconnected_since: Gauge,
     /// Bins fed to change-point series, by key kind (vehicle, cohort).
     detector_updates: [IntCounter; 2],
     /// Bins closed (no record can change them any more), one per key and bin, by key kind.
@@ -135,6 +141,21 @@ impl Metrics {
                 "Errors reported by the source (broker)",
             )
             .expect("valid metric"),
+            source_disconnected: IntGauge::new(
+                "safetel_source_disconnected",
+                "1 while the consumer reaches no broker, else 0",
+            )
+            .expect("valid metric"),
+            source_outages: IntCounter::new(
+                "safetel_source_outages_total",
+                "Times the consumer lost every broker",
+            )
+            .expect("valid metric"),
+            source_disconnected_since: Gauge::new(
+                "safetel_source_disconnected_since_seconds",
+                "Unix time the current broker outage began; 0 while connected",
+            )
+            .expect("valid metric"),
             detector_updates: [KeyKind::Vehicle, KeyKind::Cohort]
                 .map(|k| updates_vec.with_label_values(&[&k.name().to_ascii_lowercase()])),
             bins_closed: [KeyKind::Vehicle, KeyKind::Cohort]
@@ -204,6 +225,9 @@ impl Metrics {
             Box::new(metrics.processing_latency.clone()),
             Box::new(metrics.vehicles.clone()),
             Box::new(metrics.source_errors.clone()),
+            Box::new(metrics.source_disconnected.clone()),
+            Box::new(metrics.source_outages.clone()),
+            Box::new(metrics.source_disconnected_since.clone()),
             Box::new(updates_vec),
             Box::new(closed_vec),
             Box::new(alerts_vec),
@@ -245,6 +269,28 @@ impl Metrics {
 
     pub fn bins_closed(&self, kind: KeyKind) -> &IntCounter {
         &self.bins_closed[kind as usize]
+    }
+
+    /// The source lost every broker: counts an outage and notes when it began (once per outage).
+    pub fn source_lost_brokers(&self, now_unix_s: f64) -> bool {
+        if self.source_disconnected.get() == 1 {
+            return false;
+        }
+        self.source_disconnected.set(1);
+        self.source_outages.inc();
+        self.source_disconnected_since.set(now_unix_s);
+        true
+    }
+
+    /// The source reaches a broker again; returns the outage's start if one just ended.
+    pub fn source_reconnected(&self) -> Option<f64> {
+        if self.source_disconnected.get() == 0 {
+            return None;
+        }
+        let since = self.source_disconnected_since.get();
+        self.source_disconnected.set(0);
+        self.source_disconnected_since.set(0.0);
+        Some(since)
     }
 
     pub fn alerts(&self, status: AlertStatus) -> &IntCounter {

@@ -11,35 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use safetel::config::Config;
-use safetel::engine::memory::run_in_memory;
-use safetel::engine::{Engine, RestoredState};
-use safetel::generator::{Generator, GeneratorConfig};
-use safetel::metrics::Metrics;
-use safetel::store::Store;
+use safetel::generator::GeneratorConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The same fleet through the engine in process: the alerts `run` must publish.
-fn in_process_alerts(fleet: GeneratorConfig) -> Vec<serde_json::Value> {
-    let config = Config::default_config();
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    let mut engine = Engine::new(
-        config.stream.clone(),
-        &config.detector,
-        RestoredState::default(),
-        Metrics::new(),
-    )
-    .unwrap();
-    let records = Generator::new(fleet).unwrap().map(|r| (r.key, r.bytes));
-    let (_, alerts) = run_in_memory(&mut engine, records, 4, &mut store, 20_000).unwrap();
-    alerts
-        .alerts
-        .iter()
-        .map(|a| serde_json::to_value(a).unwrap())
-        .collect()
-}
 
 #[test]
 fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {

@@ -265,7 +265,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn health(State(state): State<AppState>) -> Response {
     let status = state.status.snapshot();
-    let healthy = status.running && status.last_error.is_none();
+    let broker_unreachable_since = (state.metrics.source_disconnected.get() == 1)
+        .then(|| state.metrics.source_disconnected_since.get());
+    let healthy =
+        status.running && status.last_error.is_none() && broker_unreachable_since.is_none();
     let code = if healthy {
         StatusCode::OK
     } else {
@@ -274,7 +277,8 @@ async fn health(State(state): State<AppState>) -> Response {
     (
         code,
         Json(
-            json!({"healthy": healthy, "running": status.running, "last_error": status.last_error}),
+            json!({"healthy": healthy, "running": status.running, "last_error": status.last_error,
+                "broker_unreachable_since_unix_s": broker_unreachable_since}),
         ),
     )
         .into_response()

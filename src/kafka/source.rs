@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::client_config;
 use crate::config::Config;
@@ -37,8 +37,34 @@ pub struct SourceContext {
     shared: Arc<Shared>,
 }
 
+fn unix_now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Shared {
+    /// A broker answered (a record arrived, or the statistics show one up): an outage is over.
+    fn broker_reachable(&self) {
+        if let Some(since) = self.metrics.source_reconnected() {
+            info!(
+                outage_s = format!("{:.1}", unix_now_s() - since),
+                "broker reachable again; consuming resumes from the stored offsets"
+            );
+        }
+    }
+}
+
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        // Brokers the client connects to (not its internal or logical placeholders).
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| matches!(b.source.as_str(), "learned" | "configured") && b.state == "UP");
+        if up {
+            self.shared.broker_reachable();
+        }
         if let Some(topic) = statistics.topics.get(&self.topic)
             && let Ok(mut marks) = self.shared.high_watermarks.lock()
         {
@@ -52,6 +78,15 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.shared.metrics.source_errors.inc();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+            && self.shared.metrics.source_lost_brokers(unix_now_s())
+        {
+            error!(
+                reason,
+                "no broker reachable: consuming pauses, state and offsets stay as committed; health reports the outage until a broker answers"
+            );
+            return;
+        }
         warn!(%error, reason, "kafka client error");
     }
 }
@@ -160,6 +195,9 @@ impl RecordSource for KafkaSource {
             match self.consumer.poll(wait) {
                 None => break,
                 Some(Ok(message)) => {
+                    if count == 0 {
+                        self.shared.broker_reachable();
+                    }
                     let record = SourceRecord {
                         partition: message.partition(),
                         offset: message.offset(),

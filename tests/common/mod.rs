@@ -397,3 +397,28 @@ pub fn read_until_quiet(
     }
     out
 }
+
+/// The same fleet through the engine in process: the alerts `run` must publish.
+pub fn in_process_alerts(fleet: safetel::generator::GeneratorConfig) -> Vec<serde_json::Value> {
+    let config = safetel::config::Config::default_config();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = safetel::store::Store::open(dir.path()).unwrap();
+    let mut engine = safetel::engine::Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        safetel::engine::RestoredState::default(),
+        safetel::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let records = safetel::generator::Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes));
+    let (_, alerts) =
+        safetel::engine::memory::run_in_memory(&mut engine, records, 4, &mut store, 20_000)
+            .unwrap();
+    alerts
+        .alerts
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect()
+}
