@@ -131,8 +131,26 @@ fn fleet_through_the_broker_gives_exact_per_vehicle_counts_and_exposure() {
     run.stop();
 }
 
+/// Alerts on `names.regressions`, by id: every copy of an id must be the same alert.
+fn alerts_by_id(names: &Names) -> BTreeMap<String, serde_json::Value> {
+    let schema =
+        apache_avro::Schema::parse_str(include_str!("../schemas/regression_alert.avsc")).unwrap();
+    let consumer = topic_reader(names, &names.regressions);
+    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (_, payload) in read_until_quiet(&consumer, Duration::from_secs(5), PROCESS_TIMEOUT) {
+        let alert = decode_alert(&payload, &schema);
+        let id = alert["alert_id"].as_str().unwrap().to_string();
+        if let Some(earlier) = by_id.get(&id) {
+            assert_eq!(earlier, &alert, "a duplicate of {id} differs");
+        }
+        by_id.insert(id, alert);
+    }
+    by_id
+}
+
 #[test]
-fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
+fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
+    use rand::{Rng, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let names = Names::unique("crash");
     create_topics(&names, dir.path());
@@ -142,11 +160,12 @@ fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
         duplicate: 0.02,
         corrupt: 0.005,
     };
-    // Large enough that processing takes seconds, so the kills land mid-stream.
+    // Large enough that processing takes seconds, so the kills land mid-stream, with injected
+    // regressions (vehicle faults, a firmware rollout on day 28) so that alerts are raised.
     let fleet = Fleet {
         seed: 12,
         vehicles: 1500,
-        days: 28,
+        days: 56,
         faults,
     };
     let (records, _) = fleet.send(&names, dir.path());
@@ -169,13 +188,24 @@ fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
     whole.wait_committed(total, PROCESS_TIMEOUT);
     whole.stop();
 
-    let crash_dir = dir.path().join("crashed");
+    // The crashed run reads the same events and publishes to topics of its own.
     let crash_names = Names {
-        group: format!("{}-crashed", names.group),
-        ..names.clone()
+        events: names.events.clone(),
+        ..Names::unique("crashed")
     };
+    let out =
+        run_ok(safetel(&crash_names, &dir.path().join("unused"), 0).args(["topics", "create"]));
+    assert!(
+        out.contains(&format!("{}: created", crash_names.regressions)),
+        "{out}"
+    );
+    let crash_dir = dir.path().join("crashed");
+    // Kill points: four committed-record counts drawn (seeded) between 5% and 90% of the stream.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261126);
+    let mut fractions: Vec<f64> = (0..4).map(|_| rng.random_range(0.05..0.9)).collect();
+    fractions.sort_by(f64::total_cmp);
     let mut killed_at = Vec::new();
-    for fraction in [0.2, 0.55] {
+    for fraction in &fractions {
         let run = Running::start(&crash_names, &crash_dir, &env);
         let target = (total as f64 * fraction) as i64;
         run.wait_committed(target, PROCESS_TIMEOUT);
@@ -192,7 +222,7 @@ fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
     }
     assert!(
         killed_at.iter().all(|c| *c < total),
-        "the kills landed before the end: {killed_at:?} of {total}"
+        "the kills landed before the end: {killed_at:?} of {total} ({fractions:?})"
     );
     let run = Running::start(&crash_names, &crash_dir, &env);
     run.wait_committed(total, PROCESS_TIMEOUT);
@@ -213,6 +243,11 @@ fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
         "same offsets, watermarks and seen ids"
     );
     assert_eq!(a["vehicles"], b["vehicles"], "same per-vehicle bins");
+    assert_eq!(
+        a["series"], b["series"],
+        "same change-point state, vehicles and cohorts"
+    );
+    assert_eq!(a, b, "the whole store");
     let expected = independent_totals(counted(&records));
     let vehicles = a["vehicles"].as_object().unwrap();
     for (vehicle, totals) in &expected {
@@ -227,6 +262,14 @@ fn sigkill_partway_then_restart_equals_an_uninterrupted_run() {
             "{vehicle}"
         );
     }
+    // No alert lost, none invented: the same ids, each the same alert; repeats only of an id.
+    let (whole_alerts, crashed_alerts) = (alerts_by_id(&names), alerts_by_id(&crash_names));
+    assert!(!whole_alerts.is_empty(), "the rollout raises alerts");
+    assert_eq!(
+        whole_alerts.keys().collect::<Vec<_>>(),
+        crashed_alerts.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(whole_alerts, crashed_alerts);
 }
 
 #[test]
