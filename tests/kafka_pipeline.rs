@@ -273,7 +273,7 @@ fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
 }
 
 #[test]
-fn bad_records_land_in_the_dlq_with_reasons_and_good_ones_are_all_counted() {
+fn thousands_of_bad_records_land_in_the_dlq_with_reasons_and_good_ones_are_all_counted() {
     let dir = tempfile::tempdir().unwrap();
     let names = Names::unique("dlq");
     create_topics(&names, dir.path());
@@ -283,18 +283,34 @@ fn bad_records_land_in_the_dlq_with_reasons_and_good_ones_are_all_counted() {
         duplicate: 0.01,
         corrupt: 0.02,
     };
+    // Thousands of bad records of every kind among a hundred thousand good ones.
     let fleet = Fleet {
         seed: 13,
-        vehicles: 150,
+        vehicles: 600,
         days: 21,
         faults,
     };
     let (records, truth) = fleet.send(&names, dir.path());
+    let f = &truth.faults;
     assert!(
-        truth.faults.corrupt > 100 && truth.faults.late > 50,
-        "enough bad records: {:?}",
-        truth.faults
+        f.corrupt > 1000 && f.late > 500 && f.duplicate > 500 && records.len() > 100_000,
+        "enough bad records: {f:?} in {}",
+        records.len()
     );
+    for reason in [
+        "oversized",
+        "decode",
+        "schema",
+        "invalid",
+        "late",
+        "duplicate",
+    ] {
+        assert!(
+            f.expected_dlq.get(reason).is_some_and(|n| *n >= 50),
+            "{reason}: {:?}",
+            f.expected_dlq
+        );
+    }
 
     let run = Running::start(&names, &dir.path().join("state"), &[]);
     run.wait_committed(records.len() as i64, PROCESS_TIMEOUT);

@@ -1,5 +1,6 @@
 //! `safetel topics create`.
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::config::Config;
@@ -16,7 +17,16 @@ pub fn execute(config: &Config, action: Action) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            for (topic, created) in runtime.block_on(crate::kafka::create_topics(config))? {
+            let outcome = runtime
+                .block_on(crate::kafka::create_topics(config))
+                .with_context(|| {
+                    format!(
+                        "creating topics on {}: is the broker reachable, and do [kafka.properties] \
+                         (security.protocol, sasl.*, ssl.*) match its listener?",
+                        config.kafka.bootstrap_servers
+                    )
+                })?;
+            for (topic, created) in outcome {
                 println!("{topic}: {}", if created { "created" } else { "exists" });
             }
             Ok(())

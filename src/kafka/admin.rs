@@ -26,7 +26,11 @@ pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, Kafka
         ),
         NewTopic::new(&k.review_requests_topic, k.events_partitions, replication()),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    // Bounded: a broker that does not answer us (unreachable, or refusing our credentials) is an
+    // error within 30 s, not a hang.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
     let mut outcome = Vec::new();
     for result in admin.create_topics(&topics, &options).await? {
         match result {

@@ -1,0 +1,201 @@
+//! Security basics against a broker of the test's own whose client listener takes only
+//! SASL_PLAINTEXT with PLAIN (scripts/kafka with SAFETEL_KAFKA_SASL_USERS): the SASL settings in
+//! `[kafka.properties]` (here from the environment) reach librdkafka, so `topics create` and `run`
+//! work with the right password; with a wrong one `run` keeps its state, says why in its log and
+//! answers 503 on /health; and neither password appears in any log line or in `safetel config`.
+#![cfg(feature = "kafka-tests")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use safetel::generator::{Generator, GeneratorConfig};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+struct SaslBroker {
+    home: std::path::PathBuf,
+    bootstrap: String,
+}
+
+impl Drop for SaslBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+            .arg("stop")
+            .env("SAFETEL_KAFKA_HOME", &self.home)
+            .output();
+    }
+}
+
+fn start_sasl_broker(home: &Path, users: &str) -> SaslBroker {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+        .arg("start")
+        .env("SAFETEL_KAFKA_HOME", home)
+        .env("SAFETEL_KAFKA_SASL_USERS", users)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    SaslBroker {
+        home: home.to_path_buf(),
+        bootstrap: stdout.trim().lines().last().unwrap().to_string(),
+    }
+}
+
+/// The environment that points safetel at the SASL listener as `user` with `password`.
+fn sasl_env<'a>(bootstrap: &'a str, user: &'a str, password: &'a str) -> [(&'a str, &'a str); 5] {
+    [
+        ("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", bootstrap),
+        (
+            "SAFETEL_KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+            "SASL_PLAINTEXT",
+        ),
+        ("SAFETEL_KAFKA__PROPERTIES__SASL_MECHANISM", "PLAIN"),
+        ("SAFETEL_KAFKA__PROPERTIES__SASL_USERNAME", user),
+        ("SAFETEL_KAFKA__PROPERTIES__SASL_PASSWORD", password),
+    ]
+}
+
+/// `safetel run` with its log (debug level) going to `log`.
+fn run_logged(names: &Names, state: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Child {
+    safetel(names, state, port)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "debug")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = format!("pw-{}-Secret", std::process::id());
+    let broker = start_sasl_broker(&dir.path().join("kafka"), &format!("safetel:{password}"));
+    let names = Names::unique("sasl");
+    let env = sasl_env(&broker.bootstrap, "safetel", &password);
+
+    // Without the SASL settings the broker does not answer us; with them, topics are created.
+    let mut plain = safetel(&names, &dir.path().join("unused"), 0);
+    plain.env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap);
+    let out = plain.args(["topics", "create"]).output().unwrap();
+    assert!(!out.status.success(), "PLAINTEXT against a SASL listener");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("security.protocol"));
+    let created = run_ok(
+        safetel(&names, &dir.path().join("unused"), 0)
+            .envs(env)
+            .args(["topics", "create"]),
+    );
+    assert!(
+        created.contains(&format!("{}: created", names.events)),
+        "{created}"
+    );
+
+    let shown = run_ok(
+        safetel(&names, &dir.path().join("unused"), 0)
+            .envs(env)
+            .arg("config"),
+    );
+    assert!(shown.contains("\"sasl.username\" = \"safetel\""), "{shown}");
+    assert!(
+        shown.contains("<redacted>") && !shown.contains(&password),
+        "{shown}"
+    );
+
+    let fleet = GeneratorConfig {
+        seed: 3,
+        vehicles: 40,
+        days: 7,
+        ..Default::default()
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", "safetel")
+        .set("sasl.password", &password)
+        .create()
+        .unwrap();
+    for (key, bytes) in &records {
+        producer
+            .send(BaseRecord::to(&names.events).key(key).payload(bytes))
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    // The right password: everything is consumed and counted.
+    let port = free_port();
+    let log = dir.path().join("run.log");
+    let mut run = run_logged(&names, &dir.path().join("state"), port, &env, &log);
+    wait_for("all records committed", TIMEOUT, || {
+        let status = get_json(port, "/api/status")?;
+        (status["run"]["committed_records"].as_i64()? >= records.len() as i64).then_some(())
+    });
+    let expected = independent_totals(records.iter().map(|(_, b)| b.as_slice()));
+    for (vehicle, totals) in &expected {
+        assert_eq!(&served_totals(port, vehicle), totals, "{vehicle}");
+    }
+    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+    Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(run.wait().unwrap().success());
+
+    // A wrong password: run stays up with its state, logs why, and is unhealthy.
+    let wrong = format!("wrong-{password}");
+    let bad_env = sasl_env(&broker.bootstrap, "safetel", &wrong);
+    let bad_port = free_port();
+    let bad_log = dir.path().join("bad.log");
+    let mut bad = run_logged(
+        &names,
+        &dir.path().join("state"),
+        bad_port,
+        &bad_env,
+        &bad_log,
+    );
+    wait_for("health to report the refusal", TIMEOUT, || {
+        (http_get(bad_port, "/health")?.0 == 503).then_some(())
+    });
+    let served = get_json(bad_port, "/api/vehicles").unwrap();
+    assert_eq!(
+        served["vehicles"].as_array().unwrap().len(),
+        expected.len(),
+        "the state restored from disk is served while the broker refuses us"
+    );
+    bad.kill().unwrap();
+    bad.wait().unwrap();
+
+    let (good_log, bad_log) = (
+        std::fs::read_to_string(&log).unwrap(),
+        std::fs::read_to_string(&bad_log).unwrap(),
+    );
+    assert!(
+        bad_log.contains("Authentication failed"),
+        "the log says why: {bad_log}"
+    );
+    for text in [&good_log, &bad_log] {
+        assert!(
+            text.contains("<redacted>"),
+            "the configuration is logged, redacted"
+        );
+        assert!(!text.contains(&password), "a password in the log");
+    }
+    assert!(!bad_log.contains(&wrong));
+    drop(broker);
+}
