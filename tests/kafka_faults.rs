@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,59 +18,6 @@ use safetel::generator::{Generator, GeneratorConfig};
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the broker stays down.
 const OUTAGE: Duration = Duration::from_secs(25);
-
-/// A broker started with the project's script in its own folder; stopped (storage deleted) on drop.
-struct Broker {
-    home: PathBuf,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn script(home: &Path, args: &[&str]) -> String {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .args(args)
-            .env("SAFETEL_KAFKA_HOME", home)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/kafka {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn start(home: &Path) -> Broker {
-        let bootstrap = Broker::script(home, &["start"]);
-        Broker {
-            home: home.to_path_buf(),
-            bootstrap: bootstrap.lines().last().unwrap().to_string(),
-        }
-    }
-
-    /// Stops the broker and keeps its port and storage for [`Broker::restart`].
-    fn stop_keeping_storage(&self) {
-        Broker::script(&self.home, &["stop", "--keep"]);
-    }
-
-    fn restart(&self) {
-        let bootstrap = Broker::script(&self.home, &["start"]);
-        assert_eq!(
-            bootstrap.lines().last().unwrap(),
-            self.bootstrap,
-            "same port"
-        );
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .arg("stop")
-            .env("SAFETEL_KAFKA_HOME", &self.home)
-            .output();
-    }
-}
 
 fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
     let producer: BaseProducer = ClientConfig::new()
@@ -116,7 +61,7 @@ fn metric(port: u16, series: &str) -> Option<f64> {
 #[test]
 fn a_broker_outage_mid_stream_is_reported_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(&dir.path().join("kafka"));
+    let broker = OwnBroker::start(&dir.path().join("kafka"), &[]);
     let names = Names::unique("outage");
     let own_broker = [(
         "SAFETEL_KAFKA__BOOTSTRAP_SERVERS",

@@ -18,39 +18,6 @@ use safetel::generator::{Generator, GeneratorConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-struct SaslBroker {
-    home: std::path::PathBuf,
-    bootstrap: String,
-}
-
-impl Drop for SaslBroker {
-    fn drop(&mut self) {
-        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-            .arg("stop")
-            .env("SAFETEL_KAFKA_HOME", &self.home)
-            .output();
-    }
-}
-
-fn start_sasl_broker(home: &Path, users: &str) -> SaslBroker {
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
-        .arg("start")
-        .env("SAFETEL_KAFKA_HOME", home)
-        .env("SAFETEL_KAFKA_SASL_USERS", users)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    SaslBroker {
-        home: home.to_path_buf(),
-        bootstrap: stdout.trim().lines().last().unwrap().to_string(),
-    }
-}
-
 /// The environment that points safetel at the SASL listener as `user` with `password`.
 fn sasl_env<'a>(bootstrap: &'a str, user: &'a str, password: &'a str) -> [(&'a str, &'a str); 5] {
     [
@@ -81,7 +48,11 @@ fn run_logged(names: &Names, state: &Path, port: u16, env: &[(&str, &str)], log:
 fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
     let dir = tempfile::tempdir().unwrap();
     let password = format!("pw-{}-Secret", std::process::id());
-    let broker = start_sasl_broker(&dir.path().join("kafka"), &format!("safetel:{password}"));
+    let users = format!("safetel:{password}");
+    let broker = OwnBroker::start(
+        &dir.path().join("kafka"),
+        &[("SAFETEL_KAFKA_SASL_USERS", users.as_str())],
+    );
     let names = Names::unique("sasl");
     let env = sasl_env(&broker.bootstrap, "safetel", &password);
 

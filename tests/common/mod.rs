@@ -422,3 +422,62 @@ pub fn in_process_alerts(fleet: safetel::generator::GeneratorConfig) -> Vec<serd
         .map(|a| serde_json::to_value(a).unwrap())
         .collect()
 }
+
+/// A broker of a test's own, started with the project's script in its own folder (so it can be
+/// stopped and restarted without touching the shared one); stopped, storage deleted, on drop.
+pub struct OwnBroker {
+    pub home: std::path::PathBuf,
+    pub bootstrap: String,
+    env: Vec<(String, String)>,
+}
+
+impl OwnBroker {
+    fn script(home: &Path, env: &[(String, String)], args: &[&str]) -> String {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+            .args(args)
+            .env("SAFETEL_KAFKA_HOME", home)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/kafka {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout.trim().lines().last().unwrap_or_default().to_string()
+    }
+
+    /// Starts it in `home` with `env` for scripts/kafka (such as `SAFETEL_KAFKA_SASL_USERS`).
+    pub fn start(home: &Path, env: &[(&str, &str)]) -> OwnBroker {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let bootstrap = OwnBroker::script(home, &env, &["start"]);
+        OwnBroker {
+            home: home.to_path_buf(),
+            bootstrap,
+            env,
+        }
+    }
+
+    /// Stops the broker and keeps its port and storage for [`OwnBroker::restart`].
+    pub fn stop_keeping_storage(&self) {
+        OwnBroker::script(&self.home, &self.env, &["stop", "--keep"]);
+    }
+
+    pub fn restart(&self) {
+        let bootstrap = OwnBroker::script(&self.home, &self.env, &["start"]);
+        assert_eq!(bootstrap, self.bootstrap, "same port");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+            .arg("stop")
+            .env("SAFETEL_KAFKA_HOME", &self.home)
+            .output();
+    }
+}
