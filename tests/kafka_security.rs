@@ -3,6 +3,8 @@
 //! `[kafka.properties]` (here from the environment) reach librdkafka, so `topics create` and `run`
 //! work with the right password; with a wrong one `run` keeps its state, says why in its log and
 //! answers 503 on /health; and neither password appears in any log line or in `safetel config`.
+//! Likewise for TLS: against a broker whose client listener takes only TLS (a certificate from a
+//! throwaway CA), `ssl.*` settings reach librdkafka and `run` consumes; without them, nothing.
 #![cfg(feature = "kafka-tests")]
 
 mod common;
@@ -83,31 +85,17 @@ fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
         "{shown}"
     );
 
-    let fleet = GeneratorConfig {
-        seed: 3,
-        vehicles: 40,
-        days: 7,
-        ..Default::default()
-    };
-    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
-        .unwrap()
-        .map(|r| (r.key, r.bytes))
-        .collect();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("security.protocol", "SASL_PLAINTEXT")
-        .set("sasl.mechanism", "PLAIN")
-        .set("sasl.username", "safetel")
-        .set("sasl.password", &password)
-        .create()
-        .unwrap();
-    for (key, bytes) in &records {
-        producer
-            .send(BaseRecord::to(&names.events).key(key).payload(bytes))
-            .unwrap();
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    let records = produce_small_fleet(
+        &names.events,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "safetel"),
+            ("sasl.password", password.as_str()),
+        ],
+        3,
+    );
 
     // The right password: everything is consumed and counted.
     let port = free_port();
@@ -168,5 +156,94 @@ fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
         assert!(!text.contains(&password), "a password in the log");
     }
     assert!(!bad_log.contains(&wrong));
+    drop(broker);
+}
+
+/// A small fleet produced with `client` settings (the same the safetel side gets).
+fn produce_small_fleet(topic: &str, client: &[(&str, &str)], seed: u64) -> Vec<(String, Vec<u8>)> {
+    let fleet = GeneratorConfig {
+        seed,
+        vehicles: 40,
+        days: 7,
+        ..Default::default()
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let mut config = ClientConfig::new();
+    for (k, v) in client {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().unwrap();
+    for (key, bytes) in &records {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(bytes))
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    records
+}
+
+#[test]
+fn tls_settings_reach_librdkafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = dir.path().join("certificates");
+    let broker = OwnBroker::start(
+        &dir.path().join("kafka"),
+        &[("SAFETEL_KAFKA_TLS_DIR", certificates.to_str().unwrap())],
+    );
+    let ca = certificates.join("ca.pem");
+    let names = Names::unique("tls");
+    let env = [
+        (
+            "SAFETEL_KAFKA__BOOTSTRAP_SERVERS",
+            broker.bootstrap.as_str(),
+        ),
+        ("SAFETEL_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "SSL"),
+        (
+            "SAFETEL_KAFKA__PROPERTIES__SSL_CA_LOCATION",
+            ca.to_str().unwrap(),
+        ),
+    ];
+    let out = safetel(&names, &dir.path().join("unused"), 0)
+        .env("SAFETEL_KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap)
+        .args(["topics", "create"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "PLAINTEXT against a TLS listener");
+    run_ok(
+        safetel(&names, &dir.path().join("unused"), 0)
+            .envs(env)
+            .args(["topics", "create"]),
+    );
+    let records = produce_small_fleet(
+        &names.events,
+        &[
+            ("bootstrap.servers", broker.bootstrap.as_str()),
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", ca.to_str().unwrap()),
+        ],
+        4,
+    );
+    let port = free_port();
+    let mut run = run_logged(
+        &names,
+        &dir.path().join("state"),
+        port,
+        &env,
+        &dir.path().join("run.log"),
+    );
+    wait_for("all records committed over TLS", TIMEOUT, || {
+        let status = get_json(port, "/api/status")?;
+        (status["run"]["committed_records"].as_i64()? >= records.len() as i64).then_some(())
+    });
+    let expected = independent_totals(records.iter().map(|(_, b)| b.as_slice()));
+    for (vehicle, totals) in &expected {
+        assert_eq!(&served_totals(port, vehicle), totals, "{vehicle}");
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
     drop(broker);
 }
