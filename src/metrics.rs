@@ -322,3 +322,35 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_outage_counts_once_and_ends_with_the_first_sign_of_a_broker() {
+        let m = Metrics::new();
+        assert_eq!(m.source_reconnected(), None, "connected from the start");
+        assert!(m.source_lost_brokers(1000.0));
+        assert!(
+            !m.source_lost_brokers(1005.0),
+            "repeated all-brokers-down errors are one outage"
+        );
+        assert_eq!(m.source_disconnected.get(), 1);
+        assert_eq!(m.source_disconnected_since.get(), 1000.0);
+        assert_eq!(m.source_reconnected(), Some(1000.0));
+        assert_eq!(m.source_reconnected(), None);
+        assert_eq!(
+            (
+                m.source_disconnected.get(),
+                m.source_disconnected_since.get()
+            ),
+            (0, 0.0)
+        );
+        assert!(m.source_lost_brokers(2000.0));
+        assert_eq!(m.source_outages.get(), 2);
+        let text = m.render();
+        assert!(text.contains("safetel_source_outages_total 2"), "{text}");
+        assert!(text.contains("safetel_source_disconnected 1"));
+    }
+}
