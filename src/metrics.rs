@@ -22,6 +22,9 @@ pub struct Metrics {
     pub commits: IntCounter,
     pub commit_duration: Histogram,
     pub processing_latency: Histogram,
+    /// From the produce timestamp of the record that completed an alert's evidence to the alert
+    /// flushed to the regressions topic.
+    pub alert_latency: Histogram,
     pub vehicles: IntGauge,
     pub source_errors: IntCounter,
     /// 1 while the source reaches no broker (librdkafka: all brokers down), else 0.
@@ -134,6 +137,14 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(0.001, 2.0, 18).expect("valid buckets")),
             )
             .expect("valid metric"),
+            alert_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "safetel_alert_latency_seconds",
+                    "From the produce timestamp of the record that completed an alert's evidence to the alert flushed to the regressions topic",
+                )
+                .buckets(prometheus::exponential_buckets(0.01, 2.0, 16).expect("valid buckets")),
+            )
+            .expect("valid metric"),
             vehicles: IntGauge::new("safetel_vehicles", "Vehicles in the state store")
                 .expect("valid metric"),
             source_errors: IntCounter::new(
@@ -223,6 +234,7 @@ impl Metrics {
             Box::new(metrics.commits.clone()),
             Box::new(metrics.commit_duration.clone()),
             Box::new(metrics.processing_latency.clone()),
+            Box::new(metrics.alert_latency.clone()),
             Box::new(metrics.vehicles.clone()),
             Box::new(metrics.source_errors.clone()),
             Box::new(metrics.source_disconnected.clone()),

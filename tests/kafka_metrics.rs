@@ -205,6 +205,12 @@ fn every_stage_metric_is_exposed_with_the_value_it_should_have() {
         );
     }
 
+    // Alert latency: one observation per alert published.
+    assert_eq!(
+        expect(&metrics, "safetel_alert_latency_seconds_count"),
+        published.values().sum::<f64>()
+    );
+
     // Commits and their durations: one observation per commit.
     let commits = expect(&metrics, "safetel_commits_total");
     assert!(commits >= 1.0);

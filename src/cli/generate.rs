@@ -46,6 +46,10 @@ pub struct Args {
     /// Stop serving reviews after this many seconds without a request.
     #[arg(long, requires = "review_service")]
     review_idle_exit_s: Option<f64>,
+    /// With --kafka: send at most this many records per second (a steady load, for load tests);
+    /// default as fast as the broker takes them.
+    #[arg(long, requires = "kafka", value_parser = positive_rate)]
+    rate: Option<f64>,
     /// Where to write the ground truth (injected regressions, faults).
     #[arg(long, default_value = "truth.json")]
     truth: PathBuf,
@@ -119,10 +123,20 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let mut desk = ReviewDesk::default();
     if args.kafka {
         let producer = RecordProducer::new(config, &config.kafka.events_topic)?;
+        let started = std::time::Instant::now();
         while let Some(record) = generator.next() {
             if !(args.review_service && desk.withhold(&record.bytes)) {
                 producer.send(record.key.as_bytes(), &record.bytes)?;
                 sent += 1;
+                if let Some(rate) = args.rate
+                    && sent.is_multiple_of(1000)
+                {
+                    // Ahead of the schedule: wait until it catches up.
+                    let due = Duration::from_secs_f64(sent as f64 / rate);
+                    if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(ahead);
+                    }
+                }
             }
             tick(&generator);
         }
@@ -203,4 +217,13 @@ fn write_container(
     }
     writer.flush()?;
     Ok(count)
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of records per second"
+        )),
+    }
 }

@@ -368,6 +368,11 @@ impl Engine {
         alerts
     }
 
+    /// Alerts raised and not yet taken.
+    pub fn raised_alerts(&self) -> usize {
+        self.alerts.len()
+    }
+
     /// New per-vehicle priors (a refit that converged, already in the store): each vehicle's
     /// detectors use its prior from their next bin on.
     pub fn use_priors(&mut self, priors: Vec<(String, Prior)>) {

@@ -197,6 +197,7 @@ pub fn run(
             done,
             in_flight: false,
             summary: RunSummary::default(),
+            alert_triggers: Vec::new(),
         };
         let Sinks {
             dead_letters: dlq,
@@ -246,6 +247,7 @@ fn consume(
         let now_ms = unix_ms();
         let mut failure = None;
         let summary = &mut committer.summary;
+        let alert_triggers = &mut committer.alert_triggers;
         let poll = source.poll(Duration::from_millis(100), &mut |record| {
             if failure.is_some() {
                 return;
@@ -257,7 +259,12 @@ fn consume(
                     .observe((now_ms - ts).max(0) as f64 / 1000.0);
             }
             summary.records += 1;
-            match engine.process(record) {
+            let raised_before = engine.raised_alerts();
+            let outcome = engine.process(record);
+            for _ in raised_before..engine.raised_alerts() {
+                alert_triggers.push(record.timestamp_ms);
+            }
+            match outcome {
                 Ok(_) => summary.accepted += 1,
                 Err(rejection) => {
                     summary.dead_lettered += 1;
@@ -295,6 +302,9 @@ struct Committer {
     done: mpsc::Receiver<CommitDone>,
     in_flight: bool,
     summary: RunSummary,
+    /// For each alert raised since the last commit point, the produce timestamp of the record
+    /// whose processing raised it (for `safetel_alert_latency_seconds`).
+    alert_triggers: Vec<Option<i64>>,
 }
 
 impl Committer {
@@ -316,6 +326,13 @@ impl Committer {
             alerts.review_request(&request).map_err(RunError::Alerts)?;
         }
         alerts.flush().map_err(RunError::Alerts)?;
+        let flushed_ms = unix_ms();
+        for produced_ms in self.alert_triggers.drain(..).flatten() {
+            engine
+                .metrics
+                .alert_latency
+                .observe((flushed_ms - produced_ms).max(0) as f64 / 1000.0);
+        }
         self.summary.alerts += raised.len() as u64;
         let commit = PendingCommit {
             delta: engine.take_delta(),
