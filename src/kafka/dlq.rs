@@ -8,7 +8,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use tracing::error;
+use tracing::{debug, error, warn};
 
 use super::client_config;
 use crate::config::Config;
@@ -19,7 +19,19 @@ use crate::engine::{Rejection, SourceRecord};
 #[derive(Default)]
 pub struct DeliveryFailures(pub(super) Arc<AtomicU64>);
 
-impl ClientContext for DeliveryFailures {}
+impl ClientContext for DeliveryFailures {
+    /// Connection losses are the consumer's to report (once per outage, on /health and in the
+    /// metrics); a producer repeating them at every reconnect attempt would bury the log.
+    /// Undelivered records still count as failures (see `delivery`).
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+                debug!(%error, reason, "producer lost its broker connection")
+            }
+            _ => warn!(%error, reason, "kafka producer error"),
+        }
+    }
+}
 
 impl ProducerContext for DeliveryFailures {
     type DeliveryOpaque = ();
