@@ -12,50 +12,24 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use safetel::generator::{Generator, GeneratorConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the broker stays down.
 const OUTAGE: Duration = Duration::from_secs(25);
 
-fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for (key, bytes) in records {
-        loop {
-            match producer.send(BaseRecord::to(topic).key(key).payload(bytes)) {
-                Ok(()) => break,
-                Err((e, _)) => {
-                    assert!(
-                        matches!(
-                            e.rdkafka_error_code(),
-                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                        ),
-                        "{e}"
-                    );
-                    producer.poll(Duration::from_millis(50));
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+fn metric(port: u16, series: &str) -> Option<f64> {
+    metric_value(&http_get(port, "/metrics")?.1, series)
 }
 
-fn metric(port: u16, series: &str) -> Option<f64> {
-    let text = http_get(port, "/metrics")?.1;
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+/// The stream's records to the events topic of the test's own broker.
+fn send(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let client = [
+        ("bootstrap.servers", bootstrap),
+        ("enable.idempotence", "true"),
+        ("linger.ms", "5"),
+    ];
+    produce(&client, topic, records);
 }
 
 #[test]
@@ -85,7 +59,7 @@ fn a_broker_outage_mid_stream_is_reported_and_loses_nothing() {
     let expected = independent_totals(records.iter().map(|(_, b)| b.as_slice()));
     let half = records.len() / 2;
 
-    produce(&broker.bootstrap, &names.events, &records[..half]);
+    send(&broker.bootstrap, &names.events, &records[..half]);
     let mut run = Running::start(&names, &dir.path().join("state"), &own_broker);
     run.wait_committed(half as i64, TIMEOUT);
     assert_eq!(metric(run.port, "safetel_source_disconnected"), Some(0.0));
@@ -125,7 +99,7 @@ fn a_broker_outage_mid_stream_is_reported_and_loses_nothing() {
     );
     assert_eq!(metric(run.port, "safetel_source_outages_total"), Some(1.0));
 
-    produce(&broker.bootstrap, &names.events, &records[half..]);
+    send(&broker.bootstrap, &names.events, &records[half..]);
     run.wait_committed(records.len() as i64, TIMEOUT);
     for (vehicle, totals) in &expected {
         assert_eq!(

@@ -18,16 +18,8 @@ use safetel::generator::{Fault, Generator, GeneratorConfig};
 const TIMEOUT: Duration = Duration::from_secs(300);
 const DAY_MS: i64 = 86_400_000;
 
-/// The value of one series (`name{labels}` exactly as exposed) in the text exposition.
-fn value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
-}
-
 fn expect(metrics: &str, series: &str) -> f64 {
-    value(metrics, series).unwrap_or_else(|| panic!("{series} missing from /metrics"))
+    metric_value(metrics, series).unwrap_or_else(|| panic!("{series} missing from /metrics"))
 }
 
 #[test]
@@ -94,7 +86,7 @@ fn every_stage_metric_is_exposed_with_the_value_it_should_have() {
     // The first refit starts 20 s after start-up; wait for it to be recorded.
     wait_for("a recorded refit", TIMEOUT, || {
         let m = http_get(run.port, "/metrics")?.1;
-        (value(&m, "safetel_refit_duration_seconds_count")? >= 1.0).then_some(())
+        (metric_value(&m, "safetel_refit_duration_seconds_count")? >= 1.0).then_some(())
     });
     // Metrics and the model run it describes, read between two reads of the same run id (a
     // later refit may land meanwhile: then read again).
@@ -102,16 +94,16 @@ fn every_stage_metric_is_exposed_with_the_value_it_should_have() {
         let before = get_json(run.port, "/api/diagnostics")?;
         let metrics = http_get(run.port, "/metrics")?.1;
         let after = get_json(run.port, "/api/diagnostics")?;
-        let refits = value(&metrics, "safetel_refit_duration_seconds_count")?;
-        let runs = value(&metrics, "safetel_refit_runs_total{outcome=\"converged\"}")
+        let refits = metric_value(&metrics, "safetel_refit_duration_seconds_count")?;
+        let runs = metric_value(&metrics, "safetel_refit_runs_total{outcome=\"converged\"}")
             .unwrap_or(0.0)
-            + value(
+            + metric_value(
                 &metrics,
                 "safetel_refit_runs_total{outcome=\"not_converged\"}",
             )
             .unwrap_or(0.0);
         let same_run = before["run_id"] == after["run_id"]
-            && value(&metrics, "safetel_refit_max_rhat")
+            && metric_value(&metrics, "safetel_refit_max_rhat")
                 == after
                     .pointer("/diagnostics/max_rhat")
                     .and_then(|v| v.as_f64());

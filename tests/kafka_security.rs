@@ -14,8 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use safetel::generator::{Generator, GeneratorConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -171,18 +169,7 @@ fn produce_small_fleet(topic: &str, client: &[(&str, &str)], seed: u64) -> Vec<(
         .unwrap()
         .map(|r| (r.key, r.bytes))
         .collect();
-    let mut config = ClientConfig::new();
-    for (k, v) in client {
-        config.set(*k, *v);
-    }
-    let producer: BaseProducer = config.create().unwrap();
-    for (key, bytes) in &records {
-        producer
-            .send(BaseRecord::to(topic).key(key).payload(bytes))
-            .unwrap();
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    produce(client, topic, &records);
     records
 }
 

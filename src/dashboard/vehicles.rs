@@ -8,7 +8,6 @@ use super::Sources;
 use super::html::{self, escape, interval, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
-use crate::engine::BinStats;
 use crate::engine::detection::stats_of;
 use crate::model::HazardClass;
 
@@ -29,11 +28,7 @@ pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
         .vehicles
         .iter()
         .map(|v| {
-            let mut totals = BinStats::default();
-            for stats in v.bins.values() {
-                totals.add(stats);
-            }
-            let (events, exposure_hours) = stats_of(sources.settings, Some(&totals), class);
+            let (events, exposure_hours) = stats_of(sources.settings, Some(&v.totals()), class);
             let params = v
                 .series
                 .first()

@@ -38,9 +38,7 @@ pub struct SourceContext {
 }
 
 fn unix_now_s() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::engine::runner::unix_ms() as f64 / 1000.0
 }
 
 impl Shared {

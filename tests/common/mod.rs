@@ -481,3 +481,41 @@ impl Drop for OwnBroker {
             .output();
     }
 }
+
+/// The value of one series (`name{labels}` exactly as exposed) in Prometheus' text format.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// Produces `records` (key, bytes) to `topic` with a client made from `client` settings,
+/// waiting for room when the queue is full, and waits until all are delivered.
+pub fn produce(client: &[(&str, &str)], topic: &str, records: &[(String, Vec<u8>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mut config = rdkafka::ClientConfig::new();
+    for (k, v) in client {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer = config.create().unwrap();
+    for (key, bytes) in records {
+        let mut record = BaseRecord::to(topic).key(key).payload(bytes);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    assert_eq!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        "{e}"
+                    );
+                    record = back;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
