@@ -204,9 +204,39 @@ pub struct KafkaConfig {
     pub dlq_partitions: i32,
     pub regressions_partitions: i32,
     pub replication_factor: i32,
+    /// Partitions of the repartition topic that carries cohort reports (`<group_id>.cohort-reports`):
+    /// how many ways cohort aggregation can be split between `run` processes.
+    #[serde(default = "default_cohort_partitions")]
+    pub cohort_partitions: i32,
+    /// The transactional id of this process's state commits: unique per `run` process, the same
+    /// across its restarts (a restart then aborts what its predecessor left open). Default:
+    /// `<group_id>-<host name>-<hash of state.dir>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// Passed to librdkafka unchanged, for both consumer and producer.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// The compacted topic each source partition's state is logged to (one partition each).
+    pub fn state_changelog_topic(&self) -> String {
+        format!("{}.state-changelog", self.group_id)
+    }
+
+    /// The repartition topic: source partitions' cohort reports, partitioned by cohort.
+    pub fn cohort_topic(&self) -> String {
+        format!("{}.cohort-reports", self.group_id)
+    }
+
+    /// The compacted topic each cohort aggregator's state is logged to.
+    pub fn cohort_changelog_topic(&self) -> String {
+        format!("{}.cohort-changelog", self.group_id)
+    }
+}
+
+fn default_cohort_partitions() -> i32 {
+    4
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -446,6 +476,7 @@ impl Config {
                 self.kafka.regressions_partitions,
             ),
             ("kafka.replication_factor", self.kafka.replication_factor),
+            ("kafka.cohort_partitions", self.kafka.cohort_partitions),
         ] {
             if n < 1 {
                 return invalid(field, "must be at least 1");

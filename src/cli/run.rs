@@ -6,6 +6,10 @@
 //! With `refit.schedule_utc` set, a thread refits daily on the same store (see `nightly`). With
 //! a review budget (`[sampling]`), selected trips go to the review-requests topic and only the
 //! review service's answers count as reviewed critical events.
+//!
+//! Several `run` processes with one `kafka.group_id` share the partitions: each keeps the state
+//! of the partitions the group assigns it, commits it through the changelog, and restores a
+//! partition it is given from there; cohort reports go through the repartition topic.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,23 +23,20 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::http::{self, AppState};
-use crate::kafka::{KafkaDeadLetters, KafkaOutputs, KafkaSource};
+use crate::kafka::{ChangelogStore, KafkaDeadLetters, KafkaOutputs, KafkaSource};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub fn execute(config: &Config) -> anyhow::Result<()> {
     info!(config = %config.redacted_toml(), "starting safetel run");
     let store = Arc::new(Store::open(&config.state.dir)?);
+    // Everything stored locally, until the group assigns this process its partitions: then
+    // it keeps those, brought up to date from their changelogs (see kafka::changelog).
     let restored = store.restore().context("restoring state")?;
-    let positions = restored
-        .partitions
-        .iter()
-        .map(|(p, s)| (*p, s.next_offset))
-        .collect();
     info!(
         vehicles = restored.vehicles.len(),
-        ?positions,
-        "state restored"
+        partitions = restored.partitions.len(),
+        "local state restored"
     );
     let metrics = Metrics::new();
     let mut engine = Engine::new(
@@ -43,7 +44,8 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         &config.detector,
         restored,
         metrics.clone(),
-    )?;
+    )?
+    .with_cohort_topic(config.kafka.cohort_partitions);
     if let Some(policy) = config.sampling.policy()? {
         info!(
             policy = policy.policy.name(),
@@ -79,8 +81,9 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let source =
-        KafkaSource::new(config, positions, metrics.clone()).context("creating consumer")?;
+    let source = KafkaSource::new(config, metrics.clone()).context("creating consumer")?;
+    let target = ChangelogStore::new(config, Arc::clone(&store), source.group_membership())
+        .context("creating the changelog producer")?;
     let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
     let alerts = KafkaOutputs::new(config).context("creating alert producer")?;
     let app = AppState {
@@ -117,8 +120,8 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
-                let (mut engine, mut source, mut dlq, mut alerts, mut store) =
-                    (engine, source, dlq, alerts, store);
+                let (mut engine, mut source, mut dlq, mut alerts, mut target) =
+                    (engine, source, dlq, alerts, target);
                 let sinks = Sinks {
                     dead_letters: &mut dlq,
                     outputs: &mut alerts,
@@ -127,7 +130,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
                     &mut engine,
                     &mut source,
                     sinks,
-                    &mut store,
+                    &mut target,
                     policy,
                     &shutdown,
                     &status,

@@ -7,7 +7,8 @@
 //! not depend on timing. A cohort's bin closes when every partition has closed it, and sums the
 //! bins of the vehicles that ran that firmware (or are that model) then. A cohort that appears
 //! mid-stream, such as a new firmware version, starts from its members' own earlier bins, so its
-//! detector compares the vehicles after the change with themselves before it.
+//! detector compares the vehicles after the change with themselves before it. Cohort bins are
+//! summed and closed by [`super::cohorts`].
 
 use std::collections::BTreeMap;
 
@@ -192,15 +193,6 @@ fn alert(
     }
 }
 
-/// Cohort series and where they stand; vehicle series live in [`VehicleState`].
-#[derive(Debug, Default)]
-pub struct Cohorts {
-    /// Cohort key -> one series per hazard class (in [`HazardClass::ALL`] order).
-    pub series: BTreeMap<String, Vec<Series>>,
-    /// Bins before this are closed for every cohort (`i64::MIN`: none yet).
-    pub closed_through_ms: i64,
-}
-
 /// The detector settings of a vehicle: the refit's prior where there is one.
 pub fn vehicle_params(settings: &DetectionSettings, prior: Option<&Prior>) -> DetectorParams {
     match prior {
@@ -289,7 +281,7 @@ pub fn firmware_at(meta: &VehicleMeta, bin_end_ms: i64) -> &str {
 
 /// Calls `f` with each cohort key a vehicle's bin counts towards (`firmware:<v>`, `model:<m>`),
 /// built in one reused buffer.
-fn for_each_cohort_key(
+pub(super) fn for_each_cohort_key(
     settings: &DetectionSettings,
     meta: &VehicleMeta,
     bin_end_ms: i64,
@@ -309,102 +301,6 @@ fn for_each_cohort_key(
             key.push_str(value);
             f(key);
         }
-    }
-}
-
-impl Cohorts {
-    /// Closes cohort bins up to `through_ms`, summing the vehicles' bins. `vehicles` iterates
-    /// every vehicle's state; the sums do not depend on its order. Returns the cohorts fed and
-    /// the number of bin updates (one per cohort, class and bin).
-    pub fn close(
-        &mut self,
-        settings: &DetectionSettings,
-        vehicles: &dyn VehicleSet,
-        through_ms: i64,
-        alerts: &mut Vec<RegressionAlert>,
-    ) -> (Vec<String>, u64) {
-        let width = settings.bin_width_ms;
-        let start = if self.closed_through_ms == i64::MIN {
-            let mut first = None;
-            vehicles.for_each(&mut |_, bins| {
-                if let Some(&b) = bins.keys().next() {
-                    first = Some(first.map_or(b, |f: i64| f.min(b)));
-                }
-            });
-            match first {
-                Some(first) => first,
-                None => return (Vec::new(), 0),
-            }
-        } else {
-            self.closed_through_ms
-        };
-        let start = start.max(through_ms - settings.history_bins() * width);
-        let first_ever = self.closed_through_ms == i64::MIN;
-        let mut fed = std::collections::BTreeSet::new();
-        let mut updates = 0;
-        let mut bin = start;
-        while bin < through_ms {
-            let sums = cohort_sums(settings, vehicles, bin, None);
-            for key in sums.keys() {
-                if self.series.contains_key(key) {
-                    continue;
-                }
-                // A cohort new mid-stream starts from its members' own earlier bins.
-                let warm_from = if first_ever && bin == start {
-                    bin
-                } else {
-                    bin - settings.params.window_bins as i64 * width
-                };
-                let mut series: Vec<Series> = HazardClass::ALL
-                    .iter()
-                    .map(|_| Series::new(settings.params, warm_from))
-                    .collect();
-                let mut history = BTreeMap::new();
-                let mut b = warm_from;
-                while b < bin {
-                    let members = cohort_sums(settings, vehicles, b, Some((key, bin)));
-                    history.insert(b, members.get(key).copied().unwrap_or_default());
-                    b += width;
-                }
-                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
-                    let k = SeriesKey {
-                        kind: KeyKind::Cohort,
-                        key,
-                        class,
-                        prior_source: "config",
-                    };
-                    s.advance(
-                        settings,
-                        k,
-                        bin,
-                        |b| stats_of(settings, history.get(&b), class),
-                        None,
-                    );
-                }
-                self.series.insert(key.clone(), series);
-            }
-            for (key, series) in self.series.iter_mut() {
-                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
-                    let k = SeriesKey {
-                        kind: KeyKind::Cohort,
-                        key,
-                        class,
-                        prior_source: "config",
-                    };
-                    updates += s.advance(
-                        settings,
-                        k,
-                        bin + width,
-                        |_| stats_of(settings, sums.get(key), class),
-                        Some(alerts),
-                    );
-                }
-                fed.insert(key.clone());
-            }
-            bin += width;
-        }
-        self.closed_through_ms = through_ms;
-        (fed.into_iter().collect(), updates)
     }
 }
 

@@ -13,6 +13,7 @@
 //! [`runner`] drives it from a [`runner::RecordSource`]; [`memory`] is the in-process source and
 //! dead-letter sink of `demo`, tests and benchmarks.
 
+pub mod cohorts;
 pub mod detection;
 pub mod memory;
 pub mod runner;
@@ -32,10 +33,12 @@ use crate::model::{
     exposure_ms, validate,
 };
 use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
-use detection::{Cohorts, DetectionSettings, VehicleSet, decode_series, encode_series};
+use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
+use detection::{DetectionSettings, VehicleSet, decode_series, encode_series};
 pub use state::{
-    BinStats, COHORT_PARTITION, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition,
-    PartitionState, PendingReview, Prior, SeenSegment, StateDelta, VehicleMeta, VehicleState,
+    BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
+    LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, SeenSegment,
+    StateDelta, VehicleMeta, VehicleState, cohort_aggregator, cohort_aggregator_partition,
     fact_records, id_hash,
 };
 
@@ -68,6 +71,8 @@ pub enum Rejection {
         watermark_ms: i64,
         allowed_lateness_ms: i64,
     },
+    #[error("cohort report on the repartition topic: {0}")]
+    CohortReport(String),
     #[error("duplicate of an earlier record with id `{id}`")]
     Duplicate { id: String },
     #[error(
@@ -91,6 +96,7 @@ impl Rejection {
         match self {
             Rejection::Oversized { .. } => "oversized",
             Rejection::Decode(e) => e.reason(),
+            Rejection::CohortReport(_) => "decode",
             Rejection::Invalid(_) => "invalid",
             Rejection::Late { .. } => "late",
             Rejection::Duplicate { .. } => "duplicate",
@@ -130,6 +136,17 @@ impl VehicleSet for Vehicles {
     }
 }
 
+/// The vehicles of one source partition.
+struct PartitionVehicles<'a>(&'a Vehicles, i32);
+
+impl VehicleSet for PartitionVehicles<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+        for vehicle in self.0.iter().filter(|v| v.partition == self.1) {
+            f(&vehicle.meta, &vehicle.bins);
+        }
+    }
+}
+
 /// Per-record processing and the hot state it updates.
 pub struct Engine {
     config: StreamConfig,
@@ -138,7 +155,17 @@ pub struct Engine {
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
     detection: DetectionSettings,
-    cohorts: Cohorts,
+    /// Cohort aggregators by partition number ([`cohort_aggregator_partition`]).
+    aggregators: BTreeMap<i32, CohortAggregator>,
+    /// `Some(n)`: partitions' cohort reports leave through the repartition topic's `n`
+    /// partitions and come back as records ([`Engine::with_cohort_topic`]); `None`: one
+    /// aggregator in process takes them directly.
+    cohort_topic_partitions: Option<i32>,
+    /// How many source partitions the input topic has, where known: with the repartition
+    /// topic, cohort bins wait for every one of them (except those reported empty).
+    source_partitions: Option<i32>,
+    /// Source partitions reported empty since start.
+    announced_empty: BTreeSet<i32>,
     cohort_view: Arc<CohortView>,
     /// Alerts raised since the last commit point, oldest first.
     alerts: Vec<RegressionAlert>,
@@ -168,8 +195,12 @@ struct Pending {
     moved_partitions: Vec<i32>,
     /// Vehicles whose series were fed.
     dirty_series: Vec<String>,
-    dirty_cohorts: BTreeSet<String>,
-    cohorts_moved: bool,
+    /// (aggregator partition, cohort) of cohort series fed.
+    dirty_cohorts: BTreeSet<(i32, String)>,
+    /// Aggregators whose progress changed.
+    dirty_aggregators: BTreeSet<i32>,
+    /// Cohort reports for the repartition topic, by its partition.
+    reports: Vec<(i32, PartitionReport)>,
     /// Alerts published since the last commit, for the store's record.
     published: Vec<RegressionAlert>,
     records: usize,
@@ -182,8 +213,8 @@ pub struct RestoredState {
     pub partitions: HashMap<i32, PartitionState>,
     /// (partition, vehicle id or cohort key, encoded series) as the store holds them.
     pub series: Vec<(i32, String, Vec<u8>)>,
-    /// Cohort bins before this are closed (`i64::MIN`: none yet).
-    pub cohorts_closed_through_ms: i64,
+    /// (aggregator partition, progress) of the cohort aggregators.
+    pub aggregators: Vec<(i32, AggregatorProgress)>,
     /// Per-vehicle priors from the last refit that converged.
     pub priors: Vec<(String, Prior)>,
 }
@@ -195,7 +226,7 @@ impl Default for RestoredState {
             vehicles: Vec::new(),
             partitions: HashMap::new(),
             series: Vec::new(),
-            cohorts_closed_through_ms: i64::MIN,
+            aggregators: Vec::new(),
             priors: Vec::new(),
         }
     }
@@ -220,77 +251,161 @@ impl Engine {
         let bin_width_ms = config.bin_width_s * 1000;
         let allowed_lateness_ms = config.allowed_lateness_s * 1000;
         let detection = DetectionSettings::new(detector, bin_width_ms, allowed_lateness_ms);
-        let vehicles = Arc::new(Vehicles::default());
-        for (id, state) in restored.vehicles {
-            vehicles.insert(id, state);
-        }
-        let mut cohorts = Cohorts {
-            series: BTreeMap::new(),
-            closed_through_ms: restored.cohorts_closed_through_ms,
-        };
-        let priors: HashMap<String, Prior> = restored.priors.into_iter().collect();
-        for (partition, key, bytes) in restored.series {
-            let params = match partition {
-                COHORT_PARTITION => detection.params,
-                _ => detection::vehicle_params(&detection, priors.get(&key)),
-            };
-            let series = decode_series(params, &bytes).map_err(|source| RestoreError {
-                partition,
-                key: key.clone(),
-                source,
-            })?;
-            if partition == COHORT_PARTITION {
-                cohorts.series.insert(key, series);
-            } else if let Some(mut vehicle) = vehicles.get_mut(&key) {
-                vehicle.series = series;
-            }
-        }
-        metrics.vehicles.set(vehicles.len() as i64);
-        let open = vehicles
-            .iter()
-            .map(|v| v.series.iter().filter(|s| s.episode.open.is_some()).count())
-            .sum::<usize>()
-            + cohorts
-                .series
-                .values()
-                .flatten()
-                .filter(|s| s.episode.open.is_some())
-                .count();
-        metrics.open_episodes.set(open as i64);
-        let mut partitions = restored.partitions;
-        let mut pending_reviews = 0;
-        for vehicle in vehicles.iter() {
-            let holds = &mut partitions
-                .entry(vehicle.partition)
-                .or_default()
-                .review_holds;
-            for review in &vehicle.meta.pending_reviews {
-                holds.insert(review_hold(vehicle.key(), review));
-                pending_reviews += 1;
-            }
-        }
-        metrics.reviews_pending.set(pending_reviews);
-        let cohort_view = Arc::new(CohortView::new(cohorts.series.clone()));
-        Ok(Engine {
+        let mut engine = Engine {
             config,
             bin_width_ms,
             allowed_lateness_ms,
-            vehicles,
-            partitions,
+            vehicles: Arc::new(Vehicles::default()),
+            partitions: HashMap::new(),
             detection,
-            cohorts,
-            cohort_view,
+            aggregators: BTreeMap::new(),
+            cohort_topic_partitions: None,
+            source_partitions: None,
+            announced_empty: BTreeSet::new(),
+            cohort_view: Arc::new(CohortView::default()),
             alerts: Vec::new(),
             inputs: None,
             close_due: None,
-            priors,
+            priors: HashMap::new(),
             refits: None,
             sampling: None,
             review_timeout_ms: None,
             review_requests: Vec::new(),
             pending: Pending::default(),
             metrics,
-        })
+        };
+        engine.adopt(restored)?;
+        Ok(engine)
+    }
+
+    /// Takes over restored state (at start-up, or partitions this process was just given): its
+    /// vehicles, partitions, series and cohort aggregators join what the engine holds.
+    pub fn adopt(&mut self, restored: RestoredState) -> Result<(), RestoreError> {
+        self.priors.extend(restored.priors);
+        for (id, state) in restored.vehicles {
+            self.vehicles.insert(id, state);
+        }
+        for (partition, progress) in restored.aggregators {
+            self.aggregators.insert(
+                partition,
+                CohortAggregator::default().with_progress(progress),
+            );
+        }
+        for (partition, key, bytes) in restored.series {
+            if partition == LEGACY_COHORT_PARTITION {
+                tracing::warn!(cohort = %key, "cohort state from an older safetel is not used: the cohort's series starts again");
+                continue;
+            }
+            let params = match cohort_aggregator(partition) {
+                Some(_) => self.detection.params,
+                None => detection::vehicle_params(&self.detection, self.priors.get(&key)),
+            };
+            let series = decode_series(params, &bytes).map_err(|source| RestoreError {
+                partition,
+                key: key.clone(),
+                source,
+            })?;
+            if cohort_aggregator(partition).is_some() {
+                self.aggregators
+                    .entry(partition)
+                    .or_default()
+                    .series
+                    .insert(key, series);
+            } else if let Some(mut vehicle) = self.vehicles.get_mut(&key) {
+                vehicle.series = series;
+            }
+        }
+        for (partition, state) in restored.partitions {
+            self.partitions.insert(partition, state);
+        }
+        for vehicle in self.vehicles.iter() {
+            let holds = &mut self
+                .partitions
+                .entry(vehicle.partition)
+                .or_default()
+                .review_holds;
+            for review in &vehicle.meta.pending_reviews {
+                holds.insert(review_hold(vehicle.key(), review));
+            }
+        }
+        self.refresh_cohort_view();
+        self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Lets go of partitions (given to another process): their vehicles, positions and cohort
+    /// aggregators leave the engine. What was not committed is dropped; the next owner redoes
+    /// it from the committed state.
+    pub fn release(&mut self, partitions: &[i32]) {
+        let gone = |p: &i32| partitions.contains(p);
+        self.vehicles.retain(|_, v| !gone(&v.partition));
+        self.partitions.retain(|p, _| !gone(p));
+        self.aggregators.retain(|p, _| !gone(p));
+        self.announced_empty.retain(|p| !gone(p));
+        let pending = &mut self.pending;
+        pending.moved_partitions.retain(|p| !gone(p));
+        pending.dirty_cohorts.retain(|(p, _)| !gone(p));
+        pending.dirty_aggregators.retain(|p| !gone(p));
+        pending.reports.retain(|(_, r)| !gone(&r.source));
+        self.refresh_cohort_view();
+        self.refresh_gauges();
+    }
+
+    /// Every partition number the engine holds state for: source partitions (with positions or
+    /// vehicles) and cohort aggregators.
+    pub fn held_partitions(&self) -> Vec<i32> {
+        let mut held: BTreeSet<i32> = self.partitions.keys().copied().collect();
+        held.extend(self.aggregators.keys().copied());
+        held.extend(self.vehicles.iter().map(|v| v.partition));
+        held.into_iter().collect()
+    }
+
+    /// Sets the gauges that follow from the state held (after a restore or a release).
+    fn refresh_gauges(&self) {
+        let metrics = &self.metrics;
+        metrics.vehicles.set(self.vehicles.len() as i64);
+        let open = self
+            .vehicles
+            .iter()
+            .map(|v| v.series.iter().filter(|s| s.episode.open.is_some()).count())
+            .sum::<usize>()
+            + self
+                .aggregators
+                .values()
+                .flat_map(|a| a.series.values().flatten())
+                .filter(|s| s.episode.open.is_some())
+                .count();
+        metrics.open_episodes.set(open as i64);
+        let pending_reviews: usize = self
+            .vehicles
+            .iter()
+            .map(|v| v.meta.pending_reviews.len())
+            .sum();
+        metrics.reviews_pending.set(pending_reviews as i64);
+    }
+
+    /// Rebuilds the API's view of the cohort series from the aggregators.
+    fn refresh_cohort_view(&self) {
+        let mut view = self
+            .cohort_view
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *view = self.cohorts();
+    }
+
+    /// Sends the partitions' cohort reports through a repartition topic of `partitions`
+    /// partitions instead of to an aggregator in process: they leave with each commit
+    /// ([`StateDelta::cohort_reports`]) and come back as records on partition numbers
+    /// [`cohort_aggregator_partition`]`(q)`, wherever the consumer group assigns them.
+    pub fn with_cohort_topic(mut self, partitions: i32) -> Engine {
+        self.cohort_topic_partitions = Some(partitions.max(1));
+        self
+    }
+
+    /// How many partitions the input topic has: with the repartition topic, cohort bins close
+    /// once every one of them has reported (or reported itself empty).
+    pub fn set_source_partitions(&mut self, partitions: i32) {
+        self.source_partitions = Some(partitions);
     }
 
     /// Counts critical events only from trips `policy` selects for review, and feeds the
@@ -320,43 +435,128 @@ impl Engine {
         std::mem::take(&mut self.review_requests)
     }
 
-    /// Tells the engine which partitions it reads (with end offsets where known): cohort bins
-    /// wait for every one of them, except a partition known to be empty.
+    /// Tells the engine which partitions it reads (with end offsets where known). With the
+    /// repartition topic, a partition known to be empty (no record, at its end) is reported so,
+    /// so that cohort bins do not wait for it.
     pub fn set_input_partitions(&mut self, inputs: &[(i32, Option<i64>)]) {
         if self.inputs.as_deref() != Some(inputs) {
             self.inputs = Some(inputs.to_vec());
         }
+        let Some(partitions) = self.cohort_topic_partitions else {
+            return;
+        };
+        for &(p, end) in inputs {
+            if self.known_empty(p, end) && self.announced_empty.insert(p) {
+                self.pending
+                    .reports
+                    .extend(PartitionReport::empty(p).split(partitions));
+            }
+        }
     }
 
-    /// Where every partition that holds cohort bins back has closed its bins through.
-    fn all_partitions_closed_through(&self) -> i64 {
-        let closed = |p: &i32| {
-            self.partitions
-                .get(p)
-                .map_or(i64::MIN, |s| s.closed_through_ms)
-        };
-        match &self.inputs {
-            Some(inputs) => inputs
+    /// Whether a partition has delivered nothing and is at its end (`end`, where known).
+    fn known_empty(&self, partition: i32, end: Option<i64>) -> bool {
+        let (watermark, next) = self
+            .partitions
+            .get(&partition)
+            .map_or((i64::MIN, 0), |s| (s.watermark_ms, s.next_offset));
+        end.is_some_and(|end| watermark == i64::MIN && next >= end)
+    }
+
+    /// The source partitions cohort bins wait for. In process: the partitions read (except one
+    /// known to be empty), or where they are not known, every partition that delivered a
+    /// record. With the repartition topic: every partition of the input topic, except those
+    /// reported empty (none while the partition count is unknown).
+    fn cohort_sources(&self, aggregator: &CohortAggregator) -> Vec<i32> {
+        match (self.cohort_topic_partitions, self.source_partitions) {
+            (None, _) if self.inputs.is_some() => self
+                .inputs
                 .iter()
-                .filter(|(p, end)| {
-                    // Empty and never delivered a record: nothing to wait for.
-                    let (watermark, next) = self
-                        .partitions
-                        .get(p)
-                        .map_or((i64::MIN, 0), |s| (s.watermark_ms, s.next_offset));
-                    let empty = end.is_some_and(|end| watermark == i64::MIN && next >= end);
-                    !empty
-                })
-                .map(|(p, _)| closed(p))
-                .min()
-                .unwrap_or(i64::MIN),
-            None => self
-                .partitions
-                .values()
-                .filter(|s| s.watermark_ms != i64::MIN)
-                .map(|s| s.closed_through_ms)
-                .min()
-                .unwrap_or(i64::MIN),
+                .flatten()
+                .filter(|(p, end)| !self.known_empty(*p, *end))
+                .map(|(p, _)| *p)
+                .collect(),
+            (None, _) => {
+                let mut sources: Vec<i32> = self
+                    .partitions
+                    .iter()
+                    .filter(|(p, s)| cohort_aggregator(**p).is_none() && s.watermark_ms != i64::MIN)
+                    .map(|(p, _)| *p)
+                    .collect();
+                sources.sort_unstable();
+                sources
+            }
+            (Some(_), None) => Vec::new(),
+            (Some(_), Some(count)) => (0..count)
+                .filter(|p| !aggregator.sources.get(p).is_some_and(|s| s.empty))
+                .collect(),
+        }
+    }
+
+    /// Takes a partition's cohort report: to the aggregator in process, or to the repartition
+    /// topic with the next commit.
+    fn route_report(&mut self, report: PartitionReport) {
+        match self.cohort_topic_partitions {
+            Some(partitions) => self.pending.reports.extend(report.split(partitions)),
+            None => {
+                let at = cohort_aggregator_partition(0);
+                self.aggregate(at, report);
+            }
+        }
+    }
+
+    /// Hands a report to aggregator `at` and closes the cohort bins it now can.
+    fn aggregate(&mut self, at: i32, report: PartitionReport) {
+        let mut aggregator = self.aggregators.remove(&at).unwrap_or_default();
+        if aggregator.apply(report) {
+            self.pending.dirty_aggregators.insert(at);
+        }
+        let sources = self.cohort_sources(&aggregator);
+        let alerts_before = self.alerts.len();
+        let (fed, updates) = aggregator.close(&self.detection, &sources, &mut self.alerts);
+        if updates > 0 {
+            self.metrics
+                .detector_updates(KeyKind::Cohort)
+                .inc_by(updates);
+            self.metrics
+                .bins_closed(KeyKind::Cohort)
+                .inc_by(updates / HazardClass::ALL.len() as u64);
+            self.pending.dirty_aggregators.insert(at);
+        }
+        self.pending
+            .dirty_cohorts
+            .extend(fed.into_iter().map(|key| (at, key)));
+        self.aggregators.insert(at, aggregator);
+        self.count_alerts(alerts_before);
+    }
+
+    /// A record of the repartition topic: a source partition's cohort report.
+    fn process_report(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
+        let result = serde_json::from_slice::<PartitionReport>(record.payload)
+            .map_err(|e| Rejection::CohortReport(e.to_string()));
+        if let Ok(report) = &result {
+            self.aggregate(record.partition, report.clone());
+        }
+        let partition = self.partitions.entry(record.partition).or_default();
+        partition.next_offset = record.offset + 1;
+        if partition.interval_first_offset.is_none() {
+            partition.interval_first_offset = Some(record.offset);
+            self.pending.moved_partitions.push(record.partition);
+        }
+        self.pending.records += 1;
+        result.map(|_| RecordKind::CohortReport)
+    }
+
+    /// Updates the alert metrics for the alerts raised since `before`.
+    fn count_alerts(&self, before: usize) {
+        for alert in &self.alerts[before..] {
+            self.metrics.alerts(alert.status).inc();
+            let change = match alert.status {
+                crate::model::AlertStatus::Opened => 1,
+                crate::model::AlertStatus::Resolved => -1,
+                crate::model::AlertStatus::Updated => 0,
+            };
+            self.metrics.open_episodes.add(change);
         }
     }
 
@@ -400,9 +600,12 @@ impl Engine {
         self.priors.get(vehicle_id).copied()
     }
 
-    /// The cohort series (key -> one per hazard class), for the API and the demo.
-    pub fn cohorts(&self) -> &BTreeMap<String, Vec<detection::Series>> {
-        &self.cohorts.series
+    /// The cohort series (key -> one per hazard class) of the aggregators held here.
+    pub fn cohorts(&self) -> BTreeMap<String, Vec<detection::Series>> {
+        self.aggregators
+            .values()
+            .flat_map(|a| a.series.iter().map(|(k, s)| (k.clone(), s.clone())))
+            .collect()
     }
 
     /// The cohort series as of the last commit point, for the HTTP API.
@@ -436,6 +639,9 @@ impl Engine {
     /// Processes one record. `Err` means the record did not change state (apart from the
     /// partition's offset) and belongs in the dead-letter topic.
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
+        if cohort_aggregator(record.partition).is_some() {
+            return self.process_report(record);
+        }
         self.metrics.records_received.inc();
         let result = self.apply(record);
         if let Some(partition) = self.close_due.take() {
@@ -747,13 +953,18 @@ impl Engine {
         if through <= state.closed_through_ms {
             return;
         }
+        let from = state.closed_through_ms;
         state.closed_through_ms = through;
         let alerts_before = self.alerts.len();
+        let mut first_bin: Option<i64> = None;
         for mut entry in self.vehicles.iter_mut() {
             if entry.partition != partition {
                 continue;
             }
             let (id, vehicle) = entry.pair_mut();
+            if let Some(&first) = vehicle.bins.keys().next() {
+                first_bin = Some(first_bin.map_or(first, |f| f.min(first)));
+            }
             let fed = detection::close_vehicle(
                 &self.detection,
                 id,
@@ -773,33 +984,16 @@ impl Engine {
                 }
             }
         }
+        self.count_alerts(alerts_before);
         if !self.detection.cohorts.is_empty() {
-            let all_closed = self.all_partitions_closed_through();
-            if all_closed > self.cohorts.closed_through_ms {
-                let (fed, updates) = self.cohorts.close(
-                    &self.detection,
-                    &*self.vehicles,
-                    all_closed,
-                    &mut self.alerts,
-                );
-                self.metrics
-                    .detector_updates(KeyKind::Cohort)
-                    .inc_by(updates);
-                self.metrics
-                    .bins_closed(KeyKind::Cohort)
-                    .inc_by(updates / HazardClass::ALL.len() as u64);
-                self.pending.dirty_cohorts.extend(fed);
-                self.pending.cohorts_moved = true;
-            }
-        }
-        for alert in &self.alerts[alerts_before..] {
-            self.metrics.alerts(alert.status).inc();
-            let change = match alert.status {
-                crate::model::AlertStatus::Opened => 1,
-                crate::model::AlertStatus::Resolved => -1,
-                crate::model::AlertStatus::Updated => 0,
+            let from = match from {
+                i64::MIN => first_bin.unwrap_or(through).min(through),
+                from => from,
             };
-            self.metrics.open_episodes.add(change);
+            let vehicles = PartitionVehicles(&self.vehicles, partition);
+            let report =
+                PartitionReport::build(&self.detection, partition, &vehicles, from, through);
+            self.route_report(report);
         }
     }
 
@@ -876,18 +1070,21 @@ impl Engine {
                 .cohort_view
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for key in &pending.dirty_cohorts {
-                view.insert(key.clone(), self.cohorts.series[key].clone());
+            for (at, key) in &pending.dirty_cohorts {
+                view.insert(key.clone(), self.aggregators[at].series[key].clone());
             }
         }
-        for key in pending.dirty_cohorts {
+        for (at, key) in pending.dirty_cohorts {
             let mut bytes = Vec::new();
-            encode_series(&self.cohorts.series[&key], &mut bytes);
-            delta.series.push((COHORT_PARTITION, key, bytes));
+            encode_series(&self.aggregators[&at].series[&key], &mut bytes);
+            delta.series.push((at, key, bytes));
         }
-        if pending.cohorts_moved {
-            delta.cohorts_closed_through_ms = Some(self.cohorts.closed_through_ms);
+        for at in pending.dirty_aggregators {
+            delta
+                .aggregators
+                .push((at, self.aggregators[&at].progress()));
         }
+        delta.cohort_reports = pending.reports;
         delta.alerts = pending.published;
         delta
     }

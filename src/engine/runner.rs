@@ -47,6 +47,36 @@ pub trait RecordSource {
     fn partitions(&self) -> Option<Vec<(i32, Option<i64>)>> {
         None
     }
+
+    /// A change of the partitions this process owns, noted during the last poll. The loop
+    /// answers a revocation with [`RecordSource::revoked`] once the state is committed, and an
+    /// assignment with [`RecordSource::assign`] once the state is restored.
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        None
+    }
+
+    /// The revoked partitions' state is committed: they may go.
+    fn revoked(&mut self) {}
+
+    /// Starts reading the assigned partitions, each at its next offset (`None`: from the start).
+    fn assign(&mut self, _positions: &[(i32, Option<i64>)]) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// How many partitions the input topic has, where known.
+    fn partition_count(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// A consumer-group rebalance, as the loop handles it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Partitions taken away. `lost`: the group moved on without us (a session timeout), so
+    /// they may already be another process's and nothing more may be committed for them.
+    Revoke { partitions: Vec<i32>, lost: bool },
+    /// Partitions given to this process (with eager rebalancing, all it owns from now on).
+    Assign(Vec<i32>),
 }
 
 /// Where rejected records go: the DLQ topic in `run`, memory in `demo`.
@@ -71,9 +101,16 @@ pub struct Sinks<'a> {
     pub outputs: &'a mut dyn OutputSink,
 }
 
-/// Where state deltas go: RocksDB. Written from a thread of its own, hence `Send`.
+/// Where state deltas go: RocksDB (behind a changelog in `run`). Written from a thread of its
+/// own, hence `Send`.
 pub trait CommitTarget: Send {
     fn commit(&mut self, delta: StateDelta) -> Result<(), String>;
+
+    /// The committed state of partitions this process has just been given, brought up to date
+    /// with whatever another process committed for them.
+    fn load_partitions(&mut self, _partitions: &[i32]) -> Result<super::RestoredState, String> {
+        Err("this state store cannot take over partitions (no changelog)".into())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +188,12 @@ impl RunSummary {
     }
 }
 
+/// Work for the writer thread.
+enum WriterJob {
+    Commit(PendingCommit),
+    Load(Vec<i32>),
+}
+
 /// A commit handed to the writer thread.
 struct PendingCommit {
     delta: StateDelta,
@@ -176,18 +219,28 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     status.update(|s| s.running = true);
     let result = std::thread::scope(|scope| {
-        let (to_writer, for_writer) = mpsc::sync_channel::<PendingCommit>(1);
+        let (to_writer, for_writer) = mpsc::sync_channel::<WriterJob>(1);
         let (from_writer, done) = mpsc::channel::<CommitDone>();
+        let (loaded_tx, loaded) = mpsc::channel::<Result<super::RestoredState, String>>();
         std::thread::Builder::new()
             .name("state-writer".into())
             .spawn_scoped(scope, move || {
-                for commit in for_writer {
-                    let result = target
-                        .commit(commit.delta)
-                        .map(|()| (commit.positions, commit.started.elapsed().as_secs_f64()));
-                    let failed = result.is_err();
-                    if from_writer.send(result).is_err() || failed {
-                        break;
+                for job in for_writer {
+                    match job {
+                        WriterJob::Commit(commit) => {
+                            let result = target.commit(commit.delta).map(|()| {
+                                (commit.positions, commit.started.elapsed().as_secs_f64())
+                            });
+                            let failed = result.is_err();
+                            if from_writer.send(result).is_err() || failed {
+                                break;
+                            }
+                        }
+                        WriterJob::Load(partitions) => {
+                            if loaded_tx.send(target.load_partitions(&partitions)).is_err() {
+                                break;
+                            }
+                        }
                     }
                 }
             })
@@ -195,6 +248,7 @@ pub fn run(
         let mut committer = Committer {
             to_writer,
             done,
+            loaded,
             in_flight: false,
             summary: RunSummary::default(),
             alert_triggers: Vec::new(),
@@ -277,6 +331,9 @@ fn consume(
         if let Some(e) = failure {
             return Err(RunError::DeadLetter(e));
         }
+        while let Some(change) = source.rebalance() {
+            rebalance(engine, source, dlq, alerts, committer, status, change)?;
+        }
         if let Some(inputs) = source.partitions() {
             engine.set_input_partitions(&inputs);
         }
@@ -296,10 +353,63 @@ fn consume(
     Ok(())
 }
 
+/// Settles a rebalance. Revoked partitions: everything processed is committed first (unless
+/// the partitions are lost already), then they go. Assigned partitions: the engine lets go of
+/// what it holds and takes the assigned partitions' committed state, brought up to date from
+/// their changelogs, and reading starts at their committed offsets.
+#[allow(clippy::too_many_arguments)]
+fn rebalance(
+    engine: &mut Engine,
+    source: &mut dyn RecordSource,
+    dlq: &mut dyn DeadLetterSink,
+    alerts: &mut dyn OutputSink,
+    committer: &mut Committer,
+    status: &StatusBoard,
+    change: Rebalance,
+) -> Result<(), RunError> {
+    match change {
+        Rebalance::Revoke { partitions, lost } => {
+            if lost {
+                tracing::warn!(
+                    ?partitions,
+                    "partitions lost; what was not committed is dropped"
+                );
+                committer.wait(engine, source, status)?;
+                engine.release(&partitions);
+            } else {
+                committer.wait(engine, source, status)?;
+                committer.start(engine, dlq, alerts)?;
+                committer.wait(engine, source, status)?;
+            }
+            source.revoked();
+        }
+        Rebalance::Assign(partitions) => {
+            committer.wait(engine, source, status)?;
+            let restored = committer.load(partitions.clone())?;
+            engine.release(&engine.held_partitions());
+            engine
+                .adopt(restored)
+                .map_err(|e| RunError::Commit(format!("restoring assigned partitions: {e}")))?;
+            let positions = engine.positions();
+            let starts: Vec<(i32, Option<i64>)> = partitions
+                .iter()
+                .map(|p| (*p, positions.get(p).copied()))
+                .collect();
+            tracing::info!(?starts, "partitions restored");
+            source.assign(&starts)?;
+            if let Some(count) = source.partition_count() {
+                engine.set_source_partitions(count);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts commits on the writer thread and finishes them when they are durable.
 struct Committer {
-    to_writer: mpsc::SyncSender<PendingCommit>,
+    to_writer: mpsc::SyncSender<WriterJob>,
     done: mpsc::Receiver<CommitDone>,
+    loaded: mpsc::Receiver<Result<super::RestoredState, String>>,
     in_flight: bool,
     summary: RunSummary,
     /// For each alert raised since the last commit point, the produce timestamp of the record
@@ -340,10 +450,22 @@ impl Committer {
             started,
         };
         self.to_writer
-            .send(commit)
+            .send(WriterJob::Commit(commit))
             .map_err(|_| RunError::Commit("state writer stopped".into()))?;
         self.in_flight = true;
         Ok(())
+    }
+
+    /// The committed state of `partitions`, from the writer thread (no commit in flight).
+    fn load(&mut self, partitions: Vec<i32>) -> Result<super::RestoredState, RunError> {
+        let stopped = || RunError::Commit("state writer stopped".into());
+        self.to_writer
+            .send(WriterJob::Load(partitions))
+            .map_err(|_| stopped())?;
+        self.loaded
+            .recv()
+            .map_err(|_| stopped())?
+            .map_err(RunError::Commit)
     }
 
     /// Waits for the commit in flight, if any; then tells the source, metrics and status.

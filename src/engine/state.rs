@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::model::HazardClass;
 
 /// Counts and exposure of one vehicle in one event-time bin.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BinStats {
     pub trips: u64,
     /// Exposure: milliseconds driven in trips that ended in this bin.
@@ -340,10 +340,13 @@ pub struct StateDelta {
     pub seen: Vec<SeenSegment>,
     pub positions: Vec<PartitionPosition>,
     /// (partition, vehicle id or cohort key, encoded series) of series fed since the last
-    /// commit; cohorts use [`COHORT_PARTITION`].
+    /// commit; a cohort's under its aggregator's partition ([`cohort_aggregator_partition`]).
     pub series: Vec<(i32, String, Vec<u8>)>,
-    /// Where cohort bins are closed through, when it moved.
-    pub cohorts_closed_through_ms: Option<i64>,
+    /// (aggregator partition, progress) of cohort aggregators that changed.
+    pub aggregators: Vec<(i32, super::cohorts::AggregatorProgress)>,
+    /// (repartition-topic partition, report) to publish with this commit, when cohort reports
+    /// go through the repartition topic.
+    pub cohort_reports: Vec<(i32, super::cohorts::PartitionReport)>,
     /// Alerts raised since the last commit (already published), for the record.
     pub alerts: Vec<crate::model::RegressionAlert>,
 }
@@ -357,8 +360,23 @@ pub struct Prior {
     pub run_id: i64,
 }
 
-/// The partition number cohort state is kept under: cohorts span partitions.
-pub const COHORT_PARTITION: i32 = -1;
+/// Cohort aggregators are numbered from here, apart from source partitions: aggregator `q`
+/// (partition `q` of the repartition topic) keeps its state under partition number
+/// `COHORT_PARTITION_BASE + q`, and its records arrive with that number.
+pub const COHORT_PARTITION_BASE: i32 = 1 << 20;
+
+/// Where cohort state lived before cohorts were aggregated per repartition partition.
+pub const LEGACY_COHORT_PARTITION: i32 = -1;
+
+/// The partition number of cohort aggregator `q`.
+pub fn cohort_aggregator_partition(q: i32) -> i32 {
+    COHORT_PARTITION_BASE + q
+}
+
+/// The aggregator a partition number stands for, if it is one.
+pub fn cohort_aggregator(partition: i32) -> Option<i32> {
+    (partition >= COHORT_PARTITION_BASE).then(|| partition - COHORT_PARTITION_BASE)
+}
 
 /// 64-bit FNV-1a over the concatenated parts: a stable hash for record ids (persisted, so it must
 /// not change between builds). With ids unique per vehicle, a collision needs about 2^32 live ids.

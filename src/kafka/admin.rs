@@ -11,11 +11,19 @@ use super::client_config;
 use crate::config::Config;
 
 /// Creates the events, DLQ, regressions and review-request topics (the last with the events
-/// topic's partitions: both are keyed by vehicle id). Returns (topic, created) per topic.
+/// topic's partitions: both are keyed by vehicle id), and the group's internal topics: the
+/// compacted state changelog (one partition per events partition), the cohort repartition topic
+/// and its aggregators' compacted changelog (`kafka.cohort_partitions` each). Returns (topic,
+/// created) per topic.
 pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config, &[], &[]).create()?;
     let k = &config.kafka;
     let replication = || TopicReplication::Fixed(k.replication_factor);
+    let (state_changelog, cohort_reports, cohort_changelog) = (
+        k.state_changelog_topic(),
+        k.cohort_topic(),
+        k.cohort_changelog_topic(),
+    );
     let topics = [
         NewTopic::new(&k.events_topic, k.events_partitions, replication()),
         NewTopic::new(&k.dlq_topic, k.dlq_partitions, replication()),
@@ -25,6 +33,11 @@ pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, Kafka
             replication(),
         ),
         NewTopic::new(&k.review_requests_topic, k.events_partitions, replication()),
+        NewTopic::new(&state_changelog, k.events_partitions, replication())
+            .set("cleanup.policy", "compact"),
+        NewTopic::new(&cohort_reports, k.cohort_partitions, replication()),
+        NewTopic::new(&cohort_changelog, k.cohort_partitions, replication())
+            .set("cleanup.policy", "compact"),
     ];
     // Bounded: a broker that does not answer us (unreachable, or refusing our credentials) is an
     // error within 30 s, not a hang.

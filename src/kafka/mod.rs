@@ -1,11 +1,13 @@
-//! The Kafka edge: consumer source, dead-letter producer, alert and review-request producer,
-//! record producer, the simulated review service, topic admin.
+//! The Kafka edge: consumer source, state changelog (the commit target of `run`), dead-letter
+//! producer, alert and review-request producer, record producer, the simulated review service,
+//! topic admin.
 //!
 //! Thin adapters between librdkafka (through `rdkafka`, with its bundled librdkafka) and the
 //! engine's traits. Client settings always come from [`Config::client_properties`], so TLS/SASL
 //! and any other librdkafka property configured by the user reach every client.
 
 mod admin;
+mod changelog;
 mod dlq;
 mod outputs;
 mod producer;
@@ -17,6 +19,7 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 
 pub use admin::create_topics;
+pub use changelog::{ChangelogError, ChangelogStore, GroupMembership, Topics};
 pub use dlq::KafkaDeadLetters;
 pub use outputs::KafkaOutputs;
 pub use producer::{ProduceError, RecordProducer};
@@ -61,7 +64,7 @@ mod tests {
         ] {
             config.kafka.properties.insert(key.into(), value.into());
         }
-        let source = KafkaSource::new(&config, Default::default(), crate::metrics::Metrics::new());
+        let source = KafkaSource::new(&config, crate::metrics::Metrics::new());
         assert!(
             source.is_ok(),
             "consumer rejected TLS/SASL settings: {:?}",

@@ -1,11 +1,17 @@
-//! `telemetry.events` as a [`RecordSource`]: a consumer-group member that starts each assigned
-//! partition at the offset stored with its state, not at the group's committed offset.
+//! `telemetry.events` and the cohort repartition topic as a [`RecordSource`]: a consumer-group
+//! member that starts each assigned partition at the offset stored with its state.
+//!
+//! Rebalances are handed to the run loop rather than settled in librdkafka's callback: the
+//! callback only notes what was assigned or revoked; the loop commits (before giving partitions
+//! up) or restores state (before taking them) and then calls [`RecordSource::revoked`] or
+//! [`RecordSource::assign`], which completes the rebalance (librdkafka waits for that call).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -14,10 +20,11 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 use tracing::{error, info, warn};
 
+use super::changelog::{GroupMembership, Topics};
 use super::client_config;
 use crate::config::Config;
-use crate::engine::SourceRecord;
-use crate::engine::runner::{Poll, RecordSource, SourceError};
+use crate::engine::runner::{Poll, Rebalance, RecordSource, SourceError};
+use crate::engine::{SourceRecord, cohort_aggregator_partition};
 use crate::metrics::Metrics;
 
 /// Most records handed to the engine per poll.
@@ -25,8 +32,11 @@ const MAX_BATCH: usize = 4096;
 
 /// Shared between the consumer's callbacks and the loop.
 struct Shared {
-    /// Next offset per partition, from the state store, kept current at each commit.
-    positions: Mutex<HashMap<i32, i64>>,
+    /// The source is being dropped: the loop has committed its last; the consumer's close
+    /// settles its own final revocation.
+    closing: AtomicBool,
+    /// Rebalances noted by the callback, not yet handed to the loop.
+    rebalances: Mutex<VecDeque<Rebalance>>,
     /// Latest high watermark per partition, from librdkafka's statistics.
     high_watermarks: Mutex<HashMap<i32, i64>>,
     metrics: Metrics,
@@ -34,7 +44,19 @@ struct Shared {
 
 pub struct SourceContext {
     topic: String,
+    topics: Topics,
     shared: Arc<Shared>,
+}
+
+impl SourceContext {
+    /// The internal partition number of a partition of the events or repartition topic.
+    fn internal(&self, topic: &str, partition: i32) -> i32 {
+        if topic == self.topics.cohort_reports {
+            cohort_aggregator_partition(partition)
+        } else {
+            partition
+        }
+    }
 }
 
 fn unix_now_s() -> f64 {
@@ -96,40 +118,40 @@ impl ConsumerContext for SourceContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        match err {
+        let partitions: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .map(|e| self.internal(e.topic(), e.partition()))
+            .collect();
+        if self.shared.closing.load(Ordering::Relaxed) {
+            if let Err(e) = consumer.unassign() {
+                warn!(error = %e, "unassign on close failed");
+            }
+            return;
+        }
+        let change = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let positions = self
-                    .shared
-                    .positions
-                    .lock()
-                    .map(|p| p.clone())
-                    .unwrap_or_default();
-                let mut assignment = Tpl::new();
-                for element in tpl.elements() {
-                    let partition = element.partition();
-                    let offset = positions
-                        .get(&partition)
-                        .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                    info!(topic = %self.topic, partition, ?offset, "partition assigned; starting at stored offset");
-                    if let Err(e) = assignment.add_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        offset,
-                    ) {
-                        warn!(error = %e, "cannot set start offset");
-                    }
-                }
-                if let Err(e) = consumer.assign(&assignment) {
-                    warn!(error = %e, "assign failed");
-                }
+                info!(
+                    ?partitions,
+                    "partitions assigned; restoring their state before consuming"
+                );
+                Rebalance::Assign(partitions)
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(topic = %self.topic, partitions = tpl.count(), "partitions revoked");
-                if let Err(e) = consumer.unassign() {
-                    warn!(error = %e, "unassign failed");
-                }
+                let lost = consumer.assignment_lost();
+                info!(
+                    ?partitions,
+                    lost, "partitions revoked; committing before giving them up"
+                );
+                Rebalance::Revoke { partitions, lost }
             }
-            other => warn!(error = ?other, "rebalance error"),
+            other => {
+                warn!(error = ?other, "rebalance error");
+                return;
+            }
+        };
+        if let Ok(mut pending) = self.shared.rebalances.lock() {
+            pending.push_back(change);
         }
     }
 }
@@ -137,24 +159,26 @@ impl ConsumerContext for SourceContext {
 pub struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
     topic: String,
+    topics: Topics,
     shared: Arc<Shared>,
+    group: GroupMembership,
+    partition_count: Option<i32>,
 }
 
 impl KafkaSource {
-    /// Joins the consumer group and subscribes; `positions` are the stored next offsets.
-    pub fn new(
-        config: &Config,
-        positions: HashMap<i32, i64>,
-        metrics: Metrics,
-    ) -> Result<KafkaSource, KafkaError> {
+    /// Joins the consumer group and subscribes to the events and repartition topics.
+    pub fn new(config: &Config, metrics: Metrics) -> Result<KafkaSource, KafkaError> {
         let topic = config.kafka.events_topic.clone();
+        let topics = Topics::new(config);
         let shared = Arc::new(Shared {
-            positions: Mutex::new(positions),
+            closing: AtomicBool::new(false),
+            rebalances: Mutex::new(VecDeque::new()),
             high_watermarks: Mutex::new(HashMap::new()),
             metrics,
         });
         let context = SourceContext {
             topic: topic.clone(),
+            topics: topics.clone(),
             shared: Arc::clone(&shared),
         };
         let defaults = [
@@ -169,15 +193,40 @@ impl KafkaSource {
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "false"),
+            // Cohort reports are written in the state commits' transactions.
+            ("isolation.level", "read_committed"),
         ];
         let consumer: BaseConsumer<SourceContext> =
             client_config(config, &defaults, &required).create_with_context(context)?;
-        consumer.subscribe(&[&topic])?;
+        consumer.subscribe(&[&topic, &topics.cohort_reports])?;
         Ok(KafkaSource {
             consumer,
             topic,
+            topics,
             shared,
+            group: GroupMembership::default(),
+            partition_count: None,
         })
+    }
+
+    /// The group membership the state commits send their offsets with.
+    pub fn group_membership(&self) -> GroupMembership {
+        Arc::clone(&self.group)
+    }
+
+    fn rebalance_pending(&self) -> bool {
+        self.shared
+            .rebalances
+            .lock()
+            .map(|r| !r.is_empty())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for KafkaSource {
+    /// Before the consumer closes (and leaves the group, revoking what it holds).
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
     }
 }
 
@@ -189,15 +238,19 @@ impl RecordSource for KafkaSource {
     ) -> Result<Poll, SourceError> {
         let mut wait = max_wait;
         let mut count = 0;
-        while count < MAX_BATCH {
+        while count < MAX_BATCH && !self.rebalance_pending() {
             match self.consumer.poll(wait) {
                 None => break,
                 Some(Ok(message)) => {
                     if count == 0 {
                         self.shared.broker_reachable();
                     }
+                    let partition = self
+                        .consumer
+                        .context()
+                        .internal(message.topic(), message.partition());
                     let record = SourceRecord {
-                        partition: message.partition(),
+                        partition,
                         offset: message.offset(),
                         key: message.key(),
                         payload: message.payload().unwrap_or(&[]),
@@ -219,20 +272,58 @@ impl RecordSource for KafkaSource {
         Ok(Poll::Records(count))
     }
 
-    fn committed(&mut self, positions: &HashMap<i32, i64>) {
-        if let Ok(mut stored) = self.shared.positions.lock() {
-            stored.extend(positions.iter().map(|(p, o)| (*p, *o)));
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        self.shared.rebalances.lock().ok()?.pop_front()
+    }
+
+    fn revoked(&mut self) {
+        if let Err(e) = self.consumer.unassign() {
+            warn!(error = %e, "unassign failed");
         }
-        // The group's offsets mirror the store's, for lag tooling; the store stays the truth.
-        let mut tpl = Tpl::new();
-        for (partition, offset) in positions {
-            let _ = tpl.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset));
+    }
+
+    fn assign(&mut self, positions: &[(i32, Option<i64>)]) -> Result<(), SourceError> {
+        let mut assignment = Tpl::new();
+        for &(partition, next) in positions {
+            let (topic, at) = self.topics.input(partition);
+            let offset = next.map_or(Offset::Beginning, Offset::Offset);
+            info!(
+                topic,
+                partition = at,
+                ?offset,
+                "consuming from the stored offset"
+            );
+            assignment
+                .add_partition_offset(topic, at, offset)
+                .map_err(|e| SourceError(e.to_string()))?;
         }
-        if tpl.count() > 0
-            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
-        {
-            warn!(error = %e, "group offset commit failed (state store offsets are unaffected)");
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| SourceError(format!("assign: {e}")))?;
+        if let Ok(mut group) = self.group.lock() {
+            *group = self.consumer.group_metadata();
         }
+        if self.partition_count.is_none() {
+            match self
+                .consumer
+                .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            {
+                Ok(metadata) => {
+                    self.partition_count = metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == self.topic)
+                        .map(|t| t.partitions().len() as i32)
+                        .filter(|n| *n > 0);
+                }
+                Err(e) => warn!(error = %e, "cannot read the events topic's partition count yet"),
+            }
+        }
+        Ok(())
+    }
+
+    fn partition_count(&self) -> Option<i32> {
+        self.partition_count
     }
 
     fn lag(&self, positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
@@ -244,7 +335,7 @@ impl RecordSource for KafkaSource {
             .unwrap_or_default();
         let mut lag: Vec<(i32, i64)> = marks
             .iter()
-            .map(|(p, high)| (*p, (high - positions.get(p).copied().unwrap_or(0)).max(0)))
+            .filter_map(|(p, high)| Some((*p, (high - positions.get(p)?).max(0))))
             .collect();
         lag.sort_unstable();
         lag

@@ -245,9 +245,12 @@ pub enum RecordKind {
     Safety,
     Mode,
     Review,
+    /// Not telemetry: a source partition's cohort report on the repartition topic.
+    CohortReport,
 }
 
 impl RecordKind {
+    /// The telemetry kinds.
     pub const ALL: [RecordKind; 4] = [
         RecordKind::Trip,
         RecordKind::Safety,
@@ -261,6 +264,7 @@ impl RecordKind {
             RecordKind::Safety => "safety_event",
             RecordKind::Mode => "mode_transition",
             RecordKind::Review => "review_result",
+            RecordKind::CohortReport => "cohort_report",
         }
     }
 }

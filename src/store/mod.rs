@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::engine::runner::CommitTarget;
 use crate::engine::{
-    BinStats, COHORT_PARTITION, PartitionState, Prior, RestoredState, StateDelta, VehicleMeta,
-    VehicleState, fact_records, id_hash,
+    BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RestoredState, StateDelta,
+    VehicleMeta, VehicleState, cohort_aggregator, fact_records, id_hash,
 };
 use crate::model::RegressionAlert;
 
@@ -31,7 +31,9 @@ const CF_SERIES: &str = "series";
 const CF_PRIORS: &str = "priors";
 const CF_MODEL_RUNS: &str = "model_runs";
 const CF_ALERTS: &str = "alerts";
-const COLUMN_FAMILIES: [&str; 9] = [
+const CF_COHORTS: &str = "cohorts";
+const CF_CHANGELOG: &str = "changelog";
+const COLUMN_FAMILIES: [&str; 11] = [
     CF_VEHICLES,
     CF_BINS,
     CF_FACTS,
@@ -41,7 +43,67 @@ const COLUMN_FAMILIES: [&str; 9] = [
     CF_PRIORS,
     CF_MODEL_RUNS,
     CF_ALERTS,
+    CF_COHORTS,
+    CF_CHANGELOG,
 ];
+
+/// The column families whose keys start with a partition number and that a partition's
+/// changelog carries, in the order of their one-byte code there. Priors come from refits (each
+/// process's own), alerts are a log of what was published: both stay local.
+pub const PARTITIONED: [&str; 7] = [
+    CF_VEHICLES,
+    CF_BINS,
+    CF_FACTS,
+    CF_SEEN,
+    CF_POSITIONS,
+    CF_SERIES,
+    CF_COHORTS,
+];
+
+/// One change to the store: `value` `None` deletes the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Op {
+    pub cf: &'static str,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Op {
+    fn put(cf: &'static str, key: Vec<u8>, value: Vec<u8>) -> Op {
+        Op {
+            cf,
+            key,
+            value: Some(value),
+        }
+    }
+
+    /// The partition whose changelog carries this change, if any.
+    pub fn changelog_partition(&self) -> Option<i32> {
+        PARTITIONED
+            .contains(&self.cf)
+            .then(|| keys::partition_of(&self.key))
+            .flatten()
+    }
+
+    /// The column family's code in the changelog.
+    pub fn cf_code(&self) -> Option<u8> {
+        PARTITIONED
+            .iter()
+            .position(|cf| *cf == self.cf)
+            .map(|i| i as u8)
+    }
+
+    /// The change a changelog record stands for: its key is the column family's code and then
+    /// the store key; an empty value deletes.
+    pub fn from_changelog(key: &[u8], value: Option<&[u8]>) -> Option<Op> {
+        let (&code, store_key) = key.split_first()?;
+        Some(Op {
+            cf: PARTITIONED.get(code as usize)?,
+            key: store_key.to_vec(),
+            value: value.filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,25 +148,48 @@ impl Store {
 
     /// Writes one commit: every change and the positions, atomically.
     pub fn write(&self, delta: &StateDelta) -> Result<(), StoreError> {
+        let ops = self.ops(delta)?;
+        self.apply(&ops, &[])
+    }
+
+    /// Writes changes atomically, with each partition's last changelog offset (local record of
+    /// how far the changelog reflects this store).
+    pub fn apply(&self, ops: &[Op], changelog_offsets: &[(i32, i64)]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        let (vehicles, bins, facts, seen, positions) = (
-            self.cf(CF_VEHICLES),
-            self.cf(CF_BINS),
-            self.cf(CF_FACTS),
-            self.cf(CF_SEEN),
-            self.cf(CF_POSITIONS),
-        );
+        for op in ops {
+            match &op.value {
+                Some(value) => batch.put_cf(self.cf(op.cf), &op.key, value),
+                None => batch.delete_cf(self.cf(op.cf), &op.key),
+            }
+        }
+        let changelog = self.cf(CF_CHANGELOG);
+        for (partition, offset) in changelog_offsets {
+            batch.put_cf(
+                changelog,
+                keys::partition_prefix(*partition),
+                offset.to_le_bytes(),
+            );
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The changes one commit makes, in order. Seen-id segments that fall below a partition's
+    /// cutoff are deleted key by key (so that a changelog can carry the deletes).
+    pub fn ops(&self, delta: &StateDelta) -> Result<Vec<Op>, StoreError> {
+        let mut ops = Vec::new();
         for (partition, id, meta) in &delta.vehicles {
             let value = serde_json::to_vec(meta).expect("meta serialises");
-            batch.put_cf(vehicles, keys::vehicle(*partition, id), value);
+            ops.push(Op::put(CF_VEHICLES, keys::vehicle(*partition, id), value));
         }
         for (partition, id, bin, stats) in &delta.bins {
-            batch.put_cf(bins, keys::bin(*partition, id, *bin), stats.encode());
+            let key = keys::bin(*partition, id, *bin);
+            ops.push(Op::put(CF_BINS, key, stats.encode().to_vec()));
         }
         for segment in &delta.facts {
             let key =
                 keys::fact_segment(segment.partition, &segment.vehicle_id, segment.first_offset);
-            batch.put_cf(facts, key, &segment.records);
+            ops.push(Op::put(CF_FACTS, key, segment.records.clone()));
         }
         for segment in &delta.seen {
             let value: Vec<u8> = segment
@@ -113,17 +198,33 @@ impl Store {
                 .flat_map(|(t, h)| [t.to_le_bytes(), h.to_le_bytes()])
                 .flatten()
                 .collect();
-            batch.put_cf(
-                seen,
-                keys::seen_segment(segment.partition, segment.max_time_ms, segment.first_offset),
-                value,
-            );
+            let key =
+                keys::seen_segment(segment.partition, segment.max_time_ms, segment.first_offset);
+            ops.push(Op::put(CF_SEEN, key, value));
         }
         for position in &delta.positions {
             // Segments whose every id is below the cutoff are dropped; restore filters the rest.
             let from = keys::seen_segment(position.partition, i64::MIN, i64::MIN);
             let to = keys::seen_segment(position.partition, position.seen_cutoff_ms, i64::MIN);
-            batch.delete_range_cf(seen, from, to);
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_iterate_upper_bound(to.clone());
+            let below = self.db.iterator_cf_opt(
+                self.cf(CF_SEEN),
+                options,
+                IteratorMode::From(&from, rocksdb::Direction::Forward),
+            );
+            for item in below {
+                let (key, _) = item?;
+                ops.push(Op {
+                    cf: CF_SEEN,
+                    key: key.to_vec(),
+                    value: None,
+                });
+            }
+            // Segments of this very commit below the cutoff never reach the store.
+            ops.retain(|op| {
+                !(op.cf == CF_SEEN && op.value.is_some() && op.key >= from && op.key < to)
+            });
             let value: Vec<u8> = [
                 position.next_offset,
                 position.watermark_ms,
@@ -134,23 +235,72 @@ impl Store {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-            batch.put_cf(positions, keys::partition_prefix(position.partition), value);
+            let key = keys::partition_prefix(position.partition).to_vec();
+            ops.push(Op::put(CF_POSITIONS, key, value));
         }
-        let series = self.cf(CF_SERIES);
         for (partition, key, bytes) in &delta.series {
-            batch.put_cf(series, keys::vehicle(*partition, key), bytes);
+            ops.push(Op::put(
+                CF_SERIES,
+                keys::vehicle(*partition, key),
+                bytes.clone(),
+            ));
         }
-        let alerts = self.cf(CF_ALERTS);
+        for (partition, progress) in &delta.aggregators {
+            let value = serde_json::to_vec(progress).expect("progress serialises");
+            let key = keys::partition_prefix(*partition).to_vec();
+            ops.push(Op::put(CF_COHORTS, key, value));
+        }
         for alert in &delta.alerts {
             let value = serde_json::to_vec(alert).expect("alerts serialise");
-            batch.put_cf(alerts, alert.alert_id.as_bytes(), value);
+            ops.push(Op::put(
+                CF_ALERTS,
+                alert.alert_id.as_bytes().to_vec(),
+                value,
+            ));
         }
-        if let Some(through) = delta.cohorts_closed_through_ms {
-            batch.put_cf(
-                positions,
-                keys::partition_prefix(COHORT_PARTITION),
-                through.to_le_bytes(),
-            );
+        Ok(ops)
+    }
+
+    /// The last changelog offset this store reflects, per partition it recorded one for.
+    pub fn changelog_offsets(&self) -> Result<HashMap<i32, i64>, StoreError> {
+        let mut offsets = HashMap::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_CHANGELOG), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_CHANGELOG, &key))?;
+            let offset: [u8; 8] = value[..]
+                .try_into()
+                .map_err(|_| corrupt(CF_CHANGELOG, &key))?;
+            offsets.insert(partition, i64::from_le_bytes(offset));
+        }
+        Ok(offsets)
+    }
+
+    /// Replaces a partition's state with what its changelog holds: deletes every key of the
+    /// partition in the column families the changelog carries, then writes `ops`, and records
+    /// `changelog_offset` as the last offset reflected; all in one batch.
+    pub fn replace_partition(
+        &self,
+        partition: i32,
+        ops: &[Op],
+        changelog_offset: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let from = keys::partition_prefix(partition);
+        let to = ((partition as u32) + 1).to_be_bytes();
+        for cf in PARTITIONED {
+            batch.delete_range_cf(self.cf(cf), from, to);
+        }
+        for op in ops {
+            match &op.value {
+                Some(value) => batch.put_cf(self.cf(op.cf), &op.key, value),
+                None => batch.delete_cf(self.cf(op.cf), &op.key),
+            }
+        }
+        if let Some(offset) = changelog_offset {
+            batch.put_cf(self.cf(CF_CHANGELOG), from, offset.to_le_bytes());
         }
         self.db.write(batch)?;
         Ok(())
@@ -197,8 +347,9 @@ impl Store {
             .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
         {
             let (key, value) = item?;
-            if keys::partition_of(&key) == Some(COHORT_PARTITION) {
-                continue;
+            match keys::partition_of(&key) {
+                Some(p) if p != LEGACY_COHORT_PARTITION && cohort_aggregator(p).is_none() => {}
+                _ => continue,
             }
             let watermark = value
                 .get(8..16)
@@ -252,12 +403,25 @@ impl Store {
 
     /// Everything the engine needs to continue where the last commit left off.
     pub fn restore(&self) -> Result<RestoredState, StoreError> {
+        self.restore_where(|_| true)
+    }
+
+    /// The state of some partitions only (and the priors, which are not per partition).
+    pub fn restore_partitions(&self, partitions: &[i32]) -> Result<RestoredState, StoreError> {
+        self.restore_where(|p| partitions.contains(&p))
+    }
+
+    fn restore_where(&self, wanted: impl Fn(i32) -> bool) -> Result<RestoredState, StoreError> {
+        let wanted_key = |key: &[u8]| keys::partition_of(key).is_some_and(&wanted);
         let mut vehicles: HashMap<String, VehicleState> = HashMap::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_VEHICLES), IteratorMode::Start)
         {
             let (key, value) = item?;
+            if !wanted_key(&key) {
+                continue;
+            }
             let (partition, id, _) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_VEHICLES, &key))?;
             let meta: VehicleMeta =
@@ -268,6 +432,9 @@ impl Store {
         }
         for item in self.db.iterator_cf(self.cf(CF_BINS), IteratorMode::Start) {
             let (key, value) = item?;
+            if !wanted_key(&key) {
+                continue;
+            }
             let (partition, id, bin) =
                 keys::split_bin(&key).ok_or_else(|| corrupt(CF_BINS, &key))?;
             let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
@@ -276,24 +443,19 @@ impl Store {
             vehicle.bins.insert(bin, stats);
         }
         let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
-        let mut cohorts_closed_through_ms = i64::MIN;
         for item in self
             .db
             .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
         {
             let (key, value) = item?;
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_POSITIONS, &key))?;
+            if partition == LEGACY_COHORT_PARTITION || !wanted(partition) {
+                continue;
+            }
             let numbers: Vec<i64> = value
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect();
-            if partition == COHORT_PARTITION {
-                let [through] = numbers[..] else {
-                    return Err(corrupt(CF_POSITIONS, &key));
-                };
-                cohorts_closed_through_ms = through;
-                continue;
-            }
             // The fifth number (the review policy's scale) came later: four means none yet.
             let (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms, scale_bits) =
                 match numbers[..] {
@@ -313,6 +475,9 @@ impl Store {
         let mut series = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_SERIES), IteratorMode::Start) {
             let (key, value) = item?;
+            if !wanted_key(&key) {
+                continue;
+            }
             let (partition, id, rest) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_SERIES, &key))?;
             if !rest.is_empty() {
@@ -322,6 +487,9 @@ impl Store {
         }
         for item in self.db.iterator_cf(self.cf(CF_SEEN), IteratorMode::Start) {
             let (key, value) = item?;
+            if !wanted_key(&key) {
+                continue;
+            }
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_SEEN, &key))?;
             if value.len() % 16 != 0 {
                 return Err(corrupt(CF_SEEN, &key));
@@ -334,6 +502,19 @@ impl Store {
                     state.seen.insert(hash, time);
                 }
             }
+        }
+        let mut aggregators = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_COHORTS), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            if !wanted_key(&key) {
+                continue;
+            }
+            let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_COHORTS, &key))?;
+            let progress = serde_json::from_slice(&value).map_err(|_| corrupt(CF_COHORTS, &key))?;
+            aggregators.push((partition, progress));
         }
         let mut priors = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_PRIORS), IteratorMode::Start) {
@@ -357,7 +538,7 @@ impl Store {
             vehicles: vehicles.into_iter().collect(),
             partitions,
             series,
-            cohorts_closed_through_ms,
+            aggregators,
             priors,
         })
     }
@@ -417,6 +598,11 @@ impl Store {
                 (p.to_string(), value)
             })
             .collect();
+        let aggregators: BTreeMap<String, Value> = restored
+            .aggregators
+            .iter()
+            .map(|(p, progress)| (p.to_string(), json!(progress)))
+            .collect();
         let mut digest = 0u64;
         let count = self.for_each_fact(|partition, vehicle, record| {
             digest = id_hash(&[
@@ -428,7 +614,7 @@ impl Store {
         })?;
         Ok(json!({"vehicles": vehicles, "partitions": partitions,
             "facts": {"count": count, "digest": format!("{digest:016x}")},
-            "series": series, "cohorts_closed_through_ms": restored.cohorts_closed_through_ms,
+            "series": series, "cohort_aggregators": aggregators,
             "priors": restored.priors.len(), "alerts": self.alerts()?.len()}))
     }
 }

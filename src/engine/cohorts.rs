@@ -1,0 +1,368 @@
+//! Cohort aggregation across partitions (DESIGN §3, §8).
+//!
+//! Owns the path from vehicle bins to cohort series. A cohort (`firmware:<v>`, `model:<m>`)
+//! spans source partitions, so no partition can close its bins alone. Each source partition,
+//! when it closes bins, reports per cohort the sums of its own vehicles' bins
+//! ([`PartitionReport`]); a [`CohortAggregator`] adds up the reports of every source partition
+//! and closes a cohort bin once all of them have passed it, feeding the cohort's change-point
+//! series. In `run` the reports travel over the repartition topic, partitioned by cohort
+//! ([`cohort_partition`]), so the aggregators of N processes split the cohorts between them; in
+//! `demo` and the experiments one aggregator takes them in process. Either way the series see
+//! the same sums in the same bin order, so the alerts are the same.
+//!
+//! A cohort that appears mid-stream (a new firmware) starts from its members' own earlier bins:
+//! each report carries, for cohorts its partition did not sum in the bin before, the earlier
+//! bins of the partition's vehicles that are in the cohort now. Pure: no IO.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::detection::{
+    DetectionSettings, Series, SeriesKey, VehicleSet, for_each_cohort_key, stats_of,
+};
+use super::state::{BinStats, id_hash};
+use crate::model::{HazardClass, KeyKind, RegressionAlert};
+
+/// The aggregator partition a cohort belongs to, of `partitions`: stable across builds.
+pub fn cohort_partition(cohort: &str, partitions: i32) -> i32 {
+    (id_hash(&[cohort.as_bytes()]) % partitions.max(1) as u64) as i32
+}
+
+/// What one source partition tells the cohort aggregators when it closes bins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionReport {
+    pub source: i32,
+    /// The partition has no record and is at its end: nothing to wait for until it reports bins.
+    #[serde(default)]
+    pub empty: bool,
+    /// Bins in `[from_ms, through_ms)` are closed on the source partition.
+    pub from_ms: i64,
+    pub through_ms: i64,
+    /// (bin start, cohort, sum over the partition's vehicles in the cohort at that bin)
+    pub sums: Vec<(i64, String, BinStats)>,
+    /// (bin start B, cohort, earlier bin b, sum at b over the partition's vehicles in the cohort
+    /// at B), for cohorts the partition did not sum in the bin before B: the history a cohort
+    /// that is new at B starts from.
+    pub history: Vec<(i64, String, i64, BinStats)>,
+}
+
+impl PartitionReport {
+    /// A partition that has nothing: the aggregators need not wait for it.
+    pub fn empty(source: i32) -> PartitionReport {
+        PartitionReport {
+            source,
+            empty: true,
+            from_ms: i64::MIN,
+            through_ms: i64::MIN,
+            sums: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// The report of `source` closing its bins in `[from_ms, through_ms)`; `vehicles` are the
+    /// partition's own.
+    pub fn build(
+        settings: &DetectionSettings,
+        source: i32,
+        vehicles: &dyn VehicleSet,
+        from_ms: i64,
+        through_ms: i64,
+    ) -> PartitionReport {
+        let width = settings.bin_width_ms;
+        let window = settings.params.window_bins as i64 * width;
+        // Sums from one bin earlier: a cohort summed there is not new in the first bin.
+        let mut sums: BTreeMap<(i64, String), BinStats> = BTreeMap::new();
+        let mut key = String::new();
+        vehicles.for_each(&mut |meta, bins| {
+            for (&bin, stats) in bins.range(from_ms.saturating_sub(width)..through_ms) {
+                for_each_cohort_key(settings, meta, bin + width, &mut key, |k| {
+                    sums.entry((bin, k.to_string())).or_default().add(stats)
+                });
+            }
+        });
+        let mut history: BTreeMap<(i64, String, i64), BinStats> = BTreeMap::new();
+        vehicles.for_each(&mut |meta, bins| {
+            let mut bin = from_ms;
+            while bin < through_ms {
+                for_each_cohort_key(settings, meta, bin + width, &mut key, |k| {
+                    if sums.contains_key(&(bin - width, k.to_string())) {
+                        return;
+                    }
+                    for (&earlier, stats) in bins.range(bin - window..bin) {
+                        history
+                            .entry((bin, k.to_string(), earlier))
+                            .or_default()
+                            .add(stats);
+                    }
+                });
+                bin += width;
+            }
+        });
+        PartitionReport {
+            source,
+            empty: false,
+            from_ms,
+            through_ms,
+            sums: sums
+                .into_iter()
+                .filter(|((bin, _), _)| *bin >= from_ms)
+                .map(|((bin, k), s)| (bin, k, s))
+                .collect(),
+            history: history
+                .into_iter()
+                .map(|((bin, k, earlier), s)| (bin, k, earlier, s))
+                .collect(),
+        }
+    }
+
+    /// One report per aggregator partition (of `partitions`), each with the cohorts that belong
+    /// there and the same range: every aggregator learns how far the source has closed.
+    pub fn split(self, partitions: i32) -> Vec<(i32, PartitionReport)> {
+        let mut parts: Vec<(i32, PartitionReport)> = (0..partitions.max(1))
+            .map(|q| {
+                let part = PartitionReport {
+                    sums: Vec::new(),
+                    history: Vec::new(),
+                    ..self.clone()
+                };
+                (q, part)
+            })
+            .collect();
+        for entry in self.sums {
+            parts[cohort_partition(&entry.1, partitions) as usize]
+                .1
+                .sums
+                .push(entry);
+        }
+        for entry in self.history {
+            parts[cohort_partition(&entry.1, partitions) as usize]
+                .1
+                .history
+                .push(entry);
+        }
+        parts
+    }
+}
+
+/// What an aggregator holds of one source partition: how far it has closed, and its sums for
+/// the bins the aggregator has not closed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceProgress {
+    pub empty: bool,
+    /// The first bin the source ever reported.
+    pub first_bin_ms: Option<i64>,
+    pub closed_through_ms: i64,
+    /// bin -> cohort -> sum
+    pub sums: BTreeMap<i64, BTreeMap<String, BinStats>>,
+    /// bin B -> cohort -> earlier bin -> sum (see [`PartitionReport::history`])
+    pub history: BTreeMap<i64, BTreeMap<String, BTreeMap<i64, BinStats>>>,
+}
+
+impl Default for SourceProgress {
+    fn default() -> Self {
+        SourceProgress {
+            empty: false,
+            first_bin_ms: None,
+            closed_through_ms: i64::MIN,
+            sums: BTreeMap::new(),
+            history: BTreeMap::new(),
+        }
+    }
+}
+
+/// The persisted part of an aggregator besides its series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregatorProgress {
+    pub closed_through_ms: Option<i64>,
+    pub sources: BTreeMap<i32, SourceProgress>,
+}
+
+/// The cohort series of one aggregator partition and the reports they wait on.
+#[derive(Debug, Clone)]
+pub struct CohortAggregator {
+    /// Cohort key -> one series per hazard class (in [`HazardClass::ALL`] order).
+    pub series: BTreeMap<String, Vec<Series>>,
+    /// Bins before this are closed for every cohort here (`i64::MIN`: none yet).
+    pub closed_through_ms: i64,
+    pub sources: BTreeMap<i32, SourceProgress>,
+}
+
+impl Default for CohortAggregator {
+    fn default() -> Self {
+        CohortAggregator {
+            series: BTreeMap::new(),
+            closed_through_ms: i64::MIN,
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+impl CohortAggregator {
+    pub fn progress(&self) -> AggregatorProgress {
+        AggregatorProgress {
+            closed_through_ms: (self.closed_through_ms != i64::MIN)
+                .then_some(self.closed_through_ms),
+            sources: self.sources.clone(),
+        }
+    }
+
+    pub fn with_progress(mut self, progress: AggregatorProgress) -> Self {
+        self.closed_through_ms = progress.closed_through_ms.unwrap_or(i64::MIN);
+        self.sources = progress.sources;
+        self
+    }
+
+    /// Takes a source's report. A report the aggregator has seen (a source replaying after a
+    /// crash) changes nothing; returns whether this one did.
+    pub fn apply(&mut self, report: PartitionReport) -> bool {
+        let source = self.sources.entry(report.source).or_default();
+        if report.empty {
+            let was = source.empty;
+            source.empty = source.closed_through_ms == i64::MIN;
+            return was != source.empty;
+        }
+        if report.through_ms <= source.closed_through_ms {
+            return false;
+        }
+        source.empty = false;
+        source.first_bin_ms.get_or_insert(report.from_ms);
+        let floor = source.closed_through_ms.max(self.closed_through_ms);
+        for (bin, key, stats) in report.sums {
+            if bin >= floor {
+                source
+                    .sums
+                    .entry(bin)
+                    .or_default()
+                    .entry(key)
+                    .or_default()
+                    .add(&stats);
+            }
+        }
+        for (bin, key, earlier, stats) in report.history {
+            if bin >= floor {
+                let by_bin = source.history.entry(bin).or_default();
+                by_bin
+                    .entry(key)
+                    .or_default()
+                    .entry(earlier)
+                    .or_default()
+                    .add(&stats);
+            }
+        }
+        source.closed_through_ms = report.through_ms;
+        true
+    }
+
+    /// Where every source in `waiting_for` has closed through (`i64::MIN` if one has not
+    /// reported yet or the list is empty).
+    fn sources_closed_through(&self, waiting_for: &[i32]) -> i64 {
+        waiting_for
+            .iter()
+            .map(|p| {
+                self.sources
+                    .get(p)
+                    .map_or(i64::MIN, |s| s.closed_through_ms)
+            })
+            .min()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Closes the cohort bins every source in `waiting_for` has passed, bin by bin: sums the
+    /// sources' reports, starts the series of cohorts new in the bin (from their members'
+    /// history), and feeds every series. Returns the cohorts fed and the bin updates made.
+    pub fn close(
+        &mut self,
+        settings: &DetectionSettings,
+        waiting_for: &[i32],
+        alerts: &mut Vec<RegressionAlert>,
+    ) -> (Vec<String>, u64) {
+        let through = self.sources_closed_through(waiting_for);
+        if through == i64::MIN || through <= self.closed_through_ms {
+            return (Vec::new(), 0);
+        }
+        let width = settings.bin_width_ms;
+        let first_ever = self.closed_through_ms == i64::MIN;
+        let start = if first_ever {
+            match self.sources.values().filter_map(|s| s.first_bin_ms).min() {
+                Some(first) => first,
+                None => return (Vec::new(), 0),
+            }
+        } else {
+            self.closed_through_ms
+        };
+        let mut fed = std::collections::BTreeSet::new();
+        let mut updates = 0;
+        let mut bin = start;
+        while bin < through {
+            let mut sums: BTreeMap<&str, BinStats> = BTreeMap::new();
+            for source in self.sources.values() {
+                for (key, stats) in source.sums.get(&bin).into_iter().flatten() {
+                    sums.entry(key.as_str()).or_default().add(stats);
+                }
+            }
+            for &key in sums.keys() {
+                if self.series.contains_key(key) {
+                    continue;
+                }
+                // A cohort new mid-stream starts from its members' own earlier bins.
+                let warm_from = if first_ever && bin == start {
+                    bin
+                } else {
+                    bin - settings.params.window_bins as i64 * width
+                };
+                let mut history: BTreeMap<i64, BinStats> = BTreeMap::new();
+                for source in self.sources.values() {
+                    let members = source.history.get(&bin).and_then(|h| h.get(key));
+                    for (earlier, stats) in members.into_iter().flatten() {
+                        if *earlier >= warm_from {
+                            history.entry(*earlier).or_default().add(stats);
+                        }
+                    }
+                }
+                let mut series: Vec<Series> = HazardClass::ALL
+                    .iter()
+                    .map(|_| Series::new(settings.params, warm_from))
+                    .collect();
+                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
+                    s.advance(
+                        settings,
+                        cohort_key(key, class),
+                        bin,
+                        |b| stats_of(settings, history.get(&b), class),
+                        None,
+                    );
+                }
+                self.series.insert(key.to_string(), series);
+            }
+            for (key, series) in self.series.iter_mut() {
+                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
+                    updates += s.advance(
+                        settings,
+                        cohort_key(key, class),
+                        bin + width,
+                        |_| stats_of(settings, sums.get(key.as_str()), class),
+                        Some(alerts),
+                    );
+                }
+                fed.insert(key.clone());
+            }
+            bin += width;
+        }
+        self.closed_through_ms = through;
+        for source in self.sources.values_mut() {
+            source.sums = source.sums.split_off(&through);
+            source.history = source.history.split_off(&through);
+        }
+        (fed.into_iter().collect(), updates)
+    }
+}
+
+fn cohort_key(key: &str, class: HazardClass) -> SeriesKey<'_> {
+    SeriesKey {
+        kind: KeyKind::Cohort,
+        key,
+        class,
+        prior_source: "config",
+    }
+}

@@ -1,0 +1,412 @@
+//! State commits through Kafka: each commit is one Kafka transaction holding every change as a
+//! record of its partition's compacted changelog, the cohort reports for the repartition topic
+//! and the consumer group's offsets; only once it is committed does the same change go to
+//! RocksDB. A partition given to this process is restored from its changelog.
+//!
+//! So the changelog always holds a committed state with the offsets it reflects, whichever
+//! process wrote it: a partition can move to another process at any time (a rebalance, a crash)
+//! and resume exactly. A process that stalled and lost its partitions (a zombie) cannot commit
+//! for them any more: the group's offsets in the transaction carry its stale generation, and
+//! the coordinator refuses them.
+//!
+//! Changelog records: key = the column family's code (one byte) + the RocksDB key (which starts
+//! with the partition number); value = the RocksDB value, empty for a delete. Source partition
+//! `p` logs to partition `p` of `<group_id>.state-changelog`, cohort aggregator `q` to partition
+//! `q` of `<group_id>.cohort-changelog`. Alerts and refit priors are not logged: alerts are a
+//! record of what was published (the regressions topic is the log), priors come from each
+//! process's refit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::client_config;
+use crate::config::Config;
+use crate::engine::runner::CommitTarget;
+use crate::engine::{RestoredState, StateDelta, cohort_aggregator};
+use crate::store::{Op, Store};
+
+/// How long one transactional call may block before it is retried or given up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a commit keeps retrying through a broker outage before the run fails.
+const COMMIT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The consumer's group membership, for the offsets committed in each transaction; set by the
+/// source at each assignment.
+pub type GroupMembership = Arc<Mutex<Option<ConsumerGroupMetadata>>>;
+
+/// Records the offset of each delivered record, per (topic, partition).
+#[derive(Default)]
+pub struct DeliveredOffsets(Arc<Mutex<HashMap<(String, i32), i64>>>);
+
+impl ClientContext for DeliveredOffsets {}
+
+impl ProducerContext for DeliveredOffsets {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(message) = result
+            && let Ok(mut offsets) = self.0.lock()
+        {
+            let at = offsets
+                .entry((message.topic().to_string(), message.partition()))
+                .or_insert(-1);
+            *at = (*at).max(message.offset());
+        }
+    }
+}
+
+/// Notes that a changelog reader reached the end of its partition (librdkafka reports it as a
+/// client-level event).
+#[derive(Default)]
+struct EndOfPartition(Arc<AtomicBool>);
+
+impl ClientContext for EndOfPartition {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => self.0.store(true, Ordering::Relaxed),
+            _ => warn!(%error, reason, "changelog reader error"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndOfPartition {}
+
+/// Where an internal partition number's records and state live in Kafka.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub events: String,
+    pub state_changelog: String,
+    pub cohort_reports: String,
+    pub cohort_changelog: String,
+}
+
+impl Topics {
+    pub fn new(config: &Config) -> Topics {
+        let k = &config.kafka;
+        Topics {
+            events: k.events_topic.clone(),
+            state_changelog: k.state_changelog_topic(),
+            cohort_reports: k.cohort_topic(),
+            cohort_changelog: k.cohort_changelog_topic(),
+        }
+    }
+
+    /// The input topic and partition behind an internal partition number.
+    pub fn input(&self, partition: i32) -> (&str, i32) {
+        match cohort_aggregator(partition) {
+            Some(q) => (&self.cohort_reports, q),
+            None => (&self.events, partition),
+        }
+    }
+
+    /// The changelog topic and partition of an internal partition number.
+    pub fn changelog(&self, partition: i32) -> (&str, i32) {
+        match cohort_aggregator(partition) {
+            Some(q) => (&self.cohort_changelog, q),
+            None => (&self.state_changelog, partition),
+        }
+    }
+
+    /// The internal partition number whose changelog this is.
+    fn from_changelog(&self, topic: &str, partition: i32) -> i32 {
+        if topic == self.cohort_changelog {
+            crate::engine::cohort_aggregator_partition(partition)
+        } else {
+            partition
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("state store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("changelog record at {topic}/{partition}@{offset} has no readable key")]
+    Unreadable {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    #[error("the transaction did not commit within {0:?}: {1}")]
+    Deadline(Duration, KafkaError),
+}
+
+/// The commit target of `run`: RocksDB behind a changelog.
+pub struct ChangelogStore {
+    store: Arc<Store>,
+    config: Config,
+    topics: Topics,
+    producer: BaseProducer<DeliveredOffsets>,
+    delivered: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    group: GroupMembership,
+    initialised: bool,
+}
+
+impl ChangelogStore {
+    pub fn new(
+        config: &Config,
+        store: Arc<Store>,
+        group: GroupMembership,
+    ) -> Result<ChangelogStore, KafkaError> {
+        let transactional_id = config
+            .kafka
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| default_transactional_id(config));
+        let context = DeliveredOffsets::default();
+        let delivered = Arc::clone(&context.0);
+        let producer = client_config(
+            config,
+            &[("linger.ms", "5"), ("transaction.timeout.ms", "10000")],
+            &[
+                ("transactional.id", &transactional_id),
+                ("enable.idempotence", "true"),
+            ],
+        )
+        .create_with_context(context)?;
+        info!(%transactional_id, "state commits go through the changelog");
+        Ok(ChangelogStore {
+            store,
+            config: config.clone(),
+            topics: Topics::new(config),
+            producer,
+            delivered,
+            group,
+            initialised: false,
+        })
+    }
+
+    /// Sends one commit's records, offsets and commit marker; retries through broker outages
+    /// (a retriable error redoes the call, an abortable one the whole transaction).
+    fn transact(&mut self, ops: &[Op], delta: &StateDelta) -> Result<(), ChangelogError> {
+        let started = Instant::now();
+        loop {
+            let outcome = self.try_transact(ops, delta);
+            let Err(e) = outcome else {
+                return Ok(());
+            };
+            let (retriable, abort) = match &e {
+                KafkaError::Transaction(t) => (
+                    t.is_retriable() || t.txn_requires_abort(),
+                    t.txn_requires_abort(),
+                ),
+                _ => (false, false),
+            };
+            if !retriable || started.elapsed() > COMMIT_DEADLINE {
+                return Err(ChangelogError::Deadline(COMMIT_DEADLINE, e));
+            }
+            warn!(error = %e, "state commit transaction failed; retrying");
+            if abort {
+                let _ = self.producer.abort_transaction(CALL_TIMEOUT);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn try_transact(&mut self, ops: &[Op], delta: &StateDelta) -> Result<(), KafkaError> {
+        if !self.initialised {
+            self.producer.init_transactions(CALL_TIMEOUT)?;
+            self.initialised = true;
+        }
+        self.producer.begin_transaction()?;
+        for op in ops {
+            let Some(partition) = op.changelog_partition() else {
+                continue;
+            };
+            let (topic, at) = self.topics.changelog(partition);
+            let mut key = Vec::with_capacity(op.key.len() + 1);
+            key.push(op.cf_code().expect("partitioned column family"));
+            key.extend_from_slice(&op.key);
+            let value: &[u8] = op.value.as_deref().unwrap_or(&[]);
+            let record = BaseRecord::to(topic).partition(at).key(&key);
+            let record = match &op.value {
+                Some(_) => record.payload(value),
+                None => record,
+            };
+            self.send(record)?;
+        }
+        for (q, report) in &delta.cohort_reports {
+            let value = serde_json::to_vec(report).expect("reports serialise");
+            let key = report.source.to_string().into_bytes();
+            let record = BaseRecord::to(&self.topics.cohort_reports)
+                .partition(*q)
+                .key(&key)
+                .payload(&value[..]);
+            self.send(record)?;
+        }
+        if !delta.positions.is_empty() {
+            let membership = self.group.lock().expect("group membership lock");
+            if let Some(membership) = membership.as_ref() {
+                let mut offsets = TopicPartitionList::new();
+                for position in &delta.positions {
+                    let (topic, partition) = self.topics.input(position.partition);
+                    let next = Offset::Offset(position.next_offset);
+                    offsets.add_partition_offset(topic, partition, next)?;
+                }
+                self.producer
+                    .send_offsets_to_transaction(&offsets, membership, CALL_TIMEOUT)?;
+            }
+        }
+        self.producer.commit_transaction(CALL_TIMEOUT)
+    }
+
+    fn send<'a>(&self, mut record: BaseRecord<'a, Vec<u8>, [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// The last changelog offset per internal partition delivered since the last call.
+    fn take_delivered(&self) -> Vec<(i32, i64)> {
+        let mut delivered = self.delivered.lock().expect("delivery lock");
+        delivered
+            .drain()
+            .filter(|((topic, _), _)| {
+                *topic == self.topics.state_changelog || *topic == self.topics.cohort_changelog
+            })
+            .map(|((topic, partition), offset)| {
+                (self.topics.from_changelog(&topic, partition), offset)
+            })
+            .collect()
+    }
+
+    fn commit_delta(&mut self, delta: StateDelta) -> Result<(), ChangelogError> {
+        let ops = self.store.ops(&delta)?;
+        let logged = ops.iter().any(|op| op.changelog_partition().is_some())
+            || !delta.cohort_reports.is_empty();
+        if logged {
+            self.transact(&ops, &delta)?;
+        }
+        self.producer.poll(Duration::ZERO);
+        let offsets = self.take_delivered();
+        self.store.apply(&ops, &offsets)?;
+        Ok(())
+    }
+
+    /// Brings each partition's local state up to its changelog: if the changelog holds records
+    /// past the last offset this store reflects (another process moved the partition on, or
+    /// this one crashed between the transaction and the store write), the partition's state is
+    /// replaced by the changelog's.
+    fn refresh(&self, partitions: &[i32]) -> Result<(), ChangelogError> {
+        let local = self.store.changelog_offsets()?;
+        for &partition in partitions {
+            let after = local.get(&partition).map(|o| o + 1);
+            let from = after.map_or(Offset::Beginning, Offset::Offset);
+            let (newer, last) = self.read_changelog(partition, from)?;
+            if newer.is_empty() {
+                continue;
+            }
+            let (ops, last) = match after {
+                None => (newer, last),
+                Some(_) => self.read_changelog(partition, Offset::Beginning)?,
+            };
+            let (topic, at) = self.topics.changelog(partition);
+            info!(
+                topic,
+                partition = at,
+                records = ops.len(),
+                "restoring partition state from its changelog"
+            );
+            self.store.replace_partition(partition, &ops, last)?;
+        }
+        Ok(())
+    }
+
+    /// Every committed change in a changelog partition from `from` to its end, and the offset
+    /// of the last record read.
+    fn read_changelog(
+        &self,
+        partition: i32,
+        from: Offset,
+    ) -> Result<(Vec<Op>, Option<i64>), ChangelogError> {
+        let (topic, at) = self.topics.changelog(partition);
+        let end = EndOfPartition::default();
+        let at_end = Arc::clone(&end.0);
+        let consumer: BaseConsumer<EndOfPartition> = client_config(
+            &self.config,
+            &[],
+            &[
+                ("group.id", "safetel-changelog-restore"),
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "true"),
+                ("isolation.level", "read_committed"),
+            ],
+        )
+        .create_with_context(end)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, at, from)?;
+        consumer.assign(&assignment)?;
+        let mut ops = Vec::new();
+        let mut last = None;
+        loop {
+            // The end shows as an event of its own, which may overtake records still queued:
+            // once it is seen, read on until nothing more comes.
+            let wait = match at_end.load(Ordering::Relaxed) {
+                true => Duration::from_millis(200),
+                false => CALL_TIMEOUT,
+            };
+            match consumer.poll(wait) {
+                None if at_end.load(Ordering::Relaxed) && wait < CALL_TIMEOUT => break,
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => at_end.store(true, Ordering::Relaxed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(message)) => {
+                    let op = message
+                        .key()
+                        .and_then(|key| Op::from_changelog(key, message.payload()))
+                        .ok_or_else(|| ChangelogError::Unreadable {
+                            topic: topic.to_string(),
+                            partition: at,
+                            offset: message.offset(),
+                        })?;
+                    ops.push(op);
+                    last = Some(message.offset());
+                }
+            }
+        }
+        Ok((ops, last))
+    }
+}
+
+impl CommitTarget for ChangelogStore {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+        self.commit_delta(delta).map_err(|e| e.to_string())
+    }
+
+    fn load_partitions(&mut self, partitions: &[i32]) -> Result<RestoredState, String> {
+        self.refresh(partitions).map_err(|e| e.to_string())?;
+        self.store
+            .restore_partitions(partitions)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// `<group_id>-<host name>-<hash of the state directory>`: the same for a process's restarts,
+/// different for two processes on one host.
+fn default_transactional_id(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let dir = std::fs::canonicalize(&config.state.dir).unwrap_or_else(|_| config.state.dir.clone());
+    let hash = crate::engine::id_hash(&[dir.to_string_lossy().as_bytes()]);
+    format!("{}-{host}-{:08x}", config.kafka.group_id, hash as u32)
+}
