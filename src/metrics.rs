@@ -52,6 +52,12 @@ pub struct Metrics {
     pub review_results: IntCounterVec,
     /// Reviews requested and not answered yet.
     pub reviews_pending: IntGauge,
+    /// Source partitions this process owns now (its share of the consumer group's).
+    pub assigned_partitions: IntGauge,
+    /// Partitions whose state was replaced from their changelog (moved from another process).
+    pub partitions_restored: IntCounter,
+    /// Changelog records read into the state store by those restores.
+    pub changelog_records_restored: IntCounter,
 }
 
 impl Metrics {
@@ -223,6 +229,21 @@ impl Metrics {
                 "1 if the last refit converged and its priors are in use, else 0",
             )
             .expect("valid metric"),
+            assigned_partitions: IntGauge::new(
+                "safetel_assigned_partitions",
+                "Source partitions this process owns in its consumer group",
+            )
+            .expect("valid metric"),
+            partitions_restored: IntCounter::new(
+                "safetel_partitions_restored_total",
+                "Partitions whose state was restored from their changelog (moved from another process)",
+            )
+            .expect("valid metric"),
+            changelog_records_restored: IntCounter::new(
+                "safetel_changelog_records_restored_total",
+                "Changelog records read into the state store by partition restores",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &metrics.registry;
@@ -238,6 +259,9 @@ impl Metrics {
             Box::new(metrics.vehicles.clone()),
             Box::new(metrics.source_errors.clone()),
             Box::new(metrics.source_disconnected.clone()),
+            Box::new(metrics.assigned_partitions.clone()),
+            Box::new(metrics.partitions_restored.clone()),
+            Box::new(metrics.changelog_records_restored.clone()),
             Box::new(metrics.source_outages.clone()),
             Box::new(metrics.source_disconnected_since.clone()),
             Box::new(updates_vec),

@@ -215,8 +215,9 @@ fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
             .restore()
             .unwrap()
             .partitions
-            .values()
-            .map(|p| p.next_offset)
+            .iter()
+            .filter(|(p, _)| safetel::engine::cohort_aggregator(**p).is_none())
+            .map(|(_, p)| p.next_offset)
             .sum();
         killed_at.push(committed);
     }
@@ -236,7 +237,15 @@ fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
         ])))
         .unwrap()
     };
-    let (a, b) = (inspect(&whole_dir), inspect(&crash_dir));
+    // Apart from where the cohort aggregators have read the repartition topic to: how many
+    // records that is depends on how commits fell (and aborted ones), not on the state.
+    let (mut a, mut b) = (inspect(&whole_dir), inspect(&crash_dir));
+    for snapshot in [&mut a, &mut b] {
+        snapshot
+            .as_object_mut()
+            .unwrap()
+            .remove("cohort_report_offsets");
+    }
     assert_eq!(a["facts"], b["facts"], "same facts");
     assert_eq!(
         a["partitions"], b["partitions"],

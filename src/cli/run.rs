@@ -82,8 +82,13 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         None => None,
     };
     let source = KafkaSource::new(config, metrics.clone()).context("creating consumer")?;
-    let target = ChangelogStore::new(config, Arc::clone(&store), source.group_membership())
-        .context("creating the changelog producer")?;
+    let target = ChangelogStore::new(
+        config,
+        Arc::clone(&store),
+        source.group_membership(),
+        metrics.clone(),
+    )
+    .context("creating the changelog producer")?;
     let dlq = KafkaDeadLetters::new(config).context("creating dead-letter producer")?;
     let alerts = KafkaOutputs::new(config).context("creating alert producer")?;
     let app = AppState {

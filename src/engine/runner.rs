@@ -146,9 +146,16 @@ pub struct RunStatus {
     pub running: bool,
     pub commits: u64,
     pub last_commit_unix_ms: Option<i64>,
-    /// Next offset per partition, as of the last commit.
+    /// Next offset per source partition, as of the last commit.
     pub committed_offsets: BTreeMap<i32, i64>,
+    /// Records of the source partitions committed (the sum of their next offsets).
     pub committed_records: i64,
+    /// Next offset per partition of the cohort repartition topic, as of the last commit.
+    pub cohort_report_offsets: BTreeMap<i32, i64>,
+    /// With a consumer group: the source partitions and repartition-topic partitions this
+    /// process was last assigned.
+    pub assigned_partitions: Option<Vec<i32>>,
+    pub assigned_cohort_partitions: Option<Vec<i32>>,
     pub lag: BTreeMap<i32, i64>,
     pub last_error: Option<String>,
 }
@@ -396,6 +403,21 @@ fn rebalance(
                 .map(|p| (*p, positions.get(p).copied()))
                 .collect();
             tracing::info!(?starts, "partitions restored");
+            status.update(|s| {
+                let (cohort, source): (Vec<i32>, Vec<i32>) = partitions
+                    .iter()
+                    .partition(|p| super::cohort_aggregator(**p).is_some());
+                engine.metrics.assigned_partitions.set(source.len() as i64);
+                s.assigned_partitions = Some(source);
+                s.assigned_cohort_partitions = Some(
+                    cohort
+                        .iter()
+                        .filter_map(|p| super::cohort_aggregator(*p))
+                        .collect(),
+                );
+                s.committed_offsets.retain(|p, _| partitions.contains(p));
+                s.committed_records = s.committed_offsets.values().sum();
+            });
             source.assign(&starts)?;
             if let Some(count) = source.partition_count() {
                 engine.set_source_partitions(count);
@@ -527,8 +549,16 @@ impl Committer {
         status.update(|s| {
             s.commits += 1;
             s.last_commit_unix_ms = Some(unix_ms());
-            s.committed_offsets = positions.iter().map(|(p, o)| (*p, *o)).collect();
-            s.committed_records = positions.values().sum();
+            s.committed_offsets = positions
+                .iter()
+                .filter(|(p, _)| super::cohort_aggregator(**p).is_none())
+                .map(|(p, o)| (*p, *o))
+                .collect();
+            s.committed_records = s.committed_offsets.values().sum();
+            s.cohort_report_offsets = positions
+                .iter()
+                .filter_map(|(p, o)| Some((super::cohort_aggregator(*p)?, *o)))
+                .collect();
             s.lag = lag.into_iter().collect();
             s.last_error = None;
         });

@@ -37,6 +37,8 @@ use crate::store::{Op, Store};
 
 /// How long one transactional call may block before it is retried or given up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading a changelog partition may take to reach its end.
+const RESTORE_DEADLINE: Duration = Duration::from_secs(120);
 /// How long a commit keeps retrying through a broker outage before the run fails.
 const COMMIT_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -139,6 +141,12 @@ pub enum ChangelogError {
         partition: i32,
         offset: i64,
     },
+    #[error("changelog {topic}/{partition}: its end not reached within {waited:?}")]
+    NoEnd {
+        topic: String,
+        partition: i32,
+        waited: Duration,
+    },
     #[error("the transaction did not commit within {0:?}: {1}")]
     Deadline(Duration, KafkaError),
 }
@@ -152,6 +160,7 @@ pub struct ChangelogStore {
     delivered: Arc<Mutex<HashMap<(String, i32), i64>>>,
     group: GroupMembership,
     initialised: bool,
+    metrics: crate::metrics::Metrics,
 }
 
 impl ChangelogStore {
@@ -159,6 +168,7 @@ impl ChangelogStore {
         config: &Config,
         store: Arc<Store>,
         group: GroupMembership,
+        metrics: crate::metrics::Metrics,
     ) -> Result<ChangelogStore, KafkaError> {
         let transactional_id = config
             .kafka
@@ -185,6 +195,7 @@ impl ChangelogStore {
             delivered,
             group,
             initialised: false,
+            metrics,
         })
     }
 
@@ -308,17 +319,26 @@ impl ChangelogStore {
     /// replaced by the changelog's.
     fn refresh(&self, partitions: &[i32]) -> Result<(), ChangelogError> {
         let local = self.store.changelog_offsets()?;
-        for &partition in partitions {
-            let after = local.get(&partition).map(|o| o + 1);
-            let from = after.map_or(Offset::Beginning, Offset::Offset);
-            let (newer, last) = self.read_changelog(partition, from)?;
-            if newer.is_empty() {
-                continue;
-            }
-            let (ops, last) = match after {
-                None => (newer, last),
-                Some(_) => self.read_changelog(partition, Offset::Beginning)?,
-            };
+        // First what came after the last offset this store reflects, all partitions at once...
+        let after: Vec<(i32, Offset)> = partitions
+            .iter()
+            .map(|p| {
+                (
+                    *p,
+                    local
+                        .get(p)
+                        .map_or(Offset::Beginning, |o| Offset::Offset(o + 1)),
+                )
+            })
+            .collect();
+        let stale: Vec<(i32, Offset)> = self
+            .read_changelogs(&after)?
+            .into_iter()
+            .filter(|(_, ops, _)| !ops.is_empty())
+            .map(|(p, _, _)| (p, Offset::Beginning))
+            .collect();
+        // ...then, where that was anything, the whole changelog of the partition.
+        for (partition, ops, last) in self.read_changelogs(&stale)? {
             let (topic, at) = self.topics.changelog(partition);
             info!(
                 topic,
@@ -327,22 +347,62 @@ impl ChangelogStore {
                 "restoring partition state from its changelog"
             );
             self.store.replace_partition(partition, &ops, last)?;
+            self.metrics.partitions_restored.inc();
+            self.metrics
+                .changelog_records_restored
+                .inc_by(ops.len() as u64);
         }
         Ok(())
     }
 
-    /// Every committed change in a changelog partition from `from` to its end, and the offset
-    /// of the last record read.
-    fn read_changelog(
+    /// Every committed change in each partition's changelog from its offset to the end, with
+    /// the offset of the last record read; the partitions are read side by side.
+    fn read_changelogs(
         &self,
+        starts: &[(i32, Offset)],
+    ) -> Result<Vec<(i32, Vec<Op>, Option<i64>)>, ChangelogError> {
+        let mut readers = starts
+            .iter()
+            .map(|(partition, from)| ChangelogReader::new(self, *partition, *from))
+            .collect::<Result<Vec<_>, _>>()?;
+        while readers.iter().any(|r| !r.done) {
+            for reader in readers.iter_mut().filter(|r| !r.done) {
+                reader.poll()?;
+            }
+        }
+        Ok(readers
+            .into_iter()
+            .map(|r| (r.partition, r.ops, r.last))
+            .collect())
+    }
+}
+
+/// Reads one changelog partition to its end (committed records only).
+struct ChangelogReader {
+    partition: i32,
+    topic: String,
+    at: i32,
+    consumer: BaseConsumer<EndOfPartition>,
+    at_end: Arc<AtomicBool>,
+    /// When the end was seen, or the last record after it.
+    quiet_since: Option<Instant>,
+    ops: Vec<Op>,
+    last: Option<i64>,
+    done: bool,
+    started: Instant,
+}
+
+impl ChangelogReader {
+    fn new(
+        store: &ChangelogStore,
         partition: i32,
         from: Offset,
-    ) -> Result<(Vec<Op>, Option<i64>), ChangelogError> {
-        let (topic, at) = self.topics.changelog(partition);
+    ) -> Result<ChangelogReader, ChangelogError> {
+        let (topic, at) = store.topics.changelog(partition);
         let end = EndOfPartition::default();
         let at_end = Arc::clone(&end.0);
         let consumer: BaseConsumer<EndOfPartition> = client_config(
-            &self.config,
+            &store.config,
             &[],
             &[
                 ("group.id", "safetel-changelog-restore"),
@@ -355,35 +415,61 @@ impl ChangelogStore {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, at, from)?;
         consumer.assign(&assignment)?;
-        let mut ops = Vec::new();
-        let mut last = None;
+        Ok(ChangelogReader {
+            partition,
+            topic: topic.to_string(),
+            at,
+            consumer,
+            at_end,
+            quiet_since: None,
+            ops: Vec::new(),
+            last: None,
+            done: false,
+            started: Instant::now(),
+        })
+    }
+
+    /// Takes what has arrived. The end shows as an event of its own, which may overtake records
+    /// still queued: once it is seen, the reader reads on until nothing comes for 200 ms.
+    fn poll(&mut self) -> Result<(), ChangelogError> {
+        if self.quiet_since.is_none() && self.at_end.load(Ordering::Relaxed) {
+            self.quiet_since = Some(Instant::now());
+        }
+        if self.quiet_since.is_none() && self.started.elapsed() > RESTORE_DEADLINE {
+            return Err(ChangelogError::NoEnd {
+                topic: self.topic.clone(),
+                partition: self.at,
+                waited: RESTORE_DEADLINE,
+            });
+        }
         loop {
-            // The end shows as an event of its own, which may overtake records still queued:
-            // once it is seen, read on until nothing more comes.
-            let wait = match at_end.load(Ordering::Relaxed) {
-                true => Duration::from_millis(200),
-                false => CALL_TIMEOUT,
-            };
-            match consumer.poll(wait) {
-                None if at_end.load(Ordering::Relaxed) && wait < CALL_TIMEOUT => break,
-                None => continue,
-                Some(Err(KafkaError::PartitionEOF(_))) => at_end.store(true, Ordering::Relaxed),
+            match self.consumer.poll(Duration::from_millis(20)) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.at_end.store(true, Ordering::Relaxed)
+                }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(message)) => {
                     let op = message
                         .key()
                         .and_then(|key| Op::from_changelog(key, message.payload()))
                         .ok_or_else(|| ChangelogError::Unreadable {
-                            topic: topic.to_string(),
-                            partition: at,
+                            topic: self.topic.clone(),
+                            partition: self.at,
                             offset: message.offset(),
                         })?;
-                    ops.push(op);
-                    last = Some(message.offset());
+                    self.ops.push(op);
+                    self.last = Some(message.offset());
+                    if self.quiet_since.is_some() {
+                        self.quiet_since = Some(Instant::now());
+                    }
                 }
             }
         }
-        Ok((ops, last))
+        self.done = self
+            .quiet_since
+            .is_some_and(|since| since.elapsed() > Duration::from_millis(200));
+        Ok(())
     }
 }
 

@@ -564,7 +564,7 @@ impl Store {
     }
 
     /// A canonical JSON picture of the whole store: equal state gives equal snapshots, however
-    /// the records were split into commits.
+    /// the records were split into commits (apart from `cohort_report_offsets`).
     pub fn snapshot(&self) -> Result<Value, StoreError> {
         let restored = self.restore()?;
         let series: BTreeMap<String, String> = restored
@@ -580,9 +580,17 @@ impl Store {
                 (id, json!({"partition": v.partition, "meta": v.meta, "bins": bins, "totals": v.totals()}))
             })
             .collect();
+        // Where each cohort aggregator has read the repartition topic to: transport, not state
+        // (how many records that takes depends on how commits fell, and on aborted ones).
+        let cohort_report_offsets: BTreeMap<String, i64> = restored
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| Some((cohort_aggregator(*p)?.to_string(), s.next_offset)))
+            .collect();
         let partitions: BTreeMap<String, Value> = restored
             .partitions
             .into_iter()
+            .filter(|(p, _)| cohort_aggregator(*p).is_none())
             .map(|(p, s)| {
                 let mut seen: Vec<(i64, u64)> = s.seen.into_iter().map(|(h, t)| (t, h)).collect();
                 seen.sort_unstable();
@@ -615,6 +623,7 @@ impl Store {
         Ok(json!({"vehicles": vehicles, "partitions": partitions,
             "facts": {"count": count, "digest": format!("{digest:016x}")},
             "series": series, "cohort_aggregators": aggregators,
+            "cohort_report_offsets": cohort_report_offsets,
             "priors": restored.priors.len(), "alerts": self.alerts()?.len()}))
     }
 }
