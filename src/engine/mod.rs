@@ -636,6 +636,12 @@ impl Engine {
         self.pending.records
     }
 
+    /// Whether the next commit point has anything to commit: records processed, or cohort
+    /// reports to send (an idle partition announcing itself empty).
+    pub fn has_pending_changes(&self) -> bool {
+        self.pending.records > 0 || !self.pending.reports.is_empty()
+    }
+
     /// Processes one record. `Err` means the record did not change state (apart from the
     /// partition's offset) and belongs in the dead-letter topic.
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {

@@ -350,7 +350,7 @@ fn consume(
         }
         committer.reap(engine, source, status)?;
         if engine.pending_records() >= policy.max_records
-            || (engine.pending_records() > 0 && last_commit.elapsed() >= policy.interval)
+            || (engine.has_pending_changes() && last_commit.elapsed() >= policy.interval)
         {
             committer.wait(engine, source, status)?;
             committer.start(engine, dlq, alerts)?;

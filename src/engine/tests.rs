@@ -982,3 +982,186 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
         }
     }
 }
+
+/// The repartition topic as the engines see it: per topic partition, what each producer sent,
+/// in order.
+#[derive(Default)]
+struct ReportTopic {
+    sent: BTreeMap<i32, Vec<Vec<(i32, Vec<u8>)>>>,
+}
+
+#[test]
+fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
+    use rand::{Rng, SeedableRng};
+    // A fleet with a firmware rollout (a cohort new mid-stream) and vehicle faults.
+    let fleet: Vec<(String, Vec<u8>)> = Generator::new(GeneratorConfig {
+        seed: 5,
+        vehicles: 300,
+        days: 56,
+        ..GeneratorConfig::default()
+    })
+    .unwrap()
+    .map(|r| (r.key, r.bytes))
+    .collect();
+    let partition_of = |key: &str| memory::partition_for(key.as_bytes(), 4);
+
+    // One process, its aggregator in process.
+    let mut single = engine();
+    let mut offsets = [0i64; 4];
+    let mut single_alerts = Vec::new();
+    for (key, bytes) in &fleet {
+        let partition = partition_of(key);
+        let _ = single.process(&SourceRecord {
+            partition,
+            offset: offsets[partition as usize],
+            key: None,
+            payload: bytes,
+            timestamp_ms: None,
+        });
+        offsets[partition as usize] += 1;
+        single_alerts.extend(single.take_alerts());
+    }
+
+    // Two processes (partitions 0-1 and 2-3), reports through two topic partitions, aggregator
+    // 0 on the first process and 1 on the second. Each topic partition takes both producers'
+    // reports interleaved at random (order kept per producer), and a producer sometimes sends a
+    // run of reports twice (what a crash between the transaction and the store write replays).
+    let mut pair: Vec<Engine> = (0..2)
+        .map(|_| {
+            let mut e = engine().with_cohort_topic(2);
+            e.set_source_partitions(4);
+            e
+        })
+        .collect();
+    let owner = |partition: i32| (partition / 2) as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut topic = ReportTopic::default();
+    let mut delivered = [0usize; 2];
+    let mut next_offset = [0i64; 2];
+    let mut offsets = [0i64; 4];
+    let mut pair_alerts = Vec::new();
+    let mut deliver =
+        |pair: &mut Vec<Engine>, topic: &mut ReportTopic, rng: &mut rand::rngs::StdRng| {
+            for q in 0..2i32 {
+                let Some(producers) = topic.sent.get_mut(&q) else {
+                    continue;
+                };
+                let mut queue: Vec<Vec<u8>> = Vec::new();
+                let mut heads: Vec<std::collections::VecDeque<Vec<u8>>> = producers
+                    .iter_mut()
+                    .map(|sent| sent.drain(..).map(|(_, bytes)| bytes).collect())
+                    .collect();
+                while heads.iter().any(|h| !h.is_empty()) {
+                    let from = rng.random_range(0..heads.len());
+                    if let Some(bytes) = heads[from].pop_front() {
+                        queue.push(bytes);
+                    }
+                }
+                for bytes in queue {
+                    let at = q as usize;
+                    pair[at]
+                        .process(&SourceRecord {
+                            partition: cohort_aggregator_partition(q),
+                            offset: next_offset[at],
+                            key: None,
+                            payload: &bytes,
+                            timestamp_ms: None,
+                        })
+                        .unwrap();
+                    next_offset[at] += 1;
+                    delivered[at] += 1;
+                }
+            }
+        };
+    for (i, (key, bytes)) in fleet.iter().enumerate() {
+        let partition = partition_of(key);
+        let _ = pair[owner(partition)].process(&SourceRecord {
+            partition,
+            offset: offsets[partition as usize],
+            key: None,
+            payload: bytes,
+            timestamp_ms: None,
+        });
+        offsets[partition as usize] += 1;
+        if i % 997 == 0 || i + 1 == fleet.len() {
+            for (producer, engine) in pair.iter_mut().enumerate() {
+                let reports = engine.take_delta().cohort_reports;
+                let replay = rng.random_bool(0.2);
+                for (q, report) in reports
+                    .iter()
+                    .cloned()
+                    .chain(reports.iter().filter(|_| replay).cloned())
+                {
+                    let sent = topic.sent.entry(q).or_insert_with(|| vec![Vec::new(); 2]);
+                    sent[producer].push((q, serde_json::to_vec(&report).unwrap()));
+                }
+            }
+            deliver(&mut pair, &mut topic, &mut rng);
+        }
+        for engine in pair.iter_mut() {
+            pair_alerts.extend(engine.take_alerts());
+        }
+    }
+    // The last reports, and what the aggregators close on them.
+    for _ in 0..2 {
+        for (producer, engine) in pair.iter_mut().enumerate() {
+            for (q, report) in engine.take_delta().cohort_reports {
+                let sent = topic.sent.entry(q).or_insert_with(|| vec![Vec::new(); 2]);
+                sent[producer].push((q, serde_json::to_vec(&report).unwrap()));
+            }
+        }
+        deliver(&mut pair, &mut topic, &mut rng);
+        for engine in pair.iter_mut() {
+            pair_alerts.extend(engine.take_alerts());
+        }
+    }
+    assert!(
+        delivered.iter().all(|d| *d > 0),
+        "both aggregators got reports: {delivered:?}"
+    );
+
+    let cohorts_of_pair: BTreeMap<String, Vec<detection::Series>> =
+        pair.iter().flat_map(|e| e.cohorts()).collect();
+    let single_cohorts = single.cohorts();
+    assert!(
+        single_cohorts.len() > 2,
+        "cohorts: {:?}",
+        single_cohorts.keys()
+    );
+    assert!(
+        pair.iter().all(|e| !e.cohorts().is_empty()),
+        "the cohorts are split between the aggregators"
+    );
+    assert_eq!(
+        single_cohorts.keys().collect::<Vec<_>>(),
+        cohorts_of_pair.keys().collect::<Vec<_>>()
+    );
+    for (cohort, series) in &single_cohorts {
+        // Exactly: the detectors' run-length posteriors included (Series: PartialEq).
+        assert!(
+            series == &cohorts_of_pair[cohort],
+            "{cohort}: the series differ"
+        );
+    }
+    let by_id = |alerts: Vec<RegressionAlert>| -> BTreeMap<String, RegressionAlert> {
+        alerts
+            .into_iter()
+            .map(|a| (a.alert_id.clone(), a))
+            .collect()
+    };
+    let (single_alerts, pair_alerts) = (by_id(single_alerts), by_id(pair_alerts));
+    assert!(
+        single_alerts.keys().any(|id| id.starts_with("COHORT/")),
+        "the rollout raises cohort alerts"
+    );
+    assert_eq!(single_alerts.len(), pair_alerts.len());
+    for (id, alert) in &single_alerts {
+        let other = &pair_alerts[id];
+        // NaN fields (no baseline) compare unequal: compare their JSON.
+        assert_eq!(
+            serde_json::to_string(alert).unwrap(),
+            serde_json::to_string(other).unwrap(),
+            "{id}"
+        );
+    }
+}

@@ -202,33 +202,46 @@ impl ChangelogStore {
     /// Sends one commit's records, offsets and commit marker; retries through broker outages
     /// (a retriable error redoes the call, an abortable one the whole transaction).
     fn transact(&mut self, ops: &[Op], delta: &StateDelta) -> Result<(), ChangelogError> {
-        let started = Instant::now();
+        let deadline = Instant::now() + COMMIT_DEADLINE;
         loop {
-            let outcome = self.try_transact(ops, delta);
-            let Err(e) = outcome else {
-                return Ok(());
-            };
-            let (retriable, abort) = match &e {
-                KafkaError::Transaction(t) => (
-                    t.is_retriable() || t.txn_requires_abort(),
-                    t.txn_requires_abort(),
-                ),
-                _ => (false, false),
-            };
-            if !retriable || started.elapsed() > COMMIT_DEADLINE {
-                return Err(ChangelogError::Deadline(COMMIT_DEADLINE, e));
+            match self.try_transact(ops, delta, deadline) {
+                Ok(()) => return Ok(()),
+                Err(e) if requires_abort(&e) && Instant::now() < deadline => {
+                    warn!(error = %e, "state commit transaction aborted; sending it again");
+                    self.retrying(deadline, |p| p.abort_transaction(CALL_TIMEOUT))
+                        .map_err(|e| ChangelogError::Deadline(COMMIT_DEADLINE, e))?;
+                }
+                Err(e) => return Err(ChangelogError::Deadline(COMMIT_DEADLINE, e)),
             }
-            warn!(error = %e, "state commit transaction failed; retrying");
-            if abort {
-                let _ = self.producer.abort_transaction(CALL_TIMEOUT);
-            }
-            std::thread::sleep(Duration::from_millis(500));
         }
     }
 
-    fn try_transact(&mut self, ops: &[Op], delta: &StateDelta) -> Result<(), KafkaError> {
+    /// Calls `call` until it succeeds, fails for good, or `deadline` passes: a broker outage
+    /// makes the transactional calls time out with a retriable error.
+    fn retrying(
+        &self,
+        deadline: Instant,
+        call: impl Fn(&BaseProducer<DeliveredOffsets>) -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
+        loop {
+            match call(&self.producer) {
+                Err(e) if retriable(&e) && Instant::now() < deadline => {
+                    warn!(error = %e, "state commit waiting for the broker; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn try_transact(
+        &mut self,
+        ops: &[Op],
+        delta: &StateDelta,
+        deadline: Instant,
+    ) -> Result<(), KafkaError> {
         if !self.initialised {
-            self.producer.init_transactions(CALL_TIMEOUT)?;
+            self.retrying(deadline, |p| p.init_transactions(CALL_TIMEOUT))?;
             self.initialised = true;
         }
         self.producer.begin_transaction()?;
@@ -266,11 +279,12 @@ impl ChangelogStore {
                     let next = Offset::Offset(position.next_offset);
                     offsets.add_partition_offset(topic, partition, next)?;
                 }
-                self.producer
-                    .send_offsets_to_transaction(&offsets, membership, CALL_TIMEOUT)?;
+                self.retrying(deadline, |p| {
+                    p.send_offsets_to_transaction(&offsets, membership, CALL_TIMEOUT)
+                })?;
             }
         }
-        self.producer.commit_transaction(CALL_TIMEOUT)
+        self.retrying(deadline, |p| p.commit_transaction(CALL_TIMEOUT))
     }
 
     fn send<'a>(&self, mut record: BaseRecord<'a, Vec<u8>, [u8]>) -> Result<(), KafkaError> {
@@ -484,6 +498,14 @@ impl CommitTarget for ChangelogStore {
             .restore_partitions(partitions)
             .map_err(|e| e.to_string())
     }
+}
+
+fn retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(t) if t.is_retriable())
+}
+
+fn requires_abort(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(t) if t.txn_requires_abort())
 }
 
 /// `<group_id>-<host name>-<hash of the state directory>`: the same for a process's restarts,
