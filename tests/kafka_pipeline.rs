@@ -131,23 +131,6 @@ fn fleet_through_the_broker_gives_exact_per_vehicle_counts_and_exposure() {
     run.stop();
 }
 
-/// Alerts on `names.regressions`, by id: every copy of an id must be the same alert.
-fn alerts_by_id(names: &Names) -> BTreeMap<String, serde_json::Value> {
-    let schema =
-        apache_avro::Schema::parse_str(include_str!("../schemas/regression_alert.avsc")).unwrap();
-    let consumer = topic_reader(names, &names.regressions);
-    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for (_, payload) in read_until_quiet(&consumer, Duration::from_secs(5), PROCESS_TIMEOUT) {
-        let alert = decode_alert(&payload, &schema);
-        let id = alert["alert_id"].as_str().unwrap().to_string();
-        if let Some(earlier) = by_id.get(&id) {
-            assert_eq!(earlier, &alert, "a duplicate of {id} differs");
-        }
-        by_id.insert(id, alert);
-    }
-    by_id
-}
-
 #[test]
 fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
     use rand::{Rng, SeedableRng};
@@ -272,7 +255,10 @@ fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
         );
     }
     // No alert lost, none invented: the same ids, each the same alert; repeats only of an id.
-    let (whole_alerts, crashed_alerts) = (alerts_by_id(&names), alerts_by_id(&crash_names));
+    let (whole_alerts, crashed_alerts) = (
+        alerts_by_id(&names, PROCESS_TIMEOUT),
+        alerts_by_id(&crash_names, PROCESS_TIMEOUT),
+    );
     assert!(!whole_alerts.is_empty(), "the rollout raises alerts");
     assert_eq!(
         whole_alerts.keys().collect::<Vec<_>>(),

@@ -8,29 +8,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Alerts on `names.regressions`, by id: every copy of an id must be the same alert.
-fn alerts_by_id(names: &Names) -> BTreeMap<String, serde_json::Value> {
-    let schema =
-        apache_avro::Schema::parse_str(include_str!("../schemas/regression_alert.avsc")).unwrap();
-    let consumer = topic_reader(names, &names.regressions);
-    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for (_, payload) in read_until_quiet(&consumer, Duration::from_secs(5), TIMEOUT) {
-        let alert = decode_alert(&payload, &schema);
-        let id = alert["alert_id"].as_str().unwrap().to_string();
-        if let Some(earlier) = by_id.get(&id) {
-            assert_eq!(earlier, &alert, "a duplicate of {id} differs");
-        }
-        by_id.insert(id, alert);
-    }
-    by_id
-}
 
 fn inspect(names: &Names, state: &std::path::Path) -> serde_json::Value {
     let mut snapshot: serde_json::Value =
@@ -186,7 +168,8 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
     );
     assert_eq!(expected, survivor, "the whole store");
 
-    let (single_alerts, pair_alerts) = (alerts_by_id(&single), alerts_by_id(&pair));
+    let (single_alerts, pair_alerts) =
+        (alerts_by_id(&single, TIMEOUT), alerts_by_id(&pair, TIMEOUT));
     assert!(
         single_alerts.keys().any(|id| id.starts_with("COHORT/")),
         "the rollout raises cohort alerts: {:?}",

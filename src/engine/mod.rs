@@ -537,6 +537,12 @@ impl Engine {
         if let Ok(report) = &result {
             self.aggregate(record.partition, report.clone());
         }
+        self.advance_position(record);
+        result.map(|_| RecordKind::CohortReport)
+    }
+
+    /// The record's partition has read it: its next offset moves past it.
+    fn advance_position(&mut self, record: &SourceRecord<'_>) {
         let partition = self.partitions.entry(record.partition).or_default();
         partition.next_offset = record.offset + 1;
         if partition.interval_first_offset.is_none() {
@@ -544,7 +550,6 @@ impl Engine {
             self.pending.moved_partitions.push(record.partition);
         }
         self.pending.records += 1;
-        result.map(|_| RecordKind::CohortReport)
     }
 
     /// Updates the alert metrics for the alerts raised since `before`.
@@ -653,13 +658,7 @@ impl Engine {
         if let Some(partition) = self.close_due.take() {
             self.close_bins(partition);
         }
-        let partition = self.partitions.entry(record.partition).or_default();
-        partition.next_offset = record.offset + 1;
-        if partition.interval_first_offset.is_none() {
-            partition.interval_first_offset = Some(record.offset);
-            self.pending.moved_partitions.push(record.partition);
-        }
-        self.pending.records += 1;
+        self.advance_position(record);
         match &result {
             Ok(kind) => self.metrics.records_accepted(*kind).inc(),
             Err(rejection) => self.metrics.dlq_records(rejection.reason()).inc(),

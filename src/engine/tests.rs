@@ -990,6 +990,24 @@ struct ReportTopic {
     sent: BTreeMap<i32, Vec<Vec<(i32, Vec<u8>)>>>,
 }
 
+impl ReportTopic {
+    /// One producer's reports of a commit, sent twice over with `replay` (a commit replayed).
+    fn send(
+        &mut self,
+        producer: usize,
+        reports: Vec<(i32, cohorts::PartitionReport)>,
+        replay: bool,
+    ) {
+        let times = if replay { 2 } else { 1 };
+        for _ in 0..times {
+            for (q, report) in &reports {
+                let sent = self.sent.entry(*q).or_insert_with(|| vec![Vec::new(); 2]);
+                sent[producer].push((*q, serde_json::to_vec(report).unwrap()));
+            }
+        }
+    }
+}
+
 #[test]
 fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
     use rand::{Rng, SeedableRng};
@@ -1085,16 +1103,8 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
         offsets[partition as usize] += 1;
         if i % 997 == 0 || i + 1 == fleet.len() {
             for (producer, engine) in pair.iter_mut().enumerate() {
-                let reports = engine.take_delta().cohort_reports;
                 let replay = rng.random_bool(0.2);
-                for (q, report) in reports
-                    .iter()
-                    .cloned()
-                    .chain(reports.iter().filter(|_| replay).cloned())
-                {
-                    let sent = topic.sent.entry(q).or_insert_with(|| vec![Vec::new(); 2]);
-                    sent[producer].push((q, serde_json::to_vec(&report).unwrap()));
-                }
+                topic.send(producer, engine.take_delta().cohort_reports, replay);
             }
             deliver(&mut pair, &mut topic, &mut rng);
         }
@@ -1105,10 +1115,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
     // The last reports, and what the aggregators close on them.
     for _ in 0..2 {
         for (producer, engine) in pair.iter_mut().enumerate() {
-            for (q, report) in engine.take_delta().cohort_reports {
-                let sent = topic.sent.entry(q).or_insert_with(|| vec![Vec::new(); 2]);
-                sent[producer].push((q, serde_json::to_vec(&report).unwrap()));
-            }
+            topic.send(producer, engine.take_delta().cohort_reports, false);
         }
         deliver(&mut pair, &mut topic, &mut rng);
         for engine in pair.iter_mut() {

@@ -25,7 +25,7 @@ use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -47,7 +47,6 @@ const COMMIT_DEADLINE: Duration = Duration::from_secs(300);
 pub type GroupMembership = Arc<Mutex<Option<ConsumerGroupMetadata>>>;
 
 /// Records the offset of each delivered record, per (topic, partition).
-#[derive(Default)]
 pub struct DeliveredOffsets(Arc<Mutex<HashMap<(String, i32), i64>>>);
 
 impl ClientContext for DeliveredOffsets {}
@@ -147,6 +146,10 @@ pub enum ChangelogError {
         partition: i32,
         waited: Duration,
     },
+    #[error(
+        "another producer with transactional id `{0}` took over (is kafka.transactional_id unique per process?): {1}"
+    )]
+    Fenced(String, KafkaError),
     #[error("the transaction did not commit within {0:?}: {1}")]
     Deadline(Duration, KafkaError),
 }
@@ -156,7 +159,8 @@ pub struct ChangelogStore {
     store: Arc<Store>,
     config: Config,
     topics: Topics,
-    producer: BaseProducer<DeliveredOffsets>,
+    transactional_id: String,
+    producer: ThreadedProducer<DeliveredOffsets>,
     delivered: Arc<Mutex<HashMap<(String, i32), i64>>>,
     group: GroupMembership,
     initialised: bool,
@@ -175,22 +179,14 @@ impl ChangelogStore {
             .transactional_id
             .clone()
             .unwrap_or_else(|| default_transactional_id(config));
-        let context = DeliveredOffsets::default();
-        let delivered = Arc::clone(&context.0);
-        let producer = client_config(
-            config,
-            &[("linger.ms", "5"), ("transaction.timeout.ms", "10000")],
-            &[
-                ("transactional.id", &transactional_id),
-                ("enable.idempotence", "true"),
-            ],
-        )
-        .create_with_context(context)?;
+        let delivered = Arc::new(Mutex::new(HashMap::new()));
+        let producer = transactional_producer(config, &transactional_id, &delivered)?;
         info!(%transactional_id, "state commits go through the changelog");
         Ok(ChangelogStore {
             store,
             config: config.clone(),
             topics: Topics::new(config),
+            transactional_id,
             producer,
             delivered,
             group,
@@ -206,14 +202,31 @@ impl ChangelogStore {
         loop {
             match self.try_transact(ops, delta, deadline) {
                 Ok(()) => return Ok(()),
+                Err(e) if fenced(&e) => {
+                    return Err(ChangelogError::Fenced(self.transactional_id.clone(), e));
+                }
                 Err(e) if requires_abort(&e) && Instant::now() < deadline => {
                     warn!(error = %e, "state commit transaction aborted; sending it again");
-                    self.retrying(deadline, |p| p.abort_transaction(CALL_TIMEOUT))
-                        .map_err(|e| ChangelogError::Deadline(COMMIT_DEADLINE, e))?;
+                    if let Err(e) = self.retrying(deadline, |p| p.abort_transaction(CALL_TIMEOUT)) {
+                        self.renew_producer(e)?;
+                    }
                 }
+                // Anything else (a broker back from an outage may leave the producer's
+                // transaction in a state it cannot leave): a new producer with the same
+                // transactional id aborts what the old one left open; the commit starts over.
+                Err(e) if Instant::now() < deadline => self.renew_producer(e)?,
                 Err(e) => return Err(ChangelogError::Deadline(COMMIT_DEADLINE, e)),
             }
         }
+    }
+
+    fn renew_producer(&mut self, cause: KafkaError) -> Result<(), ChangelogError> {
+        warn!(error = %cause, "state commit failed; starting over with a new transactional producer");
+        std::thread::sleep(Duration::from_secs(1));
+        self.producer =
+            transactional_producer(&self.config, &self.transactional_id, &self.delivered)?;
+        self.initialised = false;
+        Ok(())
     }
 
     /// Calls `call` until it succeeds, fails for good, or `deadline` passes: a broker outage
@@ -221,7 +234,7 @@ impl ChangelogStore {
     fn retrying(
         &self,
         deadline: Instant,
-        call: impl Fn(&BaseProducer<DeliveredOffsets>) -> Result<(), KafkaError>,
+        call: impl Fn(&ThreadedProducer<DeliveredOffsets>) -> Result<(), KafkaError>,
     ) -> Result<(), KafkaError> {
         loop {
             match call(&self.producer) {
@@ -292,8 +305,9 @@ impl ChangelogStore {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The producer's own thread serves deliveries; wait for room.
                     record = back;
-                    self.producer.poll(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => return Err(e),
             }
@@ -321,7 +335,6 @@ impl ChangelogStore {
         if logged {
             self.transact(&ops, &delta)?;
         }
-        self.producer.poll(Duration::ZERO);
         let offsets = self.take_delivered();
         self.store.apply(&ops, &offsets)?;
         Ok(())
@@ -498,6 +511,31 @@ impl CommitTarget for ChangelogStore {
             .restore_partitions(partitions)
             .map_err(|e| e.to_string())
     }
+}
+
+/// A producer for state commits; deliveries land in `delivered`.
+fn transactional_producer(
+    config: &Config,
+    transactional_id: &str,
+    delivered: &Arc<Mutex<HashMap<(String, i32), i64>>>,
+) -> Result<ThreadedProducer<DeliveredOffsets>, KafkaError> {
+    client_config(
+        config,
+        &[("linger.ms", "5"), ("transaction.timeout.ms", "10000")],
+        &[
+            ("transactional.id", transactional_id),
+            ("enable.idempotence", "true"),
+        ],
+    )
+    .create_with_context(DeliveredOffsets(Arc::clone(delivered)))
+}
+
+/// Another producer with the same transactional id took over.
+fn fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+    )
 }
 
 fn retriable(error: &KafkaError) -> bool {

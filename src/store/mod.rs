@@ -411,17 +411,24 @@ impl Store {
         self.restore_where(|p| partitions.contains(&p))
     }
 
+    /// The entries of a column family whose keys belong to a wanted partition.
+    fn partition_entries<'a>(
+        &'a self,
+        cf: &'static str,
+        wanted: &'a impl Fn(i32) -> bool,
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 'a {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::Start)
+            .filter(move |item| match item {
+                Ok((key, _)) => keys::partition_of(key).is_some_and(wanted),
+                Err(_) => true,
+            })
+    }
+
     fn restore_where(&self, wanted: impl Fn(i32) -> bool) -> Result<RestoredState, StoreError> {
-        let wanted_key = |key: &[u8]| keys::partition_of(key).is_some_and(&wanted);
         let mut vehicles: HashMap<String, VehicleState> = HashMap::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_VEHICLES), IteratorMode::Start)
-        {
+        for item in self.partition_entries(CF_VEHICLES, &wanted) {
             let (key, value) = item?;
-            if !wanted_key(&key) {
-                continue;
-            }
             let (partition, id, _) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_VEHICLES, &key))?;
             let meta: VehicleMeta =
@@ -430,11 +437,8 @@ impl Store {
             vehicle.partition = partition;
             vehicle.meta = meta;
         }
-        for item in self.db.iterator_cf(self.cf(CF_BINS), IteratorMode::Start) {
+        for item in self.partition_entries(CF_BINS, &wanted) {
             let (key, value) = item?;
-            if !wanted_key(&key) {
-                continue;
-            }
             let (partition, id, bin) =
                 keys::split_bin(&key).ok_or_else(|| corrupt(CF_BINS, &key))?;
             let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
@@ -473,11 +477,8 @@ impl Store {
             state.sampling_scale = f64::from_bits(scale_bits as u64);
         }
         let mut series = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_SERIES), IteratorMode::Start) {
+        for item in self.partition_entries(CF_SERIES, &wanted) {
             let (key, value) = item?;
-            if !wanted_key(&key) {
-                continue;
-            }
             let (partition, id, rest) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_SERIES, &key))?;
             if !rest.is_empty() {
@@ -485,11 +486,8 @@ impl Store {
             }
             series.push((partition, id, value.to_vec()));
         }
-        for item in self.db.iterator_cf(self.cf(CF_SEEN), IteratorMode::Start) {
+        for item in self.partition_entries(CF_SEEN, &wanted) {
             let (key, value) = item?;
-            if !wanted_key(&key) {
-                continue;
-            }
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_SEEN, &key))?;
             if value.len() % 16 != 0 {
                 return Err(corrupt(CF_SEEN, &key));
@@ -504,14 +502,8 @@ impl Store {
             }
         }
         let mut aggregators = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_COHORTS), IteratorMode::Start)
-        {
+        for item in self.partition_entries(CF_COHORTS, &wanted) {
             let (key, value) = item?;
-            if !wanted_key(&key) {
-                continue;
-            }
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_COHORTS, &key))?;
             let progress = serde_json::from_slice(&value).map_err(|_| corrupt(CF_COHORTS, &key))?;
             aggregators.push((partition, progress));

@@ -519,3 +519,25 @@ pub fn produce(client: &[(&str, &str)], topic: &str, records: &[(String, Vec<u8>
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
+
+/// Alerts on `names.regressions` (read until quiet for 5 s), by id: every copy of an id must be
+/// the same alert.
+pub fn alerts_by_id(
+    names: &Names,
+    timeout: Duration,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let schema =
+        apache_avro::Schema::parse_str(include_str!("../../schemas/regression_alert.avsc"))
+            .unwrap();
+    let consumer = topic_reader(names, &names.regressions);
+    let mut by_id = std::collections::BTreeMap::new();
+    for (_, payload) in read_until_quiet(&consumer, Duration::from_secs(5), timeout) {
+        let alert = decode_alert(&payload, &schema);
+        let id = alert["alert_id"].as_str().unwrap().to_string();
+        if let Some(earlier) = by_id.get(&id) {
+            assert_eq!(earlier, &alert, "a duplicate of {id} differs");
+        }
+        by_id.insert(id, alert);
+    }
+    by_id
+}
