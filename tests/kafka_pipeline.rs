@@ -160,14 +160,18 @@ fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
     ];
 
     let whole_dir = dir.path().join("whole");
-    let whole = Running::start(
-        &Names {
-            group: format!("{}-whole", names.group),
-            ..names.clone()
-        },
-        &whole_dir,
-        &env,
+    let whole_names = Names {
+        group: format!("{}-whole", names.group),
+        ..names.clone()
+    };
+    // The group's own internal topics (changelogs, cohort reports).
+    let out =
+        run_ok(safetel(&whole_names, &dir.path().join("unused"), 0).args(["topics", "create"]));
+    assert!(
+        out.contains(&format!("{}.state-changelog: created", whole_names.group)),
+        "{out}"
     );
+    let whole = Running::start(&whole_names, &whole_dir, &env);
     whole.wait_committed(total, PROCESS_TIMEOUT);
     whole.stop();
 

@@ -73,6 +73,8 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
         ("SAFETEL_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000"),
         ("SAFETEL_KAFKA__PROPERTIES__TRANSACTION_TIMEOUT_MS", "5000"),
         ("SAFETEL_STATE__COMMIT_INTERVAL_MS", "200"),
+        // Restores are logged (size and time: BENCHMARKS.md).
+        ("RUST_LOG", "warn,safetel::kafka::changelog=info"),
     ];
     let a = Running::start(&pair, &dir.path().join("a"), &env);
     wait_for("process A to commit", TIMEOUT, || {

@@ -197,7 +197,7 @@ impl RunSummary {
 
 /// Work for the writer thread.
 enum WriterJob {
-    Commit(PendingCommit),
+    Commit(Box<PendingCommit>),
     Load(Vec<i32>),
 }
 
@@ -235,6 +235,7 @@ pub fn run(
                 for job in for_writer {
                     match job {
                         WriterJob::Commit(commit) => {
+                            let commit = *commit;
                             let result = target.commit(commit.delta).map(|()| {
                                 (commit.positions, commit.started.elapsed().as_secs_f64())
                             });
@@ -472,7 +473,7 @@ impl Committer {
             started,
         };
         self.to_writer
-            .send(WriterJob::Commit(commit))
+            .send(WriterJob::Commit(Box::new(commit)))
             .map_err(|_| RunError::Commit("state writer stopped".into()))?;
         self.in_flight = true;
         Ok(())

@@ -987,7 +987,8 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
 /// in order.
 #[derive(Default)]
 struct ReportTopic {
-    sent: BTreeMap<i32, Vec<Vec<(i32, Vec<u8>)>>>,
+    /// topic partition -> per producer, the reports sent (JSON)
+    sent: BTreeMap<i32, Vec<Vec<Vec<u8>>>>,
 }
 
 impl ReportTopic {
@@ -1002,7 +1003,7 @@ impl ReportTopic {
         for _ in 0..times {
             for (q, report) in &reports {
                 let sent = self.sent.entry(*q).or_insert_with(|| vec![Vec::new(); 2]);
-                sent[producer].push((*q, serde_json::to_vec(report).unwrap()));
+                sent[producer].push(serde_json::to_vec(report).unwrap());
             }
         }
     }
@@ -1067,7 +1068,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
                 let mut queue: Vec<Vec<u8>> = Vec::new();
                 let mut heads: Vec<std::collections::VecDeque<Vec<u8>>> = producers
                     .iter_mut()
-                    .map(|sent| sent.drain(..).map(|(_, bytes)| bytes).collect())
+                    .map(|sent| sent.drain(..).collect())
                     .collect();
                 while heads.iter().any(|h| !h.is_empty()) {
                     let from = rng.random_range(0..heads.len());

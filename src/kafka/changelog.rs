@@ -119,7 +119,7 @@ impl Topics {
     }
 
     /// The internal partition number whose changelog this is.
-    fn from_changelog(&self, topic: &str, partition: i32) -> i32 {
+    fn partition_logged_at(&self, topic: &str, partition: i32) -> i32 {
         if topic == self.cohort_changelog {
             crate::engine::cohort_aggregator_partition(partition)
         } else {
@@ -140,6 +140,10 @@ pub enum ChangelogError {
         partition: i32,
         offset: i64,
     },
+    #[error(
+        "the changelog topic `{0}` does not exist: run `safetel topics create` with this configuration (internal topics are named after kafka.group_id)"
+    )]
+    MissingTopic(String),
     #[error("changelog {topic}/{partition}: its end not reached within {waited:?}")]
     NoEnd {
         topic: String,
@@ -323,7 +327,7 @@ impl ChangelogStore {
                 *topic == self.topics.state_changelog || *topic == self.topics.cohort_changelog
             })
             .map(|((topic, partition), offset)| {
-                (self.topics.from_changelog(&topic, partition), offset)
+                (self.topics.partition_logged_at(&topic, partition), offset)
             })
             .collect()
     }
@@ -365,15 +369,23 @@ impl ChangelogStore {
             .map(|(p, _, _)| (p, Offset::Beginning))
             .collect();
         // ...then, where that was anything, the whole changelog of the partition.
-        for (partition, ops, last) in self.read_changelogs(&stale)? {
+        let started = Instant::now();
+        let restored = self.read_changelogs(&stale)?;
+        let read_s = started.elapsed().as_secs_f64();
+        for (partition, ops, last) in restored {
             let (topic, at) = self.topics.changelog(partition);
+            self.store.replace_partition(partition, &ops, last)?;
             info!(
                 topic,
                 partition = at,
                 records = ops.len(),
-                "restoring partition state from its changelog"
+                bytes = ops
+                    .iter()
+                    .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>(),
+                read_s = format!("{read_s:.2}"),
+                "partition state restored from its changelog"
             );
-            self.store.replace_partition(partition, &ops, last)?;
             self.metrics.partitions_restored.inc();
             self.metrics
                 .changelog_records_restored
@@ -387,7 +399,7 @@ impl ChangelogStore {
     fn read_changelogs(
         &self,
         starts: &[(i32, Offset)],
-    ) -> Result<Vec<(i32, Vec<Op>, Option<i64>)>, ChangelogError> {
+    ) -> Result<Vec<PartitionLog>, ChangelogError> {
         let mut readers = starts
             .iter()
             .map(|(partition, from)| ChangelogReader::new(self, *partition, *from))
@@ -403,6 +415,10 @@ impl ChangelogStore {
             .collect())
     }
 }
+
+/// What a changelog partition holds: (partition number, its changes in order, the offset of the
+/// last record).
+type PartitionLog = (i32, Vec<Op>, Option<i64>);
 
 /// Reads one changelog partition to its end (committed records only).
 struct ChangelogReader {
@@ -474,6 +490,12 @@ impl ChangelogReader {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     self.at_end.store(true, Ordering::Relaxed)
+                }
+                Some(Err(e))
+                    if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    return Err(ChangelogError::MissingTopic(self.topic.clone()));
                 }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(message)) => {

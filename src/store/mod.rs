@@ -118,6 +118,9 @@ pub enum StoreError {
     Corrupt { cf: &'static str, detail: String },
 }
 
+/// A RocksDB entry.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 pub struct Store {
     db: DB,
 }
@@ -416,7 +419,7 @@ impl Store {
         &'a self,
         cf: &'static str,
         wanted: &'a impl Fn(i32) -> bool,
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 'a {
+    ) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + 'a {
         self.db
             .iterator_cf(self.cf(cf), IteratorMode::Start)
             .filter(move |item| match item {
