@@ -1009,6 +1009,19 @@ impl ReportTopic {
     }
 }
 
+/// The next record of `partition`, at its next offset in `offsets`.
+fn next_record<'a>(offsets: &mut [i64], partition: i32, payload: &'a [u8]) -> SourceRecord<'a> {
+    let offset = offsets[partition as usize];
+    offsets[partition as usize] += 1;
+    SourceRecord {
+        partition,
+        offset,
+        key: None,
+        payload,
+        timestamp_ms: None,
+    }
+}
+
 #[test]
 fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
     use rand::{Rng, SeedableRng};
@@ -1030,14 +1043,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
     let mut single_alerts = Vec::new();
     for (key, bytes) in &fleet {
         let partition = partition_of(key);
-        let _ = single.process(&SourceRecord {
-            partition,
-            offset: offsets[partition as usize],
-            key: None,
-            payload: bytes,
-            timestamp_ms: None,
-        });
-        offsets[partition as usize] += 1;
+        let _ = single.process(&next_record(&mut offsets, partition, bytes));
         single_alerts.extend(single.take_alerts());
     }
 
@@ -1094,14 +1100,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
         };
     for (i, (key, bytes)) in fleet.iter().enumerate() {
         let partition = partition_of(key);
-        let _ = pair[owner(partition)].process(&SourceRecord {
-            partition,
-            offset: offsets[partition as usize],
-            key: None,
-            payload: bytes,
-            timestamp_ms: None,
-        });
-        offsets[partition as usize] += 1;
+        let _ = pair[owner(partition)].process(&next_record(&mut offsets, partition, bytes));
         if i % 997 == 0 || i + 1 == fleet.len() {
             for (producer, engine) in pair.iter_mut().enumerate() {
                 let replay = rng.random_bool(0.2);
