@@ -5,7 +5,9 @@
 //! back, and a canonical JSON snapshot of everything (for `safetel inspect` and the crash tests).
 //! Facts and seen record ids are written as one segment per vehicle (facts) or partition (ids)
 //! and commit, not one key per record: that keeps commits cheap at a million records a second.
-//! Knows nothing of Kafka.
+//! A commit is a list of [`Op`]s (puts and deletes), so that a changelog can carry exactly what
+//! RocksDB gets; a partition's state can be replaced as a unit (`replace_partition`) or
+//! restored alone (`restore_partitions`). Knows nothing of Kafka.
 
 pub mod keys;
 
