@@ -532,13 +532,15 @@ impl Engine {
 
     /// A record of the repartition topic: a source partition's cohort report.
     fn process_report(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
-        let result = serde_json::from_slice::<PartitionReport>(record.payload)
-            .map_err(|e| Rejection::CohortReport(e.to_string()));
-        if let Ok(report) = &result {
-            self.aggregate(record.partition, report.clone());
-        }
+        let result = match serde_json::from_slice::<PartitionReport>(record.payload) {
+            Ok(report) => {
+                self.aggregate(record.partition, report);
+                Ok(RecordKind::CohortReport)
+            }
+            Err(e) => Err(Rejection::CohortReport(e.to_string())),
+        };
         self.advance_position(record);
-        result.map(|_| RecordKind::CohortReport)
+        result
     }
 
     /// The record's partition has read it: its next offset moves past it.

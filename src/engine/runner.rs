@@ -34,9 +34,6 @@ pub trait RecordSource {
         handle: &mut dyn FnMut(&SourceRecord<'_>),
     ) -> Result<Poll, SourceError>;
 
-    /// Called once state up to these positions (next offset per partition) is durable.
-    fn committed(&mut self, _positions: &HashMap<i32, i64>) {}
-
     /// Records between each partition's position and its end, where known.
     fn lag(&self, _positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
         Vec::new()
@@ -535,7 +532,6 @@ impl Committer {
         status: &StatusBoard,
     ) -> Result<(), RunError> {
         let (positions, seconds) = done.map_err(RunError::Commit)?;
-        source.committed(&positions);
         let lag = source.lag(&positions);
         for (partition, behind) in &lag {
             engine

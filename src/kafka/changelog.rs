@@ -118,6 +118,15 @@ impl Topics {
         }
     }
 
+    /// The internal partition number of a partition of the events or repartition topic.
+    pub fn internal(&self, topic: &str, partition: i32) -> i32 {
+        if topic == self.cohort_reports {
+            crate::engine::cohort_aggregator_partition(partition)
+        } else {
+            partition
+        }
+    }
+
     /// The internal partition number whose changelog this is.
     fn partition_logged_at(&self, topic: &str, partition: i32) -> i32 {
         if topic == self.cohort_changelog {

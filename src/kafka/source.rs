@@ -23,8 +23,8 @@ use tracing::{error, info, warn};
 use super::changelog::{GroupMembership, Topics};
 use super::client_config;
 use crate::config::Config;
+use crate::engine::SourceRecord;
 use crate::engine::runner::{Poll, Rebalance, RecordSource, SourceError};
-use crate::engine::{SourceRecord, cohort_aggregator_partition};
 use crate::metrics::Metrics;
 
 /// Most records handed to the engine per poll.
@@ -51,11 +51,7 @@ pub struct SourceContext {
 impl SourceContext {
     /// The internal partition number of a partition of the events or repartition topic.
     fn internal(&self, topic: &str, partition: i32) -> i32 {
-        if topic == self.topics.cohort_reports {
-            cohort_aggregator_partition(partition)
-        } else {
-            partition
-        }
+        self.topics.internal(topic, partition)
     }
 }
 

@@ -35,19 +35,8 @@ const CF_MODEL_RUNS: &str = "model_runs";
 const CF_ALERTS: &str = "alerts";
 const CF_COHORTS: &str = "cohorts";
 const CF_CHANGELOG: &str = "changelog";
-const COLUMN_FAMILIES: [&str; 11] = [
-    CF_VEHICLES,
-    CF_BINS,
-    CF_FACTS,
-    CF_SEEN,
-    CF_POSITIONS,
-    CF_SERIES,
-    CF_PRIORS,
-    CF_MODEL_RUNS,
-    CF_ALERTS,
-    CF_COHORTS,
-    CF_CHANGELOG,
-];
+/// The column families only this store keeps (besides [`PARTITIONED`]).
+const LOCAL: [&str; 4] = [CF_PRIORS, CF_MODEL_RUNS, CF_ALERTS, CF_CHANGELOG];
 
 /// The column families whose keys start with a partition number and that a partition's
 /// changelog carries, in the order of their one-byte code there. Priors come from refits (each
@@ -134,8 +123,9 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = COLUMN_FAMILIES
+        let cfs = PARTITIONED
             .iter()
+            .chain(&LOCAL)
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db =
             DB::open_cf_descriptors(&options, path, cfs).map_err(|source| StoreError::Open {
