@@ -161,3 +161,171 @@ fn the_compose_stack_mounts_files_that_exist_and_scrapes_the_port_safetel_serves
     assert!(provider.contains("path: /var/lib/grafana/dashboards"));
     assert!(compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards"));
 }
+
+/// The Dockerfile's instructions, continuation lines joined, comments dropped.
+fn dockerfile_instructions() -> Vec<(String, String)> {
+    let text = repo_file("Dockerfile");
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() && current.is_empty() {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    joined
+        .into_iter()
+        .map(|l| {
+            let (op, rest) = l.split_once(' ').unwrap_or((&l, ""));
+            (op.to_uppercase(), rest.trim().to_string())
+        })
+        .collect()
+}
+
+/// `KEY=value` pairs of the ENV instructions in `instructions`.
+fn env_of(instructions: &[(String, String)]) -> Vec<(String, String)> {
+    instructions
+        .iter()
+        .filter(|(op, _)| op == "ENV")
+        .flat_map(|(_, rest)| rest.split_whitespace())
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_image_caches_dependencies_strips_the_binary_and_runs_unprivileged_on_all_interfaces() {
+    let all = dockerfile_instructions();
+    let position = |pred: &dyn Fn(&(String, String)) -> bool| all.iter().position(pred);
+    // Two stages; the runtime stage is everything after the last FROM.
+    let last_from = all.iter().rposition(|(op, _)| op == "FROM").unwrap();
+    assert!(last_from > 0, "a build stage and a runtime stage");
+    let (build, runtime) = all.split_at(last_from);
+
+    // Dependency layer: the manifest and lock are copied and built before src/ is copied.
+    let builds: Vec<usize> = (0..build.len())
+        .filter(|&i| build[i].0 == "RUN" && build[i].1.contains("cargo build"))
+        .collect();
+    assert_eq!(builds.len(), 2, "a dependency build and the real one");
+    let copy_manifest = position(&|(op, rest)| {
+        op == "COPY" && rest.contains("Cargo.toml") && rest.contains("Cargo.lock")
+    })
+    .expect("COPY Cargo.toml Cargo.lock");
+    let copy_src = position(&|(op, rest)| op == "COPY" && rest.starts_with("src "))
+        .expect("COPY src");
+    assert!(copy_manifest < builds[0] && builds[0] < copy_src && copy_src < builds[1]);
+    assert!(
+        build[builds[0]].1.contains("src/main.rs") && build[builds[0]].1.contains("src/lib.rs"),
+        "the dependency build uses placeholder sources: {}",
+        build[builds[0]].1
+    );
+    // Every COPY source outside the build stage's output exists in the repo.
+    for (op, rest) in &all {
+        if op == "COPY" && !rest.starts_with("--from") {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            for source in &parts[..parts.len() - 1] {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+                assert!(path.exists(), "COPY {source}: not in the repo");
+            }
+        }
+    }
+
+    // Stripped, without debug info, set before the first build so both share the profile.
+    let build_env = env_of(&build[..builds[0]]);
+    let cargo_toml: toml::Table = toml::from_str(&repo_file("Cargo.toml")).unwrap();
+    let release = &cargo_toml["profile"]["release"];
+    let profile_strip = release.get("strip").map(|v| v.to_string());
+    let env_strip = build_env
+        .iter()
+        .find(|(k, _)| k == "CARGO_PROFILE_RELEASE_STRIP")
+        .map(|(_, v)| v.clone());
+    let strip = env_strip.or(profile_strip).expect("a strip setting");
+    assert!(["symbols", "true", "\"symbols\""].contains(&strip.as_str()), "{strip}");
+    assert!(
+        build_env
+            .iter()
+            .any(|(k, v)| k == "CARGO_PROFILE_RELEASE_DEBUG" && (v == "false" || v == "0")),
+        "no debug info in the image's binary: {build_env:?}"
+    );
+
+    // Non-root.
+    let user = runtime
+        .iter()
+        .rfind(|(op, _)| op == "USER")
+        .map(|(_, u)| u.clone())
+        .expect("a USER in the runtime stage");
+    let name = user.split(':').next().unwrap();
+    assert!(name != "root" && name != "0", "runs as {user}");
+    assert!(
+        runtime
+            .iter()
+            .any(|(op, rest)| op == "RUN" && rest.contains("useradd") && rest.contains(name)),
+        "{name} is created"
+    );
+
+    // Listens on every interface, on the port it exposes, checks its health there, and the
+    // settings are ones safetel's configuration accepts.
+    let runtime_env = env_of(runtime);
+    let overrides: Vec<(String, String)> = runtime_env
+        .iter()
+        .filter(|(k, _)| k.contains("__"))
+        .cloned()
+        .collect();
+    let config = safetel::config::Config::load(None, overrides).expect("the image's settings");
+    let (host, port) = config.http.listen.rsplit_once(':').unwrap();
+    assert_eq!(host, "0.0.0.0", "the published port must reach the server");
+    let exposed: Vec<&str> = runtime
+        .iter()
+        .filter(|(op, _)| op == "EXPOSE")
+        .flat_map(|(_, rest)| rest.split_whitespace())
+        .collect();
+    assert_eq!(exposed, [port]);
+    let healthcheck = runtime
+        .iter()
+        .find(|(op, _)| op == "HEALTHCHECK")
+        .map(|(_, rest)| rest.clone())
+        .expect("a HEALTHCHECK");
+    assert!(
+        healthcheck.contains(&format!("127.0.0.1/{port}")) && healthcheck.contains("GET /health "),
+        "{healthcheck}"
+    );
+    assert!(
+        repo_file("src/http/mod.rs").contains(r#".route("/health", get(health))"#),
+        "the health check asks a route the server has"
+    );
+    let compose = repo_file("docker-compose.yml");
+    assert!(
+        compose.contains(&format!("\"127.0.0.1:{port}:{port}\"")),
+        "compose publishes the image's port"
+    );
+}
+
+#[test]
+fn the_compose_service_keeps_its_host_name_so_its_transactional_id_is_stable() {
+    let compose = repo_file("docker-compose.yml");
+    let service: Vec<&str> = compose
+        .lines()
+        .skip_while(|l| *l != "  safetel:")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .collect();
+    let hostname = service
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("hostname: "))
+        .expect("the safetel service has a fixed hostname");
+    assert!(!hostname.trim().is_empty());
+    assert!(
+        repo_file("src/kafka/changelog.rs").contains("/proc/sys/kernel/hostname"),
+        "the default transactional id is built from the host name"
+    );
+}
