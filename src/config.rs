@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{DetectorParams, EpisodeParams};
+use crate::detect::EpisodeParams;
+use crate::detect::fleet_relative::FleetRelativeParams;
 
 /// The default configuration file, also committed as `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -264,26 +265,30 @@ pub struct StateConfig {
 }
 
 /// The change-point detector and its episodes (DESIGN §3). Bin width and lateness are in
-/// `[stream]`; priors (a0, b0) apply to every key until a refit provides its own.
+/// `[stream]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
-    /// Gamma prior of a rate per exposure hour: shape and rate (hours).
+    /// Gamma prior of the fleet's mean rate per unit of exposure (shape, rate in hours): the
+    /// stream's estimate is (a0 + events) / (b0 + exposure) over the partition's closed bins;
+    /// weak (one hour) by default, so that a partition's first day already speaks for itself.
     pub a0: f64,
     pub b0: f64,
-    /// Constant change-point hazard per bin (1 / expected segment length).
+    /// How much vehicles' baseline rates vary around the fleet's (Gamma shape: coefficient of
+    /// variation 1 / sqrt(shape)), until a refit measures it.
+    pub fleet_shape: f64,
+    /// How much a cohort's rate may differ from its members' prediction (Gamma shape).
+    pub cohort_shape: f64,
+    /// Prior probability of a change per bin.
     pub hazard: f64,
-    /// Bins before a segment that form its baseline.
-    pub window_bins: usize,
+    /// A key's own bins enter its baseline only once they are this many bins old.
+    pub guard_bins: usize,
     /// Hazard ratio that counts as a regression.
     pub threshold: f64,
-    /// Run lengths less probable than this are dropped.
-    pub prune_below: f64,
-    /// Longest run length kept, in bins; longer runs are merged into it.
-    pub max_run_length: usize,
-    /// An episode opens when P(regression) reaches `p_open`...
-    pub p_open: f64,
-    /// ...and resolves after `resolve_after_bins` bins in a row below `p_close`.
+    /// The false alarms you can afford: the opening threshold of every series is calibrated to
+    /// this many per 1000 vehicle-months (vehicle and cohort alarms together).
+    pub false_alarms_per_1000_vehicle_months: f64,
+    /// An open episode resolves after `resolve_after_bins` bins in a row below `p_close`.
     pub p_close: f64,
     pub resolve_after_bins: u32,
     /// An open episode publishes an update when its HR median moves by this fraction.
@@ -294,17 +299,17 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        let p = DetectorParams::default();
+        let p = FleetRelativeParams::default();
         let e = EpisodeParams::default();
         DetectorConfig {
-            a0: p.a0,
-            b0: p.b0,
+            a0: 0.01,
+            b0: 1.0,
+            fleet_shape: 8.0,
+            cohort_shape: 100.0,
             hazard: p.hazard,
-            window_bins: p.window_bins,
+            guard_bins: p.guard_bins,
             threshold: p.threshold,
-            prune_below: p.prune_below,
-            max_run_length: p.max_run_length,
-            p_open: e.p_open,
+            false_alarms_per_1000_vehicle_months: 1.0,
             p_close: e.p_close,
             resolve_after_bins: e.resolve_after_bins,
             update_hr_change: e.update_hr_change,
@@ -316,21 +321,16 @@ impl Default for DetectorConfig {
 impl DetectorConfig {
     pub const COHORT_KINDS: [&'static str; 2] = ["firmware", "model"];
 
-    pub fn params(&self) -> DetectorParams {
-        DetectorParams {
-            a0: self.a0,
-            b0: self.b0,
+    pub fn params(&self) -> FleetRelativeParams {
+        FleetRelativeParams {
             hazard: self.hazard,
-            window_bins: self.window_bins,
+            guard_bins: self.guard_bins,
             threshold: self.threshold,
-            prune_below: self.prune_below,
-            max_run_length: self.max_run_length,
         }
     }
 
     pub fn episodes(&self) -> EpisodeParams {
         EpisodeParams {
-            p_open: self.p_open,
             p_close: self.p_close,
             resolve_after_bins: self.resolve_after_bins,
             update_hr_change: self.update_hr_change,
@@ -342,11 +342,32 @@ impl DetectorConfig {
         if let Err(e) = self.params().validate() {
             return invalid("detector", e.to_string());
         }
-        if !(self.p_open > 0.0 && self.p_open <= 1.0) {
-            return invalid("detector.p_open", "must be within (0, 1]".into());
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        for (field, value) in [
+            ("detector.a0", self.a0),
+            ("detector.b0", self.b0),
+            ("detector.cohort_shape", self.cohort_shape),
+            (
+                "detector.false_alarms_per_1000_vehicle_months",
+                self.false_alarms_per_1000_vehicle_months,
+            ),
+        ] {
+            if !positive(value) {
+                return invalid(field, format!("must be a positive number, got {value}"));
+            }
         }
-        if !(self.p_close >= 0.0 && self.p_close < self.p_open) {
-            return invalid("detector.p_close", "must be within [0, p_open)".into());
+        let (low, high) = (
+            crate::detect::fleet_relative::MIN_FLEET_SHAPE,
+            crate::detect::fleet_relative::MAX_FLEET_SHAPE,
+        );
+        if !(low..=high).contains(&self.fleet_shape) {
+            return invalid(
+                "detector.fleet_shape",
+                format!("must be within [{low}, {high}], got {}", self.fleet_shape),
+            );
+        }
+        if !(self.p_close >= 0.0 && self.p_close < 1.0) {
+            return invalid("detector.p_close", "must be within [0, 1)".into());
         }
         if self.resolve_after_bins == 0 {
             return invalid("detector.resolve_after_bins", "must be at least 1".into());
@@ -646,9 +667,21 @@ mod tests {
         assert!(err.to_string().contains("http.listen"), "{err}");
         let err = Config::load(None, env(&[("SAFETEL_DETECTOR__HAZARD", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("`hazard`"), "{err}");
-        let err = Config::load(None, env(&[("SAFETEL_DETECTOR__P_CLOSE", "0.99")])).unwrap_err();
+        let err = Config::load(None, env(&[("SAFETEL_DETECTOR__P_CLOSE", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("detector.p_close"), "{err}");
-        let config = Config::load(None, env(&[("SAFETEL_DETECTOR__P_OPEN", "0.9")])).unwrap();
-        assert_eq!(config.detector.episodes().p_open, 0.9);
+        let err = Config::load(None, env(&[("SAFETEL_DETECTOR__FLEET_SHAPE", "0")])).unwrap_err();
+        assert!(err.to_string().contains("detector.fleet_shape"), "{err}");
+        // The opening probability is no longer a setting: it follows from the budget.
+        let err = Config::load(None, env(&[("SAFETEL_DETECTOR__P_OPEN", "0.9")])).unwrap_err();
+        assert!(err.to_string().contains("p_open"), "{err}");
+        let config = Config::load(
+            None,
+            env(&[(
+                "SAFETEL_DETECTOR__FALSE_ALARMS_PER_1000_VEHICLE_MONTHS",
+                "2",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.detector.false_alarms_per_1000_vehicle_months, 2.0);
     }
 }

@@ -221,8 +221,8 @@ fn the_image_caches_dependencies_strips_the_binary_and_runs_unprivileged_on_all_
         op == "COPY" && rest.contains("Cargo.toml") && rest.contains("Cargo.lock")
     })
     .expect("COPY Cargo.toml Cargo.lock");
-    let copy_src = position(&|(op, rest)| op == "COPY" && rest.starts_with("src "))
-        .expect("COPY src");
+    let copy_src =
+        position(&|(op, rest)| op == "COPY" && rest.starts_with("src ")).expect("COPY src");
     assert!(copy_manifest < builds[0] && builds[0] < copy_src && copy_src < builds[1]);
     assert!(
         build[builds[0]].1.contains("src/main.rs") && build[builds[0]].1.contains("src/lib.rs"),
@@ -250,7 +250,10 @@ fn the_image_caches_dependencies_strips_the_binary_and_runs_unprivileged_on_all_
         .find(|(k, _)| k == "CARGO_PROFILE_RELEASE_STRIP")
         .map(|(_, v)| v.clone());
     let strip = env_strip.or(profile_strip).expect("a strip setting");
-    assert!(["symbols", "true", "\"symbols\""].contains(&strip.as_str()), "{strip}");
+    assert!(
+        ["symbols", "true", "\"symbols\""].contains(&strip.as_str()),
+        "{strip}"
+    );
     assert!(
         build_env
             .iter()

@@ -78,10 +78,9 @@ fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {
             "{vehicle} {class}: {detector}"
         );
         assert!(
-            !detector["run_length_posterior"]
-                .as_array()
-                .unwrap()
-                .is_empty()
+            detector["own_history"]["in_baseline"]["exposure"].is_number()
+                && detector["last_bin"]["expected"].is_number(),
+            "{vehicle} {class}: {detector}"
         );
         let open = &detector["open_episode"];
         match last_alert.get(&(vehicle.clone(), class.clone())) {

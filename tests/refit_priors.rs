@@ -1,5 +1,6 @@
 //! The nightly refit closes the loop: a generated fleet's facts in the state store -> NUTS fit
-//! -> per-vehicle priors in the store -> the stream's detectors use them after a restart.
+//! -> per-vehicle priors in the store -> after a restart the stream's critical-class detectors
+//! take the fleet's spread from them (and their alerts say so).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -121,21 +122,25 @@ fn a_refit_sets_the_detectors_priors_and_the_stream_uses_them() {
     let (after, alerts) = run(&mut store, restored, records, positions);
     let (_, id, prior) = &outcome.priors[7];
     assert_eq!(after.prior(id), Some(*prior));
-    let vehicles = after.vehicles();
-    let vehicle = vehicles.get(id).unwrap();
-    for series in &vehicle.series {
-        let params = series.detector.params();
-        assert_eq!(
-            (params.a0, params.b0),
-            (prior.a0, prior.b0),
-            "{id} detects with its prior"
-        );
-    }
-    for alert in alerts
-        .alerts
-        .iter()
-        .filter(|a| a.key_kind == safetel::model::KeyKind::Vehicle)
-    {
+    let settings = after.detection_settings();
+    let implied =
+        safetel::engine::detection::shape_of_priors(outcome.priors.iter().map(|(_, _, p)| p))
+            .expect("150 vehicles");
+    assert_eq!(settings.fleet_shape_source[0], "refit");
+    assert!(
+        (settings.fleet_shape[0] / implied - 1.0).abs() < 0.05,
+        "the critical class's spread {} is the refit's {implied} (to two digits)",
+        settings.fleet_shape[0]
+    );
+    assert_eq!(
+        settings.fleet_shape[1],
+        Config::default_config().detector.fleet_shape,
+        "the refit models critical events only"
+    );
+    for alert in alerts.alerts.iter().filter(|a| {
+        a.key_kind == safetel::model::KeyKind::Vehicle
+            && a.hazard_class == safetel::model::HazardClass::Critical
+    }) {
         assert_eq!(alert.prior_source, "refit", "{}", alert.alert_id);
     }
 }

@@ -29,10 +29,7 @@ impl FakeMachine {
             .map(|name| {
                 let path = machine.ld_cached().join(name);
                 std::fs::write(&path, b"").unwrap();
-                format!(
-                    "\t{name} (libc6,x86-64) => {}\n",
-                    path.to_str().unwrap()
-                )
+                format!("\t{name} (libc6,x86-64) => {}\n", path.to_str().unwrap())
             })
             .collect();
         machine.script(
@@ -50,10 +47,7 @@ impl FakeMachine {
             ),
         );
         machine.script("sudo", "exec \"$@\"\n");
-        machine.script(
-            "pkg-config",
-            if openssl { "exit 0\n" } else { "exit 1\n" },
-        );
+        machine.script("pkg-config", if openssl { "exit 0\n" } else { "exit 1\n" });
         machine
     }
 

@@ -1,6 +1,9 @@
 //! Page 2, regression analysis: the episodes the alerts describe, and for one episode the rate
-//! before and after with credible intervals, the run-length posterior of its series now, and
-//! P(regression) bin by bin (replayed from the stored bins with the series' own prior).
+//! before and after with credible intervals, the baseline and opening threshold in force, and
+//! bin by bin the events against the fleet's prediction and P(regression) (replayed from the
+//! stored bins as the live series was fed).
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -8,7 +11,8 @@ use super::Sources;
 use super::html::{self, escape, interval, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
-use crate::engine::detection::{self, Series};
+use crate::engine::PartitionVehicles;
+use crate::engine::detection::{self, FleetSums};
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
 
 /// One episode: the alerts of one key, class and onset, oldest first.
@@ -112,71 +116,87 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
         .iter()
         .position(|c| *c == latest.hazard_class)
         .unwrap_or(0);
-    // The live series of the key, the bins it was fed and where it started.
-    let (series, history): (Option<Series>, _) = match latest.key_kind {
+    // The live series of the key, and its conclusions bin by bin, replayed from its bins.
+    let settings = sources.settings;
+    let class = latest.hazard_class;
+    let (series, replayed, baseline, bins) = match latest.key_kind {
         KeyKind::Vehicle => match sources.vehicles.get(&latest.key) {
             Some(v) => {
-                let first = v.bins.keys().next().copied();
-                (
-                    v.series.get(class_index).cloned(),
-                    first.map(|first| (first, v.bins.clone())),
-                )
+                let partition = PartitionVehicles(sources.vehicles, v.partition);
+                let series = v.series.get(class_index).cloned();
+                let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
+                let fleet =
+                    settings.vehicle_baseline(class, &FleetSums::of(settings, &partition, through));
+                let replayed =
+                    detection::replay_vehicle(settings, class, &partition, &v.bins, through);
+                let bins: BTreeMap<i64, (u64, f64)> = v
+                    .bins
+                    .iter()
+                    .map(|(b, st)| {
+                        (
+                            *b,
+                            (
+                                detection::stats_of(settings, Some(st), class).0,
+                                st.expected(class),
+                            ),
+                        )
+                    })
+                    .collect();
+                (series, replayed, fleet, bins)
             }
-            None => (None, None),
+            None => (
+                None,
+                Vec::new(),
+                settings.cohort_baseline(),
+                BTreeMap::new(),
+            ),
         },
         KeyKind::Cohort => {
             let series = sources
                 .cohorts
                 .get(&latest.key)
                 .and_then(|s| s.get(class_index).cloned());
-            let history = series.as_ref().and_then(|s| {
-                detection::cohort_history(
-                    sources.settings,
-                    sources.vehicles,
-                    &latest.key,
-                    s.next_bin_ms,
-                )
+            let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
+            let history =
+                detection::cohort_history(settings, sources.vehicles, &latest.key, through);
+            let replayed = history.as_ref().map_or_else(Vec::new, |h| {
+                detection::replay_cohort(settings, class, h, through)
             });
-            (series, history)
+            let bins = history.map_or_else(BTreeMap::new, |(_, bins)| {
+                bins.iter()
+                    .map(|(b, st)| (*b, detection::cohort_stats_of(settings, Some(st), class)))
+                    .collect()
+            });
+            (series, replayed, settings.cohort_baseline(), bins)
         }
     };
-    let params = series
+    // Rates in the key's exposure unit: per 1000 risk-adjusted (critical) or autonomous
+    // (disengagement) hours for a vehicle; per expected event for a cohort.
+    let (scale, unit) = match latest.key_kind {
+        KeyKind::Vehicle => (1000.0, "per 1000 h"),
+        KeyKind::Cohort => (1.0, "per expected event"),
+    };
+    let base = series
         .as_ref()
-        .map_or(sources.settings.params, |s| *s.detector.params());
-    let rate = |events: i64, exposure: f64| {
-        let g = GammaRate {
-            shape: params.a0 + events as f64,
-            rate: params.b0 + exposure,
-        };
-        let per_1000h = |v: Option<f64>| v.map(|v| v * 1000.0);
+        .map_or(baseline, |s| s.detector.posterior_baseline(baseline));
+    let rate = |g: GammaRate, events: i64, exposure: f64| {
+        let scaled = |v: Option<f64>| v.map(|v| v * scale);
         json!({
             "events": events,
-            "exposure_hours": exposure,
-            "rate_per_1000h": per_1000h(Some(g.mean())),
-            "rate_per_1000h_ci95": [per_1000h(g.quantile(0.025)), per_1000h(g.quantile(0.975))],
+            "exposure": exposure,
+            "rate": scaled(Some(g.mean())),
+            "rate_ci95": [scaled(g.quantile(0.025)), scaled(g.quantile(0.975))],
         })
     };
-    let (replayed, bins) = match (&series, history) {
-        (Some(s), Some((first, bins))) => {
-            let replayed = detection::replay(
-                sources.settings,
-                params,
-                latest.hazard_class,
-                &bins,
-                first,
-                s.next_bin_ms,
-            );
-            (replayed, bins)
-        }
-        _ => (Vec::new(), Default::default()),
+    let before = GammaRate {
+        shape: base.shape,
+        rate: base.rate,
     };
-    let run_length: Vec<Value> = series.as_ref().map_or_else(Vec::new, |s| {
-        s.detector
-            .run_length_posterior()
-            .into_iter()
-            .map(|(r, p)| json!({"run_length": r, "probability": p}))
-            .collect()
-    });
+    let after = GammaRate {
+        shape: 1.0 + latest.events_after as f64,
+        rate: base.rate / base.shape + latest.exposure_after,
+    };
+    let p_open = series.as_ref().and_then(|s| s.last).map(|l| l.p_open);
     Some(json!({
         "episode": episode_row(&episode),
         "alerts": episode.alerts.iter().map(|a| json!({
@@ -184,20 +204,21 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
             "p_regression": a.p_regression, "hr_median": finite(a.hr_median),
             "hr_low": finite(a.hr_low), "hr_high": finite(a.hr_high),
         })).collect::<Vec<_>>(),
-        "prior": {"a0": params.a0, "b0": params.b0},
-        "bin_width_ms": sources.settings.bin_width_ms,
-        "before": rate(latest.events_before, latest.exposure_before),
-        "after": rate(latest.events_after, latest.exposure_after),
-        "run_length_posterior": run_length,
+        "baseline": {"shape": base.shape, "rate": base.rate, "source": latest.prior_source},
+        "rate_unit": unit,
+        "p_open": p_open,
+        "bin_width_ms": settings.bin_width_ms,
+        "before": rate(before, latest.events_before, latest.exposure_before),
+        "after": rate(after, latest.events_after, latest.exposure_after),
         "history": replayed.iter().map(|b| {
-            let (events, exposure_hours) =
-                detection::stats_of(sources.settings, bins.get(&b.bin_start_ms), latest.hazard_class);
+            let (events, expected) = bins.get(&b.bin_start_ms).copied().unwrap_or((0, 0.0));
             json!({
                 "bin_start_ms": b.bin_start_ms,
                 "events": events,
-                "exposure_hours": exposure_hours,
+                "expected": expected,
                 "p_regression": b.p_regression,
-                "map_run_length": b.map_run_length,
+                "p_open": b.p_open,
+                "onset_bins": b.onset_bins,
                 "hr_median": b.hazard_ratio.map(|h| h.median),
             })
         }).collect::<Vec<_>>(),
@@ -306,19 +327,19 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     );
     body += &html::table(
         "rates",
-        &["", "events", "exposure (h)", "rate per 1000 h [95% CrI]"],
+        &["", "events", "exposure", "rate [95% CrI]"],
         &["before", "after"]
             .iter()
             .map(|side| {
                 vec![
                     side.to_string(),
                     num(data, &format!("/{side}/events"), 0),
-                    num(data, &format!("/{side}/exposure_hours"), 1),
+                    num(data, &format!("/{side}/exposure"), 2),
                     interval(
                         data,
-                        &format!("/{side}/rate_per_1000h"),
-                        &format!("/{side}/rate_per_1000h_ci95/0"),
-                        &format!("/{side}/rate_per_1000h_ci95/1"),
+                        &format!("/{side}/rate"),
+                        &format!("/{side}/rate_ci95/0"),
+                        &format!("/{side}/rate_ci95/1"),
                         3,
                     ),
                 ]
@@ -326,7 +347,11 @@ pub fn episode_page(data: &Value, id: &str) -> String {
             .collect::<Vec<_>>(),
     );
     body += &format!(
-        "<p>Hazard ratio at the latest alert: {} · prior Gamma({}, {})</p>",
+        "<p>Rates {} (exposure: risk-adjusted hours for critical events, autonomous hours for \
+         disengagements; a cohort's is its members' expected count). Hazard ratio at the latest \
+         alert: {} · baseline Gamma({}, {}) from the {} · an episode opens at P(regression) &ge; {}, \
+         the threshold calibrated for the false-alarm budget.</p>",
+        text(data, "/rate_unit"),
         interval(
             data,
             "/episode/hr_median",
@@ -334,15 +359,17 @@ pub fn episode_page(data: &Value, id: &str) -> String {
             "/episode/hr_high",
             2
         ),
-        num(data, "/prior/a0", 3),
-        num(data, "/prior/b0", 1),
+        num(data, "/baseline/shape", 2),
+        num(data, "/baseline/rate", 2),
+        text(data, "/baseline/source"),
+        num(data, "/p_open", 6),
     );
     let at = |row: &Value, f: &str| row.get(f).and_then(Value::as_f64);
     let mut rates = Chart::new(
         "rates-before-after",
-        "Rate per 1000 h before and after onset, 95% CrI",
+        "Rate before and after onset, 95% CrI",
         "before (1) · after (2)",
-        "per 1000 h",
+        "rate",
     );
     rates.intervals(
         "rate",
@@ -354,9 +381,9 @@ pub fn episode_page(data: &Value, id: &str) -> String {
                 let r = data.get(*side)?;
                 Some((
                     i as f64 + 1.0,
-                    at(r, "rate_per_1000h")?,
-                    r.pointer("/rate_per_1000h_ci95/0")?.as_f64()?,
-                    r.pointer("/rate_per_1000h_ci95/1")?.as_f64()?,
+                    at(r, "rate")?,
+                    r.pointer("/rate_ci95/0")?.as_f64()?,
+                    r.pointer("/rate_ci95/1")?.as_f64()?,
                 ))
             })
             .collect(),
@@ -375,7 +402,7 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     );
     let mut events = Chart::new(
         "events-per-bin",
-        "Events of the class per bin",
+        "Events of the class per bin, and what the fleet predicted",
         "bin",
         "events",
     )
@@ -389,22 +416,14 @@ pub fn episode_page(data: &Value, id: &str) -> String {
             .unwrap_or(86_400_000.0)
             * 0.8,
     );
-    let mut run_length = Chart::new(
-        "run-length-posterior",
-        "Run-length posterior now",
-        "run length (bins)",
-        "probability",
-    );
-    run_length.bars(
-        "P(run length)",
+    events.line(
+        "expected",
         PALETTE[2],
-        html::points(data, "/run_length_posterior", "run_length", "probability"),
-        0.8,
+        html::points(data, "/history", "bin_start_ms", "expected"),
     );
     body += &rates.render();
     body += &p.render();
     body += &events.render();
-    body += &run_length.render();
     let alert_rows: Vec<Vec<String>> = html::rows(data, "/alerts")
         .iter()
         .enumerate()

@@ -99,6 +99,7 @@ pub fn data(sources: &Sources<'_>) -> Value {
             "mean_days_from_estimated_onset_to_alert": mean(&opened),
         },
         "ground_truth": ground_truth,
+        "detection": sources.settings.rules_json(),
         "period_days": super::PERIOD_DAYS,
         "periods": weekly,
     })
@@ -232,6 +233,13 @@ pub fn page(data: &Value) -> String {
         PALETTE[2],
         html::points(data, "/periods", "period_start_ms", "exposure_hours"),
         (super::PERIOD_DAYS * 86_400_000) as f64 * 0.8,
+    );
+    body += &format!(
+        "<p class=\"note\">Detection: each vehicle and cohort against what the fleet predicts \
+         for it; an episode opens when P(HR &gt; {}) reaches the threshold calibrated for at \
+         most {} false alarms per 1000 vehicle-months.</p>",
+        num(data, "/detection/threshold_hr", 1),
+        num(data, "/detection/false_alarms_per_1000_vehicle_months", 2),
     );
     body += "<h2>Trends</h2>";
     body += &rate.render();

@@ -1,6 +1,7 @@
 //! Page 4, vehicle performance: vehicles ranked by the posterior mean of their critical-event
-//! hazard, Gamma(a0 + events, b0 + exposure) with the prior their detectors use (the refit's
-//! where there is one), with 95% credible intervals; searchable by vehicle id.
+//! hazard per risk-adjusted hour, the fleet's Gamma distribution (the fleet's mean rate over the
+//! vehicles held here, the detectors' spread) updated with the vehicle's events and exposure,
+//! with 95% credible intervals; searchable by vehicle id.
 
 use serde_json::{Value, json};
 
@@ -8,7 +9,7 @@ use super::Sources;
 use super::html::{self, escape, interval, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
-use crate::engine::detection::stats_of;
+use crate::engine::detection::{FleetSums, stats_of};
 use crate::model::HazardClass;
 
 /// Rows shown when the request does not say.
@@ -24,20 +25,28 @@ struct Ranked {
 
 pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
     let class = HazardClass::Critical;
+    // The fleet as the vehicles held here show it, through their latest bin.
+    let latest = sources
+        .vehicles
+        .iter()
+        .filter_map(|v| v.bins.keys().next_back().copied())
+        .max()
+        .unwrap_or(i64::MIN);
+    let through = latest.saturating_add(sources.settings.bin_width_ms);
+    let fleet = sources.settings.vehicle_baseline(
+        class,
+        &FleetSums::of(sources.settings, sources.vehicles, through),
+    );
     let mut ranked: Vec<Ranked> = sources
         .vehicles
         .iter()
         .map(|v| {
             let (events, exposure_hours) = stats_of(sources.settings, Some(&v.totals()), class);
-            let params = v
-                .series
-                .first()
-                .map_or(sources.settings.params, |s| *s.detector.params());
             Ranked {
                 vehicle_id: v.key().clone(),
                 posterior: GammaRate {
-                    shape: params.a0 + events as f64,
-                    rate: params.b0 + exposure_hours,
+                    shape: fleet.shape + events as f64,
+                    rate: fleet.rate + exposure_hours,
                 },
                 events,
                 exposure_hours,
@@ -81,7 +90,7 @@ pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
         "matching": matching.len(),
         "limit": limit,
         "ranking": rows,
-        "prior_mean_per_1000h": sources.settings.params.a0 / sources.settings.params.b0 * 1000.0,
+        "prior_mean_per_1000h": fleet.shape / fleet.rate * 1000.0,
     })
 }
 
@@ -99,7 +108,7 @@ pub fn page(data: &Value) -> String {
     let rows = html::rows(data, "/ranking");
     let mut chart = Chart::new(
         "vehicle-hazards",
-        "Posterior critical-event hazard per 1000 h, 95% CrI",
+        "Posterior critical-event hazard per 1000 risk-adjusted h, 95% CrI",
         "rank",
         "per 1000 h",
     );

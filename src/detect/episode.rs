@@ -3,13 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::BinUpdate;
-
-/// When episodes open, update and resolve.
+/// When episodes update and resolve (when they open is the caller's rule: see [`BinEvidence`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeParams {
-    /// Open an episode when P(regression) reaches this.
-    pub p_open: f64,
     /// Count a bin towards resolution when P(regression) falls below this.
     pub p_close: f64,
     /// Resolve after this many bins in a row below `p_close`.
@@ -21,7 +17,6 @@ pub struct EpisodeParams {
 impl Default for EpisodeParams {
     fn default() -> Self {
         EpisodeParams {
-            p_open: 0.95,
             p_close: 0.5,
             resolve_after_bins: 3,
             update_hr_change: 0.25,
@@ -69,6 +64,16 @@ pub struct Episode {
     pub bins_below: u32,
 }
 
+/// What an episode needs of one bin's conclusions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BinEvidence {
+    pub p_regression: f64,
+    /// The bin meets the opening rule (a false-alarm-calibrated threshold).
+    pub opens: bool,
+    /// Hazard ratio median, where there is one.
+    pub hr_median: Option<f64>,
+}
+
 /// At most one open episode per series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeTracker {
@@ -76,19 +81,19 @@ pub struct EpisodeTracker {
 }
 
 impl EpisodeTracker {
-    /// Takes one bin's conclusions; `onset_ms` is the start of its MAP segment and `at_ms` the
-    /// time the bin closed. Returns the transition, with the episode as it stands after it.
+    /// Takes one bin's conclusions; `onset_ms` is the start of its onset estimate and `at_ms`
+    /// the time the bin closed. Returns the transition, with the episode as it stands after it.
     pub fn observe(
         &mut self,
         params: &EpisodeParams,
-        update: &BinUpdate,
+        update: &BinEvidence,
         onset_ms: i64,
         at_ms: i64,
     ) -> Option<(AlertStatus, Episode)> {
-        let hr_median = update.hazard_ratio.map(|hr| hr.median);
+        let hr_median = update.hr_median;
         match self.open.as_mut() {
             None => {
-                let hr = hr_median.filter(|_| update.p_regression >= params.p_open)?;
+                let hr = hr_median.filter(|_| update.opens)?;
                 let episode = Episode {
                     onset_ms,
                     opened_at_ms: at_ms,
@@ -126,21 +131,13 @@ impl EpisodeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::run_length::HazardRatioSummary;
 
-    fn update(p: f64, hr: Option<f64>) -> BinUpdate {
-        BinUpdate {
+    /// The rule opens at P(regression) >= 0.95 in this test.
+    fn update(p: f64, hr: Option<f64>) -> BinEvidence {
+        BinEvidence {
             p_regression: p,
-            map_run_length: 5,
-            hazard_ratio: hr.map(|median| HazardRatioSummary {
-                median,
-                low: median / 2.0,
-                high: median * 2.0,
-                events_after: 10,
-                exposure_after: 100.0,
-                events_before: 5,
-                exposure_before: 100.0,
-            }),
+            opens: p >= 0.95,
+            hr_median: hr,
         }
     }
 

@@ -1,15 +1,19 @@
 //! Sequential Bayesian change-point detection for one series of event-time bins (DESIGN §3).
 //!
-//! Owns the Poisson-Gamma run-length posterior with exposure ([`Detector`]) and the hazard-ratio
-//! posterior between the current segment and the bins before it ([`hazard_ratio`]), and the
-//! episodes built on them ([`episode`]). Pure: no IO,
+//! Owns the fleet-relative detector the stream runs ([`fleet_relative`]: each key against what
+//! the fleet predicts for it), its opening thresholds from a false-alarm budget
+//! ([`calibration`]), the hazard-ratio posterior of two Gamma rates ([`hazard_ratio`]) and the
+//! episodes built on them ([`episode`]); and the earlier self-baseline run-length detector
+//! ([`Detector`], `safetel detect --model self-baseline`), kept for comparison. Pure: no IO,
 //! no clocks; the engine feeds it closed bins and persists its state.
 
+pub mod calibration;
 pub mod episode;
+pub mod fleet_relative;
 pub mod hazard_ratio;
 mod run_length;
 
-pub use episode::{AlertStatus, Episode, EpisodeParams, EpisodeTracker};
+pub use episode::{AlertStatus, BinEvidence, Episode, EpisodeParams, EpisodeTracker};
 pub use run_length::{BinUpdate, Detector, HazardRatioSummary, StateDecodeError};
 
 use serde::{Deserialize, Serialize};

@@ -10,16 +10,17 @@
 //! `demo` and the experiments one aggregator takes them in process. Either way the series see
 //! the same sums in the same bin order, so the alerts are the same.
 //!
-//! A cohort that appears mid-stream (a new firmware) starts from its members' own earlier bins:
-//! each report carries, for cohorts its partition did not sum in the bin before, the earlier
-//! bins of the partition's vehicles that are in the cohort now. Pure: no IO.
+//! A cohort's bin carries its members' counts and the counts the fleet predicted for them (set
+//! when each vehicle's bin closed), so a cohort that appears mid-stream (a new firmware) is
+//! compared with what its members would have done from its first bin on: no warm-up. Pure: no
+//! IO.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::detection::{
-    DetectionSettings, Series, SeriesKey, VehicleSet, for_each_cohort_key, stats_of,
+    DetectionSettings, Series, SeriesKey, VehicleSet, cohort_stats_of, for_each_cohort_key,
 };
 use super::state::{BinStats, id_hash};
 use crate::model::{HazardClass, KeyKind, RegressionAlert};
@@ -41,10 +42,6 @@ pub struct PartitionReport {
     pub through_ms: i64,
     /// (bin start, cohort, sum over the partition's vehicles in the cohort at that bin)
     pub sums: Vec<(i64, String, BinStats)>,
-    /// (bin start B, cohort, earlier bin b, sum at b over the partition's vehicles in the cohort
-    /// at B), for cohorts the partition did not sum in the bin before B: the history a cohort
-    /// that is new at B starts from.
-    pub history: Vec<(i64, String, i64, BinStats)>,
 }
 
 impl PartitionReport {
@@ -56,7 +53,6 @@ impl PartitionReport {
             from_ms: i64::MIN,
             through_ms: i64::MIN,
             sums: Vec::new(),
-            history: Vec::new(),
         }
     }
 
@@ -70,33 +66,13 @@ impl PartitionReport {
         through_ms: i64,
     ) -> PartitionReport {
         let width = settings.bin_width_ms;
-        let window = settings.params.window_bins as i64 * width;
-        // Sums from one bin earlier: a cohort summed there is not new in the first bin.
         let mut sums: BTreeMap<(i64, String), BinStats> = BTreeMap::new();
         let mut key = String::new();
         vehicles.for_each(&mut |meta, bins| {
-            for (&bin, stats) in bins.range(from_ms.saturating_sub(width)..through_ms) {
+            for (&bin, stats) in bins.range(from_ms..through_ms) {
                 for_each_cohort_key(settings, meta, bin + width, &mut key, |k| {
                     sums.entry((bin, k.to_string())).or_default().add(stats)
                 });
-            }
-        });
-        let mut history: BTreeMap<(i64, String, i64), BinStats> = BTreeMap::new();
-        vehicles.for_each(&mut |meta, bins| {
-            let mut bin = from_ms;
-            while bin < through_ms {
-                for_each_cohort_key(settings, meta, bin + width, &mut key, |k| {
-                    if sums.contains_key(&(bin - width, k.to_string())) {
-                        return;
-                    }
-                    for (&earlier, stats) in bins.range(bin - window..bin) {
-                        history
-                            .entry((bin, k.to_string(), earlier))
-                            .or_default()
-                            .add(stats);
-                    }
-                });
-                bin += width;
             }
         });
         PartitionReport {
@@ -104,15 +80,7 @@ impl PartitionReport {
             empty: false,
             from_ms,
             through_ms,
-            sums: sums
-                .into_iter()
-                .filter(|((bin, _), _)| *bin >= from_ms)
-                .map(|((bin, k), s)| (bin, k, s))
-                .collect(),
-            history: history
-                .into_iter()
-                .map(|((bin, k, earlier), s)| (bin, k, earlier, s))
-                .collect(),
+            sums: sums.into_iter().map(|((bin, k), s)| (bin, k, s)).collect(),
         }
     }
 
@@ -123,7 +91,6 @@ impl PartitionReport {
             .map(|q| {
                 let part = PartitionReport {
                     sums: Vec::new(),
-                    history: Vec::new(),
                     ..self.clone()
                 };
                 (q, part)
@@ -133,12 +100,6 @@ impl PartitionReport {
             parts[cohort_partition(&entry.1, partitions) as usize]
                 .1
                 .sums
-                .push(entry);
-        }
-        for entry in self.history {
-            parts[cohort_partition(&entry.1, partitions) as usize]
-                .1
-                .history
                 .push(entry);
         }
         parts
@@ -155,8 +116,6 @@ pub struct SourceProgress {
     pub closed_through_ms: i64,
     /// bin -> cohort -> sum
     pub sums: BTreeMap<i64, BTreeMap<String, BinStats>>,
-    /// bin B -> cohort -> earlier bin -> sum (see [`PartitionReport::history`])
-    pub history: BTreeMap<i64, BTreeMap<String, BTreeMap<i64, BinStats>>>,
 }
 
 impl Default for SourceProgress {
@@ -166,7 +125,6 @@ impl Default for SourceProgress {
             first_bin_ms: None,
             closed_through_ms: i64::MIN,
             sums: BTreeMap::new(),
-            history: BTreeMap::new(),
         }
     }
 }
@@ -239,17 +197,6 @@ impl CohortAggregator {
                     .add(&stats);
             }
         }
-        for (bin, key, earlier, stats) in report.history {
-            if bin >= floor {
-                let by_bin = source.history.entry(bin).or_default();
-                by_bin
-                    .entry(key)
-                    .or_default()
-                    .entry(earlier)
-                    .or_default()
-                    .add(&stats);
-            }
-        }
         source.closed_through_ms = report.through_ms;
         true
     }
@@ -269,8 +216,7 @@ impl CohortAggregator {
     }
 
     /// Closes the cohort bins every source in `waiting_for` has passed, bin by bin: sums the
-    /// sources' reports, starts the series of cohorts new in the bin (from their members'
-    /// history), and feeds every series. Returns the cohorts fed and the bin updates made.
+    /// sources' reports, starts the series of cohorts new in the bin, and feeds every series. Returns the cohorts fed and the bin updates made.
     pub fn close(
         &mut self,
         settings: &DetectionSettings,
@@ -302,48 +248,29 @@ impl CohortAggregator {
                 }
             }
             for &key in sums.keys() {
-                if self.series.contains_key(key) {
-                    continue;
+                if !self.series.contains_key(key) {
+                    // A cohort new in this bin starts here, against its members' prediction.
+                    let series = HazardClass::ALL
+                        .iter()
+                        .map(|_| Series::new(settings.params, bin))
+                        .collect();
+                    self.series.insert(key.to_string(), series);
                 }
-                // A cohort new mid-stream starts from its members' own earlier bins.
-                let warm_from = if first_ever && bin == start {
-                    bin
-                } else {
-                    bin - settings.params.window_bins as i64 * width
-                };
-                let mut history: BTreeMap<i64, BinStats> = BTreeMap::new();
-                for source in self.sources.values() {
-                    let members = source.history.get(&bin).and_then(|h| h.get(key));
-                    for (earlier, stats) in members.into_iter().flatten() {
-                        if *earlier >= warm_from {
-                            history.entry(*earlier).or_default().add(stats);
-                        }
-                    }
-                }
-                let mut series: Vec<Series> = HazardClass::ALL
-                    .iter()
-                    .map(|_| Series::new(settings.params, warm_from))
-                    .collect();
-                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
-                    s.advance(
-                        settings,
-                        cohort_key(key, class),
-                        bin,
-                        |b| stats_of(settings, history.get(&b), class),
-                        None,
-                    );
-                }
-                self.series.insert(key.to_string(), series);
             }
+            let baseline = settings.cohort_baseline();
             for (key, series) in self.series.iter_mut() {
                 for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
-                    updates += s.advance(
+                    let seen = cohort_stats_of(settings, sums.get(key.as_str()), class);
+                    s.feed(
                         settings,
                         cohort_key(key, class),
-                        bin + width,
-                        |_| stats_of(settings, sums.get(key.as_str()), class),
-                        Some(alerts),
+                        seen,
+                        baseline,
+                        &settings.rules.cohort,
+                        alerts,
                     );
+                    s.complete_last(baseline);
+                    updates += 1;
                 }
                 fed.insert(key.clone());
             }
@@ -352,7 +279,6 @@ impl CohortAggregator {
         self.closed_through_ms = through;
         for source in self.sources.values_mut() {
             source.sums = source.sums.split_off(&through);
-            source.history = source.history.split_off(&through);
         }
         (fed.into_iter().collect(), updates)
     }
@@ -363,6 +289,6 @@ fn cohort_key(key: &str, class: HazardClass) -> SeriesKey<'_> {
         kind: KeyKind::Cohort,
         key,
         class,
-        prior_source: "config",
+        prior_source: "members",
     }
 }

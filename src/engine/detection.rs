@@ -1,32 +1,107 @@
 //! Bin closes and the change-point series they feed (DESIGN §3).
 //!
-//! Owns, per hazard class, one [`Series`] (detector + episode) per vehicle and per cohort
-//! (`firmware:<version>`, `model:<name>`), when their bins close, and the alerts their episodes
-//! produce. A vehicle's bin closes when its partition's watermark passes the bin's end plus the
-//! allowed lateness: no record for it can be accepted after that, so what the detector sees does
-//! not depend on timing. A cohort's bin closes when every partition has closed it, and sums the
-//! bins of the vehicles that ran that firmware (or are that model) then. A cohort that appears
-//! mid-stream, such as a new firmware version, starts from its members' own earlier bins, so its
-//! detector compares the vehicles after the change with themselves before it. Cohort bins are
-//! summed and closed by [`super::cohorts`].
+//! Owns, per hazard class, one [`Series`] (fleet-relative detector + episode) per vehicle and
+//! per cohort (`firmware:<version>`, `model:<name>`), when their bins close, what each is
+//! compared with, and the alerts their episodes produce.
+//!
+//! - A vehicle's bin closes when its partition's watermark passes the bin's end plus the allowed
+//!   lateness: no record for it can be accepted after that, so what the detector sees does not
+//!   depend on timing. It is compared with the fleet: the partition's vehicles' rate per unit of
+//!   exposure over its closed bins older than the guard window (but at least the first G; this
+//!   one included while there are fewer) ([`FleetSums`], an empirical-Bayes mean with the weak
+//!   prior `a0 / b0`), spread by `fleet_shape` (or the refit's measured spread for the
+//!   critical class), updated with the vehicle's own bins older than the guard window. Exposure
+//!   is risk-adjusted hours for critical events and autonomous hours for disengagements.
+//! - The vehicle's expected count of each closed bin is written into the bin; a cohort's bin sums
+//!   its members' counts and expected counts ([`super::cohorts`]), so a cohort is compared with
+//!   what its members would have done on their own baselines, from its first bin on.
+//! - Attribution: a vehicle counts towards its model cohort only while its firmware is
+//!   established (run for at least the guard window, or the first it was seen with), so a
+//!   firmware rollout's rise is the firmware cohort's and not its models'.
+//! - Episodes open when the ln-odds of P(regression) reach the threshold calibrated for the
+//!   key's kind and expected count from the false-alarm budget ([`OpeningRules`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::state::{BinStats, Prior, VehicleMeta, VehicleState};
+use super::state::{BinStats, VehicleMeta, VehicleState};
 use crate::config::DetectorConfig;
+use crate::detect::calibration::{NullModel, OpeningRule};
+use crate::detect::fleet_relative::{Baseline, FleetDetector, FleetRelativeParams, FleetUpdate};
 use crate::detect::{
-    AlertStatus, BinUpdate, Detector, DetectorParams, Episode, EpisodeParams, EpisodeTracker,
-    HazardRatioSummary, StateDecodeError,
+    AlertStatus, BinEvidence, Episode, EpisodeParams, EpisodeTracker, HazardRatioSummary,
+    StateDecodeError,
 };
 use crate::model::{HazardClass, KeyKind, RegressionAlert, utc_date};
+
+const DAYS_PER_MONTH: f64 = 30.4375;
+const DAY_MS: f64 = 86_400_000.0;
+/// Of a vehicle series' false-alarm allowance, the share a cohort series gets: cohort false
+/// alarms count against the same vehicle-months, and each cohort has plenty of data.
+const COHORT_ALLOWANCE_SHARE: f64 = 0.5;
+/// Of the budget, the share spent on vehicle series; the rest covers cohort series (up to one
+/// per vehicle series at [`COHORT_ALLOWANCE_SHARE`]).
+const VEHICLE_BUDGET_SHARE: f64 = 0.95;
+
+/// P(regression) from which a series' last bin carries its hazard ratio.
+pub const HR_SHOWN_FROM_P: f64 = 0.05;
+
+/// The opening thresholds in force, per key kind (and class, for vehicles).
+#[derive(Debug, Clone)]
+pub struct OpeningRules {
+    pub false_alarms_per_1000_vehicle_months: f64,
+    /// In [`HazardClass::ALL`] order.
+    pub vehicle: Vec<Arc<OpeningRule>>,
+    pub cohort: Arc<OpeningRule>,
+}
+
+impl OpeningRules {
+    fn calibrate(
+        params: &FleetRelativeParams,
+        budget: f64,
+        vehicle_shapes: &[f64],
+        cohort_shape: f64,
+        bin_width_ms: i64,
+    ) -> OpeningRules {
+        let bins_per_month = DAYS_PER_MONTH * DAY_MS / bin_width_ms as f64;
+        let classes = HazardClass::ALL.len() as f64;
+        let vehicle_rate = VEHICLE_BUDGET_SHARE * budget / 1000.0 / bins_per_month / classes;
+        let rule = |shape: f64, rate: f64| {
+            Arc::new(OpeningRule::calibrate(
+                params,
+                NullModel {
+                    shape,
+                    false_alarms_per_bin: rate,
+                },
+            ))
+        };
+        OpeningRules {
+            false_alarms_per_1000_vehicle_months: budget,
+            vehicle: vehicle_shapes
+                .iter()
+                .map(|&shape| rule(shape, vehicle_rate))
+                .collect(),
+            cohort: rule(cohort_shape, vehicle_rate * COHORT_ALLOWANCE_SHARE),
+        }
+    }
+}
 
 /// What the detection stage needs to know.
 #[derive(Debug, Clone)]
 pub struct DetectionSettings {
-    pub params: DetectorParams,
+    pub params: FleetRelativeParams,
     pub episodes: EpisodeParams,
+    /// Gamma prior of the fleet's mean rate (shape, rate in exposure hours).
+    pub fleet_prior: (f64, f64),
+    /// Spread of vehicles' rates around the fleet mean (Gamma shape), per class.
+    pub fleet_shape: Vec<f64>,
+    /// Where each class's spread came from: `config` or `refit`.
+    pub fleet_shape_source: Vec<&'static str>,
+    /// Spread of cohorts' rates around their members' prediction (Gamma shape).
+    pub cohort_shape: f64,
+    pub rules: OpeningRules,
     pub cohorts: Vec<String>,
     pub bin_width_ms: i64,
     pub allowed_lateness_ms: i64,
@@ -38,9 +113,23 @@ pub struct DetectionSettings {
 
 impl DetectionSettings {
     pub fn new(detector: &DetectorConfig, bin_width_ms: i64, allowed_lateness_ms: i64) -> Self {
+        let params = detector.params();
+        let fleet_shape = vec![detector.fleet_shape; HazardClass::ALL.len()];
+        let rules = OpeningRules::calibrate(
+            &params,
+            detector.false_alarms_per_1000_vehicle_months,
+            &fleet_shape,
+            detector.cohort_shape,
+            bin_width_ms,
+        );
         DetectionSettings {
-            params: detector.params(),
+            params,
             episodes: detector.episodes(),
+            fleet_prior: (detector.a0, detector.b0),
+            fleet_shape_source: vec!["config"; HazardClass::ALL.len()],
+            fleet_shape,
+            cohort_shape: detector.cohort_shape,
+            rules,
             cohorts: detector.cohorts.clone(),
             bin_width_ms,
             allowed_lateness_ms,
@@ -49,9 +138,182 @@ impl DetectionSettings {
         }
     }
 
-    /// Bins a series keeps: a series silent for longer restarts from this far back.
-    fn history_bins(&self) -> i64 {
-        (self.params.max_run_length + self.params.window_bins) as i64
+    /// Takes a measured spread of vehicles' rates for `class` (from a refit) and recalibrates
+    /// that class's opening rule for it. Values are kept to two significant digits, so that
+    /// refits that agree share one calibration.
+    pub fn use_fleet_shape(&mut self, class: HazardClass, shape: f64) {
+        if !(shape.is_finite() && shape > 0.0) {
+            return;
+        }
+        let digits = 10f64.powf(shape.log10().floor() - 1.0);
+        let shape = ((shape / digits).round() * digits).clamp(
+            crate::detect::fleet_relative::MIN_FLEET_SHAPE,
+            crate::detect::fleet_relative::MAX_FLEET_SHAPE,
+        );
+        let i = class_index(class);
+        if self.fleet_shape[i] == shape {
+            return;
+        }
+        self.fleet_shape[i] = shape;
+        self.fleet_shape_source[i] = "refit";
+        let rate = self.rules.vehicle[i].null.false_alarms_per_bin;
+        self.rules.vehicle[i] = Arc::new(OpeningRule::calibrate(
+            &self.params,
+            NullModel {
+                shape,
+                false_alarms_per_bin: rate,
+            },
+        ));
+    }
+
+    /// The fleet's Gamma distribution of vehicles' rates for `class`, given the partition's
+    /// sums over the bins closed so far and the one closing ([`FleetSums`]).
+    pub fn vehicle_baseline(&self, class: HazardClass, sums: &FleetSums) -> Baseline {
+        let i = class_index(class);
+        let (events, exposure_ms) = sums.basis(self, class);
+        let mean = (self.fleet_prior.0 + events as f64)
+            / (self.fleet_prior.1 + exposure_ms as f64 / 3_600_000.0);
+        let shape = self.fleet_shape[i];
+        Baseline {
+            shape,
+            rate: shape / mean,
+        }
+    }
+
+    /// What a cohort's count is compared with: its members' prediction, times a Gamma(c, c)
+    /// factor of mean 1.
+    pub fn cohort_baseline(&self) -> Baseline {
+        Baseline {
+            shape: self.cohort_shape,
+            rate: self.cohort_shape,
+        }
+    }
+}
+
+/// The spread of vehicles' rates (Gamma shape) that a refit's per-vehicle posteriors imply:
+/// mean^2 over the total variance, the spread of their means plus their mean variance.
+/// `None` with fewer than two vehicles.
+pub fn shape_of_priors<'a>(priors: impl Iterator<Item = &'a super::state::Prior>) -> Option<f64> {
+    let (mut n, mut sum, mut sum_sq, mut within) = (0.0, 0.0, 0.0, 0.0);
+    for p in priors.filter(|p| p.a0 > 0.0 && p.b0 > 0.0) {
+        let mean = p.a0 / p.b0;
+        n += 1.0;
+        sum += mean;
+        sum_sq += mean * mean;
+        within += p.a0 / (p.b0 * p.b0);
+    }
+    if n < 2.0 {
+        return None;
+    }
+    let mu = sum / n;
+    let variance = (sum_sq / n - mu * mu).max(0.0) + within / n;
+    (variance > 0.0).then(|| mu * mu / variance)
+}
+
+impl DetectionSettings {
+    /// The detector and the opening rules in force, as the API and the summary page state them.
+    pub fn rules_json(&self) -> serde_json::Value {
+        use crate::detect::calibration::EXPECTED_GRID;
+        let table = |rule: &OpeningRule| {
+            EXPECTED_GRID
+                .iter()
+                .map(|&m| serde_json::json!({"expected_per_bin": m, "p_open": rule.p_open_at(m)}))
+                .collect::<Vec<_>>()
+        };
+        let vehicle: serde_json::Map<String, serde_json::Value> = HazardClass::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, class)| {
+                (
+                    class.name().to_string(),
+                    serde_json::json!({
+                        "fleet_shape": self.fleet_shape[i],
+                        "fleet_shape_source": self.fleet_shape_source[i],
+                        "false_alarms_per_series_bin": self.rules.vehicle[i].null.false_alarms_per_bin,
+                        "p_open": table(&self.rules.vehicle[i]),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "model": "fleet-relative",
+            "false_alarms_per_1000_vehicle_months": self.rules.false_alarms_per_1000_vehicle_months,
+            "threshold_hr": self.params.threshold,
+            "hazard": self.params.hazard,
+            "guard_bins": self.params.guard_bins,
+            "rule": "an episode opens when P(changed and HR > threshold) reaches p_open, set per key kind and expected events per bin by simulating each kind's null so that false alarms stay within the budget",
+            "vehicle": vehicle,
+            "cohort": {
+                "cohort_shape": self.cohort_shape,
+                "false_alarms_per_series_bin": self.rules.cohort.null.false_alarms_per_bin,
+                "p_open": table(&self.rules.cohort),
+            },
+        })
+    }
+}
+
+fn class_index(class: HazardClass) -> usize {
+    HazardClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .expect("a hazard class")
+}
+
+/// A partition's vehicles' bins summed over the closed bins, split into the basis of the
+/// fleet's mean and the rest. Like each key's own baseline, the fleet's mean is taken from bins
+/// a recent rise (a firmware rollout) has not reached: those older than the guard window G, but
+/// never fewer than the first G bins (so at bin t: bins [0, t] while t < G, then [0, G), then
+/// [0, t - G) from t = 2G on). Integer sums, so that they do not depend on the order vehicles
+/// are visited in; every count and exposure kept, so that a review budget set after a restore
+/// reads them as the live engine did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSums {
+    pub(crate) basis: BinStats,
+    pub(crate) basis_bins: usize,
+    /// Totals of the later bins, oldest first.
+    pub(crate) recent: std::collections::VecDeque<BinStats>,
+}
+
+impl FleetSums {
+    /// Adds the totals of the next closed bin (bins come in order, one push per bin).
+    pub fn push(&mut self, settings: &DetectionSettings, totals: BinStats) {
+        self.recent.push_back(totals);
+        let guard = settings.params.guard_bins;
+        let bins = self.basis_bins + self.recent.len();
+        let wanted = bins.min(guard).max(bins.saturating_sub(guard));
+        while self.basis_bins < wanted {
+            let next = self.recent.pop_front().expect("wanted <= bins");
+            self.basis.add(&next);
+            self.basis_bins += 1;
+        }
+    }
+
+    /// What the fleet's mean of `class` is taken from: (events, exposure ms).
+    fn basis(&self, settings: &DetectionSettings, class: HazardClass) -> (u64, u64) {
+        class_exposure(settings, &self.basis, class)
+    }
+
+    /// The sums over `vehicles`' bins before `before_ms` (a closed edge: every bin before it is
+    /// pushed), bin by bin.
+    pub fn of(settings: &DetectionSettings, vehicles: &dyn VehicleSet, before_ms: i64) -> Self {
+        let mut per_bin: BTreeMap<i64, BinStats> = BTreeMap::new();
+        vehicles.for_each(&mut |_, bins| {
+            for (&bin, stats) in bins.range(..before_ms) {
+                per_bin.entry(bin).or_default().add(stats);
+            }
+        });
+        let mut sums = FleetSums::default();
+        let Some(&first) = per_bin.keys().next() else {
+            return sums;
+        };
+        // One push per bin, empty ones included, from the partition's first bin: as the live
+        // engine closes them.
+        let mut bin = first;
+        while bin < before_ms {
+            sums.push(settings, per_bin.get(&bin).copied().unwrap_or_default());
+            bin += settings.bin_width_ms;
+        }
+        sums
     }
 }
 
@@ -60,9 +322,15 @@ impl DetectionSettings {
 pub struct LastBin {
     pub bin_start_ms: i64,
     pub p_regression: f64,
-    pub map_run_length: usize,
-    /// Start of the MAP segment.
+    /// Bins from the onset estimate to this one, counting it (0: no change in view).
+    pub onset_bins: u32,
+    /// Start of the onset estimate's bin.
     pub onset_ms: i64,
+    /// The fleet's expected count for the bin, and what was seen.
+    pub expected: f64,
+    pub events: u64,
+    /// P(regression) at which an episode opens for this key now.
+    pub p_open: f64,
     pub hazard_ratio: Option<HazardRatioSummary>,
 }
 
@@ -70,7 +338,7 @@ pub struct LastBin {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Series {
     #[serde(skip)]
-    pub detector: Detector,
+    pub detector: FleetDetector,
     pub episode: EpisodeTracker,
     /// Start of the next bin to feed.
     pub next_bin_ms: i64,
@@ -83,78 +351,107 @@ pub struct SeriesKey<'a> {
     pub kind: KeyKind,
     pub key: &'a str,
     pub class: HazardClass,
-    /// `config` or `refit`: where the series' Gamma prior came from.
+    /// Where the baseline's spread came from: `stream`, `refit` (vehicles) or `members`
+    /// (cohorts: their members' predictions).
     pub prior_source: &'static str,
 }
 
 impl Series {
-    pub fn new(params: DetectorParams, first_bin_ms: i64) -> Series {
+    pub fn new(params: FleetRelativeParams, first_bin_ms: i64) -> Series {
         Series {
-            detector: Detector::new(params).expect("parameters validated with the config"),
+            detector: FleetDetector::new(params).expect("parameters validated with the config"),
             episode: EpisodeTracker::default(),
             next_bin_ms: first_bin_ms,
             last: None,
         }
     }
 
-    /// Feeds the bins from `next_bin_ms` up to (not including) `through_ms`; `stats_at` gives a
-    /// bin's (events, exposure hours). Episode transitions become alerts in `alerts`, unless
-    /// `alerts` is `None` (warming up on history). Returns the number of bins fed.
-    pub fn advance(
+    /// Feeds the bin at `next_bin_ms`: `events` against `exposure` under `fleet`, opening by
+    /// `rule`. Episode transitions become alerts in `alerts`. Returns the detector's update.
+    pub fn feed(
         &mut self,
         settings: &DetectionSettings,
         key: SeriesKey<'_>,
-        through_ms: i64,
-        mut stats_at: impl FnMut(i64) -> (u64, f64),
-        mut alerts: Option<&mut Vec<RegressionAlert>>,
-    ) -> u64 {
+        (events, exposure): (u64, f64),
+        fleet: Baseline,
+        rule: &OpeningRule,
+        alerts: &mut Vec<RegressionAlert>,
+    ) -> FleetUpdate {
         let width = settings.bin_width_ms;
-        let oldest_useful = through_ms - settings.history_bins() * width;
-        if self.next_bin_ms < oldest_useful {
-            // Silent longer than the history kept: what came before no longer matters.
-            self.detector = Detector::new(*self.detector.params()).expect("validated");
-            self.next_bin_ms = oldest_useful;
-        }
-        let mut fed = 0;
-        while self.next_bin_ms < through_ms {
-            let bin = self.next_bin_ms;
-            let (events, exposure) = stats_at(bin);
-            let update = self.detector.update(events, exposure);
-            let onset_ms = bin - (update.map_run_length as i64 - 1) * width;
-            let closed_at = bin + width + settings.allowed_lateness_ms;
-            if let Some(alerts) = alerts.as_deref_mut()
-                && let Some((status, episode)) =
-                    self.episode
-                        .observe(&settings.episodes, &update, onset_ms, closed_at)
-            {
-                let params = self.detector.params();
-                alerts.push(alert(
-                    settings, params, key, status, &episode, &update, closed_at,
-                ));
+        let bin = self.next_bin_ms;
+        let update = self.detector.update(events, exposure, fleet);
+        let base = self.detector.posterior_baseline(fleet);
+        let expected_per_bin = self.detector.mean_exposure_per_bin() * base.shape / base.rate;
+        let threshold = rule.ln_odds_at(expected_per_bin);
+        let opens = update.ln_odds_regression >= threshold;
+        let onset_ms = bin - (i64::from(update.onset_bins.max(1)) - 1) * width;
+        let closed_at = bin + width + settings.allowed_lateness_ms;
+        // The hazard ratio is dear (three Beta quantiles): only where an episode needs it.
+        let hazard_ratio = (opens || self.episode.open.is_some())
+            .then(|| self.detector.hazard_ratio(fleet))
+            .flatten();
+        let evidence = BinEvidence {
+            p_regression: update.p_regression,
+            opens,
+            hr_median: hazard_ratio.map(|h| h.median),
+        };
+        if let Some((status, episode)) =
+            self.episode
+                .observe(&settings.episodes, &evidence, onset_ms, closed_at)
+        {
+            alerts.push(alert(
+                settings,
+                key,
+                status,
+                &episode,
+                &update,
+                hazard_ratio,
+                base,
+                closed_at,
+            ));
+            if status == AlertStatus::Resolved {
+                // The recursion starts again from the current baseline.
+                self.detector.restart();
             }
-            self.last = Some(LastBin {
-                bin_start_ms: bin,
-                p_regression: update.p_regression,
-                map_run_length: update.map_run_length,
-                onset_ms,
-                hazard_ratio: update.hazard_ratio,
-            });
-            self.next_bin_ms += width;
-            fed += 1;
         }
-        fed
+        self.last = Some(LastBin {
+            bin_start_ms: bin,
+            p_regression: update.p_regression,
+            onset_bins: update.onset_bins,
+            onset_ms,
+            expected: update.expected,
+            events,
+            p_open: 1.0 / (1.0 + (-threshold).exp()),
+            hazard_ratio,
+        });
+        self.next_bin_ms += width;
+        update
+    }
+
+    /// Fills in the last bin's hazard ratio where the episode did not need it (for the API),
+    /// once P(regression) reaches [`HR_SHOWN_FROM_P`]: three Beta quantiles cost ~15x a bin
+    /// update, and below that there is no rise to size.
+    pub fn complete_last(&mut self, fleet: Baseline) {
+        if let Some(last) = self.last.as_mut()
+            && last.hazard_ratio.is_none()
+            && last.onset_bins > 0
+            && last.p_regression >= HR_SHOWN_FROM_P
+        {
+            last.hazard_ratio = self.detector.hazard_ratio(fleet);
+        }
     }
 }
 
-/// The alert for an episode transition; `params` are the series' own (its prior may be a
-/// refit's), so that the posterior mean rates match the hazard ratio.
+/// The alert for an episode transition.
+#[allow(clippy::too_many_arguments)]
 fn alert(
     settings: &DetectionSettings,
-    p: &DetectorParams,
     key: SeriesKey<'_>,
     status: AlertStatus,
     episode: &Episode,
-    update: &BinUpdate,
+    update: &FleetUpdate,
+    hr: Option<HazardRatioSummary>,
+    base: Baseline,
     detected_at: i64,
 ) -> RegressionAlert {
     let suffix = match status {
@@ -168,8 +465,12 @@ fn alert(
         key.class.name(),
         utc_date(episode.onset_ms)
     );
-    let hr = update.hazard_ratio;
-    let rate = |events: u64, exposure: f64| (p.a0 + events as f64) / (p.b0 + exposure);
+    // Rates in the key's exposure unit: the baseline's mean, and after the onset one
+    // pseudo-event at it plus the segment's events and exposure.
+    let rate_before = base.shape / base.rate;
+    let rate_after = |h: HazardRatioSummary| {
+        (1.0 + h.events_after as f64) / (1.0 / rate_before + h.exposure_after)
+    };
     RegressionAlert {
         alert_id,
         status,
@@ -182,8 +483,8 @@ fn alert(
         hr_median: hr.map_or(f64::NAN, |h| h.median),
         hr_low: hr.map_or(f64::NAN, |h| h.low),
         hr_high: hr.map_or(f64::NAN, |h| h.high),
-        rate_before: hr.map_or(f64::NAN, |h| rate(h.events_before, h.exposure_before)),
-        rate_after: hr.map_or(f64::NAN, |h| rate(h.events_after, h.exposure_after)),
+        rate_before,
+        rate_after: hr.map_or(f64::NAN, rate_after),
         events_before: hr.map_or(0, |h| h.events_before as i64),
         events_after: hr.map_or(0, |h| h.events_after as i64),
         exposure_before: hr.map_or(0.0, |h| h.exposure_before),
@@ -193,94 +494,141 @@ fn alert(
     }
 }
 
-/// The detector settings of a vehicle: the refit's prior where there is one.
-pub fn vehicle_params(settings: &DetectionSettings, prior: Option<&Prior>) -> DetectorParams {
-    match prior {
-        Some(p) => DetectorParams {
-            a0: p.a0,
-            b0: p.b0,
-            ..settings.params
-        },
-        None => settings.params,
-    }
-}
-
-/// Closes a vehicle's bins up to `through_ms`; returns the number of bin updates.
-pub fn close_vehicle(
+/// Feeds a vehicle's series the bins up to and including the one starting at `bin` (creating
+/// them at its first bin) and writes the fleet's expected counts into those bins. Returns the
+/// bins fed per class and whether any of the vehicle's bins changed.
+pub fn close_vehicle_bin(
     settings: &DetectionSettings,
     vehicle_id: &str,
     vehicle: &mut VehicleState,
-    prior: Option<&Prior>,
-    through_ms: i64,
+    fleet: &FleetSums,
+    bin: i64,
     alerts: &mut Vec<RegressionAlert>,
-) -> u64 {
-    let params = vehicle_params(settings, prior);
+) -> (u64, bool) {
     if vehicle.series.is_empty() {
         match vehicle.bins.keys().next() {
-            Some(&first) if first < through_ms => {
+            Some(&first) if first <= bin => {
                 vehicle.series = HazardClass::ALL
                     .iter()
-                    .map(|_| Series::new(params, first))
+                    .map(|_| Series::new(settings.params, first.max(bin)))
                     .collect();
             }
-            _ => return 0,
+            _ => return (0, false),
         }
     }
-    for series in vehicle.series.iter_mut() {
-        let current = series.detector.params();
-        if (current.a0, current.b0) != (params.a0, params.b0) {
-            // A refit moved the prior: it applies from the next bin on.
-            let _ = series.detector.set_prior(params.a0, params.b0);
-        }
-    }
-    let bins = &vehicle.bins;
     let mut fed = 0;
-    for (series, class) in vehicle.series.iter_mut().zip(HazardClass::ALL) {
-        let key = SeriesKey {
-            kind: KeyKind::Vehicle,
-            key: vehicle_id,
-            class,
-            prior_source: if prior.is_some() { "refit" } else { "config" },
-        };
-        fed += series.advance(
-            settings,
-            key,
-            through_ms,
-            |bin| stats_of(settings, bins.get(&bin), class),
-            Some(alerts),
-        );
+    let mut changed = false;
+    let VehicleState { series, bins, .. } = vehicle;
+    for (i, (series, class)) in series.iter_mut().zip(HazardClass::ALL).enumerate() {
+        let baseline = settings.vehicle_baseline(class, fleet);
+        let rule = &settings.rules.vehicle[i];
+        let key = vehicle_key(vehicle_id, class, settings);
+        while series.next_bin_ms <= bin {
+            let at = series.next_bin_ms;
+            let seen = stats_of(settings, bins.get(&at), class);
+            let update = series.feed(settings, key, seen, baseline, rule, alerts);
+            if let Some(stats) = bins.get_mut(&at) {
+                let before = stats.expected(class);
+                stats.set_expected(class, update.expected);
+                changed |= stats.expected(class) != before;
+            }
+            fed += 1;
+        }
+        series.complete_last(baseline);
     }
-    fed
+    (fed / HazardClass::ALL.len() as u64, changed)
 }
 
-/// What a series of `class` sees of a bin: (events, exposure hours); under a review budget the
-/// critical class sees reviewed trips only, with their risk-scaled exposure.
+fn vehicle_key<'a>(
+    vehicle_id: &'a str,
+    class: HazardClass,
+    settings: &DetectionSettings,
+) -> SeriesKey<'a> {
+    SeriesKey {
+        kind: KeyKind::Vehicle,
+        key: vehicle_id,
+        class,
+        prior_source: if settings.fleet_shape_source[class_index(class)] == "refit" {
+            "refit"
+        } else {
+            "stream"
+        },
+    }
+}
+
+/// A bin's count and exposure for `class` as the detectors see it: (events, exposure ms).
+/// Critical events against risk-adjusted exposure (under a review budget: reviewed trips only),
+/// disengagements against autonomous time.
+pub fn class_exposure(
+    settings: &DetectionSettings,
+    stats: &BinStats,
+    class: HazardClass,
+) -> (u64, u64) {
+    match class {
+        HazardClass::Critical if settings.reviewed => {
+            (stats.reviewed_critical, stats.reviewed_risk_exposure_ms)
+        }
+        HazardClass::Critical => (stats.critical, stats.risk_exposure_ms),
+        HazardClass::Disengagement => (stats.disengagements, stats.autonomous_exposure_ms),
+    }
+}
+
+/// What a vehicle series of `class` sees of a bin: (events, exposure hours).
 pub fn stats_of(
     settings: &DetectionSettings,
     stats: Option<&BinStats>,
     class: HazardClass,
 ) -> (u64, f64) {
-    match (stats, class) {
-        (None, _) => (0, 0.0),
-        (Some(s), HazardClass::Critical) if settings.reviewed => {
-            (s.reviewed_critical, s.reviewed_risk_exposure_hours())
-        }
-        (Some(s), _) => (s.count(class), s.exposure_hours()),
-    }
+    stats.map_or((0, 0.0), |s| {
+        let (events, ms) = class_exposure(settings, s, class);
+        (events, ms as f64 / 3_600_000.0)
+    })
+}
+
+/// What a cohort series of `class` sees of a bin: its members' events against their expected
+/// count.
+pub fn cohort_stats_of(
+    settings: &DetectionSettings,
+    stats: Option<&BinStats>,
+    class: HazardClass,
+) -> (u64, f64) {
+    stats.map_or((0, 0.0), |s| {
+        let (events, _) = class_exposure(settings, s, class);
+        (events, s.expected(class))
+    })
 }
 
 /// The firmware a vehicle ran at the end of the bin starting at `bin_ms`.
 pub fn firmware_at(meta: &VehicleMeta, bin_end_ms: i64) -> &str {
+    firmware_entry(meta, bin_end_ms).map_or(meta.firmware_version.as_str(), |(_, fw)| fw.as_str())
+}
+
+fn firmware_entry(meta: &VehicleMeta, bin_end_ms: i64) -> Option<&(i64, String)> {
     meta.firmware_history
         .iter()
         .rev()
         .find(|(since, _)| *since < bin_end_ms)
         .or(meta.firmware_history.first())
-        .map_or(meta.firmware_version.as_str(), |(_, fw)| fw.as_str())
 }
 
-/// Calls `f` with each cohort key a vehicle's bin counts towards (`firmware:<v>`, `model:<m>`),
-/// built in one reused buffer.
+/// Whether the vehicle's firmware at the end of a bin is established: the first it was seen
+/// with, or run for at least the guard window by then. Only then does the vehicle count towards
+/// its model cohort (attribution: a new firmware's rise belongs to the firmware cohort).
+fn firmware_established(settings: &DetectionSettings, meta: &VehicleMeta, bin_end_ms: i64) -> bool {
+    let history = &meta.firmware_history;
+    let guard_ms = settings.params.guard_bins as i64 * settings.bin_width_ms;
+    match firmware_entry(meta, bin_end_ms) {
+        None => true,
+        Some(entry) => {
+            let first_seen =
+                std::ptr::eq(entry, &history[0]) && history.len() < VehicleMeta::FIRMWARE_HISTORY;
+            first_seen || bin_end_ms - entry.0 >= guard_ms
+        }
+    }
+}
+
+/// Calls `f` with each cohort key a vehicle's bin counts towards (`firmware:<v>`, `model:<m>`;
+/// `model:` only on established firmware), built in one reused buffer.
 pub(super) fn for_each_cohort_key(
     settings: &DetectionSettings,
     meta: &VehicleMeta,
@@ -291,7 +639,9 @@ pub(super) fn for_each_cohort_key(
     for kind in &settings.cohorts {
         let value = match kind.as_str() {
             "firmware" => firmware_at(meta, bin_end_ms),
-            "model" => meta.vehicle_model.as_str(),
+            "model" if firmware_established(settings, meta, bin_end_ms) => {
+                meta.vehicle_model.as_str()
+            }
             _ => "",
         };
         if !value.is_empty() {
@@ -309,13 +659,11 @@ pub trait VehicleSet {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>));
 }
 
-/// Per cohort, the sum of the vehicles' stats in the bin starting at `bin`. With
-/// `members_at = Some((key, later_bin))`, only vehicles in cohort `key` at `later_bin` count.
+/// Per cohort, the sum of the vehicles' stats in the bin starting at `bin`.
 fn cohort_sums(
     settings: &DetectionSettings,
     vehicles: &dyn VehicleSet,
     bin: i64,
-    members_at: Option<(&str, i64)>,
 ) -> BTreeMap<String, BinStats> {
     let width = settings.bin_width_ms;
     let mut sums: BTreeMap<String, BinStats> = BTreeMap::new();
@@ -324,69 +672,114 @@ fn cohort_sums(
         let Some(stats) = bins.get(&bin) else {
             return;
         };
-        let mut add = |k: &str| match sums.get_mut(k) {
-            Some(sum) => sum.add(stats),
-            None => {
-                sums.insert(k.to_string(), *stats);
-            }
-        };
-        match members_at {
-            Some((cohort, later)) => {
-                let mut member = false;
-                for_each_cohort_key(settings, meta, later + width, &mut key, |k| {
-                    member |= k == cohort
-                });
-                if member {
-                    add(cohort);
+        for_each_cohort_key(settings, meta, bin + width, &mut key, |k| {
+            match sums.get_mut(k) {
+                Some(sum) => sum.add(stats),
+                None => {
+                    sums.insert(k.to_string(), *stats);
                 }
             }
-            None => for_each_cohort_key(settings, meta, bin + width, &mut key, add),
-        }
+        });
     });
     sums
 }
 
-/// A series' conclusions bin by bin, recomputed from `bins` with `params` by a fresh detector
-/// fed from `first_bin_ms` up to (not including) `through_ms`: what P(regression), the MAP run
-/// length and the hazard ratio were after each bin. Fed the bins the live series was fed, from
-/// where it started, with the prior it used, it reproduces the live series exactly.
-pub fn replay(
+/// A series' conclusions bin by bin, recomputed by a fresh series fed from `first_bin_ms` up
+/// to (not including) `through_ms`: `seen(bin)` and `baseline(bin)` give what the live series
+/// was fed. Episodes run as live (their resolutions restart the recursion); the alerts are
+/// dropped. Fed what the live series was fed, it reproduces it exactly.
+#[allow(clippy::too_many_arguments)]
+fn replay(
     settings: &DetectionSettings,
-    params: DetectorParams,
-    class: HazardClass,
-    bins: &BTreeMap<i64, BinStats>,
+    key: SeriesKey<'_>,
+    rule: &OpeningRule,
     first_bin_ms: i64,
     through_ms: i64,
+    mut seen: impl FnMut(i64) -> (u64, f64),
+    mut baseline: impl FnMut(i64) -> Baseline,
 ) -> Vec<LastBin> {
-    let mut series = Series::new(params, first_bin_ms);
-    let key = SeriesKey {
-        kind: KeyKind::Vehicle,
-        key: "",
-        class,
-        prior_source: "config",
-    };
-    let width = settings.bin_width_ms;
+    let mut series = Series::new(settings.params, first_bin_ms);
     let mut out = Vec::new();
-    let mut bin = first_bin_ms;
-    while bin < through_ms {
-        series.advance(
-            settings,
-            key,
-            bin + width,
-            |b| stats_of(settings, bins.get(&b), class),
-            None,
-        );
+    let mut dropped = Vec::new();
+    while series.next_bin_ms < through_ms {
+        let bin = series.next_bin_ms;
+        let fleet = baseline(bin);
+        series.feed(settings, key, seen(bin), fleet, rule, &mut dropped);
+        series.complete_last(fleet);
         out.extend(series.last);
-        bin += width;
     }
     out
 }
 
-/// The bins a cohort's live series was fed, up to `through_ms`, and the bin it started from
-/// (as [`Cohorts::close`] builds them): a cohort present from the fleet's first bin starts
-/// there; one that appears later (a new firmware) starts `window_bins` earlier, on the bins of
-/// the vehicles in it when it appeared; from then on each bin sums the vehicles in it at that
-/// bin. `None` if the cohort never had a member.
+/// The vehicle's series of `class` bin by bin ([`replay`]): its own bins against the fleet
+/// sums of its partition's vehicles (`partition`, the vehicle among them) through each bin.
+pub fn replay_vehicle(
+    settings: &DetectionSettings,
+    class: HazardClass,
+    partition: &dyn VehicleSet,
+    bins: &BTreeMap<i64, BinStats>,
+    through_ms: i64,
+) -> Vec<LastBin> {
+    let Some(&first) = bins.keys().next() else {
+        return Vec::new();
+    };
+    let mut per_bin: BTreeMap<i64, BinStats> = BTreeMap::new();
+    partition.for_each(&mut |_, vehicle_bins| {
+        for (&bin, stats) in vehicle_bins.range(..through_ms) {
+            per_bin.entry(bin).or_default().add(stats);
+        }
+    });
+    let mut fleet = FleetSums::default();
+    let mut next_push = per_bin.keys().next().copied().unwrap_or(first);
+    let key = vehicle_key("", class, settings);
+    replay(
+        settings,
+        key,
+        &settings.rules.vehicle[class_index(class)],
+        first,
+        through_ms,
+        |bin| stats_of(settings, bins.get(&bin), class),
+        |bin| {
+            while next_push <= bin {
+                fleet.push(
+                    settings,
+                    per_bin.get(&next_push).copied().unwrap_or_default(),
+                );
+                next_push += settings.bin_width_ms;
+            }
+            settings.vehicle_baseline(class, &fleet)
+        },
+    )
+}
+
+/// The cohort's series of `class` bin by bin ([`replay`]), from [`cohort_history`].
+pub fn replay_cohort(
+    settings: &DetectionSettings,
+    class: HazardClass,
+    history: &(i64, BTreeMap<i64, BinStats>),
+    through_ms: i64,
+) -> Vec<LastBin> {
+    let (first, bins) = history;
+    let key = SeriesKey {
+        kind: KeyKind::Cohort,
+        key: "",
+        class,
+        prior_source: "members",
+    };
+    replay(
+        settings,
+        key,
+        &settings.rules.cohort,
+        *first,
+        through_ms,
+        |bin| cohort_stats_of(settings, bins.get(&bin), class),
+        |_| settings.cohort_baseline(),
+    )
+}
+
+/// The bins a cohort's live series was fed, up to `through_ms`, and the bin it started from (as
+/// [`super::cohorts::CohortAggregator::close`] builds them): from the first bin with a member
+/// on, each bin sums the vehicles in the cohort at that bin. `None` if it never had a member.
 pub fn cohort_history(
     settings: &DetectionSettings,
     vehicles: &dyn VehicleSet,
@@ -403,27 +796,27 @@ pub fn cohort_history(
     let mut bins = BTreeMap::new();
     let mut bin = fleet_first?;
     while bin < through_ms {
-        if let Some(sum) = cohort_sums(settings, vehicles, bin, None).remove(cohort) {
+        if let Some(sum) = cohort_sums(settings, vehicles, bin).remove(cohort) {
             bins.insert(bin, sum);
         }
         bin += width;
     }
-    let appeared = *bins.keys().next()?;
-    if Some(appeared) == fleet_first {
-        return Some((appeared, bins));
-    }
-    let warm_from = appeared - settings.params.window_bins as i64 * width;
-    let mut b = warm_from;
-    while b < appeared {
-        let members = cohort_sums(settings, vehicles, b, Some((cohort, appeared)));
-        bins.insert(b, members.get(cohort).copied().unwrap_or_default());
-        b += width;
-    }
-    Some((warm_from, bins))
+    let first = *bins.keys().next()?;
+    Some((first, bins))
+}
+
+/// The first byte of an encoded series list: the fleet-relative detector's state. Series written
+/// by the earlier self-baseline detector start with their count (1 or 2) instead.
+pub const SERIES_FORMAT: u8 = 0xF2;
+
+/// Whether `bytes` hold series of the current format (else: of an earlier safetel, not usable).
+pub fn is_current_series(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&SERIES_FORMAT)
 }
 
 /// Appends the series of one key (both classes) in a compact binary form.
 pub fn encode_series(series: &[Series], out: &mut Vec<u8>) {
+    out.push(SERIES_FORMAT);
     out.push(series.len() as u8);
     for s in series {
         out.extend_from_slice(&s.next_bin_ms.to_le_bytes());
@@ -445,10 +838,13 @@ pub fn encode_series(series: &[Series], out: &mut Vec<u8>) {
 /// Reads what [`encode_series`] wrote. The last bin's summary is not stored: it is recomputed
 /// at the next bin close.
 pub fn decode_series(
-    params: DetectorParams,
+    params: FleetRelativeParams,
     bytes: &[u8],
 ) -> Result<Vec<Series>, StateDecodeError> {
     let mut reader = Fields(bytes);
+    if reader.take::<1>()?[0] != SERIES_FORMAT {
+        return Err(StateDecodeError("series of an earlier detector"));
+    }
     let count = reader.take::<1>()?[0];
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -464,7 +860,7 @@ pub fn decode_series(
             }),
             _ => return Err(StateDecodeError("episode flag")),
         };
-        let (detector, rest) = Detector::decode(params, reader.0)?;
+        let (detector, rest) = FleetDetector::decode(params, reader.0)?;
         reader.0 = rest;
         out.push(Series {
             detector,

@@ -29,12 +29,14 @@ use crate::config::{DetectorConfig, StreamConfig};
 use crate::detect::StateDecodeError;
 use crate::metrics::Metrics;
 use crate::model::{
-    HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, ValidationError,
-    exposure_ms, validate,
+    DrivingMode, HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest,
+    ValidationError, exposure_ms, validate,
 };
 use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
 use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
-use detection::{DetectionSettings, VehicleSet, decode_series, encode_series};
+use detection::{
+    DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
+};
 pub use state::{
     BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
     LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, SeenSegment,
@@ -137,7 +139,7 @@ impl VehicleSet for Vehicles {
 }
 
 /// The vehicles of one source partition.
-struct PartitionVehicles<'a>(&'a Vehicles, i32);
+pub struct PartitionVehicles<'a>(pub &'a Vehicles, pub i32);
 
 impl VehicleSet for PartitionVehicles<'_> {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
@@ -281,7 +283,7 @@ impl Engine {
     /// Takes over restored state (at start-up, or partitions this process was just given): its
     /// vehicles, partitions, series and cohort aggregators join what the engine holds.
     pub fn adopt(&mut self, restored: RestoredState) -> Result<(), RestoreError> {
-        self.priors.extend(restored.priors);
+        self.use_priors(restored.priors);
         for (id, state) in restored.vehicles {
             self.vehicles.insert(id, state);
         }
@@ -296,15 +298,16 @@ impl Engine {
                 tracing::warn!(cohort = %key, "cohort state from an older safetel is not used: the cohort's series starts again");
                 continue;
             }
-            let params = match cohort_aggregator(partition) {
-                Some(_) => self.detection.params,
-                None => detection::vehicle_params(&self.detection, self.priors.get(&key)),
-            };
-            let series = decode_series(params, &bytes).map_err(|source| RestoreError {
-                partition,
-                key: key.clone(),
-                source,
-            })?;
+            if !is_current_series(&bytes) {
+                tracing::warn!(key = %key, "change-point state of the earlier self-baseline detector is not used: the series starts again");
+                continue;
+            }
+            let series =
+                decode_series(self.detection.params, &bytes).map_err(|source| RestoreError {
+                    partition,
+                    key: key.clone(),
+                    source,
+                })?;
             if cohort_aggregator(partition).is_some() {
                 self.aggregators
                     .entry(partition)
@@ -315,7 +318,13 @@ impl Engine {
                 vehicle.series = series;
             }
         }
-        for (partition, state) in restored.partitions {
+        for (partition, mut state) in restored.partitions {
+            // The fleet the partition's vehicles are compared with: its closed bins.
+            state.fleet_sums = FleetSums::of(
+                &self.detection,
+                &PartitionVehicles(&self.vehicles, partition),
+                state.closed_through_ms,
+            );
             self.partitions.insert(partition, state);
         }
         for vehicle in self.vehicles.iter() {
@@ -580,10 +589,18 @@ impl Engine {
         self.alerts.len()
     }
 
-    /// New per-vehicle priors (a refit that converged, already in the store): each vehicle's
-    /// detectors use its prior from their next bin on.
+    /// New per-vehicle priors (a refit that converged, already in the store): their spread
+    /// becomes the critical class's fleet spread from the next bin on (and its opening rule is
+    /// calibrated for it); the fleet's mean stays the stream's.
     pub fn use_priors(&mut self, priors: Vec<(String, Prior)>) {
+        if priors.is_empty() {
+            return;
+        }
         self.priors.extend(priors);
+        // The refit's vehicles measure how much rates vary across the fleet (critical events).
+        if let Some(shape) = detection::shape_of_priors(self.priors.values()) {
+            self.detection.use_fleet_shape(HazardClass::Critical, shape);
+        }
     }
 
     /// Takes priors from refits scheduled on another thread (see [`Engine::apply_received_priors`]).
@@ -719,9 +736,21 @@ impl Engine {
 
         let (bin_time, delta) = match &event.payload {
             Payload::Trip(t) => {
+                let driven_ms = exposure_ms(t.duration_s);
+                let stratum = Stratum {
+                    road: t.road_type,
+                    weather: t.weather,
+                    night: t.night,
+                };
                 let stats = BinStats {
                     trips: 1,
-                    exposure_ms: exposure_ms(t.duration_s),
+                    exposure_ms: driven_ms,
+                    risk_exposure_ms: (driven_ms as f64 * stratum.relative_risk()).round() as u64,
+                    autonomous_exposure_ms: if t.mode == DrivingMode::Autonomous {
+                        driven_ms
+                    } else {
+                        0
+                    },
                     ..BinStats::default()
                 };
                 (t.end_time_ms, stats)
@@ -799,24 +828,28 @@ impl Engine {
                         weather: t.weather,
                         night: t.night,
                     };
-                    // The vehicle's posterior mean rate: its prior (the refit's, else the
-                    // config's) updated with its reviewed trips of the last W bins.
-                    let (a0, b0) = self
-                        .priors
-                        .get(vehicle_id)
-                        .map_or((self.detection.params.a0, self.detection.params.b0), |p| {
-                            (p.a0, p.b0)
-                        });
-                    let recent = bin - self.detection.params.window_bins as i64 * width;
-                    let (events, risk_ms) =
-                        vehicle.bins.range(recent..).fold((0, 0), |(e, x), (_, b)| {
-                            (e + b.reviewed_critical, x + b.reviewed_risk_exposure_ms)
-                        });
+                    // The vehicle's rate relative to its fleet (its baseline: the fleet's,
+                    // updated with its own reviewed bins older than the guard window), at the
+                    // configured nominal rate a0 / b0: the policy's scale sets the level, and a
+                    // fleet mean estimated from the first few reviewed trips would swing it.
+                    let fleet = self.detection.vehicle_baseline(
+                        HazardClass::Critical,
+                        &self
+                            .partitions
+                            .get(&record.partition)
+                            .map_or_else(FleetSums::default, |p| p.fleet_sums.clone()),
+                    );
+                    let baseline = vehicle
+                        .series
+                        .first()
+                        .map_or(fleet, |s| s.detector.posterior_baseline(fleet));
+                    let relative = (baseline.shape / baseline.rate) / (fleet.shape / fleet.rate);
+                    let (a0, b0) = self.detection.fleet_prior;
                     let trip = TripCovariates {
                         trip_id: &t.trip_id,
                         exposure_hours: t.duration_s / 3600.0,
                         stratum,
-                        vehicle_rate: (a0 + events as f64) / (b0 + risk_ms as f64 / 3.6e6),
+                        vehicle_rate: relative * a0 / b0,
                         p_regression: vehicle
                             .series
                             .first()
@@ -962,44 +995,73 @@ impl Engine {
         }
         let from = state.closed_through_ms;
         state.closed_through_ms = through;
+        let mut fleet = std::mem::take(&mut state.fleet_sums);
         let alerts_before = self.alerts.len();
-        let mut first_bin: Option<i64> = None;
-        for mut entry in self.vehicles.iter_mut() {
-            if entry.partition != partition {
-                continue;
-            }
-            let (id, vehicle) = entry.pair_mut();
-            if let Some(&first) = vehicle.bins.keys().next() {
-                first_bin = Some(first_bin.map_or(first, |f| f.min(first)));
-            }
-            let fed = detection::close_vehicle(
-                &self.detection,
-                id,
-                vehicle,
-                self.priors.get(id),
-                through,
-                &mut self.alerts,
-            );
-            if fed > 0 {
-                self.metrics.detector_updates(KeyKind::Vehicle).inc_by(fed);
-                // Every class's series advances over the same bins.
-                self.metrics
-                    .bins_closed(KeyKind::Vehicle)
-                    .inc_by(fed / HazardClass::ALL.len() as u64);
-                if !std::mem::replace(&mut vehicle.series_dirty, true) {
-                    self.pending.dirty_series.push(id.clone());
+        let first_bin = self
+            .vehicles
+            .iter()
+            .filter(|v| v.partition == partition)
+            .filter_map(|v| v.bins.keys().next().copied())
+            .min();
+        let start = match from {
+            i64::MIN => first_bin.unwrap_or(through).min(through),
+            from => from,
+        };
+        // Bin by bin from the partition's first bin with data, every vehicle against the fleet
+        // of the bins closed so far and this one.
+        let mut bin = first_bin.map_or(through, |first| first.max(start));
+        let mut fed = 0;
+        while bin < through {
+            let mut totals = BinStats::default();
+            for vehicle in self.vehicles.iter().filter(|v| v.partition == partition) {
+                if let Some(stats) = vehicle.bins.get(&bin) {
+                    totals.add(stats);
                 }
             }
+            fleet.push(&self.detection, totals);
+            for mut entry in self.vehicles.iter_mut() {
+                if entry.partition != partition {
+                    continue;
+                }
+                let (id, vehicle) = entry.pair_mut();
+                let (bins_fed, bin_changed) = detection::close_vehicle_bin(
+                    &self.detection,
+                    id,
+                    vehicle,
+                    &fleet,
+                    bin,
+                    &mut self.alerts,
+                );
+                if bins_fed > 0 {
+                    fed += bins_fed;
+                    if !std::mem::replace(&mut vehicle.series_dirty, true) {
+                        self.pending.dirty_series.push(id.clone());
+                    }
+                }
+                if bin_changed {
+                    // The bin now carries the fleet's expected counts.
+                    if vehicle.dirty_bins.is_empty() {
+                        self.pending.dirty_vehicles.push(id.clone());
+                    }
+                    vehicle.dirty_bins.insert(bin);
+                }
+            }
+            bin += self.bin_width_ms;
+        }
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.fleet_sums = fleet;
+        }
+        if fed > 0 {
+            self.metrics
+                .detector_updates(KeyKind::Vehicle)
+                .inc_by(fed * HazardClass::ALL.len() as u64);
+            self.metrics.bins_closed(KeyKind::Vehicle).inc_by(fed);
         }
         self.count_alerts(alerts_before);
         if !self.detection.cohorts.is_empty() {
-            let from = match from {
-                i64::MIN => first_bin.unwrap_or(through).min(through),
-                from => from,
-            };
             let vehicles = PartitionVehicles(&self.vehicles, partition);
             let report =
-                PartitionReport::build(&self.detection, partition, &vehicles, from, through);
+                PartitionReport::build(&self.detection, partition, &vehicles, start, through);
             self.route_report(report);
         }
     }

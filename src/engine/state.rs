@@ -32,15 +32,53 @@ pub struct BinStats {
     /// Its variance under Poisson sampling, the sum over reviewed trips of
     /// (1 - pi) y^2 / pi^2 with y the trip's critical events, in millionths.
     pub ht_variance_micro: u64,
+    /// Exposure scaled by each trip's stratum relative risk (ms): what the critical class's
+    /// expected count is proportional to.
+    pub risk_exposure_ms: u64,
+    /// Time driven in autonomous mode (ms): the disengagement class's exposure.
+    pub autonomous_exposure_ms: u64,
+    /// What the fleet predicted for this bin before any change, per class (events, in
+    /// millionths), set when the vehicle's bin closes; a cohort's expected count is the sum of
+    /// its members'.
+    pub expected_critical_micro: u64,
+    pub expected_disengagements_micro: u64,
 }
 
-/// Fixed-point scale of the Horvitz-Thompson sums in [`BinStats`].
+/// Fixed-point scale of the Horvitz-Thompson sums and expected counts in [`BinStats`].
 pub const HT_SCALE: f64 = 1e6;
 
 impl BinStats {
-    pub const ENCODED_LEN: usize = 88;
+    pub const ENCODED_LEN: usize = 120;
     /// Bins written before the Horvitz-Thompson sums (read with those at zero).
     const ENCODED_LEN_V1: usize = 72;
+    /// Bins written before the fleet-relative detector's exposures and expected counts.
+    const ENCODED_LEN_V2: usize = 88;
+
+    /// The fleet's expected count of `class` in this bin.
+    pub fn expected(&self, class: HazardClass) -> f64 {
+        let micro = match class {
+            HazardClass::Critical => self.expected_critical_micro,
+            HazardClass::Disengagement => self.expected_disengagements_micro,
+        };
+        micro as f64 / HT_SCALE
+    }
+
+    /// Records the fleet's expected count of `class` (fixed point, so sums are exact in any order).
+    pub fn set_expected(&mut self, class: HazardClass, expected: f64) {
+        let micro = (expected.max(0.0) * HT_SCALE).round() as u64;
+        match class {
+            HazardClass::Critical => self.expected_critical_micro = micro,
+            HazardClass::Disengagement => self.expected_disengagements_micro = micro,
+        }
+    }
+
+    pub fn risk_exposure_hours(&self) -> f64 {
+        self.risk_exposure_ms as f64 / 3_600_000.0
+    }
+
+    pub fn autonomous_exposure_hours(&self) -> f64 {
+        self.autonomous_exposure_ms as f64 / 3_600_000.0
+    }
 
     /// The Horvitz-Thompson sums of a reviewed trip with inclusion probability `pi` and `y`
     /// critical events: (its events' weight each, the trip's variance term), fixed point.
@@ -87,9 +125,13 @@ impl BinStats {
         self.reviewed_risk_exposure_ms += other.reviewed_risk_exposure_ms;
         self.ht_critical_micro += other.ht_critical_micro;
         self.ht_variance_micro += other.ht_variance_micro;
+        self.risk_exposure_ms += other.risk_exposure_ms;
+        self.autonomous_exposure_ms += other.autonomous_exposure_ms;
+        self.expected_critical_micro += other.expected_critical_micro;
+        self.expected_disengagements_micro += other.expected_disengagements_micro;
     }
 
-    fn fields(&self) -> [u64; 11] {
+    fn fields(&self) -> [u64; 15] {
         [
             self.trips,
             self.exposure_ms,
@@ -102,6 +144,10 @@ impl BinStats {
             self.reviewed_risk_exposure_ms,
             self.ht_critical_micro,
             self.ht_variance_micro,
+            self.risk_exposure_ms,
+            self.autonomous_exposure_ms,
+            self.expected_critical_micro,
+            self.expected_disengagements_micro,
         ]
     }
 
@@ -114,7 +160,13 @@ impl BinStats {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<BinStats> {
-        if bytes.len() != Self::ENCODED_LEN && bytes.len() != Self::ENCODED_LEN_V1 {
+        if ![
+            Self::ENCODED_LEN,
+            Self::ENCODED_LEN_V2,
+            Self::ENCODED_LEN_V1,
+        ]
+        .contains(&bytes.len())
+        {
             return None;
         }
         let v: Vec<u64> = bytes
@@ -133,6 +185,11 @@ impl BinStats {
             reviewed_risk_exposure_ms: v[8],
             ht_critical_micro: v.get(9).copied().unwrap_or(0),
             ht_variance_micro: v.get(10).copied().unwrap_or(0),
+            // Older bins knew no strata or modes: all their exposure counts, at risk 1.
+            risk_exposure_ms: v.get(11).copied().unwrap_or(v[1]),
+            autonomous_exposure_ms: v.get(12).copied().unwrap_or(v[1]),
+            expected_critical_micro: v.get(13).copied().unwrap_or(0),
+            expected_disengagements_micro: v.get(14).copied().unwrap_or(0),
         })
     }
 }
@@ -277,6 +334,9 @@ pub struct PartitionState {
     /// (0: no trip yet). Per partition, so that selection depends only on the partition's own
     /// records, not on how partitions interleave.
     pub sampling_scale: f64,
+    /// Per class, the partition's vehicles' events and exposure over the closed bins: the fleet
+    /// its vehicles are compared with. Derived from the bins (recomputed on restore).
+    pub fleet_sums: super::detection::FleetSums,
 }
 
 impl Default for PartitionState {
@@ -292,6 +352,7 @@ impl Default for PartitionState {
             closed_through_ms: i64::MIN,
             review_holds: BTreeSet::new(),
             sampling_scale: 0.0,
+            fleet_sums: Default::default(),
         }
     }
 }

@@ -245,7 +245,7 @@ fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_
 }
 
 #[test]
-fn priors_from_a_scheduled_refit_apply_from_the_next_bin() {
+fn a_scheduled_refits_spread_applies_from_the_next_bin() {
     let records: Vec<Vec<u8>> = (0..20i64)
         .flat_map(|day| {
             let start = T0 + day * 24 * HOUR;
@@ -264,29 +264,35 @@ fn priors_from_a_scheduled_refit_apply_from_the_next_bin() {
     let (to_engine, refits) = std::sync::mpsc::channel();
     e.receive_priors(refits);
     feed(&mut e, &records[..20]);
-    let params = |e: &Engine| {
-        let v = e.vehicles();
-        let p = *v.get("v1").unwrap().series[0].detector.params();
-        (p.a0, p.b0)
+    let shape = |e: &Engine| {
+        let settings = e.detection_settings();
+        (settings.fleet_shape[0], settings.fleet_shape_source[0])
     };
     let config = Config::default_config().detector;
-    assert_eq!(params(&e), (config.a0, config.b0));
+    assert_eq!(shape(&e), (config.fleet_shape, "config"));
+    // Two vehicles' posteriors: means 0.01 and 0.02 per hour, so the fleet's mean is 0.015 and
+    // its variance 0.005^2 (between) + 5e-5 (within): a Gamma shape of 0.015^2 / 7.5e-5 = 3.
     let prior = Prior {
         a0: 3.0,
-        b0: 40.0,
+        b0: 300.0,
         run_id: 7,
     };
-    to_engine.send(vec![("v1".to_string(), prior)]).unwrap();
+    let other = Prior { a0: 6.0, ..prior };
+    to_engine
+        .send(vec![("v1".to_string(), prior), ("v2".to_string(), other)])
+        .unwrap();
     feed(&mut e, &records[20..24]);
     assert_eq!(
-        params(&e),
-        (config.a0, config.b0),
+        shape(&e),
+        (config.fleet_shape, "config"),
         "not applied until the run loop asks"
     );
     e.apply_received_priors();
     feed(&mut e, &records[24..]);
-    assert_eq!(params(&e), (3.0, 40.0));
+    assert_eq!(shape(&e), (3.0, "refit"));
     assert_eq!(e.prior("v1"), Some(prior));
+    let alerts_source = e.vehicles().get("v1").unwrap().series[0].last.is_some();
+    assert!(alerts_source, "the series went on after the refit");
 }
 
 /// Alerts of a fleet run through the engine in process under a review policy.
@@ -938,13 +944,11 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
     let mut compared = 0;
     for vehicle in vehicles.iter().take(20) {
         for (series, class) in vehicle.series.iter().zip(HazardClass::ALL) {
-            let first = *vehicle.bins.keys().next().unwrap();
-            let replayed = detection::replay(
+            let replayed = detection::replay_vehicle(
                 &settings,
-                *series.detector.params(),
                 class,
+                &PartitionVehicles(&vehicles, vehicle.partition),
                 &vehicle.bins,
-                first,
                 series.next_bin_ms,
             );
             assert_eq!(replayed.last(), series.last.as_ref(), "{}", vehicle.key());
@@ -958,17 +962,10 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
         "the rollout is detected"
     );
     let live = &e.cohorts()[cohort];
-    let (first, bins) =
+    let history =
         detection::cohort_history(&settings, &*vehicles, cohort, live[0].next_bin_ms).unwrap();
     for (series, class) in live.iter().zip(HazardClass::ALL) {
-        let replayed = detection::replay(
-            &settings,
-            *series.detector.params(),
-            class,
-            &bins,
-            first,
-            series.next_bin_ms,
-        );
+        let replayed = detection::replay_cohort(&settings, class, &history, series.next_bin_ms);
         assert_eq!(replayed.last(), series.last.as_ref(), "{cohort} {class:?}");
         // The alert's P(regression) is in the replayed history, at the bin it was raised after.
         for alert in outputs
@@ -1170,5 +1167,84 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
             serde_json::to_string(other).unwrap(),
             "{id}"
         );
+    }
+}
+
+#[test]
+fn a_firmware_rollouts_rise_is_the_firmware_cohorts_not_its_models() {
+    // Half the fleet gets fw-9 on day 32 with 3x the critical rate: each model cohort's rate
+    // rises 2x if it counts its fw-9 vehicles. The firmware cohort alerts; no model cohort does,
+    // because vehicles count towards their model only on established firmware.
+    let records = rollout_fleet(300, 60, 32, 3.0);
+    let mut e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let (_, outputs) =
+        super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
+    let opened: Vec<&str> = outputs
+        .alerts
+        .iter()
+        .filter(|a| a.key_kind == KeyKind::Cohort && a.status == AlertStatus::Opened)
+        .map(|a| a.key.as_str())
+        .collect();
+    assert!(opened.contains(&"firmware:fw-9"), "{opened:?}");
+    assert!(
+        opened.iter().all(|k| !k.starts_with("model:")),
+        "a model cohort alerted on the firmware's rise: {opened:?}"
+    );
+    // The model cohorts were fed all along, on their established-firmware members.
+    let settings = e.detection_settings().clone();
+    let vehicles = e.vehicles();
+    let cohorts = e.cohorts();
+    let model = cohorts
+        .keys()
+        .find(|k| k.starts_with("model:"))
+        .expect("model cohorts");
+    let (_, bins) =
+        detection::cohort_history(&settings, &*vehicles, model, cohorts[model][0].next_bin_ms)
+            .unwrap();
+    let width = settings.bin_width_ms;
+    let day = |d: i64| bins.keys().next().unwrap() + d * width;
+    let trips_at = |d: i64| bins.get(&day(d)).map_or(0, |b| b.trips);
+    assert!(
+        trips_at(40) * 10 < trips_at(25) * 7,
+        "{model}: fw-9 vehicles leave it during the guard window ({} trips on day 25, {} on day 40)",
+        trips_at(25),
+        trips_at(40)
+    );
+}
+
+#[test]
+fn the_fleet_a_restored_partition_compares_with_is_the_live_ones() {
+    // Restores recompute each partition's fleet sums from its vehicles' bins; they must be what
+    // the live engine built bin by bin (the same bins in the basis, the same counts), or a
+    // restart would change every vehicle's baseline.
+    let records = rollout_fleet(150, 40, 18, 6.0);
+    let mut e = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
+    let settings = e.detection_settings().clone();
+    let vehicles = e.vehicles();
+    assert_eq!(e.partitions.len(), 4);
+    for (p, state) in &e.partitions {
+        let restored = detection::FleetSums::of(
+            &settings,
+            &PartitionVehicles(&vehicles, *p),
+            state.closed_through_ms,
+        );
+        let live = &state.fleet_sums;
+        assert_eq!(
+            (restored.basis_bins, restored.recent.len()),
+            (live.basis_bins, live.recent.len()),
+            "partition {p}: bins in the basis and after it"
+        );
+        for class in HazardClass::ALL {
+            assert_eq!(
+                settings.vehicle_baseline(class, &restored),
+                settings.vehicle_baseline(class, live),
+                "partition {p} {class:?}"
+            );
+        }
     }
 }

@@ -40,7 +40,9 @@ pub struct RegressionConfig {
     /// Hazard ratio of a vehicle fault, drawn uniformly from this range.
     pub vehicle_fault_hr_min: f64,
     pub vehicle_fault_hr_max: f64,
-    /// A firmware version rolled out mid-stream that raises the critical-event hazard.
+    /// A firmware version rolled out mid-stream that raises the critical-event hazard. A fleet
+    /// file without the table has none (the built-in fleet has one).
+    #[serde(default)]
     pub firmware_rollout: Option<FirmwareRollout>,
 }
 

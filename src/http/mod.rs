@@ -292,6 +292,7 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "records_accepted": m.accepted_total(),
         "records_dead_lettered": m.dlq_total(),
         "vehicles": state.vehicles.len(),
+        "detection": state.settings.rules_json(),
     }))
 }
 
@@ -350,20 +351,20 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
     })
 }
 
-/// A change-point series: the last closed bin's conclusions (P(regression), MAP run length and
-/// onset, HR with its 95% CrI), the open episode if any, and the run-length posterior.
+/// A change-point series: the last closed bin's conclusions (P(regression), the threshold it
+/// opens at, onset estimate, expected and seen events, HR with its 95% CrI), the open episode
+/// if any, and the key's own history behind its baseline.
 pub fn series_json(series: &Series) -> Value {
-    let posterior: Vec<Value> = series
-        .detector
-        .run_length_posterior()
-        .into_iter()
-        .map(|(r, p)| json!([r, p]))
-        .collect();
+    let ((old_events, old_exposure), (guarded_events, guarded_exposure)) =
+        series.detector.own_sums();
     json!({
         "next_bin_ms": series.next_bin_ms,
         "last_bin": series.last,
         "open_episode": series.episode.open,
-        "run_length_posterior": posterior,
+        "own_history": {
+            "in_baseline": {"events": old_events, "exposure": old_exposure},
+            "in_guard_window": {"events": guarded_events, "exposure": guarded_exposure},
+        },
     })
 }
 
