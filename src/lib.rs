@@ -8,7 +8,8 @@
 //! - [`model`]: event types, hazard classes, validation. Pure.
 //! - [`codec`]: Avro with Confluent framing; fast path and schema resolution. Pure.
 //! - [`generator`]: the seeded fleet simulator and fault injection. Pure.
-//! - [`detect`]: Bayesian change-point detection and hazard ratios for one series. Pure.
+//! - [`detect`]: change-point detection for one series against what the fleet predicts, its
+//!   false-alarm-calibrated thresholds, hazard ratios; the earlier self-baseline detector. Pure.
 //! - [`engine`]: per-record processing and hot state; [`engine::runner`] drives it from any
 //!   source to any sink; [`engine::memory`] is the in-process source. No IO of its own.
 //! - [`store`]: RocksDB state store (IO edge).

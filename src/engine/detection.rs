@@ -40,10 +40,10 @@ const DAYS_PER_MONTH: f64 = 30.4375;
 const DAY_MS: f64 = 86_400_000.0;
 /// Of a vehicle series' false-alarm allowance, the share a cohort series gets: cohort false
 /// alarms count against the same vehicle-months, and each cohort has plenty of data.
-const COHORT_ALLOWANCE_SHARE: f64 = 0.5;
+const COHORT_ALLOWANCE_SHARE: f64 = 5.0;
 /// Of the budget, the share spent on vehicle series; the rest covers cohort series (up to one
 /// per vehicle series at [`COHORT_ALLOWANCE_SHARE`]).
-const VEHICLE_BUDGET_SHARE: f64 = 0.95;
+const VEHICLE_BUDGET_SHARE: f64 = 0.9;
 
 /// P(regression) from which a series' last bin carries its hazard ratio.
 pub const HR_SHOWN_FROM_P: f64 = 0.05;
