@@ -210,17 +210,21 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
         "bin_width_ms": settings.bin_width_ms,
         "before": rate(before, latest.events_before, latest.exposure_before),
         "after": rate(after, latest.events_after, latest.exposure_after),
-        "history": replayed.iter().map(|b| {
+        "history": replayed.iter().scan((0u64, 0.0f64), |total, b| {
             let (events, expected) = bins.get(&b.bin_start_ms).copied().unwrap_or((0, 0.0));
-            json!({
+            total.0 += events;
+            total.1 += expected;
+            Some(json!({
                 "bin_start_ms": b.bin_start_ms,
                 "events": events,
                 "expected": expected,
+                "events_cumulative": total.0,
+                "expected_cumulative": total.1,
                 "p_regression": b.p_regression,
                 "p_open": b.p_open,
                 "onset_bins": b.onset_bins,
                 "hr_median": b.hazard_ratio.map(|h| h.median),
-            })
+            }))
         }).collect::<Vec<_>>(),
     }))
 }
@@ -421,9 +425,27 @@ pub fn episode_page(data: &Value, id: &str) -> String {
         PALETTE[2],
         html::points(data, "/history", "bin_start_ms", "expected"),
     );
+    let mut cumulative = Chart::new(
+        "cumulative-against-expected",
+        "Events so far against what the fleet predicted",
+        "bin",
+        "events",
+    )
+    .dates();
+    cumulative.line(
+        "seen",
+        PALETTE[0],
+        html::points(data, "/history", "bin_start_ms", "events_cumulative"),
+    );
+    cumulative.line(
+        "predicted",
+        PALETTE[2],
+        html::points(data, "/history", "bin_start_ms", "expected_cumulative"),
+    );
     body += &rates.render();
     body += &p.render();
     body += &events.render();
+    body += &cumulative.render();
     let alert_rows: Vec<Vec<String>> = html::rows(data, "/alerts")
         .iter()
         .enumerate()

@@ -1,20 +1,36 @@
 //! In-process source and sink for `demo`, experiments, tests and benchmarks: records from an
-//! iterator (the generator), spread over partitions by key like a Kafka topic; dead letters kept
-//! and alerts in memory.
+//! iterator (the generator), spread over partitions by key as a Kafka producer spreads them;
+//! dead letters kept and alerts in memory.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::runner::{DeadLetterSink, OutputSink, Poll, RecordSource, SinkError, SourceError};
-use super::{Rejection, SourceRecord, id_hash};
+use super::{Rejection, SourceRecord};
 use crate::model::{RegressionAlert, ReviewRequest};
 
 /// Records handed to the engine per poll.
 const BATCH: usize = 4096;
 
-/// The partition a key maps to (stable: FNV-1a of the key).
+/// The partition a key maps to: CRC-32 of the key modulo the partition count, as librdkafka's
+/// default partitioner (`consistent_random`) places keyed records. Each partition compares its
+/// vehicles with the fleet of that partition, so an in-process run equals `run` on the same
+/// topic only if its vehicles are partitioned alike.
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
-    (id_hash(&[key]) % partitions as u64) as i32
+    (crc32(key) % partitions.max(1) as u32) as i32
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's), bit by bit: keys are short.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
 }
 
 /// A bounded source over `(key, bytes)` records, assigning partitions and offsets.
@@ -161,4 +177,18 @@ pub fn run_in_memory(
         &super::runner::StatusBoard::default(),
     )?;
     Ok((dlq, alerts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_go_where_librdkafkas_default_partitioner_puts_them() {
+        // CRC-32 check value of "123456789" (zlib, librdkafka's rd_crc32) and the partitions it
+        // gives.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(partition_for(b"123456789", 4), (0xCBF4_3926u32 % 4) as i32);
+        assert_eq!(partition_for(b"veh-00001", 1), 0);
+    }
 }
