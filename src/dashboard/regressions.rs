@@ -188,14 +188,8 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
             "rate_ci95": [scaled(g.quantile(0.025)), scaled(g.quantile(0.975))],
         })
     };
-    let before = GammaRate {
-        shape: base.shape,
-        rate: base.rate,
-    };
-    let after = GammaRate {
-        shape: 1.0 + latest.events_after as f64,
-        rate: base.rate / base.shape + latest.exposure_after,
-    };
+    let before = base.rate();
+    let after = base.after_onset(latest.events_after as u64, latest.exposure_after);
     let p_open = series.as_ref().and_then(|s| s.last).map(|l| l.p_open);
     Some(json!({
         "episode": episode_row(&episode),

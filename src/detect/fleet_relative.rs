@@ -53,6 +53,23 @@ impl Baseline {
     pub fn is_proper(&self) -> bool {
         self.shape.is_finite() && self.rate.is_finite() && self.shape > 0.0 && self.rate > 0.0
     }
+
+    /// The baseline rate's Gamma posterior.
+    pub fn rate(&self) -> GammaRate {
+        GammaRate {
+            shape: self.shape,
+            rate: self.rate,
+        }
+    }
+
+    /// The rate after an onset: one pseudo-event at the baseline mean, plus the `events` and
+    /// `exposure` since.
+    pub fn after_onset(&self, events: u64, exposure: f64) -> GammaRate {
+        GammaRate {
+            shape: 1.0 + events as f64,
+            rate: self.rate / self.shape + exposure,
+        }
+    }
 }
 
 /// Settings of the fleet-relative detector; checked by [`FleetRelativeParams::validate`].
@@ -371,15 +388,7 @@ fn hazard_ratio_summary(
     if seg.bins == 0 || !base.is_proper() {
         return None;
     }
-    let baseline = GammaRate {
-        shape: base.shape,
-        rate: base.rate,
-    };
-    let current = GammaRate {
-        shape: 1.0 + seg.events as f64,
-        rate: base.rate / base.shape + seg.exposure,
-    };
-    let hr = HazardRatio::new(current, baseline)?;
+    let hr = HazardRatio::new(base.after_onset(seg.events, seg.exposure), base.rate())?;
     Some(HazardRatioSummary {
         median: hr.quantile(0.5),
         low: hr.quantile(0.025),
@@ -418,7 +427,7 @@ impl FleetDetector {
         bytes: &[u8],
     ) -> Result<(FleetDetector, &[u8]), StateDecodeError> {
         let mut d = FleetDetector::new(params).map_err(|_| StateDecodeError("parameters"))?;
-        let mut r = Reader(bytes);
+        let mut r = StateReader(bytes);
         d.old_events = u64::from_le_bytes(r.take()?);
         d.old_exposure = f64::from_le_bytes(r.take()?);
         d.old_bins = u64::from_le_bytes(r.take()?);
@@ -448,10 +457,11 @@ impl FleetDetector {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads fixed-size fields off the front of encoded state; `.0` is what is left.
+pub struct StateReader<'a>(pub &'a [u8]);
 
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateDecodeError> {
+impl StateReader<'_> {
+    pub fn take<const N: usize>(&mut self) -> Result<[u8; N], StateDecodeError> {
         let chunk = self.0.get(..N).ok_or(StateDecodeError("ends early"))?;
         self.0 = &self.0[N..];
         Ok(chunk.try_into().expect("N bytes"))

@@ -29,7 +29,9 @@ use serde::Serialize;
 use super::state::{BinStats, VehicleMeta, VehicleState};
 use crate::config::DetectorConfig;
 use crate::detect::calibration::{NullModel, OpeningRule};
-use crate::detect::fleet_relative::{Baseline, FleetDetector, FleetRelativeParams, FleetUpdate};
+use crate::detect::fleet_relative::{
+    Baseline, FleetDetector, FleetRelativeParams, FleetUpdate, StateReader,
+};
 use crate::detect::{
     AlertStatus, BinEvidence, Episode, EpisodeParams, EpisodeTracker, HazardRatioSummary,
     StateDecodeError,
@@ -465,12 +467,10 @@ fn alert(
         key.class.name(),
         utc_date(episode.onset_ms)
     );
-    // Rates in the key's exposure unit: the baseline's mean, and after the onset one
-    // pseudo-event at it plus the segment's events and exposure.
-    let rate_before = base.shape / base.rate;
-    let rate_after = |h: HazardRatioSummary| {
-        (1.0 + h.events_after as f64) / (1.0 / rate_before + h.exposure_after)
-    };
+    // Rates in the key's exposure unit: the baseline's mean, and the mean after the onset.
+    let rate_before = base.rate().mean();
+    let rate_after =
+        |h: HazardRatioSummary| base.after_onset(h.events_after, h.exposure_after).mean();
     RegressionAlert {
         alert_id,
         status,
@@ -841,7 +841,7 @@ pub fn decode_series(
     params: FleetRelativeParams,
     bytes: &[u8],
 ) -> Result<Vec<Series>, StateDecodeError> {
-    let mut reader = Fields(bytes);
+    let mut reader = StateReader(bytes);
     if reader.take::<1>()?[0] != SERIES_FORMAT {
         return Err(StateDecodeError("series of an earlier detector"));
     }
@@ -873,14 +873,4 @@ pub fn decode_series(
         return Err(StateDecodeError("trailing bytes"));
     }
     Ok(out)
-}
-
-struct Fields<'a>(&'a [u8]);
-
-impl Fields<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateDecodeError> {
-        let chunk = self.0.get(..N).ok_or(StateDecodeError("ends early"))?;
-        self.0 = &self.0[N..];
-        Ok(chunk.try_into().expect("N bytes"))
-    }
 }

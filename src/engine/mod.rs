@@ -832,13 +832,12 @@ impl Engine {
                     // updated with its own reviewed bins older than the guard window), at the
                     // configured nominal rate a0 / b0: the policy's scale sets the level, and a
                     // fleet mean estimated from the first few reviewed trips would swing it.
-                    let fleet = self.detection.vehicle_baseline(
-                        HazardClass::Critical,
-                        &self
-                            .partitions
-                            .get(&record.partition)
-                            .map_or_else(FleetSums::default, |p| p.fleet_sums.clone()),
-                    );
+                    let no_sums = FleetSums::default();
+                    let sums = self
+                        .partitions
+                        .get(&record.partition)
+                        .map_or(&no_sums, |p| &p.fleet_sums);
+                    let fleet = self.detection.vehicle_baseline(HazardClass::Critical, sums);
                     let baseline = vehicle
                         .series
                         .first()
