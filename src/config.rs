@@ -249,6 +249,42 @@ pub struct StreamConfig {
     pub allowed_lateness_s: i64,
     /// Larger records go to the DLQ unread.
     pub max_record_bytes: usize,
+    /// A record whose event time (or trip start or end) is more than this ahead of its Kafka
+    /// record timestamp goes to the DLQ as `future`. 15 minutes: far above what synchronised
+    /// clocks (GPS, NTP: well under a second) and producer batching add, below the smallest
+    /// time-zone mistake (30 minutes).
+    #[serde(default = "default_max_clock_skew_s")]
+    pub max_clock_skew_s: i64,
+    /// How many of a partition's vehicles must have reached an event time before its watermark
+    /// does: one vehicle's clock cannot make another's records late. A partition with fewer
+    /// vehicles than this closes no bin: set 1 for a fleet that small.
+    #[serde(default = "default_watermark_quorum")]
+    pub watermark_quorum: usize,
+    /// `/health` reports the pipeline unhealthy while more than this share of the last
+    /// `dlq_window_records` records went to the dead-letter topic.
+    #[serde(default = "default_max_dlq_share")]
+    pub max_dlq_share: f64,
+    #[serde(default = "default_dlq_window_records")]
+    pub dlq_window_records: usize,
+}
+
+/// Largest `stream.max_clock_skew_s` accepted: a year.
+const MAX_CLOCK_SKEW_S: i64 = 31_536_000;
+
+fn default_max_clock_skew_s() -> i64 {
+    900
+}
+
+fn default_watermark_quorum() -> usize {
+    3
+}
+
+fn default_max_dlq_share() -> f64 {
+    0.05
+}
+
+fn default_dlq_window_records() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -476,6 +512,24 @@ impl Config {
         self.sampling.policy()?;
         if self.stream.allowed_lateness_s < 0 {
             return invalid("stream.allowed_lateness_s", "must not be negative");
+        }
+        if !(0..=MAX_CLOCK_SKEW_S).contains(&self.stream.max_clock_skew_s) {
+            return invalid(
+                "stream.max_clock_skew_s",
+                "must be between 0 and 31536000 (a year)",
+            );
+        }
+        if !(1..=1000).contains(&self.stream.watermark_quorum) {
+            return invalid("stream.watermark_quorum", "must be between 1 and 1000");
+        }
+        if !(self.stream.max_dlq_share > 0.0 && self.stream.max_dlq_share <= 1.0) {
+            return invalid("stream.max_dlq_share", "must be in (0, 1]");
+        }
+        if !(1..=10_000_000).contains(&self.stream.dlq_window_records) {
+            return invalid(
+                "stream.dlq_window_records",
+                "must be between 1 and 10000000",
+            );
         }
         if self.stream.max_record_bytes < crate::codec::HEADER_LEN {
             return invalid(

@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::engine::Rejection;
+use crate::engine::recent::DeadLetterShare;
 use crate::model::{AlertStatus, KeyKind, RecordKind};
 
 /// All of safetel's metrics, cheap to clone.
@@ -58,6 +59,14 @@ pub struct Metrics {
     pub partitions_restored: IntCounter,
     /// Changelog records read into the state store by those restores.
     pub changelog_records_restored: IntCounter,
+    /// Records whose Kafka timestamp was absent, implausible or ahead of this host's clock:
+    /// their event times were judged against the clock at receipt instead.
+    pub timestamps_replaced: IntCounter,
+    /// The dead-letter share of the last records (`stream.dlq_window_records`), as of the last
+    /// commit point, and by reason.
+    dlq_recent_share: Gauge,
+    dlq_recent: IntGaugeVec,
+    dead_letter_share: std::sync::Arc<std::sync::Mutex<DeadLetterShare>>,
 }
 
 impl Metrics {
@@ -158,6 +167,25 @@ impl Metrics {
                 "Errors reported by the source (broker)",
             )
             .expect("valid metric"),
+            timestamps_replaced: IntCounter::new(
+                "safetel_record_timestamps_replaced_total",
+                "Records whose Kafka timestamp was absent, implausible or ahead of this host's clock, judged against the clock at receipt",
+            )
+            .expect("valid metric"),
+            dlq_recent_share: Gauge::new(
+                "safetel_dlq_recent_share",
+                "Share of the last stream.dlq_window_records records sent to the dead-letter topic",
+            )
+            .expect("valid metric"),
+            dlq_recent: IntGaugeVec::new(
+                Opts::new(
+                    "safetel_dlq_recent_records",
+                    "Records of the last stream.dlq_window_records sent to the dead-letter topic, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            dead_letter_share: Default::default(),
             source_disconnected: IntGauge::new(
                 "safetel_source_disconnected",
                 "1 while the consumer reaches no broker, else 0",
@@ -276,8 +304,14 @@ impl Metrics {
             Box::new(metrics.reviews.clone()),
             Box::new(metrics.review_results.clone()),
             Box::new(metrics.reviews_pending.clone()),
+            Box::new(metrics.timestamps_replaced.clone()),
+            Box::new(metrics.dlq_recent_share.clone()),
+            Box::new(metrics.dlq_recent.clone()),
         ] {
             r.register(collector).expect("metric names are unique");
+        }
+        for reason in Rejection::REASONS {
+            metrics.dlq_recent.with_label_values(&[reason]).set(0);
         }
         metrics
     }
@@ -334,6 +368,33 @@ impl Metrics {
     }
 
     /// Sum of DLQ records over all reasons.
+    /// Publishes the dead-letter share of the last records (at a commit point).
+    pub fn publish_dead_letter_share(&self, now: DeadLetterShare) {
+        self.dlq_recent_share.set(now.share);
+        for reason in Rejection::REASONS {
+            let count = now
+                .reasons
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0, |(_, n)| *n);
+            self.dlq_recent
+                .with_label_values(&[reason])
+                .set(count as i64);
+        }
+        *self
+            .dead_letter_share
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = now;
+    }
+
+    /// The dead-letter share as last published.
+    pub fn dead_letter_share(&self) -> DeadLetterShare {
+        self.dead_letter_share
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     pub fn dlq_total(&self) -> u64 {
         self.dlq.iter().map(|(_, c)| c.get()).sum()
     }

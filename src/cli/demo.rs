@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
+use crate::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemoryRecord, MemorySource};
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{BinStats, Engine, RestoredState};
 use crate::evaluate::evaluate;
@@ -96,7 +96,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let summary = {
-        let records = generator.by_ref().map(|r| (r.key, r.bytes));
+        let records = generator.by_ref().map(MemoryRecord::from);
         let mut source = MemorySource::new(records, args.partitions);
         let sinks = Sinks {
             dead_letters: &mut dlq,

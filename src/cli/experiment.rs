@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::codec;
 use crate::config::Config;
-use crate::engine::memory::run_in_memory;
+use crate::engine::memory::{MemoryRecord, run_in_memory};
 use crate::engine::runner::CommitTarget;
 use crate::engine::{Engine, RestoredState, StateDelta};
 use crate::evaluate::evaluate;
@@ -109,14 +109,13 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
             ..fleet.clone()
         };
         let mut generator = Generator::new(fleet.clone())?;
-        let records: Vec<(String, Vec<u8>)> =
-            generator.by_ref().map(|r| (r.key, r.bytes)).collect();
+        let records: Vec<MemoryRecord> = generator.by_ref().map(MemoryRecord::from).collect();
         let truth = generator.truth();
         // Calibrate on the first day's trips: what a fleet knows before the experiment starts.
         let first_day = truth.start_ms + DAY_MS;
         let reference: Vec<(String, f64, Stratum)> = records
             .iter()
-            .filter_map(|(_, bytes)| match codec::decode(bytes).ok()?.payload {
+            .filter_map(|r| match codec::decode(&r.bytes).ok()?.payload {
                 Payload::Trip(t) if t.end_time_ms < first_day => Some((
                     t.trip_id.to_string(),
                     t.duration_s / 3600.0,
@@ -142,7 +141,12 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
             .collect();
         let trips = records
             .iter()
-            .filter(|(_, b)| matches!(codec::decode(b).map(|e| e.payload), Ok(Payload::Trip(_))))
+            .filter(|r| {
+                matches!(
+                    codec::decode(&r.bytes).map(|e| e.payload),
+                    Ok(Payload::Trip(_))
+                )
+            })
             .count() as f64;
         for (i, &budget) in args.budget.iter().enumerate() {
             for &policy in &policies {

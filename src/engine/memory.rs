@@ -33,7 +33,38 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// A bounded source over `(key, bytes)` records, assigning partitions and offsets.
+/// One record for a [`MemorySource`]: its key, bytes and, where known, its Kafka timestamp.
+#[derive(Debug, Clone)]
+pub struct MemoryRecord {
+    pub key: String,
+    pub bytes: Vec<u8>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl From<(String, Vec<u8>)> for MemoryRecord {
+    /// A record without a timestamp: its times are checked against none.
+    fn from((key, bytes): (String, Vec<u8>)) -> MemoryRecord {
+        MemoryRecord {
+            key,
+            bytes,
+            timestamp_ms: None,
+        }
+    }
+}
+
+impl From<crate::generator::GeneratedRecord> for MemoryRecord {
+    /// A generated record, stamped with the time the simulated fleet produced it.
+    fn from(record: crate::generator::GeneratedRecord) -> MemoryRecord {
+        MemoryRecord {
+            key: record.key,
+            bytes: record.bytes,
+            timestamp_ms: Some(record.produced_ms),
+        }
+    }
+}
+
+/// A bounded source over records (`(key, bytes)`, or [`MemoryRecord`]s with timestamps),
+/// assigning partitions and offsets.
 pub struct MemorySource<I> {
     records: I,
     partitions: i32,
@@ -42,7 +73,7 @@ pub struct MemorySource<I> {
     skip_before: HashMap<i32, i64>,
 }
 
-impl<I: Iterator<Item = (String, Vec<u8>)>> MemorySource<I> {
+impl<I: Iterator<Item: Into<MemoryRecord>>> MemorySource<I> {
     pub fn new(records: I, partitions: i32) -> Self {
         MemorySource {
             records,
@@ -59,7 +90,7 @@ impl<I: Iterator<Item = (String, Vec<u8>)>> MemorySource<I> {
     }
 }
 
-impl<I: Iterator<Item = (String, Vec<u8>)>> RecordSource for MemorySource<I> {
+impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
     fn poll(
         &mut self,
         _max_wait: Duration,
@@ -67,7 +98,12 @@ impl<I: Iterator<Item = (String, Vec<u8>)>> RecordSource for MemorySource<I> {
     ) -> Result<Poll, SourceError> {
         let mut count = 0;
         while count < BATCH {
-            let Some((key, bytes)) = self.records.next() else {
+            let Some(MemoryRecord {
+                key,
+                bytes,
+                timestamp_ms,
+            }) = self.records.next().map(Into::into)
+            else {
                 return Ok(if count == 0 {
                     Poll::End
                 } else {
@@ -86,7 +122,7 @@ impl<I: Iterator<Item = (String, Vec<u8>)>> RecordSource for MemorySource<I> {
                 offset: this,
                 key: Some(key.as_bytes()),
                 payload: &bytes,
-                timestamp_ms: None,
+                timestamp_ms,
             });
             count += 1;
         }
@@ -150,12 +186,12 @@ impl OutputSink for MemoryOutputs {
     }
 }
 
-/// Runs `records` (key, bytes) through `engine` in process, spread over `partitions` like a
-/// keyed topic, committing to `target` at most every `max_records`: what `demo`, `experiment` and
-/// the tests do. Returns the dead letters and the alerts.
+/// Runs `records` (key, bytes, or [`MemoryRecord`]s) through `engine` in process, spread over
+/// `partitions` like a keyed topic, committing to `target` at most every `max_records`: what
+/// `demo`, `experiment` and the tests do. Returns the dead letters and the alerts.
 pub fn run_in_memory(
     engine: &mut super::Engine,
-    records: impl Iterator<Item = (String, Vec<u8>)>,
+    records: impl Iterator<Item: Into<MemoryRecord>>,
     partitions: i32,
     target: &mut dyn super::runner::CommitTarget,
     max_records: usize,

@@ -13,9 +13,11 @@
 //! [`runner`] drives it from a [`runner::RecordSource`]; [`memory`] is the in-process source and
 //! dead-letter sink of `demo`, tests and benchmarks.
 
+pub mod admission;
 pub mod cohorts;
 pub mod detection;
 pub mod memory;
+pub mod recent;
 pub mod runner;
 pub mod state;
 
@@ -33,6 +35,7 @@ use crate::model::{
     ValidationError, exposure_ms, validate,
 };
 use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
+use admission::TimeRules;
 use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
@@ -73,6 +76,31 @@ pub enum Rejection {
         watermark_ms: i64,
         allowed_lateness_ms: i64,
     },
+    #[error(
+        "`{field}` = {time_ms} is more than {max_skew_ms} ms ahead of the record's timestamp {timestamp_ms}"
+    )]
+    Future {
+        field: &'static str,
+        time_ms: i64,
+        timestamp_ms: i64,
+        max_skew_ms: i64,
+    },
+    #[error(
+        "trip reported at {event_time_ms}, not at its end {end_ms} (from {max_skew_ms} ms before to {allowed_lateness_ms} ms after it)"
+    )]
+    TripReportedAwayFromEnd {
+        event_time_ms: i64,
+        end_ms: i64,
+        max_skew_ms: i64,
+        allowed_lateness_ms: i64,
+    },
+    #[error(
+        "record time {event_time_ms} falls in a bin already closed (bins before {closed_through_ms})"
+    )]
+    BinClosed {
+        event_time_ms: i64,
+        closed_through_ms: i64,
+    },
     #[error("cohort report on the repartition topic: {0}")]
     CohortReport(String),
     #[error("duplicate of an earlier record with id `{id}`")]
@@ -100,18 +128,21 @@ impl Rejection {
             Rejection::Decode(e) => e.reason(),
             Rejection::CohortReport(_) => "decode",
             Rejection::Invalid(_) => "invalid",
-            Rejection::Late { .. } => "late",
+            Rejection::Late { .. } | Rejection::BinClosed { .. } => "late",
+            Rejection::Future { .. } => "future",
+            Rejection::TripReportedAwayFromEnd { .. } => "invalid",
             Rejection::Duplicate { .. } => "duplicate",
             Rejection::UnrequestedReview { .. } => "unrequested_review",
             Rejection::ReviewedEventOutsideTrip { .. } => "invalid",
         }
     }
 
-    pub const REASONS: [&'static str; 8] = [
+    pub const REASONS: [&'static str; 9] = [
         "oversized",
         "schema",
         "decode",
         "invalid",
+        "future",
         "late",
         "duplicate",
         "unrequested_review",
@@ -152,8 +183,7 @@ impl VehicleSet for PartitionVehicles<'_> {
 /// Per-record processing and the hot state it updates.
 pub struct Engine {
     config: StreamConfig,
-    bin_width_ms: i64,
-    allowed_lateness_ms: i64,
+    time: TimeRules,
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
     detection: DetectionSettings,
@@ -187,6 +217,8 @@ pub struct Engine {
     /// Where a scheduled refit sends new priors (already durable in the store).
     refits: Option<std::sync::mpsc::Receiver<Vec<(String, Prior)>>>,
     pending: Pending,
+    /// The outcomes of the last records, for the dead-letter share `/health` reports.
+    recent: recent::RecentOutcomes,
     pub(crate) metrics: Metrics,
 }
 
@@ -250,13 +282,19 @@ impl Engine {
         restored: RestoredState,
         metrics: Metrics,
     ) -> Result<Engine, RestoreError> {
-        let bin_width_ms = config.bin_width_s * 1000;
-        let allowed_lateness_ms = config.allowed_lateness_s * 1000;
-        let detection = DetectionSettings::new(detector, bin_width_ms, allowed_lateness_ms);
+        let time = TimeRules {
+            bin_width_ms: config.bin_width_s * 1000,
+            allowed_lateness_ms: config.allowed_lateness_s * 1000,
+            max_clock_skew_ms: config.max_clock_skew_s * 1000,
+            watermark_quorum: config.watermark_quorum,
+        };
+        let detection =
+            DetectionSettings::new(detector, time.bin_width_ms, time.allowed_lateness_ms);
+        let recent = recent::RecentOutcomes::new(config.dlq_window_records, config.max_dlq_share);
         let mut engine = Engine {
             config,
-            bin_width_ms,
-            allowed_lateness_ms,
+            time,
+            recent,
             vehicles: Arc::new(Vehicles::default()),
             partitions: HashMap::new(),
             detection,
@@ -284,7 +322,9 @@ impl Engine {
     /// vehicles, partitions, series and cohort aggregators join what the engine holds.
     pub fn adopt(&mut self, restored: RestoredState) -> Result<(), RestoreError> {
         self.use_priors(restored.priors);
+        let mut restored_vehicle_partitions = BTreeSet::new();
         for (id, state) in restored.vehicles {
+            restored_vehicle_partitions.insert(state.partition);
             self.vehicles.insert(id, state);
         }
         for (partition, progress) in restored.aggregators {
@@ -318,6 +358,8 @@ impl Engine {
                 vehicle.series = series;
             }
         }
+        let mut adopted: BTreeSet<i32> = restored.partitions.keys().copied().collect();
+        adopted.extend(restored_vehicle_partitions);
         for (partition, mut state) in restored.partitions {
             // The fleet the partition's vehicles are compared with: its closed bins.
             state.fleet_sums = FleetSums::of(
@@ -327,15 +369,26 @@ impl Engine {
             );
             self.partitions.insert(partition, state);
         }
+        for &partition in &adopted {
+            self.partitions.entry(partition).or_default().clocks = Default::default();
+        }
         for vehicle in self.vehicles.iter() {
-            let holds = &mut self
-                .partitions
-                .entry(vehicle.partition)
-                .or_default()
-                .review_holds;
-            for review in &vehicle.meta.pending_reviews {
-                holds.insert(review_hold(vehicle.key(), review));
+            if !adopted.contains(&vehicle.partition) {
+                continue;
             }
+            let state = self.partitions.entry(vehicle.partition).or_default();
+            state
+                .clocks
+                .advance(i64::MIN, vehicle.meta.last_event_time_ms);
+            for review in &vehicle.meta.pending_reviews {
+                state
+                    .review_holds
+                    .insert(review_hold(vehicle.key(), review));
+            }
+        }
+        for &partition in &adopted {
+            let state = self.partitions.get_mut(&partition).expect("just made");
+            self.time.advance_watermark(state);
         }
         self.refresh_cohort_view();
         self.refresh_gauges();
@@ -682,6 +735,10 @@ impl Engine {
             Ok(kind) => self.metrics.records_accepted(*kind).inc(),
             Err(rejection) => self.metrics.dlq_records(rejection.reason()).inc(),
         }
+        self.recent.push(
+            record.partition,
+            result.as_ref().err().map(Rejection::reason),
+        );
         result
     }
 
@@ -695,30 +752,46 @@ impl Engine {
         }
         let event = codec::decode(record.payload)?;
         validate(&event)?;
+        self.time.check_claims(&event, record.timestamp_ms)?;
         if let Payload::Review(result) = &event.payload {
             return self.apply_review(record, &event.vehicle_id, result);
         }
 
         let partition = self.partitions.entry(record.partition).or_default();
-        let time = event.event_time_ms;
-        if partition.watermark_ms != i64::MIN
-            && time < partition.watermark_ms - self.allowed_lateness_ms
-        {
-            return Err(Rejection::Late {
-                event_time_ms: time,
-                watermark_ms: partition.watermark_ms,
-                allowed_lateness_ms: self.allowed_lateness_ms,
-            });
-        }
+        let time = TimeRules::record_time(&event);
+        self.time.check_on_time(partition, time)?;
         let kind = event.kind();
         let hash = record_hash(kind, &event.vehicle_id, event.record_id());
-        if partition.seen.insert(hash, time).is_some() {
+        if self.time.seen(partition, hash) {
             return Err(Rejection::Duplicate {
                 id: event.record_id().to_string(),
             });
         }
-        partition.watermark_ms = partition.watermark_ms.max(time);
+        partition.seen.insert(hash, time);
         partition.pending_seen.push((time, hash));
+        // The vehicle's clock, then the partition's watermark (a quorum of its vehicles' clocks).
+        let clock = self
+            .vehicles
+            .get(&*event.vehicle_id)
+            .map(|v| (v.partition, v.meta.last_event_time_ms));
+        match clock {
+            Some((p, latest)) if p == record.partition => {
+                partition.clocks.advance(latest, latest.max(time));
+            }
+            Some((_, latest)) => partition.clocks.advance(i64::MIN, latest.max(time)),
+            None => partition.clocks.advance(i64::MIN, time),
+        }
+        self.time.advance_watermark(partition);
+        if let Some((p, latest)) = clock.filter(|(p, _)| *p != record.partition) {
+            // The vehicle moved here from another partition (the topic was repartitioned).
+            if let Some(old) = self.partitions.get_mut(&p) {
+                old.clocks.remove(latest);
+            }
+        }
+        let partition = self
+            .partitions
+            .get_mut(&record.partition)
+            .expect("entered above");
         if let Some(timeout) = self.review_timeout_ms {
             give_up_reviews(
                 partition,
@@ -728,8 +801,11 @@ impl Engine {
                 &self.metrics,
             );
         }
-        if closable_through(partition, self.bin_width_ms, self.allowed_lateness_ms)
-            > partition.closed_through_ms
+        if closable_through(
+            partition,
+            self.time.bin_width_ms,
+            self.time.allowed_lateness_ms,
+        ) > partition.closed_through_ms
         {
             self.close_due = Some(record.partition);
         }
@@ -779,7 +855,7 @@ impl Engine {
             }
             Payload::Review(_) => unreachable!("review results are applied by apply_review"),
         };
-        let bin = bin_time.div_euclid(self.bin_width_ms) * self.bin_width_ms;
+        let bin = bin_time.div_euclid(self.time.bin_width_ms) * self.time.bin_width_ms;
 
         let vehicle_id: &str = &event.vehicle_id;
         let mut vehicle = match self.vehicles.get_mut(vehicle_id) {
@@ -803,6 +879,7 @@ impl Engine {
         }
         vehicle.dirty_bins.insert(bin);
         let meta = &mut vehicle.meta;
+        // The clock the partition's watermark follows (see above).
         meta.last_event_time_ms = meta.last_event_time_ms.max(time);
         if let Payload::Trip(t) = &event.payload {
             meta.observe_firmware(&t.firmware_version, t.start_time_ms);
@@ -811,7 +888,7 @@ impl Engine {
             }
         }
         if let Some(policy) = &self.sampling {
-            let width = self.bin_width_ms;
+            let width = self.time.bin_width_ms;
             let vehicle = &mut *vehicle;
             match &event.payload {
                 // With a review service only its results count as reviewed.
@@ -944,7 +1021,7 @@ impl Engine {
             });
         }
         let review = vehicle.meta.pending_reviews.remove(at);
-        let width = self.bin_width_ms;
+        let width = self.time.bin_width_ms;
         if vehicle.dirty_bins.is_empty() {
             self.pending.dirty_vehicles.push(vehicle_id.to_string());
         }
@@ -969,7 +1046,7 @@ impl Engine {
         partition
             .review_holds
             .remove(&review_hold(vehicle_id, &review));
-        if closable_through(partition, width, self.allowed_lateness_ms)
+        if closable_through(partition, width, self.time.allowed_lateness_ms)
             > partition.closed_through_ms
         {
             self.close_due = Some(vehicle.partition);
@@ -988,7 +1065,8 @@ impl Engine {
         if state.watermark_ms == i64::MIN {
             return;
         }
-        let through = closable_through(state, self.bin_width_ms, self.allowed_lateness_ms);
+        let through =
+            closable_through(state, self.time.bin_width_ms, self.time.allowed_lateness_ms);
         if through <= state.closed_through_ms {
             return;
         }
@@ -1045,7 +1123,7 @@ impl Engine {
                     vehicle.dirty_bins.insert(bin);
                 }
             }
-            bin += self.bin_width_ms;
+            bin += self.time.bin_width_ms;
         }
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.fleet_sums = fleet;
@@ -1067,6 +1145,8 @@ impl Engine {
 
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
     pub fn take_delta(&mut self) -> StateDelta {
+        self.metrics
+            .publish_dead_letter_share(self.recent.snapshot());
         let pending = std::mem::take(&mut self.pending);
         let mut delta = StateDelta::default();
         for vehicle_id in pending.dirty_vehicles {
@@ -1111,7 +1191,9 @@ impl Engine {
                 });
             }
             if state.watermark_ms != i64::MIN {
-                state.seen_cutoff_ms = state.watermark_ms.saturating_sub(self.allowed_lateness_ms);
+                state.seen_cutoff_ms = state
+                    .watermark_ms
+                    .saturating_sub(self.time.allowed_lateness_ms);
                 let cutoff = state.seen_cutoff_ms;
                 state.seen.retain(|_, time| *time >= cutoff);
             }
@@ -1255,5 +1337,7 @@ fn record_hash(kind: RecordKind, vehicle_id: &str, record_id: &str) -> u64 {
     ])
 }
 
+#[cfg(test)]
+mod clock_tests;
 #[cfg(test)]
 mod tests;

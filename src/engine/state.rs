@@ -314,14 +314,19 @@ pub fn fact_records(segment: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
 pub struct PartitionState {
     /// Offset of the next record to read.
     pub next_offset: i64,
-    /// Largest event time accepted so far (`i64::MIN` before the first).
+    /// The latest record time a quorum of the partition's vehicles reached
+    /// ([`super::admission`]; `i64::MIN` before the first record). Never goes back.
     pub watermark_ms: i64,
-    /// Hashes of record ids accepted recently, with their event times: enough to drop duplicates
-    /// until a copy would be late anyway.
+    /// The latest record time of each of the partition's vehicles, which the watermark follows.
+    /// Derived from the vehicles' meta (rebuilt on restore).
+    pub clocks: super::admission::VehicleClocks,
+    /// Hashes of record ids accepted recently, with their record times: an id counts as seen
+    /// while its time is within the lateness window of the watermark.
     pub seen: HashMap<u64, i64, IdHashBuilder>,
-    /// Ids with event times below this were forgotten at the last commit.
+    /// Ids with record times below this were forgotten at the last commit (they no longer
+    /// counted).
     pub seen_cutoff_ms: i64,
-    /// (event time, id hash) accepted since the last commit.
+    /// (record time, id hash) accepted since the last commit.
     pub pending_seen: Vec<(i64, u64)>,
     /// Offset of the first record since the last commit, if any.
     pub interval_first_offset: Option<i64>,
@@ -345,6 +350,7 @@ impl Default for PartitionState {
         PartitionState {
             next_offset: 0,
             watermark_ms: i64::MIN,
+            clocks: Default::default(),
             seen: HashMap::default(),
             seen_cutoff_ms: i64::MIN,
             pending_seen: Vec::new(),

@@ -23,6 +23,20 @@ fn engine() -> Engine {
     engine_from(RestoredState::default())
 }
 
+/// An engine for a test of one or two vehicles: configured, as a fleet that small must be, with
+/// a watermark quorum of one (a partition's watermark is its most advanced vehicle's time).
+fn engine_of_few() -> Engine {
+    let mut config = Config::default_config();
+    config.stream.watermark_quorum = 1;
+    Engine::new(
+        config.stream,
+        &config.detector,
+        RestoredState::default(),
+        Metrics::new(),
+    )
+    .unwrap()
+}
+
 fn safety(vehicle: &str, id: &str, time: i64, event_type: EventType) -> Vec<u8> {
     encode_to_vec(&TelemetryEvent {
         vehicle_id: Cow::Borrowed(vehicle),
@@ -114,7 +128,7 @@ fn counts_and_exposure_land_in_event_time_bins() {
 
 #[test]
 fn duplicates_and_late_records_are_rejected_with_reasons() {
-    let mut e = engine();
+    let mut e = engine_of_few();
     let lateness = Config::default_config().stream.allowed_lateness_s * 1000;
     let results = feed(
         &mut e,
@@ -156,7 +170,7 @@ fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_
     // One vehicle, 8 h a day: 1 critical event a day for 40 days, then 8 a day. The detector
     // must open an episode for it; the alert id names the key, class and onset date.
     let lateness = Config::default_config().stream.allowed_lateness_s * 1000;
-    let mut e = engine();
+    let mut e = engine_of_few();
     let mut records = Vec::new();
     for day in 0..60i64 {
         let start = T0 + day * 24 * HOUR;
@@ -204,7 +218,7 @@ fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_
         "day 0 closed, day 1 next"
     );
 
-    let mut e = engine();
+    let mut e = engine_of_few();
     feed(&mut e, &records);
     let alerts = e.take_alerts();
     let opened: Vec<&RegressionAlert> = alerts
@@ -260,7 +274,7 @@ fn a_scheduled_refits_spread_applies_from_the_next_bin() {
             ]
         })
         .collect();
-    let mut e = engine();
+    let mut e = engine_of_few();
     let (to_engine, refits) = std::sync::mpsc::channel();
     e.receive_priors(refits);
     feed(&mut e, &records[..20]);
@@ -363,7 +377,7 @@ fn cohort_bins_wait_for_every_input_partition_except_empty_ones() {
         })
         .collect();
     let cohort_bins = |inputs: &[(i32, Option<i64>)]| {
-        let mut e = engine();
+        let mut e = engine_of_few();
         e.set_input_partitions(inputs);
         feed(&mut e, &records);
         e.cohorts().get("model:m").map(|s| s[0].next_bin_ms)

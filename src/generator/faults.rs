@@ -126,6 +126,8 @@ pub(super) struct FaultInjector {
     late: Vec<Held>,
     pub(super) counts: FaultCounts,
     pub(super) emitted: u64,
+    /// The latest event time pushed: the simulated clock records go out at.
+    clock_ms: i64,
 }
 
 impl FaultInjector {
@@ -138,11 +140,13 @@ impl FaultInjector {
             late: Vec::new(),
             counts: FaultCounts::default(),
             emitted: 0,
+            clock_ms: i64::MIN,
         }
     }
 
-    fn emit(&mut self, record: GeneratedRecord, out: &mut VecDeque<GeneratedRecord>) {
+    fn emit(&mut self, mut record: GeneratedRecord, out: &mut VecDeque<GeneratedRecord>) {
         self.emitted += 1;
+        record.produced_ms = record.produced_ms.max(self.clock_ms);
         out.push_back(record);
     }
 
@@ -162,6 +166,7 @@ impl FaultInjector {
         day: u32,
         out: &mut VecDeque<GeneratedRecord>,
     ) {
+        self.clock_ms = self.clock_ms.max(time_ms);
         if self.held.iter().any(|h| time_ms >= h.release_after_ms) {
             let held = std::mem::take(&mut self.held);
             let (due, kept): (Vec<Held>, Vec<Held>) = held

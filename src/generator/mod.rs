@@ -31,6 +31,11 @@ pub struct GeneratedRecord {
     pub bytes: Vec<u8>,
     /// How the record was disturbed, if it was.
     pub fault: Option<Fault>,
+    /// When the simulated fleet produced it (ms since the epoch): the latest event time the
+    /// stream had reached when the record went out, so never before its own times, and later
+    /// for records held back (late, reordered, second copies). In-process runs use it as the
+    /// record's Kafka timestamp; `generate --kafka` leaves that to the broker (now).
+    pub produced_ms: i64,
 }
 
 /// What `safetel generate` writes next to the records.
@@ -123,6 +128,7 @@ impl Generator {
                 key: event.vehicle_id.to_string(),
                 bytes: codec::encode_to_vec(&event),
                 fault: None,
+                produced_ms: event.event_time_ms,
             };
             self.faults
                 .push(record, event.event_time_ms, day, &mut self.ready);

@@ -267,8 +267,11 @@ async fn health(State(state): State<AppState>) -> Response {
     let status = state.status.snapshot();
     let broker_unreachable_since = (state.metrics.source_disconnected.get() == 1)
         .then(|| state.metrics.source_disconnected_since.get());
-    let healthy =
-        status.running && status.last_error.is_none() && broker_unreachable_since.is_none();
+    let dead_letters = state.metrics.dead_letter_share();
+    let healthy = status.running
+        && status.last_error.is_none()
+        && broker_unreachable_since.is_none()
+        && !dead_letters.alarm;
     let code = if healthy {
         StatusCode::OK
     } else {
@@ -278,10 +281,25 @@ async fn health(State(state): State<AppState>) -> Response {
         code,
         Json(
             json!({"healthy": healthy, "running": status.running, "last_error": status.last_error,
-                "broker_unreachable_since_unix_s": broker_unreachable_since}),
+                "broker_unreachable_since_unix_s": broker_unreachable_since,
+                "dead_letters": dead_letter_json(&dead_letters)}),
         ),
     )
         .into_response()
+}
+
+/// The dead-letter share of the last records, with its top reasons and partitions.
+fn dead_letter_json(now: &crate::engine::recent::DeadLetterShare) -> Value {
+    let top = |pairs: Vec<Value>| pairs.into_iter().take(5).collect::<Vec<Value>>();
+    json!({
+        "records": now.records,
+        "dead_lettered": now.dead_lettered,
+        "share": now.share,
+        "max_share": now.max_share,
+        "above_max": now.alarm,
+        "top_reasons": top(now.reasons.iter().map(|(r, n)| json!({"reason": r, "records": n})).collect()),
+        "top_partitions": top(now.partitions.iter().map(|(p, n)| json!({"partition": p, "records": n})).collect()),
+    })
 }
 
 async fn status(State(state): State<AppState>) -> Json<Value> {

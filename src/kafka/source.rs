@@ -24,6 +24,7 @@ use super::changelog::{GroupMembership, Topics};
 use super::client_config;
 use crate::config::Config;
 use crate::engine::SourceRecord;
+use crate::engine::admission::reference_timestamp;
 use crate::engine::runner::{Poll, Rebalance, RecordSource, SourceError};
 use crate::metrics::Metrics;
 
@@ -245,12 +246,19 @@ impl RecordSource for KafkaSource {
                         .consumer
                         .context()
                         .internal(message.topic(), message.partition());
+                    let (timestamp_ms, replaced) = reference_timestamp(
+                        message.timestamp().to_millis(),
+                        crate::engine::runner::unix_ms(),
+                    );
+                    if replaced {
+                        self.shared.metrics.timestamps_replaced.inc();
+                    }
                     let record = SourceRecord {
                         partition,
                         offset: message.offset(),
                         key: message.key(),
                         payload: message.payload().unwrap_or(&[]),
-                        timestamp_ms: message.timestamp().to_millis(),
+                        timestamp_ms: Some(timestamp_ms),
                     };
                     handle(&record);
                     count += 1;

@@ -13,7 +13,10 @@ use std::borrow::Cow;
 
 pub use alert::{AlertStatus, KeyKind, RegressionAlert, utc_date};
 pub use review::{ReviewRequest, ReviewResult};
-pub use validate::{MAX_REVIEWED_EVENTS, ValidationError, validate};
+pub use validate::{
+    MAX_EVENT_TIME_MS, MAX_REVIEWED_EVENTS, MIN_EVENT_TIME_MS, TRIP_DURATION_TOLERANCE_S,
+    TRIP_DURATION_TOLERANCE_SHARE, ValidationError, validate,
+};
 
 /// One telemetry record.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,6 +8,12 @@ pub const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
 pub const MAX_EVENT_TIME_MS: i64 = 4_102_444_800_000;
 /// Longest trip accepted, in seconds (two days).
 pub const MAX_TRIP_DURATION_S: f64 = 172_800.0;
+/// A trip's claimed `duration_s` may differ from `end - start` by this many seconds...
+pub const TRIP_DURATION_TOLERANCE_S: f64 = 60.0;
+/// ...or by this share of `end - start`, whichever is larger: rounding to whole seconds or
+/// minutes, and a few seconds between ignition and the first GPS fix, stay inside; a claim that
+/// inflates or deflates the exposure the detectors divide by does not.
+pub const TRIP_DURATION_TOLERANCE_SHARE: f64 = 0.02;
 /// Highest plausible speed, km/h.
 pub const MAX_SPEED_KPH: f64 = 400.0;
 /// Longest id or label accepted, in bytes.
@@ -32,6 +38,10 @@ pub enum ValidationError {
     },
     #[error("trip ends ({end_ms}) before it starts ({start_ms})")]
     TripEndsBeforeStart { start_ms: i64, end_ms: i64 },
+    #[error(
+        "trip claims duration_s = {claimed_s} but runs {span_s} s from start to end (tolerance: {TRIP_DURATION_TOLERANCE_S} s or {TRIP_DURATION_TOLERANCE_SHARE} of the span)"
+    )]
+    DurationMismatch { claimed_s: f64, span_s: f64 },
     #[error("mode transition from {0} to itself")]
     NoModeChange(&'static str),
     #[error("review result holds {0} events, more than the {MAX_REVIEWED_EVENTS} allowed")]
@@ -91,6 +101,14 @@ pub fn validate(event: &TelemetryEvent<'_>) -> Result<(), ValidationError> {
                 });
             }
             number("duration_s", t.duration_s, 0.0, MAX_TRIP_DURATION_S)?;
+            let span_s = (t.end_time_ms - t.start_time_ms) as f64 / 1000.0;
+            let tolerance_s = TRIP_DURATION_TOLERANCE_S.max(TRIP_DURATION_TOLERANCE_SHARE * span_s);
+            if (t.duration_s - span_s).abs() > tolerance_s {
+                return Err(ValidationError::DurationMismatch {
+                    claimed_s: t.duration_s,
+                    span_s,
+                });
+            }
             number(
                 "distance_km",
                 t.distance_km,

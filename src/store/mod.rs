@@ -492,7 +492,9 @@ impl Store {
                 let time = i64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
                 let hash = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
                 if time >= state.seen_cutoff_ms {
-                    state.seen.insert(hash, time);
+                    // An id accepted again once its first time no longer counted: the later.
+                    let latest = state.seen.entry(hash).or_insert(time);
+                    *latest = (*latest).max(time);
                 }
             }
         }

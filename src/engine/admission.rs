@@ -1,0 +1,249 @@
+//! Admission by time: whether a decoded, valid record may change state, judged from the times it
+//! claims and what the broker saw.
+//!
+//! The rules (README "Time and trust"):
+//! - A record's *record time* places it in a bin: a trip's end, any other record's event time.
+//! - No claimed time (the event time; a trip's start and end; a review's events) may run more
+//!   than `stream.max_clock_skew_s` ahead of the record's timestamp (`future`). The timestamp is
+//!   the broker's (or the producer's, with CreateTime); without a usable one the source gives its
+//!   own clock at receipt, and where no source gives one (an engine fed directly) nothing is
+//!   checked against it.
+//! - A trip is reported when it ends: its event time lies between its end minus the skew and its
+//!   end plus the allowed lateness (`invalid` otherwise).
+//! - A partition's watermark is the latest record time that `stream.watermark_quorum` of its
+//!   vehicles have reached ([`VehicleClocks`]): one vehicle whose clock runs ahead moves it for
+//!   nobody, not even as the partition's first. It never goes back. Until the partition has
+//!   seen that many vehicles it has none: nothing is late and no bin closes.
+//! - A record is `late` if its record time is more than the allowed lateness behind the
+//!   watermark, or its bin has closed.
+//! - A record id counts as seen while the record time it came with is within the lateness window
+//!   of the watermark: whether a copy is a `duplicate` depends on event time alone, never on
+//!   where commits fell (they only forget ids that no longer count).
+
+use std::collections::BTreeMap;
+
+use super::Rejection;
+use super::state::PartitionState;
+use crate::model::{MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Payload, TelemetryEvent};
+
+/// The time rules of one engine, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRules {
+    pub bin_width_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub max_clock_skew_ms: i64,
+    pub watermark_quorum: usize,
+}
+
+impl TimeRules {
+    /// The record time of a decoded event: the time that places it in a bin.
+    pub fn record_time(event: &TelemetryEvent<'_>) -> i64 {
+        match &event.payload {
+            Payload::Trip(t) => t.end_time_ms,
+            _ => event.event_time_ms,
+        }
+    }
+
+    /// The checks that need only the record: no claimed time ahead of the record's timestamp
+    /// by more than the skew; a trip reported at its end.
+    pub fn check_claims(
+        &self,
+        event: &TelemetryEvent<'_>,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), Rejection> {
+        if let Some(timestamp_ms) = timestamp_ms {
+            let future = |field: &'static str, time_ms: i64| {
+                if time_ms > timestamp_ms.saturating_add(self.max_clock_skew_ms) {
+                    Err(Rejection::Future {
+                        field,
+                        time_ms,
+                        timestamp_ms,
+                        max_skew_ms: self.max_clock_skew_ms,
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+            future("event_time", event.event_time_ms)?;
+            match &event.payload {
+                // A valid trip starts no later than it ends.
+                Payload::Trip(t) => future("end_time", t.end_time_ms)?,
+                Payload::Review(r) => {
+                    for (time_ms, _) in &r.events {
+                        future("events.event_time", *time_ms)?;
+                    }
+                }
+                Payload::Safety(_) | Payload::Mode(_) => {}
+            }
+        }
+        if let Payload::Trip(t) = &event.payload {
+            let earliest = t.end_time_ms.saturating_sub(self.max_clock_skew_ms);
+            let latest = t.end_time_ms.saturating_add(self.allowed_lateness_ms);
+            if !(earliest..=latest).contains(&event.event_time_ms) {
+                return Err(Rejection::TripReportedAwayFromEnd {
+                    event_time_ms: event.event_time_ms,
+                    end_ms: t.end_time_ms,
+                    max_skew_ms: self.max_clock_skew_ms,
+                    allowed_lateness_ms: self.allowed_lateness_ms,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids whose record time is below this no longer count as seen on the partition.
+    pub fn seen_cutoff(&self, partition: &PartitionState) -> i64 {
+        partition
+            .watermark_ms
+            .saturating_sub(self.allowed_lateness_ms)
+    }
+
+    /// A record of record time `time_ms` is on time for the partition: not more than the
+    /// allowed lateness behind its watermark, and its bin still open.
+    pub fn check_on_time(&self, partition: &PartitionState, time_ms: i64) -> Result<(), Rejection> {
+        if partition.watermark_ms != i64::MIN && time_ms < self.seen_cutoff(partition) {
+            return Err(Rejection::Late {
+                event_time_ms: time_ms,
+                watermark_ms: partition.watermark_ms,
+                allowed_lateness_ms: self.allowed_lateness_ms,
+            });
+        }
+        let bin = time_ms.div_euclid(self.bin_width_ms) * self.bin_width_ms;
+        if bin < partition.closed_through_ms {
+            return Err(Rejection::BinClosed {
+                event_time_ms: time_ms,
+                closed_through_ms: partition.closed_through_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether id `hash` was accepted on the partition with a record time that still counts.
+    pub fn seen(&self, partition: &PartitionState, hash: u64) -> bool {
+        partition
+            .seen
+            .get(&hash)
+            .is_some_and(|&time| time >= self.seen_cutoff(partition))
+    }
+
+    /// Moves the partition's watermark after a vehicle's latest record time changed.
+    pub fn advance_watermark(&self, partition: &mut PartitionState) {
+        let quorum = partition.clocks.watermark(self.watermark_quorum);
+        partition.watermark_ms = partition.watermark_ms.max(quorum);
+    }
+}
+
+/// The timestamp a Kafka record's claimed times are judged against: its Kafka timestamp where
+/// that is plausible (within 2000..2100, like event times) and not ahead of this host's clock
+/// `now_ms` at receipt; otherwise the clock (`true`: replaced). With CreateTime the Kafka
+/// timestamp is the producer's clock: a topic set to LogAppendTime makes it the broker's.
+pub fn reference_timestamp(kafka_ms: Option<i64>, now_ms: i64) -> (i64, bool) {
+    match kafka_ms {
+        Some(ms) if (MIN_EVENT_TIME_MS..MAX_EVENT_TIME_MS).contains(&ms) && ms <= now_ms => {
+            (ms, false)
+        }
+        _ => (now_ms, true),
+    }
+}
+
+/// The latest record time of each vehicle of a partition (a multiset of times), for a watermark
+/// no single vehicle can move alone. Derived from the vehicles' `last_event_time_ms`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VehicleClocks {
+    /// Latest record time -> how many vehicles are there.
+    at: BTreeMap<i64, u32>,
+    vehicles: usize,
+}
+
+impl VehicleClocks {
+    /// A vehicle's latest record time moved from `from` (`i64::MIN`: the vehicle is new here)
+    /// to `to`.
+    pub fn advance(&mut self, from: i64, to: i64) {
+        if from == to {
+            return;
+        }
+        if from != i64::MIN {
+            self.remove(from);
+        }
+        self.vehicles += 1;
+        *self.at.entry(to).or_default() += 1;
+    }
+
+    /// A vehicle whose latest record time is `at` left the partition.
+    pub fn remove(&mut self, at: i64) {
+        if let Some(count) = self.at.get_mut(&at) {
+            *count -= 1;
+            if *count == 0 {
+                self.at.remove(&at);
+            }
+            self.vehicles -= 1;
+        }
+    }
+
+    /// The latest time `quorum` vehicles have reached; `i64::MIN` while fewer than `quorum`
+    /// vehicles are here (with one vehicle, nothing tells its clock is wrong).
+    pub fn watermark(&self, quorum: usize) -> i64 {
+        let needed = quorum.max(1);
+        let mut reached = 0;
+        for (&time, &count) in self.at.iter().rev() {
+            reached += count as usize;
+            if reached >= needed {
+                return time;
+            }
+        }
+        i64::MIN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_is_the_time_a_quorum_of_vehicles_reached() {
+        let mut clocks = VehicleClocks::default();
+        assert_eq!(clocks.watermark(3), i64::MIN);
+        clocks.advance(i64::MIN, 100);
+        assert_eq!(
+            clocks.watermark(3),
+            i64::MIN,
+            "one vehicle of a quorum of three"
+        );
+        assert_eq!(clocks.watermark(1), 100, "a quorum of one: its own time");
+        clocks.advance(i64::MIN, 50);
+        assert_eq!(
+            clocks.watermark(3),
+            i64::MIN,
+            "two vehicles of a quorum of three"
+        );
+        clocks.advance(i64::MIN, 70);
+        assert_eq!(clocks.watermark(3), 50, "three: the least advanced");
+        // One vehicle races ahead: nothing moves.
+        clocks.advance(100, 1_000_000);
+        assert_eq!(clocks.watermark(3), 50);
+        clocks.advance(50, 80);
+        assert_eq!(clocks.watermark(3), 70);
+        clocks.advance(i64::MIN, 90);
+        assert_eq!(
+            clocks.watermark(3),
+            80,
+            "four vehicles: the third most advanced"
+        );
+        assert_eq!(
+            clocks.watermark(1),
+            1_000_000,
+            "a quorum of one: the most advanced"
+        );
+        // Two vehicles at the same time count twice.
+        clocks.advance(70, 90);
+        assert_eq!(clocks.watermark(2), 90);
+        clocks.remove(1_000_000);
+        clocks.remove(90);
+        assert_eq!(clocks.watermark(2), 80, "two left");
+        assert_eq!(
+            clocks.watermark(3),
+            i64::MIN,
+            "two left of a quorum of three"
+        );
+    }
+}
