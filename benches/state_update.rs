@@ -1,5 +1,5 @@
-//! The per-record path in process: decode + validate + lateness + dedup + bin update + fact
-//! capture, i.e. `Engine::process`, on generated records. Commits (RocksDB) are not included:
+//! The per-record path in process: decode + validate + clock checks + lateness + dedup + bin
+//! update + fact capture, i.e. `Engine::process`, on generated records. Commits (RocksDB) are not included:
 //! they are measured end to end by scripts/bench-e2e. Run: cargo bench --bench state_update
 use std::hint::black_box;
 
@@ -15,7 +15,11 @@ fn bench(c: &mut Criterion) {
         days: 7,
         ..GeneratorConfig::default()
     };
-    let records: Vec<Vec<u8>> = Generator::new(config).unwrap().map(|r| r.bytes).collect();
+    // With the simulated produce time as the Kafka timestamp, so the clock checks run.
+    let records: Vec<(Vec<u8>, i64)> = Generator::new(config)
+        .unwrap()
+        .map(|r| (r.bytes, r.produced_ms))
+        .collect();
     let config = Config::default_config();
     let stream = config.stream.clone();
     let mut group = c.benchmark_group("engine");
@@ -32,13 +36,13 @@ fn bench(c: &mut Criterion) {
                 .expect("empty state")
             },
             |mut engine| {
-                for (offset, bytes) in records.iter().enumerate() {
+                for (offset, (bytes, produced_ms)) in records.iter().enumerate() {
                     let record = SourceRecord {
                         partition: 0,
                         offset: offset as i64,
                         key: None,
                         payload: bytes,
-                        timestamp_ms: None,
+                        timestamp_ms: Some(*produced_ms),
                     };
                     let _ = black_box(engine.process(&record));
                 }

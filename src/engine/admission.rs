@@ -20,8 +20,6 @@
 //!   of the watermark: whether a copy is a `duplicate` depends on event time alone, never on
 //!   where commits fell (they only forget ids that no longer count).
 
-use std::collections::BTreeMap;
-
 use super::Rejection;
 use super::state::PartitionState;
 use crate::model::{MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Payload, TelemetryEvent};
@@ -146,52 +144,65 @@ pub fn reference_timestamp(kafka_ms: Option<i64>, now_ms: i64) -> (i64, bool) {
     }
 }
 
-/// The latest record time of each vehicle of a partition (a multiset of times), for a watermark
-/// no single vehicle can move alone. Derived from the vehicles' `last_event_time_ms`.
+/// The most advanced vehicles of a partition: the `quorum` largest latest record times, for a
+/// watermark no single vehicle can move alone. A vehicle's latest time only grows, so one not
+/// among them can only join by its own record: keeping the few is exact. Rebuilt from the
+/// vehicles' `last_event_time_ms` on restore (and when a vehicle moves to another partition).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VehicleClocks {
-    /// Latest record time -> how many vehicles are there.
-    at: BTreeMap<i64, u32>,
-    vehicles: usize,
+    /// (latest record time, vehicle id), least advanced first; at most `quorum` of them.
+    top: Vec<(i64, String)>,
 }
 
 impl VehicleClocks {
-    /// A vehicle's latest record time moved from `from` (`i64::MIN`: the vehicle is new here)
-    /// to `to`.
-    pub fn advance(&mut self, from: i64, to: i64) {
-        if from == to {
-            return;
-        }
-        if from != i64::MIN {
-            self.remove(from);
-        }
-        self.vehicles += 1;
-        *self.at.entry(to).or_default() += 1;
-    }
-
-    /// A vehicle whose latest record time is `at` left the partition.
-    pub fn remove(&mut self, at: i64) {
-        if let Some(count) = self.at.get_mut(&at) {
-            *count -= 1;
-            if *count == 0 {
-                self.at.remove(&at);
+    /// A record of `vehicle` at record time `time` was accepted.
+    pub fn observe(&mut self, vehicle: &str, time: i64, quorum: usize) {
+        let at = match self.top.iter().position(|(_, v)| v == vehicle) {
+            Some(at) if time > self.top[at].0 => at,
+            Some(_) => return,
+            None if self.top.len() < quorum => {
+                self.top.insert(0, (time, vehicle.to_string()));
+                0
             }
-            self.vehicles -= 1;
+            // Displaces the least advanced of the few (reusing its id's buffer).
+            None if self.top.first().is_some_and(|(least, _)| time > *least) => {
+                let (least, id) = &mut self.top[0];
+                id.clear();
+                id.push_str(vehicle);
+                *least = time;
+                0
+            }
+            None => return,
+        };
+        self.top[at].0 = time;
+        // Back in order: the one that moved goes up past those now behind it.
+        let mut i = at;
+        while i + 1 < self.top.len() && self.top[i].0 > self.top[i + 1].0 {
+            self.top.swap(i, i + 1);
+            i += 1;
+        }
+        while i > 0 && self.top[i - 1].0 > self.top[i].0 {
+            self.top.swap(i - 1, i);
+            i -= 1;
         }
     }
 
     /// The latest time `quorum` vehicles have reached; `i64::MIN` while fewer than `quorum`
     /// vehicles are here (with one vehicle, nothing tells its clock is wrong).
     pub fn watermark(&self, quorum: usize) -> i64 {
-        let needed = quorum.max(1);
-        let mut reached = 0;
-        for (&time, &count) in self.at.iter().rev() {
-            reached += count as usize;
-            if reached >= needed {
-                return time;
-            }
+        match self.top.len() {
+            n if n >= quorum.max(1) => self.top[n - quorum.max(1)].0,
+            _ => i64::MIN,
         }
-        i64::MIN
+    }
+
+    /// The clocks of these (vehicle id, latest record time), from scratch.
+    pub fn of<'a>(vehicles: impl IntoIterator<Item = (&'a str, i64)>, quorum: usize) -> Self {
+        let mut clocks = VehicleClocks::default();
+        for (vehicle, time) in vehicles {
+            clocks.observe(vehicle, time, quorum);
+        }
+        clocks
     }
 }
 
@@ -203,47 +214,74 @@ mod tests {
     fn the_watermark_is_the_time_a_quorum_of_vehicles_reached() {
         let mut clocks = VehicleClocks::default();
         assert_eq!(clocks.watermark(3), i64::MIN);
-        clocks.advance(i64::MIN, 100);
+        clocks.observe("a", 100, 3);
         assert_eq!(
             clocks.watermark(3),
             i64::MIN,
             "one vehicle of a quorum of three"
         );
-        assert_eq!(clocks.watermark(1), 100, "a quorum of one: its own time");
-        clocks.advance(i64::MIN, 50);
+        clocks.observe("b", 50, 3);
         assert_eq!(
             clocks.watermark(3),
             i64::MIN,
             "two vehicles of a quorum of three"
         );
-        clocks.advance(i64::MIN, 70);
+        clocks.observe("c", 70, 3);
         assert_eq!(clocks.watermark(3), 50, "three: the least advanced");
         // One vehicle races ahead: nothing moves.
-        clocks.advance(100, 1_000_000);
+        clocks.observe("a", 1_000_000, 3);
         assert_eq!(clocks.watermark(3), 50);
-        clocks.advance(50, 80);
+        // An older record of a vehicle changes nothing.
+        clocks.observe("c", 60, 3);
+        assert_eq!(clocks.watermark(3), 50);
+        clocks.observe("b", 80, 3);
         assert_eq!(clocks.watermark(3), 70);
-        clocks.advance(i64::MIN, 90);
+        clocks.observe("d", 90, 3);
         assert_eq!(
             clocks.watermark(3),
             80,
             "four vehicles: the third most advanced"
         );
-        assert_eq!(
-            clocks.watermark(1),
-            1_000_000,
-            "a quorum of one: the most advanced"
-        );
-        // Two vehicles at the same time count twice.
-        clocks.advance(70, 90);
-        assert_eq!(clocks.watermark(2), 90);
-        clocks.remove(1_000_000);
-        clocks.remove(90);
-        assert_eq!(clocks.watermark(2), 80, "two left");
-        assert_eq!(
-            clocks.watermark(3),
-            i64::MIN,
-            "two left of a quorum of three"
-        );
+        clocks.observe("e", 75, 3);
+        assert_eq!(clocks.watermark(3), 80, "behind the three most advanced");
+        clocks.observe("e", 95, 3);
+        assert_eq!(clocks.watermark(3), 90);
+        assert_eq!(clocks.watermark(2), 95);
+        // Kept incrementally, the few are those a rebuild from every vehicle's latest finds.
+        let all = [("a", 1_000_000), ("b", 80), ("c", 70), ("d", 90), ("e", 95)];
+        assert_eq!(clocks, VehicleClocks::of(all, 3));
+    }
+
+    #[test]
+    fn the_kept_few_equal_a_rebuild_on_any_stream() {
+        // Pseudo-random streams of 30 vehicles: after every record, the incremental clocks
+        // equal those rebuilt from every vehicle's latest time (up to the order of ties).
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state >> 33
+        };
+        for quorum in [1, 2, 3, 5] {
+            let mut clocks = VehicleClocks::default();
+            let mut latest: std::collections::BTreeMap<String, i64> = Default::default();
+            for step in 0..2000i64 {
+                let vehicle = format!("v{}", next() % 30);
+                let time = step * 10 - (next() % 500) as i64;
+                clocks.observe(&vehicle, time, quorum);
+                let l = latest.entry(vehicle).or_insert(time);
+                *l = (*l).max(time);
+                let rebuilt =
+                    VehicleClocks::of(latest.iter().map(|(v, t)| (v.as_str(), *t)), quorum);
+                assert_eq!(
+                    clocks.watermark(quorum),
+                    rebuilt.watermark(quorum),
+                    "step {step}"
+                );
+                let times = |c: &VehicleClocks| c.top.iter().map(|(t, _)| *t).collect::<Vec<_>>();
+                assert_eq!(times(&clocks), times(&rebuilt), "step {step}");
+            }
+        }
     }
 }

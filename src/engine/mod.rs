@@ -206,6 +206,8 @@ pub struct Engine {
     inputs: Option<Vec<(i32, Option<i64>)>>,
     /// The record just accepted let this partition close a bin still open.
     close_due: Option<i32>,
+    /// The record just accepted moved its vehicle (from, to) these partitions.
+    clocks_to_rebuild: Option<(i32, i32)>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
     /// The review-budget policy, when trips' critical events count only if reviewed.
@@ -306,6 +308,7 @@ impl Engine {
             alerts: Vec::new(),
             inputs: None,
             close_due: None,
+            clocks_to_rebuild: None,
             priors: HashMap::new(),
             refits: None,
             sampling: None,
@@ -369,17 +372,11 @@ impl Engine {
             );
             self.partitions.insert(partition, state);
         }
-        for &partition in &adopted {
-            self.partitions.entry(partition).or_default().clocks = Default::default();
-        }
         for vehicle in self.vehicles.iter() {
             if !adopted.contains(&vehicle.partition) {
                 continue;
             }
             let state = self.partitions.entry(vehicle.partition).or_default();
-            state
-                .clocks
-                .advance(i64::MIN, vehicle.meta.last_event_time_ms);
             for review in &vehicle.meta.pending_reviews {
                 state
                     .review_holds
@@ -387,12 +384,25 @@ impl Engine {
             }
         }
         for &partition in &adopted {
-            let state = self.partitions.get_mut(&partition).expect("just made");
-            self.time.advance_watermark(state);
+            self.rebuild_clocks(partition);
         }
         self.refresh_cohort_view();
         self.refresh_gauges();
         Ok(())
+    }
+
+    /// Rebuilds a partition's vehicle clocks from its vehicles' latest record times (the
+    /// watermark they give never takes it back).
+    fn rebuild_clocks(&mut self, partition: i32) {
+        let quorum = self.time.watermark_quorum;
+        let vehicles = self.vehicles.iter().filter(|v| v.partition == partition);
+        let latest: Vec<(String, i64)> = vehicles
+            .map(|v| (v.key().clone(), v.meta.last_event_time_ms))
+            .collect();
+        let state = self.partitions.entry(partition).or_default();
+        state.clocks =
+            admission::VehicleClocks::of(latest.iter().map(|(v, t)| (v.as_str(), *t)), quorum);
+        self.time.advance_watermark(state);
     }
 
     /// Lets go of partitions (given to another process): their vehicles, positions and cohort
@@ -727,6 +737,10 @@ impl Engine {
         }
         self.metrics.records_received.inc();
         let result = self.apply(record);
+        if let Some((from, to)) = self.clocks_to_rebuild.take() {
+            self.rebuild_clocks(from);
+            self.rebuild_clocks(to);
+        }
         if let Some(partition) = self.close_due.take() {
             self.close_bins(partition);
         }
@@ -770,28 +784,10 @@ impl Engine {
         partition.seen.insert(hash, time);
         partition.pending_seen.push((time, hash));
         // The vehicle's clock, then the partition's watermark (a quorum of its vehicles' clocks).
-        let clock = self
-            .vehicles
-            .get(&*event.vehicle_id)
-            .map(|v| (v.partition, v.meta.last_event_time_ms));
-        match clock {
-            Some((p, latest)) if p == record.partition => {
-                partition.clocks.advance(latest, latest.max(time));
-            }
-            Some((_, latest)) => partition.clocks.advance(i64::MIN, latest.max(time)),
-            None => partition.clocks.advance(i64::MIN, time),
-        }
+        partition
+            .clocks
+            .observe(&event.vehicle_id, time, self.time.watermark_quorum);
         self.time.advance_watermark(partition);
-        if let Some((p, latest)) = clock.filter(|(p, _)| *p != record.partition) {
-            // The vehicle moved here from another partition (the topic was repartitioned).
-            if let Some(old) = self.partitions.get_mut(&p) {
-                old.clocks.remove(latest);
-            }
-        }
-        let partition = self
-            .partitions
-            .get_mut(&record.partition)
-            .expect("entered above");
         if let Some(timeout) = self.review_timeout_ms {
             give_up_reviews(
                 partition,
@@ -872,7 +868,12 @@ impl Engine {
                 self.vehicles.get_mut(vehicle_id).expect("just inserted")
             }
         };
-        vehicle.partition = record.partition;
+        if vehicle.partition != record.partition {
+            // The vehicle moved here (the topic was repartitioned): both partitions' clocks
+            // are rebuilt, the old one's without it, the new one's with its latest time.
+            self.clocks_to_rebuild = Some((vehicle.partition, record.partition));
+            vehicle.partition = record.partition;
+        }
         vehicle.bins.entry(bin).or_default().add(&delta);
         if vehicle.dirty_bins.is_empty() {
             self.pending.dirty_vehicles.push(vehicle_id.to_string());
