@@ -24,9 +24,9 @@ fn main() {
         days,
         ..GeneratorConfig::default()
     };
-    // Per partition: its vehicles' clocks, and each vehicle's latest record time.
-    let mut clocks: HashMap<i32, VehicleClocks> = HashMap::new();
-    let mut latest: HashMap<String, i64> = HashMap::new();
+    // Per quorum and partition, its vehicles' clocks; per partition, the latest record time.
+    let mut clocks: Vec<HashMap<i32, VehicleClocks>> = vec![HashMap::new(); quorums.len()];
+    let mut single_clock: HashMap<i32, i64> = HashMap::new();
     let mut lags: Vec<Vec<i64>> = vec![Vec::new(); quorums.len()];
     let mut records = 0u64;
     for record in Generator::new(config).expect("valid fleet") {
@@ -35,16 +35,14 @@ fn main() {
         };
         let partition = partition_for(record.key.as_bytes(), partitions);
         let time = TimeRules::record_time(&event);
-        let before = latest.get(&record.key).copied().unwrap_or(i64::MIN);
-        let after = before.max(time);
-        latest.insert(record.key.clone(), after);
-        let partition_clocks = clocks.entry(partition).or_default();
-        partition_clocks.advance(before, after);
-        let single = partition_clocks.watermark(1);
-        for (q, lag) in quorums.iter().zip(&mut lags) {
+        let single = single_clock.entry(partition).or_insert(i64::MIN);
+        *single = (*single).max(time);
+        for ((q, lag), per_partition) in quorums.iter().zip(&mut lags).zip(&mut clocks) {
+            let partition_clocks = per_partition.entry(partition).or_default();
+            partition_clocks.observe(&record.key, time, *q);
             let w = partition_clocks.watermark(*q);
             if w != i64::MIN {
-                lag.push(single - w);
+                lag.push(*single - w);
             }
         }
         records += 1;

@@ -20,6 +20,8 @@
 //!   of the watermark: whether a copy is a `duplicate` depends on event time alone, never on
 //!   where commits fell (they only forget ids that no longer count).
 
+use std::collections::hash_map::Entry;
+
 use super::Rejection;
 use super::state::PartitionState;
 use crate::model::{MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Payload, TelemetryEvent};
@@ -116,12 +118,21 @@ impl TimeRules {
         Ok(())
     }
 
-    /// Whether id `hash` was accepted on the partition with a record time that still counts.
-    pub fn seen(&self, partition: &PartitionState, hash: u64) -> bool {
-        partition
-            .seen
-            .get(&hash)
-            .is_some_and(|&time| time >= self.seen_cutoff(partition))
+    /// Records id `hash` as seen on the partition at record time `time`, unless it was seen
+    /// with a record time that still counts (`false`: a duplicate).
+    pub fn see(&self, partition: &mut PartitionState, hash: u64, time: i64) -> bool {
+        let cutoff = self.seen_cutoff(partition);
+        match partition.seen.entry(hash) {
+            Entry::Occupied(seen) if *seen.get() >= cutoff => false,
+            Entry::Occupied(mut expired) => {
+                expired.insert(time);
+                true
+            }
+            Entry::Vacant(new) => {
+                new.insert(time);
+                true
+            }
+        }
     }
 
     /// Moves the partition's watermark after a vehicle's latest record time changed.
@@ -157,6 +168,13 @@ pub struct VehicleClocks {
 impl VehicleClocks {
     /// A record of `vehicle` at record time `time` was accepted.
     pub fn observe(&mut self, vehicle: &str, time: i64, quorum: usize) {
+        // Most often the record's vehicle is already the most advanced.
+        if let Some((latest, v)) = self.top.last_mut()
+            && v == vehicle
+        {
+            *latest = (*latest).max(time);
+            return;
+        }
         let at = match self.top.iter().position(|(_, v)| v == vehicle) {
             Some(at) if time > self.top[at].0 => at,
             Some(_) => return,

@@ -776,12 +776,11 @@ impl Engine {
         self.time.check_on_time(partition, time)?;
         let kind = event.kind();
         let hash = record_hash(kind, &event.vehicle_id, event.record_id());
-        if self.time.seen(partition, hash) {
+        if !self.time.see(partition, hash, time) {
             return Err(Rejection::Duplicate {
                 id: event.record_id().to_string(),
             });
         }
-        partition.seen.insert(hash, time);
         partition.pending_seen.push((time, hash));
         // The vehicle's clock, then the partition's watermark (a quorum of its vehicles' clocks).
         partition
