@@ -712,6 +712,69 @@ mod tests {
     }
 
     #[test]
+    fn the_time_rules_and_the_dead_letter_share_are_checked_and_default_when_absent() {
+        for (var, value, field) in [
+            (
+                "SAFETEL_STREAM__MAX_CLOCK_SKEW_S",
+                "-1",
+                "stream.max_clock_skew_s",
+            ),
+            (
+                "SAFETEL_STREAM__MAX_CLOCK_SKEW_S",
+                "99999999999",
+                "stream.max_clock_skew_s",
+            ),
+            (
+                "SAFETEL_STREAM__WATERMARK_QUORUM",
+                "0",
+                "stream.watermark_quorum",
+            ),
+            ("SAFETEL_STREAM__MAX_DLQ_SHARE", "0", "stream.max_dlq_share"),
+            (
+                "SAFETEL_STREAM__MAX_DLQ_SHARE",
+                "1.5",
+                "stream.max_dlq_share",
+            ),
+            (
+                "SAFETEL_STREAM__DLQ_WINDOW_RECORDS",
+                "0",
+                "stream.dlq_window_records",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().contains(field), "{var}={value}: {err}");
+        }
+        // A configuration file from before these keys existed still loads, with the defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.toml");
+        let old = DEFAULT_TOML
+            .lines()
+            .filter(|l| {
+                ![
+                    "max_clock_skew_s",
+                    "watermark_quorum",
+                    "max_dlq_share",
+                    "dlq_window_records",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, old).unwrap();
+        let stream = Config::load(Some(&path), env(&[])).unwrap().stream;
+        assert_eq!(
+            (
+                stream.max_clock_skew_s,
+                stream.watermark_quorum,
+                stream.dlq_window_records
+            ),
+            (900, 3, 10_000)
+        );
+        assert_eq!(stream.max_dlq_share, 0.05);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_field() {
         let err = Config::load(None, env(&[("SAFETEL_STATE__COMMIT_INTERVAL", "5")])).unwrap_err();
         assert!(err.to_string().contains("commit_interval"), "{err}");

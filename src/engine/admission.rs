@@ -271,6 +271,36 @@ mod tests {
     }
 
     #[test]
+    fn a_usable_kafka_timestamp_is_the_reference_and_anything_else_the_clock() {
+        let now = 1_780_000_000_000; // 2026-05-28
+        assert_eq!(
+            reference_timestamp(Some(now - 5_000), now),
+            (now - 5_000, false)
+        );
+        assert_eq!(reference_timestamp(None, now), (now, true), "absent");
+        assert_eq!(
+            reference_timestamp(Some(-1), now),
+            (now, true),
+            "librdkafka's -1"
+        );
+        assert_eq!(
+            reference_timestamp(Some(0), now),
+            (now, true),
+            "a dead RTC: 1970"
+        );
+        assert_eq!(
+            reference_timestamp(Some(now + 60_000), now),
+            (now, true),
+            "ahead of us"
+        );
+        assert_eq!(
+            reference_timestamp(Some(MAX_EVENT_TIME_MS), now + MAX_EVENT_TIME_MS),
+            (now + MAX_EVENT_TIME_MS, true),
+            "2100"
+        );
+    }
+
+    #[test]
     fn the_kept_few_equal_a_rebuild_on_any_stream() {
         // Pseudo-random streams of 30 vehicles: after every record, the incremental clocks
         // equal those rebuilt from every vehicle's latest time (up to the order of ties).
