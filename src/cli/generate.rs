@@ -122,6 +122,17 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let mut tick = |generator: &Generator| progress.set_position(u64::from(generator.days_done()));
     let mut desk = ReviewDesk::default();
     if args.kafka {
+        // The broker stamps the records now: any later than that (plus the allowed skew) are
+        // refused by `run` as `future`.
+        let end_ms = generator.fleet().start_ms + i64::from(fleet.days) * crate::generator::DAY_MS;
+        let now_ms = crate::engine::runner::unix_ms();
+        if end_ms > now_ms + config.stream.max_clock_skew_s * 1000 {
+            let future_days = (end_ms - now_ms) / crate::generator::DAY_MS + 1;
+            tracing::warn!(
+                future_days,
+                "the fleet's last {future_days} days lie in the future: `run` will refuse those records as `future` (an earlier --start-date keeps them)"
+            );
+        }
         let producer = RecordProducer::new(config, &config.kafka.events_topic)?;
         let started = std::time::Instant::now();
         while let Some(record) = generator.next() {
