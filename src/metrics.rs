@@ -59,8 +59,8 @@ pub struct Metrics {
     pub partitions_restored: IntCounter,
     /// Changelog records read into the state store by those restores.
     pub changelog_records_restored: IntCounter,
-    /// Records whose Kafka timestamp was absent, implausible or ahead of this host's clock:
-    /// their event times were judged against the clock at receipt instead.
+    /// Records whose Kafka timestamp was absent or implausible: their event times were judged
+    /// against this host's clock at receipt instead.
     pub timestamps_replaced: IntCounter,
     /// The dead-letter share of the last records (`stream.dlq_window_records`), as of the last
     /// commit point, and by reason.
@@ -169,7 +169,7 @@ impl Metrics {
             .expect("valid metric"),
             timestamps_replaced: IntCounter::new(
                 "safetel_record_timestamps_replaced_total",
-                "Records whose Kafka timestamp was absent, implausible or ahead of this host's clock, judged against the clock at receipt",
+                "Records whose Kafka timestamp was absent or implausible (outside 2000..2100), judged against this host's clock at receipt",
             )
             .expect("valid metric"),
             dlq_recent_share: Gauge::new(
@@ -367,7 +367,6 @@ impl Metrics {
         &self.alerts[status as usize]
     }
 
-    /// Sum of DLQ records over all reasons.
     /// Publishes the dead-letter share of the last records (at a commit point).
     pub fn publish_dead_letter_share(&self, now: DeadLetterShare) {
         self.dlq_recent_share.set(now.share);
@@ -395,6 +394,7 @@ impl Metrics {
             .clone()
     }
 
+    /// Sum of DLQ records over all reasons.
     pub fn dlq_total(&self) -> u64 {
         self.dlq.iter().map(|(_, c)| c.get()).sum()
     }

@@ -5,8 +5,8 @@
 //! - A record's *record time* places it in a bin: a trip's end, any other record's event time.
 //! - No claimed time (the event time; a trip's start and end; a review's events) may run more
 //!   than `stream.max_clock_skew_s` ahead of the record's timestamp (`future`). The timestamp is
-//!   the broker's (or the producer's, with CreateTime); without a usable one the source gives its
-//!   own clock at receipt, and where no source gives one (an engine fed directly) nothing is
+//!   the broker's (or the producer's, with CreateTime); without a plausible one the source gives
+//!   its own clock at receipt, and where no source gives one (an engine fed directly) nothing is
 //!   checked against it.
 //! - A trip is reported when it ends: its event time lies between its end minus the skew and its
 //!   end plus the allowed lateness (`invalid` otherwise).
@@ -143,14 +143,13 @@ impl TimeRules {
 }
 
 /// The timestamp a Kafka record's claimed times are judged against: its Kafka timestamp where
-/// that is plausible (within 2000..2100, like event times) and not ahead of this host's clock
-/// `now_ms` at receipt; otherwise the clock (`true`: replaced). With CreateTime the Kafka
+/// that is plausible (within 2000..2100, like event times), so that a replay judges it alike;
+/// otherwise (absent, or a producer's dead clock) this host's clock `now_ms` at receipt
+/// (`true`: replaced; such a judgement is not replay-stable). With CreateTime the Kafka
 /// timestamp is the producer's clock: a topic set to LogAppendTime makes it the broker's.
 pub fn reference_timestamp(kafka_ms: Option<i64>, now_ms: i64) -> (i64, bool) {
     match kafka_ms {
-        Some(ms) if (MIN_EVENT_TIME_MS..MAX_EVENT_TIME_MS).contains(&ms) && ms <= now_ms => {
-            (ms, false)
-        }
+        Some(ms) if (MIN_EVENT_TIME_MS..MAX_EVENT_TIME_MS).contains(&ms) => (ms, false),
         _ => (now_ms, true),
     }
 }
@@ -212,6 +211,16 @@ impl VehicleClocks {
             n if n >= quorum.max(1) => self.top[n - quorum.max(1)].0,
             _ => i64::MIN,
         }
+    }
+
+    /// No record accepted on the partition yet.
+    pub fn is_empty(&self) -> bool {
+        self.top.is_empty()
+    }
+
+    /// Whether `vehicle` is among the few most advanced.
+    pub fn holds(&self, vehicle: &str) -> bool {
+        self.top.iter().any(|(_, v)| v == vehicle)
     }
 
     /// The clocks of these (vehicle id, latest record time), from scratch.
@@ -290,8 +299,8 @@ mod tests {
         );
         assert_eq!(
             reference_timestamp(Some(now + 60_000), now),
-            (now, true),
-            "ahead of us"
+            (now + 60_000, false),
+            "ahead of this host: still the record's own, so that a replay judges it alike"
         );
         assert_eq!(
             reference_timestamp(Some(MAX_EVENT_TIME_MS), now + MAX_EVENT_TIME_MS),

@@ -489,7 +489,9 @@ fn whether_a_copy_is_a_duplicate_does_not_depend_on_where_commits_fall() {
     // Safety events re-sent: an exact copy an hour of stream later (a duplicate), an exact copy
     // 20 hours later (late), and the same id reused for a new event 12 hours later (its first
     // use no longer counts: accepted). Commits fall between each record and its copy in one
-    // run, nowhere in another, and a crash falls between them in a third.
+    // run, nowhere in another; in others the process stops after a commit that falls between
+    // them and a new one restores the store and goes on (as after a crash: what was not
+    // committed never reached the store).
     let clean = fleet(40, 6);
     let event_at = |from: usize| {
         (from..clean.len())
@@ -530,7 +532,7 @@ fn whether_a_copy_is_a_duplicate_does_not_depend_on_where_commits_fall() {
         let mut store = Store::open(&dir.path().join(name)).unwrap();
         let mut dlq = Vec::new();
         if let Some(cut) = crash_at {
-            // Everything up to `cut` committed, then a crash; a new process resumes.
+            // Everything up to `cut` committed, then the process is gone; a new one resumes.
             dlq.extend(run_committing(&mut store, &records[..cut], max_records).records);
         }
         dlq.extend(run_committing(&mut store, &records, max_records).records);

@@ -91,6 +91,11 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> MemorySource<I> {
 }
 
 impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
+    /// The generator's produce times are simulated: no latency is measured from them.
+    fn timestamps_are_wall_clock(&self) -> bool {
+        false
+    }
+
     fn poll(
         &mut self,
         _max_wait: Duration,

@@ -69,7 +69,7 @@ pub enum Rejection {
     #[error("invalid event: {0}")]
     Invalid(#[from] ValidationError),
     #[error(
-        "event time {event_time_ms} is more than {allowed_lateness_ms} ms behind the watermark {watermark_ms}"
+        "record time {event_time_ms} is more than {allowed_lateness_ms} ms behind the watermark {watermark_ms}"
     )]
     Late {
         event_time_ms: i64,
@@ -206,8 +206,9 @@ pub struct Engine {
     inputs: Option<Vec<(i32, Option<i64>)>>,
     /// The record just accepted let this partition close a bin still open.
     close_due: Option<i32>,
-    /// The record just accepted moved its vehicle (from, to) these partitions.
-    clocks_to_rebuild: Option<(i32, i32)>,
+    /// The record just accepted moved its vehicle away from this partition, where it was one
+    /// of the few most advanced.
+    clocks_to_rebuild: Option<i32>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
     /// The review-budget policy, when trips' critical events count only if reviewed.
@@ -526,13 +527,14 @@ impl Engine {
         }
     }
 
-    /// Whether a partition has delivered nothing and is at its end (`end`, where known).
+    /// Whether a partition has delivered no accepted record and is at its end (`end`, where
+    /// known). (Not "has no watermark": one with fewer vehicles than the quorum has none yet.)
     fn known_empty(&self, partition: i32, end: Option<i64>) -> bool {
-        let (watermark, next) = self
+        let (accepted, next) = self
             .partitions
             .get(&partition)
-            .map_or((i64::MIN, 0), |s| (s.watermark_ms, s.next_offset));
-        end.is_some_and(|end| watermark == i64::MIN && next >= end)
+            .map_or((false, 0), |s| (!s.clocks.is_empty(), s.next_offset));
+        end.is_some_and(|end| !accepted && next >= end)
     }
 
     /// The source partitions cohort bins wait for. In process: the partitions read (except one
@@ -552,7 +554,7 @@ impl Engine {
                 let mut sources: Vec<i32> = self
                     .partitions
                     .iter()
-                    .filter(|(p, s)| cohort_aggregator(**p).is_none() && s.watermark_ms != i64::MIN)
+                    .filter(|(p, s)| cohort_aggregator(**p).is_none() && !s.clocks.is_empty())
                     .map(|(p, _)| *p)
                     .collect();
                 sources.sort_unstable();
@@ -737,9 +739,8 @@ impl Engine {
         }
         self.metrics.records_received.inc();
         let result = self.apply(record);
-        if let Some((from, to)) = self.clocks_to_rebuild.take() {
-            self.rebuild_clocks(from);
-            self.rebuild_clocks(to);
+        if let Some(partition) = self.clocks_to_rebuild.take() {
+            self.rebuild_clocks(partition);
         }
         if let Some(partition) = self.close_due.take() {
             self.close_bins(partition);
@@ -867,12 +868,8 @@ impl Engine {
                 self.vehicles.get_mut(vehicle_id).expect("just inserted")
             }
         };
-        if vehicle.partition != record.partition {
-            // The vehicle moved here (the topic was repartitioned): both partitions' clocks
-            // are rebuilt, the old one's without it, the new one's with its latest time.
-            self.clocks_to_rebuild = Some((vehicle.partition, record.partition));
-            vehicle.partition = record.partition;
-        }
+        let moved_from = (vehicle.partition != record.partition).then_some(vehicle.partition);
+        vehicle.partition = record.partition;
         vehicle.bins.entry(bin).or_default().add(&delta);
         if vehicle.dirty_bins.is_empty() {
             self.pending.dirty_vehicles.push(vehicle_id.to_string());
@@ -881,6 +878,26 @@ impl Engine {
         let meta = &mut vehicle.meta;
         // The clock the partition's watermark follows (see above).
         meta.last_event_time_ms = meta.last_event_time_ms.max(time);
+        if let Some(from) = moved_from {
+            // The vehicle moved here (the topic was repartitioned): its latest time counts here
+            // now, and its old partition's few most advanced are found again without it if it
+            // was one of them.
+            let quorum = self.time.watermark_quorum;
+            let here = self
+                .partitions
+                .get_mut(&record.partition)
+                .expect("entered above");
+            here.clocks
+                .observe(vehicle_id, meta.last_event_time_ms, quorum);
+            self.time.advance_watermark(here);
+            if self
+                .partitions
+                .get(&from)
+                .is_some_and(|p| p.clocks.holds(vehicle_id))
+            {
+                self.clocks_to_rebuild = Some(from);
+            }
+        }
         if let Payload::Trip(t) = &event.payload {
             meta.observe_firmware(&t.firmware_version, t.start_time_ms);
             if meta.vehicle_model != t.vehicle_model {

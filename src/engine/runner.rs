@@ -34,6 +34,12 @@ pub trait RecordSource {
         handle: &mut dyn FnMut(&SourceRecord<'_>),
     ) -> Result<Poll, SourceError>;
 
+    /// Whether records' timestamps are when they were really produced (a broker's), so that
+    /// latencies from them mean something; a simulation's are simulated.
+    fn timestamps_are_wall_clock(&self) -> bool {
+        true
+    }
+
     /// Records between each partition's position and its end, where known.
     fn lag(&self, _positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
         Vec::new()
@@ -307,11 +313,13 @@ fn consume(
         let mut failure = None;
         let summary = &mut committer.summary;
         let alert_triggers = &mut committer.alert_triggers;
+        let wall_clock = source.timestamps_are_wall_clock();
         let poll = source.poll(Duration::from_millis(100), &mut |record| {
             if failure.is_some() {
                 return;
             }
-            if let Some(ts) = record.timestamp_ms {
+            let produced_ms = record.timestamp_ms.filter(|_| wall_clock);
+            if let Some(ts) = produced_ms {
                 engine
                     .metrics
                     .processing_latency
@@ -321,7 +329,7 @@ fn consume(
             let raised_before = engine.raised_alerts();
             let outcome = engine.process(record);
             for _ in raised_before..engine.raised_alerts() {
-                alert_triggers.push(record.timestamp_ms);
+                alert_triggers.push(produced_ms);
             }
             match outcome {
                 Ok(_) => summary.accepted += 1,

@@ -402,6 +402,45 @@ fn cohort_bins_wait_for_every_input_partition_except_empty_ones() {
     assert_eq!(cohort_bins(&[(0, None)]), Some(day9));
 }
 
+#[test]
+fn a_partition_with_fewer_vehicles_than_the_quorum_is_not_taken_for_empty() {
+    // Partition 1: two vehicles, read to its end first (no watermark under a quorum of three);
+    // partition 0: five vehicles, whose bins close. Cohort bins must wait for partition 1,
+    // which has delivered records it has not closed, not treat it as empty.
+    // Each day's trips, vehicle by vehicle: in event-time order.
+    let trips = |vehicles: &[String]| -> Vec<Vec<u8>> {
+        (0..10i64)
+            .flat_map(|day| {
+                let end = T0 + day * 24 * HOUR + 9 * HOUR;
+                vehicles
+                    .iter()
+                    .map(move |v| trip(v, &format!("{v}-t{day}"), end, 3600.0))
+            })
+            .collect()
+    };
+    let small = trips(&["s1".into(), "s2".into()]);
+    let large = trips(&(0..5).map(|n| format!("l{n}")).collect::<Vec<_>>());
+    let mut e = engine();
+    e.set_input_partitions(&[(0, Some(large.len() as i64)), (1, Some(small.len() as i64))]);
+    let mut offsets = [0i64; 2];
+    for bytes in &small {
+        e.process(&next_record(&mut offsets, 1, bytes)).unwrap();
+    }
+    for bytes in &large {
+        e.process(&next_record(&mut offsets, 0, bytes)).unwrap();
+    }
+    assert!(
+        e.partitions[&0].closed_through_ms > T0,
+        "partition 0 closed bins"
+    );
+    assert_eq!(e.partitions[&1].watermark_ms, i64::MIN);
+    let cohort_next = e.cohorts().get("model:m").map(|s| s[0].next_bin_ms);
+    assert!(
+        cohort_next.is_none_or(|next| next <= T0),
+        "a cohort bin closed without partition 1: {cohort_next:?}"
+    );
+}
+
 fn faulty_fleet() -> Vec<(String, Vec<u8>)> {
     let mut config = GeneratorConfig {
         vehicles: 120,
