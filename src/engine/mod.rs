@@ -1181,12 +1181,13 @@ impl Engine {
             }
             let facts = std::mem::take(&mut vehicle.pending_facts);
             if !facts.bytes.is_empty() {
-                delta.facts.push(FactSegment {
+                let segment = FactSegment {
                     partition: vehicle.partition,
                     vehicle_id: vehicle_id.clone(),
                     first_offset: facts.first_offset,
                     records: facts.bytes,
-                });
+                };
+                delta.facts.extend(segment.split(state::MAX_SEGMENT_BYTES));
             }
             delta
                 .vehicles
@@ -1200,12 +1201,13 @@ impl Engine {
                 .expect("moved partitions have records");
             let entries = std::mem::take(&mut state.pending_seen);
             if let Some(max_time_ms) = entries.iter().map(|(t, _)| *t).max() {
-                delta.seen.push(SeenSegment {
+                let segment = SeenSegment {
                     partition: p,
                     first_offset,
                     max_time_ms,
                     entries,
-                });
+                };
+                delta.seen.extend(segment.split(state::MAX_SEGMENT_BYTES));
             }
             if state.watermark_ms != i64::MIN {
                 state.seen_cutoff_ms = state

@@ -373,6 +373,68 @@ pub struct FactSegment {
     pub records: Vec<u8>,
 }
 
+/// The most a fact or seen-ids segment holds (bytes of its value): each is one record of the
+/// state changelog, and a broker refuses records larger than its `message.max.bytes` (1 MB by
+/// default), so a commit of many records splits them. A fact segment holds at least one record
+/// (at most `stream.max_record_bytes`).
+pub const MAX_SEGMENT_BYTES: usize = 256 * 1024;
+
+impl FactSegment {
+    /// This segment as segments of at most `max_bytes` each (whole records; one record larger
+    /// than that alone). Chunk `i` is keyed `first_offset + i`: unique, since a segment holds at
+    /// least as many offsets as it has records, and in order.
+    pub fn split(self, max_bytes: usize) -> Vec<FactSegment> {
+        if self.records.len() <= max_bytes {
+            return vec![self];
+        }
+        let mut chunks = Vec::new();
+        let mut reader = crate::codec::Reader::new(&self.records);
+        let mut start = 0;
+        while reader.position() < self.records.len() {
+            let before = reader.position();
+            if reader.bytes().is_err() {
+                break;
+            }
+            if reader.position() - start > max_bytes && before > start {
+                chunks.push(start..before);
+                start = before;
+            }
+        }
+        chunks.push(start..self.records.len());
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| FactSegment {
+                partition: self.partition,
+                vehicle_id: self.vehicle_id.clone(),
+                first_offset: self.first_offset + i as i64,
+                records: self.records[range].to_vec(),
+            })
+            .collect()
+    }
+}
+
+impl SeenSegment {
+    /// This segment as segments of at most `max_bytes` of entries (16 bytes each), keyed
+    /// `first_offset + i` (unique, as for facts), each with its own largest time.
+    pub fn split(self, max_bytes: usize) -> Vec<SeenSegment> {
+        let per_chunk = (max_bytes / 16).max(1);
+        if self.entries.len() <= per_chunk {
+            return vec![self];
+        }
+        self.entries
+            .chunks(per_chunk)
+            .enumerate()
+            .map(|(i, entries)| SeenSegment {
+                partition: self.partition,
+                first_offset: self.first_offset + i as i64,
+                max_time_ms: entries.iter().map(|(t, _)| *t).max().expect("not empty"),
+                entries: entries.to_vec(),
+            })
+            .collect()
+    }
+}
+
 /// Record ids of one partition accepted between two commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenSegment {
@@ -505,3 +567,73 @@ impl Hasher for IdHasher {
 
 /// Builds [`IdHasher`]s.
 pub type IdHashBuilder = BuildHasherDefault<IdHasher>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_split_to_records_no_broker_refuses_and_lose_nothing() {
+        // 5000 facts of 30..230 bytes: split at 4 KiB, whole records, in order, keys unique.
+        let mut facts = FactBuffer::default();
+        let records: Vec<Vec<u8>> = (0..5000u32)
+            .map(|n| vec![(n % 251) as u8; 30 + (n as usize * 7) % 200])
+            .collect();
+        for (n, record) in records.iter().enumerate() {
+            facts.push(1000 + n as i64, record);
+        }
+        let segment = FactSegment {
+            partition: 2,
+            vehicle_id: "v".into(),
+            first_offset: facts.first_offset,
+            records: facts.bytes.clone(),
+        };
+        let chunks = segment.split(4096);
+        assert!(chunks.len() > 100, "{}", chunks.len());
+        assert!(chunks.iter().all(|c| c.records.len() <= 4096));
+        let keys: Vec<i64> = chunks.iter().map(|c| c.first_offset).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]) && keys[0] == 1000);
+        assert!(*keys.last().unwrap() < 1000 + records.len() as i64);
+        let back: Vec<&[u8]> = chunks
+            .iter()
+            .flat_map(|c| fact_records(&c.records).map(Option::unwrap))
+            .collect();
+        assert_eq!(back, records.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // One record larger than the limit travels alone.
+        let mut big = FactBuffer::default();
+        big.push(7, &[1; 10]);
+        big.push(8, &[2; 9000]);
+        big.push(9, &[3; 10]);
+        let segment = FactSegment {
+            partition: 0,
+            vehicle_id: "v".into(),
+            first_offset: 7,
+            records: big.bytes,
+        };
+        let sizes: Vec<usize> = segment
+            .split(4096)
+            .iter()
+            .map(|c| c.records.len())
+            .collect();
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
+        assert!(sizes[1] > 9000);
+
+        // 100,000 seen ids (1.6 MB): chunks of at most 256 KiB with their own largest times.
+        let entries: Vec<(i64, u64)> = (0..100_000).map(|n| (n * 3 % 7919, n as u64)).collect();
+        let segment = SeenSegment {
+            partition: 1,
+            first_offset: 50,
+            max_time_ms: 7918,
+            entries: entries.clone(),
+        };
+        let chunks = segment.split(MAX_SEGMENT_BYTES);
+        assert_eq!(chunks.len(), 100_000 * 16 / MAX_SEGMENT_BYTES + 1);
+        for chunk in &chunks {
+            assert!(chunk.entries.len() * 16 <= MAX_SEGMENT_BYTES);
+            let max = chunk.entries.iter().map(|(t, _)| *t).max().unwrap();
+            assert_eq!(chunk.max_time_ms, max);
+        }
+        let back: Vec<(i64, u64)> = chunks.into_iter().flat_map(|c| c.entries).collect();
+        assert_eq!(back, entries);
+    }
+}
