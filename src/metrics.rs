@@ -21,6 +21,10 @@ pub struct Metrics {
     dlq: Vec<(&'static str, IntCounter)>,
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounter,
+    /// Failed attempts of state commits (each is retried, or fails the run).
+    pub commit_failures: IntCounter,
+    /// Unix time the current run of failed commit attempts began, 0 while commits succeed.
+    pub commit_failing_since: Gauge,
     pub commit_duration: Histogram,
     pub processing_latency: Histogram,
     /// From the produce timestamp of the record that completed an alert's evidence to the alert
@@ -134,6 +138,16 @@ impl Metrics {
             commits: IntCounter::new(
                 "safetel_commits_total",
                 "State commits (RocksDB batch with offsets)",
+            )
+            .expect("valid metric"),
+            commit_failures: IntCounter::new(
+                "safetel_commit_failures_total",
+                "Failed attempts of state commits (retried through outages; a refused record fails the run)",
+            )
+            .expect("valid metric"),
+            commit_failing_since: Gauge::new(
+                "safetel_commit_failing_since_seconds",
+                "Unix time the current run of failed commit attempts began, 0 while commits succeed",
             )
             .expect("valid metric"),
             commit_duration: Histogram::with_opts(
@@ -281,6 +295,8 @@ impl Metrics {
             Box::new(dlq_vec),
             Box::new(metrics.consumer_lag.clone()),
             Box::new(metrics.commits.clone()),
+            Box::new(metrics.commit_failures.clone()),
+            Box::new(metrics.commit_failing_since.clone()),
             Box::new(metrics.commit_duration.clone()),
             Box::new(metrics.processing_latency.clone()),
             Box::new(metrics.alert_latency.clone()),

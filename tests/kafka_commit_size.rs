@@ -2,7 +2,9 @@
 //! (scripts/kafka) with `message.max.bytes` lowered to 400 kB, and one commit of a whole
 //! 100k-record stream (its seen ids alone are 16 bytes a record, 400 kB a partition). Before
 //! segments were split by bytes, every commit failed with a record too large and was retried;
-//! now the stream commits and every vehicle's totals are exact.
+//! now the stream commits and every vehicle's totals are exact. And where the broker takes
+//! less than safetel's largest record, the run fails at once, naming the setting, instead of
+//! retrying a commit that cannot succeed.
 #![cfg(feature = "kafka-tests")]
 
 mod common;
@@ -74,4 +76,68 @@ fn a_commit_of_more_than_the_broker_takes_in_one_record_commits_exactly() {
         "committed"
     );
     run.stop();
+}
+
+#[test]
+fn a_broker_that_refuses_state_records_fails_the_run_at_once_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Below the 256 KiB segments; the clients keep librdkafka's 1 MB, so the broker refuses.
+    let broker = OwnBroker::start(
+        &dir.path().join("kafka"),
+        &[(
+            "SAFETEL_KAFKA_SERVER_PROPERTIES",
+            "message.max.bytes=200000",
+        )],
+    );
+    let names = Names::unique("commit-refused");
+    let env = [
+        (
+            "SAFETEL_KAFKA__BOOTSTRAP_SERVERS",
+            broker.bootstrap.as_str(),
+        ),
+        ("SAFETEL_STATE__COMMIT_INTERVAL_MS", "20000"),
+    ];
+    run_ok(
+        safetel(&names, &dir.path().join("unused"), 0)
+            .envs(env)
+            .args(["topics", "create"]),
+    );
+    let fleet = GeneratorConfig {
+        seed: 9,
+        vehicles: 600,
+        days: 21,
+        ..Default::default()
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let client = [
+        ("bootstrap.servers", broker.bootstrap.as_str()),
+        ("message.max.bytes", "150000"),
+        ("linger.ms", "5"),
+    ];
+    produce(&client, &names.events, &records);
+
+    let started = std::time::Instant::now();
+    let out = safetel(&names, &dir.path().join("state"), free_port())
+        .envs(env)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = out.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run must fail: {stderr}");
+    // The first commit is due after 20 s; the 300 s deadline for outages does not apply.
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "failed after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("too large") && stderr.contains("message.max.bytes"),
+        "{stderr}"
+    );
 }

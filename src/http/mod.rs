@@ -268,9 +268,11 @@ async fn health(State(state): State<AppState>) -> Response {
     let broker_unreachable_since = (state.metrics.source_disconnected.get() == 1)
         .then(|| state.metrics.source_disconnected_since.get());
     let dead_letters = state.metrics.dead_letter_share();
+    let commit_failing_since = Some(state.metrics.commit_failing_since.get()).filter(|t| *t > 0.0);
     let healthy = status.running
         && status.last_error.is_none()
         && broker_unreachable_since.is_none()
+        && commit_failing_since.is_none()
         && !dead_letters.alarm;
     let code = if healthy {
         StatusCode::OK
@@ -282,6 +284,7 @@ async fn health(State(state): State<AppState>) -> Response {
         Json(
             json!({"healthy": healthy, "running": status.running, "last_error": status.last_error,
                 "broker_unreachable_since_unix_s": broker_unreachable_since,
+                "commit_failing_since_unix_s": commit_failing_since,
                 "dead_letters": dead_letter_json(&dead_letters)}),
         ),
     )

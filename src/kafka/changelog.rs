@@ -46,8 +46,16 @@ const COMMIT_DEADLINE: Duration = Duration::from_secs(300);
 /// source at each assignment.
 pub type GroupMembership = Arc<Mutex<Option<ConsumerGroupMetadata>>>;
 
-/// Records the offset of each delivered record, per (topic, partition).
-pub struct DeliveredOffsets(Arc<Mutex<HashMap<(String, i32), i64>>>);
+/// What the producer's deliveries said: the offset of each delivered record, per (topic,
+/// partition), and a record the broker refused for good (too large: no retry can help).
+#[derive(Default)]
+pub struct Deliveries {
+    offsets: HashMap<(String, i32), i64>,
+    refused: Option<KafkaError>,
+}
+
+/// Records deliveries into [`Deliveries`].
+pub struct DeliveredOffsets(Arc<Mutex<Deliveries>>);
 
 impl ClientContext for DeliveredOffsets {}
 
@@ -55,13 +63,19 @@ impl ProducerContext for DeliveredOffsets {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Ok(message) = result
-            && let Ok(mut offsets) = self.0.lock()
-        {
-            let at = offsets
-                .entry((message.topic().to_string(), message.partition()))
-                .or_insert(-1);
-            *at = (*at).max(message.offset());
+        let Ok(mut deliveries) = self.0.lock() else {
+            return;
+        };
+        match result {
+            Ok(message) => {
+                let at = deliveries
+                    .offsets
+                    .entry((message.topic().to_string(), message.partition()))
+                    .or_insert(-1);
+                *at = (*at).max(message.offset());
+            }
+            Err((error, _)) if too_large(error) => deliveries.refused = Some(error.clone()),
+            Err(_) => {}
         }
     }
 }
@@ -165,6 +179,10 @@ pub enum ChangelogError {
     Fenced(String, KafkaError),
     #[error("the transaction did not commit within {0:?}: {1}")]
     Deadline(Duration, KafkaError),
+    #[error(
+        "the broker refused a state record as too large ({0}): changelog records are at most 256 KiB plus their key, so the broker's message.max.bytes (and the changelog topics' max.message.bytes) must be above 300 kB, and the producers' message.max.bytes in [kafka.properties] no higher than the broker's"
+    )]
+    TooLarge(KafkaError),
 }
 
 /// The commit target of `run`: RocksDB behind a changelog.
@@ -174,7 +192,7 @@ pub struct ChangelogStore {
     topics: Topics,
     transactional_id: String,
     producer: ThreadedProducer<DeliveredOffsets>,
-    delivered: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    delivered: Arc<Mutex<Deliveries>>,
     group: GroupMembership,
     initialised: bool,
     metrics: crate::metrics::Metrics,
@@ -192,7 +210,7 @@ impl ChangelogStore {
             .transactional_id
             .clone()
             .unwrap_or_else(|| default_transactional_id(config));
-        let delivered = Arc::new(Mutex::new(HashMap::new()));
+        let delivered = Arc::new(Mutex::new(Deliveries::default()));
         let producer = transactional_producer(config, &transactional_id, &delivered)?;
         info!(%transactional_id, "state commits go through the changelog");
         Ok(ChangelogStore {
@@ -213,8 +231,23 @@ impl ChangelogStore {
     fn transact(&mut self, ops: &[Op], delta: &StateDelta) -> Result<(), ChangelogError> {
         let deadline = Instant::now() + COMMIT_DEADLINE;
         loop {
-            match self.try_transact(ops, delta, deadline) {
+            let outcome = self.try_transact(ops, delta, deadline);
+            let failing = &self.metrics.commit_failing_since;
+            match &outcome {
+                Ok(()) => failing.set(0.0),
+                Err(_) => {
+                    self.metrics.commit_failures.inc();
+                    if failing.get() == 0.0 {
+                        failing.set(crate::engine::runner::unix_ms() as f64 / 1000.0);
+                    }
+                }
+            }
+            let refused = self.delivered.lock().expect("delivery lock").refused.take();
+            match outcome {
                 Ok(()) => return Ok(()),
+                Err(e) if too_large(&e) || refused.is_some() => {
+                    return Err(ChangelogError::TooLarge(refused.unwrap_or(e)));
+                }
                 Err(e) if fenced(&e) => {
                     return Err(ChangelogError::Fenced(self.transactional_id.clone(), e));
                 }
@@ -331,6 +364,7 @@ impl ChangelogStore {
     fn take_delivered(&self) -> Vec<(i32, i64)> {
         let mut delivered = self.delivered.lock().expect("delivery lock");
         delivered
+            .offsets
             .drain()
             .filter(|((topic, _), _)| {
                 *topic == self.topics.state_changelog || *topic == self.topics.cohort_changelog
@@ -548,7 +582,7 @@ impl CommitTarget for ChangelogStore {
 fn transactional_producer(
     config: &Config,
     transactional_id: &str,
-    delivered: &Arc<Mutex<HashMap<(String, i32), i64>>>,
+    delivered: &Arc<Mutex<Deliveries>>,
 ) -> Result<ThreadedProducer<DeliveredOffsets>, KafkaError> {
     client_config(
         config,
@@ -559,6 +593,14 @@ fn transactional_producer(
         ],
     )
     .create_with_context(DeliveredOffsets(Arc::clone(delivered)))
+}
+
+/// The broker (or the producer, on its behalf) refuses a record for its size.
+fn too_large(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
 }
 
 /// Another producer with the same transactional id took over.
