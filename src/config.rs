@@ -268,6 +268,10 @@ pub struct StreamConfig {
     pub dlq_window_records: usize,
 }
 
+/// Smallest `message.max.bytes` for safetel's clients: a state changelog record (a segment of
+/// at most 256 KiB, plus its key) must fit.
+const MIN_MESSAGE_MAX_BYTES: u64 = 300_000;
+
 /// Largest `stream.max_clock_skew_s` accepted: a year.
 const MAX_CLOCK_SKEW_S: i64 = 31_536_000;
 
@@ -531,6 +535,23 @@ impl Config {
                 "must be between 1 and 10000000",
             );
         }
+        if self.stream.max_record_bytes > crate::engine::state::MAX_SEGMENT_BYTES {
+            return invalid(
+                "stream.max_record_bytes",
+                "must be at most 262144: a record's bytes travel in one state changelog record",
+            );
+        }
+        if let Some(value) = self.kafka.properties.get("message.max.bytes")
+            && value
+                .trim()
+                .parse::<u64>()
+                .is_ok_and(|n| n < MIN_MESSAGE_MAX_BYTES)
+        {
+            return invalid(
+                "kafka.properties.message.max.bytes",
+                "must be at least 300000: state changelog records are up to 256 KiB plus their key",
+            );
+        }
         if self.stream.max_record_bytes < crate::codec::HEADER_LEN {
             return invalid(
                 "stream.max_record_bytes",
@@ -739,6 +760,16 @@ mod tests {
                 "SAFETEL_STREAM__DLQ_WINDOW_RECORDS",
                 "0",
                 "stream.dlq_window_records",
+            ),
+            (
+                "SAFETEL_STREAM__MAX_RECORD_BYTES",
+                "1000000",
+                "stream.max_record_bytes",
+            ),
+            (
+                "SAFETEL_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES",
+                "100000",
+                "kafka.properties.message.max.bytes",
             ),
         ] {
             let err = Config::load(None, env(&[(var, value)])).unwrap_err();
