@@ -19,6 +19,20 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 const BROKER_MAX: &str = "400000";
 const CLIENT_MAX: &str = "350000";
 
+/// 600 vehicles x 3 weeks: about 100k records, 25k a partition, in one commit.
+fn stream() -> Vec<(String, Vec<u8>)> {
+    let fleet = GeneratorConfig {
+        seed: 9,
+        vehicles: 600,
+        days: 21,
+        ..Default::default()
+    };
+    Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect()
+}
+
 #[test]
 fn a_commit_of_more_than_the_broker_takes_in_one_record_commits_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,16 +56,7 @@ fn a_commit_of_more_than_the_broker_takes_in_one_record_commits_exactly() {
             .envs(env)
             .args(["topics", "create"]),
     );
-    let fleet = GeneratorConfig {
-        seed: 9,
-        vehicles: 600,
-        days: 21,
-        ..Default::default()
-    };
-    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
-        .unwrap()
-        .map(|r| (r.key, r.bytes))
-        .collect();
+    let records = stream();
     assert!(records.len() > 90_000, "{}", records.len());
     let expected = independent_totals(records.iter().map(|(_, b)| b.as_slice()));
     let client = [
@@ -102,16 +107,7 @@ fn a_broker_that_refuses_state_records_fails_the_run_at_once_naming_the_setting(
             .envs(env)
             .args(["topics", "create"]),
     );
-    let fleet = GeneratorConfig {
-        seed: 9,
-        vehicles: 600,
-        days: 21,
-        ..Default::default()
-    };
-    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
-        .unwrap()
-        .map(|r| (r.key, r.bytes))
-        .collect();
+    let records = stream();
     let client = [
         ("bootstrap.servers", broker.bootstrap.as_str()),
         ("message.max.bytes", "150000"),

@@ -99,8 +99,12 @@ impl TimeRules {
     }
 
     /// A record of record time `time_ms` is on time for the partition: not more than the
-    /// allowed lateness behind its watermark, and its bin still open.
-    pub fn check_on_time(&self, partition: &PartitionState, time_ms: i64) -> Result<(), Rejection> {
+    /// allowed lateness behind its watermark, and its bin (returned) still open.
+    pub fn check_on_time(
+        &self,
+        partition: &PartitionState,
+        time_ms: i64,
+    ) -> Result<i64, Rejection> {
         if partition.watermark_ms != i64::MIN && time_ms < self.seen_cutoff(partition) {
             return Err(Rejection::Late {
                 event_time_ms: time_ms,
@@ -115,7 +119,7 @@ impl TimeRules {
                 closed_through_ms: partition.closed_through_ms,
             });
         }
-        Ok(())
+        Ok(bin)
     }
 
     /// Records id `hash` as seen on the partition at record time `time`, unless it was seen

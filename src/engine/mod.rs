@@ -774,7 +774,7 @@ impl Engine {
 
         let partition = self.partitions.entry(record.partition).or_default();
         let time = TimeRules::record_time(&event);
-        self.time.check_on_time(partition, time)?;
+        let bin = self.time.check_on_time(partition, time)?;
         let kind = event.kind();
         let hash = record_hash(kind, &event.vehicle_id, event.record_id());
         if !self.time.see(partition, hash, time) {
@@ -806,7 +806,7 @@ impl Engine {
             self.close_due = Some(record.partition);
         }
 
-        let (bin_time, delta) = match &event.payload {
+        let delta = match &event.payload {
             Payload::Trip(t) => {
                 let driven_ms = exposure_ms(t.duration_s);
                 let stratum = Stratum {
@@ -814,7 +814,7 @@ impl Engine {
                     weather: t.weather,
                     night: t.night,
                 };
-                let stats = BinStats {
+                BinStats {
                     trips: 1,
                     exposure_ms: driven_ms,
                     risk_exposure_ms: (driven_ms as f64 * stratum.relative_risk()).round() as u64,
@@ -824,34 +824,26 @@ impl Engine {
                         0
                     },
                     ..BinStats::default()
-                };
-                (t.end_time_ms, stats)
+                }
             }
             Payload::Safety(e) => {
                 let critical = u64::from(e.is_critical());
-                (
-                    time,
-                    BinStats {
-                        safety_events: 1,
-                        critical,
-                        ..BinStats::default()
-                    },
-                )
+                BinStats {
+                    safety_events: 1,
+                    critical,
+                    ..BinStats::default()
+                }
             }
             Payload::Mode(m) => {
                 let disengagements = u64::from(m.is_disengagement());
-                (
-                    time,
-                    BinStats {
-                        mode_transitions: 1,
-                        disengagements,
-                        ..BinStats::default()
-                    },
-                )
+                BinStats {
+                    mode_transitions: 1,
+                    disengagements,
+                    ..BinStats::default()
+                }
             }
             Payload::Review(_) => unreachable!("review results are applied by apply_review"),
         };
-        let bin = bin_time.div_euclid(self.time.bin_width_ms) * self.time.bin_width_ms;
 
         let vehicle_id: &str = &event.vehicle_id;
         let mut vehicle = match self.vehicles.get_mut(vehicle_id) {
@@ -1210,9 +1202,7 @@ impl Engine {
                 delta.seen.extend(segment.split(state::MAX_SEGMENT_BYTES));
             }
             if state.watermark_ms != i64::MIN {
-                state.seen_cutoff_ms = state
-                    .watermark_ms
-                    .saturating_sub(self.time.allowed_lateness_ms);
+                state.seen_cutoff_ms = self.time.seen_cutoff(state);
                 let cutoff = state.seen_cutoff_ms;
                 state.seen.retain(|_, time| *time >= cutoff);
             }
