@@ -33,7 +33,43 @@ pub struct Config {
     pub sampling: SamplingConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
+
+/// How long state is kept, in event time behind each partition's watermark (README
+/// "Retention"). What leaves is deleted from the store and tombstoned in the changelog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// `false` keeps everything for ever.
+    pub enabled: bool,
+    /// Facts (the accepted records the refit and the warehouse read) are kept for
+    /// `refit.window_days` plus this many days.
+    pub facts_margin_days: u32,
+    /// Days of vehicle bins kept (the dashboard's and the API's history); older bins leave,
+    /// their sums stay in the vehicles' totals.
+    pub bin_days: u32,
+    /// Alerts in the local store are kept this many days of event time (by their detection).
+    pub alert_days: u32,
+    /// Model runs kept in the local store, newest first.
+    pub model_runs_kept: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            facts_margin_days: 7,
+            bin_days: 400,
+            alert_days: 730,
+            model_runs_kept: 400,
+        }
+    }
+}
+
+/// Longest span any retention setting may take (100 years).
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// The review budget (DESIGN §4). With `budget` < 1, `run` publishes the trips its policy
 /// selects to `kafka.review_requests_topic` and counts critical events only from the review
@@ -588,7 +624,51 @@ impl Config {
             return invalid("refit.chains", "at least 2 chains and 4 draws");
         }
         self.refit.schedule()?;
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.refit.window_days) {
+            return invalid("refit.window_days", "must be between 1 and 36500");
+        }
+        let r = &self.retention;
+        for (field, days) in [
+            ("retention.facts_margin_days", r.facts_margin_days),
+            ("retention.bin_days", r.bin_days),
+            ("retention.alert_days", r.alert_days),
+        ] {
+            if days > MAX_RETENTION_DAYS {
+                return invalid(field, "must be at most 36500 (100 years)");
+            }
+        }
+        if r.facts_margin_days < 1 {
+            return invalid(
+                "retention.facts_margin_days",
+                "must be at least 1: a trip's record time (its end) may lie a day past events the refit reads",
+            );
+        }
+        if i64::from(r.bin_days) * 86_400 < self.stream.bin_width_s.saturating_mul(2) {
+            return invalid(
+                "retention.bin_days",
+                "must span at least two of stream.bin_width_s",
+            );
+        }
+        if r.alert_days < 1 || r.model_runs_kept < 1 {
+            return invalid(
+                "retention.alert_days",
+                "alert_days and model_runs_kept must be at least 1",
+            );
+        }
         self.detector.validate()
+    }
+
+    /// The horizons the engine keeps state to ([`crate::engine::Retention`]).
+    pub fn retention(&self) -> crate::engine::Retention {
+        let r = &self.retention;
+        if !r.enabled {
+            return crate::engine::Retention::KEEP_ALL;
+        }
+        let day = 86_400_000i64;
+        crate::engine::Retention {
+            facts_ms: Some(i64::from(self.refit.window_days + r.facts_margin_days) * day),
+            bins_ms: Some(i64::from(r.bin_days) * day),
+        }
     }
 
     /// librdkafka settings shared by every client: bootstrap servers plus the pass-through table.

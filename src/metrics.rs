@@ -57,6 +57,8 @@ pub struct Metrics {
     pub review_results: IntCounterVec,
     /// Reviews requested and not answered yet.
     pub reviews_pending: IntGauge,
+    /// Vehicle bins that left the state with retention (their sums stay in the totals).
+    pub bins_retired: IntCounter,
     /// Source partitions this process owns now (its share of the consumer group's).
     pub assigned_partitions: IntGauge,
     /// Partitions whose state was replaced from their changelog (moved from another process).
@@ -266,6 +268,11 @@ impl Metrics {
                 "Reviews requested from the review service and not answered yet",
             )
             .expect("valid metric"),
+            bins_retired: IntCounter::new(
+                "safetel_bins_retired_total",
+                "Vehicle bins that left the state with retention (kept in the vehicles' totals)",
+            )
+            .expect("valid metric"),
             refit_converged: IntGauge::new(
                 "safetel_refit_converged",
                 "1 if the last refit converged and its priors are in use, else 0",
@@ -320,6 +327,7 @@ impl Metrics {
             Box::new(metrics.reviews.clone()),
             Box::new(metrics.review_results.clone()),
             Box::new(metrics.reviews_pending.clone()),
+            Box::new(metrics.bins_retired.clone()),
             Box::new(metrics.timestamps_replaced.clone()),
             Box::new(metrics.dlq_recent_share.clone()),
             Box::new(metrics.dlq_recent.clone()),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::codec;
-use crate::config::{RefitConfig, RefitSchedule};
+use crate::config::{RefitConfig, RefitSchedule, RetentionConfig};
 use crate::engine::Prior;
 use crate::engine::runner::unix_ms;
 use crate::metrics::Metrics;
@@ -146,15 +146,30 @@ pub fn refit_from_store(
 }
 
 /// Records a refit's outcome: the model run and (if it converged) the priors into the store,
-/// the star-schema snapshot, and the metrics. Returns the snapshot and the priors for a running
-/// engine (empty when the previous priors stay).
+/// the star-schema snapshot, and the metrics; then lets go of alerts and model runs past
+/// `retention`. Returns the snapshot and the priors for a running engine (empty when the
+/// previous priors stay).
 pub fn record(
     store: &Store,
     config: &RefitConfig,
+    retention: &RetentionConfig,
     outcome: &RefitOutcome,
     metrics: &Metrics,
 ) -> Result<(Snapshot, Vec<(String, Prior)>), NightlyError> {
     store.write_refit(&outcome.priors, &outcome.run)?;
+    if retention.enabled
+        && let Some(latest) = store.latest_event_time()?
+    {
+        let before = latest - i64::from(retention.alert_days) * 86_400_000;
+        let (alerts, runs) = store.prune_records(before, retention.model_runs_kept)?;
+        if alerts + runs > 0 {
+            info!(
+                alerts,
+                model_runs = runs,
+                "retention: old alerts and model runs deleted"
+            );
+        }
+    }
     let run_id = outcome.run["run_id"].as_i64().unwrap_or_default();
     let snapshot = write_snapshot(
         store,
@@ -216,7 +231,7 @@ pub fn next_run_ms(now_ms: i64, minutes: u32) -> i64 {
 /// converged priors to the engine; until `shutdown`.
 pub fn schedule(
     store: Arc<Store>,
-    config: RefitConfig,
+    (config, retention): (RefitConfig, RetentionConfig),
     when: RefitSchedule,
     shutdown: Arc<AtomicBool>,
     priors: mpsc::Sender<Vec<(String, Prior)>>,
@@ -242,7 +257,7 @@ pub fn schedule(
         }
         info!("refit starting");
         let outcome = refit_from_store(&store, &config, &|_, _| {})
-            .and_then(|outcome| record(&store, &config, &outcome, &metrics));
+            .and_then(|outcome| record(&store, &config, &retention, &outcome, &metrics));
         match outcome {
             Ok((snapshot, new_priors)) => {
                 info!(snapshot = %snapshot.dir.display(), "refit recorded");

@@ -96,14 +96,19 @@ fn alerts_on_the_regressions_topic_match_an_in_process_run_and_evaluate() {
             ),
         }
     }
-    let metrics = http_get(run.port, "/metrics").unwrap().1;
-    let opened = expected.iter().filter(|a| a["status"] == "OPENED").count();
-    assert!(
-        metrics.contains(&format!(
-            "safetel_alerts_total{{status=\"OPENED\"}} {opened}"
-        )),
-        "OPENED alerts counted: {opened}"
-    );
+    // Cohort alerts come from the cohort stage, which reads the repartition topic after the
+    // source partitions commit: wait for the count to reach the in-process one, then hold it.
+    let opened = expected.iter().filter(|a| a["status"] == "OPENED").count() as f64;
+    let series = "safetel_alerts_total{status=\"OPENED\"}";
+    let metrics = wait_for("the OPENED alerts counted", TIMEOUT, || {
+        let metrics = http_get(run.port, "/metrics")?.1;
+        let counted = metric_value(&metrics, series);
+        assert!(
+            counted.unwrap_or(0.0) <= opened,
+            "{counted:?} OPENED alerts counted, {opened} in process"
+        );
+        (counted == Some(opened)).then_some(metrics)
+    });
     assert!(metrics.contains("safetel_detector_bin_updates_total{key_kind=\"cohort\"}"));
     run.stop();
 

@@ -88,7 +88,7 @@ fn dead_letter_reasons(names: &Names, expected: usize) -> BTreeMap<String, usize
     });
     // Nothing more arrives.
     std::thread::sleep(Duration::from_secs(2));
-    while let Some(message) = consumer.poll(Duration::from_millis(500)) {
+    if let Some(message) = consumer.poll(Duration::from_millis(500)) {
         let message = message.unwrap();
         panic!(
             "an unexpected dead letter: {:?}",
@@ -105,7 +105,9 @@ fn bad_clocks_and_claims_through_the_broker_lose_no_good_record() {
     run_ok(safetel(&names, &dir.path().join("unused"), 0).args(["topics", "create"]));
     let clean = fleet(21, 120, 10);
     let mut records = clean.clone();
-    let mut bad: Vec<(usize, (String, Vec<u8>), &str)> = Vec::new();
+    // (where it goes, the record, the reason it is dead-lettered for)
+    type Bad<'a> = (usize, (String, Vec<u8>), &'a str);
+    let mut bad: Vec<Bad> = Vec::new();
     let trip_after = |from: usize| (from..clean.len()).find(|&i| is_trip(&clean[i].1)).unwrap();
     let new_trip = |i: usize, id: &str, edit: &dyn Fn(&mut TelemetryEvent<'_>)| {
         let bytes = rewritten(&clean[i].1, |e| {

@@ -188,7 +188,14 @@ fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
     assert!(!outcome.result.diagnostics.converged);
     assert!(outcome.priors.is_empty());
     let metrics = Metrics::new();
-    let (_, sent) = safetel::nightly::record(&store, &refit, &outcome, &metrics).unwrap();
+    let (_, sent) = safetel::nightly::record(
+        &store,
+        &refit,
+        &safetel::config::RetentionConfig::default(),
+        &outcome,
+        &metrics,
+    )
+    .unwrap();
     assert!(sent.is_empty(), "nothing for the engine");
     let restored = store.restore().unwrap();
     assert_eq!(restored.priors, vec![("veh-00001".to_string(), earlier)]);

@@ -78,7 +78,8 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         &config.detector,
         RestoredState::default(),
         metrics.clone(),
-    )?;
+    )?
+    .with_retention(config.retention());
     let mut dlq = MemoryDeadLetters::default();
     let mut alerts = MemoryOutputs::default();
     let policy = CommitPolicy {
@@ -338,8 +339,9 @@ fn refit(config: &Config, store: &Store, out: &std::path::Path, metrics: &Metric
         "demo: refitting the survival model on the stored trips (NUTS, {} chains)",
         refit.chains
     );
-    let outcome = crate::nightly::refit_from_store(store, &refit, &|_, _| {})
-        .and_then(|outcome| crate::nightly::record(store, &refit, &outcome, metrics));
+    let outcome = crate::nightly::refit_from_store(store, &refit, &|_, _| {}).and_then(|outcome| {
+        crate::nightly::record(store, &refit, &config.retention, &outcome, metrics)
+    });
     match outcome {
         Ok((snapshot, priors)) => eprintln!(
             "demo: refit recorded ({} vehicle priors); snapshot in {}",

@@ -201,8 +201,13 @@ fn nightly(
         &outcome.result,
         outcome.run["sampling_s"].as_f64().unwrap_or(0.0),
     );
-    let (snapshot, priors) =
-        crate::nightly::record(&store, refit, &outcome, &crate::metrics::Metrics::new())?;
+    let (snapshot, priors) = crate::nightly::record(
+        &store,
+        refit,
+        &config.retention,
+        &outcome,
+        &crate::metrics::Metrics::new(),
+    )?;
     if priors.is_empty() {
         eprintln!("refit: did not converge; the detectors keep their previous priors");
     } else {

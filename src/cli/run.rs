@@ -45,6 +45,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         restored,
         metrics.clone(),
     )?
+    .with_retention(config.retention())
     .with_cohort_topic(config.kafka.cohort_partitions);
     if let Some(policy) = config.sampling.policy()? {
         info!(
@@ -67,7 +68,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
             engine.receive_priors(priors_rx);
             let (store, refit, shutdown, metrics) = (
                 Arc::clone(&store),
-                config.refit.clone(),
+                (config.refit.clone(), config.retention.clone()),
                 Arc::clone(&shutdown),
                 metrics.clone(),
             );

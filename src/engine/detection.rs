@@ -290,6 +290,40 @@ impl FleetSums {
         }
     }
 
+    /// The sums as the store keeps them: the basis, its bin count, then the recent bins.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + BinStats::ENCODED_LEN * (1 + self.recent.len()));
+        out.extend_from_slice(&(self.basis_bins as u64).to_le_bytes());
+        out.extend_from_slice(&(self.recent.len() as u64).to_le_bytes());
+        for stats in std::iter::once(&self.basis).chain(&self.recent) {
+            out.extend_from_slice(&stats.encode());
+        }
+        out
+    }
+
+    /// Reads [`FleetSums::encode`]'s bytes; `None` if they are not such.
+    pub fn decode(bytes: &[u8]) -> Option<FleetSums> {
+        let number = |at: usize| -> Option<usize> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?) as usize)
+        };
+        let (basis_bins, recent) = (number(0)?, number(8)?);
+        let len = BinStats::ENCODED_LEN;
+        if bytes.len() != 16 + len * (1 + recent) {
+            return None;
+        }
+        let mut all = bytes[16..].chunks_exact(len).map(BinStats::decode);
+        Some(FleetSums {
+            basis: all.next()??,
+            basis_bins,
+            recent: all.collect::<Option<_>>()?,
+        })
+    }
+
+    /// Whether any bin was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.basis_bins == 0 && self.recent.is_empty()
+    }
+
     /// What the fleet's mean of `class` is taken from: (events, exposure ms).
     fn basis(&self, settings: &DetectionSettings, class: HazardClass) -> (u64, u64) {
         class_exposure(settings, &self.basis, class)

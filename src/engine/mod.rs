@@ -18,6 +18,7 @@ pub mod cohorts;
 pub mod detection;
 pub mod memory;
 pub mod recent;
+pub mod retention;
 pub mod runner;
 pub mod state;
 
@@ -40,11 +41,12 @@ use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
+pub use retention::Retention;
 pub use state::{
     BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
-    LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, SeenSegment,
-    StateDelta, VehicleMeta, VehicleState, cohort_aggregator, cohort_aggregator_partition,
-    fact_records, id_hash,
+    LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, RETIRED_BIN,
+    SeenSegment, StateDelta, VehicleMeta, VehicleState, cohort_aggregator,
+    cohort_aggregator_partition, fact_records, id_hash,
 };
 
 /// One record as read from a source.
@@ -184,6 +186,7 @@ impl VehicleSet for PartitionVehicles<'_> {
 pub struct Engine {
     config: StreamConfig,
     time: TimeRules,
+    retention: Retention,
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
     detection: DetectionSettings,
@@ -236,6 +239,8 @@ struct Pending {
     dirty_cohorts: BTreeSet<(i32, String)>,
     /// Aggregators whose progress changed.
     dirty_aggregators: BTreeSet<i32>,
+    /// Source partitions that closed bins (their fleet sums changed).
+    dirty_fleet: BTreeSet<i32>,
     /// Cohort reports for the repartition topic, by its partition.
     reports: Vec<(i32, PartitionReport)>,
     /// Alerts published since the last commit, for the store's record.
@@ -254,6 +259,9 @@ pub struct RestoredState {
     pub aggregators: Vec<(i32, AggregatorProgress)>,
     /// Per-vehicle priors from the last refit that converged.
     pub priors: Vec<(String, Prior)>,
+    /// The fleet sums of source partitions, where the store kept them (else they are summed
+    /// from the bins, which is exact only while no bin has been retired).
+    pub fleet_sums: HashMap<i32, FleetSums>,
 }
 
 impl Default for RestoredState {
@@ -265,6 +273,7 @@ impl Default for RestoredState {
             series: Vec::new(),
             aggregators: Vec::new(),
             priors: Vec::new(),
+            fleet_sums: HashMap::new(),
         }
     }
 }
@@ -297,6 +306,7 @@ impl Engine {
         let mut engine = Engine {
             config,
             time,
+            retention: Retention::KEEP_ALL,
             recent,
             vehicles: Arc::new(Vehicles::default()),
             partitions: HashMap::new(),
@@ -364,13 +374,16 @@ impl Engine {
         }
         let mut adopted: BTreeSet<i32> = restored.partitions.keys().copied().collect();
         adopted.extend(restored_vehicle_partitions);
+        let mut fleet_sums = restored.fleet_sums;
         for (partition, mut state) in restored.partitions {
             // The fleet the partition's vehicles are compared with: its closed bins.
-            state.fleet_sums = FleetSums::of(
-                &self.detection,
-                &PartitionVehicles(&self.vehicles, partition),
-                state.closed_through_ms,
-            );
+            state.fleet_sums = fleet_sums.remove(&partition).unwrap_or_else(|| {
+                FleetSums::of(
+                    &self.detection,
+                    &PartitionVehicles(&self.vehicles, partition),
+                    state.closed_through_ms,
+                )
+            });
             self.partitions.insert(partition, state);
         }
         for vehicle in self.vehicles.iter() {
@@ -431,6 +444,12 @@ impl Engine {
         held.extend(self.aggregators.keys().copied());
         held.extend(self.vehicles.iter().map(|v| v.partition));
         held.into_iter().collect()
+    }
+
+    /// Keeps state only as far back in event time as `retention` says.
+    pub fn with_retention(mut self, retention: Retention) -> Engine {
+        self.retention = retention;
+        self
     }
 
     /// Sets the gauges that follow from the state held (after a restore or a release).
@@ -993,7 +1012,9 @@ impl Engine {
                 _ => {}
             }
         }
-        vehicle.pending_facts.push(record.offset, record.payload);
+        vehicle
+            .pending_facts
+            .push(bin, record.offset, record.payload);
         Ok(kind)
     }
 
@@ -1050,7 +1071,10 @@ impl Engine {
             .map(|(time, _)| *time)
             .collect();
         credit_review(vehicle, &review, &critical, width);
-        vehicle.pending_facts.push(record.offset, record.payload);
+        let bin = review.trip_end_ms.div_euclid(width) * width;
+        vehicle
+            .pending_facts
+            .push(bin, record.offset, record.payload);
         let partition = self.partitions.entry(vehicle.partition).or_default();
         partition
             .review_holds
@@ -1094,8 +1118,13 @@ impl Engine {
             from => from,
         };
         // Bin by bin from the partition's first bin with data, every vehicle against the fleet
-        // of the bins closed so far and this one.
-        let mut bin = first_bin.map_or(through, |first| first.max(start));
+        // of the bins closed so far and this one; once the fleet has bins, from the first bin
+        // not closed, whatever retention has taken before it.
+        let mut bin = match first_bin {
+            Some(first) if fleet.is_empty() => first.max(start),
+            Some(_) => start,
+            None => through,
+        };
         let mut fed = 0;
         while bin < through {
             let mut totals = BinStats::default();
@@ -1136,6 +1165,7 @@ impl Engine {
         }
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.fleet_sums = fleet;
+            self.pending.dirty_fleet.insert(partition);
         }
         if fed > 0 {
             self.metrics
@@ -1153,6 +1183,27 @@ impl Engine {
     }
 
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
+    /// Retires the bins of partition `p`'s vehicles before `horizon_ms` into their sums.
+    fn retire_bins(&mut self, p: i32, horizon_ms: i64, delta: &mut StateDelta) {
+        for mut entry in self.vehicles.iter_mut() {
+            if entry.partition != p {
+                continue;
+            }
+            let (id, vehicle) = entry.pair_mut();
+            let expired = retention::retire_bins(vehicle, horizon_ms);
+            if expired.is_empty() {
+                continue;
+            }
+            self.metrics.bins_retired.inc_by(expired.len() as u64);
+            delta
+                .bins
+                .push((p, id.clone(), RETIRED_BIN, vehicle.retired));
+            delta
+                .expired_bins
+                .extend(expired.into_iter().map(|bin| (p, id.clone(), bin)));
+        }
+    }
+
     pub fn take_delta(&mut self) -> StateDelta {
         self.metrics
             .publish_dead_letter_share(self.recent.snapshot());
@@ -1171,10 +1222,10 @@ impl Engine {
                     vehicle.bins[&bin],
                 ));
             }
-            let facts = std::mem::take(&mut vehicle.pending_facts);
-            if !facts.bytes.is_empty() {
+            for (bin_ms, facts) in std::mem::take(&mut vehicle.pending_facts).0 {
                 let segment = FactSegment {
                     partition: vehicle.partition,
+                    bin_ms,
                     vehicle_id: vehicle_id.clone(),
                     first_offset: facts.first_offset,
                     records: facts.bytes,
@@ -1206,6 +1257,7 @@ impl Engine {
                 let cutoff = state.seen_cutoff_ms;
                 state.seen.retain(|_, time| *time >= cutoff);
             }
+            let width = self.time.bin_width_ms;
             delta.positions.push(PartitionPosition {
                 partition: p,
                 next_offset: state.next_offset,
@@ -1213,7 +1265,20 @@ impl Engine {
                 seen_cutoff_ms: state.seen_cutoff_ms,
                 closed_through_ms: state.closed_through_ms,
                 sampling_scale: state.sampling_scale,
+                facts_horizon_ms: self.retention.facts_horizon(state.watermark_ms, width),
             });
+            let horizon =
+                self.retention
+                    .bins_horizon(state.watermark_ms, state.closed_through_ms, width);
+            if horizon > state.bins_horizon_ms {
+                state.bins_horizon_ms = horizon;
+                self.retire_bins(p, horizon, &mut delta);
+            }
+        }
+        for p in pending.dirty_fleet {
+            if let Some(state) = self.partitions.get(&p) {
+                delta.fleet_sums.push((p, state.fleet_sums.clone()));
+            }
         }
         for vehicle_id in pending.dirty_series {
             let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {

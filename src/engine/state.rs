@@ -205,9 +205,13 @@ pub struct VehicleState {
     /// Bins changed since the last commit.
     #[serde(skip)]
     pub dirty_bins: BTreeSet<i64>,
-    /// Records accepted since the last commit: a fact segment in the making.
+    /// Records accepted since the last commit, by the bin of their record time: fact segments
+    /// in the making.
     #[serde(skip)]
-    pub pending_facts: FactBuffer,
+    pub pending_facts: PendingFacts,
+    /// The sum of the bins that left the state with retention ([`super::Retention`]): what
+    /// [`VehicleState::totals`] adds to the bins kept.
+    pub retired: BinStats,
     /// Change-point series, one per hazard class; empty until the first bin closes.
     pub series: Vec<super::detection::Series>,
     /// Series changed since the last commit.
@@ -267,8 +271,9 @@ impl VehicleMeta {
 }
 
 impl VehicleState {
+    /// Everything the vehicle did: the bins kept and those retired.
     pub fn totals(&self) -> BinStats {
-        let mut total = BinStats::default();
+        let mut total = self.retired;
         for stats in self.bins.values() {
             total.add(stats);
         }
@@ -292,6 +297,24 @@ impl FactBuffer {
         }
         crate::codec::write_long(record.len() as i64, &mut self.bytes);
         self.bytes.extend_from_slice(record);
+    }
+}
+
+/// Records accepted since the last commit, one buffer per bin of their record time (almost
+/// always one or two), so that a fact segment leaves the state with its bin.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PendingFacts(pub Vec<(i64, FactBuffer)>);
+
+impl PendingFacts {
+    pub fn push(&mut self, bin: i64, offset: i64, record: &[u8]) {
+        let at = match self.0.iter().position(|(b, _)| *b == bin) {
+            Some(at) => at,
+            None => {
+                self.0.push((bin, FactBuffer::default()));
+                self.0.len() - 1
+            }
+        };
+        self.0[at].1.push(offset, record);
     }
 }
 
@@ -342,6 +365,9 @@ pub struct PartitionState {
     /// Per class, the partition's vehicles' events and exposure over the closed bins: the fleet
     /// its vehicles are compared with. Derived from the bins (recomputed on restore).
     pub fleet_sums: super::detection::FleetSums,
+    /// The partition's vehicles keep no bin before this ([`super::Retention`]; not stored: a
+    /// restore starts at `i64::MIN` and the first commit retires again what is due).
+    pub bins_horizon_ms: i64,
 }
 
 impl Default for PartitionState {
@@ -359,6 +385,7 @@ impl Default for PartitionState {
             review_holds: BTreeSet::new(),
             sampling_scale: 0.0,
             fleet_sums: Default::default(),
+            bins_horizon_ms: i64::MIN,
         }
     }
 }
@@ -367,6 +394,8 @@ impl Default for PartitionState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactSegment {
     pub partition: i32,
+    /// The bin of its records' record times: the segment expires with it.
+    pub bin_ms: i64,
     pub vehicle_id: String,
     pub first_offset: i64,
     /// Length-prefixed framed records (see [`fact_records`]).
@@ -406,6 +435,7 @@ impl FactSegment {
             .enumerate()
             .map(|(i, range)| FactSegment {
                 partition: self.partition,
+                bin_ms: self.bin_ms,
                 vehicle_id: self.vehicle_id.clone(),
                 first_offset: self.first_offset + i as i64,
                 records: self.records[range].to_vec(),
@@ -456,13 +486,20 @@ pub struct PartitionPosition {
     pub closed_through_ms: i64,
     /// The review policy's scale on this partition (0: none yet).
     pub sampling_scale: f64,
+    /// Fact segments of bins before this have expired ([`super::Retention`]; `i64::MIN`: none).
+    pub facts_horizon_ms: i64,
 }
 
 /// Everything that changed since the last commit point, written by the store in one batch.
 #[derive(Debug, Default)]
 pub struct StateDelta {
-    /// (partition, vehicle id, bin start, stats): new values of changed bins.
+    /// (partition, vehicle id, bin start, stats): new values of changed bins; at
+    /// [`RETIRED_BIN`], the sum of the vehicle's retired bins.
     pub bins: Vec<(i32, String, i64, BinStats)>,
+    /// (partition, vehicle id, bin start) of bins that left the state with retention.
+    pub expired_bins: Vec<(i32, String, i64)>,
+    /// (partition, fleet sums) of partitions that closed bins since the last commit.
+    pub fleet_sums: Vec<(i32, super::detection::FleetSums)>,
     /// (partition, vehicle id, meta) of vehicles that changed.
     pub vehicles: Vec<(i32, String, VehicleMeta)>,
     pub facts: Vec<FactSegment>,
@@ -479,6 +516,10 @@ pub struct StateDelta {
     /// Alerts raised since the last commit (already published), for the record.
     pub alerts: Vec<crate::model::RegressionAlert>,
 }
+
+/// Where a vehicle's retired bins are summed ([`VehicleState::retired`]), among its bins: before
+/// every bin start.
+pub const RETIRED_BIN: i64 = i64::MIN;
 
 /// A vehicle's Gamma prior of its event rate per exposure hour, from a refit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -584,6 +625,7 @@ mod tests {
         }
         let segment = FactSegment {
             partition: 2,
+            bin_ms: 0,
             vehicle_id: "v".into(),
             first_offset: facts.first_offset,
             records: facts.bytes.clone(),
@@ -606,6 +648,7 @@ mod tests {
         big.push(9, &[3; 10]);
         let segment = FactSegment {
             partition: 0,
+            bin_ms: 0,
             vehicle_id: "v".into(),
             first_offset: 7,
             records: big.bytes,

@@ -41,6 +41,38 @@ pub fn fact_segment(partition: i32, vehicle_id: &str, first_offset: i64) -> Vec<
     key
 }
 
+/// partition | bin start: where the fact segments of a partition's bins from `bin` on begin.
+pub fn fact_bin_prefix(partition: i32, bin: i64) -> Vec<u8> {
+    let mut key = partition_prefix(partition).to_vec();
+    key.extend_from_slice(&sortable_time(bin));
+    key
+}
+
+/// partition | bin of the records' record time | vehicle | offset of the segment's first
+/// record. A partition's facts before a bin form one key range.
+pub fn fact_segment_by_bin(
+    partition: i32,
+    bin: i64,
+    vehicle_id: &str,
+    first_offset: i64,
+) -> Vec<u8> {
+    let mut key = fact_bin_prefix(partition, bin);
+    push_vehicle(&mut key, vehicle_id);
+    key.extend_from_slice(&sortable_time(first_offset));
+    key
+}
+
+/// Splits [`fact_segment_by_bin`]'s key into (partition, bin, vehicle).
+pub fn split_fact_by_bin(key: &[u8]) -> Option<(i32, i64, String)> {
+    let partition = partition_of(key)?;
+    let bin = time_from(key.get(4..12)?)?;
+    let len = u16::from_be_bytes(key.get(12..14)?.try_into().ok()?) as usize;
+    let id = std::str::from_utf8(key.get(14..14 + len)?)
+        .ok()?
+        .to_string();
+    (key.len() == 14 + len + 8).then_some((partition, bin, id))
+}
+
 /// partition | largest event time in the segment | offset of the commit interval's first record.
 /// Segments whose largest time is below a cutoff form one key range.
 pub fn seen_segment(partition: i32, max_time_ms: i64, first_offset: i64) -> Vec<u8> {
@@ -91,6 +123,14 @@ mod tests {
         assert!(
             seen_segment(7, 122, 1_000) < seen_segment(7, 123, 0),
             "time orders segments first"
+        );
+        assert_eq!(
+            split_fact_by_bin(&fact_segment_by_bin(4, -86_400_000, "veh-1", 77)),
+            Some((4, -86_400_000, "veh-1".into()))
+        );
+        assert!(
+            fact_segment_by_bin(4, 86_400_000, "zzz", 9) < fact_bin_prefix(4, 2 * 86_400_000),
+            "a partition's facts before a bin are one range"
         );
         let key = fact_segment(2, "v", 5);
         let (partition, id, rest) = split_vehicle(&key).unwrap();

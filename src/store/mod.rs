@@ -17,16 +17,21 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use serde_json::{Value, json};
 
+use crate::engine::detection::FleetSums;
 use crate::engine::runner::CommitTarget;
 use crate::engine::{
-    BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RestoredState, StateDelta,
-    VehicleMeta, VehicleState, cohort_aggregator, fact_records, id_hash,
+    BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RETIRED_BIN, RestoredState,
+    StateDelta, VehicleMeta, VehicleState, cohort_aggregator, fact_records, id_hash,
 };
 use crate::model::RegressionAlert;
 
 const CF_VEHICLES: &str = "vehicles";
 const CF_BINS: &str = "bins";
+/// Facts before retention, by vehicle and offset: read, never written (nor expired) now.
 const CF_FACTS: &str = "facts";
+/// Facts by bin of record time, so that a partition's expired ones are one key range.
+const CF_FACTS_BY_BIN: &str = "facts_by_bin";
+const CF_FLEET: &str = "fleet";
 const CF_SEEN: &str = "seen";
 const CF_POSITIONS: &str = "positions";
 const CF_SERIES: &str = "series";
@@ -41,7 +46,7 @@ const LOCAL: [&str; 4] = [CF_PRIORS, CF_MODEL_RUNS, CF_ALERTS, CF_CHANGELOG];
 /// The column families whose keys start with a partition number and that a partition's
 /// changelog carries, in the order of their one-byte code there. Priors come from refits (each
 /// process's own), alerts are a log of what was published: both stay local.
-pub const PARTITIONED: [&str; 7] = [
+pub const PARTITIONED: [&str; 9] = [
     CF_VEHICLES,
     CF_BINS,
     CF_FACTS,
@@ -49,6 +54,8 @@ pub const PARTITIONED: [&str; 7] = [
     CF_POSITIONS,
     CF_SERIES,
     CF_COHORTS,
+    CF_FACTS_BY_BIN,
+    CF_FLEET,
 ];
 
 /// One change to the store: `value` `None` deletes the key.
@@ -65,6 +72,14 @@ impl Op {
             cf,
             key,
             value: Some(value),
+        }
+    }
+
+    fn delete(cf: &'static str, key: Vec<u8>) -> Op {
+        Op {
+            cf,
+            key,
+            value: None,
         }
     }
 
@@ -109,6 +124,9 @@ pub enum StoreError {
     Corrupt { cf: &'static str, detail: String },
 }
 
+/// What RocksDB's memtables may take in all.
+const MEMTABLE_BUDGET_BYTES: usize = 32 << 20;
+
 /// A RocksDB entry.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
 
@@ -123,6 +141,9 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Memtables of all column families together stay within this (else each of the eleven
+        // may hold 64 MB): memory follows the live state, not the write volume.
+        options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         let cfs = PARTITIONED
             .iter()
             .chain(&LOCAL)
@@ -181,10 +202,21 @@ impl Store {
             let key = keys::bin(*partition, id, *bin);
             ops.push(Op::put(CF_BINS, key, stats.encode().to_vec()));
         }
+        for (partition, id, bin) in &delta.expired_bins {
+            ops.push(Op::delete(CF_BINS, keys::bin(*partition, id, *bin)));
+        }
         for segment in &delta.facts {
-            let key =
-                keys::fact_segment(segment.partition, &segment.vehicle_id, segment.first_offset);
-            ops.push(Op::put(CF_FACTS, key, segment.records.clone()));
+            let key = keys::fact_segment_by_bin(
+                segment.partition,
+                segment.bin_ms,
+                &segment.vehicle_id,
+                segment.first_offset,
+            );
+            ops.push(Op::put(CF_FACTS_BY_BIN, key, segment.records.clone()));
+        }
+        for (partition, sums) in &delta.fleet_sums {
+            let key = keys::partition_prefix(*partition).to_vec();
+            ops.push(Op::put(CF_FLEET, key, sums.encode()));
         }
         for segment in &delta.seen {
             let value: Vec<u8> = segment
@@ -201,25 +233,13 @@ impl Store {
             // Segments whose every id is below the cutoff are dropped; restore filters the rest.
             let from = keys::seen_segment(position.partition, i64::MIN, i64::MIN);
             let to = keys::seen_segment(position.partition, position.seen_cutoff_ms, i64::MIN);
-            let mut options = rocksdb::ReadOptions::default();
-            options.set_iterate_upper_bound(to.clone());
-            let below = self.db.iterator_cf_opt(
-                self.cf(CF_SEEN),
-                options,
-                IteratorMode::From(&from, rocksdb::Direction::Forward),
-            );
-            for item in below {
-                let (key, _) = item?;
-                ops.push(Op {
-                    cf: CF_SEEN,
-                    key: key.to_vec(),
-                    value: None,
-                });
+            self.delete_range(CF_SEEN, &from, &to, &mut ops)?;
+            if position.facts_horizon_ms != i64::MIN {
+                // Fact segments of the bins retention let go.
+                let from = keys::partition_prefix(position.partition).to_vec();
+                let to = keys::fact_bin_prefix(position.partition, position.facts_horizon_ms);
+                self.delete_range(CF_FACTS_BY_BIN, &from, &to, &mut ops)?;
             }
-            // Segments of this very commit below the cutoff never reach the store.
-            ops.retain(|op| {
-                !(op.cf == CF_SEEN && op.value.is_some() && op.key >= from && op.key < to)
-            });
             let value: Vec<u8> = [
                 position.next_offset,
                 position.watermark_ms,
@@ -254,6 +274,35 @@ impl Store {
             ));
         }
         Ok(ops)
+    }
+
+    /// Deletes every key of `cf` in `[from, to)` key by key (so that a changelog can carry the
+    /// deletes), including puts of this very commit in `ops`, which then never reach the store.
+    fn delete_range(
+        &self,
+        cf: &'static str,
+        from: &[u8],
+        to: &[u8],
+        ops: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
+        if from >= to {
+            return Ok(());
+        }
+        ops.retain(|op| {
+            !(op.cf == cf && op.value.is_some() && op.key[..] >= *from && op.key[..] < *to)
+        });
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(to.to_vec());
+        let below = self.db.iterator_cf_opt(
+            self.cf(cf),
+            options,
+            IteratorMode::From(from, rocksdb::Direction::Forward),
+        );
+        for item in below {
+            let (key, _) = item?;
+            ops.push(Op::delete(cf, key.to_vec()));
+        }
+        Ok(())
     }
 
     /// The last changelog offset this store reflects, per partition it recorded one for.
@@ -332,6 +381,38 @@ impl Store {
         self.put_model_run(&mut batch, run);
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// Retention of what only this store keeps: deletes alerts detected before
+    /// `alerts_before_ms` (event time) and all but the newest `model_runs_kept` model runs.
+    /// Returns (alerts, model runs) deleted.
+    pub fn prune_records(
+        &self,
+        alerts_before_ms: i64,
+        model_runs_kept: usize,
+    ) -> Result<(usize, usize), StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut alerts = 0;
+        for item in self.db.iterator_cf(self.cf(CF_ALERTS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let alert: RegressionAlert =
+                serde_json::from_slice(&value).map_err(|_| corrupt(CF_ALERTS, &key))?;
+            if alert.detected_at < alerts_before_ms {
+                batch.delete_cf(self.cf(CF_ALERTS), &key);
+                alerts += 1;
+            }
+        }
+        let mut runs = 0;
+        let newest_first = self
+            .db
+            .iterator_cf(self.cf(CF_MODEL_RUNS), IteratorMode::End);
+        for item in newest_first.skip(model_runs_kept) {
+            let (key, _) = item?;
+            batch.delete_cf(self.cf(CF_MODEL_RUNS), &key);
+            runs += 1;
+        }
+        self.db.write(batch)?;
+        Ok((alerts, runs))
     }
 
     /// The largest event time accepted on any partition (its watermark), if any record was.
@@ -439,7 +520,18 @@ impl Store {
             let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
             let vehicle = vehicles.entry(id).or_default();
             vehicle.partition = partition;
-            vehicle.bins.insert(bin, stats);
+            if bin == RETIRED_BIN {
+                vehicle.retired = stats;
+            } else {
+                vehicle.bins.insert(bin, stats);
+            }
+        }
+        let mut fleet_sums = HashMap::new();
+        for item in self.partition_entries(CF_FLEET, &wanted) {
+            let (key, value) = item?;
+            let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_FLEET, &key))?;
+            let sums = FleetSums::decode(&value).ok_or_else(|| corrupt(CF_FLEET, &key))?;
+            fleet_sums.insert(partition, sums);
         }
         let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
         for item in self
@@ -529,11 +621,13 @@ impl Store {
             series,
             aggregators,
             priors,
+            fleet_sums,
         })
     }
 
-    /// Every fact (an accepted record's original bytes) with its partition and vehicle, per
-    /// vehicle in the order accepted.
+    /// Every fact kept (an accepted record's original bytes) with its partition and vehicle:
+    /// those from before retention, then by partition, bin and vehicle, each vehicle's in the
+    /// order accepted within a bin.
     pub fn for_each_fact(&self, mut f: impl FnMut(i32, &str, &[u8])) -> Result<u64, StoreError> {
         let mut count = 0;
         for item in self.db.iterator_cf(self.cf(CF_FACTS), IteratorMode::Start) {
@@ -549,7 +643,36 @@ impl Store {
                 count += 1;
             }
         }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FACTS_BY_BIN), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let (partition, _, vehicle) =
+                keys::split_fact_by_bin(&key).ok_or_else(|| corrupt(CF_FACTS_BY_BIN, &key))?;
+            for record in fact_records(&value) {
+                f(
+                    partition,
+                    &vehicle,
+                    record.ok_or_else(|| corrupt(CF_FACTS_BY_BIN, &key))?,
+                );
+                count += 1;
+            }
+        }
         Ok(count)
+    }
+
+    /// Bytes (keys and values) of the state a partition's changelog carries, summed over the
+    /// column families: what a restore of every partition reads.
+    pub fn live_bytes(&self) -> Result<u64, StoreError> {
+        let mut bytes = 0;
+        for cf in PARTITIONED {
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (key, value) = item?;
+                bytes += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(bytes)
     }
 
     /// A canonical JSON picture of the whole store: equal state gives equal snapshots, however
@@ -600,14 +723,15 @@ impl Store {
             .iter()
             .map(|(p, progress)| (p.to_string(), json!(progress)))
             .collect();
+        // A sum of the records' hashes: the same facts give the same digest in any order (fact
+        // segments are keyed by bin, so how commits split them orders them).
         let mut digest = 0u64;
         let count = self.for_each_fact(|partition, vehicle, record| {
-            digest = id_hash(&[
-                &digest.to_le_bytes(),
+            digest = digest.wrapping_add(id_hash(&[
                 &partition.to_le_bytes(),
                 vehicle.as_bytes(),
                 record,
-            ]);
+            ]));
         })?;
         Ok(json!({"vehicles": vehicles, "partitions": partitions,
             "facts": {"count": count, "digest": format!("{digest:016x}")},

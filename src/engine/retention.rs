@@ -1,0 +1,117 @@
+//! How long the state keeps what the stream accepted, in event time (README "Retention").
+//!
+//! Owns the horizons: behind a partition's watermark, fact segments (the raw records the refit
+//! and the warehouse read) are kept for `facts`, and bins for `bins`, never a bin still open. A
+//! bin that leaves is added to its vehicle's retired sum, so totals stay whole; the store
+//! deletes what expired and the changelog carries the deletes as tombstones, so compaction
+//! reclaims them. Horizons are whole bins and follow only the watermark, so where they stand
+//! after a stream does not depend on when commits fell. Pure: no IO.
+
+use super::state::VehicleState;
+
+/// How much event time each kind of state spans behind its partition's watermark (`None`:
+/// kept for ever).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub facts_ms: Option<i64>,
+    pub bins_ms: Option<i64>,
+}
+
+impl Retention {
+    /// Everything kept, as before retention existed.
+    pub const KEEP_ALL: Retention = Retention {
+        facts_ms: None,
+        bins_ms: None,
+    };
+
+    /// The start of the first bin whose facts a partition at `watermark_ms` keeps (`i64::MIN`:
+    /// all).
+    pub fn facts_horizon(&self, watermark_ms: i64, width_ms: i64) -> i64 {
+        horizon(self.facts_ms, watermark_ms, width_ms)
+    }
+
+    /// The start of the first bin a partition at `watermark_ms` keeps: never past the bins it
+    /// has closed (`closed_through_ms`), which the detectors have read.
+    pub fn bins_horizon(&self, watermark_ms: i64, closed_through_ms: i64, width_ms: i64) -> i64 {
+        horizon(self.bins_ms, watermark_ms, width_ms).min(closed_through_ms)
+    }
+}
+
+fn horizon(span_ms: Option<i64>, watermark_ms: i64, width_ms: i64) -> i64 {
+    match span_ms {
+        Some(span) if watermark_ms != i64::MIN => {
+            watermark_ms.saturating_sub(span).div_euclid(width_ms) * width_ms
+        }
+        _ => i64::MIN,
+    }
+}
+
+/// Moves the vehicle's bins before `horizon_ms` into its retired sum; returns their starts.
+pub fn retire_bins(vehicle: &mut VehicleState, horizon_ms: i64) -> Vec<i64> {
+    if vehicle
+        .bins
+        .first_key_value()
+        .is_none_or(|(&first, _)| first >= horizon_ms)
+    {
+        return Vec::new();
+    }
+    let kept = vehicle.bins.split_off(&horizon_ms);
+    let expired = std::mem::replace(&mut vehicle.bins, kept);
+    let mut retired = vehicle.retired;
+    for stats in expired.values() {
+        retired.add(stats);
+    }
+    vehicle.retired = retired;
+    expired.into_keys().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::BinStats;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn horizons_are_whole_bins_behind_the_watermark_and_never_past_the_closed_bins() {
+        let r = Retention {
+            facts_ms: Some(10 * DAY),
+            bins_ms: Some(30 * DAY),
+        };
+        let watermark = 100 * DAY + 5 * 3_600_000;
+        assert_eq!(r.facts_horizon(watermark, DAY), 90 * DAY);
+        assert_eq!(r.bins_horizon(watermark, 99 * DAY, DAY), 70 * DAY);
+        assert_eq!(r.bins_horizon(watermark, 50 * DAY, DAY), 50 * DAY);
+        assert_eq!(r.facts_horizon(i64::MIN, DAY), i64::MIN, "no watermark yet");
+        assert_eq!(
+            Retention::KEEP_ALL.bins_horizon(watermark, 99 * DAY, DAY),
+            i64::MIN
+        );
+    }
+
+    #[test]
+    fn retired_bins_keep_the_totals_whole() {
+        let mut v = VehicleState::default();
+        for day in 0..10 {
+            v.bins.insert(
+                day * DAY,
+                BinStats {
+                    trips: 1 + day as u64,
+                    exposure_ms: 1000,
+                    ..Default::default()
+                },
+            );
+        }
+        let before = v.totals();
+        assert_eq!(retire_bins(&mut v, 4 * DAY), vec![0, DAY, 2 * DAY, 3 * DAY]);
+        assert_eq!(v.bins.len(), 6);
+        assert_eq!(
+            retire_bins(&mut v, 4 * DAY),
+            Vec::<i64>::new(),
+            "nothing twice"
+        );
+        assert_eq!(retire_bins(&mut v, 7 * DAY).len(), 3);
+        assert_eq!(v.totals(), before);
+        assert_eq!(v.retired.trips, 1 + 2 + 3 + 4 + 5 + 6 + 7);
+    }
+}
