@@ -1,12 +1,16 @@
-//! Star-schema snapshots for BI tools (DESIGN §6): Parquet files, one folder per snapshot date,
-//! `<warehouse>/snapshot_date=YYYY-MM-DD/<table>.parquet`, matching `schemas/warehouse/*.sql`.
+//! Star-schema Parquet for BI tools (DESIGN §6), matching `schemas/warehouse/*.sql`.
 //!
-//! Dimensions: `dim_vehicle`, `dim_driver`, `dim_date`, `dim_event_type`. Facts:
-//! `fact_trip_safety` (one row per trip: exposure and event counts by class),
-//! `fact_safety_event`, `fact_regression` (episodes from the alerts), `fact_model_run` (refit
-//! diagnostics). Built from the state store's facts, vehicles, priors, alerts and model runs,
-//! and the latest refit's per-vehicle hazards when there is one. An edge module: reads the
-//! store, writes files.
+//! Facts by day, each written once: `<warehouse>/fact_trip_safety/end_date=YYYY-MM-DD/part-<p>.parquet`
+//! (one row per trip, in the day its trip ended, exposure and event counts by class) and
+//! `fact_safety_event/end_date=.../part-<p>.parquet` (each event in its trip's day), for source partition `p`, once
+//! every bin of that day has closed on `p`; a day already written is never written again, so a
+//! query over all the days counts every trip once. Snapshots, one folder per snapshot date,
+//! `<warehouse>/snapshot_date=YYYY-MM-DD/<table>.parquet`: the dimensions `dim_vehicle`,
+//! `dim_driver`, `dim_date`, `dim_event_type`, and `fact_regression` (episodes from the alerts)
+//! and `fact_model_run` (refit diagnostics). Built from the state store's facts (as far back as
+//! retention keeps them: days must be written before their facts expire, which the daily refit
+//! does), vehicles, priors, alerts and model runs, and the latest refit's per-vehicle hazards when
+//! there is one. An edge module: reads the store, writes files.
 
 pub mod parquet;
 
@@ -41,7 +45,11 @@ pub enum WarehouseError {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Snapshot {
     pub dir: PathBuf,
+    /// Rows per table: the snapshot's, and for the fact tables by day, the rows of the days
+    /// this snapshot wrote.
     pub rows: BTreeMap<&'static str, usize>,
+    /// (day, partition) files of the fact tables this snapshot wrote.
+    pub days_written: usize,
     pub strata: Vec<StratumTotals>,
 }
 
@@ -80,6 +88,7 @@ fn strata(trips: &[(&(String, String), &Trip, TripCounts)]) -> Vec<StratumTotals
 
 #[derive(Default)]
 struct Trip {
+    partition: i32,
     vehicle: String,
     driver: String,
     start_ms: i64,
@@ -101,6 +110,19 @@ struct TripCounts {
     disengagements: i64,
 }
 
+/// One `fact_safety_event` row.
+struct EventRow {
+    partition: i32,
+    event_id: String,
+    trip_id: String,
+    vehicle: String,
+    time_ms: i64,
+    event_type: &'static str,
+    severity: &'static str,
+    speed_kph: f64,
+    critical: bool,
+}
+
 fn some<T>(values: impl IntoIterator<Item = T>) -> Vec<Option<T>> {
     values.into_iter().map(Some).collect()
 }
@@ -114,13 +136,9 @@ pub fn write_snapshot(
 ) -> Result<Snapshot, WarehouseError> {
     let mut trips: BTreeMap<(String, String), Trip> = BTreeMap::new();
     let mut counts: BTreeMap<(String, String), TripCounts> = BTreeMap::new();
-    let mut events = Table::default();
-    let (mut e_id, mut e_trip, mut e_vehicle, mut e_time, mut e_date) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut e_type, mut e_severity, mut e_speed, mut e_critical) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut event_rows: Vec<EventRow> = Vec::new();
     let mut dates: BTreeSet<i64> = BTreeSet::new();
-    store.for_each_fact(|_, vehicle, bytes| {
+    store.for_each_fact(|partition, vehicle, bytes| {
         let Ok(event) = codec::decode(bytes) else {
             return;
         };
@@ -130,6 +148,7 @@ pub fn write_snapshot(
                 trips.insert(
                     (vehicle.to_string(), t.trip_id.to_string()),
                     Trip {
+                        partition,
                         vehicle: vehicle.to_string(),
                         driver: t.driver_id.to_string(),
                         start_ms: t.start_time_ms,
@@ -166,113 +185,62 @@ pub fn write_snapshot(
             c.safety_events += 1;
             c.critical += i64::from(s.is_critical());
             dates.insert(time.div_euclid(DAY_MS));
-            e_id.push(Some(s.event_id.to_string()));
-            e_trip.push(Some(s.trip_id.to_string()));
-            e_vehicle.push(Some(vehicle.to_string()));
-            e_time.push(Some(time));
-            e_date.push(Some(time.div_euclid(DAY_MS) as i32));
-            e_type.push(Some(s.event_type.symbol().to_string()));
-            e_severity.push(Some(s.severity.symbol().to_string()));
-            e_speed.push(Some(s.speed_kph));
-            e_critical.push(Some(s.is_critical()));
+            event_rows.push(EventRow {
+                partition,
+                event_id: s.event_id.to_string(),
+                trip_id: s.trip_id.to_string(),
+                vehicle: vehicle.to_string(),
+                time_ms: time,
+                event_type: s.event_type.symbol(),
+                severity: s.severity.symbol(),
+                speed_kph: s.speed_kph,
+                critical: s.is_critical(),
+            });
         }
     })?;
-    events.columns = vec![
-        ("event_id", Values::Text(e_id)),
-        ("trip_id", Values::Text(e_trip)),
-        ("vehicle_id", Values::Text(e_vehicle)),
-        ("event_time", Values::Timestamp(e_time)),
-        ("date", Values::Date(e_date)),
-        ("event_type", Values::Text(e_type)),
-        ("severity", Values::Text(e_severity)),
-        ("speed_kph", Values::Double(e_speed)),
-        ("critical", Values::Bool(e_critical)),
-    ];
 
     let trip_rows: Vec<(&(String, String), &Trip, TripCounts)> = trips
         .iter()
         .map(|(k, t)| (k, t, counts.get(k).copied().unwrap_or_default()))
         .collect();
-    let fact_trip = Table {
-        columns: vec![
-            (
-                "trip_id",
-                Values::Text(some(trip_rows.iter().map(|(k, _, _)| k.1.clone()))),
-            ),
-            (
-                "vehicle_id",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.vehicle.clone()))),
-            ),
-            (
-                "driver_id",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.driver.clone()))),
-            ),
-            (
-                "date",
-                Values::Date(some(
-                    trip_rows
-                        .iter()
-                        .map(|(_, t, _)| t.start_ms.div_euclid(DAY_MS) as i32),
-                )),
-            ),
-            (
-                "start_time",
-                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.start_ms))),
-            ),
-            (
-                "end_time",
-                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.end_ms))),
-            ),
-            (
-                "exposure_hours",
-                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.exposure_hours))),
-            ),
-            (
-                "distance_km",
-                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.distance_km))),
-            ),
-            (
-                "mode",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.mode.to_string()))),
-            ),
-            (
-                "road_type",
-                Values::Text(some(
-                    trip_rows.iter().map(|(_, t, _)| t.road_type.to_string()),
-                )),
-            ),
-            (
-                "weather",
-                Values::Text(some(
-                    trip_rows.iter().map(|(_, t, _)| t.weather.to_string()),
-                )),
-            ),
-            (
-                "night",
-                Values::Bool(some(trip_rows.iter().map(|(_, t, _)| t.night))),
-            ),
-            (
-                "firmware_version",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.firmware.clone()))),
-            ),
-            (
-                "vehicle_model",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.model.clone()))),
-            ),
-            (
-                "safety_events",
-                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.safety_events))),
-            ),
-            (
-                "critical_events",
-                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.critical))),
-            ),
-            (
-                "disengagements",
-                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.disengagements))),
-            ),
-        ],
+    let restored = store.restore()?;
+    let closed_through: BTreeMap<i32, i64> = restored
+        .partitions
+        .iter()
+        .map(|(p, s)| (*p, s.closed_through_ms))
+        .collect();
+    let mut rows = BTreeMap::new();
+    let mut days_written = 0;
+    // Fact rows by day: each (day, partition) once, when all its bins have closed.
+    let trip_days = by_closed_day(
+        &trip_rows,
+        |(_, t, _)| (t.partition, t.end_ms),
+        &closed_through,
+    );
+    for ((day, partition), day_rows) in trip_days {
+        let path = day_file(warehouse, "fact_trip_safety", day, partition);
+        if write_once(&path, "fact_trip_safety", &trip_table(&day_rows))? {
+            *rows.entry("fact_trip_safety").or_default() += day_rows.len();
+            days_written += 1;
+        }
+    }
+    // An event goes with its trip: in the file of the day the trip ended (where its trip's row
+    // is), or of its own time when its trip is unknown.
+    let trip_end = |e: &EventRow| {
+        trips
+            .get(&(e.vehicle.clone(), e.trip_id.clone()))
+            .map_or(e.time_ms, |t| t.end_ms)
     };
+    let event_days = by_closed_day(&event_rows, |e| (e.partition, trip_end(e)), &closed_through);
+    for ((day, partition), day_rows) in event_days {
+        let path = day_file(warehouse, "fact_safety_event", day, partition);
+        if write_once(&path, "fact_safety_event", &event_table(&day_rows))? {
+            *rows.entry("fact_safety_event").or_default() += day_rows.len();
+            days_written += 1;
+        }
+    }
+    rows.entry("fact_trip_safety").or_default();
+    rows.entry("fact_safety_event").or_default();
 
     let strata = strata(&trip_rows);
     // Drivers: first vehicle seen and trip counts.
@@ -302,7 +270,6 @@ pub fn write_snapshot(
         ],
     };
 
-    let restored = store.restore()?;
     let priors: BTreeMap<String, crate::engine::Prior> = restored.priors.into_iter().collect();
     let mut vehicles = restored.vehicles;
     vehicles.sort_by(|a, b| a.0.cmp(&b.0));
@@ -639,14 +606,11 @@ pub fn write_snapshot(
         path: dir.display().to_string(),
         source,
     })?;
-    let mut rows = BTreeMap::new();
     for (name, table) in [
         ("dim_vehicle", &dim_vehicle),
         ("dim_driver", &dim_driver),
         ("dim_date", &dim_date),
         ("dim_event_type", &dim_event_type),
-        ("fact_trip_safety", &fact_trip),
-        ("fact_safety_event", &events),
         ("fact_regression", &fact_regression),
         ("fact_model_run", &fact_model_run),
     ] {
@@ -658,5 +622,191 @@ pub fn write_snapshot(
             })?;
         rows.insert(name, table.rows());
     }
-    Ok(Snapshot { dir, rows, strata })
+    Ok(Snapshot {
+        dir,
+        rows,
+        days_written,
+        strata,
+    })
+}
+
+/// Rows grouped by (UTC day of their time, source partition), for the days whose bins have
+/// all closed on their partition (no record can join them any more).
+fn by_closed_day<'r, R>(
+    rows: &'r [R],
+    key: impl Fn(&R) -> (i32, i64),
+    closed_through: &BTreeMap<i32, i64>,
+) -> BTreeMap<(i64, i32), Vec<&'r R>> {
+    let mut days: BTreeMap<(i64, i32), Vec<&R>> = BTreeMap::new();
+    for row in rows {
+        let (partition, time) = key(row);
+        let day = time.div_euclid(DAY_MS) * DAY_MS;
+        if closed_through
+            .get(&partition)
+            .is_some_and(|&closed| day + DAY_MS <= closed)
+        {
+            days.entry((day, partition)).or_default().push(row);
+        }
+    }
+    days
+}
+
+/// `<warehouse>/<table>/end_date=YYYY-MM-DD/part-<partition>.parquet`: the day its trips ended.
+pub fn day_file(warehouse: &Path, table: &str, day_ms: i64, partition: i32) -> PathBuf {
+    warehouse
+        .join(table)
+        .join(format!("end_date={}", utc_date(day_ms)))
+        .join(format!("part-{partition}.parquet"))
+}
+
+/// Writes `table` to `path` unless a file is there already (a day is written once); returns
+/// whether it wrote. Written beside and renamed, so that a reader never sees half a file.
+fn write_once(path: &Path, name: &'static str, table: &Table) -> Result<bool, WarehouseError> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let io = |source| WarehouseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path.parent().expect("day files are in a folder")).map_err(io)?;
+    let partial = path.with_extension("parquet.partial");
+    table
+        .write(&partial, name)
+        .map_err(|source| WarehouseError::Write {
+            table: name,
+            source,
+        })?;
+    std::fs::rename(&partial, path).map_err(io)?;
+    Ok(true)
+}
+
+/// `fact_safety_event` rows as a table.
+fn event_table(rows: &[&EventRow]) -> Table {
+    Table {
+        columns: vec![
+            (
+                "event_id",
+                Values::Text(some(rows.iter().map(|e| e.event_id.clone()))),
+            ),
+            (
+                "trip_id",
+                Values::Text(some(rows.iter().map(|e| e.trip_id.clone()))),
+            ),
+            (
+                "vehicle_id",
+                Values::Text(some(rows.iter().map(|e| e.vehicle.clone()))),
+            ),
+            (
+                "event_time",
+                Values::Timestamp(some(rows.iter().map(|e| e.time_ms))),
+            ),
+            (
+                "date",
+                Values::Date(some(
+                    rows.iter().map(|e| e.time_ms.div_euclid(DAY_MS) as i32),
+                )),
+            ),
+            (
+                "event_type",
+                Values::Text(some(rows.iter().map(|e| e.event_type.to_string()))),
+            ),
+            (
+                "severity",
+                Values::Text(some(rows.iter().map(|e| e.severity.to_string()))),
+            ),
+            (
+                "speed_kph",
+                Values::Double(some(rows.iter().map(|e| e.speed_kph))),
+            ),
+            (
+                "critical",
+                Values::Bool(some(rows.iter().map(|e| e.critical))),
+            ),
+        ],
+    }
+}
+
+/// `fact_trip_safety` rows as a table.
+fn trip_table(trip_rows: &[&(&(String, String), &Trip, TripCounts)]) -> Table {
+    Table {
+        columns: vec![
+            (
+                "trip_id",
+                Values::Text(some(trip_rows.iter().map(|(k, _, _)| k.1.clone()))),
+            ),
+            (
+                "vehicle_id",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.vehicle.clone()))),
+            ),
+            (
+                "driver_id",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.driver.clone()))),
+            ),
+            (
+                "date",
+                Values::Date(some(
+                    trip_rows
+                        .iter()
+                        .map(|(_, t, _)| t.start_ms.div_euclid(DAY_MS) as i32),
+                )),
+            ),
+            (
+                "start_time",
+                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.start_ms))),
+            ),
+            (
+                "end_time",
+                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.end_ms))),
+            ),
+            (
+                "exposure_hours",
+                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.exposure_hours))),
+            ),
+            (
+                "distance_km",
+                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.distance_km))),
+            ),
+            (
+                "mode",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.mode.to_string()))),
+            ),
+            (
+                "road_type",
+                Values::Text(some(
+                    trip_rows.iter().map(|(_, t, _)| t.road_type.to_string()),
+                )),
+            ),
+            (
+                "weather",
+                Values::Text(some(
+                    trip_rows.iter().map(|(_, t, _)| t.weather.to_string()),
+                )),
+            ),
+            (
+                "night",
+                Values::Bool(some(trip_rows.iter().map(|(_, t, _)| t.night))),
+            ),
+            (
+                "firmware_version",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.firmware.clone()))),
+            ),
+            (
+                "vehicle_model",
+                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.model.clone()))),
+            ),
+            (
+                "safety_events",
+                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.safety_events))),
+            ),
+            (
+                "critical_events",
+                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.critical))),
+            ),
+            (
+                "disengagements",
+                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.disengagements))),
+            ),
+        ],
+    }
 }

@@ -1,0 +1,149 @@
+//! State growth against event time, with the configured retention or with everything kept: a
+//! generated fleet through the engine and a real RocksDB store, committing every
+//! `commit_records` records (300,000 is about one second of `safetel run`). Every 30 event days
+//! it prints the store's live bytes (what the compacted changelog holds and a restore reads), its
+//! size on disk, the bins held and the process's RSS; at the end, the bytes the commits wrote to
+//! the changelog's column families (keys and values, tombstones included) per input record.
+//!
+//! cargo run --release --example state_growth -- [vehicles] [days] [keep|retain] [commit_records]
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetel::config::Config;
+use safetel::engine::memory::run_in_memory;
+use safetel::engine::runner::CommitTarget;
+use safetel::engine::{Engine, RestoredState, Retention, StateDelta, Vehicles};
+use safetel::generator::{Generator, GeneratorConfig};
+use safetel::metrics::Metrics;
+use safetel::store::Store;
+
+const DAY: i64 = 86_400_000;
+
+struct Measured {
+    store: Store,
+    dir: std::path::PathBuf,
+    vehicles: std::sync::Arc<Vehicles>,
+    first_day: i64,
+    next_report_day: i64,
+    written: BTreeMap<&'static str, u64>,
+}
+
+impl CommitTarget for Measured {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+        let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
+        let ops = self.store.ops(&delta).map_err(|e| e.to_string())?;
+        for op in ops.iter().filter(|op| op.changelog_partition().is_some()) {
+            *self.written.entry(op.cf).or_default() +=
+                (op.key.len() + op.value.as_ref().map_or(0, Vec::len)) as u64;
+        }
+        self.store.apply(&ops, &[]).map_err(|e| e.to_string())?;
+        let day = watermark.map_or(0, |w| (w - self.first_day) / DAY);
+        if day >= self.next_report_day {
+            self.next_report_day += 30;
+            self.report(day);
+        }
+        Ok(())
+    }
+}
+
+impl Measured {
+    fn report(&self, day: i64) {
+        let live = self.store.live_bytes().unwrap_or(0);
+        let bins: usize = self.vehicles.iter().map(|v| v.bins.len()).sum();
+        println!(
+            "day {day:>4}  live {:>8.1} MB  on disk {:>8.1} MB  bins {bins:>9}  RSS {:>7.1} MB",
+            live as f64 / 1e6,
+            dir_bytes(&self.dir) as f64 / 1e6,
+            rss_kb() as f64 / 1e3
+        );
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, default: u64| {
+        args.get(i)
+            .map_or(default, |a| a.parse().expect("a number"))
+    };
+    let vehicles = number(0, 1000) as usize;
+    let days = number(1, 365) as u32;
+    let keep = args.get(2).is_some_and(|a| a == "keep");
+    let commit_records = number(3, 300_000) as usize;
+    let config = Config::default_config();
+    let retention = if keep {
+        Retention::KEEP_ALL
+    } else {
+        config.retention()
+    };
+    let fleet = GeneratorConfig {
+        vehicles,
+        days,
+        ..GeneratorConfig::default()
+    };
+    let first_day = fleet.validate().expect("valid fleet");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("state");
+    let mut engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        RestoredState::default(),
+        Metrics::new(),
+    )
+    .expect("empty state")
+    .with_retention(retention);
+    let mut target = Measured {
+        store: Store::open(&path).expect("store"),
+        dir: path,
+        vehicles: engine.vehicles(),
+        first_day,
+        next_report_day: 30,
+        written: BTreeMap::new(),
+    };
+    println!(
+        "{vehicles} vehicles x {days} days, {retention:?}, commits every {commit_records} records"
+    );
+    let mut records = 0u64;
+    let stream = Generator::new(fleet)
+        .expect("valid fleet")
+        .inspect(|_| records += 1)
+        .map(|r| (r.key, r.bytes));
+    run_in_memory(&mut engine, stream, 4, &mut target, commit_records).expect("run");
+    target.report(i64::from(days));
+    let total: u64 = target.written.values().sum();
+    println!(
+        "{records} records; changelog written {:.1} MB, {:.1} bytes per record:",
+        total as f64 / 1e6,
+        total as f64 / records as f64
+    );
+    for (cf, bytes) in &target.written {
+        println!(
+            "  {cf:<14} {:>8.1} MB  {:>6.1} B/record",
+            *bytes as f64 / 1e6,
+            *bytes as f64 / records as f64
+        );
+    }
+}
