@@ -3,9 +3,11 @@
 //! `commit_records` records (300,000 is about one second of `safetel run`). Every 30 event days
 //! it prints the store's live bytes (what the compacted changelog holds and a restore reads), its
 //! size on disk, the bins held and the process's RSS; at the end, the bytes the commits wrote to
-//! the changelog's column families (keys and values, tombstones included) per input record.
+//! the changelog's column families (keys and values, tombstones included) per input record, and
+//! how long a restore of the live state into an engine takes.
 //!
 //! cargo run --release --example state_growth -- [vehicles] [days] [keep|retain] [commit_records]
+//! (with `SAFETEL_*` settings from the environment, e.g. `SAFETEL_RETENTION__BIN_DAYS=60`)
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -50,26 +52,30 @@ impl Measured {
     fn report(&self, day: i64) {
         let live = self.store.live_bytes().unwrap_or(0);
         let bins: usize = self.vehicles.iter().map(|v| v.bins.len()).sum();
+        let (disk, wal) = dir_bytes(&self.dir);
         println!(
-            "day {day:>4}  live {:>8.1} MB  on disk {:>8.1} MB  bins {bins:>9}  RSS {:>7.1} MB",
+            "day {day:>4}  live {:>7.1} MB  on disk {:>7.1} MB (WAL {:>6.1})  bins {bins:>8}  RSS {:>6.1} MB",
             live as f64 / 1e6,
-            dir_bytes(&self.dir) as f64 / 1e6,
+            disk as f64 / 1e6,
+            wal as f64 / 1e6,
             rss_kb() as f64 / 1e3
         );
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+/// Bytes of the store's files, and of those its write-ahead log (`*.log`).
+fn dir_bytes(dir: &Path) -> (u64, u64) {
+    let mut bytes = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            bytes.0 += meta.len();
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                bytes.1 += meta.len();
+            }
+        }
+    }
+    bytes
 }
 
 fn rss_kb() -> u64 {
@@ -93,7 +99,8 @@ fn main() {
     let days = number(1, 365) as u32;
     let keep = args.get(2).is_some_and(|a| a == "keep");
     let commit_records = number(3, 300_000) as usize;
-    let config = Config::default_config();
+    // The built-in configuration with SAFETEL_* overrides (SAFETEL_RETENTION__BIN_DAYS=60).
+    let config = Config::load(None, std::env::vars()).expect("configuration");
     let retention = if keep {
         Retention::KEEP_ALL
     } else {
@@ -139,6 +146,19 @@ fn main() {
         total as f64 / 1e6,
         total as f64 / records as f64
     );
+    // A restore of the live state, as a process taking over every partition would make it.
+    drop(engine);
+    let started = std::time::Instant::now();
+    let restored = target.store.restore().expect("restore");
+    let restored_vehicles = restored.vehicles.len();
+    let engine = Engine::new(config.stream.clone(), &config.detector, restored, Metrics::new())
+        .expect("restored state");
+    println!(
+        "restore: {restored_vehicles} vehicles, {:.1} MB live, {:.2} s to an engine",
+        target.store.live_bytes().unwrap_or(0) as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    drop(engine);
     for (cf, bytes) in &target.written {
         println!(
             "  {cf:<14} {:>8.1} MB  {:>6.1} B/record",

@@ -106,6 +106,59 @@ impl PartitionReport {
     }
 }
 
+impl PartitionReport {
+    /// This report as consecutive reports of at most `max_bytes` each as JSON (the repartition
+    /// topic's encoding), cut between bins: the first covers `[from_ms, b)`, the next `[b, ..)`
+    /// and so on, the last ending at `through_ms`. An aggregator applying them in order ends as
+    /// with the whole ([`CohortAggregator::apply`]). One bin's sums always travel together.
+    pub fn split_by_size(self, max_bytes: usize) -> Vec<PartitionReport> {
+        let size = |r: &PartitionReport| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+        if self.empty || size(&self) <= max_bytes {
+            return vec![self];
+        }
+        let mut parts: Vec<PartitionReport> = Vec::new();
+        let PartitionReport {
+            source,
+            through_ms,
+            sums,
+            ..
+        } = self;
+        let part = |from_ms| PartitionReport {
+            source,
+            empty: false,
+            from_ms,
+            through_ms,
+            sums: Vec::new(),
+        };
+        let mut current = part(self.from_ms);
+        let mut bytes = size(&current);
+        // Whole bins: (bin, its entries, their JSON bytes with separators).
+        let mut bins: Vec<(i64, Vec<(i64, String, BinStats)>, usize)> = Vec::new();
+        for entry in sums {
+            let entry_bytes = serde_json::to_vec(&entry).map_or(0, |v| v.len()) + 1;
+            match bins.last_mut() {
+                Some((bin, entries, b)) if *bin == entry.0 => {
+                    entries.push(entry);
+                    *b += entry_bytes;
+                }
+                _ => bins.push((entry.0, vec![entry], entry_bytes)),
+            }
+        }
+        for (bin, entries, bin_bytes) in bins {
+            if !current.sums.is_empty() && bytes + bin_bytes > max_bytes {
+                let mut done = std::mem::replace(&mut current, part(bin));
+                done.through_ms = bin;
+                parts.push(done);
+                bytes = size(&current);
+            }
+            bytes += bin_bytes;
+            current.sums.extend(entries);
+        }
+        parts.push(current);
+        parts
+    }
+}
+
 /// What an aggregator holds of one source partition: how far it has closed, and its sums for
 /// the bins the aggregator has not closed yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -290,5 +343,61 @@ fn cohort_key(key: &str, class: HazardClass) -> SeriesKey<'_> {
         key,
         class,
         prior_source: "members",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_large_report_travels_in_parts_that_add_up_to_it() {
+        // 30 bins x 12 cohorts (~120 kB of JSON), split at 16 KiB.
+        let sums: Vec<(i64, String, BinStats)> = (0..30)
+            .flat_map(|day| {
+                (0..12).map(move |c| {
+                    let stats = BinStats {
+                        trips: 10 + c,
+                        exposure_ms: 3_600_000 * (1 + day as u64),
+                        critical: c % 3,
+                        ..Default::default()
+                    };
+                    (day * DAY, format!("firmware:v{c}"), stats)
+                })
+            })
+            .collect();
+        let whole = PartitionReport {
+            source: 2,
+            empty: false,
+            from_ms: 0,
+            through_ms: 30 * DAY,
+            sums,
+        };
+        let max = 16 * 1024;
+        let parts = whole.clone().split_by_size(max);
+        assert!(parts.len() >= 6, "{} parts", parts.len());
+        assert_eq!(parts[0].from_ms, whole.from_ms);
+        assert_eq!(parts.last().unwrap().through_ms, whole.through_ms);
+        for (part, next) in parts.iter().zip(&parts[1..]) {
+            assert_eq!(part.through_ms, next.from_ms, "consecutive ranges");
+        }
+        for part in &parts {
+            let len = serde_json::to_vec(part).unwrap().len();
+            assert!(len <= max, "{len} bytes, {} sums", part.sums.len());
+            assert!(part.sums.iter().all(|s| (part.from_ms..part.through_ms).contains(&s.0)));
+        }
+        let (mut one, mut many) = (CohortAggregator::default(), CohortAggregator::default());
+        assert!(one.apply(whole.clone()));
+        for part in parts {
+            assert!(many.apply(part));
+        }
+        assert_eq!(one.progress(), many.progress());
+        assert_eq!(
+            whole.clone().split_by_size(usize::MAX),
+            vec![whole],
+            "a small report stays whole"
+        );
     }
 }

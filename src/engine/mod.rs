@@ -590,7 +590,12 @@ impl Engine {
     /// topic with the next commit.
     fn route_report(&mut self, report: PartitionReport) {
         match self.cohort_topic_partitions {
-            Some(partitions) => self.pending.reports.extend(report.split(partitions)),
+            Some(partitions) => {
+                for (q, part) in report.split(partitions) {
+                    let parts = part.split_by_size(state::MAX_SEGMENT_BYTES);
+                    self.pending.reports.extend(parts.into_iter().map(|p| (q, p)));
+                }
+            }
             None => {
                 let at = cohort_aggregator_partition(0);
                 self.aggregate(at, report);

@@ -126,6 +126,8 @@ pub enum StoreError {
 
 /// What RocksDB's memtables may take in all.
 const MEMTABLE_BUDGET_BYTES: usize = 32 << 20;
+/// What RocksDB's block cache may take in all.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 /// A RocksDB entry.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
@@ -144,10 +146,24 @@ impl Store {
         // Memtables of all column families together stay within this (else each of the eleven
         // may hold 64 MB): memory follows the live state, not the write volume.
         options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
-        let cfs = PARTITIONED
-            .iter()
-            .chain(&LOCAL)
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        // Column families written rarely (positions, fleet sums) would otherwise keep every
+        // write-ahead log file alive: past this, the oldest one's memtables are flushed.
+        options.set_max_total_wal_size(2 * MEMTABLE_BUDGET_BYTES as u64);
+        // One block cache for every column family (each would otherwise get its own 32 MB).
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        // Index and filter blocks in that cache too, not held per file beside it.
+        table.set_cache_index_and_filter_blocks(true);
+        let cfs = PARTITIONED.iter().chain(&LOCAL).map(|name| {
+            let mut cf = Options::default();
+            cf.set_block_based_table_factory(&table);
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // Files that retention has filled with deletes are compacted soon, so the disk
+            // follows the live state: at least half of any 1000 consecutive entries deleted.
+            cf.add_compact_on_deletion_collector_factory(1000, 500, 0.5);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
         let db =
             DB::open_cf_descriptors(&options, path, cfs).map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
