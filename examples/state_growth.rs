@@ -151,8 +151,13 @@ fn main() {
     let started = std::time::Instant::now();
     let restored = target.store.restore().expect("restore");
     let restored_vehicles = restored.vehicles.len();
-    let engine = Engine::new(config.stream.clone(), &config.detector, restored, Metrics::new())
-        .expect("restored state");
+    let engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        restored,
+        Metrics::new(),
+    )
+    .expect("restored state");
     println!(
         "restore: {restored_vehicles} vehicles, {:.1} MB live, {:.2} s to an engine",
         target.store.live_bytes().unwrap_or(0) as f64 / 1e6,

@@ -2,9 +2,11 @@
 //! days with short horizons (facts 37 days, bins 60), against the same stream kept whole.
 //! After the horizon the store's live bytes (what the changelog holds once compacted, and what
 //! a restore reads), the bins held and the process's RSS level off; alerts, every vehicle's
-//! totals and the refit's survival data equal those of the run that kept everything; and a
-//! restore reads only the live state.
+//! totals, the refit's survival data and the warehouse's day files equal those of the run that
+//! kept everything; and a restore reads only the live state.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use safetel::config::Config;
@@ -32,20 +34,30 @@ struct Weight {
     rss_kb: u64,
 }
 
-/// The store, weighed at the first commit past each checkpoint.
+/// The store, weighed at the first commit past each checkpoint, with the warehouse written
+/// every [`WAREHOUSE_EVERY_DAYS`] event days (as a daily refit would, sooner than facts expire).
 struct Weighed {
     store: Arc<Store>,
     vehicles: Arc<safetel::engine::Vehicles>,
     first_day: i64,
     checkpoints: Vec<i64>,
     weights: Vec<Weight>,
+    warehouse: PathBuf,
+    next_warehouse_day: i64,
 }
+
+const WAREHOUSE_EVERY_DAYS: i64 = 10;
 
 impl CommitTarget for Weighed {
     fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
         self.store.write(&delta).map_err(|e| e.to_string())?;
         let day = watermark.map_or(0, |w| (w - self.first_day) / DAY);
+        if day >= self.next_warehouse_day {
+            self.next_warehouse_day = day + WAREHOUSE_EVERY_DAYS;
+            safetel::warehouse::write_snapshot(&self.store, &self.warehouse, 0, None)
+                .map_err(|e| e.to_string())?;
+        }
         if self.checkpoints.first().is_some_and(|c| day >= *c) {
             self.checkpoints.remove(0);
             self.weights.push(Weight {
@@ -72,6 +84,7 @@ fn rss_kb() -> u64 {
 
 struct Outcome {
     store: Arc<Store>,
+    warehouse: PathBuf,
     engine: Engine,
     alerts: Vec<serde_json::Value>,
     weights: Vec<Weight>,
@@ -90,12 +103,15 @@ fn run(records: &[(String, Vec<u8>)], first_day: i64, retention: Retention) -> O
     )
     .unwrap()
     .with_retention(retention);
+    let warehouse = dir.path().join("warehouse");
     let mut target = Weighed {
         store: Arc::clone(&store),
         vehicles: engine.vehicles(),
         first_day,
         checkpoints: vec![60, 120, 180, 235],
         weights: Vec::new(),
+        warehouse: warehouse.clone(),
+        next_warehouse_day: WAREHOUSE_EVERY_DAYS,
     };
     let (_, alerts) =
         run_in_memory(&mut engine, records.iter().cloned(), 4, &mut target, 20_000).unwrap();
@@ -104,8 +120,10 @@ fn run(records: &[(String, Vec<u8>)], first_day: i64, retention: Retention) -> O
         .iter()
         .map(|a| serde_json::to_value(a).unwrap())
         .collect();
+    safetel::warehouse::write_snapshot(&store, &warehouse, 0, None).unwrap();
     Outcome {
         store,
+        warehouse,
         engine,
         alerts,
         weights: target.weights,
@@ -189,6 +207,19 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
     let intervals =
         |store: &Store| safetel::nightly::intervals_from_store(store, WINDOW_DAYS).unwrap();
     assert_eq!(intervals(&kept.store), intervals(&whole.store));
+    // The warehouse's fact tables, day by day, byte for byte: every day was written while its
+    // facts were kept.
+    let (kept_days, whole_days) = (day_files(&kept.warehouse), day_files(&whole.warehouse));
+    assert!(
+        kept_days.len() > 2 * 4 * 200,
+        "{} day files",
+        kept_days.len()
+    );
+    assert_eq!(
+        kept_days.keys().collect::<Vec<_>>(),
+        whole_days.keys().collect::<Vec<_>>()
+    );
+    assert!(kept_days == whole_days, "the same rows in every day file");
 
     // A restore reads only what is live, and stands where the live engine stood.
     let restored = kept.store.restore().unwrap();
@@ -224,6 +255,21 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
     )
     .unwrap();
     assert_eq!(end_bins(&again), end_bins(&kept.engine));
+}
+
+/// The fact tables' day files under `warehouse` (paths below it), with their bytes.
+fn day_files(warehouse: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for table in ["fact_trip_safety", "fact_safety_event"] {
+        for day in std::fs::read_dir(warehouse.join(table)).unwrap().flatten() {
+            for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+                let path = file.path();
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(warehouse).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    files
 }
 
 fn end_bins(engine: &Engine) -> usize {

@@ -386,7 +386,11 @@ mod tests {
         for part in &parts {
             let len = serde_json::to_vec(part).unwrap().len();
             assert!(len <= max, "{len} bytes, {} sums", part.sums.len());
-            assert!(part.sums.iter().all(|s| (part.from_ms..part.through_ms).contains(&s.0)));
+            assert!(
+                part.sums
+                    .iter()
+                    .all(|s| (part.from_ms..part.through_ms).contains(&s.0))
+            );
         }
         let (mut one, mut many) = (CohortAggregator::default(), CohortAggregator::default());
         assert!(one.apply(whole.clone()));

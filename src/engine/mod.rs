@@ -593,7 +593,9 @@ impl Engine {
             Some(partitions) => {
                 for (q, part) in report.split(partitions) {
                     let parts = part.split_by_size(state::MAX_SEGMENT_BYTES);
-                    self.pending.reports.extend(parts.into_iter().map(|p| (q, p)));
+                    self.pending
+                        .reports
+                        .extend(parts.into_iter().map(|p| (q, p)));
                 }
             }
             None => {
