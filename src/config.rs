@@ -54,6 +54,10 @@ pub struct RetentionConfig {
     pub alert_days: u32,
     /// Model runs kept in the local store, newest first.
     pub model_runs_kept: usize,
+    /// A vehicle with no record for this many days is paused (its series is not fed the
+    /// silent days) and leaves memory, its state staying in the store until it sends again
+    /// (0: never).
+    pub vehicle_silent_days: u32,
 }
 
 impl Default for RetentionConfig {
@@ -64,6 +68,7 @@ impl Default for RetentionConfig {
             bin_days: 400,
             alert_days: 730,
             model_runs_kept: 400,
+            vehicle_silent_days: 30,
         }
     }
 }
@@ -629,6 +634,7 @@ impl Config {
         }
         let r = &self.retention;
         for (field, days) in [
+            ("retention.vehicle_silent_days", r.vehicle_silent_days),
             ("retention.facts_margin_days", r.facts_margin_days),
             ("retention.bin_days", r.bin_days),
             ("retention.alert_days", r.alert_days),
@@ -647,6 +653,17 @@ impl Config {
             return invalid(
                 "retention.bin_days",
                 "must span at least two of stream.bin_width_s",
+            );
+        }
+        if r.vehicle_silent_days > 0
+            && i64::from(r.vehicle_silent_days) * 86_400
+                + self.stream.bin_width_s.saturating_mul(2)
+                + self.stream.allowed_lateness_s
+                > i64::from(r.bin_days) * 86_400
+        {
+            return invalid(
+                "retention.vehicle_silent_days",
+                "must leave room within retention.bin_days for two bins and stream.allowed_lateness_s (the pause is judged on the bins kept)",
             );
         }
         if r.alert_days < 1 || r.model_runs_kept < 1 {
@@ -668,6 +685,7 @@ impl Config {
         crate::engine::Retention {
             facts_ms: Some(i64::from(self.refit.window_days + r.facts_margin_days) * day),
             bins_ms: Some(i64::from(r.bin_days) * day),
+            silent_ms: (r.vehicle_silent_days > 0).then(|| i64::from(r.vehicle_silent_days) * day),
         }
     }
 

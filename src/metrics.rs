@@ -59,6 +59,9 @@ pub struct Metrics {
     pub reviews_pending: IntGauge,
     /// Vehicle bins that left the state with retention (their sums stay in the totals).
     pub bins_retired: IntCounter,
+    /// Silent vehicles that left memory (their state stays in the store), and that came back.
+    pub vehicles_departed: IntCounter,
+    pub vehicles_returned: IntCounter,
     /// Source partitions this process owns now (its share of the consumer group's).
     pub assigned_partitions: IntGauge,
     /// Partitions whose state was replaced from their changelog (moved from another process).
@@ -273,6 +276,16 @@ impl Metrics {
                 "Vehicle bins that left the state with retention (kept in the vehicles' totals)",
             )
             .expect("valid metric"),
+            vehicles_departed: IntCounter::new(
+                "safetel_vehicles_departed_total",
+                "Silent vehicles that left memory (their state stays in the store)",
+            )
+            .expect("valid metric"),
+            vehicles_returned: IntCounter::new(
+                "safetel_vehicles_returned_total",
+                "Vehicles that had left memory and sent again (read back from the store)",
+            )
+            .expect("valid metric"),
             refit_converged: IntGauge::new(
                 "safetel_refit_converged",
                 "1 if the last refit converged and its priors are in use, else 0",
@@ -328,6 +341,8 @@ impl Metrics {
             Box::new(metrics.review_results.clone()),
             Box::new(metrics.reviews_pending.clone()),
             Box::new(metrics.bins_retired.clone()),
+            Box::new(metrics.vehicles_departed.clone()),
+            Box::new(metrics.vehicles_returned.clone()),
             Box::new(metrics.timestamps_replaced.clone()),
             Box::new(metrics.dlq_recent_share.clone()),
             Box::new(metrics.dlq_recent.clone()),

@@ -23,6 +23,7 @@ const WINDOW_DAYS: u32 = 30;
 const RETENTION: Retention = Retention {
     facts_ms: Some(37 * DAY),
     bins_ms: Some(60 * DAY),
+    silent_ms: None,
 };
 
 /// What the state weighed when the watermark passed a checkpoint day.
@@ -32,6 +33,7 @@ struct Weight {
     live_bytes: u64,
     bins: usize,
     rss_kb: u64,
+    vehicles_in_memory: usize,
 }
 
 /// The store, weighed at the first commit past each checkpoint, with the warehouse written
@@ -65,6 +67,7 @@ impl CommitTarget for Weighed {
                 live_bytes: self.store.live_bytes().map_err(|e| e.to_string())?,
                 bins: self.vehicles.iter().map(|v| v.bins.len()).sum(),
                 rss_kb: rss_kb(),
+                vehicles_in_memory: self.vehicles.len(),
             });
         }
         Ok(())
@@ -92,6 +95,26 @@ struct Outcome {
 }
 
 fn run(records: &[(String, Vec<u8>)], first_day: i64, retention: Retention) -> Outcome {
+    run_with(
+        records,
+        first_day,
+        retention,
+        false,
+        vec![60, 120, 180, 235],
+        20_000,
+    )
+}
+
+/// A run with `retention`, silent vehicles leaving memory if `archive` (the store gives them
+/// back), weighed at the `checkpoints` (event days), committing every `commit_every` records.
+fn run_with(
+    records: &[(String, Vec<u8>)],
+    first_day: i64,
+    retention: Retention,
+    archive: bool,
+    checkpoints: Vec<i64>,
+    commit_every: usize,
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
     let config = Config::default_config();
@@ -103,18 +126,28 @@ fn run(records: &[(String, Vec<u8>)], first_day: i64, retention: Retention) -> O
     )
     .unwrap()
     .with_retention(retention);
+    if archive {
+        engine =
+            engine.with_archive(Arc::clone(&store) as Arc<dyn safetel::engine::VehicleArchive>);
+    }
     let warehouse = dir.path().join("warehouse");
     let mut target = Weighed {
         store: Arc::clone(&store),
         vehicles: engine.vehicles(),
         first_day,
-        checkpoints: vec![60, 120, 180, 235],
+        checkpoints,
         weights: Vec::new(),
         warehouse: warehouse.clone(),
         next_warehouse_day: WAREHOUSE_EVERY_DAYS,
     };
-    let (_, alerts) =
-        run_in_memory(&mut engine, records.iter().cloned(), 4, &mut target, 20_000).unwrap();
+    let (_, alerts) = run_in_memory(
+        &mut engine,
+        records.iter().cloned(),
+        4,
+        &mut target,
+        commit_every,
+    )
+    .unwrap();
     let alerts = alerts
         .alerts
         .iter()
@@ -274,4 +307,64 @@ fn day_files(warehouse: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 fn end_bins(engine: &Engine) -> usize {
     engine.vehicles().iter().map(|v| v.bins.len()).sum()
+}
+
+#[test]
+fn silent_vehicles_leave_memory_and_come_back_as_if_they_had_stayed() {
+    // 60 vehicles for 120 days; 12 of them send nothing from day 20 to day 100 (80 days, well
+    // past the 30-day pause), then drive again.
+    let fleet = GeneratorConfig {
+        seed: 12,
+        vehicles: 60,
+        days: 120,
+        ..Default::default()
+    };
+    let first_day = fleet.validate().unwrap();
+    let silent = |key: &str, produced_ms: i64| {
+        let n: usize = key.trim_start_matches("veh-").parse().unwrap();
+        let day = (produced_ms - first_day) / DAY;
+        n.is_multiple_of(5) && (20..100).contains(&day)
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .filter(|r| !silent(&r.key, r.produced_ms))
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let retention = Retention {
+        silent_ms: Some(30 * DAY),
+        ..RETENTION
+    };
+    // Commits every in-process batch (4096 records, about 8 days here).
+    let leaving = run_with(&records, first_day, retention, true, vec![85, 119], 1);
+    let staying = run_with(&records, first_day, retention, false, vec![85, 119], 1);
+    eprintln!("leaving: {:?}", leaving.weights);
+    eprintln!("staying: {:?}", staying.weights);
+    // Day 85: the 12 silent vehicles are out of memory (they stay in the store); at the end,
+    // all back.
+    assert_eq!(leaving.weights[0].vehicles_in_memory, 48);
+    assert_eq!(staying.weights[0].vehicles_in_memory, 60);
+    assert_eq!(leaving.weights[1].vehicles_in_memory, 60);
+    assert_eq!(leaving.engine.departed_vehicles(), 0);
+    // And the same conclusions: alerts, totals, the store (series, meta, bins, positions).
+    assert!(!staying.alerts.is_empty());
+    assert_eq!(leaving.alerts, staying.alerts);
+    for v in staying.engine.vehicles().iter() {
+        let back = leaving.engine.vehicles();
+        assert_eq!(
+            back.get(v.key()).unwrap().totals(),
+            v.totals(),
+            "{}",
+            v.key()
+        );
+    }
+    assert_eq!(
+        leaving.store.snapshot().unwrap(),
+        staying.store.snapshot().unwrap()
+    );
+    // The pause: a silent vehicle's series waited where its silence began instead of being
+    // fed 50 empty days.
+    let staying_vehicles = staying.engine.vehicles();
+    let quiet = staying_vehicles.get("veh-00005").unwrap();
+    let loud = staying_vehicles.get("veh-00001").unwrap();
+    assert!(quiet.series[0].next_bin_ms <= loud.series[0].next_bin_ms);
 }

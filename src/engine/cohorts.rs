@@ -133,7 +133,8 @@ impl PartitionReport {
         let mut current = part(self.from_ms);
         let mut bytes = size(&current);
         // Whole bins: (bin, its entries, their JSON bytes with separators).
-        let mut bins: Vec<(i64, Vec<(i64, String, BinStats)>, usize)> = Vec::new();
+        type Bin = (i64, Vec<(i64, String, BinStats)>, usize);
+        let mut bins: Vec<Bin> = Vec::new();
         for entry in sums {
             let entry_bytes = serde_json::to_vec(&entry).map_or(0, |v| v.len()) + 1;
             match bins.last_mut() {

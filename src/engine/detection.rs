@@ -111,6 +111,10 @@ pub struct DetectionSettings {
     pub reviewed: bool,
     /// The review policy's name, for the alerts (`full` without a budget).
     pub sampling_policy: &'static str,
+    /// A vehicle with no record in this long (event time, whole bins) is paused: its series
+    /// is not fed the silent bins, and takes up again from its next bin with data
+    /// ([`DetectionSettings::paused`]). `None`: every bin is fed.
+    pub pause_after_ms: Option<i64>,
 }
 
 impl DetectionSettings {
@@ -137,7 +141,19 @@ impl DetectionSettings {
             allowed_lateness_ms,
             reviewed: false,
             sampling_policy: "full",
+            pause_after_ms: None,
         }
+    }
+
+    /// Whether a vehicle with `bins` is paused at bin `at`: it has no bin in the
+    /// `pause_after_ms` ending with `at`. There is no evidence in such bins, and a vehicle that
+    /// has left the fleet should not drift towards an alert on empty bins for ever.
+    pub fn paused(&self, bins: &BTreeMap<i64, BinStats>, at: i64) -> bool {
+        self.pause_after_ms.is_some_and(|pause| {
+            bins.range(at.saturating_sub(pause) + self.bin_width_ms..=at)
+                .next()
+                .is_none()
+        })
     }
 
     /// Takes a measured spread of vehicles' rates for `class` (from a refit) and recalibrates
@@ -559,6 +575,15 @@ pub fn close_vehicle_bin(
         let key = vehicle_key(vehicle_id, class, settings);
         while series.next_bin_ms <= bin {
             let at = series.next_bin_ms;
+            if settings.paused(bins, at) {
+                if settings.paused(bins, bin) {
+                    // Still silent: the series waits where the silence began.
+                    break;
+                }
+                // Back: the silent bins are passed over.
+                series.next_bin_ms += settings.bin_width_ms;
+                continue;
+            }
             let seen = stats_of(settings, bins.get(&at), class);
             let update = series.feed(settings, key, seen, baseline, rule, alerts);
             if let Some(stats) = bins.get_mut(&at) {
@@ -720,8 +745,9 @@ fn cohort_sums(
 
 /// A series' conclusions bin by bin, recomputed by a fresh series fed from `first_bin_ms` up
 /// to (not including) `through_ms`: `seen(bin)` and `baseline(bin)` give what the live series
-/// was fed. Episodes run as live (their resolutions restart the recursion); the alerts are
-/// dropped. Fed what the live series was fed, it reproduces it exactly.
+/// was fed, and bins where `paused(bin)` are passed over as the live series passed them.
+/// Episodes run as live (their resolutions restart the recursion); the alerts are dropped. Fed
+/// what the live series was fed, it reproduces it exactly.
 #[allow(clippy::too_many_arguments)]
 fn replay(
     settings: &DetectionSettings,
@@ -729,6 +755,7 @@ fn replay(
     rule: &OpeningRule,
     first_bin_ms: i64,
     through_ms: i64,
+    paused: impl Fn(i64) -> bool,
     mut seen: impl FnMut(i64) -> (u64, f64),
     mut baseline: impl FnMut(i64) -> Baseline,
 ) -> Vec<LastBin> {
@@ -737,6 +764,10 @@ fn replay(
     let mut dropped = Vec::new();
     while series.next_bin_ms < through_ms {
         let bin = series.next_bin_ms;
+        if paused(bin) {
+            series.next_bin_ms += settings.bin_width_ms;
+            continue;
+        }
         let fleet = baseline(bin);
         series.feed(settings, key, seen(bin), fleet, rule, &mut dropped);
         series.complete_last(fleet);
@@ -772,6 +803,7 @@ pub fn replay_vehicle(
         &settings.rules.vehicle[class_index(class)],
         first,
         through_ms,
+        |bin| settings.paused(bins, bin),
         |bin| stats_of(settings, bins.get(&bin), class),
         |bin| {
             while next_push <= bin {
@@ -806,6 +838,7 @@ pub fn replay_cohort(
         &settings.rules.cohort,
         *first,
         through_ms,
+        |_| false,
         |bin| cohort_stats_of(settings, bins.get(&bin), class),
         |_| settings.cohort_baseline(),
     )

@@ -41,7 +41,7 @@ use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
-pub use retention::Retention;
+pub use retention::{Retention, VehicleArchive};
 pub use state::{
     BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
     LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, RETIRED_BIN,
@@ -120,6 +120,8 @@ pub enum Rejection {
         start_ms: i64,
         end_ms: i64,
     },
+    #[error("vehicle `{vehicle_id}` left memory and its state could not be read back: {detail}")]
+    StateUnavailable { vehicle_id: String, detail: String },
 }
 
 impl Rejection {
@@ -136,10 +138,11 @@ impl Rejection {
             Rejection::Duplicate { .. } => "duplicate",
             Rejection::UnrequestedReview { .. } => "unrequested_review",
             Rejection::ReviewedEventOutsideTrip { .. } => "invalid",
+            Rejection::StateUnavailable { .. } => "state_unavailable",
         }
     }
 
-    pub const REASONS: [&'static str; 9] = [
+    pub const REASONS: [&'static str; 10] = [
         "oversized",
         "schema",
         "decode",
@@ -148,6 +151,7 @@ impl Rejection {
         "late",
         "duplicate",
         "unrequested_review",
+        "state_unavailable",
         "other",
     ];
 }
@@ -187,6 +191,12 @@ pub struct Engine {
     config: StreamConfig,
     time: TimeRules,
     retention: Retention,
+    /// Where vehicles that left memory are loaded from when they send again.
+    archive: Option<Arc<dyn VehicleArchive>>,
+    /// Vehicles that left memory (silent), by the partition their state is stored under.
+    departed: HashMap<String, i32>,
+    /// Commits taken so far ([`Engine::take_delta`]).
+    commits: u64,
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
     detection: DetectionSettings,
@@ -307,6 +317,9 @@ impl Engine {
             config,
             time,
             retention: Retention::KEEP_ALL,
+            archive: None,
+            departed: HashMap::new(),
+            commits: 0,
             recent,
             vehicles: Arc::new(Vehicles::default()),
             partitions: HashMap::new(),
@@ -428,6 +441,7 @@ impl Engine {
         self.partitions.retain(|p, _| !gone(p));
         self.aggregators.retain(|p, _| !gone(p));
         self.announced_empty.retain(|p| !gone(p));
+        self.departed.retain(|_, p| !gone(p));
         let pending = &mut self.pending;
         pending.moved_partitions.retain(|p| !gone(p));
         pending.dirty_cohorts.retain(|(p, _)| !gone(p));
@@ -449,7 +463,20 @@ impl Engine {
     /// Keeps state only as far back in event time as `retention` says.
     pub fn with_retention(mut self, retention: Retention) -> Engine {
         self.retention = retention;
+        self.detection.pause_after_ms = retention.silent_ms;
         self
+    }
+
+    /// Lets silent vehicles ([`Retention::silent_ms`]) leave memory: `archive` (the state
+    /// store) gives them back when they send again.
+    pub fn with_archive(mut self, archive: Arc<dyn VehicleArchive>) -> Engine {
+        self.archive = Some(archive);
+        self
+    }
+
+    /// Vehicles that have left memory, silent, and are in the store.
+    pub fn departed_vehicles(&self) -> usize {
+        self.departed.len()
     }
 
     /// Sets the gauges that follow from the state held (after a restore or a release).
@@ -796,6 +823,10 @@ impl Engine {
         self.time.check_claims(&event, record.timestamp_ms)?;
         if let Payload::Review(result) = &event.payload {
             return self.apply_review(record, &event.vehicle_id, result);
+        }
+        if let Some(stored_under) = self.departed.remove(&*event.vehicle_id) {
+            // Before any check that records the record: a failure leaves no trace of it.
+            self.bring_back(stored_under, &event.vehicle_id)?;
         }
 
         let partition = self.partitions.entry(record.partition).or_default();
@@ -1190,6 +1221,68 @@ impl Engine {
     }
 
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
+    /// A vehicle that left memory sends again: its committed state comes back from the archive.
+    fn bring_back(&mut self, stored_under: i32, vehicle_id: &str) -> Result<(), Rejection> {
+        let archive = self
+            .archive
+            .as_ref()
+            .expect("vehicles leave only with an archive");
+        let unavailable = |detail: String| Rejection::StateUnavailable {
+            vehicle_id: vehicle_id.to_string(),
+            detail,
+        };
+        let (mut vehicle, series) = archive
+            .load(stored_under, vehicle_id)
+            .map_err(unavailable)?
+            .ok_or_else(|| unavailable("not in the state store".into()))
+            .inspect_err(|_| {
+                self.departed.insert(vehicle_id.to_string(), stored_under);
+            })?;
+        if let Some(bytes) = series {
+            vehicle.series = decode_series(self.detection.params, &bytes)
+                .map_err(|e| unavailable(format!("series: {e}")))?;
+        }
+        self.vehicles.insert(vehicle_id.to_string(), vehicle);
+        self.metrics.vehicles.inc();
+        self.metrics.vehicles_returned.inc();
+        Ok(())
+    }
+
+    /// Vehicles of partition `p` that may leave memory ([`retention::may_leave`]) and have been
+    /// able to for two commits leave it.
+    fn let_silent_vehicles_go(&mut self, p: i32, silent_ms: i64) {
+        let Some(state) = self.partitions.get(&p) else {
+            return;
+        };
+        let (closed, width, now) = (
+            state.closed_through_ms,
+            self.time.bin_width_ms,
+            self.commits,
+        );
+        let mut leaving = Vec::new();
+        for mut entry in self.vehicles.iter_mut() {
+            if entry.partition != p {
+                continue;
+            }
+            let (id, vehicle) = entry.pair_mut();
+            if !retention::may_leave(vehicle, silent_ms, closed, width) || state.clocks.holds(id) {
+                vehicle.quiet_since_commit = None;
+                continue;
+            }
+            match vehicle.quiet_since_commit {
+                Some(since) if now >= since + 2 => leaving.push(id.clone()),
+                Some(_) => {}
+                None => vehicle.quiet_since_commit = Some(now),
+            }
+        }
+        for id in leaving {
+            self.vehicles.remove(&id);
+            self.departed.insert(id, p);
+            self.metrics.vehicles.dec();
+            self.metrics.vehicles_departed.inc();
+        }
+    }
+
     /// Retires the bins of partition `p`'s vehicles before `horizon_ms` into their sums.
     fn retire_bins(&mut self, p: i32, horizon_ms: i64, delta: &mut StateDelta) {
         for mut entry in self.vehicles.iter_mut() {
@@ -1317,6 +1410,13 @@ impl Engine {
         }
         delta.cohort_reports = pending.reports;
         delta.alerts = pending.published;
+        if let (Some(silent), true) = (self.retention.silent_ms, self.archive.is_some()) {
+            let partitions: Vec<i32> = delta.positions.iter().map(|p| p.partition).collect();
+            for p in partitions {
+                self.let_silent_vehicles_go(p, silent);
+            }
+        }
+        self.commits += 1;
         delta
     }
 }

@@ -15,6 +15,10 @@ use super::state::VehicleState;
 pub struct Retention {
     pub facts_ms: Option<i64>,
     pub bins_ms: Option<i64>,
+    /// A vehicle with no record for this long is paused ([`super::detection::DetectionSettings::paused`])
+    /// and, where the engine has a [`VehicleArchive`], leaves memory once the store holds all it
+    /// knows; its next record brings it back.
+    pub silent_ms: Option<i64>,
 }
 
 impl Retention {
@@ -22,6 +26,7 @@ impl Retention {
     pub const KEEP_ALL: Retention = Retention {
         facts_ms: None,
         bins_ms: None,
+        silent_ms: None,
     };
 
     /// The start of the first bin whose facts a partition at `watermark_ms` keeps (`i64::MIN`:
@@ -44,6 +49,40 @@ fn horizon(span_ms: Option<i64>, watermark_ms: i64, width_ms: i64) -> i64 {
         }
         _ => i64::MIN,
     }
+}
+
+/// A vehicle's committed state as the store gives it back: its series still encoded.
+pub type StoredVehicle = (VehicleState, Option<Vec<u8>>);
+
+/// Where vehicles that left memory are found again: the state store, at the edge.
+pub trait VehicleArchive: Send + Sync {
+    /// The vehicle's state as last committed under `partition` (its series still encoded), or
+    /// `None` if the store has none.
+    fn load(&self, partition: i32, vehicle_id: &str) -> Result<Option<StoredVehicle>, String>;
+}
+
+/// Whether `vehicle` may leave memory now: paused since a bin its partition has closed (so
+/// every bin it will not be paused in has been fed), nothing of it uncommitted, no open
+/// episode, no review awaited.
+pub fn may_leave(
+    vehicle: &VehicleState,
+    silent_ms: i64,
+    closed_through_ms: i64,
+    width_ms: i64,
+) -> bool {
+    let last_bin = vehicle
+        .bins
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or_else(|| vehicle.meta.last_event_time_ms.div_euclid(width_ms) * width_ms);
+    last_bin.saturating_add(silent_ms) <= closed_through_ms
+        && vehicle.dirty_bins.is_empty()
+        && vehicle.pending_facts.0.is_empty()
+        && !vehicle.series_dirty
+        && vehicle.series.iter().all(|s| s.episode.open.is_none())
+        && vehicle.meta.pending_reviews.is_empty()
+        && vehicle.meta.awaiting_review.is_empty()
 }
 
 /// Moves the vehicle's bins before `horizon_ms` into its retired sum; returns their starts.
@@ -77,6 +116,7 @@ mod tests {
         let r = Retention {
             facts_ms: Some(10 * DAY),
             bins_ms: Some(30 * DAY),
+            silent_ms: None,
         };
         let watermark = 100 * DAY + 5 * 3_600_000;
         assert_eq!(r.facts_horizon(watermark, DAY), 90 * DAY);

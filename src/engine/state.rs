@@ -217,6 +217,10 @@ pub struct VehicleState {
     /// Series changed since the last commit.
     #[serde(skip)]
     pub series_dirty: bool,
+    /// The commit since which the vehicle could leave memory ([`super::retention::may_leave`]):
+    /// it leaves two commits later, when the store surely holds what it had then.
+    #[serde(skip)]
+    pub quiet_since_commit: Option<u64>,
 }
 
 /// Slowly changing attributes, from the latest trip summary.

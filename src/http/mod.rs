@@ -390,9 +390,27 @@ pub fn series_json(series: &Series) -> Value {
 }
 
 async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.vehicles.get(&id) {
-        Some(vehicle) => Json(vehicle_json(&id, &vehicle)).into_response(),
-        None => (
+    if let Some(vehicle) = state.vehicles.get(&id) {
+        return Json(vehicle_json(&id, &vehicle)).into_response();
+    }
+    // A vehicle silent long enough has left memory (README "Retention"): the store has it.
+    match state.store.find_vehicle(&id) {
+        Ok(Some((mut vehicle, series))) => {
+            if let Some(bytes) = series {
+                vehicle.series =
+                    crate::engine::detection::decode_series(state.settings.params, &bytes)
+                        .unwrap_or_default();
+            }
+            let mut body = vehicle_json(&id, &vehicle);
+            body["departed"] = json!(true);
+            Json(body).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("reading vehicle `{id}` from the store: {e}")})),
+        )
+            .into_response(),
+        Ok(None) => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("no vehicle `{id}`")})),
         )

@@ -18,6 +18,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use serde_json::{Value, json};
 
 use crate::engine::detection::FleetSums;
+use crate::engine::retention::StoredVehicle;
 use crate::engine::runner::CommitTarget;
 use crate::engine::{
     BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RETIRED_BIN, RestoredState,
@@ -761,6 +762,76 @@ fn corrupt(cf: &'static str, key: &[u8]) -> StoreError {
     StoreError::Corrupt {
         cf,
         detail: format!("unreadable entry at key {key:02x?}"),
+    }
+}
+
+impl Store {
+    /// One vehicle's committed state under `partition`: meta, bins (and retired sum) and its
+    /// encoded series; `None` if the store has no meta for it.
+    pub fn load_vehicle(
+        &self,
+        partition: i32,
+        vehicle_id: &str,
+    ) -> Result<Option<StoredVehicle>, StoreError> {
+        let key = keys::vehicle(partition, vehicle_id);
+        let Some(meta) = self.db.get_cf(self.cf(CF_VEHICLES), &key)? else {
+            return Ok(None);
+        };
+        let mut vehicle = VehicleState {
+            partition,
+            meta: serde_json::from_slice(&meta).map_err(|_| corrupt(CF_VEHICLES, &key))?,
+            ..VehicleState::default()
+        };
+        let bins = self.db.iterator_cf(
+            self.cf(CF_BINS),
+            IteratorMode::From(&key, rocksdb::Direction::Forward),
+        );
+        for item in bins {
+            let (bin_key, value) = item?;
+            if !bin_key.starts_with(&key) {
+                break;
+            }
+            let (_, _, bin) =
+                keys::split_bin(&bin_key).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
+            let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
+            if bin == RETIRED_BIN {
+                vehicle.retired = stats;
+            } else {
+                vehicle.bins.insert(bin, stats);
+            }
+        }
+        let series = self.db.get_cf(self.cf(CF_SERIES), &key)?;
+        Ok(Some((vehicle, series)))
+    }
+}
+
+impl Store {
+    /// A vehicle's committed state under whichever source partition holds it.
+    pub fn find_vehicle(&self, vehicle_id: &str) -> Result<Option<StoredVehicle>, StoreError> {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            let Some(partition) = keys::partition_of(&key) else {
+                continue;
+            };
+            if partition == LEGACY_COHORT_PARTITION || cohort_aggregator(partition).is_some() {
+                continue;
+            }
+            if let Some(found) = self.load_vehicle(partition, vehicle_id)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Vehicles that left the engine's memory come back from here.
+impl crate::engine::VehicleArchive for Store {
+    fn load(&self, partition: i32, vehicle_id: &str) -> Result<Option<StoredVehicle>, String> {
+        self.load_vehicle(partition, vehicle_id)
+            .map_err(|e| e.to_string())
     }
 }
 
