@@ -350,8 +350,11 @@ impl Engine {
     pub fn adopt(&mut self, restored: RestoredState) -> Result<(), RestoreError> {
         self.use_priors(restored.priors);
         let mut restored_vehicle_partitions = BTreeSet::new();
-        for (id, state) in restored.vehicles {
+        for (id, mut state) in restored.vehicles {
             restored_vehicle_partitions.insert(state.partition);
+            // Restored state is in the store already: a silent vehicle may leave memory at its
+            // partition's first commit.
+            state.quiet_since_commit = Some(self.commits.saturating_sub(2));
             self.vehicles.insert(id, state);
         }
         for (partition, progress) in restored.aggregators {
