@@ -254,6 +254,68 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
     );
     assert!(kept_days == whole_days, "the same rows in every day file");
 
+    // The episode page of a vehicle alert: replayed bin by bin where nothing was retired; where
+    // bins were, the kept bins' counts only (no P(regression) that the live series never had)
+    // and the live fleet's baseline.
+    let episode_of = |outcome: &Outcome, id: &str| {
+        let (alerts, cohorts) = (outcome.store.alerts().unwrap(), BTreeMap::new());
+        let fleet = outcome.engine.fleet_view().read().unwrap().clone();
+        let sources = safetel::dashboard::Sources {
+            vehicles: &outcome.engine.vehicles(),
+            cohorts: &cohorts,
+            fleet: &fleet,
+            settings: outcome.engine.detection_settings(),
+            alerts: &alerts,
+            model_run: None,
+            sampling: None,
+            truth: None,
+            horizon_days: 14.0,
+        };
+        safetel::dashboard::regressions::episode_data(&sources, id).unwrap()
+    };
+    let vehicle_alert = whole
+        .alerts
+        .iter()
+        .find(|a| a["key_kind"] == "VEHICLE")
+        .unwrap();
+    let episode_id = vehicle_alert["alert_id"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap()
+        .0;
+    let (kept_page, whole_page) = (
+        episode_of(&kept, episode_id),
+        episode_of(&whole, episode_id),
+    );
+    assert_eq!(kept_page["episode"], whole_page["episode"]);
+    assert_eq!(kept_page["alerts"], whole_page["alerts"]);
+    assert_eq!(whole_page["history_complete"], true);
+    assert!(
+        whole_page["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["p_regression"].is_number())
+    );
+    assert_eq!(kept_page["history_complete"], false);
+    let kept_history = kept_page["history"].as_array().unwrap();
+    assert!(!kept_history.is_empty() && kept_history.len() <= 62);
+    assert!(kept_history.iter().all(|r| r["p_regression"].is_null()));
+    // The counts of the bins kept are the whole run's for those bins.
+    for row in kept_history {
+        let same = whole_page["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["bin_start_ms"] == row["bin_start_ms"])
+            .unwrap();
+        assert_eq!(
+            (&row["events"], &row["expected"]),
+            (&same["events"], &same["expected"])
+        );
+    }
+
     // A restore reads only what is live, and stands where the live engine stood.
     let restored = kept.store.restore().unwrap();
     let bins: usize = restored.vehicles.iter().map(|(_, v)| v.bins.len()).sum();

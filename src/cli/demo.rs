@@ -316,6 +316,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         let app = AppState {
             vehicles: engine.vehicles(),
             cohorts: engine.cohort_view(),
+            fleet: engine.fleet_view(),
             settings: Arc::new(engine.detection_settings().clone()),
             store: Arc::clone(&store),
             metrics,

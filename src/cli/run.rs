@@ -96,6 +96,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     let app = AppState {
         vehicles: engine.vehicles(),
         cohorts: engine.cohort_view(),
+        fleet: engine.fleet_view(),
         settings: Arc::new(engine.detection_settings().clone()),
         store: Arc::clone(&store),
         truth: None,

@@ -11,8 +11,8 @@ use super::Sources;
 use super::html::{self, escape, interval, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
-use crate::engine::PartitionVehicles;
 use crate::engine::detection::{self, FleetSums};
+use crate::engine::{BinStats, PartitionVehicles};
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
 
 /// One episode: the alerts of one key, class and onset, oldest first.
@@ -119,19 +119,34 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
     // The live series of the key, and its conclusions bin by bin, replayed from its bins.
     let settings = sources.settings;
     let class = latest.hazard_class;
+    // Where the partition has retired bins (README "Retention"), a replay from the bins kept
+    // would not be what the live series saw: the history then shows counts only, and the
+    // baseline is the live fleet's.
+    let mut history_complete = true;
     let (series, replayed, baseline, bins) = match latest.key_kind {
         KeyKind::Vehicle => match sources.vehicles.get(&latest.key) {
             Some(v) => {
                 let partition = PartitionVehicles(sources.vehicles, v.partition);
                 let series = v.series.get(class_index).cloned();
                 let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
-                let fleet =
-                    settings.vehicle_baseline(class, &FleetSums::of(settings, &partition, through));
-                let replayed =
-                    detection::replay_vehicle(settings, class, &partition, &v.bins, through);
+                history_complete = !sources
+                    .vehicles
+                    .iter()
+                    .any(|o| o.partition == v.partition && o.retired != BinStats::default());
+                let (fleet, replayed) = match sources.fleet.get(&v.partition) {
+                    Some(live) if !history_complete => {
+                        (settings.vehicle_baseline(class, live), Vec::new())
+                    }
+                    _ => (
+                        settings
+                            .vehicle_baseline(class, &FleetSums::of(settings, &partition, through)),
+                        detection::replay_vehicle(settings, class, &partition, &v.bins, through),
+                    ),
+                };
+                // The bins the live series has been fed (the open ones have no conclusion yet).
                 let bins: BTreeMap<i64, (u64, f64)> = v
                     .bins
-                    .iter()
+                    .range(..through)
                     .map(|(b, st)| {
                         (
                             *b,
@@ -204,23 +219,46 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
         "bin_width_ms": settings.bin_width_ms,
         "before": rate(before, latest.events_before, latest.exposure_before),
         "after": rate(after, latest.events_after, latest.exposure_after),
-        "history": replayed.iter().scan((0u64, 0.0f64), |total, b| {
-            let (events, expected) = bins.get(&b.bin_start_ms).copied().unwrap_or((0, 0.0));
+        "history_complete": history_complete,
+        "history": history_rows(&replayed, &bins, history_complete),
+    }))
+}
+
+/// The episode's bins: counts against the fleet's prediction, and where the history is complete
+/// the replayed conclusions; else (bins retired) the bins kept, with counts only.
+fn history_rows(
+    replayed: &[detection::LastBin],
+    bins: &BTreeMap<i64, (u64, f64)>,
+    complete: bool,
+) -> Vec<Value> {
+    let conclusions: BTreeMap<i64, &detection::LastBin> =
+        replayed.iter().map(|b| (b.bin_start_ms, b)).collect();
+    let starts: Vec<i64> = if complete {
+        replayed.iter().map(|b| b.bin_start_ms).collect()
+    } else {
+        bins.keys().copied().collect()
+    };
+    let mut total = (0u64, 0.0f64);
+    starts
+        .into_iter()
+        .map(|start| {
+            let (events, expected) = bins.get(&start).copied().unwrap_or((0, 0.0));
             total.0 += events;
             total.1 += expected;
-            Some(json!({
-                "bin_start_ms": b.bin_start_ms,
+            let b = conclusions.get(&start);
+            json!({
+                "bin_start_ms": start,
                 "events": events,
                 "expected": expected,
                 "events_cumulative": total.0,
                 "expected_cumulative": total.1,
-                "p_regression": b.p_regression,
-                "p_open": b.p_open,
-                "onset_bins": b.onset_bins,
-                "hr_median": b.hazard_ratio.map(|h| h.median),
-            }))
-        }).collect::<Vec<_>>(),
-    }))
+                "p_regression": b.map(|b| b.p_regression),
+                "p_open": b.map(|b| b.p_open),
+                "onset_bins": b.map(|b| b.onset_bins),
+                "hr_median": b.and_then(|b| b.hazard_ratio.map(|h| h.median)),
+            })
+        })
+        .collect()
 }
 
 /// `text` safe as a query-string value.
@@ -437,6 +475,11 @@ pub fn episode_page(data: &Value, id: &str) -> String {
         html::points(data, "/history", "bin_start_ms", "expected_cumulative"),
     );
     body += &rates.render();
+    if data["history_complete"] == json!(false) {
+        body += "<p>Bins older than <code>retention.bin_days</code> have been retired on this \
+            partition: the history below shows the bins kept, with their counts; P(regression) \
+            is not replayed bin by bin from them (the live series and the alerts are exact).</p>";
+    }
     body += &p.render();
     body += &events.render();
     body += &cumulative.render();

@@ -167,6 +167,9 @@ pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 /// -> one series per hazard class.
 pub type CohortView = std::sync::RwLock<BTreeMap<String, Vec<detection::Series>>>;
 
+/// Each source partition's fleet sums as of the last commit point, shared with the HTTP API.
+pub type FleetView = std::sync::RwLock<HashMap<i32, FleetSums>>;
+
 impl VehicleSet for Vehicles {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
         for vehicle in self.iter() {
@@ -212,6 +215,7 @@ pub struct Engine {
     /// Source partitions reported empty since start.
     announced_empty: BTreeSet<i32>,
     cohort_view: Arc<CohortView>,
+    fleet_view: Arc<FleetView>,
     /// Alerts raised since the last commit point, oldest first.
     alerts: Vec<RegressionAlert>,
     /// The partitions this process reads, with their end offsets where known (`None`: unknown,
@@ -329,6 +333,7 @@ impl Engine {
             source_partitions: None,
             announced_empty: BTreeSet::new(),
             cohort_view: Arc::new(CohortView::default()),
+            fleet_view: Arc::new(FleetView::default()),
             alerts: Vec::new(),
             inputs: None,
             close_due: None,
@@ -417,6 +422,7 @@ impl Engine {
             self.rebuild_clocks(partition);
         }
         self.refresh_cohort_view();
+        self.refresh_fleet_view();
         self.refresh_gauges();
         Ok(())
     }
@@ -451,6 +457,7 @@ impl Engine {
         pending.dirty_aggregators.retain(|p| !gone(p));
         pending.reports.retain(|(_, r)| !gone(&r.source));
         self.refresh_cohort_view();
+        self.refresh_fleet_view();
         self.refresh_gauges();
     }
 
@@ -507,6 +514,19 @@ impl Engine {
     }
 
     /// Rebuilds the API's view of the cohort series from the aggregators.
+    fn refresh_fleet_view(&self) {
+        let mut view = self
+            .fleet_view
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        view.clear();
+        for (p, state) in &self.partitions {
+            if cohort_aggregator(*p).is_none() {
+                view.insert(*p, state.fleet_sums.clone());
+            }
+        }
+    }
+
     fn refresh_cohort_view(&self) {
         let mut view = self
             .cohort_view
@@ -756,6 +776,11 @@ impl Engine {
     /// The cohort series as of the last commit point, for the HTTP API.
     pub fn cohort_view(&self) -> Arc<CohortView> {
         Arc::clone(&self.cohort_view)
+    }
+
+    /// Each source partition's fleet sums as of the last commit point.
+    pub fn fleet_view(&self) -> Arc<FleetView> {
+        Arc::clone(&self.fleet_view)
     }
 
     /// How bins close and feed the change-point series, for views that replay a series.
@@ -1382,6 +1407,13 @@ impl Engine {
             if let Some(state) = self.partitions.get(&p) {
                 delta.fleet_sums.push((p, state.fleet_sums.clone()));
             }
+        }
+        if !delta.fleet_sums.is_empty() {
+            let mut view = self
+                .fleet_view
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            view.extend(delta.fleet_sums.iter().cloned());
         }
         for vehicle_id in pending.dirty_series {
             let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {

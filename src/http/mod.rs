@@ -8,7 +8,7 @@
 //! budget), `GET /api/status`, `GET /health`, `GET /metrics`. Handlers only read shared state;
 //! nothing here changes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -34,6 +34,8 @@ use crate::store::Store;
 pub struct AppState {
     pub vehicles: Arc<Vehicles>,
     pub cohorts: Arc<CohortView>,
+    /// Each source partition's fleet sums as of the last commit point.
+    pub fleet: Arc<crate::engine::FleetView>,
     pub settings: Arc<DetectionSettings>,
     /// Alerts and model runs (RocksDB reads are safe beside the pipeline's writes).
     pub store: Arc<Store>,
@@ -100,6 +102,7 @@ struct Snapshot {
     alerts: Vec<RegressionAlert>,
     model_run: Option<Value>,
     cohorts: BTreeMap<String, Vec<Series>>,
+    fleet: HashMap<i32, crate::engine::detection::FleetSums>,
 }
 
 impl Snapshot {
@@ -117,10 +120,16 @@ impl Snapshot {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
+        let fleet = state
+            .fleet
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         Ok(Snapshot {
             alerts,
             model_run,
             cohorts,
+            fleet,
         })
     }
 
@@ -128,6 +137,7 @@ impl Snapshot {
         Sources {
             vehicles: &state.vehicles,
             cohorts: &self.cohorts,
+            fleet: &self.fleet,
             settings: &state.settings,
             alerts: &self.alerts,
             model_run: self.model_run.as_ref(),
