@@ -656,9 +656,17 @@ impl Config {
             );
         }
         if r.vehicle_silent_days > 0
-            && i64::from(r.vehicle_silent_days) * 86_400
-                + self.stream.bin_width_s.saturating_mul(2)
-                + self.stream.allowed_lateness_s
+            && i64::from(r.vehicle_silent_days) * 86_400 < self.stream.bin_width_s
+        {
+            return invalid(
+                "retention.vehicle_silent_days",
+                "must span at least one of stream.bin_width_s (or be 0: never)",
+            );
+        }
+        if r.vehicle_silent_days > 0
+            && (i64::from(r.vehicle_silent_days) * 86_400)
+                .saturating_add(self.stream.bin_width_s.saturating_mul(2))
+                .saturating_add(self.stream.allowed_lateness_s)
                 > i64::from(r.bin_days) * 86_400
         {
             return invalid(

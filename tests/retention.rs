@@ -374,7 +374,7 @@ fn end_bins(engine: &Engine) -> usize {
 #[test]
 fn silent_vehicles_leave_memory_and_come_back_as_if_they_had_stayed() {
     // 60 vehicles for 120 days; 12 of them send nothing from day 20 to day 100 (80 days, well
-    // past the 30-day pause), then drive again.
+    // past the 30-day pause), then drive again; 7 others stop on day 20 for good.
     let fleet = GeneratorConfig {
         seed: 12,
         vehicles: 60,
@@ -382,18 +382,26 @@ fn silent_vehicles_leave_memory_and_come_back_as_if_they_had_stayed() {
         ..Default::default()
     };
     let first_day = fleet.validate().unwrap();
+    let number = |key: &str| -> usize { key.trim_start_matches("veh-").parse().unwrap() };
+    let away = |n: usize| n.is_multiple_of(5);
+    let gone = |n: usize| n % 7 == 3 && !away(n);
     let silent = |key: &str, produced_ms: i64| {
-        let n: usize = key.trim_start_matches("veh-").parse().unwrap();
-        let day = (produced_ms - first_day) / DAY;
-        n.is_multiple_of(5) && (20..100).contains(&day)
+        let (n, day) = (number(key), (produced_ms - first_day) / DAY);
+        (away(n) && (20..100).contains(&day)) || (gone(n) && day >= 20)
     };
+    let (n_away, n_gone) = (
+        (0..60).filter(|n| away(*n)).count(),
+        (0..60).filter(|n| gone(*n)).count(),
+    );
     let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
         .unwrap()
         .filter(|r| !silent(&r.key, r.produced_ms))
         .map(|r| (r.key, r.bytes))
         .collect();
+    // Bins kept 90 days: the silent ones' first bins retire from day ~90, while they are out.
     let retention = Retention {
         silent_ms: Some(30 * DAY),
+        bins_ms: Some(90 * DAY),
         ..RETENTION
     };
     // Commits every in-process batch (4096 records, about 8 days here).
@@ -401,23 +409,35 @@ fn silent_vehicles_leave_memory_and_come_back_as_if_they_had_stayed() {
     let staying = run_with(&records, first_day, retention, false, vec![85, 119], 1);
     eprintln!("leaving: {:?}", leaving.weights);
     eprintln!("staying: {:?}", staying.weights);
-    // Day 85: the 12 silent vehicles are out of memory (they stay in the store); at the end,
+    // Day 85: the silent vehicles are out of memory (they stay in the store); at the end,
     // all back.
-    assert_eq!(leaving.weights[0].vehicles_in_memory, 48);
+    // (A vehicle with an episode open stays in memory, so not every one of the 19 leaves.)
+    let out_at_day_85 = 60 - leaving.weights[0].vehicles_in_memory;
+    assert!(
+        out_at_day_85 >= (n_away + n_gone) / 2 && out_at_day_85 <= n_away + n_gone,
+        "{out_at_day_85} of {} silent vehicles out of memory",
+        n_away + n_gone
+    );
     assert_eq!(staying.weights[0].vehicles_in_memory, 60);
-    assert_eq!(leaving.weights[1].vehicles_in_memory, 60);
-    assert_eq!(leaving.engine.departed_vehicles(), 0);
+    assert_eq!(leaving.weights[1].vehicles_in_memory, 60 - n_gone);
+    assert_eq!(leaving.engine.departed_vehicles(), n_gone);
     // And the same conclusions: alerts, totals, the store (series, meta, bins, positions).
     assert!(!staying.alerts.is_empty());
     assert_eq!(leaving.alerts, staying.alerts);
+    // Those that never came back are in the store, their bins retired there as in memory.
     for v in staying.engine.vehicles().iter() {
-        let back = leaving.engine.vehicles();
-        assert_eq!(
-            back.get(v.key()).unwrap().totals(),
-            v.totals(),
-            "{}",
-            v.key()
-        );
+        let (back, n) = (leaving.engine.vehicles(), number(v.key()));
+        let found = match back.get(v.key()) {
+            Some(found) => found.clone(),
+            None => {
+                assert!(gone(n), "{} is out of memory", v.key());
+                let stored = leaving.store.load_vehicle(v.partition, v.key()).unwrap();
+                let (stored, _) = stored.expect("in the store");
+                assert_eq!(stored.bins, v.bins, "{}: bins retired alike", v.key());
+                stored
+            }
+        };
+        assert_eq!(found.totals(), v.totals(), "{}", v.key());
     }
     assert_eq!(
         leaving.store.snapshot().unwrap(),

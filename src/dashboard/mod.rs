@@ -33,7 +33,7 @@ pub struct Sources<'a> {
     /// Cohort key -> one series per hazard class.
     pub cohorts: &'a BTreeMap<String, Vec<Series>>,
     /// Each source partition's fleet sums as of the last commit point.
-    pub fleet: &'a std::collections::HashMap<i32, crate::engine::detection::FleetSums>,
+    pub fleet: &'a std::collections::HashMap<i32, crate::engine::PartitionView>,
     pub settings: &'a DetectionSettings,
     /// Every alert published, in any order.
     pub alerts: &'a [RegressionAlert],

@@ -129,11 +129,16 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
                 let partition = PartitionVehicles(sources.vehicles, v.partition);
                 let series = v.series.get(class_index).cloned();
                 let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
-                history_complete = !sources
-                    .vehicles
-                    .iter()
-                    .any(|o| o.partition == v.partition && o.retired != BinStats::default());
-                let (fleet, replayed) = match sources.fleet.get(&v.partition) {
+                // Complete when no bin was retired on the partition and none of its vehicles
+                // has left memory: then its bins in memory are all it ever had.
+                let view = sources.fleet.get(&v.partition);
+                let live = view.map(|view| &view.fleet);
+                history_complete = view.is_none_or(|view| view.departed == 0)
+                    && !sources
+                        .vehicles
+                        .iter()
+                        .any(|o| o.partition == v.partition && o.retired != BinStats::default());
+                let (fleet, replayed) = match live {
                     Some(live) if !history_complete => {
                         (settings.vehicle_baseline(class, live), Vec::new())
                     }

@@ -150,9 +150,9 @@ impl DetectionSettings {
     /// has left the fleet should not drift towards an alert on empty bins for ever.
     pub fn paused(&self, bins: &BTreeMap<i64, BinStats>, at: i64) -> bool {
         self.pause_after_ms.is_some_and(|pause| {
-            bins.range(at.saturating_sub(pause) + self.bin_width_ms..=at)
-                .next()
-                .is_none()
+            let from = at.saturating_sub(pause).saturating_add(self.bin_width_ms);
+            // A pause shorter than a bin never pauses (config refuses it).
+            from <= at && bins.range(from..=at).next().is_none()
         })
     }
 
@@ -324,7 +324,11 @@ impl FleetSums {
         };
         let (basis_bins, recent) = (number(0)?, number(8)?);
         let len = BinStats::ENCODED_LEN;
-        if bytes.len() != 16 + len * (1 + recent) {
+        let expected = recent
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(len))
+            .and_then(|n| n.checked_add(16))?;
+        if bytes.len() != expected {
             return None;
         }
         let mut all = bytes[16..].chunks_exact(len).map(BinStats::decode);

@@ -167,8 +167,17 @@ pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 /// -> one series per hazard class.
 pub type CohortView = std::sync::RwLock<BTreeMap<String, Vec<detection::Series>>>;
 
-/// Each source partition's fleet sums as of the last commit point, shared with the HTTP API.
-pub type FleetView = std::sync::RwLock<HashMap<i32, FleetSums>>;
+/// Each source partition's fleet sums as of the last commit point, and how many of its vehicles
+/// are out of memory, shared with the HTTP API.
+pub type FleetView = std::sync::RwLock<HashMap<i32, PartitionView>>;
+
+/// A source partition as the HTTP API sees it ([`FleetView`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionView {
+    pub fleet: FleetSums,
+    /// Vehicles of the partition that have left memory ([`Retention::silent_ms`]).
+    pub departed: usize,
+}
 
 impl VehicleSet for Vehicles {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
@@ -196,9 +205,10 @@ pub struct Engine {
     retention: Retention,
     /// Where vehicles that left memory are loaded from when they send again.
     archive: Option<Arc<dyn VehicleArchive>>,
-    /// Vehicles that left memory (silent), by the partition their state is stored under.
-    departed: HashMap<String, i32>,
-    /// Commits taken so far ([`Engine::take_delta`]).
+    /// Vehicles that left memory (silent), by the partition their state is stored under, with
+    /// the first and last bins of theirs the store still keeps (`None`: all retired).
+    departed: HashMap<String, (i32, Option<(i64, i64)>)>,
+    /// The number of the next commit ([`Engine::take_delta`]), from 1.
     commits: u64,
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
@@ -323,7 +333,7 @@ impl Engine {
             retention: Retention::KEEP_ALL,
             archive: None,
             departed: HashMap::new(),
-            commits: 0,
+            commits: 1,
             recent,
             vehicles: Arc::new(Vehicles::default()),
             partitions: HashMap::new(),
@@ -358,8 +368,8 @@ impl Engine {
         for (id, mut state) in restored.vehicles {
             restored_vehicle_partitions.insert(state.partition);
             // Restored state is in the store already: a silent vehicle may leave memory at its
-            // partition's first commit.
-            state.quiet_since_commit = Some(self.commits.saturating_sub(2));
+            // partition's next commit.
+            state.quiet_since_commit = Some(self.commits - 1);
             self.vehicles.insert(id, state);
         }
         for (partition, progress) in restored.aggregators {
@@ -398,13 +408,22 @@ impl Engine {
         let mut fleet_sums = restored.fleet_sums;
         for (partition, mut state) in restored.partitions {
             // The fleet the partition's vehicles are compared with: its closed bins.
-            state.fleet_sums = fleet_sums.remove(&partition).unwrap_or_else(|| {
-                FleetSums::of(
-                    &self.detection,
-                    &PartitionVehicles(&self.vehicles, partition),
-                    state.closed_through_ms,
-                )
-            });
+            state.fleet_sums = match fleet_sums.remove(&partition) {
+                Some(sums) => sums,
+                None => {
+                    // A store from before fleet sums were kept: sum the bins (all still there)
+                    // and keep the sums with the next commit, before any bin retires.
+                    if state.closed_through_ms != i64::MIN && cohort_aggregator(partition).is_none()
+                    {
+                        self.pending.dirty_fleet.insert(partition);
+                    }
+                    FleetSums::of(
+                        &self.detection,
+                        &PartitionVehicles(&self.vehicles, partition),
+                        state.closed_through_ms,
+                    )
+                }
+            };
             self.partitions.insert(partition, state);
         }
         for vehicle in self.vehicles.iter() {
@@ -450,7 +469,7 @@ impl Engine {
         self.partitions.retain(|p, _| !gone(p));
         self.aggregators.retain(|p, _| !gone(p));
         self.announced_empty.retain(|p| !gone(p));
-        self.departed.retain(|_, p| !gone(p));
+        self.departed.retain(|_, (p, _)| !gone(p));
         let pending = &mut self.pending;
         pending.moved_partitions.retain(|p| !gone(p));
         pending.dirty_cohorts.retain(|(p, _)| !gone(p));
@@ -522,7 +541,9 @@ impl Engine {
         view.clear();
         for (p, state) in &self.partitions {
             if cohort_aggregator(*p).is_none() {
-                view.insert(*p, state.fleet_sums.clone());
+                let departed = self.departed.values().filter(|(at, _)| at == p).count();
+                let fleet = state.fleet_sums.clone();
+                view.insert(*p, PartitionView { fleet, departed });
             }
         }
     }
@@ -852,9 +873,13 @@ impl Engine {
         if let Payload::Review(result) = &event.payload {
             return self.apply_review(record, &event.vehicle_id, result);
         }
-        if let Some(stored_under) = self.departed.remove(&*event.vehicle_id) {
-            // Before any check that records the record: a failure leaves no trace of it.
-            self.bring_back(stored_under, &event.vehicle_id)?;
+        if let Some(departed) = self.departed.remove(&*event.vehicle_id) {
+            // Before any check that records the record: a failure leaves no trace of it, and
+            // the vehicle stays out (in the store) for its next record.
+            if let Err(e) = self.bring_back(departed.0, &event.vehicle_id) {
+                self.departed.insert(event.vehicle_id.to_string(), departed);
+                return Err(e);
+            }
         }
 
         let partition = self.partitions.entry(record.partition).or_default();
@@ -1262,10 +1287,7 @@ impl Engine {
         let (mut vehicle, series) = archive
             .load(stored_under, vehicle_id)
             .map_err(unavailable)?
-            .ok_or_else(|| unavailable("not in the state store".into()))
-            .inspect_err(|_| {
-                self.departed.insert(vehicle_id.to_string(), stored_under);
-            })?;
+            .ok_or_else(|| unavailable("not in the state store".into()))?;
         if let Some(bytes) = series {
             vehicle.series = decode_series(self.detection.params, &bytes)
                 .map_err(|e| unavailable(format!("series: {e}")))?;
@@ -1273,11 +1295,18 @@ impl Engine {
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
         self.metrics.vehicles.inc();
         self.metrics.vehicles_returned.inc();
+        let mut view = self
+            .fleet_view
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(view) = view.get_mut(&stored_under) {
+            view.departed = view.departed.saturating_sub(1);
+        }
         Ok(())
     }
 
-    /// Vehicles of partition `p` that may leave memory ([`retention::may_leave`]) and have been
-    /// able to for two commits leave it.
+    /// Vehicles of partition `p` that may leave memory ([`retention::may_leave`]) since an
+    /// earlier commit (so the store holds all they knew) leave it.
     fn let_silent_vehicles_go(&mut self, p: i32, silent_ms: i64) {
         let Some(state) = self.partitions.get(&p) else {
             return;
@@ -1297,17 +1326,34 @@ impl Engine {
                 vehicle.quiet_since_commit = None;
                 continue;
             }
+            // Commits start only once the one before is durable: what this vehicle last
+            // changed (in commit `since` or before) is in the store by the next commit.
             match vehicle.quiet_since_commit {
-                Some(since) if now >= since + 2 => leaving.push(id.clone()),
+                Some(since) if now > since => leaving.push(id.clone()),
                 Some(_) => {}
                 None => vehicle.quiet_since_commit = Some(now),
             }
         }
+        let left = leaving.len();
         for id in leaving {
-            self.vehicles.remove(&id);
-            self.departed.insert(id, p);
-            self.metrics.vehicles.dec();
-            self.metrics.vehicles_departed.inc();
+            if let Some((_, vehicle)) = self.vehicles.remove(&id) {
+                let kept = vehicle
+                    .bins
+                    .keys()
+                    .next()
+                    .zip(vehicle.bins.keys().next_back());
+                self.departed.insert(id, (p, kept.map(|(f, l)| (*f, *l))));
+                self.metrics.vehicles.dec();
+                self.metrics.vehicles_departed.inc();
+            }
+        }
+        if left > 0 {
+            let departed = self.departed.values().filter(|(at, _)| *at == p).count();
+            let mut view = self
+                .fleet_view
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            view.entry(p).or_default().departed = departed;
         }
     }
 
@@ -1322,6 +1368,8 @@ impl Engine {
             if expired.is_empty() {
                 continue;
             }
+            // What it may leave memory with changed in this very commit: wait again.
+            vehicle.quiet_since_commit = None;
             self.metrics.bins_retired.inc_by(expired.len() as u64);
             delta
                 .bins
@@ -1329,6 +1377,16 @@ impl Engine {
             delta
                 .expired_bins
                 .extend(expired.into_iter().map(|bin| (p, id.clone(), bin)));
+        }
+        // Vehicles out of memory: the store retires their bins, as memory would have.
+        for (id, (at, kept)) in self.departed.iter_mut() {
+            if let Some((first, last)) = *kept
+                && *at == p
+                && first < horizon_ms
+            {
+                delta.retire_stored.push((p, id.clone(), horizon_ms));
+                *kept = (last >= horizon_ms).then_some((horizon_ms, last));
+            }
         }
     }
 
@@ -1393,7 +1451,11 @@ impl Engine {
                 seen_cutoff_ms: state.seen_cutoff_ms,
                 closed_through_ms: state.closed_through_ms,
                 sampling_scale: state.sampling_scale,
-                facts_horizon_ms: self.retention.facts_horizon(state.watermark_ms, width),
+                facts_horizon_ms: self.retention.facts_horizon(
+                    state.watermark_ms,
+                    state.closed_through_ms,
+                    width,
+                ),
             });
             let horizon =
                 self.retention
@@ -1413,7 +1475,9 @@ impl Engine {
                 .fleet_view
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            view.extend(delta.fleet_sums.iter().cloned());
+            for (p, sums) in &delta.fleet_sums {
+                view.entry(*p).or_default().fleet = sums.clone();
+            }
         }
         for vehicle_id in pending.dirty_series {
             let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {

@@ -30,9 +30,9 @@ impl Retention {
     };
 
     /// The start of the first bin whose facts a partition at `watermark_ms` keeps (`i64::MIN`:
-    /// all).
-    pub fn facts_horizon(&self, watermark_ms: i64, width_ms: i64) -> i64 {
-        horizon(self.facts_ms, watermark_ms, width_ms)
+    /// all): never past the bins it has closed (`closed_through_ms`).
+    pub fn facts_horizon(&self, watermark_ms: i64, closed_through_ms: i64, width_ms: i64) -> i64 {
+        horizon(self.facts_ms, watermark_ms, width_ms).min(closed_through_ms)
     }
 
     /// The start of the first bin a partition at `watermark_ms` keeps: never past the bins it
@@ -119,10 +119,19 @@ mod tests {
             silent_ms: None,
         };
         let watermark = 100 * DAY + 5 * 3_600_000;
-        assert_eq!(r.facts_horizon(watermark, DAY), 90 * DAY);
+        assert_eq!(r.facts_horizon(watermark, 99 * DAY, DAY), 90 * DAY);
+        assert_eq!(
+            r.facts_horizon(watermark, 80 * DAY, DAY),
+            80 * DAY,
+            "open bins keep facts"
+        );
         assert_eq!(r.bins_horizon(watermark, 99 * DAY, DAY), 70 * DAY);
         assert_eq!(r.bins_horizon(watermark, 50 * DAY, DAY), 50 * DAY);
-        assert_eq!(r.facts_horizon(i64::MIN, DAY), i64::MIN, "no watermark yet");
+        assert_eq!(
+            r.facts_horizon(i64::MIN, i64::MIN, DAY),
+            i64::MIN,
+            "no watermark yet"
+        );
         assert_eq!(
             Retention::KEEP_ALL.bins_horizon(watermark, 99 * DAY, DAY),
             i64::MIN

@@ -218,7 +218,7 @@ pub struct VehicleState {
     #[serde(skip)]
     pub series_dirty: bool,
     /// The commit since which the vehicle could leave memory ([`super::retention::may_leave`]):
-    /// it leaves two commits later, when the store surely holds what it had then.
+    /// it leaves at a later one, when the store surely holds what it had then.
     #[serde(skip)]
     pub quiet_since_commit: Option<u64>,
 }
@@ -502,6 +502,9 @@ pub struct StateDelta {
     pub bins: Vec<(i32, String, i64, BinStats)>,
     /// (partition, vehicle id, bin start) of bins that left the state with retention.
     pub expired_bins: Vec<(i32, String, i64)>,
+    /// (partition, vehicle id, horizon) of vehicles out of memory whose stored bins before the
+    /// horizon the store retires into their [`RETIRED_BIN`] sum.
+    pub retire_stored: Vec<(i32, String, i64)>,
     /// (partition, fleet sums) of partitions that closed bins since the last commit.
     pub fleet_sums: Vec<(i32, super::detection::FleetSums)>,
     /// (partition, vehicle id, meta) of vehicles that changed.

@@ -102,7 +102,7 @@ struct Snapshot {
     alerts: Vec<RegressionAlert>,
     model_run: Option<Value>,
     cohorts: BTreeMap<String, Vec<Series>>,
-    fleet: HashMap<i32, crate::engine::detection::FleetSums>,
+    fleet: HashMap<i32, crate::engine::PartitionView>,
 }
 
 impl Snapshot {
@@ -403,9 +403,17 @@ async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     if let Some(vehicle) = state.vehicles.get(&id) {
         return Json(vehicle_json(&id, &vehicle)).into_response();
     }
-    // A vehicle silent long enough has left memory (README "Retention"): the store has it.
+    // A vehicle silent long enough has left memory (README "Retention"): the store has it, if
+    // its partition is one this process holds (the store may keep partitions it held before).
+    let held = |partition: i32| {
+        state
+            .fleet
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&partition)
+    };
     match state.store.find_vehicle(&id) {
-        Ok(Some((mut vehicle, series))) => {
+        Ok(Some((mut vehicle, series))) if held(vehicle.partition) => {
             if let Some(bytes) = series {
                 vehicle.series =
                     crate::engine::detection::decode_series(state.settings.params, &bytes)
@@ -420,7 +428,7 @@ async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Respo
             Json(json!({"error": format!("reading vehicle `{id}` from the store: {e}")})),
         )
             .into_response(),
-        Ok(None) => (
+        Ok(_) => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("no vehicle `{id}`")})),
         )

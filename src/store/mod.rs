@@ -222,6 +222,9 @@ impl Store {
         for (partition, id, bin) in &delta.expired_bins {
             ops.push(Op::delete(CF_BINS, keys::bin(*partition, id, *bin)));
         }
+        for (partition, id, horizon) in &delta.retire_stored {
+            self.retire_stored(*partition, id, *horizon, &mut ops)?;
+        }
         for segment in &delta.facts {
             let key = keys::fact_segment_by_bin(
                 segment.partition,
@@ -291,6 +294,40 @@ impl Store {
             ));
         }
         Ok(ops)
+    }
+
+    /// Retires a vehicle's stored bins before `horizon` (it is out of the engine's memory): adds
+    /// them to its [`RETIRED_BIN`] sum and deletes them, as the engine does for those it holds.
+    fn retire_stored(
+        &self,
+        partition: i32,
+        vehicle_id: &str,
+        horizon: i64,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
+        let from = keys::bin(partition, vehicle_id, RETIRED_BIN);
+        let to = keys::bin(partition, vehicle_id, horizon);
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(to);
+        let mut retired = BinStats::default();
+        let mut any = false;
+        for item in self.db.iterator_cf_opt(
+            self.cf(CF_BINS),
+            options,
+            IteratorMode::From(&from, rocksdb::Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
+            retired.add(&stats);
+            if key[..] != from[..] {
+                ops.push(Op::delete(CF_BINS, key.to_vec()));
+                any = true;
+            }
+        }
+        if any {
+            ops.push(Op::put(CF_BINS, from, retired.encode().to_vec()));
+        }
+        Ok(())
     }
 
     /// Deletes every key of `cf` in `[from, to)` key by key (so that a changelog can carry the

@@ -25,6 +25,10 @@ use crate::store::{Store, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
+/// How far after an event its trip may end: the longest trip
+/// (`MAX_TRIP_DURATION_S`, 48 h) and the tolerance of its span, rounded up to days.
+const ORPHAN_EVENT_DELAY_MS: i64 = 3 * DAY_MS;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
     #[error(transparent)]
@@ -134,6 +138,14 @@ pub fn write_snapshot(
     snapshot_ms: i64,
     hazards: Option<&BTreeMap<String, VehicleHazard>>,
 ) -> Result<Snapshot, WarehouseError> {
+    // Which days are closed, read before the facts: every record of a day closed then is among
+    // the facts read after (a commit lands the records with the close, or before it).
+    let restored = store.restore()?;
+    let closed_through: BTreeMap<i32, i64> = restored
+        .partitions
+        .iter()
+        .map(|(p, s)| (*p, s.closed_through_ms))
+        .collect();
     let mut trips: BTreeMap<(String, String), Trip> = BTreeMap::new();
     let mut counts: BTreeMap<(String, String), TripCounts> = BTreeMap::new();
     let mut event_rows: Vec<EventRow> = Vec::new();
@@ -203,12 +215,6 @@ pub fn write_snapshot(
         .iter()
         .map(|(k, t)| (k, t, counts.get(k).copied().unwrap_or_default()))
         .collect();
-    let restored = store.restore()?;
-    let closed_through: BTreeMap<i32, i64> = restored
-        .partitions
-        .iter()
-        .map(|(p, s)| (*p, s.closed_through_ms))
-        .collect();
     let mut rows = BTreeMap::new();
     let mut days_written = 0;
     // Fact rows by day: each (day, partition) once, when all its bins have closed.
@@ -225,11 +231,13 @@ pub fn write_snapshot(
         }
     }
     // An event goes with its trip: in the file of the day the trip ended (where its trip's row
-    // is), or of its own time when its trip is unknown.
+    // is). One whose trip is not known goes in the file of the first day its trip can no
+    // longer end in (a trip lasts at most 48 h): once that day has closed, its trip, had it
+    // come, would be known, so the event is never filed twice.
     let trip_end = |e: &EventRow| {
         trips
             .get(&(e.vehicle.clone(), e.trip_id.clone()))
-            .map_or(e.time_ms, |t| t.end_ms)
+            .map_or(e.time_ms + ORPHAN_EVENT_DELAY_MS, |t| t.end_ms)
     };
     let event_days = by_closed_day(&event_rows, |e| (e.partition, trip_end(e)), &closed_through);
     for ((day, partition), day_rows) in event_days {
