@@ -674,11 +674,11 @@ impl Config {
                 "must leave room within retention.bin_days for two bins and stream.allowed_lateness_s (the pause is judged on the bins kept)",
             );
         }
-        if r.alert_days < 1 || r.model_runs_kept < 1 {
-            return invalid(
-                "retention.alert_days",
-                "alert_days and model_runs_kept must be at least 1",
-            );
+        if r.alert_days < 1 {
+            return invalid("retention.alert_days", "must be at least 1");
+        }
+        if r.model_runs_kept < 1 {
+            return invalid("retention.model_runs_kept", "must be at least 1");
         }
         self.detector.validate()
     }
@@ -909,6 +909,60 @@ mod tests {
             (900, 3, 10_000)
         );
         assert_eq!(stream.max_dlq_share, 0.05);
+    }
+
+    #[test]
+    fn retention_settings_are_checked_and_default_as_documented() {
+        for (vars, field) in [
+            (
+                vec![("SAFETEL_RETENTION__FACTS_MARGIN_DAYS", "0")],
+                "retention.facts_margin_days",
+            ),
+            (
+                vec![("SAFETEL_RETENTION__BIN_DAYS", "1")],
+                "retention.bin_days",
+            ),
+            (
+                vec![("SAFETEL_RETENTION__BIN_DAYS", "99999999")],
+                "retention.bin_days",
+            ),
+            // The pause is judged on the bins kept, and on whole bins.
+            (
+                vec![("SAFETEL_RETENTION__VEHICLE_SILENT_DAYS", "399")],
+                "retention.vehicle_silent_days",
+            ),
+            (
+                vec![
+                    ("SAFETEL_STREAM__BIN_WIDTH_S", "604800"),
+                    ("SAFETEL_RETENTION__VEHICLE_SILENT_DAYS", "3"),
+                ],
+                "retention.vehicle_silent_days",
+            ),
+            (
+                vec![("SAFETEL_STREAM__ALLOWED_LATENESS_S", "9000000000000000")],
+                "retention.vehicle_silent_days",
+            ),
+            (
+                vec![("SAFETEL_RETENTION__MODEL_RUNS_KEPT", "0")],
+                "retention.model_runs_kept",
+            ),
+        ] {
+            let err = Config::load(None, env(&vars)).unwrap_err();
+            assert!(err.to_string().contains(field), "{vars:?}: {err}");
+        }
+        let config = Config::load(
+            None,
+            env(&[("SAFETEL_RETENTION__VEHICLE_SILENT_DAYS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(config.retention().silent_ms, None, "0: never paused");
+        let day = 86_400_000;
+        let defaults = Config::default_config().retention();
+        assert_eq!(defaults.facts_ms, Some(97 * day));
+        assert_eq!(defaults.bins_ms, Some(400 * day));
+        assert_eq!(defaults.silent_ms, Some(30 * day));
+        let off = Config::load(None, env(&[("SAFETEL_RETENTION__ENABLED", "false")])).unwrap();
+        assert_eq!(off.retention(), crate::engine::Retention::KEEP_ALL);
     }
 
     #[test]
