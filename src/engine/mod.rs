@@ -873,7 +873,10 @@ impl Engine {
         if let Payload::Review(result) = &event.payload {
             return self.apply_review(record, &event.vehicle_id, result);
         }
-        if let Some(departed) = self.departed.remove(&*event.vehicle_id) {
+        // (Most streams have no vehicle out of memory: no hashing of the id then.)
+        if !self.departed.is_empty()
+            && let Some(departed) = self.departed.remove(&*event.vehicle_id)
+        {
             // Before any check that records the record: a failure leaves no trace of it, and
             // the vehicle stays out (in the store) for its next record.
             if let Err(e) = self.bring_back(departed.0, &event.vehicle_id) {
