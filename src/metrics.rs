@@ -68,6 +68,10 @@ pub struct Metrics {
     pub partitions_restored: IntCounter,
     /// Changelog records read into the state store by those restores.
     pub changelog_records_restored: IntCounter,
+    /// Facts (local, the warehouse's input) rebuilt from the input topic after those restores,
+    /// and those the input topic no longer held.
+    pub facts_rebuilt: IntCounter,
+    pub facts_missing: IntCounter,
     /// Records whose Kafka timestamp was absent or implausible: their event times were judged
     /// against this host's clock at receipt instead.
     pub timestamps_replaced: IntCounter,
@@ -306,6 +310,16 @@ impl Metrics {
                 "Changelog records read into the state store by partition restores",
             )
             .expect("valid metric"),
+            facts_rebuilt: IntCounter::new(
+                "safetel_facts_rebuilt_total",
+                "Facts rebuilt from the input topic for partitions restored from their changelog",
+            )
+            .expect("valid metric"),
+            facts_missing: IntCounter::new(
+                "safetel_facts_missing_total",
+                "Records whose facts a rebuild needed but the input topic no longer held",
+            )
+            .expect("valid metric"),
             registry,
         };
         let r = &metrics.registry;
@@ -326,6 +340,8 @@ impl Metrics {
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.partitions_restored.clone()),
             Box::new(metrics.changelog_records_restored.clone()),
+            Box::new(metrics.facts_rebuilt.clone()),
+            Box::new(metrics.facts_missing.clone()),
             Box::new(metrics.source_outages.clone()),
             Box::new(metrics.source_disconnected_since.clone()),
             Box::new(updates_vec),

@@ -1,4 +1,4 @@
-//! The nightly refit job: facts from the state store -> survival intervals -> NUTS fit ->
+//! The nightly refit job: timelines from the state store -> survival intervals -> NUTS fit ->
 //! per-vehicle priors for the stream, a model-run record and a star-schema snapshot. An edge
 //! module: it reads and writes the store (concurrent with `run`'s commits, which RocksDB allows)
 //! and the warehouse folder. `safetel refit` runs it once; `safetel run` schedules it daily.
@@ -16,7 +16,7 @@ use crate::config::{RefitConfig, RefitSchedule, RetentionConfig};
 use crate::engine::Prior;
 use crate::engine::runner::unix_ms;
 use crate::metrics::Metrics;
-use crate::refit::intervals::VehicleTimeline;
+use crate::refit::intervals::{TimelineItem, VehicleTimeline};
 use crate::refit::model::{DataError, SurvivalData};
 use crate::refit::result::{RefitResult, summarise_fit};
 use crate::refit::sampler::{SampleError, sample};
@@ -49,8 +49,10 @@ pub struct RefitOutcome {
     pub run: Value,
 }
 
-/// Intervals of every vehicle from the facts in the store, over the last `window_days` days of
-/// event time (the window ends at the latest event stored). Returns (partition per vehicle, rows).
+/// Intervals of every vehicle from the timelines in the store (the trips and critical events
+/// the stream kept for the refit), over the last `window_days` days of event time: the trips
+/// that ended and the events that happened since then (the window ends at the latest record
+/// time accepted). Returns (partition per vehicle, rows).
 pub fn intervals_from_store(
     store: &Store,
     window_days: u32,
@@ -59,16 +61,24 @@ pub fn intervals_from_store(
     let latest = store.latest_event_time()?.ok_or(NightlyError::NoData)?;
     let from = latest - i64::from(window_days) * 86_400_000;
     let mut timelines: BTreeMap<String, (i32, VehicleTimeline)> = BTreeMap::new();
-    store.for_each_fact(|partition, vehicle, bytes| {
-        if let Ok(event) = codec::decode(bytes)
-            && event.event_time_ms >= from
-        {
+    let mut add = |partition: i32, vehicle: &str, item: TimelineItem| {
+        if item.time_ms() >= from {
             let entry = timelines
                 .entry(vehicle.to_string())
                 .or_insert_with(|| (partition, VehicleTimeline::default()));
-            entry.1.add(&event);
+            entry.1.add_item(item);
         }
-    })?;
+    };
+    if store.for_each_timeline_item(&mut add)? == 0 {
+        // A store from before timelines were kept: its facts hold the same.
+        store.for_each_fact(|partition, vehicle, bytes| {
+            if let Ok(event) = codec::decode(bytes) {
+                for item in TimelineItem::of(&event) {
+                    add(partition, vehicle, item);
+                }
+            }
+        })?;
+    }
     let mut partitions = BTreeMap::new();
     let mut rows = Vec::new();
     for (vehicle, (partition, timeline)) in timelines {
@@ -85,7 +95,7 @@ pub fn intervals_from_store(
     Ok((partitions, rows))
 }
 
-/// Runs the refit on the store's facts. `on_draw(chain, warming_up)` reports progress.
+/// Runs the refit on the store's timelines. `on_draw(chain, warming_up)` reports progress.
 pub fn refit_from_store(
     store: &Store,
     config: &RefitConfig,

@@ -710,14 +710,20 @@ impl Engine {
             }
             Err(e) => Err(Rejection::CohortReport(e.to_string())),
         };
-        self.advance_position(record);
+        // (Reports make no facts: nothing for a ledger to skip.)
+        self.advance_position(record, false);
         result
     }
 
     /// The record's partition has read it: its next offset moves past it.
-    fn advance_position(&mut self, record: &SourceRecord<'_>) {
+    /// Moves the partition past the record; a rejected one is noted in its ledger (what a
+    /// rebuild of the facts from the input must skip).
+    fn advance_position(&mut self, record: &SourceRecord<'_>, rejected: bool) {
         let partition = self.partitions.entry(record.partition).or_default();
         partition.next_offset = record.offset + 1;
+        if rejected {
+            partition.pending_rejected.push(record.offset);
+        }
         if partition.interval_first_offset.is_none() {
             partition.interval_first_offset = Some(record.offset);
             self.pending.moved_partitions.push(record.partition);
@@ -847,7 +853,7 @@ impl Engine {
         if let Some(partition) = self.close_due.take() {
             self.close_bins(partition);
         }
-        self.advance_position(record);
+        self.advance_position(record, result.is_err());
         match &result {
             Ok(kind) => self.metrics.records_accepted(*kind).inc(),
             Err(rejection) => self.metrics.dlq_records(rejection.reason()).inc(),
@@ -871,7 +877,7 @@ impl Engine {
         validate(&event)?;
         self.time.check_claims(&event, record.timestamp_ms)?;
         if let Payload::Review(result) = &event.payload {
-            return self.apply_review(record, &event.vehicle_id, result);
+            return self.apply_review(record, &event, result);
         }
         // (Most streams have no vehicle out of memory: no hashing of the id then.)
         if !self.departed.is_empty()
@@ -1106,9 +1112,7 @@ impl Engine {
                 _ => {}
             }
         }
-        vehicle
-            .pending_facts
-            .push(bin, record.offset, record.payload);
+        vehicle.keep_facts(bin, record.offset, record.payload, &event);
         Ok(kind)
     }
 
@@ -1117,9 +1121,10 @@ impl Engine {
     fn apply_review(
         &mut self,
         record: &SourceRecord<'_>,
-        vehicle_id: &str,
+        event: &crate::model::TelemetryEvent<'_>,
         result: &crate::model::ReviewResult<'_>,
     ) -> Result<RecordKind, Rejection> {
+        let vehicle_id: &str = &event.vehicle_id;
         let unrequested = || Rejection::UnrequestedReview {
             trip_id: result.trip_id.to_string(),
         };
@@ -1165,10 +1170,10 @@ impl Engine {
             .map(|(time, _)| *time)
             .collect();
         credit_review(vehicle, &review, &critical, width);
-        let bin = review.trip_end_ms.div_euclid(width) * width;
-        vehicle
-            .pending_facts
-            .push(bin, record.offset, record.payload);
+        // Kept under the bin of its record time, as every record is (what a rebuild of the
+        // facts from the input finds again).
+        let bin = TimeRules::record_time(event).div_euclid(width) * width;
+        vehicle.keep_facts(bin, record.offset, record.payload, event);
         let partition = self.partitions.entry(vehicle.partition).or_default();
         partition
             .review_holds
@@ -1411,7 +1416,24 @@ impl Engine {
                     vehicle.bins[&bin],
                 ));
             }
+            let partition = self
+                .partitions
+                .get_mut(&vehicle.partition)
+                .expect("a vehicle's partition exists");
+            for (bin_ms, items) in std::mem::take(&mut vehicle.pending_timeline).0 {
+                let segment = FactSegment {
+                    partition: vehicle.partition,
+                    bin_ms,
+                    vehicle_id: vehicle_id.clone(),
+                    first_offset: items.first_offset,
+                    records: items.bytes,
+                };
+                delta
+                    .timeline
+                    .extend(segment.split(state::MAX_SEGMENT_BYTES));
+            }
             for (bin_ms, facts) in std::mem::take(&mut vehicle.pending_facts).0 {
+                partition.note_fact_bin(bin_ms, facts.first_offset);
                 let segment = FactSegment {
                     partition: vehicle.partition,
                     bin_ms,
@@ -1447,6 +1469,22 @@ impl Engine {
                 state.seen.retain(|_, time| *time >= cutoff);
             }
             let width = self.time.bin_width_ms;
+            let facts_horizon_ms =
+                self.retention
+                    .facts_horizon(state.watermark_ms, state.closed_through_ms, width);
+            // The facts' ledger: new bins' first offsets, the rejected offsets, and what
+            // retention lets go of (bins before the facts' horizon, rejections before the
+            // first offset of the bins kept).
+            for bin in std::mem::take(&mut state.new_fact_bins) {
+                if let Some(offset) = state.fact_bins.get(&bin) {
+                    delta.fact_bins.push((p, bin, *offset));
+                }
+            }
+            let rejected = std::mem::take(&mut state.pending_rejected);
+            if !rejected.is_empty() {
+                delta.rejected.push((p, rejected));
+            }
+            state.fact_bins = state.fact_bins.split_off(&facts_horizon_ms);
             delta.positions.push(PartitionPosition {
                 partition: p,
                 next_offset: state.next_offset,
@@ -1454,11 +1492,8 @@ impl Engine {
                 seen_cutoff_ms: state.seen_cutoff_ms,
                 closed_through_ms: state.closed_through_ms,
                 sampling_scale: state.sampling_scale,
-                facts_horizon_ms: self.retention.facts_horizon(
-                    state.watermark_ms,
-                    state.closed_through_ms,
-                    width,
-                ),
+                facts_horizon_ms,
+                rejected_floor: state.facts_from(i64::MIN).unwrap_or(state.next_offset),
             });
             let horizon =
                 self.retention

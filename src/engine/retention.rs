@@ -79,6 +79,7 @@ pub fn may_leave(
     last_bin.saturating_add(silent_ms) <= closed_through_ms
         && vehicle.dirty_bins.is_empty()
         && vehicle.pending_facts.0.is_empty()
+        && vehicle.pending_timeline.0.is_empty()
         && !vehicle.series_dirty
         && vehicle.series.iter().all(|s| s.episode.open.is_none())
         && vehicle.meta.pending_reviews.is_empty()

@@ -8,7 +8,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
-use crate::model::HazardClass;
+use crate::model::{HazardClass, TelemetryEvent};
+use crate::refit::intervals::TimelineItem;
 
 /// Counts and exposure of one vehicle in one event-time bin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -209,6 +210,10 @@ pub struct VehicleState {
     /// in the making.
     #[serde(skip)]
     pub pending_facts: PendingFacts,
+    /// The refit's timeline items ([`TimelineItem`]) of the records accepted since the last
+    /// commit, by the same bins as the facts: timeline segments in the making.
+    #[serde(skip)]
+    pub pending_timeline: PendingFacts,
     /// The sum of the bins that left the state with retention ([`super::Retention`]): what
     /// [`VehicleState::totals`] adds to the bins kept.
     pub retired: BinStats,
@@ -275,6 +280,24 @@ impl VehicleMeta {
 }
 
 impl VehicleState {
+    /// Keeps an accepted record under the bin of its record time: its bytes as a fact (local,
+    /// for the warehouse) and what it adds to the refit's timeline (logged: a few bytes).
+    pub fn keep_facts(
+        &mut self,
+        bin: i64,
+        offset: i64,
+        payload: &[u8],
+        event: &TelemetryEvent<'_>,
+    ) {
+        self.pending_facts.push(bin, offset, payload);
+        let mut encoded = Vec::with_capacity(16);
+        for item in TimelineItem::of(event) {
+            encoded.clear();
+            item.encode(bin, &mut encoded);
+            self.pending_timeline.push(bin, offset, &encoded);
+        }
+    }
+
     /// Everything the vehicle did: the bins kept and those retired.
     pub fn totals(&self) -> BinStats {
         let mut total = self.retired;
@@ -372,6 +395,40 @@ pub struct PartitionState {
     /// The partition's vehicles keep no bin before this ([`super::Retention`]; not stored: a
     /// restore starts at `i64::MIN` and the first commit retires again what is due).
     pub bins_horizon_ms: i64,
+    /// The ledger of the facts, which stay local: per bin of record time, the offset of the
+    /// first record kept under it. A rebuild of the facts from the input (where a partition's
+    /// state came from its changelog) reads from the first offset of the bins it needs.
+    pub fact_bins: BTreeMap<i64, i64>,
+    /// Bins given a first offset since the last commit.
+    pub new_fact_bins: Vec<i64>,
+    /// Offsets of the records rejected since the last commit: the rest of the ledger (a
+    /// rebuild skips them).
+    pub pending_rejected: Vec<i64>,
+}
+
+impl PartitionState {
+    /// A fact segment from `first_offset` under `bin`: the bin's first offset if it had none.
+    pub fn note_fact_bin(&mut self, bin: i64, first_offset: i64) {
+        match self.fact_bins.entry(bin) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(first_offset);
+                self.new_fact_bins.push(bin);
+            }
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                // Within the commit that opened the bin, another vehicle's segment may start
+                // earlier (later commits only start later).
+                if first_offset < *entry.get() {
+                    entry.insert(first_offset);
+                }
+            }
+        }
+    }
+
+    /// Where a rebuild of the facts kept under bins from `bin` on starts reading the input:
+    /// the least first offset of those bins (`None`: no fact kept there).
+    pub fn facts_from(&self, bin: i64) -> Option<i64> {
+        self.fact_bins.range(bin..).map(|(_, o)| *o).min()
+    }
 }
 
 impl Default for PartitionState {
@@ -390,6 +447,9 @@ impl Default for PartitionState {
             sampling_scale: 0.0,
             fleet_sums: Default::default(),
             bins_horizon_ms: i64::MIN,
+            fact_bins: BTreeMap::new(),
+            new_fact_bins: Vec::new(),
+            pending_rejected: Vec::new(),
         }
     }
 }
@@ -492,6 +552,8 @@ pub struct PartitionPosition {
     pub sampling_scale: f64,
     /// Fact segments of bins before this have expired ([`super::Retention`]; `i64::MIN`: none).
     pub facts_horizon_ms: i64,
+    /// Rejected offsets before this no rebuild can need (the first offset of the bins kept).
+    pub rejected_floor: i64,
 }
 
 /// Everything that changed since the last commit point, written by the store in one batch.
@@ -509,7 +571,14 @@ pub struct StateDelta {
     pub fleet_sums: Vec<(i32, super::detection::FleetSums)>,
     /// (partition, vehicle id, meta) of vehicles that changed.
     pub vehicles: Vec<(i32, String, VehicleMeta)>,
+    /// Fact segments: local to the store (the warehouse's input), never logged.
     pub facts: Vec<FactSegment>,
+    /// The refit's timeline segments, by the facts' bins: logged.
+    pub timeline: Vec<FactSegment>,
+    /// (partition, bin, first offset) of bins given a first fact since the last commit.
+    pub fact_bins: Vec<(i32, i64, i64)>,
+    /// (partition, offsets) of the records rejected since the last commit, in order.
+    pub rejected: Vec<(i32, Vec<i64>)>,
     pub seen: Vec<SeenSegment>,
     pub positions: Vec<PartitionPosition>,
     /// (partition, vehicle id or cohort key, encoded series) of series fed since the last

@@ -30,6 +30,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::client_config;
+use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
 use crate::engine::runner::CommitTarget;
 use crate::engine::{RestoredState, StateDelta, cohort_aggregator};
@@ -83,7 +84,7 @@ impl ProducerContext for DeliveredOffsets {
 /// Notes that a changelog reader reached the end of its partition (librdkafka reports it as a
 /// client-level event).
 #[derive(Default)]
-struct EndOfPartition(Arc<AtomicBool>);
+pub(super) struct EndOfPartition(pub(super) Arc<AtomicBool>);
 
 impl ClientContext for EndOfPartition {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -157,6 +158,8 @@ pub enum ChangelogError {
     Kafka(#[from] KafkaError),
     #[error("state store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
     #[error("changelog record at {topic}/{partition}@{offset} has no readable key")]
     Unreadable {
         topic: String,
@@ -418,6 +421,9 @@ impl ChangelogStore {
         for (partition, ops, last) in restored {
             let (topic, at) = self.topics.changelog(partition);
             self.store.replace_partition(partition, &ops, last)?;
+            if cohort_aggregator(partition).is_none() {
+                self.rebuild_facts(partition)?;
+            }
             info!(
                 topic,
                 partition = at,
@@ -434,6 +440,27 @@ impl ChangelogStore {
                 .changelog_records_restored
                 .inc_by(ops.len() as u64);
         }
+        Ok(())
+    }
+
+    /// The facts of a partition whose state came from its changelog, from the input topic
+    /// ([`super::facts_rebuild`]): those of the bins the warehouse may still read.
+    fn rebuild_facts(&self, partition: i32) -> Result<(), ChangelogError> {
+        let restored = self.store.restore_partitions(&[partition])?;
+        let Some(state) = restored.partitions.get(&partition) else {
+            return Ok(());
+        };
+        let from_bin = facts_rebuild::bins_needed_from(&self.config.refit.warehouse_dir, partition);
+        let rebuilt = facts_rebuild::rebuild_facts(
+            &self.config,
+            &self.store,
+            self.topics.input(partition),
+            partition,
+            state,
+            from_bin,
+        )?;
+        self.metrics.facts_rebuilt.inc_by(rebuilt.facts);
+        self.metrics.facts_missing.inc_by(rebuilt.missing);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 mod admin;
 mod changelog;
 mod dlq;
+mod facts_rebuild;
 mod outputs;
 mod producer;
 mod review_service;

@@ -7,6 +7,7 @@
 //! [`MIN_INTERVAL_HOURS`] (two events at the same moment of driving) are lengthened to it, so that
 //! every duration is positive.
 
+use crate::codec::{Reader, write_long};
 use crate::model::{Payload, TelemetryEvent, exposure_ms};
 
 /// One second of driving.
@@ -21,22 +22,126 @@ pub struct VehicleTimeline {
     critical: Vec<i64>,
 }
 
+/// What one record adds to a vehicle's timeline: the refit's sufficient statistics, kept in
+/// the state (a few bytes each, [`TimelineItem::encode`]) in place of the records themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineItem {
+    Trip {
+        start_ms: i64,
+        end_ms: i64,
+        exposure_ms: u64,
+    },
+    Critical {
+        time_ms: i64,
+    },
+}
+
+impl TimelineItem {
+    /// The items of one accepted record: a trip, or its critical events (one for a safety
+    /// event, any number for a review service's result); none for anything else.
+    pub fn of(event: &TelemetryEvent<'_>) -> Vec<TimelineItem> {
+        match &event.payload {
+            Payload::Trip(t) => vec![TimelineItem::Trip {
+                start_ms: t.start_time_ms,
+                end_ms: t.end_time_ms,
+                exposure_ms: exposure_ms(t.duration_s),
+            }],
+            Payload::Safety(s) if s.is_critical() => vec![TimelineItem::Critical {
+                time_ms: event.event_time_ms,
+            }],
+            Payload::Review(r) => r
+                .events
+                .iter()
+                .filter(|(_, e)| e.is_critical())
+                .map(|(time, _)| TimelineItem::Critical { time_ms: *time })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// When the item happened, for the refit's window: a trip's end, an event's time.
+    pub fn time_ms(&self) -> i64 {
+        match self {
+            TimelineItem::Trip { end_ms, .. } => *end_ms,
+            TimelineItem::Critical { time_ms } => *time_ms,
+        }
+    }
+
+    /// Appends the item, its times relative to `base_ms` (the start of the bin it is kept
+    /// under), as zig-zag varints: a tag, then start, length and exposure of a trip or the
+    /// time of an event. Typically 9 bytes for a trip, 4 for an event.
+    pub fn encode(&self, base_ms: i64, out: &mut Vec<u8>) {
+        match *self {
+            TimelineItem::Trip {
+                start_ms,
+                end_ms,
+                exposure_ms,
+            } => {
+                write_long(0, out);
+                write_long(start_ms.wrapping_sub(base_ms), out);
+                write_long(end_ms.wrapping_sub(start_ms), out);
+                write_long(exposure_ms as i64, out);
+            }
+            TimelineItem::Critical { time_ms } => {
+                write_long(1, out);
+                write_long(time_ms.wrapping_sub(base_ms), out);
+            }
+        }
+    }
+
+    /// The items [`TimelineItem::encode`] wrote one after another; `None` for a damaged or
+    /// unknown entry (the rest is not read).
+    pub fn decode_all(bytes: &[u8], base_ms: i64) -> impl Iterator<Item = Option<TimelineItem>> {
+        let mut reader = Reader::new(bytes);
+        let mut damaged = false;
+        std::iter::from_fn(move || {
+            if damaged || reader.position() >= bytes.len() {
+                return None;
+            }
+            let item = Self::decode_one(&mut reader, base_ms);
+            damaged = item.is_none();
+            Some(item)
+        })
+    }
+
+    fn decode_one(reader: &mut Reader<'_>, base_ms: i64) -> Option<TimelineItem> {
+        let tag = reader.long().ok()?;
+        match tag {
+            0 => {
+                let start_ms = base_ms.wrapping_add(reader.long().ok()?);
+                let end_ms = start_ms.wrapping_add(reader.long().ok()?);
+                let exposure_ms = u64::try_from(reader.long().ok()?).ok()?;
+                Some(TimelineItem::Trip {
+                    start_ms,
+                    end_ms,
+                    exposure_ms,
+                })
+            }
+            1 => Some(TimelineItem::Critical {
+                time_ms: base_ms.wrapping_add(reader.long().ok()?),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl VehicleTimeline {
     /// Takes one accepted record of the vehicle (any order).
     pub fn add(&mut self, event: &TelemetryEvent<'_>) {
-        match &event.payload {
-            Payload::Trip(t) => {
-                self.trips
-                    .push((t.start_time_ms, t.end_time_ms, exposure_ms(t.duration_s)))
-            }
-            Payload::Safety(s) if s.is_critical() => self.critical.push(event.event_time_ms),
-            Payload::Review(r) => self.critical.extend(
-                r.events
-                    .iter()
-                    .filter(|(_, e)| e.is_critical())
-                    .map(|(time, _)| *time),
-            ),
-            _ => {}
+        for item in TimelineItem::of(event) {
+            self.add_item(item);
+        }
+    }
+
+    /// Takes one item of the vehicle's timeline (any order).
+    pub fn add_item(&mut self, item: TimelineItem) {
+        match item {
+            TimelineItem::Trip {
+                start_ms,
+                end_ms,
+                exposure_ms,
+            } => self.trips.push((start_ms, end_ms, exposure_ms)),
+            TimelineItem::Critical { time_ms } => self.critical.push(time_ms),
         }
     }
 

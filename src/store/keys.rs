@@ -48,6 +48,11 @@ pub fn fact_bin_prefix(partition: i32, bin: i64) -> Vec<u8> {
     key
 }
 
+/// Splits [`fact_bin_prefix`]'s key into (partition, bin).
+pub fn split_fact_bin(key: &[u8]) -> Option<(i32, i64)> {
+    (key.len() == 12).then_some((partition_of(key)?, time_from(key.get(4..12)?)?))
+}
+
 /// partition | bin of the records' record time | vehicle | offset of the segment's first
 /// record. A partition's facts before a bin form one key range.
 pub fn fact_segment_by_bin(

@@ -20,11 +20,13 @@ use serde_json::{Value, json};
 use crate::engine::detection::FleetSums;
 use crate::engine::retention::StoredVehicle;
 use crate::engine::runner::CommitTarget;
+use crate::engine::state::FactSegment;
 use crate::engine::{
     BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RETIRED_BIN, RestoredState,
     StateDelta, VehicleMeta, VehicleState, cohort_aggregator, fact_records, id_hash,
 };
 use crate::model::RegressionAlert;
+use crate::refit::intervals::TimelineItem;
 
 const CF_VEHICLES: &str = "vehicles";
 const CF_BINS: &str = "bins";
@@ -33,6 +35,12 @@ const CF_FACTS: &str = "facts";
 /// Facts by bin of record time, so that a partition's expired ones are one key range.
 const CF_FACTS_BY_BIN: &str = "facts_by_bin";
 const CF_FLEET: &str = "fleet";
+/// The refit's timeline items by bin of record time (the facts' bins), as the facts' segments.
+const CF_TIMELINE: &str = "timeline";
+/// Per bin of record time, the input offset of the first fact kept under it.
+const CF_FACT_BINS: &str = "fact_bins";
+/// The input offsets of rejected records, one entry per commit keyed by its last offset.
+const CF_REJECTED: &str = "rejected";
 const CF_SEEN: &str = "seen";
 const CF_POSITIONS: &str = "positions";
 const CF_SERIES: &str = "series";
@@ -47,7 +55,7 @@ const LOCAL: [&str; 4] = [CF_PRIORS, CF_MODEL_RUNS, CF_ALERTS, CF_CHANGELOG];
 /// The column families whose keys start with a partition number and that a partition's
 /// changelog carries, in the order of their one-byte code there. Priors come from refits (each
 /// process's own), alerts are a log of what was published: both stay local.
-pub const PARTITIONED: [&str; 9] = [
+pub const PARTITIONED: [&str; 12] = [
     CF_VEHICLES,
     CF_BINS,
     CF_FACTS,
@@ -57,7 +65,16 @@ pub const PARTITIONED: [&str; 9] = [
     CF_COHORTS,
     CF_FACTS_BY_BIN,
     CF_FLEET,
+    CF_TIMELINE,
+    CF_FACT_BINS,
+    CF_REJECTED,
 ];
+
+/// Partitioned column families the changelog does not carry: the facts (the accepted records'
+/// bytes, for the warehouse) stay in the store that accepted them; another process that takes
+/// the partition rebuilds them from the input topic with the ledger the changelog does carry
+/// ([`CF_FACT_BINS`], [`CF_REJECTED`]). (Older changelogs that carried them still restore.)
+const NOT_LOGGED: [&str; 2] = [CF_FACTS, CF_FACTS_BY_BIN];
 
 /// One change to the store: `value` `None` deletes the key.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +103,7 @@ impl Op {
 
     /// The partition whose changelog carries this change, if any.
     pub fn changelog_partition(&self) -> Option<i32> {
-        PARTITIONED
-            .contains(&self.cf)
+        (PARTITIONED.contains(&self.cf) && !NOT_LOGGED.contains(&self.cf))
             .then(|| keys::partition_of(&self.key))
             .flatten()
     }
@@ -234,6 +250,35 @@ impl Store {
             );
             ops.push(Op::put(CF_FACTS_BY_BIN, key, segment.records.clone()));
         }
+        for segment in &delta.timeline {
+            let key = keys::fact_segment_by_bin(
+                segment.partition,
+                segment.bin_ms,
+                &segment.vehicle_id,
+                segment.first_offset,
+            );
+            ops.push(Op::put(CF_TIMELINE, key, segment.records.clone()));
+        }
+        for (partition, bin, offset) in &delta.fact_bins {
+            let key = keys::fact_bin_prefix(*partition, *bin);
+            ops.push(Op::put(CF_FACT_BINS, key, offset.to_le_bytes().to_vec()));
+        }
+        for (partition, offsets) in &delta.rejected {
+            let Some(last) = offsets.last() else {
+                continue;
+            };
+            let mut value = Vec::with_capacity(offsets.len() * 3);
+            let mut previous = 0;
+            for offset in offsets {
+                crate::codec::write_long(offset - previous, &mut value);
+                previous = *offset;
+            }
+            ops.push(Op::put(
+                CF_REJECTED,
+                keys::fact_bin_prefix(*partition, *last),
+                value,
+            ));
+        }
         for (partition, sums) in &delta.fleet_sums {
             let key = keys::partition_prefix(*partition).to_vec();
             ops.push(Op::put(CF_FLEET, key, sums.encode()));
@@ -259,6 +304,11 @@ impl Store {
                 let from = keys::partition_prefix(position.partition).to_vec();
                 let to = keys::fact_bin_prefix(position.partition, position.facts_horizon_ms);
                 self.delete_range(CF_FACTS_BY_BIN, &from, &to, &mut ops)?;
+                self.delete_range(CF_TIMELINE, &from, &to, &mut ops)?;
+                self.delete_range(CF_FACT_BINS, &from, &to, &mut ops)?;
+                // Rejections no rebuild reads: those before the first offset of the bins kept.
+                let to = keys::fact_bin_prefix(position.partition, position.rejected_floor);
+                self.delete_range(CF_REJECTED, &from, &to, &mut ops)?;
             }
             let value: Vec<u8> = [
                 position.next_offset,
@@ -617,6 +667,18 @@ impl Store {
             ) = (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms);
             state.sampling_scale = f64::from_bits(scale_bits as u64);
         }
+        for item in self.partition_entries(CF_FACT_BINS, &wanted) {
+            let (key, value) = item?;
+            let (partition, bin) =
+                keys::split_fact_bin(&key).ok_or_else(|| corrupt(CF_FACT_BINS, &key))?;
+            let offset =
+                <[u8; 8]>::try_from(&value[..]).map_err(|_| corrupt(CF_FACT_BINS, &key))?;
+            partitions
+                .entry(partition)
+                .or_default()
+                .fact_bins
+                .insert(bin, i64::from_le_bytes(offset));
+        }
         let mut series = Vec::new();
         for item in self.partition_entries(CF_SERIES, &wanted) {
             let (key, value) = item?;
@@ -716,11 +778,85 @@ impl Store {
         Ok(count)
     }
 
+    /// Every item of the refit's timelines kept, with its partition and vehicle (any order).
+    pub fn for_each_timeline_item(
+        &self,
+        mut f: impl FnMut(i32, &str, TimelineItem),
+    ) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_TIMELINE), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let (partition, bin, vehicle) =
+                keys::split_fact_by_bin(&key).ok_or_else(|| corrupt(CF_TIMELINE, &key))?;
+            for encoded in fact_records(&value) {
+                let encoded = encoded.ok_or_else(|| corrupt(CF_TIMELINE, &key))?;
+                for item in TimelineItem::decode_all(encoded, bin) {
+                    f(
+                        partition,
+                        &vehicle,
+                        item.ok_or_else(|| corrupt(CF_TIMELINE, &key))?,
+                    );
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// The rejected input offsets of a partition from `from` on (the ledger a rebuild of its
+    /// facts skips).
+    pub fn rejected_offsets(
+        &self,
+        partition: i32,
+        from: i64,
+    ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
+        let mut offsets = std::collections::BTreeSet::new();
+        let start = keys::fact_bin_prefix(partition, from);
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(((partition as u32) + 1).to_be_bytes().to_vec());
+        let entries = self.db.iterator_cf_opt(
+            self.cf(CF_REJECTED),
+            options,
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        for item in entries {
+            let (key, value) = item?;
+            let mut reader = crate::codec::Reader::new(&value);
+            let mut offset = 0;
+            while reader.position() < value.len() {
+                offset += reader.long().map_err(|_| corrupt(CF_REJECTED, &key))?;
+                if offset >= from {
+                    offsets.insert(offset);
+                }
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Writes fact segments rebuilt from the input (local: no changelog carries them).
+    pub fn put_facts(&self, segments: &[FactSegment]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for segment in segments {
+            let key = keys::fact_segment_by_bin(
+                segment.partition,
+                segment.bin_ms,
+                &segment.vehicle_id,
+                segment.first_offset,
+            );
+            batch.put_cf(self.cf(CF_FACTS_BY_BIN), key, &segment.records);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     /// Bytes (keys and values) of the state a partition's changelog carries, summed over the
     /// column families: what a restore of every partition reads.
     pub fn live_bytes(&self) -> Result<u64, StoreError> {
         let mut bytes = 0;
-        for cf in PARTITIONED {
+        for cf in PARTITIONED.iter().filter(|cf| !NOT_LOGGED.contains(cf)) {
             for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 let (key, value) = item?;
                 bytes += (key.len() + value.len()) as u64;

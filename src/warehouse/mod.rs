@@ -667,6 +667,43 @@ pub fn day_file(warehouse: &Path, table: &str, day_ms: i64, partition: i32) -> P
         .join(format!("part-{partition}.parquet"))
 }
 
+/// The start (ms) of the last day written for `partition` in both fact tables (the earlier of
+/// the two tables' last days), if each has one: every closed day before it is written too, since
+/// a snapshot writes all the days closed by then.
+pub fn last_day_written(warehouse: &Path, partition: i32) -> Option<i64> {
+    let file = format!("part-{partition}.parquet");
+    let last = |table: &str| -> Option<i64> {
+        std::fs::read_dir(warehouse.join(table))
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().join(&file).exists())
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                day_from_date(name.strip_prefix("end_date=")?)
+            })
+            .max()
+    };
+    Some(last("fact_trip_safety")?.min(last("fact_safety_event")?))
+}
+
+/// `YYYY-MM-DD` as the start of that day (ms since the epoch, UTC).
+fn day_from_date(date: &str) -> Option<i64> {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (utc_date(days * DAY_MS) == date).then_some(days * DAY_MS)
+}
+
 /// Writes `table` to `path` unless a file is there already (a day is written once); returns
 /// whether it wrote. Written beside and renamed, so that a reader never sees half a file.
 fn write_once(path: &Path, name: &'static str, table: &Table) -> Result<bool, WarehouseError> {

@@ -1,0 +1,224 @@
+//! Rebuilds a partition's facts from the input topic where its state came from the changelog.
+//!
+//! Facts (the accepted records' bytes, the warehouse's input) stay in the store of the process
+//! that accepted them: the changelog carries state, not input. It carries the facts' ledger
+//! instead: per bin, the offset of the first record kept under it, and the offsets of the
+//! records rejected. A process given a partition whose state it restored from the changelog reads
+//! the input topic again from the first offset of the bins the warehouse has yet to write up to
+//! the partition's committed offset, skips the rejected records, and keeps the rest under the bin
+//! of their record time, as the engine did: the same facts, without the input ever passing
+//! through the changelog. The input topic must keep that long (the days since the warehouse
+//! last wrote the partition, plus three); a record it no longer holds is reported, not invented.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::changelog::EndOfPartition;
+use super::client_config;
+use crate::config::Config;
+use crate::engine::PartitionState;
+use crate::engine::admission::TimeRules;
+use crate::engine::state::{FactSegment, MAX_SEGMENT_BYTES, PendingFacts};
+use crate::store::{Store, StoreError};
+
+/// How long a rebuild may read before it gives up (it reads days of input, not history).
+const REBUILD_DEADLINE: Duration = Duration::from_secs(600);
+/// Rebuilt facts are written in batches of about this many bytes.
+const BATCH_BYTES: usize = 8 << 20;
+/// Facts of a day's rows can lie this far before the day (an event of a trip that ends in it,
+/// or an event filed three days on because its trip never came), plus a day of margin.
+const DAYS_BEFORE_A_DAY: i64 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "rebuilding the facts of {topic} [{partition}] from offset {from} to {to}: reached {at} only after {waited:?}"
+    )]
+    Deadline {
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+        at: i64,
+        waited: Duration,
+    },
+}
+
+/// What a rebuild read.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Rebuilt {
+    /// Facts kept again.
+    pub facts: u64,
+    /// Input records before the first one the topic still held: facts lost to its retention.
+    pub missing: u64,
+}
+
+/// The bins whose facts a rebuild of `partition` needs: those the warehouse may still read
+/// (from four days before the last day it wrote of both fact tables; every bin kept if it has
+/// written none).
+pub fn bins_needed_from(warehouse: &Path, partition: i32) -> i64 {
+    match crate::warehouse::last_day_written(warehouse, partition) {
+        Some(day_ms) => day_ms - DAYS_BEFORE_A_DAY * 86_400_000,
+        None => i64::MIN,
+    }
+}
+
+/// Reads the input of `partition` from the first offset of its bins from `from_bin` on up to
+/// its committed offset and keeps the accepted records as facts in `store`.
+pub fn rebuild_facts(
+    config: &Config,
+    store: &Store,
+    (topic, at): (&str, i32),
+    partition: i32,
+    state: &PartitionState,
+    from_bin: i64,
+) -> Result<Rebuilt, RebuildError> {
+    let end = state.next_offset;
+    let Some(from) = state.facts_from(from_bin).filter(|from| *from < end) else {
+        return Ok(Rebuilt::default());
+    };
+    let started = Instant::now();
+    let rejected: BTreeSet<i64> = store.rejected_offsets(partition, from)?;
+    let end_seen = EndOfPartition::default();
+    let at_end: Arc<AtomicBool> = Arc::clone(&end_seen.0);
+    let consumer: BaseConsumer<EndOfPartition> = client_config(
+        config,
+        &[],
+        &[
+            ("group.id", "safetel-facts-rebuild"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+        ],
+    )
+    .create_with_context(end_seen)?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, at, Offset::Offset(from))?;
+    consumer.assign(&assignment)?;
+
+    let width = config.stream.bin_width_s * 1000;
+    let mut outcome = Rebuilt::default();
+    let mut buffers: HashMap<String, PendingFacts> = HashMap::new();
+    let mut buffered = 0usize;
+    let mut next = from;
+    // The end of the partition shows as an event of its own, which may overtake records still
+    // queued: once it is seen, reading goes on until nothing comes for 200 ms. (Offsets below
+    // the committed one that never come are transaction markers or aborted records.)
+    let mut quiet_since: Option<Instant> = None;
+    while next < end {
+        if started.elapsed() > REBUILD_DEADLINE {
+            return Err(RebuildError::Deadline {
+                topic: topic.to_string(),
+                partition: at,
+                from,
+                to: end,
+                at: next,
+                waited: REBUILD_DEADLINE,
+            });
+        }
+        if quiet_since.is_none() && at_end.load(Ordering::Relaxed) {
+            quiet_since = Some(Instant::now());
+        }
+        if quiet_since.is_some_and(|since| since.elapsed() > Duration::from_millis(200)) {
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(20)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(_)) => {
+                quiet_since.get_or_insert_with(Instant::now);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if quiet_since.is_some() {
+            quiet_since = Some(Instant::now());
+        }
+        let offset = message.offset();
+        if offset < next {
+            continue;
+        }
+        if next == from && offset > from {
+            // The topic no longer holds the first records (its retention took them).
+            outcome.missing = (offset.min(end) - from) as u64;
+        }
+        next = offset + 1;
+        if offset >= end || rejected.contains(&offset) {
+            continue;
+        }
+        let payload = message.payload().unwrap_or(&[]);
+        // Accepted once, so it decodes; should it not, it is left out (and said below).
+        let Ok(event) = crate::codec::decode(payload) else {
+            outcome.missing += 1;
+            continue;
+        };
+        let bin = TimeRules::record_time(&event).div_euclid(width) * width;
+        buffers
+            .entry(event.vehicle_id.to_string())
+            .or_default()
+            .push(bin, offset, payload);
+        buffered += payload.len();
+        outcome.facts += 1;
+        if buffered > BATCH_BYTES {
+            flush(store, partition, &mut buffers)?;
+            buffered = 0;
+        }
+    }
+    flush(store, partition, &mut buffers)?;
+    if outcome.missing > 0 {
+        warn!(
+            topic,
+            partition = at,
+            from,
+            records = outcome.missing,
+            "the input topic no longer holds records whose facts the warehouse has yet to write: those days will lack them (keep the input topic longer than the warehouse's lag plus four days)"
+        );
+    }
+    info!(
+        topic,
+        partition = at,
+        from,
+        to = end,
+        facts = outcome.facts,
+        read_s = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "facts rebuilt from the input topic"
+    );
+    Ok(outcome)
+}
+
+fn flush(
+    store: &Store,
+    partition: i32,
+    buffers: &mut HashMap<String, PendingFacts>,
+) -> Result<(), StoreError> {
+    let mut segments = Vec::new();
+    for (vehicle_id, pending) in buffers.drain() {
+        for (bin_ms, facts) in pending.0 {
+            let segment = FactSegment {
+                partition,
+                bin_ms,
+                vehicle_id: vehicle_id.clone(),
+                first_offset: facts.first_offset,
+                records: facts.bytes,
+            };
+            segments.extend(segment.split(MAX_SEGMENT_BYTES));
+        }
+    }
+    store.put_facts(&segments)
+}
