@@ -52,33 +52,54 @@ pub struct RefitOutcome {
 /// Intervals of every vehicle from the timelines in the store (the trips and critical events
 /// the stream kept for the refit), over the last `window_days` days of event time: the trips
 /// that ended and the events that happened since then (the window ends at the latest record
-/// time accepted). Returns (partition per vehicle, rows).
+/// time accepted). A store from before timelines were kept is read from its facts, which hold
+/// the same. Returns (partition per vehicle, rows).
 pub fn intervals_from_store(
     store: &Store,
     window_days: u32,
 ) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
-    // The partitions' watermarks are the largest event times accepted: no pass over the facts.
-    let latest = store.latest_event_time()?.ok_or(NightlyError::NoData)?;
-    let from = latest - i64::from(window_days) * 86_400_000;
-    let mut timelines: BTreeMap<String, (i32, VehicleTimeline)> = BTreeMap::new();
-    let mut add = |partition: i32, vehicle: &str, item: TimelineItem| {
-        if item.time_ms() >= from {
-            let entry = timelines
-                .entry(vehicle.to_string())
-                .or_insert_with(|| (partition, VehicleTimeline::default()));
-            entry.1.add_item(item);
+    match intervals_from(store, window_days, |add| store.for_each_timeline_item(add)) {
+        Err(NightlyError::NoData) if store.for_each_timeline_item(|_, _, _| {})? == 0 => {
+            intervals_from_facts(store, window_days)
         }
-    };
-    if store.for_each_timeline_item(&mut add)? == 0 {
-        // A store from before timelines were kept: its facts hold the same.
+        outcome => outcome,
+    }
+}
+
+/// [`intervals_from_store`] from the facts (the records' bytes) rather than the timelines.
+pub fn intervals_from_facts(
+    store: &Store,
+    window_days: u32,
+) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
+    intervals_from(store, window_days, |add| {
         store.for_each_fact(|partition, vehicle, bytes| {
             if let Ok(event) = codec::decode(bytes) {
                 for item in TimelineItem::of(&event) {
                     add(partition, vehicle, item);
                 }
             }
-        })?;
-    }
+        })
+    })
+}
+
+/// The intervals of the timeline items `read` gives (partition, vehicle, item).
+fn intervals_from(
+    store: &Store,
+    window_days: u32,
+    read: impl FnOnce(&mut dyn FnMut(i32, &str, TimelineItem)) -> Result<u64, StoreError>,
+) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
+    // The partitions' watermarks are the largest event times accepted: no pass over the facts.
+    let latest = store.latest_event_time()?.ok_or(NightlyError::NoData)?;
+    let from = latest - i64::from(window_days) * 86_400_000;
+    let mut timelines: BTreeMap<String, (i32, VehicleTimeline)> = BTreeMap::new();
+    read(&mut |partition, vehicle, item| {
+        if item.time_ms() >= from {
+            let entry = timelines
+                .entry(vehicle.to_string())
+                .or_insert_with(|| (partition, VehicleTimeline::default()));
+            entry.1.add_item(item);
+        }
+    })?;
     let mut partitions = BTreeMap::new();
     let mut rows = Vec::new();
     for (vehicle, (partition, timeline)) in timelines {

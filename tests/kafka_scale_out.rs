@@ -1,7 +1,8 @@
 //! Scale-out through a real Apache Kafka broker: two `safetel run` processes in one consumer
 //! group share the partitions of a stream that keeps arriving; one is killed (SIGKILL) mid-
 //! stream, its partitions move to the other, which restores their state from the compacted
-//! changelog and finishes the stream. The survivor's store must then equal, partition for
+//! changelog (and its facts, which the changelog does not carry, from the input topic) and
+//! finishes the stream. The survivor's store must then equal, partition for
 //! partition and cohort for cohort, the store of a single process that read the whole stream,
 //! and the alerts the pair published must be the single process's, each the same alert.
 #![cfg(feature = "kafka-tests")]
@@ -58,7 +59,20 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
         );
     }
     // Vehicle faults and a firmware rollout on day 28 (cohort alerts), arriving over ~40 s.
-    let fleet = ["--seed", "21", "--vehicles", "600", "--days", "56"];
+    // Some copies and damaged records among them: rejected, and so skipped again when the
+    // survivor rebuilds the killed one's facts from the input topic.
+    let fleet = [
+        "--seed",
+        "21",
+        "--vehicles",
+        "600",
+        "--days",
+        "56",
+        "--duplicate",
+        "0.01",
+        "--corrupt",
+        "0.002",
+    ];
     let truth_path = dir.path().join("truth.json");
     let mut generator = safetel(&pair, &dir.path().join("unused"), 0)
         .args(["generate", "--kafka", "--rate", "6000", "--truth"])
@@ -135,6 +149,13 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
         metric("safetel_partitions_restored_total")
     );
     assert!(metric("safetel_changelog_records_restored_total") > 0.0);
+    // The facts (local to the store that accepted them) came from the input topic again.
+    assert!(
+        metric("safetel_facts_rebuilt_total") > 0.0,
+        "{}",
+        metric("safetel_facts_rebuilt_total")
+    );
+    assert_eq!(metric("safetel_facts_missing_total"), 0.0);
     let read_by_b = metric("safetel_records_received_total");
     assert!(
         read_by_b <= (total - committed_by_a) as f64,

@@ -1301,3 +1301,106 @@ fn the_fleet_a_restored_partition_compares_with_is_the_live_ones() {
         }
     }
 }
+
+/// The facts a store keeps, as a multiset of (partition, vehicle, record bytes).
+fn kept_facts(store: &Store) -> BTreeMap<(i32, String, Vec<u8>), usize> {
+    let mut facts = BTreeMap::new();
+    store
+        .for_each_fact(|partition, vehicle, record| {
+            *facts
+                .entry((partition, vehicle.to_string(), record.to_vec()))
+                .or_insert(0) += 1;
+        })
+        .unwrap();
+    facts
+}
+
+#[test]
+fn the_ledger_rebuilds_from_the_input_exactly_the_facts_the_engine_kept() {
+    // Copies, damaged, late and out-of-order records: rejected ones must be skipped again.
+    let records = faulty_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut e = engine();
+    let (dlq, _) = run_all(&mut store, &mut e, records.clone(), HashMap::new());
+    assert!(dlq.records.len() > 100, "rejections: {}", dlq.records.len());
+    let kept = kept_facts(&store);
+    assert!(!kept.is_empty());
+
+    // Each partition's input as the source numbered it, offered to a rebuild from the ledger
+    // the store keeps, into a second store.
+    let mut inputs: HashMap<i32, Vec<Vec<u8>>> = HashMap::new();
+    for (key, bytes) in &records {
+        let partition = super::memory::partition_for(key.as_bytes(), 3);
+        inputs.entry(partition).or_default().push(bytes.clone());
+    }
+    let restored = store.restore().unwrap();
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = Store::open(rebuilt_dir.path()).unwrap();
+    let width = Config::default_config().stream.bin_width_s * 1000;
+    let mut skipped = 0;
+    for (partition, input) in &inputs {
+        let state = &restored.partitions[partition];
+        let from = state.facts_from(i64::MIN).unwrap();
+        let rejected = store.rejected_offsets(*partition, from).unwrap();
+        skipped += rejected.len();
+        let mut rebuild = super::ledger::FactsRebuild::new(
+            *partition,
+            width,
+            (from, state.next_offset),
+            rejected,
+        );
+        for (offset, bytes) in input.iter().enumerate() {
+            rebuild.offer(offset as i64, bytes);
+        }
+        assert_eq!(rebuild.unreadable, 0, "partition {partition}");
+        rebuilt.put_facts(&rebuild.take_segments()).unwrap();
+    }
+    assert_eq!(
+        skipped,
+        dlq.records.len(),
+        "every rejection is in the ledger"
+    );
+    assert_eq!(kept_facts(&rebuilt), kept, "the same facts");
+}
+
+#[test]
+fn the_ledger_starts_where_the_bins_wanted_start_and_lets_go_with_retention() {
+    let mut p = PartitionState::default();
+    // Bins of a day, first seen at offsets 10, 40 and 25 (a late vehicle's record).
+    let day = 86_400_000;
+    p.note_fact_bin(0, 10);
+    p.note_fact_bin(day, 40);
+    p.note_fact_bin(day, 55); // a later segment of the same bin: not the first
+    p.note_fact_bin(2 * day, 30);
+    p.note_fact_bin(2 * day, 25); // an earlier segment in the commit that opened it
+    assert_eq!(p.fact_bins[&day], 40);
+    assert_eq!(p.fact_bins[&(2 * day)], 25);
+    assert_eq!(p.new_fact_bins, vec![0, day, 2 * day]);
+    assert_eq!(p.facts_from(i64::MIN), Some(10));
+    assert_eq!(
+        p.facts_from(day),
+        Some(25),
+        "from the least offset of those bins"
+    );
+    assert_eq!(p.facts_from(2 * day), Some(25));
+    assert_eq!(p.facts_from(3 * day), None);
+}
+
+#[test]
+fn the_refit_reads_from_the_timelines_the_intervals_the_facts_give() {
+    let records = faulty_fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut e = engine();
+    run_all(&mut store, &mut e, records, HashMap::new());
+    // The whole stream (42 days), and a window that cuts it.
+    for (window_days, least_events) in [(90, 50), (10, 5)] {
+        let (partitions, rows) = crate::nightly::intervals_from_store(&store, window_days).unwrap();
+        let from_facts = crate::nightly::intervals_from_facts(&store, window_days).unwrap();
+        let events = rows.iter().filter(|r| r.2).count();
+        assert!(events > least_events, "{events} events in {window_days} d");
+        assert_eq!(partitions, from_facts.0, "window {window_days} d");
+        assert_eq!(rows, from_facts.1, "window {window_days} d");
+    }
+}

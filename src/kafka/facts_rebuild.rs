@@ -10,7 +10,7 @@
 //! through the changelog. The input topic must keep that long (the days since the warehouse
 //! last wrote the partition, plus three); a record it no longer holds is reported, not invented.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +26,7 @@ use super::changelog::EndOfPartition;
 use super::client_config;
 use crate::config::Config;
 use crate::engine::PartitionState;
-use crate::engine::admission::TimeRules;
-use crate::engine::state::{FactSegment, MAX_SEGMENT_BYTES, PendingFacts};
+use crate::engine::ledger::FactsRebuild;
 use crate::store::{Store, StoreError};
 
 /// How long a rebuild may read before it gives up (it reads days of input, not history).
@@ -110,10 +109,13 @@ pub fn rebuild_facts(
     assignment.add_partition_offset(topic, at, Offset::Offset(from))?;
     consumer.assign(&assignment)?;
 
-    let width = config.stream.bin_width_s * 1000;
+    let mut rebuild = FactsRebuild::new(
+        partition,
+        config.stream.bin_width_s * 1000,
+        (from, end),
+        rejected,
+    );
     let mut outcome = Rebuilt::default();
-    let mut buffers: HashMap<String, PendingFacts> = HashMap::new();
-    let mut buffered = 0usize;
     let mut next = from;
     // The end of the partition shows as an event of its own, which may overtake records still
     // queued: once it is seen, reading goes on until nothing comes for 200 ms. (Offsets below
@@ -159,28 +161,14 @@ pub fn rebuild_facts(
             outcome.missing = (offset.min(end) - from) as u64;
         }
         next = offset + 1;
-        if offset >= end || rejected.contains(&offset) {
-            continue;
-        }
-        let payload = message.payload().unwrap_or(&[]);
-        // Accepted once, so it decodes; should it not, it is left out (and said below).
-        let Ok(event) = crate::codec::decode(payload) else {
-            outcome.missing += 1;
-            continue;
-        };
-        let bin = TimeRules::record_time(&event).div_euclid(width) * width;
-        buffers
-            .entry(event.vehicle_id.to_string())
-            .or_default()
-            .push(bin, offset, payload);
-        buffered += payload.len();
-        outcome.facts += 1;
-        if buffered > BATCH_BYTES {
-            flush(store, partition, &mut buffers)?;
-            buffered = 0;
+        rebuild.offer(offset, message.payload().unwrap_or(&[]));
+        if rebuild.buffered_bytes() > BATCH_BYTES {
+            store.put_facts(&rebuild.take_segments())?;
         }
     }
-    flush(store, partition, &mut buffers)?;
+    store.put_facts(&rebuild.take_segments())?;
+    outcome.facts = rebuild.kept;
+    outcome.missing += rebuild.unreadable;
     if outcome.missing > 0 {
         warn!(
             topic,
@@ -200,25 +188,4 @@ pub fn rebuild_facts(
         "facts rebuilt from the input topic"
     );
     Ok(outcome)
-}
-
-fn flush(
-    store: &Store,
-    partition: i32,
-    buffers: &mut HashMap<String, PendingFacts>,
-) -> Result<(), StoreError> {
-    let mut segments = Vec::new();
-    for (vehicle_id, pending) in buffers.drain() {
-        for (bin_ms, facts) in pending.0 {
-            let segment = FactSegment {
-                partition,
-                bin_ms,
-                vehicle_id: vehicle_id.clone(),
-                first_offset: facts.first_offset,
-                records: facts.bytes,
-            };
-            segments.extend(segment.split(MAX_SEGMENT_BYTES));
-        }
-    }
-    store.put_facts(&segments)
 }

@@ -273,4 +273,43 @@ mod tests {
         empty.add(&event(5, EventType::NearMiss));
         assert!(empty.intervals().is_empty());
     }
+
+    #[test]
+    fn timeline_items_read_back_as_written_in_a_few_bytes() {
+        let bin = 1_767_571_200_000;
+        let items = [
+            TimelineItem::Trip {
+                start_ms: bin - 2 * H,
+                end_ms: bin + 5 * H,
+                exposure_ms: 7 * H as u64 - 1234,
+            },
+            TimelineItem::Critical {
+                time_ms: bin + 3 * H,
+            },
+            TimelineItem::Critical { time_ms: bin - 1 },
+            TimelineItem::Trip {
+                start_ms: bin,
+                end_ms: bin,
+                exposure_ms: 0,
+            },
+        ];
+        let mut bytes = Vec::new();
+        for item in &items {
+            item.encode(bin, &mut bytes);
+        }
+        assert!(bytes.len() <= 30, "{} bytes for four items", bytes.len());
+        let read: Vec<_> = TimelineItem::decode_all(&bytes, bin).collect();
+        assert_eq!(read, items.map(Some).to_vec());
+        // Damage shows as `None`, and reading stops there.
+        let read: Vec<_> = TimelineItem::decode_all(&[9, 0, 0], bin).collect();
+        assert_eq!(read, vec![None]);
+        // The items of a record are what the intervals take from it.
+        let (t, e) = (trip(0, 2.0), event(H, EventType::Collision));
+        assert_eq!(TimelineItem::of(&t).len(), 1);
+        assert_eq!(
+            TimelineItem::of(&e),
+            vec![TimelineItem::Critical { time_ms: H }]
+        );
+        assert!(TimelineItem::of(&event(H, EventType::HardBrake)).is_empty());
+    }
 }

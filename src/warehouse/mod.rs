@@ -855,3 +855,41 @@ fn trip_table(trip_rows: &[&(&(String, String), &Trip, TripCounts)]) -> Table {
         ],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_back_as_the_days_they_name() {
+        for day in [-800, -1, 0, 59, 365 * 30 + 7, 20_000, 20_454, 60_000] {
+            let ms = day * DAY_MS;
+            assert_eq!(day_from_date(&utc_date(ms)), Some(ms), "day {day}");
+        }
+        for bad in ["2026-02-30", "2026-13-01", "2026-1-x", "2026-01-01-01", ""] {
+            assert_eq!(day_from_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_last_day_written_is_the_earlier_of_the_fact_tables_last_days_of_a_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |table: &str, day: i64, partition: i32| {
+            let path = day_file(dir.path(), table, day * DAY_MS, partition);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        };
+        assert_eq!(last_day_written(dir.path(), 0), None, "nothing written");
+        touch("fact_trip_safety", 20_000, 0);
+        touch("fact_trip_safety", 20_003, 0);
+        assert_eq!(
+            last_day_written(dir.path(), 0),
+            None,
+            "no event day written: a rebuild takes every bin kept"
+        );
+        touch("fact_safety_event", 20_002, 0);
+        touch("fact_safety_event", 20_005, 1);
+        assert_eq!(last_day_written(dir.path(), 0), Some(20_002 * DAY_MS));
+        assert_eq!(last_day_written(dir.path(), 1), None, "per partition");
+    }
+}
