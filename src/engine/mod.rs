@@ -1647,7 +1647,7 @@ pub fn fleet_totals(vehicles: &Vehicles) -> BinStats {
 }
 
 /// The dedup key of a record: its kind, vehicle and id, hashed.
-fn record_hash(kind: RecordKind, vehicle_id: &str, record_id: &str) -> u64 {
+pub(crate) fn record_hash(kind: RecordKind, vehicle_id: &str, record_id: &str) -> u64 {
     id_hash(&[
         &[kind as u8],
         vehicle_id.as_bytes(),

@@ -160,7 +160,31 @@ impl BinStats {
         out
     }
 
+    /// The bins column family's encoding: the fields as unsigned LEB128 varints (most are
+    /// small or zero: about 20 bytes instead of [`BinStats::ENCODED_LEN`]), with a zero byte
+    /// appended where the length would be a multiple of eight, so that it never has the length
+    /// of a fixed-width encoding, which [`BinStats::decode`] reads too.
+    pub fn encode_compact(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        for mut value in self.fields() {
+            while value >= 0x80 {
+                out.push((value as u8) | 0x80);
+                value >>= 7;
+            }
+            out.push(value as u8);
+        }
+        if out.len().is_multiple_of(8) {
+            out.push(0);
+        }
+        out
+    }
+
+    /// Reads [`BinStats::encode_compact`]'s bytes, or [`BinStats::encode`]'s (of this version or
+    /// an older one, with the fields it lacked at their defaults).
     pub fn decode(bytes: &[u8]) -> Option<BinStats> {
+        if !bytes.len().is_multiple_of(8) {
+            return Self::decode_compact(bytes);
+        }
         if ![
             Self::ENCODED_LEN,
             Self::ENCODED_LEN_V2,
@@ -174,7 +198,36 @@ impl BinStats {
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        Some(BinStats {
+        Some(Self::from_values(&v))
+    }
+
+    fn decode_compact(bytes: &[u8]) -> Option<BinStats> {
+        let mut values = Vec::with_capacity(15);
+        let mut at = 0;
+        while values.len() < 15 {
+            let (mut value, mut shift) = (0u64, 0u32);
+            loop {
+                let byte = *bytes.get(at)?;
+                at += 1;
+                if shift > 63 || (shift == 63 && byte > 1) {
+                    return None;
+                }
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+            }
+            values.push(value);
+        }
+        let padded = bytes.len() == at + 1 && bytes[at] == 0 && at.is_multiple_of(8);
+        (bytes.len() == at || padded).then(|| Self::from_values(&values))
+    }
+
+    /// From the fields in [`BinStats::fields`]' order; those missing (older encodings) at
+    /// their defaults.
+    fn from_values(v: &[u64]) -> BinStats {
+        BinStats {
             trips: v[0],
             exposure_ms: v[1],
             safety_events: v[2],
@@ -191,7 +244,7 @@ impl BinStats {
             autonomous_exposure_ms: v.get(12).copied().unwrap_or(v[1]),
             expected_critical_micro: v.get(13).copied().unwrap_or(0),
             expected_disengagements_micro: v.get(14).copied().unwrap_or(0),
-        })
+        }
     }
 }
 
@@ -688,6 +741,59 @@ pub type IdHashBuilder = BuildHasherDefault<IdHasher>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bins_encode_compactly_and_every_encoding_reads_back() {
+        let typical = BinStats {
+            trips: 3,
+            exposure_ms: 7_200_000,
+            safety_events: 2,
+            critical: 1,
+            mode_transitions: 4,
+            risk_exposure_ms: 9_000_000,
+            autonomous_exposure_ms: 3_600_000,
+            expected_critical_micro: 41_234,
+            ..BinStats::default()
+        };
+        let largest = BinStats {
+            trips: u64::MAX,
+            ht_variance_micro: u64::MAX - 1,
+            ..typical
+        };
+        for stats in [BinStats::default(), typical, largest] {
+            let compact = stats.encode_compact();
+            assert!(!compact.len().is_multiple_of(8), "{} bytes", compact.len());
+            assert_eq!(BinStats::decode(&compact), Some(stats));
+            assert_eq!(
+                BinStats::decode(&stats.encode()),
+                Some(stats),
+                "fixed width"
+            );
+        }
+        // 27 bytes: four times fewer than the fixed 120.
+        assert!(
+            typical.encode_compact().len() <= 30,
+            "a typical bin in a few bytes"
+        );
+        // Fifteen zero fields are fifteen bytes: no padding needed; sixteen would be refused.
+        assert_eq!(BinStats::default().encode_compact().len(), 15);
+        assert_eq!(BinStats::decode(&[0; 17]), None, "trailing bytes");
+        assert_eq!(BinStats::decode(&[0x80; 15]), None, "cut short");
+        // A padding byte is read only after sixteen bytes of fields...
+        let mut padded = vec![0x81, 0x01];
+        padded.extend([0; 14]);
+        padded.push(0);
+        assert_eq!(BinStats::decode(&padded).map(|b| b.trips), Some(129));
+        // ...not after seventeen.
+        let mut padded = vec![0x81, 0x81, 0x01];
+        padded.extend([0; 14]);
+        padded.push(0);
+        assert_eq!(BinStats::decode(&padded), None, "padding only where due");
+        // A bin written before the fleet-relative exposures: its exposure counts at risk 1.
+        let v2: Vec<u8> = typical.encode()[..BinStats::ENCODED_LEN_V2].to_vec();
+        let old = BinStats::decode(&v2).unwrap();
+        assert_eq!(old.risk_exposure_ms, typical.exposure_ms);
+    }
 
     #[test]
     fn segments_split_to_records_no_broker_refuses_and_lose_nothing() {

@@ -1,12 +1,14 @@
-//! Rebuilds a partition's facts from the input topic where its state came from the changelog.
+//! Rebuilds a partition's facts and seen ids from the input topic where its state came from the
+//! changelog ([`crate::engine::ledger`]).
 //!
-//! Facts (the accepted records' bytes, the warehouse's input) stay in the store of the process
-//! that accepted them: the changelog carries state, not input. It carries the facts' ledger
+//! Facts (the accepted records' bytes, the warehouse's input) and seen ids stay in the store of
+//! the process that accepted them: the changelog carries state, not input. It carries the facts' ledger
 //! instead: per bin, the offset of the first record kept under it, and the offsets of the
 //! records rejected. A process given a partition whose state it restored from the changelog reads
 //! the input topic again from the first offset of the bins the warehouse has yet to write up to
-//! the partition's committed offset, skips the rejected records, and keeps the rest under the bin
-//! of their record time, as the engine did: the same facts, without the input ever passing
+//! the partition's committed offset (or from the bins of the ids that still count, if earlier),
+//! skips the rejected records, and keeps the rest under the bin of their record time, as the
+//! engine did: the same facts, without the input ever passing
 //! through the changelog. The input topic must keep that long (the days since the warehouse
 //! last wrote the partition, plus three); a record it no longer holds is reported, not invented.
 
@@ -26,7 +28,7 @@ use super::changelog::EndOfPartition;
 use super::client_config;
 use crate::config::Config;
 use crate::engine::PartitionState;
-use crate::engine::ledger::FactsRebuild;
+use crate::engine::ledger::{FactsRebuild, Wanted};
 use crate::store::{Store, StoreError};
 
 /// How long a rebuild may read before it gives up (it reads days of input, not history).
@@ -59,8 +61,9 @@ pub enum RebuildError {
 /// What a rebuild read.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Rebuilt {
-    /// Facts kept again.
+    /// Facts kept again, and seen ids.
     pub facts: u64,
+    pub ids: u64,
     /// Input records before the first one the topic still held: facts lost to its retention.
     pub missing: u64,
 }
@@ -85,10 +88,11 @@ pub fn rebuild_facts(
     state: &PartitionState,
     from_bin: i64,
 ) -> Result<Rebuilt, RebuildError> {
-    let end = state.next_offset;
-    let Some(from) = state.facts_from(from_bin).filter(|from| *from < end) else {
+    let width = config.stream.bin_width_s * 1000;
+    let Some(wanted) = Wanted::of(state, from_bin, width) else {
         return Ok(Rebuilt::default());
     };
+    let (from, end) = (wanted.from(), wanted.end);
     let started = Instant::now();
     let rejected: BTreeSet<i64> = store.rejected_offsets(partition, from)?;
     let end_seen = EndOfPartition::default();
@@ -109,12 +113,7 @@ pub fn rebuild_facts(
     assignment.add_partition_offset(topic, at, Offset::Offset(from))?;
     consumer.assign(&assignment)?;
 
-    let mut rebuild = FactsRebuild::new(
-        partition,
-        config.stream.bin_width_s * 1000,
-        (from, end),
-        rejected,
-    );
+    let mut rebuild = FactsRebuild::new(partition, width, wanted, rejected);
     let mut outcome = Rebuilt::default();
     let mut next = from;
     // The end of the partition shows as an event of its own, which may overtake records still
@@ -163,11 +162,12 @@ pub fn rebuild_facts(
         next = offset + 1;
         rebuild.offer(offset, message.payload().unwrap_or(&[]));
         if rebuild.buffered_bytes() > BATCH_BYTES {
-            store.put_facts(&rebuild.take_segments())?;
+            store.put_facts(&rebuild.take_segments(), &rebuild.take_seen())?;
         }
     }
-    store.put_facts(&rebuild.take_segments())?;
+    store.put_facts(&rebuild.take_segments(), &rebuild.take_seen())?;
     outcome.facts = rebuild.kept;
+    outcome.ids = rebuild.ids_kept;
     outcome.missing += rebuild.unreadable;
     if outcome.missing > 0 {
         warn!(
@@ -184,6 +184,7 @@ pub fn rebuild_facts(
         from,
         to = end,
         facts = outcome.facts,
+        seen_ids = outcome.ids,
         read_s = format!("{:.2}", started.elapsed().as_secs_f64()),
         "facts rebuilt from the input topic"
     );

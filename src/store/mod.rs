@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::engine::detection::FleetSums;
 use crate::engine::retention::StoredVehicle;
 use crate::engine::runner::CommitTarget;
-use crate::engine::state::FactSegment;
+use crate::engine::state::{FactSegment, SeenSegment};
 use crate::engine::{
     BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RETIRED_BIN, RestoredState,
     StateDelta, VehicleMeta, VehicleState, cohort_aggregator, fact_records, id_hash,
@@ -71,10 +71,11 @@ pub const PARTITIONED: [&str; 12] = [
 ];
 
 /// Partitioned column families the changelog does not carry: the facts (the accepted records'
-/// bytes, for the warehouse) stay in the store that accepted them; another process that takes
-/// the partition rebuilds them from the input topic with the ledger the changelog does carry
-/// ([`CF_FACT_BINS`], [`CF_REJECTED`]). (Older changelogs that carried them still restore.)
-const NOT_LOGGED: [&str; 2] = [CF_FACTS, CF_FACTS_BY_BIN];
+/// bytes, for the warehouse) and the seen record ids (the duplicate check's) stay in the store
+/// that accepted them; another process that takes the partition rebuilds them from the input
+/// topic with the ledger the changelog does carry ([`CF_FACT_BINS`], [`CF_REJECTED`]). (Older
+/// changelogs that carried them still restore.)
+const NOT_LOGGED: [&str; 3] = [CF_FACTS, CF_FACTS_BY_BIN, CF_SEEN];
 
 /// One change to the store: `value` `None` deletes the key.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +234,7 @@ impl Store {
         }
         for (partition, id, bin, stats) in &delta.bins {
             let key = keys::bin(*partition, id, *bin);
-            ops.push(Op::put(CF_BINS, key, stats.encode().to_vec()));
+            ops.push(Op::put(CF_BINS, key, stats.encode_compact()));
         }
         for (partition, id, bin) in &delta.expired_bins {
             ops.push(Op::delete(CF_BINS, keys::bin(*partition, id, *bin)));
@@ -284,14 +285,7 @@ impl Store {
             ops.push(Op::put(CF_FLEET, key, sums.encode()));
         }
         for segment in &delta.seen {
-            let value: Vec<u8> = segment
-                .entries
-                .iter()
-                .flat_map(|(t, h)| [t.to_le_bytes(), h.to_le_bytes()])
-                .flatten()
-                .collect();
-            let key =
-                keys::seen_segment(segment.partition, segment.max_time_ms, segment.first_offset);
+            let (key, value) = seen_entry(segment);
             ops.push(Op::put(CF_SEEN, key, value));
         }
         for position in &delta.positions {
@@ -375,7 +369,7 @@ impl Store {
             }
         }
         if any {
-            ops.push(Op::put(CF_BINS, from, retired.encode().to_vec()));
+            ops.push(Op::put(CF_BINS, from, retired.encode_compact()));
         }
         Ok(())
     }
@@ -836,9 +830,18 @@ impl Store {
         Ok(offsets)
     }
 
-    /// Writes fact segments rebuilt from the input (local: no changelog carries them).
-    pub fn put_facts(&self, segments: &[FactSegment]) -> Result<(), StoreError> {
+    /// Writes fact and seen-id segments rebuilt from the input (local: no changelog carries
+    /// them).
+    pub fn put_facts(
+        &self,
+        segments: &[FactSegment],
+        seen: &[SeenSegment],
+    ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
+        for segment in seen {
+            let (key, value) = seen_entry(segment);
+            batch.put_cf(self.cf(CF_SEEN), key, value);
+        }
         for segment in segments {
             let key = keys::fact_segment_by_bin(
                 segment.partition,
@@ -929,6 +932,18 @@ impl Store {
             "cohort_report_offsets": cohort_report_offsets,
             "priors": restored.priors.len(), "alerts": self.alerts()?.len()}))
     }
+}
+
+/// A seen-id segment's key and value: (time, hash) pairs, 16 bytes each.
+fn seen_entry(segment: &SeenSegment) -> (Vec<u8>, Vec<u8>) {
+    let value: Vec<u8> = segment
+        .entries
+        .iter()
+        .flat_map(|(t, h)| [t.to_le_bytes(), h.to_le_bytes()])
+        .flatten()
+        .collect();
+    let key = keys::seen_segment(segment.partition, segment.max_time_ms, segment.first_offset);
+    (key, value)
 }
 
 fn corrupt(cf: &'static str, key: &[u8]) -> StoreError {
