@@ -35,6 +35,46 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// A Confluent-API schema registry (README "Schema registry"); absent: the project's fixed
+    /// schema ids.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+/// `[schema_registry]`: where writer schemas come from and where safetel registers its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL of the Confluent API, e.g. `http://registry:8081` (Apicurio:
+    /// `http://registry:8080/apis/ccompat/v7`).
+    pub url: String,
+    /// `user:password` for HTTP basic authentication (Confluent's `basic.auth.user.info`).
+    #[serde(default)]
+    pub basic_auth_user_info: Option<String>,
+    /// How safetel's schemas are named in the registry.
+    #[serde(default)]
+    pub subject_name_strategy: SubjectNameStrategy,
+    /// How long one registry call may take.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Subject names, as Confluent's serializers name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectNameStrategy {
+    /// `<topic>-value` (the default): one record type per topic. Review results share the
+    /// events topic with telemetry, so theirs is `<topic>-<record name>`.
+    #[default]
+    TopicName,
+    /// The record's full name, e.g. `safetel.v1.RegressionAlert`.
+    RecordName,
+    /// `<topic>-<record full name>`.
+    TopicRecordName,
 }
 
 /// How long state is kept, in event time behind each partition's watermark (README
@@ -554,6 +594,24 @@ impl Config {
         if self.stream.bin_width_s <= 0 {
             return invalid("stream.bin_width_s", "must be positive");
         }
+        if let Some(registry) = &self.schema_registry {
+            if !(registry.url.starts_with("http://") || registry.url.starts_with("https://")) {
+                return invalid("schema_registry.url", "must be an http:// or https:// URL");
+            }
+            if !(1..=600_000).contains(&registry.timeout_ms) {
+                return invalid("schema_registry.timeout_ms", "must be 1..=600000");
+            }
+            if registry
+                .basic_auth_user_info
+                .as_deref()
+                .is_some_and(|u| !u.contains(':'))
+            {
+                return invalid(
+                    "schema_registry.basic_auth_user_info",
+                    "must be user:password",
+                );
+            }
+        }
         self.sampling.policy()?;
         if self.stream.allowed_lateness_s < 0 {
             return invalid("stream.allowed_lateness_s", "must not be negative");
@@ -720,6 +778,13 @@ impl Config {
             if is_secret_property(key) {
                 *value = "<redacted>".into();
             }
+        }
+        // The registry's password; the user stays visible.
+        if let Some(registry) = shown.schema_registry.as_mut()
+            && let Some(user_info) = registry.basic_auth_user_info.as_mut()
+        {
+            let user = user_info.split(':').next().unwrap_or_default().to_string();
+            *user_info = format!("{user}:<redacted>");
         }
         toml::to_string(&shown).unwrap_or_default()
     }
@@ -963,6 +1028,83 @@ mod tests {
         assert_eq!(defaults.silent_ms, Some(30 * day));
         let off = Config::load(None, env(&[("SAFETEL_RETENTION__ENABLED", "false")])).unwrap();
         assert_eq!(off.retention(), crate::engine::Retention::KEEP_ALL);
+    }
+
+    #[test]
+    fn a_schema_registry_is_optional_and_its_settings_are_checked() {
+        assert_eq!(
+            Config::default_config().schema_registry,
+            None,
+            "fixed ids by default"
+        );
+        let url = ("SAFETEL_SCHEMA_REGISTRY__URL", "https://registry:8081");
+        let config = Config::load(None, env(&[url])).unwrap();
+        let registry = config.schema_registry.unwrap();
+        assert_eq!(
+            registry.subject_name_strategy,
+            SubjectNameStrategy::TopicName
+        );
+        assert_eq!(registry.timeout_ms, 5000);
+        assert_eq!(registry.basic_auth_user_info, None);
+        let config = Config::load(
+            None,
+            env(&[
+                url,
+                (
+                    "SAFETEL_SCHEMA_REGISTRY__SUBJECT_NAME_STRATEGY",
+                    "topic_record_name",
+                ),
+                (
+                    "SAFETEL_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO",
+                    "team:secret",
+                ),
+            ]),
+        )
+        .unwrap();
+        let registry = config.schema_registry.clone().unwrap();
+        assert_eq!(
+            registry.subject_name_strategy,
+            SubjectNameStrategy::TopicRecordName
+        );
+        assert_eq!(
+            registry.basic_auth_user_info.as_deref(),
+            Some("team:secret")
+        );
+        let shown = config.redacted_toml();
+        assert!(
+            shown.contains("team:<redacted>") && !shown.contains("secret"),
+            "{shown}"
+        );
+        for (vars, field) in [
+            (
+                vec![("SAFETEL_SCHEMA_REGISTRY__URL", "registry:8081")],
+                "schema_registry.url",
+            ),
+            (
+                vec![url, ("SAFETEL_SCHEMA_REGISTRY__TIMEOUT_MS", "0")],
+                "schema_registry.timeout_ms",
+            ),
+            (
+                vec![
+                    url,
+                    (
+                        "SAFETEL_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO",
+                        "nopassword",
+                    ),
+                ],
+                "schema_registry.basic_auth_user_info",
+            ),
+            (
+                vec![
+                    url,
+                    ("SAFETEL_SCHEMA_REGISTRY__SUBJECT_NAME_STRATEGY", "by_topic"),
+                ],
+                "subject_name_strategy",
+            ),
+        ] {
+            let err = Config::load(None, env(&vars)).unwrap_err();
+            assert!(err.to_string().contains(field), "{vars:?}: {err}");
+        }
     }
 
     #[test]

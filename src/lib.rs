@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! - [`model`]: event types, hazard classes, validation. Pure.
-//! - [`codec`]: Avro with Confluent framing; fast path and schema resolution. Pure.
+//! - [`codec`]: Avro with Confluent framing; fast path and schema resolution; the table of
+//!   writer schemas by id ([`codec::writers`]). Pure, but for the schema source the edge installs.
+//! - [`registry`]: the schema registry's REST API (IO edge).
 //! - [`generator`]: the seeded fleet simulator and fault injection. Pure.
 //! - [`detect`]: change-point detection for one series against what the fleet predicts, its
 //!   false-alarm-calibrated thresholds, hazard ratios; the earlier self-baseline detector. Pure.
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod nightly;
 pub mod refit;
+pub mod registry;
 pub mod sampling;
 pub mod store;
 pub mod warehouse;

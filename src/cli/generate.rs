@@ -108,6 +108,18 @@ impl Args {
 }
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
+    if args.kafka {
+        // With a registry, the records are framed with the ids it gives (before any is made).
+        crate::registry::install(
+            config,
+            &[
+                crate::codec::SchemaId::TelemetryEventV2,
+                crate::codec::SchemaId::ReviewResultV1,
+                crate::codec::SchemaId::ReviewRequestV1,
+            ],
+        )
+        .context("schema registry")?;
+    }
     let fleet = args.generator_config()?;
     let mut generator = Generator::new(fleet.clone())?;
     let progress = ProgressBar::new(u64::from(fleet.days)).with_style(

@@ -29,6 +29,14 @@ use crate::store::Store;
 
 pub fn execute(config: &Config) -> anyhow::Result<()> {
     info!(config = %config.redacted_toml(), "starting safetel run");
+    crate::registry::install(
+        config,
+        &[
+            crate::codec::SchemaId::RegressionAlertV1,
+            crate::codec::SchemaId::ReviewRequestV1,
+        ],
+    )
+    .context("schema registry")?;
     let store = Arc::new(Store::open(&config.state.dir)?);
     // Everything stored locally, until the group assigns this process its partitions: then
     // it keeps those, brought up to date from their changelogs (see kafka::changelog).

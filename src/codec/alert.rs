@@ -76,7 +76,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode_alert(&alert, &mut bytes);
         let (schema_id, mut datum) = split_header(&bytes).unwrap();
-        assert_eq!(schema_id, SchemaId::RegressionAlertV1);
+        assert_eq!(schema_id, SchemaId::RegressionAlertV1 as u32);
         let schema = parse_schema(SchemaId::RegressionAlertV1);
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
         assert!(datum.is_empty(), "the whole datum is read");

@@ -1,7 +1,8 @@
 //! Avro encoding of telemetry records with the Confluent wire framing.
 //!
 //! Owns the bytes on the topics: `[0x00][schema id: u32 BE][Avro binary datum]`. Without a schema
-//! registry the ids are fixed by the project ([`SchemaId`]). Records written with the current
+//! registry the ids are fixed by the project ([`SchemaId`]); with one, [`writers`] learns what
+//! each id stands for from it, and frames safetel's own records with the ids it gave. Records written with the current
 //! schema take a hand-written zero-copy fast path; records written with an older schema are
 //! resolved against the current reader schema by the `apache-avro` crate. Decoding never panics:
 //! every malformed input is a [`DecodeError`]. No IO here.
@@ -11,6 +12,7 @@ mod binary;
 mod resolve;
 mod review;
 mod telemetry;
+pub mod writers;
 
 use crate::model::TelemetryEvent;
 
@@ -74,6 +76,10 @@ pub enum DecodeError {
     BadMagic(u8),
     #[error("schema id {0} is not a known schema for this topic")]
     UnknownSchemaId(u32),
+    #[error("schema id {0}: {1}")]
+    UnreadableSchema(u32, String),
+    #[error("schema id {0}: the schema registry could not be asked: {1}")]
+    RegistryUnavailable(u32, String),
     #[error("datum ends early, at byte {0}")]
     Truncated(usize),
     #[error("variable-length integer at byte {0} is longer than 10 bytes")]
@@ -93,12 +99,16 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The DLQ reason: `schema` for framing and schema-id problems, `decode` for a bad datum.
+    /// The DLQ reason: `schema` for framing and unknown schema ids, `incompatible_schema` for a
+    /// writer schema safetel cannot read, `schema_registry` where the registry could not be
+    /// asked, `decode` for a bad datum.
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::MissingHeader(_)
             | DecodeError::BadMagic(_)
             | DecodeError::UnknownSchemaId(_) => "schema",
+            DecodeError::UnreadableSchema(..) => "incompatible_schema",
+            DecodeError::RegistryUnavailable(..) => "schema_registry",
             _ => "decode",
         }
     }
@@ -107,19 +117,17 @@ impl DecodeError {
 /// Decodes one framed record. The result borrows strings from `bytes` when the writer schema is
 /// the current one.
 pub fn decode(bytes: &[u8]) -> Result<TelemetryEvent<'_>, DecodeError> {
-    let (schema, datum) = split_header(bytes)?;
-    match schema {
-        SchemaId::TelemetryEventV2 => telemetry::decode_current(datum),
-        SchemaId::TelemetryEventV1 => resolve::decode_older(schema, datum),
-        SchemaId::ReviewResultV1 => review::decode_result(datum),
-        SchemaId::RegressionAlertV1 | SchemaId::ReviewRequestV1 => {
-            Err(DecodeError::UnknownSchemaId(schema as u32))
-        }
+    let (id, datum) = split_header(bytes)?;
+    match writers::writer(id)? {
+        writers::Writer::CurrentTelemetry => telemetry::decode_current(datum),
+        writers::Writer::ResolvedTelemetry(schema) => resolve::decode_older(&schema, datum),
+        writers::Writer::CurrentReview => review::decode_result(datum),
+        writers::Writer::Unreadable(why) => Err(DecodeError::UnreadableSchema(id, why)),
     }
 }
 
-/// Splits the Confluent header from the datum.
-pub fn split_header(bytes: &[u8]) -> Result<(SchemaId, &[u8]), DecodeError> {
+/// Splits the Confluent header from the datum: (schema id, datum).
+pub fn split_header(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::MissingHeader(bytes.len()));
     }
@@ -127,14 +135,14 @@ pub fn split_header(bytes: &[u8]) -> Result<(SchemaId, &[u8]), DecodeError> {
         return Err(DecodeError::BadMagic(bytes[0]));
     }
     let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-    let schema = SchemaId::from_u32(id).ok_or(DecodeError::UnknownSchemaId(id))?;
-    Ok((schema, &bytes[HEADER_LEN..]))
+    Ok((id, &bytes[HEADER_LEN..]))
 }
 
-/// Appends the Confluent header for `schema`.
+/// Appends the Confluent header for `schema`: its fixed id, or the registry's
+/// ([`writers::output_id`]).
 pub fn write_header(schema: SchemaId, out: &mut Vec<u8>) {
     out.push(MAGIC);
-    out.extend_from_slice(&(schema as u32).to_be_bytes());
+    out.extend_from_slice(&writers::output_id(schema).to_be_bytes());
 }
 
 /// Encodes an event with the current schema (a review result with its own), framed, appending

@@ -19,37 +19,23 @@ use crate::model::{
 /// ask for more.
 const MAX_ALLOCATION_BYTES: usize = 4 << 20;
 
-struct Schemas {
-    reader: Schema,
-    writers: HashMap<u32, Schema>,
-}
-
-fn schemas() -> &'static Schemas {
-    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
+fn reader() -> &'static Schema {
+    static READER: OnceLock<Schema> = OnceLock::new();
+    READER.get_or_init(|| {
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
-        let writers = [SchemaId::TelemetryEventV1]
-            .into_iter()
-            .map(|id| (id as u32, parse_schema(id)))
-            .collect();
-        Schemas {
-            reader: parse_schema(SchemaId::CURRENT_TELEMETRY),
-            writers,
-        }
+        parse_schema(SchemaId::CURRENT_TELEMETRY)
     })
 }
 
+/// A datum written with `writer` (a TelemetryEvent schema other than the current one), read
+/// with the current schema.
 pub(super) fn decode_older(
-    writer: SchemaId,
+    writer: &Schema,
     datum: &[u8],
 ) -> Result<TelemetryEvent<'static>, DecodeError> {
-    let schemas = schemas();
-    let writer_schema = schemas
-        .writers
-        .get(&(writer as u32))
-        .ok_or(DecodeError::UnknownSchemaId(writer as u32))?;
+    let reader = reader();
     let mut cursor = datum;
-    let value = apache_avro::from_avro_datum(writer_schema, &mut cursor, Some(&schemas.reader))
+    let value = apache_avro::from_avro_datum(writer, &mut cursor, Some(reader))
         .map_err(|e| DecodeError::Resolution(e.to_string()))?;
     if !cursor.is_empty() {
         return Err(DecodeError::TrailingBytes(cursor.len()));

@@ -21,9 +21,9 @@ pub fn encode_review_request(request: &ReviewRequest, out: &mut Vec<u8>) {
 
 /// Decodes a framed request (what the review service reads).
 pub fn decode_review_request(bytes: &[u8]) -> Result<ReviewRequest, DecodeError> {
-    let (schema, datum) = split_header(bytes)?;
-    if schema != SchemaId::ReviewRequestV1 {
-        return Err(DecodeError::UnknownSchemaId(schema as u32));
+    let (id, datum) = split_header(bytes)?;
+    if id != super::writers::output_id(SchemaId::ReviewRequestV1) {
+        return Err(DecodeError::UnknownSchemaId(id));
     }
     let mut r = Reader::new(datum);
     let request = ReviewRequest {

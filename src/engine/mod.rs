@@ -143,9 +143,11 @@ impl Rejection {
         }
     }
 
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 12] = [
         "oversized",
         "schema",
+        "incompatible_schema",
+        "schema_registry",
         "decode",
         "invalid",
         "future",

@@ -227,6 +227,34 @@ impl Drop for KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// With a schema registry: the record's writer schema is asked for before the engine decodes
+    /// the record. While the registry cannot be reached the pipeline waits, as through a broker
+    /// outage (counted in `safetel_source_errors_total`), rather than dead-letter good records.
+    /// Without one (fixed ids), nothing to ask.
+    fn await_writer_schema(&self, payload: &[u8]) {
+        let Ok((id, _)) = crate::codec::split_header(payload) else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(100);
+        while !crate::codec::writers::is_known(id) {
+            match crate::codec::writers::writer(id) {
+                Err(crate::codec::DecodeError::RegistryUnavailable(_, error)) => {
+                    if self.shared.closing.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    self.shared.metrics.source_errors.inc();
+                    warn!(id, %error, ?backoff, "the schema registry cannot be reached: waiting for it");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                // Known now, or known not to exist (the engine dead-letters the record).
+                _ => return,
+            }
+        }
+    }
+}
+
 impl RecordSource for KafkaSource {
     fn poll(
         &mut self,
@@ -260,6 +288,9 @@ impl RecordSource for KafkaSource {
                         payload: message.payload().unwrap_or(&[]),
                         timestamp_ms: Some(timestamp_ms),
                     };
+                    if crate::engine::cohort_aggregator(partition).is_none() {
+                        self.await_writer_schema(record.payload);
+                    }
                     handle(&record);
                     count += 1;
                     wait = Duration::ZERO;
