@@ -368,6 +368,31 @@ impl Metrics {
         for reason in Rejection::REASONS {
             metrics.dlq_recent.with_label_values(&[reason]).set(0);
         }
+        // Labelled counters exist at 0 from the start, so that a rate over them is defined
+        // before the first event.
+        for outcome in ["converged", "not_converged"] {
+            metrics.refit_runs.with_label_values(&[outcome]);
+        }
+        for outcome in ["answered", "timed_out"] {
+            metrics.review_results.with_label_values(&[outcome]);
+        }
+        // The process's CPU, memory, file descriptors and start time (`process_*`, Linux), and
+        // which build this is.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process metrics register once");
+        let build_info = IntGaugeVec::new(
+            Opts::new("safetel_build_info", "1, labelled with the build's version"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        r.register(Box::new(build_info))
+            .expect("metric names are unique");
         metrics
     }
 

@@ -1,7 +1,9 @@
 //! The local stack's files (docker-compose.yml, the Prometheus scrape config, Grafana's
 //! provisioning and dashboard) agree with the code: every metric a Grafana panel queries is one
-//! safetel exposes, every metric safetel exposes is on the dashboard, panels use the provisioned
-//! data source, and the compose file mounts files that exist and scrapes the port safetel serves.
+//! safetel exposes, every metric safetel exposes is on the dashboard, the dashboard imports into
+//! an existing Grafana (a data-source input and variable, an instance variable every query
+//! filters on, legends that name the process, rate windows a 60 s scrape fills), and the compose
+//! file mounts files that exist and scrapes the port safetel serves.
 //! (No Docker engine runs in CI; the broker itself is tested through scripts/kafka.)
 
 use std::collections::BTreeSet;
@@ -29,9 +31,13 @@ fn exposed_families() -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// `safetel_*` names in a PromQL expression, histogram series mapped to their family.
+/// `safetel_*` and `process_*` names in a PromQL expression, histogram series mapped to their
+/// family.
 fn queried(expr: &str) -> Vec<String> {
-    expr.match_indices("safetel_")
+    let names = expr
+        .match_indices("safetel_")
+        .chain(expr.match_indices("process_"));
+    names
         .map(|(at, _)| {
             let name: String = expr[at..]
                 .chars()
@@ -52,21 +58,51 @@ fn the_grafana_dashboard_queries_exactly_the_metrics_safetel_exposes() {
     assert!(names.len() >= 20, "{names:?}");
     let dashboard: serde_json::Value =
         serde_json::from_str(&repo_file("deploy/grafana/dashboards/safetel.json")).unwrap();
-    let datasource = repo_file("deploy/grafana/provisioning/datasources/prometheus.yml");
-    let uid = datasource
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("uid: "))
-        .expect("the data source has a uid");
+    // Importable: the data source is an input and a variable (provisioning picks the provisioned
+    // one, the default), and the processes are a variable.
+    let inputs = dashboard["__inputs"].as_array().unwrap();
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i["type"] == "datasource" && i["pluginId"] == "prometheus"),
+        "{inputs:?}"
+    );
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    assert_eq!(variable("instance")["includeAll"], true);
     let mut on_dashboard = BTreeSet::new();
     let panels = dashboard["panels"].as_array().unwrap();
     for panel in panels {
-        assert_eq!(panel["datasource"]["uid"], uid, "{}", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "{}", panel["title"]);
         for target in targets {
             let expr = target["expr"].as_str().unwrap();
             let used = queried(expr);
             assert!(!used.is_empty(), "{expr}");
+            // Each series of the chosen processes only, and named by its process.
+            assert_eq!(
+                expr.matches("{instance=~\"$instance\"").count(),
+                used.len(),
+                "every selector filters on $instance: {expr}"
+            );
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            assert!(legend.contains("{{instance}}"), "{expr}: legend `{legend}`");
+            // A rate over fewer than four scrapes of 60 s is empty or jumpy.
+            for window in ["[30s]", "[1m]", "[2m]"] {
+                assert!(!expr.contains(window), "{expr}: a {window} window");
+            }
             for name in used {
                 assert!(
                     names.contains(name.as_str()),

@@ -33,7 +33,8 @@ for name in ["fact_trip_safety", "fact_safety_event"]:
 out = {}
 for stem, table in sorted(tables.items()):
     columns = table.column_names
-    info = {"rows": table.num_rows, "columns": columns}
+    info = {"rows": table.num_rows, "columns": columns,
+            "schema": [[f.name, str(f.type), f.nullable] for f in table.schema]}
     for key in ["vehicle_id", "trip_id", "driver_id", "event_type", "episode_id"]:
         if key in columns:
             info[key] = sorted(set(str(v) for v in table.column(key).to_pylist()))
@@ -50,6 +51,39 @@ for stem, table in sorted(tables.items()):
     out[stem] = info
 print(json.dumps(out))
 "#;
+
+/// pyarrow's name for the type a BigQuery DDL column has in safetel's Parquet files.
+fn arrow_type(bigquery: &str) -> &'static str {
+    match bigquery {
+        "STRING" => "string",
+        "INT64" => "int64",
+        "FLOAT64" => "double",
+        "BOOL" => "bool",
+        "DATE" => "date32[day]",
+        "TIMESTAMP" => "timestamp[ms, tz=UTC]",
+        other => panic!("a DDL type the warehouse does not write: {other}"),
+    }
+}
+
+/// Every table's columns as pyarrow read them, against `schemas/warehouse/<table>.sql`: the same
+/// names in the same order, the matching types, and NOT NULL exactly where the file's column is
+/// required (so that `bq load` appends the files to the DDL's tables).
+fn assert_files_match_the_ddl(read: &serde_json::Value) {
+    for (table, info) in read.as_object().unwrap() {
+        let ddl =
+            safetel::warehouse::parquet::ddl(table).unwrap_or_else(|| panic!("{table} has no DDL"));
+        let expected: Vec<serde_json::Value> = safetel::warehouse::parquet::ddl_columns(ddl)
+            .into_iter()
+            .map(|(name, ty, not_null)| serde_json::json!([name, arrow_type(&ty), !not_null]))
+            .collect();
+        assert!(expected.len() >= 2, "{table}: DDL read: {expected:?}");
+        assert_eq!(
+            info["schema"].as_array().unwrap(),
+            &expected,
+            "{table}: the file's columns (name, type, nullable) against its DDL"
+        );
+    }
+}
 
 #[test]
 fn the_snapshot_reads_back_in_pyarrow_with_the_expected_rows_and_keys() {
@@ -148,6 +182,7 @@ fn the_snapshot_reads_back_in_pyarrow_with_the_expected_rows_and_keys() {
         String::from_utf8_lossy(&output.stderr)
     );
     let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_files_match_the_ddl(&read);
 
     // The fact tables hold the trips of the days closed on their partition, with their events.
     let restored = store.restore().unwrap();

@@ -157,6 +157,7 @@ pub fn write_snapshot(
         match &event.payload {
             Payload::Trip(t) => {
                 dates.insert(t.start_time_ms.div_euclid(DAY_MS));
+                dates.insert(t.end_time_ms.div_euclid(DAY_MS));
                 trips.insert(
                     (vehicle.to_string(), t.trip_id.to_string()),
                     Trip {
@@ -260,8 +261,15 @@ pub fn write_snapshot(
         d.1 += 1;
         d.2 += t.exposure_hours;
     }
+    // The snapshot's date, in its own column too (the DDL's partitioning column), not only in
+    // the folder's name.
+    let snapshot_day = snapshot_ms.div_euclid(DAY_MS) as i32;
     let dim_driver = Table {
         columns: vec![
+            (
+                "snapshot_date",
+                Values::Date(vec![Some(snapshot_day); drivers.len()]),
+            ),
             (
                 "driver_id",
                 Values::Text(some(drivers.keys().map(|d| d.to_string()))),
@@ -284,6 +292,10 @@ pub fn write_snapshot(
     let hazard = |id: &str, f: fn(&VehicleHazard) -> f64| hazards.and_then(|h| h.get(id)).map(f);
     let dim_vehicle = Table {
         columns: vec![
+            (
+                "snapshot_date",
+                Values::Date(vec![Some(snapshot_day); vehicles.len()]),
+            ),
             (
                 "vehicle_id",
                 Values::Text(some(vehicles.iter().map(|(id, _)| id.clone()))),
@@ -793,7 +805,8 @@ fn trip_table(trip_rows: &[&(&(String, String), &Trip, TripCounts)]) -> Table {
                 Values::Date(some(
                     trip_rows
                         .iter()
-                        .map(|(_, t, _)| t.start_ms.div_euclid(DAY_MS) as i32),
+                        // A trip's date is its end's, as the bins count it.
+                        .map(|(_, t, _)| t.end_ms.div_euclid(DAY_MS) as i32),
                 )),
             ),
             (

@@ -1,5 +1,8 @@
 //! A column-oriented table written as one Parquet file (one row group, Snappy), with logical
 //! types that BI tools read directly: strings, timestamps (ms, UTC), dates, doubles, booleans.
+//! A column is `REQUIRED` where the table's BigQuery DDL (`schemas/warehouse/<table>.sql`) says
+//! `NOT NULL`, else `OPTIONAL`, so that a `bq load` into the DDL's table takes the files as they
+//! are; a null in a required column is refused.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +34,17 @@ impl Values {
             Values::Double(v) => v.len(),
             Values::Bool(v) => v.len(),
             Values::Date(v) => v.len(),
+        }
+    }
+
+    /// The row of the first null, if any.
+    fn first_null(&self) -> Option<usize> {
+        match self {
+            Values::Text(v) => v.iter().position(Option::is_none),
+            Values::Long(v) | Values::Timestamp(v) => v.iter().position(Option::is_none),
+            Values::Double(v) => v.iter().position(Option::is_none),
+            Values::Bool(v) => v.iter().position(Option::is_none),
+            Values::Date(v) => v.iter().position(Option::is_none),
         }
     }
 
@@ -69,6 +83,8 @@ pub enum WriteError {
         got: usize,
         expected: usize,
     },
+    #[error("column `{column}` is NOT NULL in the DDL, but row {row} is null")]
+    NullInRequired { column: &'static str, row: usize },
     #[error(transparent)]
     Parquet(#[from] ParquetError),
     #[error("{path}: {source}")]
@@ -76,6 +92,59 @@ pub enum WriteError {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// The BigQuery DDL of each warehouse table, as committed.
+pub fn ddl(table: &str) -> Option<&'static str> {
+    Some(match table {
+        "dim_date" => include_str!("../../schemas/warehouse/dim_date.sql"),
+        "dim_driver" => include_str!("../../schemas/warehouse/dim_driver.sql"),
+        "dim_event_type" => include_str!("../../schemas/warehouse/dim_event_type.sql"),
+        "dim_vehicle" => include_str!("../../schemas/warehouse/dim_vehicle.sql"),
+        "fact_model_run" => include_str!("../../schemas/warehouse/fact_model_run.sql"),
+        "fact_regression" => include_str!("../../schemas/warehouse/fact_regression.sql"),
+        "fact_safety_event" => include_str!("../../schemas/warehouse/fact_safety_event.sql"),
+        "fact_trip_safety" => include_str!("../../schemas/warehouse/fact_trip_safety.sql"),
+        _ => return None,
+    })
+}
+
+/// A DDL's columns in order: (name, BigQuery type, NOT NULL).
+pub fn ddl_columns(ddl: &str) -> Vec<(String, String, bool)> {
+    // Comments out first (they may hold parentheses), then what the parentheses enclose.
+    let code: String = ddl
+        .lines()
+        .map(|line| line.split("--").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The column list: from the first `(` to the `)` that closes it (a `PARTITION BY
+    // DATE(...)` may follow).
+    let Some(open) = code.find('(') else {
+        return Vec::new();
+    };
+    let mut depth = 0;
+    let Some(close) = code[open..].char_indices().find_map(|(i, c)| {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        (depth == 0).then_some(open + i)
+    }) else {
+        return Vec::new();
+    };
+    code[open + 1..close]
+        .lines()
+        .map(|line| line.trim().trim_end_matches(','))
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?.to_string();
+            let ty = words.next()?.to_string();
+            let rest: Vec<&str> = words.collect();
+            Some((name, ty, rest.join(" ").eq_ignore_ascii_case("NOT NULL")))
+        })
+        .collect()
 }
 
 /// Splits optional values into the present ones and Parquet definition levels.
@@ -101,10 +170,32 @@ impl Table {
                 });
             }
         }
+        let required: Vec<String> = ddl(name)
+            .map(ddl_columns)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, _, not_null)| *not_null)
+            .map(|(column, _, _)| column)
+            .collect();
+        let is_required = |column: &str| required.iter().any(|r| r == column);
+        for (column, values) in &self.columns {
+            if is_required(column)
+                && let Some(row) = values.first_null()
+            {
+                return Err(WriteError::NullInRequired { column, row });
+            }
+        }
         let fields: String = self
             .columns
             .iter()
-            .map(|(n, v)| format!("optional {} {n}{};", v.parquet_type(), v.logical()))
+            .map(|(n, v)| {
+                let mode = if is_required(n) {
+                    "required"
+                } else {
+                    "optional"
+                };
+                format!("{mode} {} {n}{};", v.parquet_type(), v.logical())
+            })
             .collect();
         let schema = Arc::new(parse_message_type(&format!(
             "message {name} {{ {fields} }}"
@@ -121,8 +212,10 @@ impl Table {
         })?;
         let mut writer = SerializedFileWriter::new(file, schema, props)?;
         let mut group = writer.next_row_group()?;
-        for (_, values) in &self.columns {
+        for (name, values) in &self.columns {
             let mut column = group.next_column()?.expect("one writer per schema column");
+            // Required columns have no definition levels (and no nulls: checked above).
+            let levels_of = |defined: Vec<i16>| (!is_required(name)).then_some(defined);
             match values {
                 Values::Text(v) => {
                     let (present, defined) = levels(v);
@@ -130,33 +223,43 @@ impl Table {
                         .into_iter()
                         .map(|s| ByteArray::from(s.into_bytes()))
                         .collect();
-                    column
-                        .typed::<ByteArrayType>()
-                        .write_batch(&bytes, Some(&defined), None)?;
+                    column.typed::<ByteArrayType>().write_batch(
+                        &bytes,
+                        levels_of(defined).as_deref(),
+                        None,
+                    )?;
                 }
                 Values::Long(v) | Values::Timestamp(v) => {
                     let (present, defined) = levels(v);
-                    column
-                        .typed::<Int64Type>()
-                        .write_batch(&present, Some(&defined), None)?;
+                    column.typed::<Int64Type>().write_batch(
+                        &present,
+                        levels_of(defined).as_deref(),
+                        None,
+                    )?;
                 }
                 Values::Double(v) => {
                     let (present, defined) = levels(v);
-                    column
-                        .typed::<DoubleType>()
-                        .write_batch(&present, Some(&defined), None)?;
+                    column.typed::<DoubleType>().write_batch(
+                        &present,
+                        levels_of(defined).as_deref(),
+                        None,
+                    )?;
                 }
                 Values::Bool(v) => {
                     let (present, defined) = levels(v);
-                    column
-                        .typed::<BoolType>()
-                        .write_batch(&present, Some(&defined), None)?;
+                    column.typed::<BoolType>().write_batch(
+                        &present,
+                        levels_of(defined).as_deref(),
+                        None,
+                    )?;
                 }
                 Values::Date(v) => {
                     let (present, defined) = levels(v);
-                    column
-                        .typed::<Int32Type>()
-                        .write_batch(&present, Some(&defined), None)?;
+                    column.typed::<Int32Type>().write_batch(
+                        &present,
+                        levels_of(defined).as_deref(),
+                        None,
+                    )?;
                 }
             }
             column.close()?;
@@ -164,5 +267,53 @@ impl Table {
         group.close()?;
         writer.close()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_columns_are_read_in_order_with_their_modes() {
+        let columns = ddl_columns(ddl("fact_model_run").unwrap());
+        assert_eq!(columns[0], ("run_id".into(), "INT64".into(), true));
+        assert_eq!(columns[1], ("run_time".into(), "TIMESTAMP".into(), false));
+        assert_eq!(
+            columns.last().unwrap().0,
+            "sampling_s",
+            "not PARTITION BY DATE(...)"
+        );
+        // A comment with parentheses before the table does not confuse it.
+        let columns = ddl_columns(ddl("dim_vehicle").unwrap());
+        assert_eq!(columns[0], ("snapshot_date".into(), "DATE".into(), true));
+        assert_eq!(columns.len(), 12);
+    }
+
+    #[test]
+    fn a_null_in_a_not_null_column_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let table = Table {
+            columns: vec![
+                ("event_type", Values::Text(vec![Some("a".into()), None])),
+                (
+                    "critical_regardless_of_severity",
+                    Values::Bool(vec![Some(true), None]),
+                ),
+            ],
+        };
+        let err = table.write(&path, "dim_event_type").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WriteError::NullInRequired {
+                    column: "event_type",
+                    row: 1
+                }
+            ),
+            "{err}"
+        );
+        assert!(!path.exists());
     }
 }
