@@ -139,9 +139,9 @@ impl Metrics {
             consumer_lag: IntGaugeVec::new(
                 Opts::new(
                     "safetel_consumer_lag_records",
-                    "Records behind the partition's high watermark",
+                    "Records behind the partition's high watermark, by topic, consumer group and partition",
                 ),
-                &["partition"],
+                &["topic", "group", "partition"],
             )
             .expect("valid metric"),
             commits: IntCounter::new(

@@ -19,7 +19,9 @@ fn exposed_families() -> BTreeSet<(String, String)> {
     let metrics = safetel::metrics::Metrics::new();
     metrics.refit_runs.with_label_values(&["converged"]);
     metrics.review_results.with_label_values(&["answered"]);
-    metrics.consumer_lag.with_label_values(&["0"]);
+    metrics
+        .consumer_lag
+        .with_label_values(&["telemetry.events", "safetel", "0"]);
     metrics
         .render()
         .lines()

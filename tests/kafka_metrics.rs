@@ -144,6 +144,17 @@ fn every_stage_metric_is_exposed_with_the_value_it_should_have() {
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
         .collect();
     assert!(!lags.is_empty(), "a lag gauge per partition");
+    // Labelled as a Kafka operator expects: topic, consumer group, partition.
+    let labelled = |l: &&str| {
+        l.starts_with("safetel_consumer_lag_records{")
+            && l.contains(&format!("topic=\"{}\"", names.events))
+            && l.contains(&format!("group=\"{}\"", names.group))
+            && l.contains("partition=\"0\"")
+    };
+    assert!(
+        metrics.lines().any(|l| labelled(&l)),
+        "lag by topic, group and partition"
+    );
     assert!(lags.iter().all(|lag| *lag == 0.0), "{lags:?}");
 
     // Bins closed: each vehicle's detectors have been fed from its first bin to next_bin_ms.

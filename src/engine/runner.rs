@@ -25,6 +25,18 @@ pub enum Poll {
     End,
 }
 
+/// How far one partition's consumer is behind its end: the topic and partition as the broker
+/// names them, and the consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lag {
+    /// The engine's number for the partition (a cohort aggregator's for the repartition topic).
+    pub internal: i32,
+    pub topic: String,
+    pub group: String,
+    pub partition: i32,
+    pub behind: i64,
+}
+
 /// Where records come from: Kafka in `run`, the generator in `demo` and experiments.
 pub trait RecordSource {
     /// Hands available records to `handle`, waiting at most `max_wait` for the first.
@@ -41,7 +53,7 @@ pub trait RecordSource {
     }
 
     /// Records between each partition's position and its end, where known.
-    fn lag(&self, _positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
+    fn lag(&self, _positions: &HashMap<i32, i64>) -> Vec<Lag> {
         Vec::new()
     }
 
@@ -541,12 +553,12 @@ impl Committer {
     ) -> Result<(), RunError> {
         let (positions, seconds) = done.map_err(RunError::Commit)?;
         let lag = source.lag(&positions);
-        for (partition, behind) in &lag {
+        for lag in &lag {
             engine
                 .metrics
                 .consumer_lag
-                .with_label_values(&[&partition.to_string()])
-                .set(*behind);
+                .with_label_values(&[&lag.topic, &lag.group, &lag.partition.to_string()])
+                .set(lag.behind);
         }
         engine.metrics.commits.inc();
         engine.metrics.commit_duration.observe(seconds);
@@ -564,7 +576,7 @@ impl Committer {
                 .iter()
                 .filter_map(|(p, o)| Some((super::cohort_aggregator(*p)?, *o)))
                 .collect();
-            s.lag = lag.into_iter().collect();
+            s.lag = lag.iter().map(|l| (l.internal, l.behind)).collect();
             s.last_error = None;
         });
         Ok(())

@@ -25,7 +25,7 @@ use super::client_config;
 use crate::config::Config;
 use crate::engine::SourceRecord;
 use crate::engine::admission::reference_timestamp;
-use crate::engine::runner::{Poll, Rebalance, RecordSource, SourceError};
+use crate::engine::runner::{Lag, Poll, Rebalance, RecordSource, SourceError};
 use crate::metrics::Metrics;
 
 /// Most records handed to the engine per poll.
@@ -159,6 +159,7 @@ pub struct KafkaSource {
     topics: Topics,
     shared: Arc<Shared>,
     group: GroupMembership,
+    group_id: String,
     partition_count: Option<i32>,
 }
 
@@ -198,6 +199,7 @@ impl KafkaSource {
         consumer.subscribe(&[&topic, &topics.cohort_reports])?;
         Ok(KafkaSource {
             consumer,
+            group_id: config.kafka.group_id.clone(),
             topic,
             topics,
             shared,
@@ -361,18 +363,27 @@ impl RecordSource for KafkaSource {
         self.partition_count
     }
 
-    fn lag(&self, positions: &HashMap<i32, i64>) -> Vec<(i32, i64)> {
+    fn lag(&self, positions: &HashMap<i32, i64>) -> Vec<Lag> {
         let marks = self
             .shared
             .high_watermarks
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default();
-        let mut lag: Vec<(i32, i64)> = marks
+        let mut lag: Vec<Lag> = marks
             .iter()
-            .filter_map(|(p, high)| Some((*p, (high - positions.get(p)?).max(0))))
+            .filter_map(|(p, high)| {
+                let (topic, partition) = self.topics.input(*p);
+                Some(Lag {
+                    internal: *p,
+                    topic: topic.to_string(),
+                    group: self.group_id.clone(),
+                    partition,
+                    behind: (high - positions.get(p)?).max(0),
+                })
+            })
             .collect();
-        lag.sort_unstable();
+        lag.sort_unstable_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         lag
     }
 
