@@ -11,6 +11,7 @@
 //! with are those the registry gave when the edge registered the schemas.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,10 @@ struct Table {
     output: HashMap<SchemaId, u32>,
 }
 
+/// Whether a registry is in use: without one (the usual case) a record's id is judged without
+/// taking the table's lock.
+static REGISTRY_IN_USE: AtomicBool = AtomicBool::new(false);
+
 fn table() -> &'static RwLock<Table> {
     static TABLE: OnceLock<RwLock<Table>> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -71,6 +76,7 @@ pub fn use_registry(source: Arc<dyn SchemaSource>) {
     table.known.clear();
     table.unknown.clear();
     table.source = Some(source);
+    REGISTRY_IN_USE.store(true, Ordering::Release);
 }
 
 /// Frames safetel's records of `schema` with `id` (the registry's) from now on.
@@ -87,6 +93,9 @@ pub fn output_id(schema: SchemaId) -> u32 {
 
 /// What the writer schema with `id` is; asks the registry (once) where there is one.
 pub fn writer(id: u32) -> Result<Writer, DecodeError> {
+    if !REGISTRY_IN_USE.load(Ordering::Acquire) {
+        return fixed(id);
+    }
     let source = {
         let table = table().read().unwrap_or_else(|p| p.into_inner());
         if table.fixed {
@@ -126,6 +135,9 @@ pub fn writer(id: u32) -> Result<Writer, DecodeError> {
 
 /// Whether `id` is known already (no registry call needed to decode its records).
 pub fn is_known(id: u32) -> bool {
+    if !REGISTRY_IN_USE.load(Ordering::Acquire) {
+        return true;
+    }
     let table = table().read().unwrap_or_else(|p| p.into_inner());
     table.fixed || table.known.contains_key(&id)
 }

@@ -156,19 +156,10 @@ impl FactsRebuild {
     /// The facts taken since the last call, as segments for the store.
     pub fn take_segments(&mut self) -> Vec<FactSegment> {
         self.buffered_bytes = 0;
-        let mut segments = Vec::new();
-        for (vehicle_id, pending) in self.buffers.drain() {
-            for (bin_ms, facts) in pending.0 {
-                let segment = FactSegment {
-                    partition: self.partition,
-                    bin_ms,
-                    vehicle_id: vehicle_id.clone(),
-                    first_offset: facts.first_offset,
-                    records: facts.bytes,
-                };
-                segments.extend(segment.split(MAX_SEGMENT_BYTES));
-            }
-        }
-        segments
+        let partition = self.partition;
+        self.buffers
+            .drain()
+            .flat_map(|(vehicle_id, pending)| pending.into_segments(partition, &vehicle_id))
+            .collect()
     }
 }

@@ -1423,29 +1423,17 @@ impl Engine {
                 .partitions
                 .get_mut(&vehicle.partition)
                 .expect("a vehicle's partition exists");
-            for (bin_ms, items) in std::mem::take(&mut vehicle.pending_timeline).0 {
-                let segment = FactSegment {
-                    partition: vehicle.partition,
-                    bin_ms,
-                    vehicle_id: vehicle_id.clone(),
-                    first_offset: items.first_offset,
-                    records: items.bytes,
-                };
-                delta
-                    .timeline
-                    .extend(segment.split(state::MAX_SEGMENT_BYTES));
+            let timeline = std::mem::take(&mut vehicle.pending_timeline);
+            delta
+                .timeline
+                .extend(timeline.into_segments(vehicle.partition, &vehicle_id));
+            let facts = std::mem::take(&mut vehicle.pending_facts);
+            for (bin_ms, buffer) in &facts.0 {
+                partition.note_fact_bin(*bin_ms, buffer.first_offset);
             }
-            for (bin_ms, facts) in std::mem::take(&mut vehicle.pending_facts).0 {
-                partition.note_fact_bin(bin_ms, facts.first_offset);
-                let segment = FactSegment {
-                    partition: vehicle.partition,
-                    bin_ms,
-                    vehicle_id: vehicle_id.clone(),
-                    first_offset: facts.first_offset,
-                    records: facts.bytes,
-                };
-                delta.facts.extend(segment.split(state::MAX_SEGMENT_BYTES));
-            }
+            delta
+                .facts
+                .extend(facts.into_segments(vehicle.partition, &vehicle_id));
             delta
                 .vehicles
                 .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));

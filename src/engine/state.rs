@@ -386,6 +386,24 @@ impl FactBuffer {
 pub struct PendingFacts(pub Vec<(i64, FactBuffer)>);
 
 impl PendingFacts {
+    /// The buffers as segments of `vehicle_id` on `partition`, split for the changelog
+    /// ([`MAX_SEGMENT_BYTES`]), each with its bin and first offset.
+    pub fn into_segments(self, partition: i32, vehicle_id: &str) -> Vec<FactSegment> {
+        self.0
+            .into_iter()
+            .flat_map(|(bin_ms, buffer)| {
+                FactSegment {
+                    partition,
+                    bin_ms,
+                    vehicle_id: vehicle_id.to_string(),
+                    first_offset: buffer.first_offset,
+                    records: buffer.bytes,
+                }
+                .split(MAX_SEGMENT_BYTES)
+            })
+            .collect()
+    }
+
     pub fn push(&mut self, bin: i64, offset: i64, record: &[u8]) {
         let at = match self.0.iter().position(|(b, _)| *b == bin) {
             Some(at) => at,

@@ -753,22 +753,11 @@ impl Store {
                 count += 1;
             }
         }
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_FACTS_BY_BIN), IteratorMode::Start)
-        {
-            let (key, value) = item?;
-            let (partition, _, vehicle) =
-                keys::split_fact_by_bin(&key).ok_or_else(|| corrupt(CF_FACTS_BY_BIN, &key))?;
-            for record in fact_records(&value) {
-                f(
-                    partition,
-                    &vehicle,
-                    record.ok_or_else(|| corrupt(CF_FACTS_BY_BIN, &key))?,
-                );
-                count += 1;
-            }
-        }
+        self.for_each_segment_record(CF_FACTS_BY_BIN, |partition, _, vehicle, record| {
+            f(partition, vehicle, record);
+            count += 1;
+            Ok(())
+        })?;
         Ok(count)
     }
 
@@ -778,26 +767,33 @@ impl Store {
         mut f: impl FnMut(i32, &str, TimelineItem),
     ) -> Result<u64, StoreError> {
         let mut count = 0;
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_TIMELINE), IteratorMode::Start)
-        {
+        self.for_each_segment_record(CF_TIMELINE, |partition, bin, vehicle, encoded| {
+            for item in TimelineItem::decode_all(encoded, bin) {
+                f(partition, vehicle, item.ok_or(())?);
+                count += 1;
+            }
+            Ok(())
+        })?;
+        Ok(count)
+    }
+
+    /// Each record of the segments of `cf` (keyed partition | bin | vehicle | offset), with its
+    /// partition, bin and vehicle; `f` failing, or a damaged segment, is a corrupt entry.
+    fn for_each_segment_record(
+        &self,
+        cf: &'static str,
+        mut f: impl FnMut(i32, i64, &str, &[u8]) -> Result<(), ()>,
+    ) -> Result<(), StoreError> {
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (key, value) = item?;
             let (partition, bin, vehicle) =
-                keys::split_fact_by_bin(&key).ok_or_else(|| corrupt(CF_TIMELINE, &key))?;
-            for encoded in fact_records(&value) {
-                let encoded = encoded.ok_or_else(|| corrupt(CF_TIMELINE, &key))?;
-                for item in TimelineItem::decode_all(encoded, bin) {
-                    f(
-                        partition,
-                        &vehicle,
-                        item.ok_or_else(|| corrupt(CF_TIMELINE, &key))?,
-                    );
-                    count += 1;
-                }
+                keys::split_fact_by_bin(&key).ok_or_else(|| corrupt(cf, &key))?;
+            for record in fact_records(&value) {
+                let record = record.ok_or_else(|| corrupt(cf, &key))?;
+                f(partition, bin, &vehicle, record).map_err(|()| corrupt(cf, &key))?;
             }
         }
-        Ok(count)
+        Ok(())
     }
 
     /// The rejected input offsets of a partition from `from` on (the ledger a rebuild of its

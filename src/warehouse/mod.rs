@@ -700,20 +700,9 @@ pub fn last_day_written(warehouse: &Path, partition: i32) -> Option<i64> {
 
 /// `YYYY-MM-DD` as the start of that day (ms since the epoch, UTC).
 fn day_from_date(date: &str) -> Option<i64> {
-    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    (utc_date(days * DAY_MS) == date).then_some(days * DAY_MS)
+    // Only a date that reads back as itself (not 2026-02-30, nor 2026-01-01-01).
+    let ms = crate::generator::config::parse_date(date)?;
+    (utc_date(ms) == date).then_some(ms)
 }
 
 /// Writes `table` to `path` unless a file is there already (a day is written once); returns
