@@ -57,10 +57,18 @@ pub struct SchemaRegistryConfig {
     /// How long one registry call may take.
     #[serde(default = "default_registry_timeout_ms")]
     pub timeout_ms: u64,
+    /// How many writer schemas (by id) are kept once fetched, and how many ids the registry did
+    /// not know are remembered (each for a minute); past it the longest-kept leaves first.
+    #[serde(default = "default_registry_cache_capacity")]
+    pub cache_capacity: usize,
 }
 
 fn default_registry_timeout_ms() -> u64 {
     5_000
+}
+
+fn default_registry_cache_capacity() -> usize {
+    1_000
 }
 
 /// Subject names, as Confluent's serializers name them.
@@ -601,6 +609,9 @@ impl Config {
             if !(1..=600_000).contains(&registry.timeout_ms) {
                 return invalid("schema_registry.timeout_ms", "must be 1..=600000");
             }
+            if !(1..=1_000_000).contains(&registry.cache_capacity) {
+                return invalid("schema_registry.cache_capacity", "must be 1..=1000000");
+            }
             if registry
                 .basic_auth_user_info
                 .as_deref()
@@ -1045,6 +1056,7 @@ mod tests {
             SubjectNameStrategy::TopicName
         );
         assert_eq!(registry.timeout_ms, 5000);
+        assert_eq!(registry.cache_capacity, 1000);
         assert_eq!(registry.basic_auth_user_info, None);
         let config = Config::load(
             None,
@@ -1083,6 +1095,10 @@ mod tests {
             (
                 vec![url, ("SAFETEL_SCHEMA_REGISTRY__TIMEOUT_MS", "0")],
                 "schema_registry.timeout_ms",
+            ),
+            (
+                vec![url, ("SAFETEL_SCHEMA_REGISTRY__CACHE_CAPACITY", "0")],
+                "schema_registry.cache_capacity",
             ),
             (
                 vec![

@@ -161,7 +161,7 @@ pub fn install(config: &Config, own: &[SchemaId]) -> Result<(), RegistryError> {
         info!(%subject, id, "schema registered");
         writers::set_output_id(schema, id);
     }
-    writers::use_registry(Arc::new(client));
+    writers::use_registry(Arc::new(client), registry.cache_capacity);
     info!(url = %registry.url, "schema ids are read from the registry");
     Ok(())
 }

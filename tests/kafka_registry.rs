@@ -17,11 +17,6 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 const INCOMPATIBLE: usize = 25;
 const UNKNOWN: usize = 7;
 
-fn registry() -> String {
-    std::env::var("SAFETEL_TEST_REGISTRY")
-        .expect("SAFETEL_TEST_REGISTRY: the registry's URL (scripts/test starts one: scripts/registry start)")
-}
-
 fn python() -> String {
     std::env::var("SAFETEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
@@ -35,11 +30,13 @@ fn clients(args: &[&str]) -> String {
 
 #[test]
 fn registry_framed_telemetry_is_counted_evolution_flows_and_alerts_read_back() {
-    let registry = registry();
+    let test_registry = TestRegistry::from_env();
+    let registry = test_registry.url.clone();
+    let user_info = test_registry.user_info.as_str();
     let dir = tempfile::tempdir().unwrap();
     let names = Names::unique("registry");
     let state = dir.path().join("state");
-    let env = [("SAFETEL_SCHEMA_REGISTRY__URL", registry.as_str())];
+    let env = test_registry.env();
     run_ok(
         safetel(&names, &dir.path().join("unused"), 0)
             .args(["topics", "create"])
@@ -47,12 +44,7 @@ fn registry_framed_telemetry_is_counted_evolution_flows_and_alerts_read_back() {
     );
 
     // Another team's schemas first: safetel's ids are not the fixed 1-5.
-    let client = safetel::registry::RegistryClient::new(&safetel::config::SchemaRegistryConfig {
-        url: registry.clone(),
-        basic_auth_user_info: None,
-        subject_name_strategy: Default::default(),
-        timeout_ms: 5000,
-    });
+    let client = test_registry.client();
     for i in 0..6 {
         let schema = format!(
             r#"{{"type":"record","name":"Other{i}","namespace":"other.team","fields":[{{"name":"n{i}","type":"long"}}]}}"#
@@ -81,6 +73,7 @@ fn registry_framed_telemetry_is_counted_evolution_flows_and_alerts_read_back() {
         &bootstrap(),
         &names.events,
         &registry,
+        user_info,
         fleet.to_str().unwrap(),
         &evolve_from,
         &INCOMPATIBLE.to_string(),
@@ -155,6 +148,7 @@ fn registry_framed_telemetry_is_counted_evolution_flows_and_alerts_read_back() {
         &bootstrap(),
         &names.regressions,
         &registry,
+        user_info,
         &published.len().to_string(),
     ])
     .lines()
@@ -176,4 +170,41 @@ fn registry_framed_telemetry_is_counted_evolution_flows_and_alerts_read_back() {
         assert_eq!(alert["hr_low"].as_f64(), Some(ours.hr_low), "{id}");
         assert_eq!(alert["hr_high"].as_f64(), Some(ours.hr_high), "{id}");
     }
+}
+
+#[test]
+fn a_registry_that_refuses_the_credentials_stops_safetel_with_a_clear_error() {
+    let test_registry = TestRegistry::from_env();
+    let names = Names::unique("registry-auth");
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(safetel(&names, &dir.path().join("unused"), 0).args(["topics", "create"]));
+    let (user, _) = test_registry.user_info.split_once(':').unwrap();
+    let wrong = format!("{user}:not-the-password");
+    for (label, user_info) in [("wrong password", Some(wrong.as_str())), ("none", None)] {
+        let mut command = safetel(&names, &dir.path().join("state"), 0);
+        command
+            .args(["generate", "--kafka", "--vehicles", "2", "--days", "1"])
+            .env("SAFETEL_SCHEMA_REGISTRY__URL", &test_registry.url);
+        if let Some(user_info) = user_info {
+            command.env("SAFETEL_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO", user_info);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{label}: {stderr}");
+        assert!(
+            stderr.contains("schema registry") && stderr.contains("answered 401"),
+            "{label}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("not-the-password"),
+            "{label}: the password is not shown: {stderr}"
+        );
+    }
+    // Nothing reached the topic: the records would have been framed with ids nobody gave.
+    let records = read_until_quiet(
+        &topic_reader(&names, &names.events),
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+    );
+    assert!(records.is_empty(), "{} records sent", records.len());
 }

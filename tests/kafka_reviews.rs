@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use common::*;
+use safetel::codec::SchemaId;
 use safetel::config::Config;
 use safetel::engine::memory::run_in_memory;
 use safetel::engine::{Engine, RestoredState};
@@ -27,8 +28,24 @@ const BUDGET: f64 = 0.5;
 
 #[test]
 fn run_asks_the_review_service_and_counts_only_its_answers() {
+    review_loop(None);
+}
+
+/// The same loop with a schema registry (authenticated): the service and `run` register their
+/// schemas and frame requests, answers and alerts with the registry's ids.
+#[test]
+fn the_review_loop_runs_through_a_schema_registry() {
+    review_loop(Some(&TestRegistry::from_env()));
+}
+
+fn review_loop(registry: Option<&TestRegistry>) {
+    let registry_env: Vec<(&str, &str)> = registry.map(|r| r.env().to_vec()).unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
-    let names = Names::unique("reviews");
+    let names = Names::unique(if registry.is_some() {
+        "reviews-registry"
+    } else {
+        "reviews"
+    });
     let out = run_ok(safetel(&names, &dir.path().join("unused"), 0).args(["topics", "create"]));
     assert!(
         out.contains(&format!("{}: created", names.review_requests)),
@@ -101,19 +118,18 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
             "--truth",
             dir.path().join("truth.json").to_str().unwrap(),
         ])
+        .envs(registry_env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // ...and `run` with a review budget; a review is awaited as long as it takes.
-    let run = Running::start(
-        &names,
-        &dir.path().join("state"),
-        &[
-            ("SAFETEL_SAMPLING__POLICY", "uniform"),
-            ("SAFETEL_SAMPLING__BUDGET", "0.5"),
-            ("SAFETEL_SAMPLING__REVIEW_TIMEOUT_S", "315360000"),
-        ],
-    );
+    let mut run_env = vec![
+        ("SAFETEL_SAMPLING__POLICY", "uniform"),
+        ("SAFETEL_SAMPLING__BUDGET", "0.5"),
+        ("SAFETEL_SAMPLING__REVIEW_TIMEOUT_S", "315360000"),
+    ];
+    run_env.extend(registry_env.iter().copied());
+    let run = Running::start(&names, &dir.path().join("state"), &run_env);
     // Everything but the withheld events, plus one answer per reviewed trip.
     run.wait_committed(records.len() as i64 - withheld + reviewed, TIMEOUT);
     let metrics = http_get(run.port, "/metrics").unwrap().1;
@@ -144,6 +160,24 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
         "{log}"
     );
 
+    // The ids the records are framed with: the fixed ones, or those the registry gave (asking
+    // it again for a registered schema gives its id).
+    let framed_with = |schema: SchemaId, topic: &str| match registry {
+        None => schema as u32,
+        Some(registry) => registry
+            .client()
+            .register(&format!("{topic}-value"), schema.schema_json())
+            .unwrap(),
+    };
+    let request_id = framed_with(SchemaId::ReviewRequestV1, &names.review_requests);
+    let alert_id = framed_with(SchemaId::RegressionAlertV1, &names.regressions);
+    if registry.is_some() {
+        assert!(
+            request_id > 5 && alert_id > 5,
+            "registry ids: {request_id}, {alert_id}"
+        );
+    }
+
     // The requests, decoded with the committed schema: one per reviewed trip, keyed by vehicle.
     let schema =
         apache_avro::Schema::parse_str(include_str!("../schemas/review_request.avsc")).unwrap();
@@ -153,7 +187,8 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
         Duration::from_secs(5),
         TIMEOUT,
     ) {
-        assert_eq!(&payload[..5], &[0, 0, 0, 0, 4], "schema id 4");
+        assert_eq!(payload[0], 0, "Confluent framing");
+        assert_eq!(&payload[1..5], &request_id.to_be_bytes(), "schema id");
         let mut datum = &payload[5..];
         let Value::Record(fields) =
             apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap()
@@ -211,7 +246,7 @@ fn run_asks_the_review_service_and_counts_only_its_answers() {
     )
     .iter()
     .map(|(_, payload)| {
-        let alert = decode_alert(payload, &alert_schema);
+        let alert = decode_alert_framed_with(payload, &alert_schema, alert_id);
         (alert["alert_id"].as_str().unwrap().to_string(), alert)
     })
     .collect();

@@ -122,6 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<TelemetryEvent<'_>, DecodeError> {
         writers::Writer::CurrentTelemetry => telemetry::decode_current(datum),
         writers::Writer::ResolvedTelemetry(schema) => resolve::decode_older(&schema, datum),
         writers::Writer::CurrentReview => review::decode_result(datum),
+        writers::Writer::ResolvedReview(schema) => resolve::decode_older_review(&schema, datum),
         writers::Writer::Unreadable(why) => Err(DecodeError::UnreadableSchema(id, why)),
     }
 }

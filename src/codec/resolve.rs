@@ -1,6 +1,6 @@
-//! The slow path: a datum written with an older TelemetryEvent schema, resolved against the
-//! current reader schema by `apache-avro` (Avro's schema-resolution rules: defaults for added
-//! fields, enum symbols by name), then converted to the model.
+//! The slow path: a datum written with another TelemetryEvent (or ReviewResult) schema, resolved
+//! against the current reader schema by `apache-avro` (Avro's schema-resolution rules: defaults
+//! for added fields, enum symbols by name), then converted to the model.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use apache_avro::types::Value;
 
 use super::{DecodeError, SchemaId, parse_schema};
 use crate::model::{
-    DrivingMode, EventType, ModeTransition, Payload, RoadType, SafetyEvent, Severity,
+    DrivingMode, EventType, ModeTransition, Payload, ReviewResult, RoadType, SafetyEvent, Severity,
     TelemetryEvent, TransitionReason, TripSummary, Weather,
 };
 
@@ -33,14 +33,65 @@ pub(super) fn decode_older(
     writer: &Schema,
     datum: &[u8],
 ) -> Result<TelemetryEvent<'static>, DecodeError> {
-    let reader = reader();
+    event_from_value(resolve_datum(writer, reader(), datum)?)
+}
+
+/// A datum written with `writer` (a ReviewResult schema other than safetel's), read with
+/// safetel's.
+pub(super) fn decode_older_review(
+    writer: &Schema,
+    datum: &[u8],
+) -> Result<TelemetryEvent<'static>, DecodeError> {
+    static REVIEW_READER: OnceLock<Schema> = OnceLock::new();
+    reader(); // sets the allocation limit
+    let review_reader = REVIEW_READER.get_or_init(|| parse_schema(SchemaId::ReviewResultV1));
+    review_from_value(resolve_datum(writer, review_reader, datum)?)
+}
+
+/// The whole of `datum` (written with `writer`) as `reader` reads it.
+fn resolve_datum(writer: &Schema, reader: &Schema, datum: &[u8]) -> Result<Value, DecodeError> {
     let mut cursor = datum;
     let value = apache_avro::from_avro_datum(writer, &mut cursor, Some(reader))
         .map_err(|e| DecodeError::Resolution(e.to_string()))?;
     if !cursor.is_empty() {
         return Err(DecodeError::TrailingBytes(cursor.len()));
     }
-    event_from_value(value)
+    Ok(value)
+}
+
+fn review_from_value(value: Value) -> Result<TelemetryEvent<'static>, DecodeError> {
+    let mut top = Fields::of(value)?;
+    let vehicle_id = top.string("vehicle_id")?;
+    let event_time_ms = top.long("event_time")?;
+    let trip_id = top.string("trip_id")?;
+    let items = match top.take("events")? {
+        Value::Array(items) => items,
+        other => {
+            return Err(resolution(format!(
+                "field `events`: expected an array, got {other:?}"
+            )));
+        }
+    };
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        let mut f = Fields::of(item)?;
+        let time = f.long("event_time")?;
+        events.push((
+            time,
+            SafetyEvent {
+                event_id: f.string("event_id")?,
+                trip_id: trip_id.clone(),
+                event_type: f.symbol("event_type", EventType::from_symbol)?,
+                severity: f.symbol("severity", Severity::from_symbol)?,
+                speed_kph: f.double("speed_kph")?,
+            },
+        ));
+    }
+    Ok(TelemetryEvent {
+        vehicle_id,
+        event_time_ms,
+        payload: Payload::Review(ReviewResult { trip_id, events }),
+    })
 }
 
 fn resolution(msg: impl Into<String>) -> DecodeError {

@@ -323,10 +323,21 @@ pub fn served_totals(port: u16, vehicle: &str) -> Totals {
 
 /// One alert as JSON, read field by field from the Avro datum.
 pub fn decode_alert(bytes: &[u8], schema: &apache_avro::Schema) -> serde_json::Value {
+    decode_alert_framed_with(bytes, schema, 3)
+}
+
+/// An alert framed with schema id `id` (the registry's, where there is one).
+pub fn decode_alert_framed_with(
+    bytes: &[u8],
+    schema: &apache_avro::Schema,
+    id: u32,
+) -> serde_json::Value {
+    let mut header = vec![0];
+    header.extend(id.to_be_bytes());
     assert_eq!(
         &bytes[..5],
-        &[0, 0, 0, 0, 3],
-        "Confluent framing, schema id 3"
+        &header[..],
+        "Confluent framing, schema id {id}"
     );
     let mut datum = &bytes[5..];
     let Value::Record(f) = apache_avro::from_avro_datum(schema, &mut datum, None).unwrap() else {
@@ -540,4 +551,45 @@ pub fn alerts_by_id(
         by_id.insert(id, alert);
     }
     by_id
+}
+
+/// The schema registry `scripts/test` starts (`scripts/registry start`, with authentication):
+/// its URL and the `user:password` it asks for.
+pub struct TestRegistry {
+    pub url: String,
+    pub user_info: String,
+}
+
+impl TestRegistry {
+    pub fn from_env() -> TestRegistry {
+        TestRegistry {
+            url: std::env::var("SAFETEL_TEST_REGISTRY").expect(
+                "SAFETEL_TEST_REGISTRY: the registry's URL (scripts/test starts one: scripts/registry start)",
+            ),
+            user_info: std::env::var("SAFETEL_TEST_REGISTRY_USER_INFO").expect(
+                "SAFETEL_TEST_REGISTRY_USER_INFO: the user:password the registry asks for (scripts/test sets it and starts the registry with it)",
+            ),
+        }
+    }
+
+    /// The environment that points `safetel` at it.
+    pub fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("SAFETEL_SCHEMA_REGISTRY__URL", self.url.as_str()),
+            (
+                "SAFETEL_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO",
+                self.user_info.as_str(),
+            ),
+        ]
+    }
+
+    pub fn client(&self) -> safetel::registry::RegistryClient {
+        safetel::registry::RegistryClient::new(&safetel::config::SchemaRegistryConfig {
+            url: self.url.clone(),
+            basic_auth_user_info: Some(self.user_info.clone()),
+            subject_name_strategy: Default::default(),
+            timeout_ms: 5000,
+            cache_capacity: 1000,
+        })
+    }
 }

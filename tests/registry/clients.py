@@ -1,14 +1,15 @@
 """Registry clients nobody at safetel wrote, for tests/kafka_registry.rs: confluent-kafka's
 AvroSerializer producing telemetry and its AvroDeserializer reading safetel's alerts.
 
-  produce BOOTSTRAP TOPIC REGISTRY FILE EVOLVE_FROM INCOMPATIBLE UNKNOWN
+  produce BOOTSTRAP TOPIC REGISTRY USER_INFO FILE EVOLVE_FROM INCOMPATIBLE UNKNOWN
       sends the records of the Avro container FILE (safetel generate --output) keyed by vehicle:
       with the current TelemetryEvent schema, from record EVOLVE_FROM on with an evolved one (an
       optional field added: what a producer team may do), then INCOMPATIBLE records written with
       a schema safetel cannot read (vehicle_id a long), registered under another subject, and
       UNKNOWN records framed with an id the registry never gave. Prints what it sent, as JSON.
-  consume BOOTSTRAP TOPIC REGISTRY COUNT
+  consume BOOTSTRAP TOPIC REGISTRY USER_INFO COUNT
       reads COUNT alerts from TOPIC with AvroDeserializer; prints them as JSON lines.
+USER_INFO is the registry's user:password (basic.auth.user.info).
 """
 import io
 import json
@@ -36,8 +37,11 @@ def incompatible(schema):
     return schema
 
 
-def produce(bootstrap, topic, registry_url, path, evolve_from, bad, unknown):
-    client = SchemaRegistryClient({"url": registry_url})
+def registry(url, user_info):
+    return SchemaRegistryClient({"url": url, "basic.auth.user.info": user_info})
+
+
+def produce(bootstrap, topic, client, path, evolve_from, bad, unknown):
     with open(path, "rb") as f:
         reader = fastavro.reader(f, return_record_name=True)
         schema = json.loads(reader.metadata["avro.schema"])
@@ -93,8 +97,7 @@ def ctx(topic):
     return SerializationContext(topic, MessageField.VALUE)
 
 
-def consume(bootstrap, topic, registry_url, count):
-    client = SchemaRegistryClient({"url": registry_url})
+def consume(bootstrap, topic, client, count):
     consumer = DeserializingConsumer({
         "bootstrap.servers": bootstrap,
         "group.id": "registry-test-reader",
@@ -121,9 +124,9 @@ def consume(bootstrap, topic, registry_url, count):
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "produce":
-        produce(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7]),
-                int(sys.argv[8]))
+        produce(sys.argv[2], sys.argv[3], registry(sys.argv[4], sys.argv[5]), sys.argv[6], int(sys.argv[7]),
+                int(sys.argv[8]), int(sys.argv[9]))
     elif command == "consume":
-        consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        consume(sys.argv[2], sys.argv[3], registry(sys.argv[4], sys.argv[5]), int(sys.argv[6]))
     else:
         sys.exit(f"unknown command {command}")
