@@ -523,6 +523,31 @@ impl DetectorConfig {
 pub struct HttpConfig {
     /// Address of the API and metrics server; loopback unless you mean otherwise.
     pub listen: String,
+    /// `/health/ready` is 503 while the consumer is further behind its input than this.
+    #[serde(default = "default_ready_max_lag_records")]
+    pub ready_max_lag_records: i64,
+    /// How long one request may take before it is answered 408.
+    #[serde(default = "default_http_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// A connection that sends no request (a first one, or the next on a kept-alive
+    /// connection) for this long is closed.
+    #[serde(default = "default_http_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Most connections served at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_ready_max_lag_records() -> i64 {
+    100_000
+}
+
+fn default_http_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_connections() -> usize {
+    256
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

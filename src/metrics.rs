@@ -23,6 +23,8 @@ pub struct Metrics {
     pub commits: IntCounter,
     /// Failed attempts of state commits (each is retried, or fails the run).
     pub commit_failures: IntCounter,
+    /// Times the consumer group moved on without this process (it rejoined, or exited).
+    pub group_rejoins: IntCounter,
     /// Unix time the current run of failed commit attempts began, 0 while commits succeed.
     pub commit_failing_since: Gauge,
     pub commit_duration: Histogram,
@@ -152,6 +154,11 @@ impl Metrics {
             commit_failures: IntCounter::new(
                 "safetel_commit_failures_total",
                 "Failed attempts of state commits (retried through outages; a refused record fails the run)",
+            )
+            .expect("valid metric"),
+            group_rejoins: IntCounter::new(
+                "safetel_group_rejoins_total",
+                "Times the consumer group moved on without this process (a pause past the session timeout): what it held was dropped and it rejoined",
             )
             .expect("valid metric"),
             commit_failing_since: Gauge::new(
@@ -330,6 +337,7 @@ impl Metrics {
             Box::new(metrics.consumer_lag.clone()),
             Box::new(metrics.commits.clone()),
             Box::new(metrics.commit_failures.clone()),
+            Box::new(metrics.group_rejoins.clone()),
             Box::new(metrics.commit_failing_since.clone()),
             Box::new(metrics.commit_duration.clone()),
             Box::new(metrics.processing_latency.clone()),

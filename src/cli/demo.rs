@@ -324,8 +324,9 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
             sampling: None,
             truth: Some(Arc::new(truth)),
             horizon_days: args.horizon_days,
+            ready_max_lag_records: config.http.ready_max_lag_records,
         };
-        serve(address, app)?;
+        serve(address, app, &config.http)?;
     }
     Ok(())
 }
@@ -358,7 +359,8 @@ fn refit(config: &Config, store: &Store, out: &std::path::Path, metrics: &Metric
 }
 
 /// Serves the dashboard on `address` until SIGINT or SIGTERM.
-fn serve(address: &str, app: AppState) -> anyhow::Result<()> {
+fn serve(address: &str, app: AppState, http: &crate::config::HttpConfig) -> anyhow::Result<()> {
+    let limits = crate::http::HttpLimits::of(http, Duration::from_secs(2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -376,7 +378,7 @@ fn serve(address: &str, app: AppState) -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
         };
-        crate::http::serve(listener, app, stop).await?;
+        crate::http::serve(listener, app, limits, stop).await?;
         Ok(())
     })
 }

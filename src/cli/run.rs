@@ -115,6 +115,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
             .sampling
             .policy()?
             .map(|p| (p.policy.name(), p.budget)),
+        ready_max_lag_records: config.http.ready_max_lag_records,
     };
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),
@@ -155,10 +156,12 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     };
 
     let deadline = Duration::from_millis(config.state.shutdown_deadline_ms);
+    // Open requests get a moment to finish at shutdown, never the whole deadline.
+    let limits = http::HttpLimits::of(&config.http, (deadline / 10).min(Duration::from_secs(2)));
     let outcome = runtime.block_on(async move {
         info!(address = %listener.local_addr()?, "serving API and metrics");
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(http::serve(listener, app, async {
+        let server = tokio::spawn(http::serve(listener, app, limits, async {
             let _ = http_stopped.await;
         }));
         let mut term = signal(SignalKind::terminate())?;

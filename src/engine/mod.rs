@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod cohorts;
 pub mod detection;
+pub mod health;
 pub mod ledger;
 pub mod memory;
 pub mod recent;

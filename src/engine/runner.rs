@@ -82,6 +82,26 @@ pub trait RecordSource {
     fn partition_count(&self) -> Option<i32> {
         None
     }
+
+    /// How long the group waits for this process before it gives its partitions to another
+    /// (`session.timeout.ms`); `None` for a source without a group.
+    fn session_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What stops the source from consuming, as far as it can tell.
+    fn health(&self) -> SourceHealth {
+        SourceHealth::default()
+    }
+}
+
+/// What a source knows is wrong with its input.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct SourceHealth {
+    /// Input topics the cluster does not have (a name mistyped, say).
+    pub missing_topics: Vec<String>,
+    /// The last error the consumer group reported (joining, heartbeats), if not cleared since.
+    pub group_error: Option<String>,
 }
 
 /// A consumer-group rebalance, as the loop handles it.
@@ -121,11 +141,29 @@ pub struct Sinks<'a> {
 pub trait CommitTarget: Send {
     fn commit(&mut self, delta: StateDelta) -> Result<(), String>;
 
+    /// [`CommitTarget::commit`], saying whether a failure leaves the run able to go on.
+    fn commit_typed(&mut self, delta: StateDelta) -> Result<(), CommitError> {
+        self.commit(delta).map_err(CommitError::Failed)
+    }
+
     /// The committed state of partitions this process has just been given, brought up to date
     /// with whatever another process committed for them.
     fn load_partitions(&mut self, _partitions: &[i32]) -> Result<super::RestoredState, String> {
         Err("this state store cannot take over partitions (no changelog)".into())
     }
+}
+
+/// Why a commit failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The consumer group moved on without this process (it missed its session timeout: a
+    /// long pause), so its partitions may be another's: nothing of the commit was written, and
+    /// nothing may be committed for them until the group assigns partitions again.
+    #[error("the consumer group moved on without this process: {0}")]
+    GroupMoved(String),
+    /// Anything else: the run stops.
+    #[error("{0}")]
+    Failed(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +184,10 @@ pub enum RunError {
     Alerts(SinkError),
     #[error("state commit failed: {0}")]
     Commit(String),
+    #[error(
+        "lost the consumer group's partitions and was not given any back within {0:?}; exiting so that a supervisor restarts the process"
+    )]
+    NoRejoin(Duration),
 }
 
 /// When to commit.
@@ -173,23 +215,75 @@ pub struct RunStatus {
     pub assigned_cohort_partitions: Option<Vec<i32>>,
     pub lag: BTreeMap<i32, i64>,
     pub last_error: Option<String>,
+    /// Assignments received from the consumer group so far.
+    pub assignments: u64,
+    /// Partitions are being restored (from the store and changelogs) before consuming.
+    pub restoring: bool,
+    /// The group moved on without this process: it holds nothing and waits to be assigned
+    /// partitions again.
+    pub rejoining_since_unix_ms: Option<i64>,
+    /// The loop stood still for longer than the session timeout (a pause): until the group
+    /// assigns again or confirms the membership, the process may not own what it holds.
+    pub membership_unconfirmed_since_unix_ms: Option<i64>,
+    /// The source's view of its input.
+    pub source: SourceHealth,
 }
 
-/// Shared, lock-protected run status.
+impl RunStatus {
+    /// The committed next offsets: source partitions' and the repartition topic's.
+    fn set_committed(&mut self, positions: &HashMap<i32, i64>) {
+        self.committed_offsets = positions
+            .iter()
+            .filter(|(p, _)| super::cohort_aggregator(**p).is_none())
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        self.committed_records = self.committed_offsets.values().sum();
+        self.cohort_report_offsets = positions
+            .iter()
+            .filter_map(|(p, o)| Some((super::cohort_aggregator(*p)?, *o)))
+            .collect();
+    }
+
+    /// Whether this process can vouch for owning the partitions it serves.
+    pub fn owns_what_it_holds(&self) -> bool {
+        self.rejoining_since_unix_ms.is_none()
+            && self.membership_unconfirmed_since_unix_ms.is_none()
+    }
+}
+
+/// Shared, lock-protected run status, and the loop's heartbeat.
 #[derive(Debug, Default)]
-pub struct StatusBoard(Mutex<RunStatus>);
+pub struct StatusBoard {
+    status: Mutex<RunStatus>,
+    /// When the loop last turned (unix ms), 0 before it first did.
+    heartbeat_unix_ms: std::sync::atomic::AtomicI64,
+}
 
 impl StatusBoard {
     pub fn snapshot(&self) -> RunStatus {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// When the loop last turned (unix ms), if it has. Read it before [`StatusBoard::snapshot`]:
+    /// the loop updates the status before the heartbeat.
+    pub fn heartbeat_unix_ms(&self) -> Option<i64> {
+        Some(self.heartbeat_unix_ms.load(Ordering::Acquire)).filter(|t| *t > 0)
+    }
+
+    fn beat(&self) {
+        self.heartbeat_unix_ms.store(unix_ms(), Ordering::Release);
     }
 
     fn update(&self, f: impl FnOnce(&mut RunStatus)) {
-        if let Ok(mut status) = self.0.lock() {
+        if let Ok(mut status) = self.status.lock() {
             f(&mut status);
         }
     }
 }
+
+/// How long an unconfirmed membership (after a pause) stays unconfirmed when the group says
+/// nothing: heartbeats go every few seconds, so a lost membership is reported well within it.
+const UNCONFIRMED_FOR: Duration = Duration::from_secs(15);
 
 /// Totals of one run of the loop.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -224,7 +318,7 @@ struct PendingCommit {
 }
 
 /// What the writer thread reports back: the positions now durable and the commit's duration.
-type CommitDone = Result<(HashMap<i32, i64>, f64), String>;
+type CommitDone = Result<(HashMap<i32, i64>, f64), CommitError>;
 
 /// Runs until the source ends or `shutdown` is set, then commits once more.
 ///
@@ -251,10 +345,11 @@ pub fn run(
                     match job {
                         WriterJob::Commit(commit) => {
                             let commit = *commit;
-                            let result = target.commit(commit.delta).map(|()| {
+                            let result = target.commit_typed(commit.delta).map(|()| {
                                 (commit.positions, commit.started.elapsed().as_secs_f64())
                             });
-                            let failed = result.is_err();
+                            // The run goes on after a lost membership (it rejoins).
+                            let failed = matches!(result, Err(CommitError::Failed(_)));
                             if from_writer.send(result).is_err() || failed {
                                 break;
                             }
@@ -275,6 +370,7 @@ pub fn run(
             in_flight: false,
             summary: RunSummary::default(),
             alert_triggers: Vec::new(),
+            rejoining: None,
         };
         let Sinks {
             dead_letters: dlq,
@@ -320,14 +416,36 @@ fn consume(
     status: &StatusBoard,
 ) -> Result<(), RunError> {
     let mut last_commit = Instant::now();
+    let session_timeout = source.session_timeout();
+    let mut turned = Instant::now();
+    let mut unconfirmed: Option<Instant> = None;
+    let mut source_checked = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
+        // The membership first, then the heartbeat: whoever sees the new heartbeat sees what
+        // the pause made of the membership (the HTTP edge reads them in the other order).
+        watch_membership(
+            session_timeout,
+            std::mem::replace(&mut turned, Instant::now()).elapsed(),
+            &mut unconfirmed,
+            committer.rejoining,
+            status,
+        )?;
+        status.beat();
+        if source_checked.elapsed() >= Duration::from_secs(1) {
+            source_checked = Instant::now();
+            let health = source.health();
+            status.update(|s| s.source = health);
+        }
+        let discard = committer.rejoining.is_some();
         let now_ms = unix_ms();
         let mut failure = None;
         let summary = &mut committer.summary;
         let alert_triggers = &mut committer.alert_triggers;
         let wall_clock = source.timestamps_are_wall_clock();
         let poll = source.poll(Duration::from_millis(100), &mut |record| {
-            if failure.is_some() {
+            // Rejoining: records of partitions that may be another's are not processed; they
+            // are read again, from the committed offsets, once partitions are assigned.
+            if failure.is_some() || discard {
                 return;
             }
             let produced_ms = record.timestamp_ms.filter(|_| wall_clock);
@@ -358,6 +476,8 @@ fn consume(
         }
         while let Some(change) = source.rebalance() {
             rebalance(engine, source, dlq, alerts, committer, status, change)?;
+            // Restoring takes the time it takes: not a pause.
+            turned = Instant::now();
         }
         if let Some(inputs) = source.partitions() {
             engine.set_input_partitions(&inputs);
@@ -373,7 +493,42 @@ fn consume(
             committer.wait(engine, source, status)?;
             committer.start(engine, dlq, alerts)?;
             last_commit = Instant::now();
+            turned = Instant::now();
         }
+    }
+    Ok(())
+}
+
+/// After a pause (the loop stood still past the session timeout, as under SIGSTOP or a long VM
+/// pause), the group has most likely given this process's partitions to another: until it
+/// assigns again, or says nothing for [`UNCONFIRMED_FOR`], the membership is unconfirmed (not
+/// ready, nothing served). Rejoining that takes longer than twice the session timeout plus a
+/// minute ends the run, so that a supervisor restarts the process.
+fn watch_membership(
+    session_timeout: Option<Duration>,
+    stood_still: Duration,
+    unconfirmed: &mut Option<Instant>,
+    rejoining: Option<Instant>,
+    status: &StatusBoard,
+) -> Result<(), RunError> {
+    let Some(session_timeout) = session_timeout else {
+        return Ok(());
+    };
+    if stood_still > session_timeout {
+        tracing::warn!(
+            paused_s = stood_still.as_secs_f64(),
+            session_timeout_s = session_timeout.as_secs_f64(),
+            "the loop stood still past the session timeout: membership unconfirmed until the group answers"
+        );
+        *unconfirmed = Some(Instant::now());
+        status.update(|s| s.membership_unconfirmed_since_unix_ms = Some(unix_ms()));
+    } else if unconfirmed.is_some_and(|since| since.elapsed() > UNCONFIRMED_FOR) {
+        *unconfirmed = None;
+        status.update(|s| s.membership_unconfirmed_since_unix_ms = None);
+    }
+    let rejoin_deadline = session_timeout * 2 + Duration::from_secs(60);
+    if rejoining.is_some_and(|since| since.elapsed() > rejoin_deadline) {
+        return Err(RunError::NoRejoin(rejoin_deadline));
     }
     Ok(())
 }
@@ -395,12 +550,12 @@ fn rebalance(
     match change {
         Rebalance::Revoke { partitions, lost } => {
             if lost {
-                tracing::warn!(
-                    ?partitions,
-                    "partitions lost; what was not committed is dropped"
-                );
                 committer.wait(engine, source, status)?;
-                engine.release(&partitions);
+                committer.lose_membership(
+                    engine,
+                    status,
+                    &format!("partitions {partitions:?} lost (the session timed out)"),
+                );
             } else {
                 committer.wait(engine, source, status)?;
                 committer.start(engine, dlq, alerts)?;
@@ -410,7 +565,10 @@ fn rebalance(
         }
         Rebalance::Assign(partitions) => {
             committer.wait(engine, source, status)?;
-            let restored = committer.load(partitions.clone())?;
+            status.update(|s| s.restoring = true);
+            let restored = committer.load(partitions.clone());
+            status.update(|s| s.restoring = false);
+            let restored = restored?;
             engine.release(&engine.held_partitions());
             engine
                 .adopt(restored)
@@ -433,9 +591,15 @@ fn rebalance(
                         .filter_map(|p| super::cohort_aggregator(*p))
                         .collect(),
                 );
-                s.committed_offsets.retain(|p, _| partitions.contains(p));
-                s.committed_records = s.committed_offsets.values().sum();
+                // What is committed for them now: the restored positions.
+                s.set_committed(&positions);
+                s.assignments += 1;
+                s.rejoining_since_unix_ms = None;
+                s.membership_unconfirmed_since_unix_ms = None;
             });
+            if committer.rejoining.take().is_some() {
+                tracing::info!(?partitions, "rejoined the consumer group");
+            }
             source.assign(&starts)?;
             if let Some(count) = source.partition_count() {
                 engine.set_source_partitions(count);
@@ -455,6 +619,8 @@ struct Committer {
     /// For each alert raised since the last commit point, the produce timestamp of the record
     /// whose processing raised it (for `safetel_alert_latency_seconds`).
     alert_triggers: Vec<Option<i64>>,
+    /// Since when the group has moved on without this process (until it assigns again).
+    rejoining: Option<Instant>,
 }
 
 impl Committer {
@@ -496,6 +662,32 @@ impl Committer {
         Ok(())
     }
 
+    /// The group moved on without this process: everything it holds is dropped (not committed;
+    /// the partitions' next owner redoes it from the committed state), nothing is served, and
+    /// records are not processed until the group assigns partitions again.
+    fn lose_membership(&mut self, engine: &mut Engine, status: &StatusBoard, why: &str) {
+        let held = engine.held_partitions();
+        tracing::warn!(
+            error = why,
+            ?held,
+            "the consumer group moved on without this process: dropping what was not committed and rejoining"
+        );
+        engine.release(&held);
+        engine.metrics.assigned_partitions.set(0);
+        engine.metrics.group_rejoins.inc();
+        self.alert_triggers.clear();
+        self.rejoining.get_or_insert_with(Instant::now);
+        status.update(|s| {
+            s.rejoining_since_unix_ms.get_or_insert_with(unix_ms);
+            s.assigned_partitions = Some(Vec::new());
+            s.assigned_cohort_partitions = Some(Vec::new());
+            s.committed_offsets.clear();
+            s.cohort_report_offsets.clear();
+            s.committed_records = 0;
+            s.lag.clear();
+        });
+    }
+
     /// The committed state of `partitions`, from the writer thread (no commit in flight).
     fn load(&mut self, partitions: Vec<i32>) -> Result<super::RestoredState, RunError> {
         let stopped = || RunError::Commit("state writer stopped".into());
@@ -511,7 +703,7 @@ impl Committer {
     /// Waits for the commit in flight, if any; then tells the source, metrics and status.
     fn wait(
         &mut self,
-        engine: &Engine,
+        engine: &mut Engine,
         source: &mut dyn RecordSource,
         status: &StatusBoard,
     ) -> Result<(), RunError> {
@@ -528,7 +720,7 @@ impl Committer {
     /// Finishes the commit in flight if it is durable already, without waiting.
     fn reap(
         &mut self,
-        engine: &Engine,
+        engine: &mut Engine,
         source: &mut dyn RecordSource,
         status: &StatusBoard,
     ) -> Result<(), RunError> {
@@ -547,11 +739,18 @@ impl Committer {
     fn finish(
         &mut self,
         done: CommitDone,
-        engine: &Engine,
+        engine: &mut Engine,
         source: &mut dyn RecordSource,
         status: &StatusBoard,
     ) -> Result<(), RunError> {
-        let (positions, seconds) = done.map_err(RunError::Commit)?;
+        let (positions, seconds) = match done {
+            Ok(done) => done,
+            Err(CommitError::GroupMoved(why)) => {
+                self.lose_membership(engine, status, &why);
+                return Ok(());
+            }
+            Err(CommitError::Failed(why)) => return Err(RunError::Commit(why)),
+        };
         let lag = source.lag(&positions);
         for lag in &lag {
             engine
@@ -566,16 +765,7 @@ impl Committer {
         status.update(|s| {
             s.commits += 1;
             s.last_commit_unix_ms = Some(unix_ms());
-            s.committed_offsets = positions
-                .iter()
-                .filter(|(p, _)| super::cohort_aggregator(**p).is_none())
-                .map(|(p, o)| (*p, *o))
-                .collect();
-            s.committed_records = s.committed_offsets.values().sum();
-            s.cohort_report_offsets = positions
-                .iter()
-                .filter_map(|(p, o)| Some((super::cohort_aggregator(*p)?, *o)))
-                .collect();
+            s.set_committed(&positions);
             s.lag = lag.iter().map(|l| (l.internal, l.behind)).collect();
             s.last_error = None;
         });

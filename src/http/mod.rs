@@ -5,24 +5,36 @@
 //! `/rare-events`, `/vehicles?q=`, `/diagnostics`, each with its JSON under `/api/...`.
 //! Also `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`,
 //! `GET /api/fleet` (fleet totals and the critical-event rate, Horvitz-Thompson under a review
-//! budget), `GET /api/status`, `GET /health`, `GET /metrics`. Handlers only read shared state;
-//! nothing here changes it.
+//! budget), `GET /api/status`, `GET /health/live`, `GET /health/ready` (`GET /health` is
+//! readiness too; see [`crate::engine::health`]), `GET /metrics`. Handlers only read shared
+//! state; nothing here changes it. While the process cannot vouch for owning the partitions it
+//! holds (rejoining its group, or just back from a pause), pages and data answer 503.
+//!
+//! The server ([`serve`]) accepts at most `http.max_connections` at once, closes a connection
+//! that sends no request for `http.idle_timeout_ms`, answers a request that takes longer than
+//! `http.request_timeout_ms` with 408, and at shutdown waits for open requests only as long as
+//! it is told.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::dashboard::summary::{fleet_json, totals_json};
 use crate::dashboard::{self, Sources};
 use crate::engine::detection::{DetectionSettings, Series};
-use crate::engine::runner::StatusBoard;
+use crate::engine::health::{self, HealthInputs, Verdict};
+use crate::engine::runner::{RunStatus, StatusBoard};
 use crate::engine::{BinStats, CohortView, VehicleState, Vehicles};
 use crate::generator::GroundTruth;
 use crate::metrics::Metrics;
@@ -47,10 +59,12 @@ pub struct AppState {
     pub truth: Option<Arc<GroundTruth>>,
     /// A regression counts as detected when an alert opened within this many days of onset.
     pub horizon_days: f64,
+    /// `/health/ready` is 503 while the consumer is further behind than this.
+    pub ready_max_lag_records: i64,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let owned = Router::new()
         .route("/", get(summary_page))
         .route("/regressions", get(regressions_page))
         .route("/regressions/episode", get(episode_page))
@@ -63,24 +77,156 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rare-events", get(rare_events))
         .route("/api/vehicle-ranking", get(vehicle_ranking))
         .route("/api/diagnostics", get(diagnostics))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/api/status", get(status))
         .route("/api/vehicles", get(vehicles))
         .route("/api/vehicles/{id}", get(vehicle))
         .route("/api/fleet", get(fleet))
+        .route_layer(middleware::from_fn_with_state(state.clone(), only_if_owned));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(ready))
+        .route("/health/ready", get(ready))
+        .route("/health/live", get(live))
+        .route("/api/status", get(status))
+        .merge(owned)
+        .layer(middleware::from_fn(move |request, next| {
+            within(request_timeout, request, next)
+        }))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// A request answered within `limit`, or 408.
+async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(json!({"error": format!("not answered within {limit:?}")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Pages and data only while the process can vouch for owning what it holds.
+async fn only_if_owned(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let heartbeat = state.status.heartbeat_unix_ms();
+    let status = state.status.snapshot();
+    if health::may_serve(&health_inputs(&state, &status, heartbeat)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        Json(json!({
+            "error": "this process is not in step with its consumer group (rejoining, or just back from a pause): it serves nothing until the group assigns it partitions",
+            "rejoining_since_unix_ms": status.rejoining_since_unix_ms,
+            "membership_unconfirmed_since_unix_ms": status.membership_unconfirmed_since_unix_ms,
+            "loop_heartbeat_unix_ms": heartbeat,
+        })),
+    )
+        .into_response()
+}
+
+/// How the server bounds its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    /// After `shutdown`, how long open requests may take to finish.
+    pub drain: Duration,
+}
+
+impl HttpLimits {
+    pub fn of(config: &crate::config::HttpConfig, drain: Duration) -> HttpLimits {
+        HttpLimits {
+            max_connections: config.max_connections,
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            drain,
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets open requests finish for at most
+/// `limits.drain`; connections still open then are dropped.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let app = router(state, limits.request_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing, close) = tokio::sync::watch::channel(false);
+    let mut at_limit_logged = false;
+    tokio::pin!(shutdown);
+    loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !at_limit_logged {
+                    tracing::warn!(
+                        limit = limits.max_connections,
+                        "HTTP connection limit reached: new connections wait until one closes (idle ones close after http.idle_timeout_ms)"
+                    );
+                    at_limit_logged = true;
+                }
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: back off rather than spin.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        if permits.available_permits() > 0 {
+            at_limit_logged = false;
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let mut close = close.clone();
+        let idle_timeout = limits.idle_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = close.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    // No more connections; the open ones finish their request in flight, for so long.
+    let _ = closing.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain, permits.acquire_many(all))
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = limits.max_connections - permits.available_permits(),
+            "HTTP connections still open at the shutdown deadline are dropped"
+        );
+    }
+    Ok(())
 }
 
 /// A failed read of the store, as the API reports it.
@@ -273,32 +419,65 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// `/health/live` or `/health/ready`: 200 or 503, the verdict's reasons in the body.
+/// `heartbeat` read before `status` (see [`StatusBoard::heartbeat_unix_ms`]).
+fn health_inputs<'a>(
+    state: &AppState,
+    status: &'a RunStatus,
+    heartbeat: Option<i64>,
+) -> HealthInputs<'a> {
+    HealthInputs {
+        status,
+        now_unix_ms: crate::engine::runner::unix_ms(),
+        heartbeat_unix_ms: heartbeat,
+        broker_unreachable_since_unix_s: (state.metrics.source_disconnected.get() == 1)
+            .then(|| state.metrics.source_disconnected_since.get()),
+        commit_failing_since_unix_s: Some(state.metrics.commit_failing_since.get())
+            .filter(|t| *t > 0.0),
+        dead_letters_above_max: state.metrics.dead_letter_share().alarm,
+        max_lag_records: state.ready_max_lag_records,
+    }
+}
+
+fn health(state: &AppState, verdict: fn(&HealthInputs<'_>) -> Verdict) -> Response {
+    let heartbeat = state.status.heartbeat_unix_ms();
     let status = state.status.snapshot();
-    let broker_unreachable_since = (state.metrics.source_disconnected.get() == 1)
-        .then(|| state.metrics.source_disconnected_since.get());
     let dead_letters = state.metrics.dead_letter_share();
-    let commit_failing_since = Some(state.metrics.commit_failing_since.get()).filter(|t| *t > 0.0);
-    let healthy = status.running
-        && status.last_error.is_none()
-        && broker_unreachable_since.is_none()
-        && commit_failing_since.is_none()
-        && !dead_letters.alarm;
-    let code = if healthy {
+    let inputs = health_inputs(state, &status, heartbeat);
+    let (broker_unreachable_since, commit_failing_since) = (
+        inputs.broker_unreachable_since_unix_s,
+        inputs.commit_failing_since_unix_s,
+    );
+    let verdict = verdict(&inputs);
+    let code = if verdict.ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         code,
-        Json(
-            json!({"healthy": healthy, "running": status.running, "last_error": status.last_error,
-                "broker_unreachable_since_unix_s": broker_unreachable_since,
-                "commit_failing_since_unix_s": commit_failing_since,
-                "dead_letters": dead_letter_json(&dead_letters)}),
-        ),
+        Json(json!({
+            "healthy": verdict.ok,
+            "reasons": verdict.reasons,
+            "running": status.running,
+            "last_error": status.last_error,
+            "assigned_partitions": status.assigned_partitions,
+            "assignments": status.assignments,
+            "loop_heartbeat_unix_ms": inputs.heartbeat_unix_ms,
+            "broker_unreachable_since_unix_s": broker_unreachable_since,
+            "commit_failing_since_unix_s": commit_failing_since,
+            "dead_letters": dead_letter_json(&dead_letters),
+        })),
     )
         .into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    health(&state, health::readiness)
+}
+
+async fn live(State(state): State<AppState>) -> Response {
+    health(&state, health::liveness)
 }
 
 /// The dead-letter share of the last records, with its top reasons and partitions.

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use super::client_config;
 use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
-use crate::engine::runner::CommitTarget;
+use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::{RestoredState, StateDelta, cohort_aggregator};
 use crate::store::{Op, Store};
 
@@ -180,6 +180,10 @@ pub enum ChangelogError {
         "another producer with transactional id `{0}` took over (is kafka.transactional_id unique per process?): {1}"
     )]
     Fenced(String, KafkaError),
+    #[error(
+        "the group no longer counts this process a member (a pause past session.timeout.ms?); the transaction is aborted: {0}"
+    )]
+    GroupMoved(KafkaError),
     #[error("the transaction did not commit within {0:?}: {1}")]
     Deadline(Duration, KafkaError),
     #[error(
@@ -253,6 +257,24 @@ impl ChangelogStore {
                 }
                 Err(e) if fenced(&e) => {
                     return Err(ChangelogError::Fenced(self.transactional_id.clone(), e));
+                }
+                // The offsets were refused for the group's sake: no retry with this membership
+                // can succeed. The transaction is aborted (its records never count) and the
+                // run rejoins the group.
+                Err(e) if not_a_member(&e) => {
+                    warn!(error = %e, "state commit refused: the consumer group moved on without this process; aborting it");
+                    if let Err(abort) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                        warn!(error = %abort, "abort failed; the next commit starts with a new producer");
+                        self.renew_producer(abort)?;
+                    }
+                    // What the aborted transaction delivered is not state the store reflects.
+                    self.delivered
+                        .lock()
+                        .expect("delivery lock")
+                        .offsets
+                        .clear();
+                    self.metrics.commit_failing_since.set(0.0);
+                    return Err(ChangelogError::GroupMoved(e));
                 }
                 Err(e) if requires_abort(&e) && Instant::now() < deadline => {
                     warn!(error = %e, "state commit transaction aborted; sending it again");
@@ -597,6 +619,13 @@ impl CommitTarget for ChangelogStore {
         self.commit_delta(delta).map_err(|e| e.to_string())
     }
 
+    fn commit_typed(&mut self, delta: StateDelta) -> Result<(), CommitError> {
+        self.commit_delta(delta).map_err(|e| match e {
+            ChangelogError::GroupMoved(_) => CommitError::GroupMoved(e.to_string()),
+            e => CommitError::Failed(e.to_string()),
+        })
+    }
+
     fn load_partitions(&mut self, partitions: &[i32]) -> Result<RestoredState, String> {
         self.refresh(partitions).map_err(|e| e.to_string())?;
         self.store
@@ -635,6 +664,20 @@ fn fenced(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+    )
+}
+
+/// The group coordinator no longer takes this process's offsets: its member id or generation
+/// is stale (it missed its session timeout, and the group rebalanced without it).
+fn not_a_member(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::RebalanceInProgress
+        )
     )
 }
 

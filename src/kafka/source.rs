@@ -25,7 +25,7 @@ use super::client_config;
 use crate::config::Config;
 use crate::engine::SourceRecord;
 use crate::engine::admission::reference_timestamp;
-use crate::engine::runner::{Lag, Poll, Rebalance, RecordSource, SourceError};
+use crate::engine::runner::{Lag, Poll, Rebalance, RecordSource, SourceError, SourceHealth};
 use crate::metrics::Metrics;
 
 /// Most records handed to the engine per poll.
@@ -40,6 +40,8 @@ struct Shared {
     rebalances: Mutex<VecDeque<Rebalance>>,
     /// Latest high watermark per partition, from librdkafka's statistics.
     high_watermarks: Mutex<HashMap<i32, i64>>,
+    /// The last error the group or the consumer reported, until a record or an assignment.
+    group_error: Mutex<Option<String>>,
     metrics: Metrics,
 }
 
@@ -61,6 +63,18 @@ fn unix_now_s() -> f64 {
 }
 
 impl Shared {
+    fn note_error(&self, error: String) {
+        if let Ok(mut last) = self.group_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    fn clear_error(&self) {
+        if let Ok(mut last) = self.group_error.lock() {
+            last.take();
+        }
+    }
+
     /// A broker answered (a record arrived, or the statistics show one up): an outage is over.
     fn broker_reachable(&self) {
         if let Some(since) = self.metrics.source_reconnected() {
@@ -105,6 +119,7 @@ impl ClientContext for SourceContext {
             return;
         }
         warn!(%error, reason, "kafka client error");
+        self.shared.note_error(format!("{error}: {reason}"));
     }
 }
 
@@ -128,6 +143,7 @@ impl ConsumerContext for SourceContext {
         }
         let change = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.shared.clear_error();
                 info!(
                     ?partitions,
                     "partitions assigned; restoring their state before consuming"
@@ -144,6 +160,7 @@ impl ConsumerContext for SourceContext {
             }
             other => {
                 warn!(error = ?other, "rebalance error");
+                self.shared.note_error(format!("rebalance: {other:?}"));
                 return;
             }
         };
@@ -161,6 +178,10 @@ pub struct KafkaSource {
     group: GroupMembership,
     group_id: String,
     partition_count: Option<i32>,
+    session_timeout: Duration,
+    /// Input topics the cluster lacked at the last look, and when that was; `None` once all
+    /// were found.
+    missing: Mutex<Option<(Vec<String>, Option<std::time::Instant>)>>,
 }
 
 impl KafkaSource {
@@ -172,6 +193,7 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             rebalances: Mutex::new(VecDeque::new()),
             high_watermarks: Mutex::new(HashMap::new()),
+            group_error: Mutex::new(None),
             metrics,
         });
         let context = SourceContext {
@@ -205,7 +227,52 @@ impl KafkaSource {
             shared,
             group: GroupMembership::default(),
             partition_count: None,
+            session_timeout: Duration::from_millis(session_timeout_ms(config)),
+            missing: Mutex::new(Some((Vec::new(), None))),
         })
+    }
+
+    /// Input topics the cluster does not have, looked up at most every 5 s until all exist.
+    fn missing_topics(&self) -> Vec<String> {
+        let Ok(mut missing) = self.missing.lock() else {
+            return Vec::new();
+        };
+        let Some((known_missing, looked)) = missing.as_mut() else {
+            return Vec::new();
+        };
+        if looked.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
+            return known_missing.clone();
+        }
+        *looked = Some(std::time::Instant::now());
+        let mut now_missing = Vec::new();
+        for topic in [&self.topic, &self.topics.cohort_reports] {
+            match self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+            {
+                Ok(metadata) => {
+                    let found = metadata.topics().iter().any(|t| {
+                        t.name() == topic.as_str()
+                            && t.error().is_none()
+                            && !t.partitions().is_empty()
+                    });
+                    if !found {
+                        now_missing.push(topic.clone());
+                    }
+                }
+                // No broker to ask: what was known stays.
+                Err(_) => return known_missing.clone(),
+            }
+        }
+        if now_missing.is_empty() {
+            *missing = None;
+            return Vec::new();
+        }
+        if *known_missing != now_missing {
+            warn!(topics = ?now_missing, "input topics do not exist: nothing can be consumed from them (a mistyped name? `safetel topics create` makes them)");
+        }
+        *known_missing = now_missing.clone();
+        now_missing
     }
 
     /// The group membership the state commits send their offsets with.
@@ -271,6 +338,7 @@ impl RecordSource for KafkaSource {
                 Some(Ok(message)) => {
                     if count == 0 {
                         self.shared.broker_reachable();
+                        self.shared.clear_error();
                     }
                     let partition = self
                         .consumer
@@ -302,6 +370,7 @@ impl RecordSource for KafkaSource {
                     // loop goes on. Nothing is skipped: offsets only move with processed records.
                     self.shared.metrics.source_errors.inc();
                     warn!(error = %e, "consumer error");
+                    self.shared.note_error(e.to_string());
                     break;
                 }
             }
@@ -363,6 +432,17 @@ impl RecordSource for KafkaSource {
         self.partition_count
     }
 
+    fn session_timeout(&self) -> Option<Duration> {
+        Some(self.session_timeout)
+    }
+
+    fn health(&self) -> SourceHealth {
+        SourceHealth {
+            missing_topics: self.missing_topics(),
+            group_error: self.shared.group_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
     fn lag(&self, positions: &HashMap<i32, i64>) -> Vec<Lag> {
         let marks = self
             .shared
@@ -398,4 +478,15 @@ impl RecordSource for KafkaSource {
                 .collect(),
         )
     }
+}
+
+/// The consumer's `session.timeout.ms` (librdkafka's default, 45 s, unless
+/// `[kafka.properties]` sets it).
+fn session_timeout_ms(config: &Config) -> u64 {
+    config
+        .kafka
+        .properties
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(45_000)
 }
