@@ -554,8 +554,8 @@ fn default_max_connections() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
-    #[serde(default = "default_log_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: LogFormat,
     /// A tracing filter such as `info` or `safetel=debug`; `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub level: String,
@@ -565,8 +565,30 @@ fn default_review_requests_topic() -> String {
     "review.requests".into()
 }
 
-fn default_log_format() -> String {
-    "text".into()
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The levels a `log.level` directive may name.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Whether `filter` is a tracing filter whose every directive names a level: `info`,
+/// `safetel=debug,rdkafka=warn` (a bare word that is not a level, such as `verbose`, would be
+/// read as a target and silently log nothing of it).
+fn is_log_filter(filter: &str) -> bool {
+    let level = |l: &str| LOG_LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    !filter.trim().is_empty()
+        && filter
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, l)) => !target.trim().is_empty() && level(l),
+                None => level(directive),
+            })
 }
 
 fn default_log_level() -> String {
@@ -716,9 +738,13 @@ impl Config {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return invalid("http.listen", "must be an address such as 127.0.0.1:9464");
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return invalid("log.format", "must be `text` or `json`");
+        if !is_log_filter(&self.log.level) {
+            return invalid(
+                "log.level",
+                "must be a level (off, error, warn, info, debug, trace) or directives such as `safetel=debug,rdkafka=warn`",
+            );
         }
+        self.check_ranges()?;
         if self.refit.chains < 2 || self.refit.draws < 4 {
             return invalid("refit.chains", "at least 2 chains and 4 draws");
         }
@@ -775,6 +801,110 @@ impl Config {
             return invalid("retention.model_runs_kept", "must be at least 1");
         }
         self.detector.validate()
+    }
+
+    /// Every numeric setting within a range its unit conversions cannot overflow and the
+    /// engine can work with.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        const DAY_S: i64 = 86_400;
+        const HOUR_MS: u64 = 3_600_000;
+        let within = |field: &'static str, value: i128, low: i128, high: i128| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("{value} is not within {low}..={high}"),
+                })
+            }
+        };
+        let (st, state, http, refit, sampling, k) = (
+            &self.stream,
+            &self.state,
+            &self.http,
+            &self.refit,
+            &self.sampling,
+            &self.kafka,
+        );
+        within(
+            "stream.bin_width_s",
+            st.bin_width_s.into(),
+            1,
+            (30 * DAY_S).into(),
+        )?;
+        within(
+            "stream.allowed_lateness_s",
+            st.allowed_lateness_s.into(),
+            0,
+            (365 * DAY_S).into(),
+        )?;
+        within(
+            "state.commit_interval_ms",
+            state.commit_interval_ms.into(),
+            1,
+            HOUR_MS.into(),
+        )?;
+        within(
+            "state.commit_max_records",
+            state.commit_max_records as i128,
+            1,
+            100_000_000,
+        )?;
+        within(
+            "state.shutdown_deadline_ms",
+            state.shutdown_deadline_ms.into(),
+            1,
+            HOUR_MS.into(),
+        )?;
+        within(
+            "http.ready_max_lag_records",
+            http.ready_max_lag_records.into(),
+            0,
+            i64::MAX.into(),
+        )?;
+        within(
+            "http.request_timeout_ms",
+            http.request_timeout_ms.into(),
+            1,
+            HOUR_MS.into(),
+        )?;
+        within(
+            "http.idle_timeout_ms",
+            http.idle_timeout_ms.into(),
+            1,
+            HOUR_MS.into(),
+        )?;
+        within(
+            "http.max_connections",
+            http.max_connections as i128,
+            1,
+            65_536,
+        )?;
+        within("refit.chains", refit.chains as i128, 2, 64)?;
+        within("refit.warmup", refit.warmup.into(), 0, 1_000_000)?;
+        within("refit.draws", refit.draws.into(), 4, 1_000_000)?;
+        within(
+            "refit.interval_s",
+            refit.interval_s.into(),
+            0,
+            (366 * DAY_S).into(),
+        )?;
+        within(
+            "sampling.review_timeout_s",
+            sampling.review_timeout_s.into(),
+            1,
+            (100 * 366 * DAY_S).into(),
+        )?;
+        for (field, n) in [
+            ("kafka.events_partitions", k.events_partitions),
+            ("kafka.dlq_partitions", k.dlq_partitions),
+            ("kafka.regressions_partitions", k.regressions_partitions),
+            ("kafka.replication_factor", k.replication_factor),
+            ("kafka.cohort_partitions", k.cohort_partitions),
+        ] {
+            within(field, n.into(), 1, 10_000)?;
+        }
+        Ok(())
     }
 
     /// The horizons the engine keeps state to ([`crate::engine::Retention`]).
@@ -1040,7 +1170,10 @@ mod tests {
                 "retention.vehicle_silent_days",
             ),
             (
-                vec![("SAFETEL_STREAM__ALLOWED_LATENESS_S", "9000000000000000")],
+                vec![
+                    ("SAFETEL_STREAM__ALLOWED_LATENESS_S", "31536000"),
+                    ("SAFETEL_RETENTION__BIN_DAYS", "100"),
+                ],
                 "retention.vehicle_silent_days",
             ),
             (
@@ -1145,6 +1278,70 @@ mod tests {
         ] {
             let err = Config::load(None, env(&vars)).unwrap_err();
             assert!(err.to_string().contains(field), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_and_unknown_names_are_errors_that_name_the_field() {
+        // The operator's cases: each once overflowed, panicked or was taken silently.
+        for (var, value, field) in [
+            (
+                "SAFETEL_STREAM__ALLOWED_LATENESS_S",
+                "10000000000000000",
+                "stream.allowed_lateness_s",
+            ),
+            (
+                "SAFETEL_STREAM__BIN_WIDTH_S",
+                "10000000000000000",
+                "stream.bin_width_s",
+            ),
+            ("SAFETEL_LOG__LEVEL", "verbose", "log.level"),
+            ("SAFETEL_LOG__LEVEL", "safetel=loud", "log.level"),
+            ("SAFETEL_LOG__FORMAT", "xml", "format"),
+            ("SAFETEL_SAMPLING__POLICY", "random", "sampling.policy"),
+            (
+                "SAFETEL_STATE__SHUTDOWN_DEADLINE_MS",
+                "0",
+                "state.shutdown_deadline_ms",
+            ),
+            (
+                "SAFETEL_STATE__COMMIT_INTERVAL_MS",
+                "99999999999",
+                "state.commit_interval_ms",
+            ),
+            ("SAFETEL_HTTP__MAX_CONNECTIONS", "0", "http.max_connections"),
+            ("SAFETEL_HTTP__IDLE_TIMEOUT_MS", "0", "http.idle_timeout_ms"),
+            (
+                "SAFETEL_HTTP__READY_MAX_LAG_RECORDS",
+                "-1",
+                "http.ready_max_lag_records",
+            ),
+            (
+                "SAFETEL_SAMPLING__REVIEW_TIMEOUT_S",
+                "9000000000000000",
+                "sampling.review_timeout_s",
+            ),
+            ("SAFETEL_REFIT__CHAINS", "100000", "refit.chains"),
+            (
+                "SAFETEL_KAFKA__EVENTS_PARTITIONS",
+                "2000000",
+                "kafka.events_partitions",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{var}={value}: {err}");
+        }
+        // What is fine stays fine.
+        for (var, value) in [
+            ("SAFETEL_LOG__LEVEL", "warn"),
+            ("SAFETEL_LOG__LEVEL", "safetel=debug,rdkafka=WARN"),
+            ("SAFETEL_LOG__FORMAT", "json"),
+            ("SAFETEL_STREAM__ALLOWED_LATENESS_S", "31536000"),
+        ] {
+            Config::load(None, env(&[(var, value)]))
+                .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
         }
     }
 

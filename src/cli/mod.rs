@@ -91,7 +91,7 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if config.log.format == "json" {
+    if config.log.format == crate::config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
