@@ -109,6 +109,7 @@ impl Args {
 
 pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     if args.kafka {
+        crate::kafka::check_broker(config, crate::kafka::BROKER_ANSWER_WITHIN)?;
         // With a registry, the records are framed with the ids it gives (before any is made).
         crate::registry::install(
             config,

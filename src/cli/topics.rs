@@ -14,6 +14,7 @@ pub enum Action {
 pub fn execute(config: &Config, action: Action) -> anyhow::Result<()> {
     match action {
         Action::Create => {
+            crate::kafka::check_broker(config, crate::kafka::BROKER_ANSWER_WITHIN)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

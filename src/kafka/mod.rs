@@ -27,6 +27,40 @@ pub use producer::{ProduceError, RecordProducer};
 pub use review_service::{ReviewServiceError, ReviewServiceSummary, serve_reviews};
 pub use source::KafkaSource;
 
+/// How long a command that talks to Kafka waits for a broker to answer before it gives up.
+pub const BROKER_ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// No broker answered a metadata request at the configured bootstrap servers.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no Kafka broker answered at {bootstrap} within {within:?} ({source}): is the broker up, and do [kafka.properties] (security.protocol, sasl.*, ssl.*) match its listener?"
+)]
+pub struct BrokerUnreachable {
+    pub bootstrap: String,
+    pub within: std::time::Duration,
+    #[source]
+    pub source: rdkafka::error::KafkaError,
+}
+
+/// Asks a broker for the cluster's metadata: `Ok` once one answers, an error naming the
+/// bootstrap servers after `within` (commands fail fast rather than wait on a wrong address).
+pub fn check_broker(config: &Config, within: std::time::Duration) -> Result<(), BrokerUnreachable> {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let unreachable = |source| BrokerUnreachable {
+        bootstrap: config.kafka.bootstrap_servers.clone(),
+        within,
+        source,
+    };
+    let producer: BaseProducer = client_config(config, &[], &[])
+        .create()
+        .map_err(unreachable)?;
+    producer
+        .client()
+        .fetch_metadata(None, within)
+        .map(|_| ())
+        .map_err(unreachable)
+}
+
 /// A librdkafka client configuration: safetel's `defaults`, then the user's properties (which
 /// may change them), then the settings safetel's guarantees depend on (`required`).
 pub fn client_config(
