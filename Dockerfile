@@ -37,8 +37,9 @@ USER safetel:safetel
 WORKDIR /var/lib/safetel
 VOLUME /var/lib/safetel
 EXPOSE 9464
-# The slim image has no curl: bash's /dev/tcp asks /health and wants a 200 status line.
+# The slim image has no curl: bash's /dev/tcp asks /health/live (liveness: a broker outage is
+# not a reason to restart) and wants a 200 status line.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /health/live HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["safetel"]
 CMD ["run"]

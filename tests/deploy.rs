@@ -337,11 +337,12 @@ fn the_image_caches_dependencies_strips_the_binary_and_runs_unprivileged_on_all_
         .map(|(_, rest)| rest.clone())
         .expect("a HEALTHCHECK");
     assert!(
-        healthcheck.contains(&format!("127.0.0.1/{port}")) && healthcheck.contains("GET /health "),
+        healthcheck.contains(&format!("127.0.0.1/{port}"))
+            && healthcheck.contains("GET /health/live "),
         "{healthcheck}"
     );
     assert!(
-        repo_file("src/http/mod.rs").contains(r#".route("/health", get(health))"#),
+        repo_file("src/http/mod.rs").contains(r#".route("/health/live", get(live))"#),
         "the health check asks a route the server has"
     );
     let compose = repo_file("docker-compose.yml");
