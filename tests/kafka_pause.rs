@@ -19,17 +19,6 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// After SIGCONT, the paused process is back in the group (or gone) within this.
 const REJOIN_WITHIN: Duration = Duration::from_secs(60);
 
-fn status(run: &Running) -> serde_json::Value {
-    get_json(run.port, "/api/status").unwrap_or_default()["run"].clone()
-}
-
-fn assigned(run: &Running) -> Vec<i64> {
-    status(run)["assigned_partitions"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_i64()).collect())
-        .unwrap_or_default()
-}
-
 fn signal(run: &Running, name: &str) {
     let pid = run.child.id().to_string();
     assert!(
@@ -39,22 +28,6 @@ fn signal(run: &Running, name: &str) {
             .unwrap()
             .success()
     );
-}
-
-fn inspect(names: &Names, state: &std::path::Path) -> serde_json::Value {
-    let mut snapshot: serde_json::Value =
-        serde_json::from_str(&run_ok(safetel(names, state, 0).args([
-            "inspect",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])))
-        .unwrap();
-    let fields = snapshot.as_object_mut().unwrap();
-    // How far the aggregators read the repartition topic depends on how commits fell; each
-    // store keeps the alerts its process published (the topic is compared instead).
-    fields.remove("cohort_report_offsets");
-    fields.remove("alerts");
-    snapshot
 }
 
 /// The survivor's logged lines that say a commit was retried.
@@ -115,7 +88,7 @@ fn a_paused_process_rejoins_never_serves_what_it_lost_and_the_group_stays_exact(
     });
     let b = Running::start(&pair, &dir.path().join("b"), &env);
     wait_for("both processes to own partitions", TIMEOUT, || {
-        let (on_a, on_b) = (assigned(&a), assigned(&b));
+        let (on_a, on_b) = (assigned_partitions(&a), assigned_partitions(&b));
         (!on_a.is_empty() && !on_b.is_empty() && on_a.len() + on_b.len() == 4).then_some(())
     });
     let ready_a = get_json(a.port, "/health/ready").unwrap();
@@ -123,13 +96,13 @@ fn a_paused_process_rejoins_never_serves_what_it_lost_and_the_group_stays_exact(
         ready_a["healthy"], true,
         "A ready before the pause: {ready_a}"
     );
-    let assignments_before = status(&a)["assignments"].as_u64().unwrap();
+    let assignments_before = run_status(&a)["assignments"].as_u64().unwrap();
 
     // The pause: past the session timeout, so the group gives A's partitions to B.
     signal(&a, "STOP");
     let paused_at = Instant::now();
     wait_for("B to own every partition", TIMEOUT, || {
-        (assigned(&b).len() == 4).then_some(())
+        (assigned_partitions(&b).len() == 4).then_some(())
     });
     std::thread::sleep(
         (SESSION_TIMEOUT + Duration::from_secs(2)).saturating_sub(paused_at.elapsed()),
@@ -233,17 +206,10 @@ fn a_paused_process_rejoins_never_serves_what_it_lost_and_the_group_stays_exact(
         a.stop();
     }
     wait_for("B to own every partition again", TIMEOUT, || {
-        (assigned(&b).len() == 4).then_some(())
+        (assigned_partitions(&b).len() == 4).then_some(())
     });
     b.wait_committed(total, TIMEOUT);
-    let mut last = (status(&b)["commits"].clone(), Instant::now());
-    wait_for("B to go quiet", TIMEOUT, || {
-        let commits = status(&b)["commits"].clone();
-        if commits != last.0 {
-            last = (commits, Instant::now());
-        }
-        (last.1.elapsed() > Duration::from_secs(10)).then_some(())
-    });
+    wait_quiet(&b, Duration::from_secs(10), TIMEOUT);
     b.stop();
 
     let whole = Running::start(&single, &dir.path().join("single"), &env);
@@ -251,21 +217,9 @@ fn a_paused_process_rejoins_never_serves_what_it_lost_and_the_group_stays_exact(
     std::thread::sleep(Duration::from_secs(3));
     whole.stop();
     let (expected, group) = (
-        inspect(&single, &dir.path().join("single")),
-        inspect(&pair, &dir.path().join("b")),
+        inspect_state(&single, &dir.path().join("single")),
+        inspect_state(&pair, &dir.path().join("b")),
     );
-    assert_eq!(
-        expected["partitions"], group["partitions"],
-        "same offsets and watermarks"
-    );
-    assert_eq!(
-        expected["vehicles"], group["vehicles"],
-        "same per-vehicle bins"
-    );
-    assert_eq!(
-        expected["series"], group["series"],
-        "same change-point state"
-    );
-    assert_eq!(expected, group, "the whole store");
+    assert_same_store(&expected, &group);
     assert_eq!(alerts_by_id(&single, TIMEOUT), alerts_by_id(&pair, TIMEOUT));
 }

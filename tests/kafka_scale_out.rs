@@ -15,34 +15,6 @@ use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-fn inspect(names: &Names, state: &std::path::Path) -> serde_json::Value {
-    let mut snapshot: serde_json::Value =
-        serde_json::from_str(&run_ok(safetel(names, state, 0).args([
-            "inspect",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])))
-        .unwrap();
-    let fields = snapshot.as_object_mut().unwrap();
-    // Where the aggregators have read the repartition topic to depends on how commits fell (and
-    // on transactions the killed process left to be aborted), not on the state.
-    fields.remove("cohort_report_offsets");
-    // Each process's store keeps the alerts it published; the topic is compared instead.
-    fields.remove("alerts");
-    snapshot
-}
-
-fn status(run: &Running) -> serde_json::Value {
-    get_json(run.port, "/api/status").unwrap_or_default()["run"].clone()
-}
-
-fn assigned(run: &Running) -> Vec<i64> {
-    status(run)["assigned_partitions"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_i64()).collect())
-        .unwrap_or_default()
-}
-
 #[test]
 fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +69,7 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
     let b = Running::start(&pair, &dir.path().join("b"), &env);
     // The group splits the four source partitions between them, and each consumes its share.
     let (before_a, before_b) = wait_for("both processes to own partitions", TIMEOUT, || {
-        let (on_a, on_b) = (assigned(&a), assigned(&b));
+        let (on_a, on_b) = (assigned_partitions(&a), assigned_partitions(&b));
         let split = !on_a.is_empty() && !on_b.is_empty() && on_a.len() + on_b.len() == 4;
         (split && b.committed_records()? > 0).then_some((on_a, on_b))
     });
@@ -121,7 +93,7 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
 
     // B takes A's partitions after the session timeout, restores them and reads to the end.
     wait_for("B to own every partition", TIMEOUT, || {
-        (assigned(&b).len() == 4).then_some(())
+        (assigned_partitions(&b).len() == 4).then_some(())
     });
     b.wait_committed(total, TIMEOUT);
     eprintln!(
@@ -130,14 +102,7 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
     );
     // Then until nothing moves for 15 s: cohort reports held back by a transaction A left open
     // arrive once the broker aborts it (transaction timeout 5 s).
-    let mut last = (status(&b)["commits"].clone(), Instant::now());
-    wait_for("B to go quiet", TIMEOUT, || {
-        let commits = status(&b)["commits"].clone();
-        if commits != last.0 {
-            last = (commits, Instant::now());
-        }
-        (last.1.elapsed() > Duration::from_secs(15)).then_some(())
-    });
+    wait_quiet(&b, Duration::from_secs(15), TIMEOUT);
     // B read A's partitions from where A last committed, with A's state from the changelog,
     // not from their beginning.
     let metrics = http_get(b.port, "/metrics").unwrap().1;
@@ -169,27 +134,10 @@ fn two_processes_share_the_partitions_and_a_killed_ones_move_with_their_state() 
     whole.stop();
 
     let (expected, survivor) = (
-        inspect(&single, &dir.path().join("single")),
-        inspect(&pair, &dir.path().join("b")),
+        inspect_state(&single, &dir.path().join("single")),
+        inspect_state(&pair, &dir.path().join("b")),
     );
-    assert_eq!(expected["facts"], survivor["facts"], "same facts");
-    assert_eq!(
-        expected["partitions"], survivor["partitions"],
-        "same offsets, watermarks and seen ids"
-    );
-    assert_eq!(
-        expected["vehicles"], survivor["vehicles"],
-        "same per-vehicle bins"
-    );
-    assert_eq!(
-        expected["cohort_aggregators"], survivor["cohort_aggregators"],
-        "same cohort aggregation progress"
-    );
-    assert_eq!(
-        expected["series"], survivor["series"],
-        "same change-point state, vehicles and cohorts"
-    );
-    assert_eq!(expected, survivor, "the whole store");
+    assert_same_store(&expected, &survivor);
 
     let (single_alerts, pair_alerts) =
         (alerts_by_id(&single, TIMEOUT), alerts_by_id(&pair, TIMEOUT));

@@ -593,3 +593,59 @@ impl TestRegistry {
         })
     }
 }
+
+/// A state folder's store as `safetel inspect` shows it, less what depends on how commits fell
+/// rather than on the state: how far the aggregators read the repartition topic, and the alerts
+/// each process's store keeps of those it published (compare the topic instead).
+pub fn inspect_state(names: &Names, state: &Path) -> Json {
+    let mut snapshot: Json = serde_json::from_str(&run_ok(safetel(names, state, 0).args([
+        "inspect",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ])))
+    .unwrap();
+    let fields = snapshot.as_object_mut().unwrap();
+    fields.remove("cohort_report_offsets");
+    fields.remove("alerts");
+    snapshot
+}
+
+/// `/api/status`'s `run`.
+pub fn run_status(run: &Running) -> Json {
+    get_json(run.port, "/api/status").unwrap_or_default()["run"].clone()
+}
+
+/// The source partitions the group assigned `run`.
+pub fn assigned_partitions(run: &Running) -> Vec<i64> {
+    run_status(run)["assigned_partitions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_i64()).collect())
+        .unwrap_or_default()
+}
+
+/// Until `run` has committed nothing new for `quiet`.
+pub fn wait_quiet(run: &Running, quiet: Duration, timeout: Duration) {
+    let mut last = (run_status(run)["commits"].clone(), Instant::now());
+    wait_for("the process to go quiet", timeout, || {
+        let commits = run_status(run)["commits"].clone();
+        if commits != last.0 {
+            last = (commits, Instant::now());
+        }
+        (last.1.elapsed() > quiet).then_some(())
+    });
+}
+
+/// Two stores (as [`inspect_state`] shows them) are equal: part by part first, so that a
+/// difference says where it is, then whole.
+pub fn assert_same_store(expected: &Json, got: &Json) {
+    for (part, what) in [
+        ("facts", "same facts"),
+        ("partitions", "same offsets, watermarks and seen ids"),
+        ("vehicles", "same per-vehicle bins"),
+        ("cohort_aggregators", "same cohort aggregation progress"),
+        ("series", "same change-point state, vehicles and cohorts"),
+    ] {
+        assert_eq!(expected[part], got[part], "{what}");
+    }
+    assert_eq!(expected, got, "the whole store");
+}
