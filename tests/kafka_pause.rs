@@ -141,7 +141,7 @@ fn a_paused_process_rejoins_never_serves_what_it_lost_and_the_group_stays_exact(
             break;
         }
         not_ready_reasons.push(body["reasons"].to_string());
-        if fleet == Some(503) {
+        if fleet != Some(200) {
             data_refused += 1;
         } else if assignments <= assignments_before {
             panic!("A served /api/fleet ({fleet:?}) while not ready on its old assignment: {body}");

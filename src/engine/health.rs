@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::runner::RunStatus;
 
-/// The loop turns at least every 100 ms when all is well; past this it is not ready.
+/// The loop turns at least every 100 ms when all is well; past this (or half the session
+/// timeout, if that is shorter: the group may be about to move on) it is not ready.
 pub const READY_STALL_MS: i64 = 10_000;
 /// Past this without a turn, and with nothing known to wait on, it is not live.
 pub const LIVE_STALL_MS: i64 = 120_000;
@@ -49,6 +50,15 @@ impl Verdict {
 }
 
 impl HealthInputs<'_> {
+    /// How long the loop may stand still and be ready.
+    fn ready_stall_ms(&self) -> i64 {
+        let half_session = self
+            .status
+            .session_timeout_ms
+            .map_or(i64::MAX, |t| i64::try_from(t / 2).unwrap_or(i64::MAX));
+        READY_STALL_MS.min(half_session)
+    }
+
     fn stood_still_ms(&self) -> Option<i64> {
         self.heartbeat_unix_ms
             .map(|beat| (self.now_unix_ms - beat).max(0))
@@ -70,10 +80,12 @@ impl HealthInputs<'_> {
 
 /// Whether pages and data may be served: not while the process cannot vouch for owning what
 /// it holds (rejoining, membership unconfirmed), nor while its loop has stood still past
-/// [`READY_STALL_MS`] with nothing known to wait on (it may be just back from a pause, before it
+/// [`READY_STALL_MS`] (or half the session timeout) with nothing known to wait on (it may be just back from a pause, before it
 /// has noticed).
 pub fn may_serve(inputs: &HealthInputs<'_>) -> bool {
-    let stalled = inputs.stood_still_ms().is_some_and(|s| s > READY_STALL_MS)
+    let stalled = inputs
+        .stood_still_ms()
+        .is_some_and(|s| s > inputs.ready_stall_ms())
         && inputs.waiting_on().is_none();
     inputs.status.owns_what_it_holds() && !(inputs.status.running && stalled)
 }
@@ -107,7 +119,10 @@ pub fn readiness(inputs: &HealthInputs<'_>) -> Verdict {
         reasons.push(format!("last error: {e}"));
     }
     if status.running {
-        if let Some(still) = inputs.stood_still_ms().filter(|s| *s > READY_STALL_MS) {
+        if let Some(still) = inputs
+            .stood_still_ms()
+            .filter(|s| *s > inputs.ready_stall_ms())
+        {
             reasons.push(match inputs.waiting_on() {
                 Some(what) => format!(
                     "the pipeline loop has waited {:.0} s on {what}",
@@ -265,6 +280,19 @@ mod tests {
             &liveness(&paused),
             "waits on nothing known"
         ));
+
+        // With a 6 s session timeout, 4 s standing still is already too long to be ready.
+        let grouped = RunStatus {
+            session_timeout_ms: Some(6000),
+            ..healthy_status()
+        };
+        let mut short_pause = inputs(&grouped);
+        short_pause.heartbeat_unix_ms = Some(NOW - 4000);
+        assert!(reasons_contain(
+            &readiness(&short_pause),
+            "not turned for 4 s"
+        ));
+        assert!(!may_serve(&short_pause), "no data served either");
 
         let rejoining = RunStatus {
             rejoining_since_unix_ms: Some(NOW - 1000),

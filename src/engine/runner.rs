@@ -227,6 +227,9 @@ pub struct RunStatus {
     pub membership_unconfirmed_since_unix_ms: Option<i64>,
     /// The source's view of its input.
     pub source: SourceHealth,
+    /// The group's session timeout, where there is a group: standing still for that long may
+    /// cost the membership.
+    pub session_timeout_ms: Option<u64>,
 }
 
 impl RunStatus {
@@ -417,6 +420,7 @@ fn consume(
 ) -> Result<(), RunError> {
     let mut last_commit = Instant::now();
     let session_timeout = source.session_timeout();
+    status.update(|s| s.session_timeout_ms = session_timeout.map(|t| t.as_millis() as u64));
     let mut turned = Instant::now();
     let mut unconfirmed: Option<Instant> = None;
     let mut source_checked = Instant::now();
@@ -493,7 +497,8 @@ fn consume(
             committer.wait(engine, source, status)?;
             committer.start(engine, dlq, alerts)?;
             last_commit = Instant::now();
-            turned = Instant::now();
+            // A commit waited on past the session timeout counts as standing still: the group
+            // may have moved on meanwhile.
         }
     }
     Ok(())
