@@ -126,8 +126,10 @@ fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
         &bad_env,
         &bad_log,
     );
-    wait_for("health to report the refusal", TIMEOUT, || {
-        (http_get(bad_port, "/health")?.0 == 503).then_some(())
+    // Not ready from the start (nothing assigned), and then with the broker's refusal named.
+    wait_for("readiness to report the refusal", TIMEOUT, || {
+        let (code, body) = http_get(bad_port, "/health/ready")?;
+        (code == 503 && body.contains("uthentication")).then_some(())
     });
     let served = get_json(bad_port, "/api/vehicles").unwrap();
     assert_eq!(
