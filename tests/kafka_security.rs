@@ -127,10 +127,20 @@ fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
         &bad_log,
     );
     // Not ready from the start (nothing assigned), and then with the broker's refusal named.
-    wait_for("readiness to report the refusal", TIMEOUT, || {
-        let (code, body) = http_get(bad_port, "/health/ready")?;
-        (code == 503 && body.contains("uthentication")).then_some(())
-    });
+    let mut last_answer = None;
+    let started = std::time::Instant::now();
+    while !last_answer
+        .as_ref()
+        .is_some_and(|(code, body): &(u16, String)| *code == 503 && body.contains("uthentication"))
+    {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "readiness did not name the refused authentication within {TIMEOUT:?}; it last answered {last_answer:?}; the log ends: {}",
+            log_tail(&bad_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        last_answer = http_get(bad_port, "/health/ready").or(last_answer);
+    }
     let served = get_json(bad_port, "/api/vehicles").unwrap();
     assert_eq!(
         served["vehicles"].as_array().unwrap().len(),
@@ -157,6 +167,13 @@ fn sasl_settings_reach_librdkafka_and_passwords_never_reach_the_logs() {
     }
     assert!(!bad_log.contains(&wrong));
     drop(broker);
+}
+
+/// The last lines of a log that are not librdkafka's configuration warnings.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("CONFWARN")).collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// A small fleet produced with `client` settings (the same the safetel side gets).

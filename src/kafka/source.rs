@@ -40,8 +40,8 @@ struct Shared {
     rebalances: Mutex<VecDeque<Rebalance>>,
     /// Latest high watermark per partition, from librdkafka's statistics.
     high_watermarks: Mutex<HashMap<i32, i64>>,
-    /// The last error the group or the consumer reported, until a record or an assignment.
-    group_error: Mutex<Option<String>>,
+    /// The errors the group or the consumer reported, until a record or an assignment.
+    group_error: Mutex<ReportedErrors>,
     metrics: Metrics,
 }
 
@@ -62,17 +62,73 @@ fn unix_now_s() -> f64 {
     crate::engine::runner::unix_ms() as f64 / 1000.0
 }
 
+/// What the consumer reported since it last made progress. A refusal (the broker rejected our
+/// credentials, authorization or TLS) is what an operator must fix, so transient errors that
+/// follow it (a dropped connection, all brokers down) do not hide it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ReportedErrors {
+    refusal: Option<String>,
+    last: Option<String>,
+}
+
+impl ReportedErrors {
+    fn note(&mut self, code: Option<RDKafkaErrorCode>, text: String) {
+        if code.is_some_and(is_refusal) {
+            self.refusal = Some(text);
+        } else {
+            self.last = Some(text);
+        }
+    }
+
+    /// The refusal first, then the last other error.
+    fn describe(&self) -> Option<String> {
+        match (&self.refusal, &self.last) {
+            (Some(refusal), Some(last)) => Some(format!("{refusal}; then {last}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Errors that retrying does not cure: the broker refuses who we are or what we ask.
+fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        Authentication
+            | SaslAuthenticationFailed
+            | SSL
+            | UnsupportedSASLMechanism
+            | IllegalSASLState
+            | TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed
+    )
+}
+
 impl Shared {
-    fn note_error(&self, error: String) {
-        if let Ok(mut last) = self.group_error.lock() {
-            *last = Some(error);
+    fn note_error(&self, code: Option<RDKafkaErrorCode>, error: String) {
+        if let Ok(mut reported) = self.group_error.lock() {
+            reported.note(code, error);
         }
     }
 
     fn clear_error(&self) {
-        if let Ok(mut last) = self.group_error.lock() {
-            last.take();
+        if let Ok(mut reported) = self.group_error.lock() {
+            *reported = ReportedErrors::default();
         }
+    }
+
+    /// No broker answers: noted once per outage (metrics, log); health reports the outage.
+    fn all_brokers_down(&self, reason: &str) -> bool {
+        if !self.metrics.source_lost_brokers(unix_now_s()) {
+            return false;
+        }
+        error!(
+            reason,
+            "no broker reachable: consuming pauses, state and offsets stay as committed; health reports the outage until a broker answers"
+        );
+        true
     }
 
     /// A broker answered (a record arrived, or the statistics show one up): an outage is over.
@@ -109,17 +165,12 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.shared.metrics.source_errors.inc();
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
-            && self.shared.metrics.source_lost_brokers(unix_now_s())
-        {
-            error!(
-                reason,
-                "no broker reachable: consuming pauses, state and offsets stay as committed; health reports the outage until a broker answers"
-            );
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && self.shared.all_brokers_down(reason) {
             return;
         }
         warn!(%error, reason, "kafka client error");
-        self.shared.note_error(format!("{error}: {reason}"));
+        self.shared.note_error(code, format!("{error}: {reason}"));
     }
 }
 
@@ -160,7 +211,8 @@ impl ConsumerContext for SourceContext {
             }
             other => {
                 warn!(error = ?other, "rebalance error");
-                self.shared.note_error(format!("rebalance: {other:?}"));
+                self.shared
+                    .note_error(None, format!("rebalance: {other:?}"));
                 return;
             }
         };
@@ -193,7 +245,7 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             rebalances: Mutex::new(VecDeque::new()),
             high_watermarks: Mutex::new(HashMap::new()),
-            group_error: Mutex::new(None),
+            group_error: Mutex::new(ReportedErrors::default()),
             metrics,
         });
         let context = SourceContext {
@@ -369,8 +421,14 @@ impl RecordSource for KafkaSource {
                     // Transient broker errors are retried by librdkafka; they are counted and the
                     // loop goes on. Nothing is skipped: offsets only move with processed records.
                     self.shared.metrics.source_errors.inc();
+                    let code = e.rdkafka_error_code();
+                    if code == Some(RDKafkaErrorCode::AllBrokersDown)
+                        && self.shared.all_brokers_down(&e.to_string())
+                    {
+                        break;
+                    }
                     warn!(error = %e, "consumer error");
-                    self.shared.note_error(e.to_string());
+                    self.shared.note_error(code, e.to_string());
                     break;
                 }
             }
@@ -439,7 +497,12 @@ impl RecordSource for KafkaSource {
     fn health(&self) -> SourceHealth {
         SourceHealth {
             missing_topics: self.missing_topics(),
-            group_error: self.shared.group_error.lock().ok().and_then(|e| e.clone()),
+            group_error: self
+                .shared
+                .group_error
+                .lock()
+                .ok()
+                .and_then(|e| e.describe()),
         }
     }
 
@@ -489,4 +552,42 @@ fn session_timeout_ms(config: &Config) -> u64 {
         .get("session.timeout.ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(45_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_stays_reported_when_transient_errors_follow_it() {
+        let mut reported = ReportedErrors::default();
+        reported.note(
+            Some(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: Authentication failed".into(),
+        );
+        reported.note(
+            Some(RDKafkaErrorCode::BrokerTransportFailure),
+            "Disconnected".into(),
+        );
+        reported.note(
+            Some(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down".into(),
+        );
+        let text = reported.describe().unwrap();
+        assert!(text.starts_with("SASL authentication error"), "{text}");
+        assert!(text.ends_with("1/1 brokers are down"), "{text}");
+        assert!(
+            !text.contains("Disconnected"),
+            "only the last transient one: {text}"
+        );
+
+        let mut transient = ReportedErrors::default();
+        transient.note(None, "rebalance: x".into());
+        transient.note(
+            Some(RDKafkaErrorCode::BrokerTransportFailure),
+            "Disconnected".into(),
+        );
+        assert_eq!(transient.describe().as_deref(), Some("Disconnected"));
+        assert_eq!(ReportedErrors::default().describe(), None);
+    }
 }
