@@ -23,6 +23,7 @@ pub mod recent;
 pub mod retention;
 pub mod runner;
 pub mod state;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -209,6 +210,8 @@ pub struct Engine {
     retention: Retention,
     /// Where vehicles that left memory are loaded from when they send again.
     archive: Option<Arc<dyn VehicleArchive>>,
+    /// Whether commits carry what the group view learns of them ([`view`]).
+    publishes_view: bool,
     /// Vehicles that left memory (silent), by the partition their state is stored under, with
     /// the first and last bins of theirs the store still keeps (`None`: all retired).
     departed: HashMap<String, (i32, Option<(i64, i64)>)>,
@@ -274,6 +277,10 @@ struct Pending {
     /// Alerts published since the last commit, for the store's record.
     published: Vec<RegressionAlert>,
     records: usize,
+    /// The group view gets everything held at the next commit (partitions were just given).
+    view_everything: bool,
+    /// Vehicles the group view gets whole at the next commit (back in memory).
+    view_vehicles: BTreeSet<String>,
 }
 
 /// State restored from the store at start-up.
@@ -336,6 +343,7 @@ impl Engine {
             time,
             retention: Retention::KEEP_ALL,
             archive: None,
+            publishes_view: false,
             departed: HashMap::new(),
             commits: 1,
             recent,
@@ -840,7 +848,19 @@ impl Engine {
     /// Whether the next commit point has anything to commit: records processed, or cohort
     /// reports to send (an idle partition announcing itself empty).
     pub fn has_pending_changes(&self) -> bool {
-        self.pending.records > 0 || !self.pending.reports.is_empty()
+        self.pending.records > 0 || !self.pending.reports.is_empty() || self.pending.view_everything
+    }
+
+    /// Commits carry what the group view learns of them ([`StateDelta::view`]).
+    pub fn with_group_view(mut self) -> Engine {
+        self.publishes_view = true;
+        self
+    }
+
+    /// The next commit gives the group view everything held (the partitions just assigned),
+    /// whatever it had of them before.
+    pub fn republish_view(&mut self) {
+        self.pending.view_everything = self.publishes_view;
     }
 
     /// Processes one record. `Err` means the record did not change state (apart from the
@@ -1305,6 +1325,9 @@ impl Engine {
                 .map_err(|e| unavailable(format!("series: {e}")))?;
         }
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
+        if self.publishes_view {
+            self.pending.view_vehicles.insert(vehicle_id.to_string());
+        }
         self.metrics.vehicles.inc();
         self.metrics.vehicles_returned.inc();
         let mut view = self
@@ -1319,9 +1342,10 @@ impl Engine {
 
     /// Vehicles of partition `p` that may leave memory ([`retention::may_leave`]) since an
     /// earlier commit (so the store holds all they knew) leave it.
-    fn let_silent_vehicles_go(&mut self, p: i32, silent_ms: i64) {
+    /// Returns those that left, with their bins.
+    fn let_silent_vehicles_go(&mut self, p: i32, silent_ms: i64) -> Vec<(String, Vec<i64>)> {
         let Some(state) = self.partitions.get(&p) else {
-            return;
+            return Vec::new();
         };
         let (closed, width, now) = (
             state.closed_through_ms,
@@ -1347,6 +1371,7 @@ impl Engine {
             }
         }
         let left = leaving.len();
+        let mut gone = Vec::with_capacity(left);
         for id in leaving {
             if let Some((_, vehicle)) = self.vehicles.remove(&id) {
                 let kept = vehicle
@@ -1354,9 +1379,15 @@ impl Engine {
                     .keys()
                     .next()
                     .zip(vehicle.bins.keys().next_back());
-                self.departed.insert(id, (p, kept.map(|(f, l)| (*f, *l))));
+                self.departed
+                    .insert(id.clone(), (p, kept.map(|(f, l)| (*f, *l))));
                 self.metrics.vehicles.dec();
                 self.metrics.vehicles_departed.inc();
+                let mut bins: Vec<i64> = vehicle.bins.keys().copied().collect();
+                if vehicle.retired != BinStats::default() {
+                    bins.push(RETIRED_BIN);
+                }
+                gone.push((id, bins));
             }
         }
         if left > 0 {
@@ -1367,6 +1398,7 @@ impl Engine {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             view.entry(p).or_default().departed = departed;
         }
+        gone
     }
 
     /// Retires the bins of partition `p`'s vehicles before `horizon_ms` into their sums.
@@ -1539,14 +1571,88 @@ impl Engine {
         }
         delta.cohort_reports = pending.reports;
         delta.alerts = pending.published;
+        let mut gone = Vec::new();
         if let (Some(silent), true) = (self.retention.silent_ms, self.archive.is_some()) {
             let partitions: Vec<i32> = delta.positions.iter().map(|p| p.partition).collect();
             for p in partitions {
-                self.let_silent_vehicles_go(p, silent);
+                gone.extend(self.let_silent_vehicles_go(p, silent));
             }
+        }
+        if self.publishes_view {
+            delta.view = self.view_items(
+                &delta,
+                &gone,
+                pending.view_everything,
+                pending.view_vehicles,
+            );
         }
         self.commits += 1;
         delta
+    }
+
+    /// What the group view learns of the commit of `delta`: its changes, the vehicles that
+    /// left memory (`gone`), and whole vehicles (`everything` held, or those `returned`).
+    fn view_items(
+        &self,
+        delta: &StateDelta,
+        gone: &[(String, Vec<i64>)],
+        everything: bool,
+        returned: BTreeSet<String>,
+    ) -> Vec<view::ViewItem> {
+        let departed_in = |p: i32| self.departed.values().filter(|(at, _)| *at == p).count();
+        let mut items = view::items_of_delta(delta, gone, departed_in);
+        // Series with their last bins (the store's encoding in the delta leaves those out).
+        for (partition, key, _) in &delta.series {
+            if let Some(at) = cohort_aggregator(*partition).map(|_| *partition) {
+                if let Some(series) = self.aggregators.get(&at).and_then(|a| a.series.get(key)) {
+                    items.push(view::ViewItem::Cohort {
+                        key: key.clone(),
+                        aggregator: at,
+                        encoded: view::encode_view_series(series),
+                    });
+                }
+            } else if let Some(vehicle) = self.vehicles.get(key) {
+                items.push(view::ViewItem::Series {
+                    id: key.clone(),
+                    encoded: view::encode_view_series(&vehicle.series),
+                });
+            }
+        }
+        if everything {
+            for vehicle in self.vehicles.iter() {
+                items.extend(view::items_of_vehicle(vehicle.key(), &vehicle));
+            }
+            for (&p, state) in &self.partitions {
+                if cohort_aggregator(p).is_none() {
+                    items.push(view::ViewItem::Fleet {
+                        partition: p,
+                        sums: state.fleet_sums.clone(),
+                    });
+                }
+                items.push(view::ViewItem::Partition(view::PartitionStamp {
+                    partition: p,
+                    next_offset: state.next_offset,
+                    departed: departed_in(p),
+                    ..Default::default()
+                }));
+            }
+            for (&at, aggregator) in &self.aggregators {
+                for (key, series) in &aggregator.series {
+                    items.push(view::ViewItem::Cohort {
+                        key: key.clone(),
+                        aggregator: at,
+                        encoded: view::encode_view_series(series),
+                    });
+                }
+            }
+        } else {
+            for id in returned {
+                if let Some(vehicle) = self.vehicles.get(&id) {
+                    items.extend(view::items_of_vehicle(&id, &vehicle));
+                }
+            }
+        }
+        items
     }
 }
 
@@ -1651,3 +1757,5 @@ pub(crate) fn record_hash(kind: RecordKind, vehicle_id: &str, record_id: &str) -
 mod clock_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_tests;

@@ -662,6 +662,9 @@ pub struct StateDelta {
     pub cohort_reports: Vec<(i32, super::cohorts::PartitionReport)>,
     /// Alerts raised since the last commit (already published), for the record.
     pub alerts: Vec<crate::model::RegressionAlert>,
+    /// What the group view learns of this commit ([`super::view`]), where the engine publishes
+    /// one ([`super::Engine::with_group_view`]).
+    pub view: Vec<super::view::ViewItem>,
 }
 
 /// Where a vehicle's retired bins are summed ([`VehicleState::retired`]), among its bins: before

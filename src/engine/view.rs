@@ -1,0 +1,500 @@
+//! The group view: what every `run` process of a consumer group knows of the others' state.
+//!
+//! Each commit publishes, beside its changelog records and in the same transaction, the changes
+//! of the partitions it commits as [`ViewItem`]s (a vehicle's attributes, its changed bins, its
+//! series, a cohort's series, a partition's fleet sums and commit stamp, an alert) to one
+//! compacted topic, keyed so that the latest record per key is the current value. Every process
+//! reads the whole topic into a [`GroupState`]; the pages show this process's own partitions
+//! live and the others' as of their last commit. After a process is given partitions it
+//! publishes everything it holds of them once, so the view needs no history of its own.
+//!
+//! This module owns the records' format (keys, values, tombstones) and applying them. Pure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::detection::{FleetSums, LastBin, Series, decode_series, encode_series};
+use super::state::{BinStats, RETIRED_BIN, VehicleMeta, VehicleState, cohort_aggregator};
+use crate::detect::HazardRatioSummary;
+use crate::detect::fleet_relative::FleetRelativeParams;
+use crate::model::RegressionAlert;
+
+/// One change of the group's state, as a commit publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewItem {
+    /// A vehicle's attributes (its source partition with them).
+    Vehicle {
+        id: String,
+        partition: i32,
+        meta: VehicleMeta,
+    },
+    /// A vehicle left memory (or the group): its attributes, series and these bins go.
+    VehicleGone {
+        id: String,
+        bins: Vec<i64>,
+    },
+    /// A bin's new value; at [`RETIRED_BIN`], the sum of the bins retention let go of.
+    Bin {
+        id: String,
+        start_ms: i64,
+        stats: BinStats,
+    },
+    BinGone {
+        id: String,
+        start_ms: i64,
+    },
+    /// A vehicle's change-point series ([`encode_view_series`]).
+    Series {
+        id: String,
+        encoded: Vec<u8>,
+    },
+    /// A cohort's series ([`encode_view_series`]), under its aggregator's partition.
+    Cohort {
+        key: String,
+        aggregator: i32,
+        encoded: Vec<u8>,
+    },
+    /// A source partition's fleet sums.
+    Fleet {
+        partition: i32,
+        sums: FleetSums,
+    },
+    /// A partition (source or cohort aggregator) was committed.
+    Partition(PartitionStamp),
+    Alert(RegressionAlert),
+}
+
+/// Who last committed a partition, when, and how far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionStamp {
+    pub partition: i32,
+    /// The committing process (`host:port` of its HTTP server, and its client id).
+    pub member: String,
+    pub committed_at_ms: i64,
+    /// The next input offset of the partition, as committed.
+    pub next_offset: i64,
+    /// Vehicles of the partition out of memory (not in the view).
+    pub departed: usize,
+}
+
+const VEHICLE: u8 = b'v';
+const BIN: u8 = b'b';
+const SERIES: u8 = b's';
+const COHORT: u8 = b'c';
+const FLEET: u8 = b'f';
+const PARTITION: u8 = b'p';
+const ALERT: u8 = b'a';
+
+fn key(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(rest.len() + 1);
+    key.push(tag);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn bin_key(id: &str, start_ms: i64) -> Vec<u8> {
+    let mut rest = start_ms.to_be_bytes().to_vec();
+    rest.extend_from_slice(id.as_bytes());
+    key(BIN, &rest)
+}
+
+fn with_partition(partition: i32, bytes: &[u8]) -> Vec<u8> {
+    let mut value = partition.to_be_bytes().to_vec();
+    value.extend_from_slice(bytes);
+    value
+}
+
+/// A record of the view's topic: a key and a value, or a tombstone (`None`).
+pub type ViewRecord = (Vec<u8>, Option<Vec<u8>>);
+
+impl ViewItem {
+    /// The topic's records for this item (a departed vehicle is several tombstones).
+    pub fn records(&self) -> Vec<ViewRecord> {
+        match self {
+            ViewItem::Vehicle {
+                id,
+                partition,
+                meta,
+            } => {
+                let meta = serde_json::to_vec(meta).expect("vehicle attributes serialise");
+                vec![(
+                    key(VEHICLE, id.as_bytes()),
+                    Some(with_partition(*partition, &meta)),
+                )]
+            }
+            ViewItem::VehicleGone { id, bins } => {
+                let mut records = vec![
+                    (key(VEHICLE, id.as_bytes()), None),
+                    (key(SERIES, id.as_bytes()), None),
+                ];
+                records.extend(bins.iter().map(|start| (bin_key(id, *start), None)));
+                records
+            }
+            ViewItem::Bin {
+                id,
+                start_ms,
+                stats,
+            } => vec![(bin_key(id, *start_ms), Some(stats.encode_compact()))],
+            ViewItem::BinGone { id, start_ms } => vec![(bin_key(id, *start_ms), None)],
+            ViewItem::Series { id, encoded } => {
+                vec![(key(SERIES, id.as_bytes()), Some(encoded.clone()))]
+            }
+            ViewItem::Cohort {
+                key: cohort,
+                aggregator,
+                encoded,
+            } => vec![(
+                key(COHORT, cohort.as_bytes()),
+                Some(with_partition(*aggregator, encoded)),
+            )],
+            ViewItem::Fleet { partition, sums } => {
+                vec![(key(FLEET, &partition.to_be_bytes()), Some(sums.encode()))]
+            }
+            ViewItem::Partition(stamp) => vec![(
+                key(PARTITION, &stamp.partition.to_be_bytes()),
+                Some(serde_json::to_vec(stamp).expect("stamps serialise")),
+            )],
+            ViewItem::Alert(alert) => vec![(
+                key(ALERT, alert.alert_id.as_bytes()),
+                Some(serde_json::to_vec(alert).expect("alerts serialise")),
+            )],
+        }
+    }
+}
+
+/// A record of the view's topic that does not read as one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("group view record with key {key:?}: {reason}")]
+pub struct ViewRecordError {
+    pub key: String,
+    pub reason: String,
+}
+
+/// The group's state as the view's topic tells it.
+#[derive(Debug, Default, Clone)]
+pub struct GroupState {
+    pub vehicles: HashMap<String, VehicleState>,
+    /// Cohort key -> (aggregator partition, one series per hazard class).
+    pub cohorts: BTreeMap<String, (i32, Vec<Series>)>,
+    pub fleet: HashMap<i32, FleetSums>,
+    pub partitions: BTreeMap<i32, PartitionStamp>,
+    pub alerts: BTreeMap<String, RegressionAlert>,
+}
+
+impl GroupState {
+    /// Applies one record; a record that does not read is refused and changes nothing.
+    pub fn apply(
+        &mut self,
+        params: FleetRelativeParams,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), ViewRecordError> {
+        let refuse = |reason: &str| ViewRecordError {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.to_string(),
+        };
+        let (&tag, rest) = key.split_first().ok_or_else(|| refuse("empty key"))?;
+        let text = |bytes: &[u8]| {
+            std::str::from_utf8(bytes)
+                .map(str::to_string)
+                .map_err(|_| refuse("not UTF-8"))
+        };
+        let partition_of = |bytes: &[u8]| -> Result<(i32, Vec<u8>), ViewRecordError> {
+            let (head, tail) = bytes.split_at_checked(4).ok_or_else(|| refuse("short"))?;
+            let partition = i32::from_be_bytes(head.try_into().expect("4 bytes"));
+            Ok((partition, tail.to_vec()))
+        };
+        match (tag, value) {
+            (VEHICLE, None) => {
+                self.vehicles.remove(&text(rest)?);
+            }
+            (VEHICLE, Some(value)) => {
+                let (partition, meta) = partition_of(value)?;
+                let meta: VehicleMeta =
+                    serde_json::from_slice(&meta).map_err(|e| refuse(&e.to_string()))?;
+                let vehicle = self.vehicles.entry(text(rest)?).or_default();
+                vehicle.partition = partition;
+                vehicle.meta = meta;
+            }
+            (BIN, value) => {
+                let (start, id) = rest.split_at_checked(8).ok_or_else(|| refuse("short"))?;
+                let start = i64::from_be_bytes(start.try_into().expect("8 bytes"));
+                let id = text(id)?;
+                match value {
+                    None => {
+                        if let Some(vehicle) = self.vehicles.get_mut(&id) {
+                            vehicle.bins.remove(&start);
+                        }
+                    }
+                    Some(value) => {
+                        let stats = BinStats::decode(value).ok_or_else(|| refuse("bin"))?;
+                        let vehicle = self.vehicles.entry(id).or_default();
+                        if start == RETIRED_BIN {
+                            vehicle.retired = stats;
+                        } else {
+                            vehicle.bins.insert(start, stats);
+                        }
+                    }
+                }
+            }
+            (SERIES, None) => {
+                if let Some(vehicle) = self.vehicles.get_mut(&text(rest)?) {
+                    vehicle.series.clear();
+                }
+            }
+            (SERIES, Some(value)) => {
+                let series = decode_view_series(params, value).map_err(|e| refuse(&e))?;
+                self.vehicles.entry(text(rest)?).or_default().series = series;
+            }
+            (COHORT, None) => {
+                self.cohorts.remove(&text(rest)?);
+            }
+            (COHORT, Some(value)) => {
+                let (aggregator, encoded) = partition_of(value)?;
+                if cohort_aggregator(aggregator).is_none() {
+                    return Err(refuse("not a cohort aggregator's partition"));
+                }
+                let series = decode_view_series(params, &encoded).map_err(|e| refuse(&e))?;
+                self.cohorts.insert(text(rest)?, (aggregator, series));
+            }
+            (FLEET | PARTITION, value) => {
+                let (partition, _) = partition_of(rest)?;
+                match (tag, value) {
+                    (FLEET, Some(value)) => {
+                        let sums = FleetSums::decode(value).ok_or_else(|| refuse("sums"))?;
+                        self.fleet.insert(partition, sums);
+                    }
+                    (FLEET, None) => {
+                        self.fleet.remove(&partition);
+                    }
+                    (_, Some(value)) => {
+                        let stamp: PartitionStamp =
+                            serde_json::from_slice(value).map_err(|e| refuse(&e.to_string()))?;
+                        self.partitions.insert(partition, stamp);
+                    }
+                    (_, None) => {
+                        self.partitions.remove(&partition);
+                    }
+                }
+            }
+            (ALERT, None) => {
+                self.alerts.remove(&text(rest)?);
+            }
+            (ALERT, Some(value)) => {
+                let alert: RegressionAlert =
+                    serde_json::from_slice(value).map_err(|e| refuse(&e.to_string()))?;
+                self.alerts.insert(text(rest)?, alert);
+            }
+            _ => return Err(refuse("unknown kind")),
+        }
+        Ok(())
+    }
+
+    /// Applies every record of `items` (as a reader of the topic would, in order).
+    pub fn apply_items(&mut self, params: FleetRelativeParams, items: &[ViewItem]) {
+        for item in items {
+            for (key, value) in item.records() {
+                self.apply(params, &key, value.as_deref())
+                    .expect("records this module wrote read back");
+            }
+        }
+    }
+}
+
+/// The view items of a commit's changes (see [`super::state::StateDelta`]) but its series (the
+/// delta has them in the store's encoding; the engine adds them with [`encode_view_series`]);
+/// `departed`: the vehicles that left memory at it, with their bins; `departed_count`: each
+/// partition's vehicles out of memory.
+pub fn items_of_delta(
+    delta: &super::state::StateDelta,
+    departed: &[(String, Vec<i64>)],
+    departed_count: impl Fn(i32) -> usize,
+) -> Vec<ViewItem> {
+    let mut items = Vec::new();
+    for (partition, id, meta) in &delta.vehicles {
+        items.push(ViewItem::Vehicle {
+            id: id.clone(),
+            partition: *partition,
+            meta: meta.clone(),
+        });
+    }
+    for (_, id, start_ms, stats) in &delta.bins {
+        items.push(ViewItem::Bin {
+            id: id.clone(),
+            start_ms: *start_ms,
+            stats: *stats,
+        });
+    }
+    for (_, id, start_ms) in &delta.expired_bins {
+        items.push(ViewItem::BinGone {
+            id: id.clone(),
+            start_ms: *start_ms,
+        });
+    }
+    for (partition, sums) in &delta.fleet_sums {
+        items.push(ViewItem::Fleet {
+            partition: *partition,
+            sums: sums.clone(),
+        });
+    }
+    for (id, bins) in departed {
+        items.push(ViewItem::VehicleGone {
+            id: id.clone(),
+            bins: bins.clone(),
+        });
+    }
+    items.extend(delta.alerts.iter().cloned().map(ViewItem::Alert));
+    for position in &delta.positions {
+        items.push(ViewItem::Partition(PartitionStamp {
+            partition: position.partition,
+            next_offset: position.next_offset,
+            departed: departed_count(position.partition),
+            ..Default::default()
+        }));
+    }
+    items
+}
+
+/// Everything the view needs of one vehicle (after it was given to this process, or came back
+/// into memory).
+pub fn items_of_vehicle(id: &str, vehicle: &VehicleState) -> Vec<ViewItem> {
+    let mut items = vec![ViewItem::Vehicle {
+        id: id.to_string(),
+        partition: vehicle.partition,
+        meta: vehicle.meta.clone(),
+    }];
+    let retired =
+        (vehicle.retired != BinStats::default()).then_some((RETIRED_BIN, vehicle.retired));
+    for (start_ms, stats) in retired
+        .into_iter()
+        .chain(vehicle.bins.iter().map(|(b, s)| (*b, *s)))
+    {
+        items.push(ViewItem::Bin {
+            id: id.to_string(),
+            start_ms,
+            stats,
+        });
+    }
+    if !vehicle.series.is_empty() {
+        items.push(ViewItem::Series {
+            id: id.to_string(),
+            encoded: encode_view_series(&vehicle.series),
+        });
+    }
+    items
+}
+
+/// Series as the view carries them: the store's encoding (which leaves out each series' last
+/// closed bin, recomputed live at the next close) and then those last bins, which the pages show.
+pub fn encode_view_series(series: &[Series]) -> Vec<u8> {
+    let mut stored = Vec::new();
+    encode_series(series, &mut stored);
+    let mut out = (stored.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&stored);
+    for s in series {
+        encode_last_bin(s.last.as_ref(), &mut out);
+    }
+    out
+}
+
+fn decode_view_series(params: FleetRelativeParams, bytes: &[u8]) -> Result<Vec<Series>, String> {
+    let mut reader = Bytes(bytes);
+    let len = u32::from_le_bytes(reader.take()?) as usize;
+    let stored = reader.slice(len)?;
+    let mut series = decode_series(params, stored).map_err(|e| e.to_string())?;
+    for s in &mut series {
+        s.last = decode_last_bin(&mut reader)?;
+    }
+    Ok(series)
+}
+
+fn encode_last_bin(last: Option<&LastBin>, out: &mut Vec<u8>) {
+    let Some(b) = last else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.extend_from_slice(&b.bin_start_ms.to_le_bytes());
+    out.extend_from_slice(&b.p_regression.to_le_bytes());
+    out.extend_from_slice(&b.onset_bins.to_le_bytes());
+    out.extend_from_slice(&b.onset_ms.to_le_bytes());
+    out.extend_from_slice(&b.expected.to_le_bytes());
+    out.extend_from_slice(&b.events.to_le_bytes());
+    out.extend_from_slice(&b.p_open.to_le_bytes());
+    match &b.hazard_ratio {
+        None => out.push(0),
+        Some(hr) => {
+            out.push(1);
+            for v in [
+                hr.median,
+                hr.low,
+                hr.high,
+                hr.exposure_after,
+                hr.exposure_before,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&hr.events_after.to_le_bytes());
+            out.extend_from_slice(&hr.events_before.to_le_bytes());
+        }
+    }
+}
+
+fn decode_last_bin(reader: &mut Bytes<'_>) -> Result<Option<LastBin>, String> {
+    if reader.take::<1>()?[0] == 0 {
+        return Ok(None);
+    }
+    let bin_start_ms = i64::from_le_bytes(reader.take()?);
+    let p_regression = f64::from_le_bytes(reader.take()?);
+    let onset_bins = u32::from_le_bytes(reader.take()?);
+    let onset_ms = i64::from_le_bytes(reader.take()?);
+    let expected = f64::from_le_bytes(reader.take()?);
+    let events = u64::from_le_bytes(reader.take()?);
+    let p_open = f64::from_le_bytes(reader.take()?);
+    let hazard_ratio = if reader.take::<1>()?[0] == 0 {
+        None
+    } else {
+        let mut f = [0.0; 5];
+        for v in &mut f {
+            *v = f64::from_le_bytes(reader.take()?);
+        }
+        Some(HazardRatioSummary {
+            median: f[0],
+            low: f[1],
+            high: f[2],
+            exposure_after: f[3],
+            exposure_before: f[4],
+            events_after: u64::from_le_bytes(reader.take()?),
+            events_before: u64::from_le_bytes(reader.take()?),
+        })
+    };
+    Ok(Some(LastBin {
+        bin_start_ms,
+        p_regression,
+        onset_bins,
+        onset_ms,
+        expected,
+        events,
+        p_open,
+        hazard_ratio,
+    }))
+}
+
+/// Reads fixed-size pieces off the front of a byte slice.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn slice(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let (head, tail) = self
+            .0
+            .split_at_checked(len)
+            .ok_or_else(|| "series value cut short".to_string())?;
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.slice(N)?.try_into().expect("N bytes"))
+    }
+}
