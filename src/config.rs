@@ -323,6 +323,13 @@ impl KafkaConfig {
     pub fn cohort_changelog_topic(&self) -> String {
         format!("{}.cohort-changelog", self.group_id)
     }
+
+    /// The compacted topic (one partition) every `run` process of the group publishes its
+    /// commits' changes to and reads whole: the group view the pages show
+    /// ([`crate::engine::view`]).
+    pub fn group_view_topic(&self) -> String {
+        format!("{}.group-view", self.group_id)
+    }
 }
 
 fn default_cohort_partitions() -> i32 {
@@ -536,6 +543,15 @@ pub struct HttpConfig {
     /// Most connections served at once; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `run`: pages answer for the whole consumer group, this process's partitions live and
+    /// the others' as of their last commit, read from `<group_id>.group-view`
+    /// ([`crate::engine::view`]). Off: each process's pages show only its own partitions.
+    #[serde(default = "default_group_view")]
+    pub group_view: bool,
+}
+
+fn default_group_view() -> bool {
+    true
 }
 
 fn default_ready_max_lag_records() -> i64 {

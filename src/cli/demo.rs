@@ -325,6 +325,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
             truth: Some(Arc::new(truth)),
             horizon_days: args.horizon_days,
             ready_max_lag_records: config.http.ready_max_lag_records,
+            group: None,
         };
         serve(address, app, &config.http)?;
     }

@@ -94,6 +94,21 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let group_view = if config.http.group_view {
+        engine = engine.with_group_view();
+        Some(Arc::new(crate::engine::view::SharedView::default()))
+    } else {
+        None
+    };
+    let view_reader = match &group_view {
+        Some(view) => Some(crate::kafka::group_view::spawn_reader(
+            config,
+            engine.detection_settings().params,
+            Arc::clone(view),
+            Arc::clone(&shutdown),
+        )?),
+        None => None,
+    };
     let source = KafkaSource::new(config, metrics.clone()).context("creating consumer")?;
     let target = ChangelogStore::new(
         config,
@@ -119,6 +134,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
             .policy()?
             .map(|p| (p.policy.name(), p.budget)),
         ready_max_lag_records: config.http.ready_max_lag_records,
+        group: group_view.clone(),
     };
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),
@@ -216,6 +232,8 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     // A refit in progress is not waited for: what it wrote is durable, what it had not yet
     // written is redone by the next one.
     drop(refit_thread);
+    // The view's reader stops at its next poll; not waited for.
+    drop(view_reader);
     outcome
 }
 

@@ -53,7 +53,8 @@ pub fn page(data: &Value) -> String {
     if data["available"] != json!(true) {
         let body = "<p>No refit has run yet: the detectors use the configured prior. \
             The nightly refit (<code>[refit] schedule_utc</code>) or <code>safetel refit</code> fills this page.</p>";
-        return html::page(
+        return html::page_with(
+        data,
             "/diagnostics",
             "Model diagnostics",
             "/api/diagnostics",
@@ -194,7 +195,8 @@ pub fn page(data: &Value) -> String {
         ),
     );
     body += &ppc.render();
-    html::page(
+    html::page_with(
+        data,
         "/diagnostics",
         "Model diagnostics",
         "/api/diagnostics",

@@ -49,6 +49,42 @@ pub fn page(path: &str, title: &str, api: &str, body: &str) -> String {
     )
 }
 
+/// [`page`] for a page whose JSON is `data`: with the line saying how much of the consumer
+/// group the data covers, where it says (`data["coverage"]`, added by the HTTP edge).
+pub fn page_with(data: &Value, path: &str, title: &str, api: &str, body: &str) -> String {
+    page(path, title, api, &format!("{}{body}", coverage_line(data)))
+}
+
+/// "Covers 4 of 4 partitions: 2 held here (live), 2 from the group view (as of ...)".
+pub fn coverage_line(data: &Value) -> String {
+    let c = &data["coverage"];
+    if c.is_null() {
+        return String::new();
+    }
+    let total = match c["partitions"].as_u64() {
+        Some(_) => format!(" of {}", num(data, "/coverage/partitions", 0)),
+        None => String::new(),
+    };
+    let here = num(data, "/coverage/held_here_count", 0);
+    let mut line = format!(
+        r#"<p class="note coverage">Covers {}{total} partitions: {here} held by this process (live)"#,
+        num(data, "/coverage/covered", 0)
+    );
+    if c["scope"] == "group" {
+        line += &format!(
+            ", {} from the group view (other processes, as of their last commit; the oldest {})",
+            num(data, "/coverage/from_group_view_count", 0),
+            c["oldest_commit_ms"]
+                .as_i64()
+                .map_or("—".to_string(), |ms| escape(&crate::model::utc_time(ms))),
+        );
+    }
+    if let Some(note) = c["note"].as_str() {
+        line += &format!(". {}", escape(note));
+    }
+    line + ".</p>"
+}
+
 /// The value at `pointer` in `data`, formatted with `decimals` and tied to the pointer; a
 /// missing or null value shows as an em dash.
 pub fn num(data: &Value, pointer: &str, decimals: usize) -> String {

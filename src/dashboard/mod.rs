@@ -18,18 +18,116 @@ pub mod summary;
 pub mod svg;
 pub mod vehicles;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::engine::detection::{DetectionSettings, Series};
-use crate::engine::{BinStats, Vehicles};
+use crate::engine::detection::{DetectionSettings, Series, VehicleSet};
+use crate::engine::{BinStats, VehicleMeta, VehicleState, Vehicles};
 use crate::generator::GroundTruth;
 use crate::model::RegressionAlert;
 
+/// The vehicles the pages show: this process's (live), and where it reads the group view, the
+/// other processes' (as of their last commit), of the partitions it does not hold.
+#[derive(Clone, Copy)]
+pub struct FleetVehicles<'a> {
+    local: &'a Vehicles,
+    remote: Option<(&'a HashMap<String, VehicleState>, &'a HashSet<i32>)>,
+}
+
+impl<'a> FleetVehicles<'a> {
+    /// This process's vehicles only.
+    pub fn local(local: &'a Vehicles) -> FleetVehicles<'a> {
+        FleetVehicles {
+            local,
+            remote: None,
+        }
+    }
+
+    /// This process's vehicles, and `remote`'s of partitions not in `held`.
+    pub fn with_group(
+        local: &'a Vehicles,
+        remote: &'a HashMap<String, VehicleState>,
+        held: &'a HashSet<i32>,
+    ) -> FleetVehicles<'a> {
+        FleetVehicles {
+            local,
+            remote: Some((remote, held)),
+        }
+    }
+
+    fn remote(&self) -> impl Iterator<Item = (&'a String, &'a VehicleState)> + 'a {
+        let local = self.local;
+        self.remote.into_iter().flat_map(move |(remote, held)| {
+            remote
+                .iter()
+                .filter(move |(id, v)| !held.contains(&v.partition) && !local.contains_key(*id))
+        })
+    }
+
+    /// Calls `f` with each vehicle (this process's first).
+    pub fn for_each(&self, f: &mut dyn FnMut(&str, &VehicleState)) {
+        for vehicle in self.local.iter() {
+            f(vehicle.key(), &vehicle);
+        }
+        for (id, vehicle) in self.remote() {
+            f(id, vehicle);
+        }
+    }
+
+    /// Whether any vehicle is such.
+    pub fn any(&self, mut test: impl FnMut(&VehicleState) -> bool) -> bool {
+        let mut found = false;
+        self.for_each(&mut |_, v| found = found || test(v));
+        found
+    }
+
+    pub fn get(&self, id: &str) -> Option<VehicleState> {
+        if let Some(vehicle) = self.local.get(id) {
+            return Some(vehicle.clone());
+        }
+        let (remote, held) = self.remote?;
+        remote
+            .get(id)
+            .filter(|v| !held.contains(&v.partition))
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.local.len() + self.remote().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The vehicles of source partition `partition`.
+    pub fn partition(&self, partition: i32) -> impl VehicleSet + '_ {
+        PartitionOf(*self, partition)
+    }
+}
+
+impl VehicleSet for FleetVehicles<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+        FleetVehicles::for_each(self, &mut |_, v| f(&v.meta, &v.bins));
+    }
+}
+
+struct PartitionOf<'a>(FleetVehicles<'a>, i32);
+
+impl VehicleSet for PartitionOf<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+        self.0.for_each(&mut |_, v| {
+            if v.partition == self.1 {
+                f(&v.meta, &v.bins);
+            }
+        });
+    }
+}
+
 /// What the pages read.
 pub struct Sources<'a> {
-    pub vehicles: &'a Vehicles,
+    pub vehicles: FleetVehicles<'a>,
     /// Cohort key -> one series per hazard class.
     pub cohorts: &'a BTreeMap<String, Vec<Series>>,
     /// Each source partition's fleet sums as of the last commit point.
@@ -51,17 +149,17 @@ pub struct Sources<'a> {
 pub const PERIOD_DAYS: i64 = 7;
 
 /// The fleet's bins summed over vehicles and over periods of [`PERIOD_DAYS`], by period start.
-pub fn fleet_periods(vehicles: &Vehicles) -> BTreeMap<i64, BinStats> {
+pub fn fleet_periods(vehicles: &FleetVehicles<'_>) -> BTreeMap<i64, BinStats> {
     let period_ms = PERIOD_DAYS * 86_400_000;
     let mut periods: BTreeMap<i64, BinStats> = BTreeMap::new();
-    for vehicle in vehicles.iter() {
+    vehicles.for_each(&mut |_, vehicle| {
         for (start, stats) in &vehicle.bins {
             periods
                 .entry(start.div_euclid(period_ms) * period_ms)
                 .or_default()
                 .add(stats);
         }
-    }
+    });
     periods
 }
 

@@ -15,7 +15,7 @@ use crate::engine::BinStats;
 pub fn data(sources: &Sources<'_>) -> Value {
     let sampled = sources.sampling.is_some();
     let mut by_model: BTreeMap<String, BinStats> = BTreeMap::new();
-    for vehicle in sources.vehicles.iter() {
+    sources.vehicles.for_each(&mut |_, vehicle| {
         let model = match vehicle.meta.vehicle_model.as_str() {
             "" => "unknown",
             m => m,
@@ -24,7 +24,7 @@ pub fn data(sources: &Sources<'_>) -> Value {
             .entry(model.to_string())
             .or_default()
             .add(&vehicle.totals());
-    }
+    });
     let mut fleet = BinStats::default();
     let strata: Vec<Value> = by_model
         .iter()
@@ -57,7 +57,7 @@ pub fn data(sources: &Sources<'_>) -> Value {
     // Uniform review of the same number of trips finds, in expectation, the estimated events
     // times the share of trips reviewed.
     let uniform_expected = share(reviewed_trips, fleet.trips).map(|s| s * estimate);
-    let periods: Vec<Value> = fleet_periods(sources.vehicles)
+    let periods: Vec<Value> = fleet_periods(&sources.vehicles)
         .iter()
         .map(|(start, stats)| {
             let reviewed = if sampled {
@@ -291,7 +291,8 @@ pub fn page(data: &Value) -> String {
         ],
         &rows,
     );
-    html::page(
+    html::page_with(
+        data,
         "/rare-events",
         "Rare event detection",
         "/api/rare-events",

@@ -12,7 +12,7 @@ use super::html::{self, escape, interval, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
 use crate::engine::detection::{self, FleetSums};
-use crate::engine::{BinStats, PartitionVehicles};
+use crate::engine::BinStats;
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
 
 /// One episode: the alerts of one key, class and onset, oldest first.
@@ -126,7 +126,7 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
     let (series, replayed, baseline, bins) = match latest.key_kind {
         KeyKind::Vehicle => match sources.vehicles.get(&latest.key) {
             Some(v) => {
-                let partition = PartitionVehicles(sources.vehicles, v.partition);
+                let partition = sources.vehicles.partition(v.partition);
                 let series = v.series.get(class_index).cloned();
                 let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
                 // Complete when no bin was retired on the partition and none of its vehicles
@@ -136,7 +136,6 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
                 history_complete = view.is_none_or(|view| view.departed == 0)
                     && !sources
                         .vehicles
-                        .iter()
                         .any(|o| o.partition == v.partition && o.retired != BinStats::default());
                 let (fleet, replayed) = match live {
                     Some(live) if !history_complete => {
@@ -178,7 +177,7 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
                 .and_then(|s| s.get(class_index).cloned());
             let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
             let history =
-                detection::cohort_history(settings, sources.vehicles, &latest.key, through);
+                detection::cohort_history(settings, &sources.vehicles, &latest.key, through);
             let replayed = history.as_ref().map_or_else(Vec::new, |h| {
                 detection::replay_cohort(settings, class, h, through)
             });
@@ -344,7 +343,8 @@ pub fn page(data: &Value) -> String {
         ],
         &rows,
     );
-    html::page(
+    html::page_with(
+        data,
         "/regressions",
         "Regression analysis",
         "/api/regressions",
@@ -507,5 +507,6 @@ pub fn episode_page(data: &Value, id: &str) -> String {
         &alert_rows,
     );
     let api = format!("/api/regressions/episode?id={}", percent_encode(id));
-    html::page("/regressions", "Regression episode", &api, &body)
+    html::page_with(
+        data,"/regressions", "Regression episode", &api, &body)
 }

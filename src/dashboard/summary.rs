@@ -50,7 +50,7 @@ pub fn totals_json(stats: &BinStats) -> Value {
 }
 
 pub fn data(sources: &Sources<'_>) -> Value {
-    let periods = fleet_periods(sources.vehicles);
+    let periods = fleet_periods(&sources.vehicles);
     let mut totals = BinStats::default();
     for stats in periods.values() {
         totals.add(stats);
@@ -244,5 +244,6 @@ pub fn page(data: &Value) -> String {
     body += "<h2>Trends</h2>";
     body += &rate.render();
     body += &exposure.render();
-    html::page("/", "Executive summary", "/api/summary", &body)
+    html::page_with(
+        data,"/", "Executive summary", "/api/summary", &body)
 }

@@ -26,33 +26,28 @@ struct Ranked {
 pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
     let class = HazardClass::Critical;
     // The fleet as the vehicles held here show it, through their latest bin.
-    let latest = sources
-        .vehicles
-        .iter()
-        .filter_map(|v| v.bins.keys().next_back().copied())
-        .max()
-        .unwrap_or(i64::MIN);
+    let mut latest = i64::MIN;
+    sources.vehicles.for_each(&mut |_, v| {
+        latest = latest.max(v.bins.keys().next_back().copied().unwrap_or(i64::MIN));
+    });
     let through = latest.saturating_add(sources.settings.bin_width_ms);
     let fleet = sources.settings.vehicle_baseline(
         class,
-        &FleetSums::of(sources.settings, sources.vehicles, through),
+        &FleetSums::of(sources.settings, &sources.vehicles, through),
     );
-    let mut ranked: Vec<Ranked> = sources
-        .vehicles
-        .iter()
-        .map(|v| {
-            let (events, exposure_hours) = stats_of(sources.settings, Some(&v.totals()), class);
-            Ranked {
-                vehicle_id: v.key().clone(),
-                posterior: GammaRate {
-                    shape: fleet.shape + events as f64,
-                    rate: fleet.rate + exposure_hours,
-                },
-                events,
-                exposure_hours,
-            }
-        })
-        .collect();
+    let mut ranked: Vec<Ranked> = Vec::new();
+    sources.vehicles.for_each(&mut |id, v| {
+        let (events, exposure_hours) = stats_of(sources.settings, Some(&v.totals()), class);
+        ranked.push(Ranked {
+            vehicle_id: id.to_string(),
+            posterior: GammaRate {
+                shape: fleet.shape + events as f64,
+                rate: fleet.rate + exposure_hours,
+            },
+            events,
+            exposure_hours,
+        });
+    });
     ranked.sort_by(|a, b| {
         b.posterior
             .mean()
@@ -164,5 +159,6 @@ pub fn page(data: &Value) -> String {
             super::regressions::percent_encode(query)
         )
     };
-    html::page("/vehicles", "Vehicle performance", &api, &body)
+    html::page_with(
+        data,"/vehicles", "Vehicle performance", &api, &body)
 }

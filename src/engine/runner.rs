@@ -230,6 +230,8 @@ pub struct RunStatus {
     /// The group's session timeout, where there is a group: standing still for that long may
     /// cost the membership.
     pub session_timeout_ms: Option<u64>,
+    /// The input topic's partitions, once known.
+    pub source_partitions: Option<i32>,
 }
 
 impl RunStatus {
@@ -578,6 +580,7 @@ fn rebalance(
             engine
                 .adopt(restored)
                 .map_err(|e| RunError::Commit(format!("restoring assigned partitions: {e}")))?;
+            engine.republish_view();
             let positions = engine.positions();
             let starts: Vec<(i32, Option<i64>)> = partitions
                 .iter()
@@ -608,6 +611,7 @@ fn rebalance(
             source.assign(&starts)?;
             if let Some(count) = source.partition_count() {
                 engine.set_source_partitions(count);
+                status.update(|s| s.source_partitions = Some(count));
             }
         }
     }

@@ -498,3 +498,33 @@ impl<'a> Bytes<'a> {
         Ok(self.slice(N)?.try_into().expect("N bytes"))
     }
 }
+
+/// The group view as the HTTP edge reads it: the state, and how far its reader has got.
+#[derive(Debug, Default)]
+pub struct SharedView {
+    pub state: std::sync::RwLock<GroupState>,
+    pub progress: std::sync::Mutex<ViewProgress>,
+}
+
+impl SharedView {
+    pub fn progress(&self) -> ViewProgress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// How far the reader of the view's topic has got.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct ViewProgress {
+    pub topic: String,
+    /// Records applied, and refused (they did not read; counted, logged, skipped).
+    pub records: u64,
+    pub refused: u64,
+    /// When the reader last stood at the end of what is committed to the topic (`None`: not
+    /// yet since it started); the view is complete as of then.
+    pub caught_up_at_ms: Option<i64>,
+    /// The reader's last error (cleared by the next record), such as a missing topic.
+    pub error: Option<String>,
+}

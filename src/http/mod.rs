@@ -15,8 +15,8 @@
 //! `http.request_timeout_ms` with 408, and at shutdown waits for open requests only as long as
 //! it is told.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLockReadGuard};
 
 use std::time::Duration;
 
@@ -31,7 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::dashboard::summary::{fleet_json, totals_json};
-use crate::dashboard::{self, Sources};
+use crate::dashboard::{self, FleetVehicles, Sources};
+use crate::engine::view::GroupState;
 use crate::engine::detection::{DetectionSettings, Series};
 use crate::engine::health::{self, HealthInputs, Verdict};
 use crate::engine::runner::{RunStatus, StatusBoard};
@@ -61,6 +62,9 @@ pub struct AppState {
     pub horizon_days: f64,
     /// `/health/ready` is 503 while the consumer is further behind than this.
     pub ready_max_lag_records: i64,
+    /// The whole group's state, where `run` reads the group view: pages show the partitions
+    /// this process does not hold from it.
+    pub group: Option<Arc<crate::engine::view::SharedView>>,
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -243,17 +247,22 @@ impl IntoResponse for ReadError {
     }
 }
 
-/// What a page's data is built from, read once per request.
-struct Snapshot {
+/// What a page's data is built from, read once per request: this process's state, and where
+/// it reads the group view (and the view has caught up), the other processes' partitions.
+struct Snapshot<'a> {
     alerts: Vec<RegressionAlert>,
     model_run: Option<Value>,
     cohorts: BTreeMap<String, Vec<Series>>,
     fleet: HashMap<i32, crate::engine::PartitionView>,
+    /// Source partitions this process holds.
+    held: HashSet<i32>,
+    group: Option<RwLockReadGuard<'a, GroupState>>,
+    coverage: Value,
 }
 
-impl Snapshot {
-    fn read(state: &AppState) -> Result<Snapshot, ReadError> {
-        let alerts = state
+impl<'a> Snapshot<'a> {
+    fn read(state: &'a AppState) -> Result<Snapshot<'a>, ReadError> {
+        let mut alerts = state
             .store
             .alerts()
             .map_err(|e| ReadError(format!("reading alerts: {e}")))?;
@@ -261,27 +270,65 @@ impl Snapshot {
             .store
             .last_model_run()
             .map_err(|e| ReadError(format!("reading model runs: {e}")))?;
-        let cohorts = state
+        let mut cohorts = state
             .cohorts
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let fleet = state
+        let mut fleet = state
             .fleet
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
+        let held: HashSet<i32> = fleet.keys().copied().collect();
+        let status = state.status.snapshot();
+        let progress = state.group.as_ref().map(|view| view.progress());
+        let group = match (&state.group, &progress) {
+            (Some(view), Some(progress)) if progress.caught_up_at_ms.is_some() => Some(
+                view.state
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            ),
+            _ => None,
+        };
+        if let Some(view) = &group {
+            for (p, sums) in &view.fleet {
+                if !held.contains(p) {
+                    let departed = view.partitions.get(p).map_or(0, |s| s.departed);
+                    let fleet_sums = sums.clone();
+                    fleet.insert(*p, crate::engine::PartitionView { fleet: fleet_sums, departed });
+                }
+            }
+            for (key, (_, series)) in &view.cohorts {
+                cohorts.entry(key.clone()).or_insert_with(|| series.clone());
+            }
+            let known: HashSet<String> = alerts.iter().map(|a| a.alert_id.clone()).collect();
+            alerts.extend(
+                view.alerts
+                    .values()
+                    .filter(|a| !known.contains(&a.alert_id))
+                    .cloned(),
+            );
+        }
+        let coverage = coverage_json(&status, &held, group.as_deref(), progress.as_ref());
         Ok(Snapshot {
             alerts,
             model_run,
             cohorts,
             fleet,
+            held,
+            group,
+            coverage,
         })
     }
 
-    fn sources<'a>(&'a self, state: &'a AppState) -> Sources<'a> {
+    fn sources(&'a self, state: &'a AppState) -> Sources<'a> {
+        let vehicles = match &self.group {
+            Some(view) => FleetVehicles::with_group(&state.vehicles, &view.vehicles, &self.held),
+            None => FleetVehicles::local(&state.vehicles),
+        };
         Sources {
-            vehicles: &state.vehicles,
+            vehicles,
             cohorts: &self.cohorts,
             fleet: &self.fleet,
             settings: &state.settings,
@@ -294,32 +341,122 @@ impl Snapshot {
     }
 }
 
-/// Runs `f` on the request's sources; the handlers below differ only in what `f` builds.
-fn with_sources<T>(state: &AppState, f: impl FnOnce(&Sources<'_>) -> T) -> Result<T, ReadError> {
+/// How much of the consumer group a page's data covers: the source partitions this process
+/// holds (live), and those the group view adds (as of their owners' last commits).
+fn coverage_json(
+    status: &RunStatus,
+    held: &HashSet<i32>,
+    group: Option<&GroupState>,
+    progress: Option<&crate::engine::view::ViewProgress>,
+) -> Value {
+    let mut held_here: Vec<i32> = held.iter().copied().collect();
+    held_here.sort_unstable();
+    let from_view: Vec<&crate::engine::view::PartitionStamp> = group
+        .map(|view| {
+            view.partitions
+                .values()
+                .filter(|s| crate::engine::cohort_aggregator(s.partition).is_none())
+                .filter(|s| !held.contains(&s.partition))
+                .collect()
+        })
+        .unwrap_or_default();
+    let note = match (progress, group) {
+        (None, _) => None,
+        (Some(p), None) => Some(match &p.error {
+            Some(e) => format!("The group view cannot be read ({e}): this process's partitions only"),
+            None => "The group view is still being read: this process's partitions only, until it has caught up".to_string(),
+        }),
+        (Some(p), Some(_)) => p
+            .error
+            .as_ref()
+            .map(|e| format!("The group view's reader reports: {e}")),
+    };
+    json!({
+        "scope": if group.is_some() { "group" } else { "process" },
+        "partitions": status.source_partitions,
+        "covered": held_here.len() + from_view.len(),
+        "held_here": held_here,
+        "held_here_count": held.len(),
+        "from_group_view": from_view.iter().map(|s| json!({
+            "partition": s.partition, "member": s.member, "committed_at_ms": s.committed_at_ms,
+        })).collect::<Vec<_>>(),
+        "from_group_view_count": from_view.len(),
+        "oldest_commit_ms": from_view.iter().map(|s| s.committed_at_ms).min(),
+        "view_caught_up_at_ms": progress.and_then(|p| p.caught_up_at_ms),
+        "note": note,
+    })
+}
+
+/// A page's JSON, built by `f`, with its coverage (`None`: `f` found nothing).
+fn page_data(
+    state: &AppState,
+    f: impl FnOnce(&Sources<'_>) -> Option<Value>,
+) -> Result<Option<Value>, ReadError> {
     let snapshot = Snapshot::read(state)?;
-    Ok(f(&snapshot.sources(state)))
+    let data = f(&snapshot.sources(state));
+    Ok(data.map(|mut data| {
+        data["coverage"] = snapshot.coverage.clone();
+        data
+    }))
 }
 
-async fn summary(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
-    with_sources(&state, dashboard::summary::data).map(Json)
-}
-
-async fn summary_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
-    with_sources(&state, |s| {
-        dashboard::summary::page(&dashboard::summary::data(s))
+/// A page's JSON, or 404 naming what `missing` says when `f` finds nothing.
+fn json_or_404(
+    state: &AppState,
+    missing: impl FnOnce() -> String,
+    f: impl FnOnce(&Sources<'_>) -> Option<Value>,
+) -> Result<Response, ReadError> {
+    Ok(match page_data(state, f)? {
+        Some(data) => Json(data).into_response(),
+        None => not_found(missing()),
     })
-    .map(Html)
 }
 
-async fn regressions(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
-    with_sources(&state, |s| dashboard::regressions::data(s.alerts)).map(Json)
-}
-
-async fn regressions_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
-    with_sources(&state, |s| {
-        dashboard::regressions::page(&dashboard::regressions::data(s.alerts))
+/// A page rendered from its JSON, or 404 naming what `missing` says when `f` finds nothing.
+fn page_or_404(
+    state: &AppState,
+    missing: impl FnOnce() -> String,
+    f: impl FnOnce(&Sources<'_>) -> Option<Value>,
+    render: impl FnOnce(&Value) -> String,
+) -> Result<Response, ReadError> {
+    Ok(match page_data(state, f)? {
+        Some(data) => Html(render(&data)).into_response(),
+        None => not_found(missing()),
     })
-    .map(Html)
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": what}))).into_response()
+}
+
+fn always() -> String {
+    unreachable!("these pages always have data")
+}
+
+async fn summary(State(state): State<AppState>) -> Result<Response, ReadError> {
+    json_or_404(&state, always, |s| Some(dashboard::summary::data(s)))
+}
+
+async fn summary_page(State(state): State<AppState>) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        always,
+        |s| Some(dashboard::summary::data(s)),
+        dashboard::summary::page,
+    )
+}
+
+async fn regressions(State(state): State<AppState>) -> Result<Response, ReadError> {
+    json_or_404(&state, always, |s| Some(dashboard::regressions::data(s.alerts)))
+}
+
+async fn regressions_page(State(state): State<AppState>) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        always,
+        |s| Some(dashboard::regressions::data(s.alerts)),
+        dashboard::regressions::page,
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -327,45 +464,40 @@ struct EpisodeQuery {
     id: String,
 }
 
-fn no_episode(id: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": format!("no episode `{id}`")})),
-    )
-        .into_response()
-}
-
 async fn episode(
     State(state): State<AppState>,
     Query(q): Query<EpisodeQuery>,
 ) -> Result<Response, ReadError> {
-    let data = with_sources(&state, |s| dashboard::regressions::episode_data(s, &q.id))?;
-    Ok(match data {
-        Some(data) => Json(data).into_response(),
-        None => no_episode(&q.id),
-    })
+    json_or_404(
+        &state,
+        || format!("no episode `{}`", q.id),
+        |s| dashboard::regressions::episode_data(s, &q.id),
+    )
 }
 
 async fn episode_page(
     State(state): State<AppState>,
     Query(q): Query<EpisodeQuery>,
 ) -> Result<Response, ReadError> {
-    let data = with_sources(&state, |s| dashboard::regressions::episode_data(s, &q.id))?;
-    Ok(match data {
-        Some(data) => Html(dashboard::regressions::episode_page(&data, &q.id)).into_response(),
-        None => no_episode(&q.id),
-    })
+    page_or_404(
+        &state,
+        || format!("no episode `{}`", q.id),
+        |s| dashboard::regressions::episode_data(s, &q.id),
+        |data| dashboard::regressions::episode_page(data, &q.id),
+    )
 }
 
-async fn rare_events(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
-    with_sources(&state, dashboard::rare_events::data).map(Json)
+async fn rare_events(State(state): State<AppState>) -> Result<Response, ReadError> {
+    json_or_404(&state, always, |s| Some(dashboard::rare_events::data(s)))
 }
 
-async fn rare_events_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
-    with_sources(&state, |s| {
-        dashboard::rare_events::page(&dashboard::rare_events::data(s))
-    })
-    .map(Html)
+async fn rare_events_page(State(state): State<AppState>) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        always,
+        |s| Some(dashboard::rare_events::data(s)),
+        dashboard::rare_events::page,
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -386,29 +518,37 @@ impl RankingQuery {
 async fn vehicle_ranking(
     State(state): State<AppState>,
     Query(q): Query<RankingQuery>,
-) -> Result<Json<Value>, ReadError> {
-    with_sources(&state, |s| dashboard::vehicles::data(s, &q.q, q.limit())).map(Json)
+) -> Result<Response, ReadError> {
+    json_or_404(&state, always, |s| {
+        Some(dashboard::vehicles::data(s, &q.q, q.limit()))
+    })
 }
 
 async fn vehicles_page(
     State(state): State<AppState>,
     Query(q): Query<RankingQuery>,
-) -> Result<Html<String>, ReadError> {
-    with_sources(&state, |s| {
-        dashboard::vehicles::page(&dashboard::vehicles::data(s, &q.q, q.limit()))
-    })
-    .map(Html)
+) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        always,
+        |s| Some(dashboard::vehicles::data(s, &q.q, q.limit())),
+        dashboard::vehicles::page,
+    )
 }
 
-async fn diagnostics(State(state): State<AppState>) -> Result<Json<Value>, ReadError> {
-    with_sources(&state, |s| dashboard::diagnostics::data(s.model_run)).map(Json)
+async fn diagnostics(State(state): State<AppState>) -> Result<Response, ReadError> {
+    json_or_404(&state, always, |s| {
+        Some(dashboard::diagnostics::data(s.model_run))
+    })
 }
 
-async fn diagnostics_page(State(state): State<AppState>) -> Result<Html<String>, ReadError> {
-    with_sources(&state, |s| {
-        dashboard::diagnostics::page(&dashboard::diagnostics::data(s.model_run))
-    })
-    .map(Html)
+async fn diagnostics_page(State(state): State<AppState>) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        always,
+        |s| Some(dashboard::diagnostics::data(s.model_run)),
+        dashboard::diagnostics::page,
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -607,11 +747,20 @@ async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Respo
             Json(json!({"error": format!("reading vehicle `{id}` from the store: {e}")})),
         )
             .into_response(),
-        Ok(_) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no vehicle `{id}`")})),
-        )
-            .into_response(),
+        Ok(_) => {
+            // Another process's vehicle, as of that process's last commit.
+            let from_group = state.group.as_ref().and_then(|view| {
+                let group = view.state.read().unwrap_or_else(|p| p.into_inner());
+                let vehicle = group.vehicles.get(&id).filter(|v| !held(v.partition))?;
+                let mut body = vehicle_json(&id, vehicle);
+                body["from_group_view"] = json!(true);
+                Some(body)
+            });
+            match from_group {
+                Some(body) => Json(body).into_response(),
+                None => not_found(format!("no vehicle `{id}`")),
+            }
+        }
     }
 }
 

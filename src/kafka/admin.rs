@@ -13,16 +13,17 @@ use crate::config::Config;
 /// Creates the events, DLQ, regressions and review-request topics (the last with the events
 /// topic's partitions: both are keyed by vehicle id), and the group's internal topics: the
 /// compacted state changelog (one partition per events partition), the cohort repartition topic
-/// and its aggregators' compacted changelog (`kafka.cohort_partitions` each). Returns (topic,
-/// created) per topic.
+/// and its aggregators' compacted changelog (`kafka.cohort_partitions` each), and the compacted
+/// group view (one partition). Returns (topic, created) per topic.
 pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config, &[], &[]).create()?;
     let k = &config.kafka;
     let replication = || TopicReplication::Fixed(k.replication_factor);
-    let (state_changelog, cohort_reports, cohort_changelog) = (
+    let (state_changelog, cohort_reports, cohort_changelog, group_view) = (
         k.state_changelog_topic(),
         k.cohort_topic(),
         k.cohort_changelog_topic(),
+        k.group_view_topic(),
     );
     let topics = [
         NewTopic::new(&k.events_topic, k.events_partitions, replication()),
@@ -38,6 +39,7 @@ pub async fn create_topics(config: &Config) -> Result<Vec<(String, bool)>, Kafka
         NewTopic::new(&cohort_reports, k.cohort_partitions, replication()),
         NewTopic::new(&cohort_changelog, k.cohort_partitions, replication())
             .set("cleanup.policy", "compact"),
+        NewTopic::new(&group_view, 1, replication()).set("cleanup.policy", "compact"),
     ];
     // Bounded: a broker that does not answer us (unreachable, or refusing our credentials) is an
     // error within 30 s, not a hang.

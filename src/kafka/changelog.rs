@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use super::client_config;
 use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
+use crate::engine::view::{PartitionStamp, ViewItem};
 use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::{RestoredState, StateDelta, cohort_aggregator};
 use crate::store::{Op, Store};
@@ -104,6 +105,7 @@ pub struct Topics {
     pub state_changelog: String,
     pub cohort_reports: String,
     pub cohort_changelog: String,
+    pub group_view: String,
 }
 
 impl Topics {
@@ -114,6 +116,7 @@ impl Topics {
             state_changelog: k.state_changelog_topic(),
             cohort_reports: k.cohort_topic(),
             cohort_changelog: k.cohort_changelog_topic(),
+            group_view: k.group_view_topic(),
         }
     }
 
@@ -203,6 +206,9 @@ pub struct ChangelogStore {
     group: GroupMembership,
     initialised: bool,
     metrics: crate::metrics::Metrics,
+    /// Who commits, as the group view's partition stamps name it: the transactional id and
+    /// the HTTP address.
+    member: String,
 }
 
 impl ChangelogStore {
@@ -220,7 +226,9 @@ impl ChangelogStore {
         let delivered = Arc::new(Mutex::new(Deliveries::default()));
         let producer = transactional_producer(config, &transactional_id, &delivered)?;
         info!(%transactional_id, "state commits go through the changelog");
+        let member = format!("{transactional_id} ({})", config.http.listen);
         Ok(ChangelogStore {
+            member,
             store,
             config: config.clone(),
             topics: Topics::new(config),
@@ -354,6 +362,29 @@ impl ChangelogStore {
                 .payload(&value[..]);
             self.send(record)?;
         }
+        let committed_at_ms = crate::engine::runner::unix_ms();
+        for item in &delta.view {
+            let stamped;
+            let item = match item {
+                ViewItem::Partition(stamp) => {
+                    stamped = ViewItem::Partition(PartitionStamp {
+                        member: self.member.clone(),
+                        committed_at_ms,
+                        ..stamp.clone()
+                    });
+                    &stamped
+                }
+                item => item,
+            };
+            for (key, value) in item.records() {
+                let record = BaseRecord::to(&self.topics.group_view).partition(0).key(&key);
+                let record = match &value {
+                    Some(value) => record.payload(&value[..]),
+                    None => record,
+                };
+                self.send(record)?;
+            }
+        }
         if !delta.positions.is_empty() {
             let membership = self.group.lock().expect("group membership lock");
             if let Some(membership) = membership.as_ref() {
@@ -403,7 +434,8 @@ impl ChangelogStore {
     fn commit_delta(&mut self, delta: StateDelta) -> Result<(), ChangelogError> {
         let ops = self.store.ops(&delta)?;
         let logged = ops.iter().any(|op| op.changelog_partition().is_some())
-            || !delta.cohort_reports.is_empty();
+            || !delta.cohort_reports.is_empty()
+            || !delta.view.is_empty();
         if logged {
             self.transact(&ops, &delta)?;
         }

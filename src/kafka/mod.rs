@@ -10,6 +10,7 @@ mod admin;
 mod changelog;
 mod dlq;
 mod facts_rebuild;
+pub mod group_view;
 mod outputs;
 mod producer;
 mod review_service;

@@ -87,10 +87,28 @@ pub fn utc_date(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since the epoch.
+pub fn utc_time(ms: i64) -> String {
+    let s = ms.div_euclid(1000).rem_euclid(86_400);
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        utc_date(ms),
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::generator::config::parse_date;
+
+    #[test]
+    fn a_time_reads_as_its_date_and_clock() {
+        assert_eq!(utc_time(1_767_571_200_000 + 3_723_000), "2026-01-05 01:02:03 UTC");
+        assert_eq!(utc_time(-1000), "1969-12-31 23:59:59 UTC");
+    }
 
     #[test]
     fn dates_format_back_to_what_parses() {

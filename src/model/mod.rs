@@ -11,7 +11,7 @@ mod validate;
 
 use std::borrow::Cow;
 
-pub use alert::{AlertStatus, KeyKind, RegressionAlert, utc_date};
+pub use alert::{AlertStatus, KeyKind, RegressionAlert, utc_date, utc_time};
 pub use review::{ReviewRequest, ReviewResult};
 pub use validate::{
     MAX_EVENT_TIME_MS, MAX_REVIEWED_EVENTS, MIN_EVENT_TIME_MS, TRIP_DURATION_TOLERANCE_S,
