@@ -27,6 +27,10 @@ pub fn data(model_run: Option<&Value>) -> Value {
             }))
         })
         .collect();
+    let mut posterior_predictive = run["posterior_predictive"].clone();
+    if let Some(share) = posterior_predictive["coverage_95"].as_f64() {
+        posterior_predictive["coverage_95_percent"] = json!(share * 100.0);
+    }
     json!({
         "available": true,
         "run_id": run["run_id"],
@@ -45,7 +49,7 @@ pub fn data(model_run: Option<&Value>) -> Value {
         "min_ess_bulk_limit": MIN_ESS_BULK,
         "parameters": parameters,
         "traces": run.get("traces").cloned().unwrap_or(Value::Null),
-        "posterior_predictive": run["posterior_predictive"],
+        "posterior_predictive": posterior_predictive,
     })
 }
 
@@ -54,7 +58,7 @@ pub fn page(data: &Value) -> String {
         let body = "<p>No refit has run yet: the detectors use the configured prior. \
             The nightly refit (<code>[refit] schedule_utc</code>) or <code>safetel refit</code> fills this page.</p>";
         return html::page_with(
-        data,
+            data,
             "/diagnostics",
             "Model diagnostics",
             "/api/diagnostics",
@@ -105,8 +109,8 @@ pub fn page(data: &Value) -> String {
         "Posterior predictive p-value",
         &num(data, "/posterior_predictive/p_value", 3),
         &format!(
-            "{} of vehicles inside their 95% predictive interval",
-            num(data, "/posterior_predictive/coverage_95", 3)
+            "{}% of vehicles inside their 95% predictive interval",
+            num(data, "/posterior_predictive/coverage_95_percent", 1)
         ),
     );
     body += "</div>";

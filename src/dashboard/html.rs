@@ -85,6 +85,40 @@ pub fn coverage_line(data: &Value) -> String {
     line + ".</p>"
 }
 
+/// The alarm rule in force, from the detection settings' JSON at `pointer`
+/// ([`crate::engine::detection::DetectionSettings::rules_json`]).
+pub fn rule_line(data: &Value, pointer: &str) -> String {
+    let Some(rules) = data.pointer(pointer).filter(|r| !r.is_null()) else {
+        return String::new();
+    };
+    let sources: Vec<String> = rules["vehicle"]
+        .as_object()
+        .map(|classes| {
+            classes
+                .iter()
+                .map(|(class, c)| {
+                    format!(
+                        "{} from the {}",
+                        escape(class),
+                        escape(c["fleet_shape_source"].as_str().unwrap_or("?"))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<p class="note rule">Rule in force: an episode opens when P(a change with hazard ratio above {}) reaches its threshold, set so that false alarms stay within {} per 1000 vehicle-months ({} detector; the fleet's spread of vehicle rates: {}).</p>"#,
+        num(data, &format!("{pointer}/threshold_hr"), 2),
+        num(
+            data,
+            &format!("{pointer}/false_alarms_per_1000_vehicle_months"),
+            1
+        ),
+        escape(rules["model"].as_str().unwrap_or("?")),
+        sources.join(", "),
+    )
+}
+
 /// The value at `pointer` in `data`, formatted with `decimals` and tied to the pointer; a
 /// missing or null value shows as an em dash.
 pub fn num(data: &Value, pointer: &str, decimals: usize) -> String {

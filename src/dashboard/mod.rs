@@ -9,9 +9,15 @@
 //! | rare event detection | `/rare-events` | `/api/rare-events` |
 //! | vehicle performance | `/vehicles?q=` | `/api/vehicle-ranking?q=` |
 //! | model diagnostics | `/diagnostics` | `/api/diagnostics` |
+//! | one vehicle | `/vehicles/{id}` | `/api/vehicles/{id}/page` |
+//! | one cohort | `/cohorts/{key}` | `/api/cohorts/{key}` |
+//!
+//! Under `run` with the group view, every page answers for the whole consumer group and its
+//! JSON's `coverage` says how much of it (see [`crate::engine::view`]).
 
 pub mod diagnostics;
 pub mod html;
+pub mod keys;
 pub mod rare_events;
 pub mod regressions;
 pub mod summary;

@@ -137,10 +137,11 @@ fn stratum_section(data: &Value) -> String {
     };
     let mut chart = Chart::new(
         "rates-by-stratum",
-        "Critical events per 1000 h by stratum (table order), 95% interval",
+        "Critical events per 1000 h by stratum, 95% interval",
         "stratum",
         "per 1000 h",
-    );
+    )
+    .categories(strata.iter().map(label).collect());
     chart.intervals(
         "rate",
         PALETTE[3],
@@ -240,8 +241,14 @@ pub fn page(data: &Value) -> String {
     let mut rates = Chart::new(
         "rates-by-model",
         "Critical events per 1000 h by vehicle model, 95% interval",
-        "vehicle model (table order)",
+        "vehicle model",
         "per 1000 h",
+    )
+    .categories(
+        models
+            .iter()
+            .map(|m| m["vehicle_model"].as_str().unwrap_or("?").to_string())
+            .collect(),
     );
     rates.intervals(
         "rate",

@@ -11,8 +11,8 @@ use super::Sources;
 use super::html::{self, escape, interval, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
-use crate::engine::detection::{self, FleetSums};
 use crate::engine::BinStats;
+use crate::engine::detection::{self, FleetSums};
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
 
 /// One episode: the alerts of one key, class and onset, oldest first.
@@ -72,7 +72,7 @@ fn status_order(status: AlertStatus) -> u8 {
     }
 }
 
-fn episode_row(episode: &EpisodeAlerts<'_>) -> Value {
+pub fn episode_row(episode: &EpisodeAlerts<'_>) -> Value {
     let first = episode.alerts[0];
     let latest = episode.latest();
     let resolved = (latest.status == AlertStatus::Resolved).then_some(latest.detected_at);
@@ -99,11 +99,12 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-pub fn data(alerts: &[RegressionAlert]) -> Value {
+pub fn data(alerts: &[RegressionAlert], rules: Value) -> Value {
     let episodes = episodes(alerts);
     json!({
         "episodes": episodes.iter().map(episode_row).collect::<Vec<_>>(),
         "open": episodes.iter().filter(|e| e.is_open()).count(),
+        "detection": rules,
     })
 }
 
@@ -112,19 +113,83 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
     let episodes = episodes(sources.alerts);
     let episode = episodes.into_iter().find(|e| e.id == id)?;
     let latest = episode.latest();
+    let settings = sources.settings;
+    let KeyHistory {
+        series,
+        replayed,
+        baseline,
+        bins,
+        complete: history_complete,
+    } = key_history(sources, latest.key_kind, &latest.key, latest.hazard_class);
+    // Rates in the key's exposure unit: per 1000 risk-adjusted (critical) or autonomous
+    // (disengagement) hours for a vehicle; per expected event for a cohort.
+    let (scale, unit) = match latest.key_kind {
+        KeyKind::Vehicle => (1000.0, "per 1000 h"),
+        KeyKind::Cohort => (1.0, "per expected event"),
+    };
+    let base = series
+        .as_ref()
+        .map_or(baseline, |s| s.detector.posterior_baseline(baseline));
+    let rate = |g: GammaRate, events: i64, exposure: f64| {
+        let scaled = |v: Option<f64>| v.map(|v| v * scale);
+        json!({
+            "events": events,
+            "exposure": exposure,
+            "rate": scaled(Some(g.mean())),
+            "rate_ci95": [scaled(g.quantile(0.025)), scaled(g.quantile(0.975))],
+        })
+    };
+    let before = base.rate();
+    let after = base.after_onset(latest.events_after as u64, latest.exposure_after);
+    let p_open = series.as_ref().and_then(|s| s.last).map(|l| l.p_open);
+    Some(json!({
+        "episode": episode_row(&episode),
+        "alerts": episode.alerts.iter().map(|a| json!({
+            "alert_id": a.alert_id, "status": a.status.name(), "detected_at_ms": a.detected_at,
+            "p_regression": a.p_regression, "hr_median": finite(a.hr_median),
+            "hr_low": finite(a.hr_low), "hr_high": finite(a.hr_high),
+        })).collect::<Vec<_>>(),
+        "baseline": {"shape": base.shape, "rate": base.rate, "source": latest.prior_source},
+        "rate_unit": unit,
+        "p_open": p_open,
+        "bin_width_ms": settings.bin_width_ms,
+        "before": rate(before, latest.events_before, latest.exposure_before),
+        "after": rate(after, latest.events_after, latest.exposure_after),
+        "history_complete": history_complete,
+        "history": history_rows(&replayed, &bins, history_complete),
+    }))
+}
+
+/// A key's live series for one class, and its conclusions bin by bin replayed from its bins
+/// (as the live series was fed), with the baseline and the bins' counts against the fleet's
+/// prediction.
+pub struct KeyHistory {
+    pub series: Option<detection::Series>,
+    pub replayed: Vec<detection::LastBin>,
+    pub baseline: crate::detect::fleet_relative::Baseline,
+    /// Bin start -> (events, fleet-predicted events).
+    pub bins: BTreeMap<i64, (u64, f64)>,
+    /// False where bins were retired: then `replayed` is empty and `bins` are those kept.
+    pub complete: bool,
+}
+
+pub fn key_history(
+    sources: &Sources<'_>,
+    kind: KeyKind,
+    key: &str,
+    class: HazardClass,
+) -> KeyHistory {
+    let settings = sources.settings;
     let class_index = HazardClass::ALL
         .iter()
-        .position(|c| *c == latest.hazard_class)
+        .position(|c| *c == class)
         .unwrap_or(0);
-    // The live series of the key, and its conclusions bin by bin, replayed from its bins.
-    let settings = sources.settings;
-    let class = latest.hazard_class;
     // Where the partition has retired bins (README "Retention"), a replay from the bins kept
     // would not be what the live series saw: the history then shows counts only, and the
     // baseline is the live fleet's.
     let mut history_complete = true;
-    let (series, replayed, baseline, bins) = match latest.key_kind {
-        KeyKind::Vehicle => match sources.vehicles.get(&latest.key) {
+    let (series, replayed, baseline, bins) = match kind {
+        KeyKind::Vehicle => match sources.vehicles.get(key) {
             Some(v) => {
                 let partition = sources.vehicles.partition(v.partition);
                 let series = v.series.get(class_index).cloned();
@@ -173,11 +238,10 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
         KeyKind::Cohort => {
             let series = sources
                 .cohorts
-                .get(&latest.key)
+                .get(key)
                 .and_then(|s| s.get(class_index).cloned());
             let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
-            let history =
-                detection::cohort_history(settings, &sources.vehicles, &latest.key, through);
+            let history = detection::cohort_history(settings, &sources.vehicles, key, through);
             let replayed = history.as_ref().map_or_else(Vec::new, |h| {
                 detection::replay_cohort(settings, class, h, through)
             });
@@ -189,48 +253,18 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
             (series, replayed, settings.cohort_baseline(), bins)
         }
     };
-    // Rates in the key's exposure unit: per 1000 risk-adjusted (critical) or autonomous
-    // (disengagement) hours for a vehicle; per expected event for a cohort.
-    let (scale, unit) = match latest.key_kind {
-        KeyKind::Vehicle => (1000.0, "per 1000 h"),
-        KeyKind::Cohort => (1.0, "per expected event"),
-    };
-    let base = series
-        .as_ref()
-        .map_or(baseline, |s| s.detector.posterior_baseline(baseline));
-    let rate = |g: GammaRate, events: i64, exposure: f64| {
-        let scaled = |v: Option<f64>| v.map(|v| v * scale);
-        json!({
-            "events": events,
-            "exposure": exposure,
-            "rate": scaled(Some(g.mean())),
-            "rate_ci95": [scaled(g.quantile(0.025)), scaled(g.quantile(0.975))],
-        })
-    };
-    let before = base.rate();
-    let after = base.after_onset(latest.events_after as u64, latest.exposure_after);
-    let p_open = series.as_ref().and_then(|s| s.last).map(|l| l.p_open);
-    Some(json!({
-        "episode": episode_row(&episode),
-        "alerts": episode.alerts.iter().map(|a| json!({
-            "alert_id": a.alert_id, "status": a.status.name(), "detected_at_ms": a.detected_at,
-            "p_regression": a.p_regression, "hr_median": finite(a.hr_median),
-            "hr_low": finite(a.hr_low), "hr_high": finite(a.hr_high),
-        })).collect::<Vec<_>>(),
-        "baseline": {"shape": base.shape, "rate": base.rate, "source": latest.prior_source},
-        "rate_unit": unit,
-        "p_open": p_open,
-        "bin_width_ms": settings.bin_width_ms,
-        "before": rate(before, latest.events_before, latest.exposure_before),
-        "after": rate(after, latest.events_after, latest.exposure_after),
-        "history_complete": history_complete,
-        "history": history_rows(&replayed, &bins, history_complete),
-    }))
+    KeyHistory {
+        series,
+        replayed,
+        baseline,
+        bins,
+        complete: history_complete,
+    }
 }
 
 /// The episode's bins: counts against the fleet's prediction, and where the history is complete
 /// the replayed conclusions; else (bins retired) the bins kept, with counts only.
-fn history_rows(
+pub fn history_rows(
     replayed: &[detection::LastBin],
     bins: &BTreeMap<i64, (u64, f64)>,
     complete: bool,
@@ -283,9 +317,10 @@ pub fn episode_href(id: &str) -> String {
 pub fn page(data: &Value) -> String {
     let episodes = html::rows(data, "/episodes");
     let mut body = format!(
-        "<p>{} episodes, {} open.</p>",
+        "<p>{} episodes, {} open.</p>{}",
         html::rows(data, "/episodes").len(),
-        num(data, "/open", 0)
+        num(data, "/open", 0),
+        html::rule_line(data, "/detection")
     );
     let mut chart = Chart::new(
         "episode-hazard-ratios",
@@ -317,7 +352,14 @@ pub fn page(data: &Value) -> String {
                     escape(&episode_href(e["episode_id"].as_str().unwrap_or(""))),
                     text(data, &at("key"))
                 ),
-                text(data, &at("key_kind")),
+                format!(
+                    r#"<a href="{}">{}</a>"#,
+                    escape(&super::keys::key_href(
+                        e["key_kind"].as_str().unwrap_or(""),
+                        e["key"].as_str().unwrap_or("")
+                    )),
+                    text(data, &at("key_kind"))
+                ),
                 text(data, &at("hazard_class")),
                 text(data, &at("status")),
                 e["onset_ms"].as_i64().map_or("—".into(), utc_date),
@@ -354,8 +396,16 @@ pub fn page(data: &Value) -> String {
 
 pub fn episode_page(data: &Value, id: &str) -> String {
     let mut body = format!(
-        "<p>{} {} · class {} · status {} · onset (est.) {} · opened {}</p>",
+        r#"<p>{} <a href="{}">{}</a> · class {} · status {} · onset (est.) {} · opened {}</p>"#,
         text(data, "/episode/key_kind"),
+        escape(&super::keys::key_href(
+            data.pointer("/episode/key_kind")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            data.pointer("/episode/key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )),
         text(data, "/episode/key"),
         text(data, "/episode/hazard_class"),
         text(data, "/episode/status"),
@@ -507,6 +557,5 @@ pub fn episode_page(data: &Value, id: &str) -> String {
         &alert_rows,
     );
     let api = format!("/api/regressions/episode?id={}", percent_encode(id));
-    html::page_with(
-        data,"/regressions", "Regression episode", &api, &body)
+    html::page_with(data, "/regressions", "Regression episode", &api, &body)
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::html::{self, interval, kpi, num};
+use super::html::{self, interval, kpi, num, text};
 use super::svg::{Chart, PALETTE};
 use super::{Sources, critical_estimate, fleet_periods, rate_json, regressions};
 use crate::engine::BinStats;
@@ -47,6 +47,52 @@ pub fn totals_json(stats: &BinStats) -> Value {
         "disengagements": stats.disengagements,
         "mode_transitions": stats.mode_transitions,
     })
+}
+
+/// Open episodes the summary lists (newest first), each linked to its key's page.
+const OPEN_EPISODES_SHOWN: usize = 10;
+
+fn open_episodes_html(data: &Value) -> String {
+    let rows: Vec<Vec<String>> = html::rows(data, "/open_episodes")
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let at = |f: &str| format!("/open_episodes/{i}/{f}");
+            let (kind, key) = (
+                e["key_kind"].as_str().unwrap_or(""),
+                e["key"].as_str().unwrap_or(""),
+            );
+            vec![
+                format!(
+                    r#"<a href="{}">{}</a>"#,
+                    html::escape(&super::keys::key_href(kind, key)),
+                    text(data, &at("key"))
+                ),
+                text(data, &at("hazard_class")),
+                format!(
+                    r#"<a href="{}">{}</a>"#,
+                    html::escape(&regressions::episode_href(
+                        e["episode_id"].as_str().unwrap_or("")
+                    )),
+                    e["opened_at_ms"]
+                        .as_i64()
+                        .map_or("—".into(), crate::model::utc_date)
+                ),
+                interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "<h2>Open regressions</h2><p>None open.</p>".into();
+    }
+    format!(
+        "<h2>Open regressions</h2>{}",
+        html::table(
+            "open-episodes",
+            &["key", "class", "opened", "HR [95% CrI]"],
+            &rows
+        )
+    )
 }
 
 pub fn data(sources: &Sources<'_>) -> Value {
@@ -100,6 +146,12 @@ pub fn data(sources: &Sources<'_>) -> Value {
         },
         "ground_truth": ground_truth,
         "detection": sources.settings.rules_json(),
+        "open_episodes": episodes
+            .iter()
+            .filter(|e| e.is_open())
+            .take(OPEN_EPISODES_SHOWN)
+            .map(regressions::episode_row)
+            .collect::<Vec<_>>(),
         "period_days": super::PERIOD_DAYS,
         "periods": weekly,
     })
@@ -241,9 +293,9 @@ pub fn page(data: &Value) -> String {
         num(data, "/detection/threshold_hr", 1),
         num(data, "/detection/false_alarms_per_1000_vehicle_months", 2),
     );
+    body += &open_episodes_html(data);
     body += "<h2>Trends</h2>";
     body += &rate.render();
     body += &exposure.render();
-    html::page_with(
-        data,"/", "Executive summary", "/api/summary", &body)
+    html::page_with(data, "/", "Executive summary", "/api/summary", &body)
 }

@@ -6,11 +6,13 @@
 use std::fmt::Write;
 
 const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 260.0;
+const PLOT_HEIGHT: f64 = 192.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 40.0;
 const TOP: f64 = 28.0;
 const BOTTOM: f64 = 40.0;
+/// Below the plot when the x axis names categories (their names slanted).
+const CATEGORY_BOTTOM: f64 = 110.0;
 
 /// Colours of the layers, in order of their legend entries.
 pub const PALETTE: [&str; 6] = [
@@ -52,6 +54,8 @@ pub struct Chart {
     y_label: String,
     x_is_date: bool,
     y_from_zero: bool,
+    /// Names of the x positions 1, 2, ... (a categorical axis), if any.
+    categories: Vec<String>,
     layers: Vec<Layer>,
 }
 
@@ -65,11 +69,27 @@ impl Chart {
             y_label: y_label.into(),
             x_is_date: false,
             y_from_zero: true,
+            categories: Vec::new(),
             layers: Vec::new(),
         }
     }
 
     /// x values are milliseconds since the epoch, labelled as dates.
+    /// Names the x positions 1, 2, ... (what [`crate::dashboard::html::X::Position`] plots).
+    pub fn categories(mut self, names: Vec<String>) -> Chart {
+        self.categories = names;
+        self
+    }
+
+    fn height(&self) -> f64 {
+        let bottom = if self.categories.is_empty() {
+            BOTTOM
+        } else {
+            CATEGORY_BOTTOM
+        };
+        TOP + PLOT_HEIGHT + bottom
+    }
+
     pub fn dates(mut self) -> Chart {
         self.x_is_date = true;
         self
@@ -205,8 +225,9 @@ impl Chart {
         let mut svg = String::new();
         let _ = write!(
             svg,
-            r#"<svg class="chart" data-chart="{}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><title>{}</title>"#,
+            r#"<svg class="chart" data-chart="{}" viewBox="0 0 {WIDTH} {}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg"><title>{}</title>"#,
             escape(&self.name),
+            self.height(),
             escape(&self.title),
             escape(&self.title),
         );
@@ -220,12 +241,12 @@ impl Chart {
                 svg,
                 r#"<text x="{}" y="{}" class="chart-empty">no data yet</text></svg>"#,
                 WIDTH / 2.0 - 40.0,
-                HEIGHT / 2.0
+                self.height() / 2.0
             );
             return svg;
         };
         let plot_w = WIDTH - LEFT - RIGHT;
-        let plot_h = HEIGHT - TOP - BOTTOM;
+        let plot_h = PLOT_HEIGHT;
         let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * plot_w;
         let sy = |y: f64| TOP + plot_h - (y - y0) / (y1 - y0) * plot_h;
         self.axes(&mut svg, (x0, x1), (y0, y1), &sx, &sy);
@@ -335,7 +356,7 @@ impl Chart {
         sx: &dyn Fn(f64) -> f64,
         sy: &dyn Fn(f64) -> f64,
     ) {
-        let (bottom, right) = (HEIGHT - BOTTOM, WIDTH - RIGHT);
+        let (bottom, right) = (TOP + PLOT_HEIGHT, WIDTH - RIGHT);
         let _ = write!(
             svg,
             r##"<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{bottom}" stroke="#333"/><line x1="{LEFT}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#333"/>"##
@@ -350,9 +371,23 @@ impl Chart {
                 v = sy(y),
             );
         }
+        if !self.categories.is_empty() {
+            for (i, name) in self.categories.iter().enumerate() {
+                let x = sx(i as f64 + 1.0);
+                let y = bottom + 12.0;
+                let _ = write!(
+                    svg,
+                    r#"<text class="tick category" x="{x:.1}" y="{y:.1}" text-anchor="end" transform="rotate(-35 {x:.1} {y:.1})">{}</text>"#,
+                    escape(name)
+                );
+            }
+        }
         let mut x_ticks = ticks(x0, x1, 6);
         if self.integral_x() {
             x_ticks.retain(|x| x.fract() == 0.0);
+        }
+        if !self.categories.is_empty() {
+            x_ticks.clear();
         }
         for x in x_ticks {
             let label = if self.x_is_date {
@@ -372,7 +407,7 @@ impl Chart {
             svg,
             r#"<text class="axis-label" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text class="axis-label" transform="translate(14,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
             LEFT + (right - LEFT) / 2.0,
-            HEIGHT - 6.0,
+            self.height() - 6.0,
             escape(&self.x_label),
             TOP + (bottom - TOP) / 2.0,
             escape(&self.y_label)
@@ -393,16 +428,22 @@ fn ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
         .map(|m| m * magnitude)
         .find(|s| *s >= raw)
         .unwrap_or(raw);
-    let mut tick = (lo / step).ceil() * step;
+    let first = (lo / step).ceil();
     let mut out = Vec::new();
-    while tick <= hi + step * 1e-9 && out.len() < 50 {
-        out.push(tick);
-        tick += step;
+    for k in 0..50 {
+        let tick = (first + k as f64) * step;
+        if tick > hi + step * 1e-9 {
+            break;
+        }
+        // A tick a rounding error away from zero is zero (never "-0").
+        out.push(if tick.abs() < step * 1e-6 { 0.0 } else { tick });
     }
     out
 }
 
 fn short_number(v: f64) -> String {
+    // -0.0 + 0.0 is 0.0: no "-0".
+    let v = v + 0.0;
     let a = v.abs();
     if a >= 1e6 {
         format!("{:.1}M", v / 1e6)

@@ -43,7 +43,7 @@ fn alerts_group_into_episodes_whose_latest_status_says_whether_they_are_open() {
     assert_eq!(episodes[1].alerts.len(), 3);
     assert_eq!(episodes[1].alerts[0].status, AlertStatus::Opened);
     assert!(!episodes[1].is_open(), "resolved");
-    let data = regressions::data(&alerts);
+    let data = regressions::data(&alerts, Value::Null);
     assert_eq!(data["open"], 1);
     assert_eq!(data["episodes"][1]["updates"], 1);
     assert_eq!(data["episodes"][1]["resolved_at_ms"], t + 9 * day);

@@ -127,7 +127,15 @@ pub fn page(data: &Value) -> String {
             let at = |f: &str| format!("/ranking/{i}/{f}");
             vec![
                 num(data, &at("rank"), 0),
-                text(data, &at("vehicle_id")),
+                format!(
+                    r#"<a href="{}">{}</a>"#,
+                    escape(&super::keys::vehicle_href(
+                        data.pointer(&at("vehicle_id"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    )),
+                    text(data, &at("vehicle_id"))
+                ),
                 num(data, &at("events"), 0),
                 num(data, &at("exposure_hours"), 1),
                 interval(
@@ -159,6 +167,5 @@ pub fn page(data: &Value) -> String {
             super::regressions::percent_encode(query)
         )
     };
-    html::page_with(
-        data,"/vehicles", "Vehicle performance", &api, &body)
+    html::page_with(data, "/vehicles", "Vehicle performance", &api, &body)
 }

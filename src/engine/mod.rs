@@ -48,7 +48,7 @@ pub use retention::{Retention, VehicleArchive};
 pub use state::{
     BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
     LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, RETIRED_BIN,
-    SeenSegment, StateDelta, VehicleMeta, VehicleState, cohort_aggregator,
+    RecentRecord, SeenSegment, StateDelta, VehicleMeta, VehicleState, cohort_aggregator,
     cohort_aggregator_partition, fact_records, id_hash,
 };
 
@@ -1033,11 +1033,28 @@ impl Engine {
                 self.clocks_to_rebuild = Some(from);
             }
         }
-        if let Payload::Trip(t) = &event.payload {
-            meta.observe_firmware(&t.firmware_version, t.start_time_ms);
-            if meta.vehicle_model != t.vehicle_model {
-                meta.vehicle_model = t.vehicle_model.to_string();
+        match &event.payload {
+            Payload::Trip(t) => {
+                meta.observe_firmware(&t.firmware_version, t.start_time_ms);
+                if meta.vehicle_model != t.vehicle_model {
+                    meta.vehicle_model = t.vehicle_model.to_string();
+                }
+                let record = state::RecentRecord {
+                    trip_id: t.trip_id.to_string(),
+                    time_ms: t.end_time_ms,
+                    detail: format!("{:.0} min, {:.1} km", t.duration_s / 60.0, t.distance_km),
+                };
+                VehicleMeta::note_recent(&mut meta.recent_trips, record);
             }
+            Payload::Safety(e) if e.is_critical() => {
+                let record = state::RecentRecord {
+                    trip_id: e.trip_id.to_string(),
+                    time_ms: time,
+                    detail: format!("{:?}, {:?} severity", e.event_type, e.severity),
+                };
+                VehicleMeta::note_recent(&mut meta.recent_critical, record);
+            }
+            _ => {}
         }
         if let Some(policy) = &self.sampling {
             let width = self.time.bin_width_ms;

@@ -297,6 +297,23 @@ pub struct VehicleMeta {
     /// With a review service: trips whose review was requested and is not answered yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_reviews: Vec<PendingReview>,
+    /// The latest trips and critical events accepted, by their times, latest last (at most
+    /// [`VehicleMeta::RECENT`] each): what the vehicle's page lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_trips: Vec<RecentRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_critical: Vec<RecentRecord>,
+}
+
+/// A trip or critical event, as a vehicle's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecentRecord {
+    /// The trip's id (a critical event's trip).
+    pub trip_id: String,
+    /// A trip's end, an event's time.
+    pub time_ms: i64,
+    /// A trip's duration; an event's type and severity.
+    pub detail: String,
 }
 
 /// A review requested from the review service and not answered yet. Its trip's bins stay open
@@ -321,6 +338,21 @@ impl VehicleMeta {
     pub const FIRMWARE_HISTORY: usize = 8;
 
     /// Records the firmware of a trip that started at `since_ms`.
+    pub const RECENT: usize = 10;
+
+    /// Keeps `record` among the latest of `list` (by time; the oldest leaves past [`Self::RECENT`]).
+    pub fn note_recent(list: &mut Vec<RecentRecord>, record: RecentRecord) {
+        let at =
+            list.partition_point(|r| (r.time_ms, &r.trip_id) <= (record.time_ms, &record.trip_id));
+        if at == 0 && list.len() >= Self::RECENT {
+            return;
+        }
+        list.insert(at, record);
+        if list.len() > Self::RECENT {
+            list.remove(0);
+        }
+    }
+
     pub fn observe_firmware(&mut self, firmware: &str, since_ms: i64) {
         if self.firmware_version != firmware {
             self.firmware_version = firmware.to_string();

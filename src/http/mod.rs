@@ -32,10 +32,10 @@ use tokio::sync::Semaphore;
 
 use crate::dashboard::summary::{fleet_json, totals_json};
 use crate::dashboard::{self, FleetVehicles, Sources};
-use crate::engine::view::GroupState;
 use crate::engine::detection::{DetectionSettings, Series};
 use crate::engine::health::{self, HealthInputs, Verdict};
 use crate::engine::runner::{RunStatus, StatusBoard};
+use crate::engine::view::GroupState;
 use crate::engine::{BinStats, CohortView, VehicleState, Vehicles};
 use crate::generator::GroundTruth;
 use crate::metrics::Metrics;
@@ -83,6 +83,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/diagnostics", get(diagnostics))
         .route("/api/vehicles", get(vehicles))
         .route("/api/vehicles/{id}", get(vehicle))
+        .route("/vehicles/{id}", get(vehicle_page))
+        .route("/api/vehicles/{id}/page", get(vehicle_page_data))
+        .route("/cohorts/{key}", get(cohort_page))
+        .route("/api/cohorts/{key}", get(cohort_page_data))
         .route("/api/fleet", get(fleet))
         .route_layer(middleware::from_fn_with_state(state.clone(), only_if_owned));
     Router::new()
@@ -296,7 +300,13 @@ impl<'a> Snapshot<'a> {
                 if !held.contains(p) {
                     let departed = view.partitions.get(p).map_or(0, |s| s.departed);
                     let fleet_sums = sums.clone();
-                    fleet.insert(*p, crate::engine::PartitionView { fleet: fleet_sums, departed });
+                    fleet.insert(
+                        *p,
+                        crate::engine::PartitionView {
+                            fleet: fleet_sums,
+                            departed,
+                        },
+                    );
                 }
             }
             for (key, (_, series)) in &view.cohorts {
@@ -447,14 +457,24 @@ async fn summary_page(State(state): State<AppState>) -> Result<Response, ReadErr
 }
 
 async fn regressions(State(state): State<AppState>) -> Result<Response, ReadError> {
-    json_or_404(&state, always, |s| Some(dashboard::regressions::data(s.alerts)))
+    json_or_404(&state, always, |s| {
+        Some(dashboard::regressions::data(
+            s.alerts,
+            s.settings.rules_json(),
+        ))
+    })
 }
 
 async fn regressions_page(State(state): State<AppState>) -> Result<Response, ReadError> {
     page_or_404(
         &state,
         always,
-        |s| Some(dashboard::regressions::data(s.alerts)),
+        |s| {
+            Some(dashboard::regressions::data(
+                s.alerts,
+                s.settings.rules_json(),
+            ))
+        },
         dashboard::regressions::page,
     )
 }
@@ -548,6 +568,56 @@ async fn diagnostics_page(State(state): State<AppState>) -> Result<Response, Rea
         always,
         |s| Some(dashboard::diagnostics::data(s.model_run)),
         dashboard::diagnostics::page,
+    )
+}
+
+fn no_vehicle(id: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("no vehicle `{id}` in memory in this consumer group")
+}
+
+fn no_cohort(key: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("no cohort `{key}` in this consumer group")
+}
+
+async fn vehicle_page_data(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ReadError> {
+    json_or_404(&state, no_vehicle(&id), |s| {
+        dashboard::keys::vehicle_data(s, &id)
+    })
+}
+
+async fn vehicle_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        no_vehicle(&id),
+        |s| dashboard::keys::vehicle_data(s, &id),
+        dashboard::keys::vehicle_page,
+    )
+}
+
+async fn cohort_page_data(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Response, ReadError> {
+    json_or_404(&state, no_cohort(&key), |s| {
+        dashboard::keys::cohort_data(s, &key)
+    })
+}
+
+async fn cohort_page(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Response, ReadError> {
+    page_or_404(
+        &state,
+        no_cohort(&key),
+        |s| dashboard::keys::cohort_data(s, &key),
+        dashboard::keys::cohort_page,
     )
 }
 

@@ -32,8 +32,8 @@ use tracing::{info, warn};
 use super::client_config;
 use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
-use crate::engine::view::{PartitionStamp, ViewItem};
 use crate::engine::runner::{CommitError, CommitTarget};
+use crate::engine::view::{PartitionStamp, ViewItem};
 use crate::engine::{RestoredState, StateDelta, cohort_aggregator};
 use crate::store::{Op, Store};
 
@@ -377,7 +377,9 @@ impl ChangelogStore {
                 item => item,
             };
             for (key, value) in item.records() {
-                let record = BaseRecord::to(&self.topics.group_view).partition(0).key(&key);
+                let record = BaseRecord::to(&self.topics.group_view)
+                    .partition(0)
+                    .key(&key);
                 let record = match &value {
                     Some(value) => record.payload(&value[..]),
                     None => record,

@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn a_time_reads_as_its_date_and_clock() {
-        assert_eq!(utc_time(1_767_571_200_000 + 3_723_000), "2026-01-05 01:02:03 UTC");
+        assert_eq!(
+            utc_time(1_767_571_200_000 + 3_723_000),
+            "2026-01-05 01:02:03 UTC"
+        );
         assert_eq!(utc_time(-1000), "1969-12-31 23:59:59 UTC");
     }
 
