@@ -170,7 +170,7 @@ fn classes_html(data: &Value) -> String {
         let history = at("history");
         let mut counts = Chart::new(
             &format!("{name}-events"),
-            &format!("{name}: events per bin, and what the fleet predicted"),
+            &format!("{name}: events per bin, and predicted"),
             "bin",
             "events",
         )
@@ -189,7 +189,7 @@ fn classes_html(data: &Value) -> String {
         body += &counts.render();
         let mut p = Chart::new(
             &format!("{name}-p-regression"),
-            &format!("{name}: P(regression) after each bin, and the opening threshold"),
+            &format!("{name}: P(regression) by bin"),
             "bin",
             "P(regression)",
         )

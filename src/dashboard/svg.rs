@@ -377,7 +377,7 @@ impl Chart {
                 let y = bottom + 12.0;
                 let _ = write!(
                     svg,
-                    r#"<text class="tick category" x="{x:.1}" y="{y:.1}" text-anchor="end" transform="rotate(-35 {x:.1} {y:.1})">{}</text>"#,
+                    r#"<text class="tick category" x="{x:.1}" y="{y:.1}" text-anchor="end" transform="rotate(-55 {x:.1} {y:.1})">{}</text>"#,
                     escape(name)
                 );
             }

@@ -904,10 +904,14 @@ pub fn encode_series(series: &[Series], out: &mut Vec<u8>) {
         }
         s.detector.encode(out);
     }
+    // Then each series' last closed bin (what the pages show of it until the next closes).
+    for s in series {
+        encode_last_bin(s.last.as_ref(), out);
+    }
 }
 
-/// Reads what [`encode_series`] wrote. The last bin's summary is not stored: it is recomputed
-/// at the next bin close.
+/// Reads what [`encode_series`] wrote (without the last bins, as an earlier safetel wrote it:
+/// then they are recomputed at the next bin close).
 pub fn decode_series(
     params: FleetRelativeParams,
     bytes: &[u8],
@@ -941,7 +945,84 @@ pub fn decode_series(
         });
     }
     if !reader.0.is_empty() {
+        for s in &mut out {
+            s.last = decode_last_bin(&mut reader)?;
+        }
+    }
+    if !reader.0.is_empty() {
         return Err(StateDecodeError("trailing bytes"));
     }
     Ok(out)
+}
+
+fn encode_last_bin(last: Option<&LastBin>, out: &mut Vec<u8>) {
+    let Some(b) = last else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.extend_from_slice(&b.bin_start_ms.to_le_bytes());
+    out.extend_from_slice(&b.p_regression.to_le_bytes());
+    out.extend_from_slice(&b.onset_bins.to_le_bytes());
+    out.extend_from_slice(&b.onset_ms.to_le_bytes());
+    out.extend_from_slice(&b.expected.to_le_bytes());
+    out.extend_from_slice(&b.events.to_le_bytes());
+    out.extend_from_slice(&b.p_open.to_le_bytes());
+    match &b.hazard_ratio {
+        None => out.push(0),
+        Some(hr) => {
+            out.push(1);
+            for v in [
+                hr.median,
+                hr.low,
+                hr.high,
+                hr.exposure_after,
+                hr.exposure_before,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&hr.events_after.to_le_bytes());
+            out.extend_from_slice(&hr.events_before.to_le_bytes());
+        }
+    }
+}
+
+fn decode_last_bin(reader: &mut StateReader<'_>) -> Result<Option<LastBin>, StateDecodeError> {
+    if reader.take::<1>()?[0] == 0 {
+        return Ok(None);
+    }
+    let bin_start_ms = i64::from_le_bytes(reader.take()?);
+    let p_regression = f64::from_le_bytes(reader.take()?);
+    let onset_bins = u32::from_le_bytes(reader.take()?);
+    let onset_ms = i64::from_le_bytes(reader.take()?);
+    let expected = f64::from_le_bytes(reader.take()?);
+    let events = u64::from_le_bytes(reader.take()?);
+    let p_open = f64::from_le_bytes(reader.take()?);
+    let hazard_ratio = if reader.take::<1>()?[0] == 0 {
+        None
+    } else {
+        let mut f = [0.0; 5];
+        for v in &mut f {
+            *v = f64::from_le_bytes(reader.take()?);
+        }
+        Some(HazardRatioSummary {
+            median: f[0],
+            low: f[1],
+            high: f[2],
+            exposure_after: f[3],
+            exposure_before: f[4],
+            events_after: u64::from_le_bytes(reader.take()?),
+            events_before: u64::from_le_bytes(reader.take()?),
+        })
+    };
+    Ok(Some(LastBin {
+        bin_start_ms,
+        p_regression,
+        onset_bins,
+        onset_ms,
+        expected,
+        events,
+        p_open,
+        hazard_ratio,
+    }))
 }

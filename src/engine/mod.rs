@@ -1618,23 +1618,6 @@ impl Engine {
     ) -> Vec<view::ViewItem> {
         let departed_in = |p: i32| self.departed.values().filter(|(at, _)| *at == p).count();
         let mut items = view::items_of_delta(delta, gone, departed_in);
-        // Series with their last bins (the store's encoding in the delta leaves those out).
-        for (partition, key, _) in &delta.series {
-            if let Some(at) = cohort_aggregator(*partition).map(|_| *partition) {
-                if let Some(series) = self.aggregators.get(&at).and_then(|a| a.series.get(key)) {
-                    items.push(view::ViewItem::Cohort {
-                        key: key.clone(),
-                        aggregator: at,
-                        encoded: view::encode_view_series(series),
-                    });
-                }
-            } else if let Some(vehicle) = self.vehicles.get(key) {
-                items.push(view::ViewItem::Series {
-                    id: key.clone(),
-                    encoded: view::encode_view_series(&vehicle.series),
-                });
-            }
-        }
         if everything {
             for vehicle in self.vehicles.iter() {
                 items.extend(view::items_of_vehicle(vehicle.key(), &vehicle));
@@ -1655,10 +1638,12 @@ impl Engine {
             }
             for (&at, aggregator) in &self.aggregators {
                 for (key, series) in &aggregator.series {
+                    let mut encoded = Vec::new();
+                    encode_series(series, &mut encoded);
                     items.push(view::ViewItem::Cohort {
                         key: key.clone(),
                         aggregator: at,
-                        encoded: view::encode_view_series(series),
+                        encoded,
                     });
                 }
             }

@@ -14,9 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::detection::{FleetSums, LastBin, Series, decode_series, encode_series};
+use super::detection::{FleetSums, Series, decode_series, encode_series};
 use super::state::{BinStats, RETIRED_BIN, VehicleMeta, VehicleState, cohort_aggregator};
-use crate::detect::HazardRatioSummary;
 use crate::detect::fleet_relative::FleetRelativeParams;
 use crate::model::RegressionAlert;
 
@@ -44,12 +43,12 @@ pub enum ViewItem {
         id: String,
         start_ms: i64,
     },
-    /// A vehicle's change-point series ([`encode_view_series`]).
+    /// A vehicle's change-point series, as the store encodes them.
     Series {
         id: String,
         encoded: Vec<u8>,
     },
-    /// A cohort's series ([`encode_view_series`]), under its aggregator's partition.
+    /// A cohort's series, as the store encodes them, under its aggregator's partition.
     Cohort {
         key: String,
         aggregator: i32,
@@ -244,7 +243,7 @@ impl GroupState {
                 }
             }
             (SERIES, Some(value)) => {
-                let series = decode_view_series(params, value).map_err(|e| refuse(&e))?;
+                let series = decode_series(params, value).map_err(|e| refuse(&e.to_string()))?;
                 self.vehicles.entry(text(rest)?).or_default().series = series;
             }
             (COHORT, None) => {
@@ -255,7 +254,7 @@ impl GroupState {
                 if cohort_aggregator(aggregator).is_none() {
                     return Err(refuse("not a cohort aggregator's partition"));
                 }
-                let series = decode_view_series(params, &encoded).map_err(|e| refuse(&e))?;
+                let series = decode_series(params, &encoded).map_err(|e| refuse(&e.to_string()))?;
                 self.cohorts.insert(text(rest)?, (aggregator, series));
             }
             (FLEET | PARTITION, value) => {
@@ -302,9 +301,7 @@ impl GroupState {
     }
 }
 
-/// The view items of a commit's changes (see [`super::state::StateDelta`]) but its series (the
-/// delta has them in the store's encoding; the engine adds them with [`encode_view_series`]);
-/// `departed`: the vehicles that left memory at it, with their bins; `departed_count`: each
+/// The view items of a commit's changes (see [`super::state::StateDelta`]); `departed`: the vehicles that left memory at it, with their bins; `departed_count`: each
 /// partition's vehicles out of memory.
 pub fn items_of_delta(
     delta: &super::state::StateDelta,
@@ -330,6 +327,20 @@ pub fn items_of_delta(
         items.push(ViewItem::BinGone {
             id: id.clone(),
             start_ms: *start_ms,
+        });
+    }
+    for (partition, key, encoded) in &delta.series {
+        items.push(if cohort_aggregator(*partition).is_some() {
+            ViewItem::Cohort {
+                key: key.clone(),
+                aggregator: *partition,
+                encoded: encoded.clone(),
+            }
+        } else {
+            ViewItem::Series {
+                id: key.clone(),
+                encoded: encoded.clone(),
+            }
         });
     }
     for (partition, sums) in &delta.fleet_sums {
@@ -377,126 +388,14 @@ pub fn items_of_vehicle(id: &str, vehicle: &VehicleState) -> Vec<ViewItem> {
         });
     }
     if !vehicle.series.is_empty() {
+        let mut encoded = Vec::new();
+        encode_series(&vehicle.series, &mut encoded);
         items.push(ViewItem::Series {
             id: id.to_string(),
-            encoded: encode_view_series(&vehicle.series),
+            encoded,
         });
     }
     items
-}
-
-/// Series as the view carries them: the store's encoding (which leaves out each series' last
-/// closed bin, recomputed live at the next close) and then those last bins, which the pages show.
-pub fn encode_view_series(series: &[Series]) -> Vec<u8> {
-    let mut stored = Vec::new();
-    encode_series(series, &mut stored);
-    let mut out = (stored.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&stored);
-    for s in series {
-        encode_last_bin(s.last.as_ref(), &mut out);
-    }
-    out
-}
-
-fn decode_view_series(params: FleetRelativeParams, bytes: &[u8]) -> Result<Vec<Series>, String> {
-    let mut reader = Bytes(bytes);
-    let len = u32::from_le_bytes(reader.take()?) as usize;
-    let stored = reader.slice(len)?;
-    let mut series = decode_series(params, stored).map_err(|e| e.to_string())?;
-    for s in &mut series {
-        s.last = decode_last_bin(&mut reader)?;
-    }
-    Ok(series)
-}
-
-fn encode_last_bin(last: Option<&LastBin>, out: &mut Vec<u8>) {
-    let Some(b) = last else {
-        out.push(0);
-        return;
-    };
-    out.push(1);
-    out.extend_from_slice(&b.bin_start_ms.to_le_bytes());
-    out.extend_from_slice(&b.p_regression.to_le_bytes());
-    out.extend_from_slice(&b.onset_bins.to_le_bytes());
-    out.extend_from_slice(&b.onset_ms.to_le_bytes());
-    out.extend_from_slice(&b.expected.to_le_bytes());
-    out.extend_from_slice(&b.events.to_le_bytes());
-    out.extend_from_slice(&b.p_open.to_le_bytes());
-    match &b.hazard_ratio {
-        None => out.push(0),
-        Some(hr) => {
-            out.push(1);
-            for v in [
-                hr.median,
-                hr.low,
-                hr.high,
-                hr.exposure_after,
-                hr.exposure_before,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&hr.events_after.to_le_bytes());
-            out.extend_from_slice(&hr.events_before.to_le_bytes());
-        }
-    }
-}
-
-fn decode_last_bin(reader: &mut Bytes<'_>) -> Result<Option<LastBin>, String> {
-    if reader.take::<1>()?[0] == 0 {
-        return Ok(None);
-    }
-    let bin_start_ms = i64::from_le_bytes(reader.take()?);
-    let p_regression = f64::from_le_bytes(reader.take()?);
-    let onset_bins = u32::from_le_bytes(reader.take()?);
-    let onset_ms = i64::from_le_bytes(reader.take()?);
-    let expected = f64::from_le_bytes(reader.take()?);
-    let events = u64::from_le_bytes(reader.take()?);
-    let p_open = f64::from_le_bytes(reader.take()?);
-    let hazard_ratio = if reader.take::<1>()?[0] == 0 {
-        None
-    } else {
-        let mut f = [0.0; 5];
-        for v in &mut f {
-            *v = f64::from_le_bytes(reader.take()?);
-        }
-        Some(HazardRatioSummary {
-            median: f[0],
-            low: f[1],
-            high: f[2],
-            exposure_after: f[3],
-            exposure_before: f[4],
-            events_after: u64::from_le_bytes(reader.take()?),
-            events_before: u64::from_le_bytes(reader.take()?),
-        })
-    };
-    Ok(Some(LastBin {
-        bin_start_ms,
-        p_regression,
-        onset_bins,
-        onset_ms,
-        expected,
-        events,
-        p_open,
-        hazard_ratio,
-    }))
-}
-
-/// Reads fixed-size pieces off the front of a byte slice.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn slice(&mut self, len: usize) -> Result<&'a [u8], String> {
-        let (head, tail) = self
-            .0
-            .split_at_checked(len)
-            .ok_or_else(|| "series value cut short".to_string())?;
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        Ok(self.slice(N)?.try_into().expect("N bytes"))
-    }
 }
 
 /// The group view as the HTTP edge reads it: the state, and how far its reader has got.
