@@ -2,7 +2,8 @@
 // checks every page: it loads with status 200 and no console or page errors, its charts have
 // marks drawn, and every number tied to the API (data-api="/json/pointer") equals the value in
 // the page's own JSON (body[data-api-url]) to the decimals shown. Also searches the vehicle page
-// through its form. Prints one JSON line per page; exits 1 with the reasons on any failure.
+// through its form, and follows the links to one vehicle's and one cohort's pages (from the
+// ranking, the summary's open regressions and the regressions' episodes). Prints one JSON line per page; exits 1 with the reasons on any failure.
 //
 //   node tests/browser/check-pages.cjs http://127.0.0.1:PORT
 // Env: SAFETEL_PLAYWRIGHT (path of the playwright-core package), SAFETEL_CHROMIUM (browser).
@@ -148,7 +149,36 @@ async function searchVehicles(context) {
     } else {
       fail('/regressions', 'no episode to open');
     }
+    // A cohort's page, through the kind link of a cohort episode on the regressions page.
+    const cohortLink = await page.$('table[data-table="episodes"] a[href^="/cohorts/"]');
+    if (cohortLink) {
+      console.log(JSON.stringify(await checkPage(context, await cohortLink.getAttribute('href'), 4)));
+    } else {
+      fail('/regressions', 'no cohort episode links to its cohort page');
+    }
     await page.close();
+    // The top-ranked vehicle's page through the ranking's link, and the vehicle page of an open
+    // regression through the summary's link: each with the exposure chart and two per class.
+    const ranking = await context.newPage();
+    await ranking.goto(base + '/vehicles', { waitUntil: 'load' });
+    const vehicleLink = await ranking.$('table[data-table="ranking"] tbody tr a[href^="/vehicles/"]');
+    if (vehicleLink) {
+      console.log(JSON.stringify(await checkPage(context, await vehicleLink.getAttribute('href'), 5)));
+    } else {
+      fail('/vehicles', 'the ranking links to no vehicle page');
+    }
+    await ranking.close();
+    const summary = await context.newPage();
+    await summary.goto(base + '/', { waitUntil: 'load' });
+    const openLink = await summary.$('table[data-table="open-episodes"] a[href^="/vehicles/"]');
+    if (openLink) {
+      const href = await openLink.getAttribute('href');
+      const result = await checkPage(context, href, 5);
+      console.log(JSON.stringify({ ...result, from: '/' }));
+    } else {
+      fail('/', 'no open regression links to a vehicle page');
+    }
+    await summary.close();
     console.log(JSON.stringify(await searchVehicles(context)));
   } finally {
     await browser.close();
