@@ -13,9 +13,10 @@
 //! - [`detect`]: change-point detection for one series against what the fleet predicts, its
 //!   false-alarm-calibrated thresholds, hazard ratios; the earlier self-baseline detector. Pure.
 //! - [`engine`]: per-record processing and hot state; [`engine::runner`] drives it from any
-//!   source to any sink; [`engine::memory`] is the in-process source. No IO of its own.
+//!   source to any sink; [`engine::memory`] is the in-process source; [`engine::view`] the
+//!   group view's records and the state a reader builds from them. No IO of its own.
 //! - [`store`]: RocksDB state store (IO edge).
-//! - [`kafka`]: consumer, producers, admin (IO edge).
+//! - [`kafka`]: consumer, producers, admin, the group view's reader (IO edge).
 //! - [`http`]: API and metrics server (IO edge).
 //! - [`metrics`]: Prometheus metric names in one place.
 //! - [`config`]: TOML + environment configuration.

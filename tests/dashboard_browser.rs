@@ -139,7 +139,11 @@ fn every_page_loads_in_chromium_shows_its_charts_and_matches_the_api() {
     // The pages of one vehicle (reached from the ranking and from the summary) and one cohort.
     let vehicle_pages: Vec<&serde_json::Value> = pages
         .iter()
-        .filter(|p| p["path"].as_str().is_some_and(|p| p.starts_with("/vehicles/")))
+        .filter(|p| {
+            p["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/vehicles/"))
+        })
         .collect();
     assert!(vehicle_pages.len() >= 2, "vehicle pages checked: {paths:?}");
     assert!(vehicle_pages.iter().any(|p| p["from"] == "/"), "{paths:?}");
@@ -158,16 +162,16 @@ fn every_page_loads_in_chromium_shows_its_charts_and_matches_the_api() {
         );
         let id = data["key"].as_str().unwrap();
         let raw = get_json(port, &format!("/api/vehicles/{id}")).unwrap();
-        assert_eq!(data["totals"], raw["totals"], "{api}: the vehicle's own totals");
+        assert_eq!(
+            data["totals"], raw["totals"],
+            "{api}: the vehicle's own totals"
+        );
         assert!(
             data["coverage"]["covered"].as_u64().unwrap() >= 1,
             "{api} says what it covers"
         );
     }
-    assert_eq!(
-        http_get(port, "/vehicles/no-such-vehicle").unwrap().0,
-        404
-    );
+    assert_eq!(http_get(port, "/vehicles/no-such-vehicle").unwrap().0, 404);
     for page in &pages {
         assert!(page["numbers"].as_u64().unwrap() >= 3, "{page}");
         assert!(page["charts"].as_u64().unwrap() >= 1, "{page}");

@@ -260,8 +260,9 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
     let episode_of = |outcome: &Outcome, id: &str| {
         let (alerts, cohorts) = (outcome.store.alerts().unwrap(), BTreeMap::new());
         let fleet = outcome.engine.fleet_view().read().unwrap().clone();
+        let vehicles = outcome.engine.vehicles();
         let sources = safetel::dashboard::Sources {
-            vehicles: &outcome.engine.vehicles(),
+            vehicles: safetel::dashboard::FleetVehicles::local(&vehicles),
             cohorts: &cohorts,
             fleet: &fleet,
             settings: outcome.engine.detection_settings(),

@@ -1,4 +1,5 @@
-//! The dashboard: five pages and the JSON behind each, built from the engine's live state, the
+//! The dashboard: five pages, a page per vehicle and per cohort, and the JSON behind each, built
+//! from the engine's live state (and the group view's, for other processes' partitions), the
 //! alerts and the last refit. Pure: the HTTP edge gathers [`Sources`] and serves what these
 //! functions return; each page renders only from its own JSON, so page and API agree.
 //!
