@@ -85,6 +85,11 @@ pub fn coverage_line(data: &Value) -> String {
     line + ".</p>"
 }
 
+/// `<a href=...>label</a>`; `label` is HTML already.
+pub fn link(href: &str, label: &str) -> String {
+    format!(r#"<a href="{}">{label}</a>"#, escape(href))
+}
+
 /// The alarm rule in force, from the detection settings' JSON at `pointer`
 /// ([`crate::engine::detection::DetectionSettings::rules_json`]).
 pub fn rule_line(data: &Value, pointer: &str) -> String {

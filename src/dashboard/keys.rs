@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Sources;
 use super::html::{self, escape, interval, kpi, num, text};
-use super::regressions::{self, KeyHistory, episode_href, history_rows, percent_encode};
+use super::regressions::{self, KeyHistory, history_rows, percent_encode};
 use super::summary::totals_json;
 use super::svg::{Chart, PALETTE};
 use crate::model::{HazardClass, KeyKind, utc_date, utc_time};
@@ -29,6 +29,17 @@ pub fn key_href(kind: &str, key: &str) -> String {
     } else {
         vehicle_href(key)
     }
+}
+
+/// A link to the page of the key `row` names (`key_kind`, `key`: an episode row).
+pub fn key_link(row: &Value, label: &str) -> String {
+    html::link(
+        &key_href(
+            row["key_kind"].as_str().unwrap_or(""),
+            row["key"].as_str().unwrap_or(""),
+        ),
+        label,
+    )
 }
 
 /// One hazard class of a key: its live conclusions and its history.
@@ -216,11 +227,7 @@ fn episodes_html(data: &Value) -> String {
         .map(|(i, e)| {
             let at = |f: &str| format!("/episodes/{i}/{f}");
             vec![
-                format!(
-                    r#"<a href="{}">{}</a>"#,
-                    escape(&episode_href(e["episode_id"].as_str().unwrap_or(""))),
-                    text(data, &at("hazard_class"))
-                ),
+                regressions::episode_link(e, &text(data, &at("hazard_class"))),
                 text(data, &at("status")),
                 e["onset_ms"].as_i64().map_or("—".into(), utc_date),
                 e["opened_at_ms"].as_i64().map_or("—".into(), utc_date),

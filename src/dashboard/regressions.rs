@@ -314,6 +314,14 @@ pub fn episode_href(id: &str) -> String {
     format!("/regressions/episode?id={}", percent_encode(id))
 }
 
+/// A link to the page of the episode of `row` (an [`episode_row`]).
+pub fn episode_link(row: &Value, label: &str) -> String {
+    html::link(
+        &episode_href(row["episode_id"].as_str().unwrap_or("")),
+        label,
+    )
+}
+
 pub fn page(data: &Value) -> String {
     let episodes = html::rows(data, "/episodes");
     let mut body = format!(
@@ -347,19 +355,8 @@ pub fn page(data: &Value) -> String {
         .map(|(i, e)| {
             let at = |field: &str| format!("/episodes/{i}/{field}");
             vec![
-                format!(
-                    r#"<a href="{}">{}</a>"#,
-                    escape(&episode_href(e["episode_id"].as_str().unwrap_or(""))),
-                    text(data, &at("key"))
-                ),
-                format!(
-                    r#"<a href="{}">{}</a>"#,
-                    escape(&super::keys::key_href(
-                        e["key_kind"].as_str().unwrap_or(""),
-                        e["key"].as_str().unwrap_or("")
-                    )),
-                    text(data, &at("key_kind"))
-                ),
+                episode_link(e, &text(data, &at("key"))),
+                super::keys::key_link(e, &text(data, &at("key_kind"))),
                 text(data, &at("hazard_class")),
                 text(data, &at("status")),
                 e["onset_ms"].as_i64().map_or("—".into(), utc_date),

@@ -58,26 +58,13 @@ fn open_episodes_html(data: &Value) -> String {
         .enumerate()
         .map(|(i, e)| {
             let at = |f: &str| format!("/open_episodes/{i}/{f}");
-            let (kind, key) = (
-                e["key_kind"].as_str().unwrap_or(""),
-                e["key"].as_str().unwrap_or(""),
-            );
+            let opened = e["opened_at_ms"]
+                .as_i64()
+                .map_or("—".into(), crate::model::utc_date);
             vec![
-                format!(
-                    r#"<a href="{}">{}</a>"#,
-                    html::escape(&super::keys::key_href(kind, key)),
-                    text(data, &at("key"))
-                ),
+                super::keys::key_link(e, &text(data, &at("key"))),
                 text(data, &at("hazard_class")),
-                format!(
-                    r#"<a href="{}">{}</a>"#,
-                    html::escape(&regressions::episode_href(
-                        e["episode_id"].as_str().unwrap_or("")
-                    )),
-                    e["opened_at_ms"]
-                        .as_i64()
-                        .map_or("—".into(), crate::model::utc_date)
-                ),
+                regressions::episode_link(e, &opened),
                 interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
             ]
         })

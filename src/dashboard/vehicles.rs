@@ -127,14 +127,13 @@ pub fn page(data: &Value) -> String {
             let at = |f: &str| format!("/ranking/{i}/{f}");
             vec![
                 num(data, &at("rank"), 0),
-                format!(
-                    r#"<a href="{}">{}</a>"#,
-                    escape(&super::keys::vehicle_href(
+                html::link(
+                    &super::keys::vehicle_href(
                         data.pointer(&at("vehicle_id"))
                             .and_then(Value::as_str)
-                            .unwrap_or("")
-                    )),
-                    text(data, &at("vehicle_id"))
+                            .unwrap_or(""),
+                    ),
+                    &text(data, &at("vehicle_id")),
                 ),
                 num(data, &at("events"), 0),
                 num(data, &at("exposure_hours"), 1),
