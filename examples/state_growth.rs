@@ -13,7 +13,7 @@ use std::path::Path;
 
 use safetel::config::Config;
 use safetel::engine::memory::run_in_memory;
-use safetel::engine::runner::CommitTarget;
+use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::engine::{Engine, RestoredState, Retention, StateDelta, Vehicles};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
@@ -31,14 +31,14 @@ struct Measured {
 }
 
 impl CommitTarget for Measured {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
-        let ops = self.store.ops(&delta).map_err(|e| e.to_string())?;
+        let ops = self.store.ops(&delta)?;
         for op in ops.iter().filter(|op| op.changelog_partition().is_some()) {
             *self.written.entry(op.cf).or_default() +=
                 (op.key.len() + op.value.as_ref().map_or(0, Vec::len)) as u64;
         }
-        self.store.apply(&ops, &[]).map_err(|e| e.to_string())?;
+        self.store.apply(&ops, &[])?;
         let day = watermark.map_or(0, |w| (w - self.first_day) / DAY);
         if day >= self.next_report_day {
             self.next_report_day += 30;

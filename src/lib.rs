@@ -12,9 +12,16 @@
 //! - [`generator`]: the seeded fleet simulator and fault injection. Pure.
 //! - [`detect`]: change-point detection for one series against what the fleet predicts, its
 //!   false-alarm-calibrated thresholds, hazard ratios; the earlier self-baseline detector. Pure.
-//! - [`engine`]: per-record processing and hot state; [`engine::runner`] drives it from any
-//!   source to any sink; [`engine::memory`] is the in-process source; [`engine::view`] the
-//!   group view's records and the state a reader builds from them. No IO of its own.
+//! - [`hashing`]: stable id hashes and FNV hashers. Pure.
+//! - [`dead_letter`]: why a record is dead-lettered, and the recent dead-letter share. Pure.
+//! - [`engine`]: per-record processing and hot state, a coordinator of parts with one job each:
+//!   [`engine::admission`] (size, decode, validity, claimed times, lateness, duplicates,
+//!   watermark), the vehicles' bins ([`engine::state`]), [`engine::reviews`] (the review desk),
+//!   [`engine::cohort_router`] and [`engine::cohorts`] (cohort reports and aggregation),
+//!   [`engine::detection`] (bins into change-point series), [`engine::outbox`] (what the next
+//!   commit writes), [`engine::retention`]; [`engine::runner`] drives it from any source to any
+//!   sink; [`engine::memory`] is the in-process source; [`engine::view`] the group view's
+//!   records and the state a reader builds from them. No IO of its own.
 //! - [`store`]: RocksDB state store (IO edge).
 //! - [`kafka`]: consumer, producers, admin, the group view's reader (IO edge).
 //! - [`http`]: API and metrics server (IO edge).
@@ -25,10 +32,12 @@
 pub mod codec;
 pub mod config;
 pub mod dashboard;
+pub mod dead_letter;
 pub mod detect;
 pub mod engine;
 pub mod evaluate;
 pub mod generator;
+pub mod hashing;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

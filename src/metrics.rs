@@ -8,8 +8,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::engine::Rejection;
-use crate::engine::recent::DeadLetterShare;
+use crate::dead_letter::{DeadLetterShare, Rejection};
 use crate::model::{AlertStatus, KeyKind, RecordKind};
 
 /// All of safetel's metrics, cheap to clone.

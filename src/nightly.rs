@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::codec;
@@ -19,9 +18,10 @@ use crate::metrics::Metrics;
 use crate::refit::intervals::{TimelineItem, VehicleTimeline};
 use crate::refit::model::{DataError, SurvivalData};
 use crate::refit::result::{RefitResult, summarise_fit};
+use crate::refit::run::ModelRun;
 use crate::refit::sampler::{SampleError, sample};
 use crate::store::{Store, StoreError};
-use crate::warehouse::{Snapshot, WarehouseError, write_snapshot};
+use crate::warehouse::{Snapshot, StratumTotals, WarehouseError, write_snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NightlyError {
@@ -46,7 +46,7 @@ pub struct RefitOutcome {
     /// (partition, vehicle, prior): empty when the fit did not converge.
     pub priors: Vec<(i32, String, Prior)>,
     /// The model-run record (`fact_model_run`), also kept in the store.
-    pub run: Value,
+    pub run: ModelRun,
 }
 
 /// Intervals of every vehicle from the timelines in the store (the trips and critical events
@@ -153,22 +153,28 @@ pub fn refit_from_store(
         Vec::new()
     };
     let p = &result.parameters;
-    let run = json!({
-        "run_id": run_id,
-        "converged": converged,
-        "priors_applied": converged,
-        "vehicles": result.data.vehicles,
-        "intervals": result.data.intervals,
-        "events": result.data.events,
-        "window_days": config.window_days,
-        "chains": settings.chains, "warmup": settings.warmup, "draws": settings.draws, "seed": settings.seed,
-        "alpha": p["alpha"], "mu": p["mu"], "sigma": p["sigma"],
-        "diagnostics": result.diagnostics,
-        "posterior_predictive": result.posterior_predictive,
-        "traces": result.traces,
-        "sampling_s": fit.sampling_s,
-        "total_s": started.elapsed().as_secs_f64(),
-    });
+    let run = ModelRun {
+        run_id,
+        converged,
+        priors_applied: converged,
+        vehicles: result.data.vehicles,
+        intervals: result.data.intervals,
+        events: result.data.events,
+        window_days: config.window_days,
+        chains: settings.chains,
+        warmup: settings.warmup,
+        draws: settings.draws,
+        seed: settings.seed,
+        alpha: p.get("alpha").copied(),
+        mu: p.get("mu").copied(),
+        sigma: p.get("sigma").copied(),
+        diagnostics: Some(result.diagnostics.clone()),
+        posterior_predictive: Some(result.posterior_predictive.clone()),
+        traces: result.traces.clone(),
+        sampling_s: fit.sampling_s,
+        total_s: started.elapsed().as_secs_f64(),
+        strata: None,
+    };
     Ok(RefitOutcome {
         result,
         priors,
@@ -201,7 +207,7 @@ pub fn record(
             );
         }
     }
-    let run_id = outcome.run["run_id"].as_i64().unwrap_or_default();
+    let run_id = outcome.run.run_id;
     let snapshot = write_snapshot(
         store,
         &config.warehouse_dir,
@@ -210,7 +216,13 @@ pub fn record(
     )?;
     // The run's record also keeps the snapshot's trips by stratum, for the dashboard.
     let mut run = outcome.run.clone();
-    run["strata"] = serde_json::to_value(&snapshot.strata).unwrap_or_default();
+    run.strata = Some(
+        snapshot
+            .strata
+            .iter()
+            .map(StratumTotals::as_run_stratum)
+            .collect(),
+    );
     store.write_refit(&[], &run)?;
     let d = &outcome.result.diagnostics;
     metrics
@@ -221,9 +233,7 @@ pub fn record(
             "not_converged"
         }])
         .inc();
-    metrics
-        .refit_duration
-        .observe(outcome.run["total_s"].as_f64().unwrap_or(0.0));
+    metrics.refit_duration.observe(outcome.run.total_s);
     metrics.refit_max_rhat.set(d.max_rhat);
     metrics.refit_min_ess_bulk.set(d.min_ess_bulk);
     metrics.refit_converged.set(i64::from(d.converged));

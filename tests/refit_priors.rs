@@ -173,7 +173,10 @@ fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
     store
         .write_refit(
             &[(0, "veh-00001".into(), earlier)],
-            &serde_json::json!({"run_id": 1}),
+            &safetel::refit::run::ModelRun {
+                run_id: 1,
+                ..Default::default()
+            },
         )
         .unwrap();
     // Ten draws per chain cannot reach a bulk ESS of 400.
@@ -201,8 +204,8 @@ fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
     assert_eq!(restored.priors, vec![("veh-00001".to_string(), earlier)]);
     let runs = store.model_runs().unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!(runs[1]["converged"], false);
-    assert_eq!(runs[1]["priors_applied"], false);
+    assert!(!runs[1].converged);
+    assert!(!runs[1].priors_applied);
     let text = metrics.render();
     assert!(
         text.contains("safetel_refit_runs_total{outcome=\"not_converged\"} 1"),

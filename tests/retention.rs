@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use safetel::config::Config;
 use safetel::engine::memory::run_in_memory;
-use safetel::engine::runner::CommitTarget;
+use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::engine::{Engine, RestoredState, Retention, StateDelta};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
@@ -51,20 +51,23 @@ struct Weighed {
 const WAREHOUSE_EVERY_DAYS: i64 = 10;
 
 impl CommitTarget for Weighed {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
-        self.store.write(&delta).map_err(|e| e.to_string())?;
+        self.store.write(&delta)?;
         let day = watermark.map_or(0, |w| (w - self.first_day) / DAY);
         if day >= self.next_warehouse_day {
             self.next_warehouse_day = day + WAREHOUSE_EVERY_DAYS;
             safetel::warehouse::write_snapshot(&self.store, &self.warehouse, 0, None)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| CommitError::Failed(e.to_string()))?;
         }
         if self.checkpoints.first().is_some_and(|c| day >= *c) {
             self.checkpoints.remove(0);
             self.weights.push(Weight {
                 day,
-                live_bytes: self.store.live_bytes().map_err(|e| e.to_string())?,
+                live_bytes: self
+                    .store
+                    .live_bytes()
+                    .map_err(|e| CommitError::Failed(e.to_string()))?,
                 bins: self.vehicles.iter().map(|v| v.bins.len()).sum(),
                 rss_kb: rss_kb(),
                 vehicles_in_memory: self.vehicles.len(),

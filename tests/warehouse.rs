@@ -15,7 +15,7 @@ use apache_avro::types::Value;
 
 use safetel::config::{Config, RefitConfig};
 use safetel::engine::memory::{partition_for, run_in_memory};
-use safetel::engine::runner::CommitTarget;
+use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::engine::{Engine, RestoredState, StateDelta};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
@@ -137,7 +137,7 @@ fn the_snapshot_reads_back_in_pyarrow_with_the_expected_rows_and_keys() {
     let snapshot = safetel::warehouse::write_snapshot(
         &store,
         &warehouse,
-        outcome.run["run_id"].as_i64().unwrap(),
+        outcome.run.run_id,
         Some(&outcome.result.vehicles),
     )
     .unwrap();
@@ -325,13 +325,13 @@ struct SnapshotMidway {
 }
 
 impl CommitTarget for SnapshotMidway {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
-        self.store.write(&delta).map_err(|e| e.to_string())?;
+        self.store.write(&delta)?;
         if self.first.is_none() && watermark.is_some_and(|w| w >= self.at_ms) {
             let snapshot =
                 safetel::warehouse::write_snapshot(&self.store, &self.warehouse, 0, None)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| CommitError::Failed(e.to_string()))?;
             self.first = Some(snapshot);
         }
         Ok(())

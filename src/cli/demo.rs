@@ -5,24 +5,23 @@
 //! survival model on what it stored and serves the dashboard (and API and metrics) on ADDR,
 //! loopback by default, until interrupted.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde_json::json;
 
+use super::demo_report::{DemoReport, DemoRun};
 use crate::config::Config;
 use crate::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemoryRecord, MemorySource};
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
-use crate::engine::{BinStats, Engine, RestoredState};
+use crate::engine::{Engine, RestoredState};
 use crate::evaluate::evaluate;
-use crate::generator::{DAY_MS, Generator};
+use crate::generator::Generator;
 use crate::http::AppState;
 use crate::metrics::Metrics;
-use crate::model::{AlertStatus, utc_date};
+use crate::model::KeyKind;
 use crate::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -117,169 +116,25 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let truth = generator.truth();
 
-    let mut fleet_totals = BinStats::default();
-    let mut worst: Vec<(f64, String, BinStats)> = Vec::new();
-    for vehicle in engine.vehicles().iter() {
-        let totals = vehicle.totals();
-        fleet_totals.add(&totals);
-        let rate = totals.critical as f64 / totals.exposure_hours().max(1e-9) * 1000.0;
-        worst.push((rate, vehicle.key().clone(), totals));
-    }
-    worst.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut dlq_by_reason: BTreeMap<&str, u64> = BTreeMap::new();
-    for letter in &dlq.records {
-        *dlq_by_reason.entry(letter.reason).or_default() += 1;
-    }
-
-    println!(
-        "safetel demo — {} records in {:.2} s ({:.0} records/s including generation and RocksDB commits)",
-        summary.records,
-        elapsed,
-        summary.records as f64 / elapsed
-    );
-    println!(
-        "  accepted {}   dead-lettered {} {:?}   commits {} ({:.2} s)",
-        summary.accepted,
-        summary.dead_lettered,
-        dlq_by_reason,
-        summary.commits,
-        summary.commit_seconds
-    );
-    println!(
-        "  expected in DLQ from injected faults: {:?}",
-        truth.faults.expected_dlq
-    );
-    println!(
-        "  fleet: {} vehicles, {} trips, {:.0} h driven, {} safety events, {} critical ({:.2} per 1000 h), {} disengagements",
-        engine.vehicles().len(),
-        fleet_totals.trips,
-        fleet_totals.exposure_hours(),
-        fleet_totals.safety_events,
-        fleet_totals.critical,
-        fleet_totals.critical as f64 / fleet_totals.exposure_hours().max(1e-9) * 1000.0,
-        fleet_totals.disengagements
-    );
-    println!("  highest critical-event rates (per 1000 h):");
-    for (rate, id, totals) in worst.iter().take(5) {
-        let injected = truth
-            .regressions
-            .iter()
-            .find(|r| &r.key == id)
-            .map(|r| format!("  <- injected fault, HR {:.1}", r.true_hr));
-        println!(
-            "    {id}  {rate:6.2}  ({} events in {:.0} h){}",
-            totals.critical,
-            totals.exposure_hours(),
-            injected.unwrap_or_default()
-        );
-    }
-    println!(
-        "  change-point series: {} vehicle and {} cohort bin updates ({} cohorts: {})",
-        metrics
-            .detector_updates(crate::model::KeyKind::Vehicle)
-            .get(),
-        metrics
-            .detector_updates(crate::model::KeyKind::Cohort)
-            .get(),
-        engine.cohorts().len(),
-        engine
-            .cohorts()
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     let alerts = alerts.alerts;
-    let count = |status| alerts.iter().filter(|a| a.status == status).count();
-    println!(
-        "  alerts: {} opened, {} updated, {} resolved; {} injected regressions",
-        count(AlertStatus::Opened),
-        count(AlertStatus::Updated),
-        count(AlertStatus::Resolved),
-        truth.regressions.len()
-    );
-    println!(
-        "  {:<24} {:<14} {:<10} {:<10} {:>20} {:>6}  truth",
-        "key", "class", "onset est.", "detected", "HR [95% CrI]", "days"
-    );
-    for alert in alerts.iter().filter(|a| a.status == AlertStatus::Opened) {
-        let injected = truth.regressions.iter().find(|r| {
-            r.key == alert.key && r.hazard_class == alert.hazard_class
-                || r.members.contains(&alert.key)
-        });
-        let verdict = match injected {
-            Some(r) if alert.detected_at >= r.onset_ms => format!(
-                "{} HR {:.1} from {}",
-                if r.key == alert.key {
-                    "injected"
-                } else {
-                    &r.key
-                },
-                r.true_hr,
-                utc_date(r.onset_ms)
-            ),
-            _ => "false alarm".into(),
-        };
-        println!(
-            "  {:<24} {:<14} {:<10} {:<10} {:>20} {:>6.1}  {verdict}",
-            alert.key,
-            alert.hazard_class.name(),
-            utc_date(alert.onset_estimate),
-            utc_date(alert.detected_at),
-            format!(
-                "{:.2} [{:.2}, {:.2}]",
-                alert.hr_median, alert.hr_low, alert.hr_high
-            ),
-            alert.time_to_detection_days(),
-        );
-    }
-    // What each injected vehicle fault gave its detector to work with.
-    let window_ms = (args.horizon_days * DAY_MS as f64) as i64;
-    let mut fault_events = Vec::new();
-    for r in truth.regressions.iter().filter(|r| r.key_kind == "VEHICLE") {
-        let Some(vehicle) = engine.vehicles().get(&r.key).map(|v| v.bins.clone()) else {
-            continue;
-        };
-        let sum = |from: i64, to: i64| {
-            let mut total = BinStats::default();
-            for (_, stats) in vehicle.range(from..to) {
-                total.add(stats);
-            }
-            (total.count(r.hazard_class), total.exposure_hours())
-        };
-        let (before, before_h) = sum(r.onset_ms - window_ms, r.onset_ms);
-        let (after, after_h) = sum(r.onset_ms, r.onset_ms + window_ms);
-        fault_events.push(
-            json!({"key": r.key, "hazard_class": r.hazard_class, "true_hr": r.true_hr,
-            "events_before": before, "exposure_hours_before": before_h,
-            "events_after": after, "exposure_hours_after": after_h}),
-        );
-    }
-    if !fault_events.is_empty() {
-        let mut after: Vec<u64> = fault_events
-            .iter()
-            .map(|f| f["events_after"].as_u64().unwrap_or(0))
-            .collect();
-        let mut before: Vec<u64> = fault_events
-            .iter()
-            .map(|f| f["events_before"].as_u64().unwrap_or(0))
-            .collect();
-        after.sort_unstable();
-        before.sort_unstable();
-        println!(
-            "  vehicle faults: events of their class in the {} days before / after onset: median {} / {} (max {} / {})",
-            args.horizon_days,
-            before[before.len() / 2],
-            after[after.len() / 2],
-            before[before.len() - 1],
-            after[after.len() - 1]
-        );
-    }
     let evaluation = evaluate(&truth, &alerts, args.horizon_days);
-    println!("  evaluation against the injected truth:");
-    for line in evaluation.render().lines() {
-        println!("    {line}");
-    }
+    let dead_letter_reasons: Vec<&'static str> = dlq.records.iter().map(|l| l.reason).collect();
+    let report = DemoReport::of(DemoRun {
+        summary: &summary,
+        elapsed_s: elapsed,
+        dead_letter_reasons: &dead_letter_reasons,
+        vehicles: &engine.vehicles(),
+        cohorts: engine.cohorts().into_keys().collect(),
+        detector_updates: (
+            metrics.detector_updates(KeyKind::Vehicle).get(),
+            metrics.detector_updates(KeyKind::Cohort).get(),
+        ),
+        alerts: &alerts,
+        truth: &truth,
+        evaluation: &evaluation,
+        horizon_days: args.horizon_days,
+    });
+    print!("{report}");
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -297,12 +152,6 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         args.out.join("evaluation.json"),
         serde_json::to_vec_pretty(&evaluation)?,
     )?;
-    let report = json!({
-        "records": summary.records, "accepted": summary.accepted, "dead_lettered": summary.dead_lettered,
-        "dead_lettered_by_reason": dlq_by_reason, "expected_dead_letters": truth.faults.expected_dlq,
-        "vehicles": engine.vehicles().len(), "fleet_totals": fleet_totals, "elapsed_s": elapsed,
-        "alerts": alerts.len(), "vehicle_fault_events": fault_events,
-    });
     std::fs::write(
         args.out.join("summary.json"),
         serde_json::to_vec_pretty(&report)?,

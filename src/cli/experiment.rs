@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::codec;
 use crate::config::Config;
 use crate::engine::memory::{MemoryRecord, run_in_memory};
-use crate::engine::runner::CommitTarget;
+use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::{Engine, RestoredState, StateDelta};
 use crate::evaluate::evaluate;
 use crate::generator::{DAY_MS, Generator, GeneratorConfig};
@@ -50,7 +50,7 @@ pub struct Args {
 struct Discard;
 
 impl CommitTarget for Discard {
-    fn commit(&mut self, _delta: StateDelta) -> Result<(), String> {
+    fn commit(&mut self, _delta: StateDelta) -> Result<(), CommitError> {
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! per subcommand. The only place that uses `anyhow`.
 
 mod demo;
+mod demo_report;
 mod detect;
 mod evaluate;
 mod experiment;

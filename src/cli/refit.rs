@@ -197,10 +197,7 @@ fn nightly(
     let bars = ChainBars::new(settings);
     let outcome = crate::nightly::refit_from_store(&store, refit, &|c, w| bars.on_draw(c, w))?;
     bars.finish();
-    report(
-        &outcome.result,
-        outcome.run["sampling_s"].as_f64().unwrap_or(0.0),
-    );
+    report(&outcome.result, outcome.run.sampling_s);
     let (snapshot, priors) = crate::nightly::record(
         &store,
         refit,
@@ -222,8 +219,8 @@ fn nightly(
         snapshot.rows
     );
     let mut out = serde_json::to_value(&outcome.result)?;
-    out["model_run"] = outcome.run.clone();
+    out["model_run"] = serde_json::to_value(&outcome.run)?;
     out["snapshot"] = serde_json::to_value(&snapshot)?;
-    out["timing"] = json!({"sampling_s": outcome.run["sampling_s"]});
+    out["timing"] = json!({"sampling_s": outcome.run.sampling_s});
     Ok(out)
 }

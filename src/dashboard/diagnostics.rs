@@ -7,48 +7,51 @@ use serde_json::{Value, json};
 use super::html::{self, kpi, num, text};
 use super::svg::{Chart, PALETTE};
 use crate::refit::result::{MAX_RHAT, MIN_ESS_BULK};
+use crate::refit::run::ModelRun;
 
 /// The parameters the page shows, as the model run names them.
 const PARAMETERS: [&str; 3] = ["alpha", "mu", "sigma"];
 
 /// The last model run's diagnostics, or `{"available": false}` before the first refit.
-pub fn data(model_run: Option<&Value>) -> Value {
+pub fn data(model_run: Option<&ModelRun>) -> Value {
     let Some(run) = model_run else {
         return json!({"available": false, "max_rhat_limit": MAX_RHAT, "min_ess_bulk_limit": MIN_ESS_BULK});
     };
     let parameters: Vec<Value> = PARAMETERS
         .iter()
         .filter_map(|name| {
-            let p = run.get(*name)?;
+            let p = run.parameter(name)?;
             Some(json!({
-                "name": name, "mean": p["mean"], "sd": p["sd"], "q2.5": p["q2.5"],
-                "q97.5": p["q97.5"], "rhat": p["rhat"], "ess_bulk": p["ess_bulk"],
-                "ess_tail": p["ess_tail"],
+                "name": name, "mean": p.mean, "sd": p.sd, "q2.5": p.q2_5,
+                "q97.5": p.q97_5, "rhat": p.rhat, "ess_bulk": p.ess_bulk,
+                "ess_tail": p.ess_tail,
             }))
         })
         .collect();
-    let mut posterior_predictive = run["posterior_predictive"].clone();
-    if let Some(share) = posterior_predictive["coverage_95"].as_f64() {
-        posterior_predictive["coverage_95_percent"] = json!(share * 100.0);
+    let mut posterior_predictive = json!(run.posterior_predictive);
+    if let Some(check) = &run.posterior_predictive
+        && check.coverage_95.is_finite()
+    {
+        posterior_predictive["coverage_95_percent"] = json!(check.coverage_95 * 100.0);
     }
     json!({
         "available": true,
-        "run_id": run["run_id"],
-        "converged": run["converged"],
-        "priors_applied": run["priors_applied"],
-        "vehicles": run["vehicles"],
-        "intervals": run["intervals"],
-        "events": run["events"],
-        "chains": run["chains"],
-        "warmup": run["warmup"],
-        "draws": run["draws"],
-        "sampling_s": run["sampling_s"],
-        "total_s": run["total_s"],
-        "diagnostics": run["diagnostics"],
+        "run_id": run.run_id,
+        "converged": run.converged,
+        "priors_applied": run.priors_applied,
+        "vehicles": run.vehicles,
+        "intervals": run.intervals,
+        "events": run.events,
+        "chains": run.chains,
+        "warmup": run.warmup,
+        "draws": run.draws,
+        "sampling_s": run.sampling_s,
+        "total_s": run.total_s,
+        "diagnostics": run.diagnostics,
         "max_rhat_limit": MAX_RHAT,
         "min_ess_bulk_limit": MIN_ESS_BULK,
         "parameters": parameters,
-        "traces": run.get("traces").cloned().unwrap_or(Value::Null),
+        "traces": run.traces,
         "posterior_predictive": posterior_predictive,
     })
 }

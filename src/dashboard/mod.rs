@@ -143,7 +143,7 @@ pub struct Sources<'a> {
     /// Every alert published, in any order.
     pub alerts: &'a [RegressionAlert],
     /// The last refit's model run as the store records it.
-    pub model_run: Option<&'a Value>,
+    pub model_run: Option<&'a crate::refit::run::ModelRun>,
     /// The review policy and budget, when critical events are reviewed under a budget.
     pub sampling: Option<(&'a str, f64)>,
     /// The injected regressions, where the stream is a simulation that knows them.

@@ -75,17 +75,19 @@ pub fn data(sources: &Sources<'_>) -> Value {
         .collect();
     let by_stratum: Vec<Value> = sources
         .model_run
-        .and_then(|run| run.get("strata"))
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice)
+        .and_then(|run| run.strata.as_deref())
+        .unwrap_or_default()
         .iter()
         .map(|s| {
-            let events = s["critical_events"].as_f64().unwrap_or(0.0);
-            let hours = s["exposure_hours"].as_f64().unwrap_or(0.0);
+            let hours = if s.exposure_hours.is_finite() {
+                s.exposure_hours
+            } else {
+                0.0
+            };
             json!({
-                "road_type": s["road_type"], "weather": s["weather"], "night": s["night"],
-                "trips": s["trips"], "exposure_hours": hours,
-                "critical": rate_json(events, None, hours),
+                "road_type": s.road_type, "weather": s.weather, "night": s.night,
+                "trips": s.trips, "exposure_hours": hours,
+                "critical": rate_json(s.critical_events as f64, None, hours),
             })
         })
         .collect();
@@ -104,7 +106,7 @@ pub fn data(sources: &Sources<'_>) -> Value {
         },
         "by_vehicle_model": strata,
         "by_stratum": by_stratum,
-        "strata_run_id": sources.model_run.map(|run| run["run_id"].clone()),
+        "strata_run_id": sources.model_run.map(|run| run.run_id),
         "period_days": super::PERIOD_DAYS,
         "periods": periods,
     })

@@ -22,9 +22,54 @@
 
 use std::collections::hash_map::Entry;
 
-use super::Rejection;
 use super::state::PartitionState;
-use crate::model::{MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Payload, TelemetryEvent};
+use super::{Rejection, SourceRecord, record_hash};
+use crate::codec;
+use crate::model::{MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, Payload, TelemetryEvent, validate};
+
+/// The checks that need only the record: its size, its decoding, the event's validity and the
+/// times it claims ([`TimeRules::check_claims`]).
+pub fn read<'a>(
+    record: &SourceRecord<'a>,
+    max_record_bytes: usize,
+    time: &TimeRules,
+) -> Result<TelemetryEvent<'a>, Rejection> {
+    if record.payload.len() > max_record_bytes {
+        return Err(Rejection::Oversized {
+            len: record.payload.len(),
+            max: max_record_bytes,
+        });
+    }
+    let event = codec::decode(record.payload)?;
+    validate(&event)?;
+    time.check_claims(&event, record.timestamp_ms)?;
+    Ok(event)
+}
+
+/// Admits a read record (not a review result) to its partition: on time (its bin, returned,
+/// still open) and not a duplicate; it is then seen, its vehicle's clock moves and the
+/// partition's watermark with it.
+pub fn admit(
+    time: &TimeRules,
+    partition: &mut PartitionState,
+    event: &TelemetryEvent<'_>,
+) -> Result<i64, Rejection> {
+    let record_time = TimeRules::record_time(event);
+    let bin = time.check_on_time(partition, record_time)?;
+    let hash = record_hash(event.kind(), &event.vehicle_id, event.record_id());
+    if !time.see(partition, hash, record_time) {
+        return Err(Rejection::Duplicate {
+            id: event.record_id().to_string(),
+        });
+    }
+    partition.pending_seen.push((record_time, hash));
+    // The vehicle's clock, then the partition's watermark (a quorum of its vehicles' clocks).
+    partition
+        .clocks
+        .observe(&event.vehicle_id, record_time, time.watermark_quorum);
+    time.advance_watermark(partition);
+    Ok(bin)
+}
 
 /// The time rules of one engine, in milliseconds.
 #[derive(Debug, Clone, Copy)]

@@ -14,13 +14,15 @@
 //! dead-letter sink of `demo`, tests and benchmarks.
 
 pub mod admission;
+pub mod cohort_router;
 pub mod cohorts;
 pub mod detection;
 pub mod health;
 pub mod ledger;
 pub mod memory;
-pub mod recent;
+pub mod outbox;
 pub mod retention;
+pub mod reviews;
 pub mod runner;
 pub mod state;
 pub mod view;
@@ -30,21 +32,24 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::codec::{self, DecodeError};
 use crate::config::{DetectorConfig, StreamConfig};
+use crate::dead_letter::RecentOutcomes;
+pub use crate::dead_letter::Rejection;
 use crate::detect::StateDecodeError;
 use crate::metrics::Metrics;
 use crate::model::{
-    DrivingMode, HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest,
-    ValidationError, exposure_ms, validate,
+    HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, TelemetryEvent,
 };
-use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
+use crate::sampling::SamplingPolicy;
 use admission::TimeRules;
+use cohort_router::{CohortRouter, RouteEffects};
 use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
+use outbox::Outbox;
 pub use retention::{Retention, VehicleArchive};
+use reviews::{ReviewDesk, review_hold};
 pub use state::{
     BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
     LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, RETIRED_BIN,
@@ -62,108 +67,6 @@ pub struct SourceRecord<'a> {
     /// When the record was produced (ms since epoch), if the source knows.
     pub timestamp_ms: Option<i64>,
 }
-
-/// Why a record did not update state. Each goes to the dead-letter topic with its reason.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    #[error("record is {len} bytes, more than the {max} allowed")]
-    Oversized { len: usize, max: usize },
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error("invalid event: {0}")]
-    Invalid(#[from] ValidationError),
-    #[error(
-        "record time {event_time_ms} is more than {allowed_lateness_ms} ms behind the watermark {watermark_ms}"
-    )]
-    Late {
-        event_time_ms: i64,
-        watermark_ms: i64,
-        allowed_lateness_ms: i64,
-    },
-    #[error(
-        "`{field}` = {time_ms} is more than {max_skew_ms} ms ahead of the record's timestamp {timestamp_ms}"
-    )]
-    Future {
-        field: &'static str,
-        time_ms: i64,
-        timestamp_ms: i64,
-        max_skew_ms: i64,
-    },
-    #[error(
-        "trip reported at {event_time_ms}, not at its end {end_ms} (from {max_skew_ms} ms before to {allowed_lateness_ms} ms after it)"
-    )]
-    TripReportedAwayFromEnd {
-        event_time_ms: i64,
-        end_ms: i64,
-        max_skew_ms: i64,
-        allowed_lateness_ms: i64,
-    },
-    #[error(
-        "record time {event_time_ms} falls in a bin already closed (bins before {closed_through_ms})"
-    )]
-    BinClosed {
-        event_time_ms: i64,
-        closed_through_ms: i64,
-    },
-    #[error("cohort report on the repartition topic: {0}")]
-    CohortReport(String),
-    #[error("duplicate of an earlier record with id `{id}`")]
-    Duplicate { id: String },
-    #[error(
-        "review result for trip `{trip_id}`, whose review is not awaited (never requested, already answered, or timed out)"
-    )]
-    UnrequestedReview { trip_id: String },
-    #[error(
-        "review result for trip `{trip_id}` holds an event at {event_time_ms}, outside the trip ({start_ms}..={end_ms})"
-    )]
-    ReviewedEventOutsideTrip {
-        trip_id: String,
-        event_time_ms: i64,
-        start_ms: i64,
-        end_ms: i64,
-    },
-    #[error("vehicle `{vehicle_id}` left memory and its state could not be read back: {detail}")]
-    StateUnavailable { vehicle_id: String, detail: String },
-}
-
-impl Rejection {
-    /// The short reason carried in the DLQ header `reason` and the metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::Oversized { .. } => "oversized",
-            Rejection::Decode(e) => e.reason(),
-            Rejection::CohortReport(_) => "decode",
-            Rejection::Invalid(_) => "invalid",
-            Rejection::Late { .. } | Rejection::BinClosed { .. } => "late",
-            Rejection::Future { .. } => "future",
-            Rejection::TripReportedAwayFromEnd { .. } => "invalid",
-            Rejection::Duplicate { .. } => "duplicate",
-            Rejection::UnrequestedReview { .. } => "unrequested_review",
-            Rejection::ReviewedEventOutsideTrip { .. } => "invalid",
-            Rejection::StateUnavailable { .. } => "state_unavailable",
-        }
-    }
-
-    pub const REASONS: [&'static str; 12] = [
-        "oversized",
-        "schema",
-        "incompatible_schema",
-        "schema_registry",
-        "decode",
-        "invalid",
-        "future",
-        "late",
-        "duplicate",
-        "unrequested_review",
-        "state_unavailable",
-        "other",
-    ];
-}
-
-/// Critical events kept per vehicle while their trip's summary (which decides the review) is
-/// awaited; beyond this the oldest are dropped (a summary that never came: never reviewed).
-const AWAITING_REVIEW_MAX: usize = 64;
 
 /// Vehicle state by vehicle id, shared with the HTTP API (reads).
 pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
@@ -203,7 +106,9 @@ impl VehicleSet for PartitionVehicles<'_> {
     }
 }
 
-/// Per-record processing and the hot state it updates.
+/// Per-record processing and the hot state it updates: a coordinator of admission
+/// ([`admission`]), the vehicles' bins, the [`ReviewDesk`], the [`CohortRouter`] and the commit
+/// [`Outbox`].
 pub struct Engine {
     config: StreamConfig,
     time: TimeRules,
@@ -220,24 +125,12 @@ pub struct Engine {
     vehicles: Arc<Vehicles>,
     partitions: HashMap<i32, PartitionState>,
     detection: DetectionSettings,
-    /// Cohort aggregators by partition number ([`cohort_aggregator_partition`]).
-    aggregators: BTreeMap<i32, CohortAggregator>,
-    /// `Some(n)`: partitions' cohort reports leave through the repartition topic's `n`
-    /// partitions and come back as records ([`Engine::with_cohort_topic`]); `None`: one
-    /// aggregator in process takes them directly.
-    cohort_topic_partitions: Option<i32>,
-    /// How many source partitions the input topic has, where known: with the repartition
-    /// topic, cohort bins wait for every one of them (except those reported empty).
-    source_partitions: Option<i32>,
-    /// Source partitions reported empty since start.
-    announced_empty: BTreeSet<i32>,
+    /// Where cohort reports go, and the cohort aggregators held here.
+    cohorts: CohortRouter,
     cohort_view: Arc<CohortView>,
     fleet_view: Arc<FleetView>,
     /// Alerts raised since the last commit point, oldest first.
     alerts: Vec<RegressionAlert>,
-    /// The partitions this process reads, with their end offsets where known (`None`: unknown,
-    /// every partition that delivered a record counts).
-    inputs: Option<Vec<(i32, Option<i64>)>>,
     /// The record just accepted let this partition close a bin still open.
     close_due: Option<i32>,
     /// The record just accepted moved its vehicle away from this partition, where it was one
@@ -245,42 +138,15 @@ pub struct Engine {
     clocks_to_rebuild: Option<i32>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
-    /// The review-budget policy, when trips' critical events count only if reviewed.
-    sampling: Option<SamplingPolicy>,
-    /// With a review service: how far (event time) past a trip's start its review is awaited.
-    review_timeout_ms: Option<i64>,
-    /// Review requests made since the last commit point, oldest first.
-    review_requests: Vec<ReviewRequest>,
+    /// Under a review budget: which trips are reviewed, and the review service's round trip.
+    reviews: ReviewDesk,
     /// Where a scheduled refit sends new priors (already durable in the store).
     refits: Option<std::sync::mpsc::Receiver<Vec<(String, Prior)>>>,
-    pending: Pending,
+    /// What the next commit writes and sends.
+    outbox: Outbox,
     /// The outcomes of the last records, for the dead-letter share `/health` reports.
-    recent: recent::RecentOutcomes,
+    recent: RecentOutcomes,
     pub(crate) metrics: Metrics,
-}
-
-/// Changes since the last commit that are not visible in the state maps themselves.
-#[derive(Default)]
-struct Pending {
-    dirty_vehicles: Vec<String>,
-    moved_partitions: Vec<i32>,
-    /// Vehicles whose series were fed.
-    dirty_series: Vec<String>,
-    /// (aggregator partition, cohort) of cohort series fed.
-    dirty_cohorts: BTreeSet<(i32, String)>,
-    /// Aggregators whose progress changed.
-    dirty_aggregators: BTreeSet<i32>,
-    /// Source partitions that closed bins (their fleet sums changed).
-    dirty_fleet: BTreeSet<i32>,
-    /// Cohort reports for the repartition topic, by its partition.
-    reports: Vec<(i32, PartitionReport)>,
-    /// Alerts published since the last commit, for the store's record.
-    published: Vec<RegressionAlert>,
-    records: usize,
-    /// The group view gets everything held at the next commit (partitions were just given).
-    view_everything: bool,
-    /// Vehicles the group view gets whole at the next commit (back in memory).
-    view_vehicles: BTreeSet<String>,
 }
 
 /// State restored from the store at start-up.
@@ -337,7 +203,7 @@ impl Engine {
         };
         let detection =
             DetectionSettings::new(detector, time.bin_width_ms, time.allowed_lateness_ms);
-        let recent = recent::RecentOutcomes::new(config.dlq_window_records, config.max_dlq_share);
+        let recent = RecentOutcomes::new(config.dlq_window_records, config.max_dlq_share);
         let mut engine = Engine {
             config,
             time,
@@ -350,22 +216,16 @@ impl Engine {
             vehicles: Arc::new(Vehicles::default()),
             partitions: HashMap::new(),
             detection,
-            aggregators: BTreeMap::new(),
-            cohort_topic_partitions: None,
-            source_partitions: None,
-            announced_empty: BTreeSet::new(),
+            cohorts: CohortRouter::default(),
             cohort_view: Arc::new(CohortView::default()),
             fleet_view: Arc::new(FleetView::default()),
             alerts: Vec::new(),
-            inputs: None,
             close_due: None,
             clocks_to_rebuild: None,
             priors: HashMap::new(),
             refits: None,
-            sampling: None,
-            review_timeout_ms: None,
-            review_requests: Vec::new(),
-            pending: Pending::default(),
+            reviews: ReviewDesk::default(),
+            outbox: Outbox::default(),
             metrics,
         };
         engine.adopt(restored)?;
@@ -385,7 +245,7 @@ impl Engine {
             self.vehicles.insert(id, state);
         }
         for (partition, progress) in restored.aggregators {
-            self.aggregators.insert(
+            self.cohorts.aggregators.insert(
                 partition,
                 CohortAggregator::default().with_progress(progress),
             );
@@ -406,7 +266,8 @@ impl Engine {
                     source,
                 })?;
             if cohort_aggregator(partition).is_some() {
-                self.aggregators
+                self.cohorts
+                    .aggregators
                     .entry(partition)
                     .or_default()
                     .series
@@ -427,7 +288,7 @@ impl Engine {
                     // and keep the sums with the next commit, before any bin retires.
                     if state.closed_through_ms != i64::MIN && cohort_aggregator(partition).is_none()
                     {
-                        self.pending.dirty_fleet.insert(partition);
+                        self.outbox.dirty_fleet.insert(partition);
                     }
                     FleetSums::of(
                         &self.detection,
@@ -479,14 +340,9 @@ impl Engine {
         let gone = |p: &i32| partitions.contains(p);
         self.vehicles.retain(|_, v| !gone(&v.partition));
         self.partitions.retain(|p, _| !gone(p));
-        self.aggregators.retain(|p, _| !gone(p));
-        self.announced_empty.retain(|p| !gone(p));
+        self.cohorts.release(gone);
         self.departed.retain(|_, (p, _)| !gone(p));
-        let pending = &mut self.pending;
-        pending.moved_partitions.retain(|p| !gone(p));
-        pending.dirty_cohorts.retain(|(p, _)| !gone(p));
-        pending.dirty_aggregators.retain(|p| !gone(p));
-        pending.reports.retain(|(_, r)| !gone(&r.source));
+        self.outbox.release(gone);
         self.refresh_cohort_view();
         self.refresh_fleet_view();
         self.refresh_gauges();
@@ -496,7 +352,7 @@ impl Engine {
     /// vehicles) and cohort aggregators.
     pub fn held_partitions(&self) -> Vec<i32> {
         let mut held: BTreeSet<i32> = self.partitions.keys().copied().collect();
-        held.extend(self.aggregators.keys().copied());
+        held.extend(self.cohorts.aggregators.keys().copied());
         held.extend(self.vehicles.iter().map(|v| v.partition));
         held.into_iter().collect()
     }
@@ -530,6 +386,7 @@ impl Engine {
             .map(|v| v.series.iter().filter(|s| s.episode.open.is_some()).count())
             .sum::<usize>()
             + self
+                .cohorts
                 .aggregators
                 .values()
                 .flat_map(|a| a.series.values().flatten())
@@ -573,14 +430,14 @@ impl Engine {
     /// ([`StateDelta::cohort_reports`]) and come back as records on partition numbers
     /// [`cohort_aggregator_partition`]`(q)`, wherever the consumer group assigns them.
     pub fn with_cohort_topic(mut self, partitions: i32) -> Engine {
-        self.cohort_topic_partitions = Some(partitions.max(1));
+        self.cohorts.use_topic(partitions);
         self
     }
 
     /// How many partitions the input topic has: with the repartition topic, cohort bins close
     /// once every one of them has reported (or reported itself empty).
     pub fn set_source_partitions(&mut self, partitions: i32) {
-        self.source_partitions = Some(partitions);
+        self.cohorts.set_source_partitions(partitions);
     }
 
     /// Counts critical events only from trips `policy` selects for review, and feeds the
@@ -588,7 +445,7 @@ impl Engine {
     pub fn with_sampling(mut self, policy: SamplingPolicy) -> Engine {
         self.detection.reviewed = true;
         self.detection.sampling_policy = policy.policy.name();
-        self.sampling = Some(policy);
+        self.reviews.use_policy(policy);
         self
     }
 
@@ -600,124 +457,42 @@ impl Engine {
     /// watermark is `timeout_ms` past its trip's start is given up (the trip counts as
     /// unreviewed).
     pub fn with_review_service(mut self, timeout_ms: i64) -> Engine {
-        self.review_timeout_ms = Some(timeout_ms);
+        self.reviews.use_service(timeout_ms);
         self
     }
 
     /// Review requests made since the last call, oldest first: to be published before the next
     /// commit (which records them as pending).
     pub fn take_review_requests(&mut self) -> Vec<ReviewRequest> {
-        std::mem::take(&mut self.review_requests)
+        self.reviews.take_requests()
     }
 
     /// Tells the engine which partitions it reads (with end offsets where known). With the
     /// repartition topic, a partition known to be empty (no record, at its end) is reported so,
     /// so that cohort bins do not wait for it.
     pub fn set_input_partitions(&mut self, inputs: &[(i32, Option<i64>)]) {
-        if self.inputs.as_deref() != Some(inputs) {
-            self.inputs = Some(inputs.to_vec());
-        }
-        let Some(partitions) = self.cohort_topic_partitions else {
-            return;
+        self.cohorts
+            .set_inputs(inputs, &self.partitions, &mut self.outbox);
+    }
+
+    /// What routing a cohort report may change besides the router.
+    fn route_effects(&mut self) -> (&mut CohortRouter, RouteEffects<'_>) {
+        let effects = RouteEffects {
+            detection: &self.detection,
+            partitions: &self.partitions,
+            outbox: &mut self.outbox,
+            alerts: &mut self.alerts,
+            metrics: &self.metrics,
         };
-        for &(p, end) in inputs {
-            if self.known_empty(p, end) && self.announced_empty.insert(p) {
-                self.pending
-                    .reports
-                    .extend(PartitionReport::empty(p).split(partitions));
-            }
-        }
-    }
-
-    /// Whether a partition has delivered no accepted record and is at its end (`end`, where
-    /// known). (Not "has no watermark": one with fewer vehicles than the quorum has none yet.)
-    fn known_empty(&self, partition: i32, end: Option<i64>) -> bool {
-        let (accepted, next) = self
-            .partitions
-            .get(&partition)
-            .map_or((false, 0), |s| (!s.clocks.is_empty(), s.next_offset));
-        end.is_some_and(|end| !accepted && next >= end)
-    }
-
-    /// The source partitions cohort bins wait for. In process: the partitions read (except one
-    /// known to be empty), or where they are not known, every partition that delivered a
-    /// record. With the repartition topic: every partition of the input topic, except those
-    /// reported empty (none while the partition count is unknown).
-    fn cohort_sources(&self, aggregator: &CohortAggregator) -> Vec<i32> {
-        match (self.cohort_topic_partitions, self.source_partitions) {
-            (None, _) if self.inputs.is_some() => self
-                .inputs
-                .iter()
-                .flatten()
-                .filter(|(p, end)| !self.known_empty(*p, *end))
-                .map(|(p, _)| *p)
-                .collect(),
-            (None, _) => {
-                let mut sources: Vec<i32> = self
-                    .partitions
-                    .iter()
-                    .filter(|(p, s)| cohort_aggregator(**p).is_none() && !s.clocks.is_empty())
-                    .map(|(p, _)| *p)
-                    .collect();
-                sources.sort_unstable();
-                sources
-            }
-            (Some(_), None) => Vec::new(),
-            (Some(_), Some(count)) => (0..count)
-                .filter(|p| !aggregator.sources.get(p).is_some_and(|s| s.empty))
-                .collect(),
-        }
-    }
-
-    /// Takes a partition's cohort report: to the aggregator in process, or to the repartition
-    /// topic with the next commit.
-    fn route_report(&mut self, report: PartitionReport) {
-        match self.cohort_topic_partitions {
-            Some(partitions) => {
-                for (q, part) in report.split(partitions) {
-                    let parts = part.split_by_size(state::MAX_SEGMENT_BYTES);
-                    self.pending
-                        .reports
-                        .extend(parts.into_iter().map(|p| (q, p)));
-                }
-            }
-            None => {
-                let at = cohort_aggregator_partition(0);
-                self.aggregate(at, report);
-            }
-        }
-    }
-
-    /// Hands a report to aggregator `at` and closes the cohort bins it now can.
-    fn aggregate(&mut self, at: i32, report: PartitionReport) {
-        let mut aggregator = self.aggregators.remove(&at).unwrap_or_default();
-        if aggregator.apply(report) {
-            self.pending.dirty_aggregators.insert(at);
-        }
-        let sources = self.cohort_sources(&aggregator);
-        let alerts_before = self.alerts.len();
-        let (fed, updates) = aggregator.close(&self.detection, &sources, &mut self.alerts);
-        if updates > 0 {
-            self.metrics
-                .detector_updates(KeyKind::Cohort)
-                .inc_by(updates);
-            self.metrics
-                .bins_closed(KeyKind::Cohort)
-                .inc_by(updates / HazardClass::ALL.len() as u64);
-            self.pending.dirty_aggregators.insert(at);
-        }
-        self.pending
-            .dirty_cohorts
-            .extend(fed.into_iter().map(|key| (at, key)));
-        self.aggregators.insert(at, aggregator);
-        self.count_alerts(alerts_before);
+        (&mut self.cohorts, effects)
     }
 
     /// A record of the repartition topic: a source partition's cohort report.
     fn process_report(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
         let result = match serde_json::from_slice::<PartitionReport>(record.payload) {
             Ok(report) => {
-                self.aggregate(record.partition, report);
+                let (router, effects) = self.route_effects();
+                router.aggregate(record.partition, report, effects);
                 Ok(RecordKind::CohortReport)
             }
             Err(e) => Err(Rejection::CohortReport(e.to_string())),
@@ -738,29 +513,16 @@ impl Engine {
         }
         if partition.interval_first_offset.is_none() {
             partition.interval_first_offset = Some(record.offset);
-            self.pending.moved_partitions.push(record.partition);
+            self.outbox.moved_partitions.push(record.partition);
         }
-        self.pending.records += 1;
-    }
-
-    /// Updates the alert metrics for the alerts raised since `before`.
-    fn count_alerts(&self, before: usize) {
-        for alert in &self.alerts[before..] {
-            self.metrics.alerts(alert.status).inc();
-            let change = match alert.status {
-                crate::model::AlertStatus::Opened => 1,
-                crate::model::AlertStatus::Resolved => -1,
-                crate::model::AlertStatus::Updated => 0,
-            };
-            self.metrics.open_episodes.add(change);
-        }
+        self.outbox.records += 1;
     }
 
     /// Alerts raised since the last call, oldest first: to be published before the next commit
     /// (which also records them in the store).
     pub fn take_alerts(&mut self) -> Vec<RegressionAlert> {
         let alerts = std::mem::take(&mut self.alerts);
-        self.pending.published.extend(alerts.iter().cloned());
+        self.outbox.published.extend(alerts.iter().cloned());
         alerts
     }
 
@@ -806,7 +568,8 @@ impl Engine {
 
     /// The cohort series (key -> one per hazard class) of the aggregators held here.
     pub fn cohorts(&self) -> BTreeMap<String, Vec<detection::Series>> {
-        self.aggregators
+        self.cohorts
+            .aggregators
             .values()
             .flat_map(|a| a.series.iter().map(|(k, s)| (k.clone(), s.clone())))
             .collect()
@@ -842,13 +605,13 @@ impl Engine {
 
     /// Records processed since the last commit point.
     pub fn pending_records(&self) -> usize {
-        self.pending.records
+        self.outbox.records
     }
 
     /// Whether the next commit point has anything to commit: records processed, or cohort
     /// reports to send (an idle partition announcing itself empty).
     pub fn has_pending_changes(&self) -> bool {
-        self.pending.records > 0 || !self.pending.reports.is_empty() || self.pending.view_everything
+        self.outbox.has_changes()
     }
 
     /// Commits carry what the group view learns of them ([`StateDelta::view`]).
@@ -860,7 +623,7 @@ impl Engine {
     /// The next commit gives the group view everything held (the partitions just assigned),
     /// whatever it had of them before.
     pub fn republish_view(&mut self) {
-        self.pending.view_everything = self.publishes_view;
+        self.outbox.view_everything = self.publishes_view;
     }
 
     /// Processes one record. `Err` means the record did not change state (apart from the
@@ -890,16 +653,7 @@ impl Engine {
     }
 
     fn apply(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
-        let max = self.config.max_record_bytes;
-        if record.payload.len() > max {
-            return Err(Rejection::Oversized {
-                len: record.payload.len(),
-                max,
-            });
-        }
-        let event = codec::decode(record.payload)?;
-        validate(&event)?;
-        self.time.check_claims(&event, record.timestamp_ms)?;
+        let event = admission::read(record, self.config.max_record_bytes, &self.time)?;
         if let Payload::Review(result) = &event.payload {
             return self.apply_review(record, &event, result);
         }
@@ -914,80 +668,27 @@ impl Engine {
                 return Err(e);
             }
         }
-
         let partition = self.partitions.entry(record.partition).or_default();
-        let time = TimeRules::record_time(&event);
-        let bin = self.time.check_on_time(partition, time)?;
-        let kind = event.kind();
-        let hash = record_hash(kind, &event.vehicle_id, event.record_id());
-        if !self.time.see(partition, hash, time) {
-            return Err(Rejection::Duplicate {
-                id: event.record_id().to_string(),
-            });
-        }
-        partition.pending_seen.push((time, hash));
-        // The vehicle's clock, then the partition's watermark (a quorum of its vehicles' clocks).
-        partition
-            .clocks
-            .observe(&event.vehicle_id, time, self.time.watermark_quorum);
-        self.time.advance_watermark(partition);
-        if let Some(timeout) = self.review_timeout_ms {
-            give_up_reviews(
-                partition,
-                &self.vehicles,
-                timeout,
-                &mut self.pending,
-                &self.metrics,
-            );
-        }
-        if closable_through(
-            partition,
-            self.time.bin_width_ms,
-            self.time.allowed_lateness_ms,
-        ) > partition.closed_through_ms
-        {
+        let bin = admission::admit(&self.time, partition, &event)?;
+        self.reviews
+            .give_up_late(partition, &self.vehicles, &mut self.outbox, &self.metrics);
+        if partition.may_close(self.time.bin_width_ms, self.time.allowed_lateness_ms) {
             self.close_due = Some(record.partition);
         }
+        self.count_in_vehicle(record, &event, bin);
+        Ok(event.kind())
+    }
 
-        let delta = match &event.payload {
-            Payload::Trip(t) => {
-                let driven_ms = exposure_ms(t.duration_s);
-                let stratum = Stratum {
-                    road: t.road_type,
-                    weather: t.weather,
-                    night: t.night,
-                };
-                BinStats {
-                    trips: 1,
-                    exposure_ms: driven_ms,
-                    risk_exposure_ms: (driven_ms as f64 * stratum.relative_risk()).round() as u64,
-                    autonomous_exposure_ms: if t.mode == DrivingMode::Autonomous {
-                        driven_ms
-                    } else {
-                        0
-                    },
-                    ..BinStats::default()
-                }
-            }
-            Payload::Safety(e) => {
-                let critical = u64::from(e.is_critical());
-                BinStats {
-                    safety_events: 1,
-                    critical,
-                    ..BinStats::default()
-                }
-            }
-            Payload::Mode(m) => {
-                let disengagements = u64::from(m.is_disengagement());
-                BinStats {
-                    mode_transitions: 1,
-                    disengagements,
-                    ..BinStats::default()
-                }
-            }
-            Payload::Review(_) => unreachable!("review results are applied by apply_review"),
-        };
-
+    /// An admitted record counts in its vehicle's bin `bin` (the vehicle is new, or moves here
+    /// with its state if its records came from another partition before), its attributes and
+    /// its review, and is kept as a fact.
+    fn count_in_vehicle(
+        &mut self,
+        record: &SourceRecord<'_>,
+        event: &TelemetryEvent<'_>,
+        bin: i64,
+    ) {
+        let counts = BinStats::of_payload(&event.payload);
         let vehicle_id: &str = &event.vehicle_id;
         let mut vehicle = match self.vehicles.get_mut(vehicle_id) {
             Some(v) => v,
@@ -1003,28 +704,28 @@ impl Engine {
                 self.vehicles.get_mut(vehicle_id).expect("just inserted")
             }
         };
+        let vehicle = &mut *vehicle;
         let moved_from = (vehicle.partition != record.partition).then_some(vehicle.partition);
         vehicle.partition = record.partition;
-        vehicle.bins.entry(bin).or_default().add(&delta);
-        if vehicle.dirty_bins.is_empty() {
-            self.pending.dirty_vehicles.push(vehicle_id.to_string());
+        if vehicle.add(bin, &counts) {
+            self.outbox.vehicle_changed(vehicle_id);
         }
-        vehicle.dirty_bins.insert(bin);
-        let meta = &mut vehicle.meta;
-        // The clock the partition's watermark follows (see above).
-        meta.last_event_time_ms = meta.last_event_time_ms.max(time);
+        let time = TimeRules::record_time(event);
+        // The clock the partition's watermark follows.
+        vehicle.meta.last_event_time_ms = vehicle.meta.last_event_time_ms.max(time);
         if let Some(from) = moved_from {
             // The vehicle moved here (the topic was repartitioned): its latest time counts here
             // now, and its old partition's few most advanced are found again without it if it
             // was one of them.
             let quorum = self.time.watermark_quorum;
-            let here = self
+            let partition = self
                 .partitions
                 .get_mut(&record.partition)
-                .expect("entered above");
-            here.clocks
-                .observe(vehicle_id, meta.last_event_time_ms, quorum);
-            self.time.advance_watermark(here);
+                .expect("admitted above");
+            partition
+                .clocks
+                .observe(vehicle_id, vehicle.meta.last_event_time_ms, quorum);
+            self.time.advance_watermark(partition);
             if self
                 .partitions
                 .get(&from)
@@ -1033,128 +734,34 @@ impl Engine {
                 self.clocks_to_rebuild = Some(from);
             }
         }
+        vehicle.meta.note_record(&event.payload, time);
         match &event.payload {
-            Payload::Trip(t) => {
-                meta.observe_firmware(&t.firmware_version, t.start_time_ms);
-                if meta.vehicle_model != t.vehicle_model {
-                    meta.vehicle_model = t.vehicle_model.to_string();
-                }
-                let record = state::RecentRecord {
-                    trip_id: t.trip_id.to_string(),
-                    time_ms: t.end_time_ms,
-                    detail: format!("{:.0} min, {:.1} km", t.duration_s / 60.0, t.distance_km),
-                };
-                VehicleMeta::note_recent(&mut meta.recent_trips, record);
-            }
             Payload::Safety(e) if e.is_critical() => {
-                let record = state::RecentRecord {
-                    trip_id: e.trip_id.to_string(),
-                    time_ms: time,
-                    detail: format!("{:?}, {:?} severity", e.event_type, e.severity),
-                };
-                VehicleMeta::note_recent(&mut meta.recent_critical, record);
+                self.reviews.note_critical_event(vehicle, &e.trip_id, bin);
+            }
+            Payload::Trip(t) if self.reviews.is_sampling() => {
+                let partition = self
+                    .partitions
+                    .get_mut(&record.partition)
+                    .expect("admitted above");
+                let width = self.time.bin_width_ms;
+                let (detection, metrics) = (&self.detection, &self.metrics);
+                if self.reviews.decide_trip(
+                    vehicle_id,
+                    vehicle,
+                    t,
+                    counts.exposure_ms,
+                    partition,
+                    detection,
+                    width,
+                    metrics,
+                ) {
+                    self.outbox.vehicle_changed(vehicle_id);
+                }
             }
             _ => {}
         }
-        if let Some(policy) = &self.sampling {
-            let width = self.time.bin_width_ms;
-            let vehicle = &mut *vehicle;
-            match &event.payload {
-                // With a review service only its results count as reviewed.
-                Payload::Safety(e) if e.is_critical() && self.review_timeout_ms.is_none() => {
-                    let waiting = &mut vehicle.meta.awaiting_review;
-                    waiting.push((e.trip_id.to_string(), bin));
-                    if waiting.len() > AWAITING_REVIEW_MAX {
-                        waiting.remove(0);
-                    }
-                }
-                Payload::Trip(t) => {
-                    let stratum = Stratum {
-                        road: t.road_type,
-                        weather: t.weather,
-                        night: t.night,
-                    };
-                    // The vehicle's rate relative to its fleet (its baseline: the fleet's,
-                    // updated with its own reviewed bins older than the guard window), at the
-                    // configured nominal rate a0 / b0: the policy's scale sets the level, and a
-                    // fleet mean estimated from the first few reviewed trips would swing it.
-                    let no_sums = FleetSums::default();
-                    let sums = self
-                        .partitions
-                        .get(&record.partition)
-                        .map_or(&no_sums, |p| &p.fleet_sums);
-                    let fleet = self.detection.vehicle_baseline(HazardClass::Critical, sums);
-                    let baseline = vehicle
-                        .series
-                        .first()
-                        .map_or(fleet, |s| s.detector.posterior_baseline(fleet));
-                    let relative = (baseline.shape / baseline.rate) / (fleet.shape / fleet.rate);
-                    let (a0, b0) = self.detection.fleet_prior;
-                    let trip = TripCovariates {
-                        trip_id: &t.trip_id,
-                        exposure_hours: t.duration_s / 3600.0,
-                        stratum,
-                        vehicle_rate: relative * a0 / b0,
-                        p_regression: vehicle
-                            .series
-                            .first()
-                            .and_then(|s| s.last)
-                            .map_or(0.0, |l| l.p_regression),
-                    };
-                    let partition = self.partitions.entry(record.partition).or_default();
-                    let scale = match partition.sampling_scale {
-                        s if s > 0.0 => s,
-                        _ => policy.initial_scale(&trip),
-                    };
-                    let probability = policy.probability_at(&trip, scale);
-                    partition.sampling_scale = policy.next_scale(scale, probability);
-                    let reviewed = crate::sampling::selected(&t.trip_id, policy.seed, probability);
-                    let mut waiting = std::mem::take(&mut vehicle.meta.awaiting_review);
-                    if reviewed {
-                        self.metrics.reviews.inc();
-                        let (ht_weight_micro, ht_variance_unit_micro) =
-                            BinStats::ht_terms(probability, 1);
-                        let review = PendingReview {
-                            trip_id: t.trip_id.to_string(),
-                            trip_start_ms: t.start_time_ms,
-                            trip_end_ms: t.end_time_ms,
-                            risk_exposure_ms: (delta.exposure_ms as f64 * stratum.relative_risk())
-                                .round() as u64,
-                            ht_weight_micro,
-                            ht_variance_unit_micro,
-                        };
-                        if self.review_timeout_ms.is_some() {
-                            partition
-                                .review_holds
-                                .insert(review_hold(vehicle_id, &review));
-                            self.review_requests.push(ReviewRequest {
-                                trip_id: review.trip_id.clone(),
-                                vehicle_id: vehicle_id.to_string(),
-                                trip_start_ms: review.trip_start_ms,
-                                trip_end_ms: review.trip_end_ms,
-                                inclusion_probability: probability,
-                                policy: policy.policy.name().to_string(),
-                            });
-                            vehicle.meta.pending_reviews.push(review);
-                            self.metrics.reviews_pending.inc();
-                        } else {
-                            // In the stream, the answer is the trip's critical events seen so far.
-                            let critical: Vec<i64> = waiting
-                                .iter()
-                                .filter(|(id, _)| *id == *t.trip_id)
-                                .map(|(_, bin)| *bin)
-                                .collect();
-                            credit_review(vehicle, &review, &critical, width);
-                        }
-                    }
-                    waiting.retain(|(id, _)| *id != *t.trip_id);
-                    vehicle.meta.awaiting_review = waiting;
-                }
-                _ => {}
-            }
-        }
-        vehicle.keep_facts(bin, record.offset, record.payload, &event);
-        Ok(kind)
+        vehicle.keep_facts(bin, record.offset, record.payload, event);
     }
 
     /// A review service's answer: the trip's reviewed exposure and its critical events enter its
@@ -1162,70 +769,32 @@ impl Engine {
     fn apply_review(
         &mut self,
         record: &SourceRecord<'_>,
-        event: &crate::model::TelemetryEvent<'_>,
+        event: &TelemetryEvent<'_>,
         result: &crate::model::ReviewResult<'_>,
     ) -> Result<RecordKind, Rejection> {
         let vehicle_id: &str = &event.vehicle_id;
-        let unrequested = || Rejection::UnrequestedReview {
-            trip_id: result.trip_id.to_string(),
-        };
-        let mut vehicle = self.vehicles.get_mut(vehicle_id).ok_or_else(unrequested)?;
+        let mut vehicle =
+            self.vehicles
+                .get_mut(vehicle_id)
+                .ok_or_else(|| Rejection::UnrequestedReview {
+                    trip_id: result.trip_id.to_string(),
+                })?;
         let vehicle = &mut *vehicle;
-        let at = vehicle
-            .meta
-            .pending_reviews
-            .iter()
-            .position(|p| *p.trip_id == *result.trip_id)
-            .ok_or_else(unrequested)?;
-        let review = &vehicle.meta.pending_reviews[at];
-        if let Some((time, _)) = result
-            .events
-            .iter()
-            .find(|(time, _)| !(review.trip_start_ms..=review.trip_end_ms).contains(time))
-        {
-            return Err(Rejection::ReviewedEventOutsideTrip {
-                trip_id: review.trip_id.clone(),
-                event_time_ms: *time,
-                start_ms: review.trip_start_ms,
-                end_ms: review.trip_end_ms,
-            });
-        }
-        let review = vehicle.meta.pending_reviews.remove(at);
         let width = self.time.bin_width_ms;
-        if vehicle.dirty_bins.is_empty() {
-            self.pending.dirty_vehicles.push(vehicle_id.to_string());
+        let partition = self.partitions.entry(vehicle.partition).or_default();
+        if self
+            .reviews
+            .answer(vehicle_id, vehicle, result, partition, width, &self.metrics)?
+        {
+            self.outbox.vehicle_changed(vehicle_id);
         }
-        for (time, event) in &result.events {
-            let bin = time.div_euclid(width) * width;
-            vehicle.bins.entry(bin).or_default().add(&BinStats {
-                safety_events: 1,
-                critical: u64::from(event.is_critical()),
-                ..BinStats::default()
-            });
-            vehicle.dirty_bins.insert(bin);
+        if partition.may_close(width, self.time.allowed_lateness_ms) {
+            self.close_due = Some(vehicle.partition);
         }
-        let critical: Vec<i64> = result
-            .events
-            .iter()
-            .filter(|(_, e)| e.is_critical())
-            .map(|(time, _)| *time)
-            .collect();
-        credit_review(vehicle, &review, &critical, width);
         // Kept under the bin of its record time, as every record is (what a rebuild of the
         // facts from the input finds again).
         let bin = TimeRules::record_time(event).div_euclid(width) * width;
         vehicle.keep_facts(bin, record.offset, record.payload, event);
-        let partition = self.partitions.entry(vehicle.partition).or_default();
-        partition
-            .review_holds
-            .remove(&review_hold(vehicle_id, &review));
-        if closable_through(partition, width, self.time.allowed_lateness_ms)
-            > partition.closed_through_ms
-        {
-            self.close_due = Some(vehicle.partition);
-        }
-        self.metrics.review_results("answered").inc();
-        self.metrics.reviews_pending.dec();
         Ok(RecordKind::Review)
     }
 
@@ -1238,8 +807,7 @@ impl Engine {
         if state.watermark_ms == i64::MIN {
             return;
         }
-        let through =
-            closable_through(state, self.time.bin_width_ms, self.time.allowed_lateness_ms);
+        let through = state.closable_through(self.time.bin_width_ms, self.time.allowed_lateness_ms);
         if through <= state.closed_through_ms {
             return;
         }
@@ -1290,22 +858,19 @@ impl Engine {
                 if bins_fed > 0 {
                     fed += bins_fed;
                     if !std::mem::replace(&mut vehicle.series_dirty, true) {
-                        self.pending.dirty_series.push(id.clone());
+                        self.outbox.dirty_series.push(id.clone());
                     }
                 }
-                if bin_changed {
-                    // The bin now carries the fleet's expected counts.
-                    if vehicle.dirty_bins.is_empty() {
-                        self.pending.dirty_vehicles.push(id.clone());
-                    }
-                    vehicle.dirty_bins.insert(bin);
+                // The bin now carries the fleet's expected counts.
+                if bin_changed && vehicle.touch(bin) {
+                    self.outbox.vehicle_changed(id);
                 }
             }
             bin += self.time.bin_width_ms;
         }
         if let Some(state) = self.partitions.get_mut(&partition) {
             state.fleet_sums = fleet;
-            self.pending.dirty_fleet.insert(partition);
+            self.outbox.dirty_fleet.insert(partition);
         }
         if fed > 0 {
             self.metrics
@@ -1313,12 +878,13 @@ impl Engine {
                 .inc_by(fed * HazardClass::ALL.len() as u64);
             self.metrics.bins_closed(KeyKind::Vehicle).inc_by(fed);
         }
-        self.count_alerts(alerts_before);
+        count_alerts(&self.metrics, &self.alerts[alerts_before..]);
         if !self.detection.cohorts.is_empty() {
             let vehicles = PartitionVehicles(&self.vehicles, partition);
             let report =
                 PartitionReport::build(&self.detection, partition, &vehicles, start, through);
-            self.route_report(report);
+            let (router, effects) = self.route_effects();
+            router.route(report, effects);
         }
     }
 
@@ -1343,7 +909,7 @@ impl Engine {
         }
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
         if self.publishes_view {
-            self.pending.view_vehicles.insert(vehicle_id.to_string());
+            self.outbox.view_vehicles.insert(vehicle_id.to_string());
         }
         self.metrics.vehicles.inc();
         self.metrics.vehicles_returned.inc();
@@ -1454,9 +1020,9 @@ impl Engine {
     pub fn take_delta(&mut self) -> StateDelta {
         self.metrics
             .publish_dead_letter_share(self.recent.snapshot());
-        let pending = std::mem::take(&mut self.pending);
+        let outbox = std::mem::take(&mut self.outbox);
         let mut delta = StateDelta::default();
-        for vehicle_id in pending.dirty_vehicles {
+        for vehicle_id in outbox.dirty_vehicles {
             let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {
                 continue;
             };
@@ -1488,7 +1054,7 @@ impl Engine {
                 .vehicles
                 .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
         }
-        for p in pending.moved_partitions {
+        for p in outbox.moved_partitions {
             let state = self.partitions.get_mut(&p).expect("moved partitions exist");
             let first_offset = state
                 .interval_first_offset
@@ -1544,7 +1110,7 @@ impl Engine {
                 self.retire_bins(p, horizon, &mut delta);
             }
         }
-        for p in pending.dirty_fleet {
+        for p in outbox.dirty_fleet {
             if let Some(state) = self.partitions.get(&p) {
                 delta.fleet_sums.push((p, state.fleet_sums.clone()));
             }
@@ -1558,7 +1124,7 @@ impl Engine {
                 view.entry(*p).or_default().fleet = sums.clone();
             }
         }
-        for vehicle_id in pending.dirty_series {
+        for vehicle_id in outbox.dirty_series {
             let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {
                 continue;
             };
@@ -1567,27 +1133,30 @@ impl Engine {
             encode_series(&vehicle.series, &mut bytes);
             delta.series.push((vehicle.partition, vehicle_id, bytes));
         }
-        if !pending.dirty_cohorts.is_empty() {
+        if !outbox.dirty_cohorts.is_empty() {
             let mut view = self
                 .cohort_view
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (at, key) in &pending.dirty_cohorts {
-                view.insert(key.clone(), self.aggregators[at].series[key].clone());
+            for (at, key) in &outbox.dirty_cohorts {
+                view.insert(
+                    key.clone(),
+                    self.cohorts.aggregators[at].series[key].clone(),
+                );
             }
         }
-        for (at, key) in pending.dirty_cohorts {
+        for (at, key) in outbox.dirty_cohorts {
             let mut bytes = Vec::new();
-            encode_series(&self.aggregators[&at].series[&key], &mut bytes);
+            encode_series(&self.cohorts.aggregators[&at].series[&key], &mut bytes);
             delta.series.push((at, key, bytes));
         }
-        for at in pending.dirty_aggregators {
+        for at in outbox.dirty_aggregators {
             delta
                 .aggregators
-                .push((at, self.aggregators[&at].progress()));
+                .push((at, self.cohorts.aggregators[&at].progress()));
         }
-        delta.cohort_reports = pending.reports;
-        delta.alerts = pending.published;
+        delta.cohort_reports = outbox.reports;
+        delta.alerts = outbox.published;
         let mut gone = Vec::new();
         if let (Some(silent), true) = (self.retention.silent_ms, self.archive.is_some()) {
             let partitions: Vec<i32> = delta.positions.iter().map(|p| p.partition).collect();
@@ -1596,12 +1165,8 @@ impl Engine {
             }
         }
         if self.publishes_view {
-            delta.view = self.view_items(
-                &delta,
-                &gone,
-                pending.view_everything,
-                pending.view_vehicles,
-            );
+            delta.view =
+                self.view_items(&delta, &gone, outbox.view_everything, outbox.view_vehicles);
         }
         self.commits += 1;
         delta
@@ -1636,7 +1201,7 @@ impl Engine {
                     ..Default::default()
                 }));
             }
-            for (&at, aggregator) in &self.aggregators {
+            for (&at, aggregator) in &self.cohorts.aggregators {
                 for (key, series) in &aggregator.series {
                     let mut encoded = Vec::new();
                     encode_series(series, &mut encoded);
@@ -1658,81 +1223,16 @@ impl Engine {
     }
 }
 
-/// Credits an answered review to its vehicle's bins: the trip's risk-scaled exposure and its
-/// Horvitz-Thompson variance term in the bin of its end, and each critical event (at
-/// `critical_times`) with its HT weight in its own bin. In-stream reviews are answered at once.
-fn credit_review(
-    vehicle: &mut VehicleState,
-    review: &PendingReview,
-    critical_times: &[i64],
-    width: i64,
-) {
-    let bin_of = |time: i64| time.div_euclid(width) * width;
-    for &time in critical_times {
-        let stats = vehicle.bins.entry(bin_of(time)).or_default();
-        stats.reviewed_critical += 1;
-        stats.ht_critical_micro += review.ht_weight_micro;
-        vehicle.dirty_bins.insert(bin_of(time));
-    }
-    let events = critical_times.len() as u64;
-    let end = bin_of(review.trip_end_ms);
-    let stats = vehicle.bins.entry(end).or_default();
-    stats.reviewed_trips += 1;
-    stats.reviewed_risk_exposure_ms += review.risk_exposure_ms;
-    stats.ht_variance_micro += review.ht_variance_unit_micro * events * events;
-    vehicle.dirty_bins.insert(end);
-}
-
-/// Bins before this may close on the partition: those the watermark has passed by the allowed
-/// lateness, and none at or after the start of a trip whose review is awaited.
-fn closable_through(state: &PartitionState, width: i64, lateness: i64) -> i64 {
-    let mut edge = state.watermark_ms.saturating_sub(lateness);
-    if let Some((start, _, _)) = state.review_holds.first() {
-        edge = edge.min(*start);
-    }
-    edge.div_euclid(width) * width
-}
-
-/// A pending review's entry in its partition's holds.
-fn review_hold(vehicle_id: &str, review: &PendingReview) -> (i64, String, String) {
-    (
-        review.trip_start_ms,
-        vehicle_id.to_string(),
-        review.trip_id.clone(),
-    )
-}
-
-/// Gives up the reviews whose trips started more than `timeout_ms` before the partition's
-/// watermark: they count as unreviewed, and their bins may close.
-fn give_up_reviews(
-    partition: &mut PartitionState,
-    vehicles: &Vehicles,
-    timeout_ms: i64,
-    pending: &mut Pending,
-    metrics: &Metrics,
-) {
-    while let Some((start, _, _)) = partition.review_holds.first() {
-        if *start >= partition.watermark_ms.saturating_sub(timeout_ms) {
-            break;
-        }
-        let (_, vehicle_id, trip_id) = partition.review_holds.pop_first().expect("not empty");
-        if let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) {
-            let vehicle = &mut *vehicle;
-            vehicle
-                .meta
-                .pending_reviews
-                .retain(|r| r.trip_id != trip_id);
-            // Rewritten with the vehicle's meta at the next commit.
-            if let Some((&bin, _)) = vehicle.bins.last_key_value() {
-                if vehicle.dirty_bins.is_empty() {
-                    pending.dirty_vehicles.push(vehicle_id.clone());
-                }
-                vehicle.dirty_bins.insert(bin);
-            }
-        }
-        tracing::warn!(%vehicle_id, %trip_id, "review not answered in time; the trip counts as unreviewed");
-        metrics.review_results("timed_out").inc();
-        metrics.reviews_pending.dec();
+/// Updates the alert metrics for `raised` alerts.
+fn count_alerts(metrics: &Metrics, raised: &[RegressionAlert]) {
+    for alert in raised {
+        metrics.alerts(alert.status).inc();
+        let change = match alert.status {
+            crate::model::AlertStatus::Opened => 1,
+            crate::model::AlertStatus::Resolved => -1,
+            crate::model::AlertStatus::Updated => 0,
+        };
+        metrics.open_episodes.add(change);
     }
 }
 

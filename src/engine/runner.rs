@@ -139,31 +139,50 @@ pub struct Sinks<'a> {
 /// Where state deltas go: RocksDB (behind a changelog in `run`). Written from a thread of its
 /// own, hence `Send`.
 pub trait CommitTarget: Send {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String>;
-
-    /// [`CommitTarget::commit`], saying whether a failure leaves the run able to go on.
-    fn commit_typed(&mut self, delta: StateDelta) -> Result<(), CommitError> {
-        self.commit(delta).map_err(CommitError::Failed)
-    }
+    /// Makes `delta` durable, all of it or nothing.
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError>;
 
     /// The committed state of partitions this process has just been given, brought up to date
     /// with whatever another process committed for them.
-    fn load_partitions(&mut self, _partitions: &[i32]) -> Result<super::RestoredState, String> {
-        Err("this state store cannot take over partitions (no changelog)".into())
+    fn load_partitions(
+        &mut self,
+        _partitions: &[i32],
+    ) -> Result<super::RestoredState, CommitError> {
+        Err(CommitError::Unsupported(
+            "this state store cannot take over partitions (no changelog)",
+        ))
     }
 }
 
-/// Why a commit failed.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a commit (or a load of assigned partitions) failed. Only
+/// [`is_recoverable`](CommitError::is_recoverable) ones let the run go on.
+#[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// The consumer group moved on without this process (it missed its session timeout: a
     /// long pause), so its partitions may be another's: nothing of the commit was written, and
     /// nothing may be committed for them until the group assigns partitions again.
     #[error("the consumer group moved on without this process: {0}")]
     GroupMoved(String),
-    /// Anything else: the run stops.
+    /// Another process took over this one's identity (its transactional id): nothing more may
+    /// be committed by this process.
+    #[error("{0}")]
+    Fenced(String),
+    /// The local state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The target cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// Anything else (the changelog, the broker): the run stops.
     #[error("{0}")]
     Failed(String),
+}
+
+impl CommitError {
+    /// Whether the run may go on after it (rejoining its group), rather than stop.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, CommitError::GroupMoved(_))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +202,11 @@ pub enum RunError {
     #[error("alert sink failed, state not committed: {0}")]
     Alerts(SinkError),
     #[error("state commit failed: {0}")]
-    Commit(String),
+    Commit(#[from] CommitError),
+    #[error("restoring assigned partitions: {0}")]
+    Restore(#[from] super::RestoreError),
+    #[error("the state writer thread stopped")]
+    WriterStopped,
     #[error(
         "lost the consumer group's partitions and was not given any back within {0:?}; exiting so that a supervisor restarts the process"
     )]
@@ -342,7 +365,7 @@ pub fn run(
     let result = std::thread::scope(|scope| {
         let (to_writer, for_writer) = mpsc::sync_channel::<WriterJob>(1);
         let (from_writer, done) = mpsc::channel::<CommitDone>();
-        let (loaded_tx, loaded) = mpsc::channel::<Result<super::RestoredState, String>>();
+        let (loaded_tx, loaded) = mpsc::channel::<Result<super::RestoredState, CommitError>>();
         std::thread::Builder::new()
             .name("state-writer".into())
             .spawn_scoped(scope, move || {
@@ -350,11 +373,11 @@ pub fn run(
                     match job {
                         WriterJob::Commit(commit) => {
                             let commit = *commit;
-                            let result = target.commit_typed(commit.delta).map(|()| {
+                            let result = target.commit(commit.delta).map(|()| {
                                 (commit.positions, commit.started.elapsed().as_secs_f64())
                             });
                             // The run goes on after a lost membership (it rejoins).
-                            let failed = matches!(result, Err(CommitError::Failed(_)));
+                            let failed = result.as_ref().is_err_and(|e| !e.is_recoverable());
                             if from_writer.send(result).is_err() || failed {
                                 break;
                             }
@@ -577,9 +600,7 @@ fn rebalance(
             status.update(|s| s.restoring = false);
             let restored = restored?;
             engine.release(&engine.held_partitions());
-            engine
-                .adopt(restored)
-                .map_err(|e| RunError::Commit(format!("restoring assigned partitions: {e}")))?;
+            engine.adopt(restored)?;
             engine.republish_view();
             let positions = engine.positions();
             let starts: Vec<(i32, Option<i64>)> = partitions
@@ -622,7 +643,7 @@ fn rebalance(
 struct Committer {
     to_writer: mpsc::SyncSender<WriterJob>,
     done: mpsc::Receiver<CommitDone>,
-    loaded: mpsc::Receiver<Result<super::RestoredState, String>>,
+    loaded: mpsc::Receiver<Result<super::RestoredState, CommitError>>,
     in_flight: bool,
     summary: RunSummary,
     /// For each alert raised since the last commit point, the produce timestamp of the record
@@ -666,7 +687,7 @@ impl Committer {
         };
         self.to_writer
             .send(WriterJob::Commit(Box::new(commit)))
-            .map_err(|_| RunError::Commit("state writer stopped".into()))?;
+            .map_err(|_| RunError::WriterStopped)?;
         self.in_flight = true;
         Ok(())
     }
@@ -699,14 +720,10 @@ impl Committer {
 
     /// The committed state of `partitions`, from the writer thread (no commit in flight).
     fn load(&mut self, partitions: Vec<i32>) -> Result<super::RestoredState, RunError> {
-        let stopped = || RunError::Commit("state writer stopped".into());
         self.to_writer
             .send(WriterJob::Load(partitions))
-            .map_err(|_| stopped())?;
-        self.loaded
-            .recv()
-            .map_err(|_| stopped())?
-            .map_err(RunError::Commit)
+            .map_err(|_| RunError::WriterStopped)?;
+        Ok(self.loaded.recv().map_err(|_| RunError::WriterStopped)??)
     }
 
     /// Waits for the commit in flight, if any; then tells the source, metrics and status.
@@ -719,10 +736,7 @@ impl Committer {
         if !std::mem::take(&mut self.in_flight) {
             return Ok(());
         }
-        let done = self
-            .done
-            .recv()
-            .map_err(|_| RunError::Commit("state writer stopped".into()))?;
+        let done = self.done.recv().map_err(|_| RunError::WriterStopped)?;
         self.finish(done, engine, source, status)
     }
 
@@ -738,9 +752,7 @@ impl Committer {
                 self.in_flight = false;
                 self.finish(done, engine, source, status)
             }
-            Err(mpsc::TryRecvError::Disconnected) if self.in_flight => {
-                Err(RunError::Commit("state writer stopped".into()))
-            }
+            Err(mpsc::TryRecvError::Disconnected) if self.in_flight => Err(RunError::WriterStopped),
             _ => Ok(()),
         }
     }
@@ -758,7 +770,7 @@ impl Committer {
                 self.lose_membership(engine, status, &why);
                 return Ok(());
             }
-            Err(CommitError::Failed(why)) => return Err(RunError::Commit(why)),
+            Err(error) => return Err(RunError::Commit(error)),
         };
         let lag = source.lag(&positions);
         for lag in &lag {

@@ -4,12 +4,14 @@
 //! recently seen record ids). The store persists exactly what is here, keyed by partition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
-use crate::model::{HazardClass, TelemetryEvent};
+pub use crate::hashing::{FnvHashBuilder, FnvHasher, IdHashBuilder, IdHasher, id_hash};
+
+use crate::model::{DrivingMode, HazardClass, Payload, TelemetryEvent, exposure_ms};
 use crate::refit::intervals::TimelineItem;
+use crate::sampling::Stratum;
 
 /// Counts and exposure of one vehicle in one event-time bin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -112,6 +114,43 @@ impl BinStats {
 
     pub fn reviewed_risk_exposure_hours(&self) -> f64 {
         self.reviewed_risk_exposure_ms as f64 / 3_600_000.0
+    }
+
+    /// What one accepted record (not a review result, which counts through its review) adds
+    /// to its bin.
+    pub fn of_payload(payload: &Payload<'_>) -> BinStats {
+        match payload {
+            Payload::Trip(t) => {
+                let driven_ms = exposure_ms(t.duration_s);
+                let stratum = Stratum {
+                    road: t.road_type,
+                    weather: t.weather,
+                    night: t.night,
+                };
+                BinStats {
+                    trips: 1,
+                    exposure_ms: driven_ms,
+                    risk_exposure_ms: (driven_ms as f64 * stratum.relative_risk()).round() as u64,
+                    autonomous_exposure_ms: if t.mode == DrivingMode::Autonomous {
+                        driven_ms
+                    } else {
+                        0
+                    },
+                    ..BinStats::default()
+                }
+            }
+            Payload::Safety(e) => BinStats {
+                safety_events: 1,
+                critical: u64::from(e.is_critical()),
+                ..BinStats::default()
+            },
+            Payload::Mode(m) => BinStats {
+                mode_transitions: 1,
+                disengagements: u64::from(m.is_disengagement()),
+                ..BinStats::default()
+            },
+            Payload::Review(_) => BinStats::default(),
+        }
     }
 
     pub fn add(&mut self, other: &BinStats) {
@@ -353,6 +392,34 @@ impl VehicleMeta {
         }
     }
 
+    /// What an accepted record at record time `time_ms` tells of its vehicle: a trip its
+    /// model, firmware and a recent trip; a critical event a recent critical event.
+    pub fn note_record(&mut self, payload: &Payload<'_>, time_ms: i64) {
+        match payload {
+            Payload::Trip(t) => {
+                self.observe_firmware(&t.firmware_version, t.start_time_ms);
+                if self.vehicle_model != t.vehicle_model {
+                    self.vehicle_model = t.vehicle_model.to_string();
+                }
+                let record = RecentRecord {
+                    trip_id: t.trip_id.to_string(),
+                    time_ms: t.end_time_ms,
+                    detail: format!("{:.0} min, {:.1} km", t.duration_s / 60.0, t.distance_km),
+                };
+                Self::note_recent(&mut self.recent_trips, record);
+            }
+            Payload::Safety(e) if e.is_critical() => {
+                let record = RecentRecord {
+                    trip_id: e.trip_id.to_string(),
+                    time_ms,
+                    detail: format!("{:?}, {:?} severity", e.event_type, e.severity),
+                };
+                Self::note_recent(&mut self.recent_critical, record);
+            }
+            _ => {}
+        }
+    }
+
     pub fn observe_firmware(&mut self, firmware: &str, since_ms: i64) {
         if self.firmware_version != firmware {
             self.firmware_version = firmware.to_string();
@@ -365,6 +432,22 @@ impl VehicleMeta {
 }
 
 impl VehicleState {
+    /// Adds `stats` to bin `bin`: the one place a vehicle's bins change, marking the bin for
+    /// the next commit. `true`: the vehicle's first change since the last commit (the caller
+    /// notes the vehicle in the commit outbox).
+    pub fn add(&mut self, bin: i64, stats: &BinStats) -> bool {
+        self.bins.entry(bin).or_default().add(stats);
+        self.touch(bin)
+    }
+
+    /// Marks bin `bin` for the next commit (it, or the vehicle's attributes, changed); `true`
+    /// as for [`VehicleState::add`].
+    pub fn touch(&mut self, bin: i64) -> bool {
+        let first = self.dirty_bins.is_empty();
+        self.dirty_bins.insert(bin);
+        first
+    }
+
     /// Keeps an accepted record under the bin of its record time: its bytes as a fact (local,
     /// for the warehouse) and what it adds to the refit's timeline (logged: a few bytes).
     pub fn keep_facts(
@@ -510,6 +593,21 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
+    /// Bins before this may close on the partition: those the watermark has passed by the
+    /// allowed lateness, and none at or after the start of a trip whose review is awaited.
+    pub fn closable_through(&self, width_ms: i64, lateness_ms: i64) -> i64 {
+        let mut edge = self.watermark_ms.saturating_sub(lateness_ms);
+        if let Some((start, _, _)) = self.review_holds.first() {
+            edge = edge.min(*start);
+        }
+        edge.div_euclid(width_ms) * width_ms
+    }
+
+    /// Whether the partition may close a bin still open.
+    pub fn may_close(&self, width_ms: i64, lateness_ms: i64) -> bool {
+        self.closable_through(width_ms, lateness_ms) > self.closed_through_ms
+    }
+
     /// A fact segment from `first_offset` under `bin`: the bin's first offset if it had none.
     pub fn note_fact_bin(&mut self, bin: i64, first_offset: i64) {
         match self.fact_bins.entry(bin) {
@@ -729,67 +827,6 @@ pub fn cohort_aggregator_partition(q: i32) -> i32 {
 pub fn cohort_aggregator(partition: i32) -> Option<i32> {
     (partition >= COHORT_PARTITION_BASE).then(|| partition - COHORT_PARTITION_BASE)
 }
-
-/// 64-bit FNV-1a over the concatenated parts: a stable hash for record ids (persisted, so it must
-/// not change between builds). With ids unique per vehicle, a collision needs about 2^32 live ids.
-pub fn id_hash(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in parts.iter().flat_map(|part| part.iter()) {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
-/// FNV-1a as a [`Hasher`]: cheaper than SipHash for short keys such as vehicle ids. Not
-/// resistant to deliberately colliding keys; the keys come from the fleet's own producers.
-#[derive(Clone, Copy)]
-pub struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        FnvHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for FnvHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Builds [`FnvHasher`]s, for maps keyed by vehicle id.
-pub type FnvHashBuilder = BuildHasherDefault<FnvHasher>;
-
-/// For maps keyed by [`id_hash`] values, which are hashes already: the key is its own hash.
-#[derive(Clone, Copy, Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut fnv = FnvHasher(self.0);
-        fnv.write(bytes);
-        self.0 = fnv.0;
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// Builds [`IdHasher`]s.
-pub type IdHashBuilder = BuildHasherDefault<IdHasher>;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
 use super::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use super::*;
-use crate::codec::encode_to_vec;
+use crate::codec::{self, encode_to_vec};
 use crate::config::Config;
 use crate::generator::{FaultConfig, FirmwareRollout, Generator, GeneratorConfig};
 use crate::model::*;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::memory::run_in_memory;
-use super::runner::CommitTarget;
+use super::runner::{CommitError, CommitTarget};
 use super::view::GroupState;
 use super::*;
 use crate::config::Config;
@@ -24,10 +24,10 @@ struct Viewed {
 }
 
 impl CommitTarget for Viewed {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         self.items += delta.view.len();
         self.view.apply_items(self.params, &delta.view);
-        self.store.write(&delta).map_err(|e| e.to_string())
+        Ok(self.store.write(&delta)?)
     }
 }
 

@@ -255,7 +255,7 @@ impl IntoResponse for ReadError {
 /// it reads the group view (and the view has caught up), the other processes' partitions.
 struct Snapshot<'a> {
     alerts: Vec<RegressionAlert>,
-    model_run: Option<Value>,
+    model_run: Option<crate::refit::run::ModelRun>,
     cohorts: BTreeMap<String, Vec<Series>>,
     fleet: HashMap<i32, crate::engine::PartitionView>,
     /// Source partitions this process holds.
@@ -691,7 +691,7 @@ async fn live(State(state): State<AppState>) -> Response {
 }
 
 /// The dead-letter share of the last records, with its top reasons and partitions.
-fn dead_letter_json(now: &crate::engine::recent::DeadLetterShare) -> Value {
+fn dead_letter_json(now: &crate::dead_letter::DeadLetterShare) -> Value {
     let top = |pairs: Vec<Value>| pairs.into_iter().take(5).collect::<Vec<Value>>();
     json!({
         "records": now.records,

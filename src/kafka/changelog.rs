@@ -649,22 +649,25 @@ impl ChangelogReader {
 }
 
 impl CommitTarget for ChangelogStore {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
-        self.commit_delta(delta).map_err(|e| e.to_string())
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
+        Ok(self.commit_delta(delta)?)
     }
 
-    fn commit_typed(&mut self, delta: StateDelta) -> Result<(), CommitError> {
-        self.commit_delta(delta).map_err(|e| match e {
-            ChangelogError::GroupMoved(_) => CommitError::GroupMoved(e.to_string()),
-            e => CommitError::Failed(e.to_string()),
-        })
+    fn load_partitions(&mut self, partitions: &[i32]) -> Result<RestoredState, CommitError> {
+        self.refresh(partitions)?;
+        Ok(self.store.restore_partitions(partitions)?)
     }
+}
 
-    fn load_partitions(&mut self, partitions: &[i32]) -> Result<RestoredState, String> {
-        self.refresh(partitions).map_err(|e| e.to_string())?;
-        self.store
-            .restore_partitions(partitions)
-            .map_err(|e| e.to_string())
+impl From<ChangelogError> for CommitError {
+    /// The engine's view of a changelog failure: whether the run may go on is in the variant.
+    fn from(error: ChangelogError) -> Self {
+        match error {
+            ChangelogError::GroupMoved(_) => CommitError::GroupMoved(error.to_string()),
+            ChangelogError::Fenced(..) => CommitError::Fenced(error.to_string()),
+            ChangelogError::Store(store) => CommitError::Store(store),
+            error => CommitError::Failed(error.to_string()),
+        }
     }
 }
 

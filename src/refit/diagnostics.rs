@@ -212,18 +212,27 @@ pub fn ebfmi(energy: &[f64]) -> f64 {
 }
 
 /// What the result reports per parameter.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ParameterSummary {
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub mean: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub sd: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     #[serde(rename = "q2.5")]
     pub q2_5: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub q50: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     #[serde(rename = "q97.5")]
     pub q97_5: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub ess_bulk: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub ess_tail: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub rhat: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub mcse_mean: f64,
 }
 

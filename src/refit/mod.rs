@@ -6,6 +6,7 @@ pub mod diagnostics;
 pub mod intervals;
 pub mod model;
 pub mod result;
+pub mod run;
 pub mod sampler;
 
 #[cfg(test)]

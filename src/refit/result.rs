@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statrs::function::gamma::gamma;
 
 use super::diagnostics::{self, Chain, ParameterSummary};
@@ -18,27 +18,33 @@ pub const MAX_RHAT: f64 = 1.01;
 /// ...bulk ESS above this, and there are no divergences.
 pub const MIN_ESS_BULK: f64 = 400.0;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostics {
     pub divergences: u64,
     pub tree_depth_hits: u64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub max_rhat: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub min_ess_bulk: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub min_ess_tail: f64,
     /// The smallest E-BFMI over chains.
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub ebfmi: f64,
     pub converged: bool,
 }
 
 /// Replicated per-vehicle event counts against the observed ones.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictiveCheck {
     /// Draws used.
     pub replications: usize,
     /// P(D(y_rep, theta) >= D(y, theta)) with D = sum over vehicles of (count - mean)^2 / mean:
     /// near 0 or 1 means the model does not reproduce the spread of counts between vehicles.
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub p_value: f64,
     /// Share of vehicles whose observed count lies within its own 95% predictive interval.
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub coverage_95: f64,
     /// How many vehicles had k events, observed and replicated: the check's picture.
     pub count_histogram: Vec<CountBucket>,
@@ -46,13 +52,16 @@ pub struct PredictiveCheck {
 
 /// Vehicles with `events` events (the last bucket: at least that many), observed and in the
 /// replications (mean and 95% interval over replications).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CountBucket {
     pub events: u64,
     pub at_least: bool,
     pub observed: u64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub replicated_mean: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub replicated_low: f64,
+    #[serde(deserialize_with = "super::run::nan_for_null")]
     pub replicated_high: f64,
 }
 

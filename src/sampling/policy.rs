@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::id_hash;
+use crate::hashing::id_hash;
 use crate::model::{RoadType, Weather};
 
 /// How trips are chosen for review.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::engine::detection::FleetSums;
 use crate::engine::retention::StoredVehicle;
-use crate::engine::runner::CommitTarget;
+use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::state::{FactSegment, SeenSegment};
 use crate::engine::{
     BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RETIRED_BIN, RestoredState,
@@ -27,6 +27,7 @@ use crate::engine::{
 };
 use crate::model::RegressionAlert;
 use crate::refit::intervals::TimelineItem;
+use crate::refit::run::ModelRun;
 
 const CF_VEHICLES: &str = "vehicles";
 const CF_BINS: &str = "bins";
@@ -461,10 +462,13 @@ impl Store {
         }
     }
 
-    fn put_model_run(&self, batch: &mut WriteBatch, run: &serde_json::Value) {
-        let id = run["run_id"].as_i64().unwrap_or(0);
+    fn put_model_run(&self, batch: &mut WriteBatch, run: &ModelRun) {
         let value = serde_json::to_vec(run).expect("model runs serialise");
-        batch.put_cf(self.cf(CF_MODEL_RUNS), keys::sortable_time(id), value);
+        batch.put_cf(
+            self.cf(CF_MODEL_RUNS),
+            keys::sortable_time(run.run_id),
+            value,
+        );
     }
 
     /// Writes a refit's outcome on its own (when `run` is not holding the store): the model run,
@@ -472,7 +476,7 @@ impl Store {
     pub fn write_refit(
         &self,
         priors: &[(i32, String, Prior)],
-        run: &serde_json::Value,
+        run: &ModelRun,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         self.put_priors(&mut batch, priors);
@@ -537,7 +541,7 @@ impl Store {
     }
 
     /// Every model run recorded, oldest first.
-    pub fn model_runs(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub fn model_runs(&self) -> Result<Vec<ModelRun>, StoreError> {
         let mut runs = Vec::new();
         for item in self
             .db
@@ -550,7 +554,7 @@ impl Store {
     }
 
     /// The latest model run recorded, if any.
-    pub fn last_model_run(&self) -> Result<Option<serde_json::Value>, StoreError> {
+    pub fn last_model_run(&self) -> Result<Option<ModelRun>, StoreError> {
         let mut newest_first = self
             .db
             .iterator_cf(self.cf(CF_MODEL_RUNS), IteratorMode::End);
@@ -1020,14 +1024,14 @@ impl crate::engine::VehicleArchive for Store {
 }
 
 impl CommitTarget for Store {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
-        self.write(&delta).map_err(|e| e.to_string())
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
+        Ok(self.write(&delta)?)
     }
 }
 
 /// Shared with the nightly refit, which reads facts and writes priors on its own thread.
 impl CommitTarget for std::sync::Arc<Store> {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), String> {
-        self.write(&delta).map_err(|e| e.to_string())
+    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
+        Ok(self.write(&delta)?)
     }
 }

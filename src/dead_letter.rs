@@ -1,13 +1,114 @@
-//! The outcomes of the last records a process handled: how many went to the dead-letter topic,
-//! why, and from which partitions. `/health` turns unhealthy while the share is above
-//! `stream.max_dlq_share`, so that a partition whose records are all being dropped (a bad clock,
-//! a producer sending another schema) is visible and not only counted.
+//! Dead letters: why a record did not update state ([`Rejection`], with the short reason its
+//! DLQ header and metric label carry), and the outcomes of the last records a process handled
+//! ([`RecentOutcomes`]): how many went to the dead-letter topic, why, and from which partitions.
+//! `/health` turns unhealthy while the share is above `stream.max_dlq_share`, so that a
+//! partition whose records are all being dropped (a bad clock, a producer sending another
+//! schema) is visible and not only counted. Pure data: the engine decides, the edges send.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use super::Rejection;
+use crate::codec::DecodeError;
+use crate::model::ValidationError;
+
+/// Why a record did not update state. Each goes to the dead-letter topic with its reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("record is {len} bytes, more than the {max} allowed")]
+    Oversized { len: usize, max: usize },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("invalid event: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error(
+        "record time {event_time_ms} is more than {allowed_lateness_ms} ms behind the watermark {watermark_ms}"
+    )]
+    Late {
+        event_time_ms: i64,
+        watermark_ms: i64,
+        allowed_lateness_ms: i64,
+    },
+    #[error(
+        "`{field}` = {time_ms} is more than {max_skew_ms} ms ahead of the record's timestamp {timestamp_ms}"
+    )]
+    Future {
+        field: &'static str,
+        time_ms: i64,
+        timestamp_ms: i64,
+        max_skew_ms: i64,
+    },
+    #[error(
+        "trip reported at {event_time_ms}, not at its end {end_ms} (from {max_skew_ms} ms before to {allowed_lateness_ms} ms after it)"
+    )]
+    TripReportedAwayFromEnd {
+        event_time_ms: i64,
+        end_ms: i64,
+        max_skew_ms: i64,
+        allowed_lateness_ms: i64,
+    },
+    #[error(
+        "record time {event_time_ms} falls in a bin already closed (bins before {closed_through_ms})"
+    )]
+    BinClosed {
+        event_time_ms: i64,
+        closed_through_ms: i64,
+    },
+    #[error("cohort report on the repartition topic: {0}")]
+    CohortReport(String),
+    #[error("duplicate of an earlier record with id `{id}`")]
+    Duplicate { id: String },
+    #[error(
+        "review result for trip `{trip_id}`, whose review is not awaited (never requested, already answered, or timed out)"
+    )]
+    UnrequestedReview { trip_id: String },
+    #[error(
+        "review result for trip `{trip_id}` holds an event at {event_time_ms}, outside the trip ({start_ms}..={end_ms})"
+    )]
+    ReviewedEventOutsideTrip {
+        trip_id: String,
+        event_time_ms: i64,
+        start_ms: i64,
+        end_ms: i64,
+    },
+    #[error("vehicle `{vehicle_id}` left memory and its state could not be read back: {detail}")]
+    StateUnavailable { vehicle_id: String, detail: String },
+}
+
+impl Rejection {
+    /// The short reason carried in the DLQ header `reason` and the metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Oversized { .. } => "oversized",
+            Rejection::Decode(e) => e.reason(),
+            Rejection::CohortReport(_) => "decode",
+            Rejection::Invalid(_) => "invalid",
+            Rejection::Late { .. } | Rejection::BinClosed { .. } => "late",
+            Rejection::Future { .. } => "future",
+            Rejection::TripReportedAwayFromEnd { .. } => "invalid",
+            Rejection::Duplicate { .. } => "duplicate",
+            Rejection::UnrequestedReview { .. } => "unrequested_review",
+            Rejection::ReviewedEventOutsideTrip { .. } => "invalid",
+            Rejection::StateUnavailable { .. } => "state_unavailable",
+        }
+    }
+
+    pub const REASONS: [&'static str; 12] = [
+        "oversized",
+        "schema",
+        "incompatible_schema",
+        "schema_registry",
+        "decode",
+        "invalid",
+        "future",
+        "late",
+        "duplicate",
+        "unrequested_review",
+        "state_unavailable",
+        "other",
+    ];
+}
 
 /// The share is judged once the window holds this many records (or is full, if smaller): a
 /// first bad record is not an outage.

@@ -1,0 +1,174 @@
+//! The cohort router: where a source partition's cohort report goes, and which source partitions
+//! a cohort bin waits for.
+//!
+//! In process (`demo`, the experiments) one aggregator takes every report at once. With the
+//! repartition topic (`run`), reports leave with the next commit, split by cohort over the
+//! topic's partitions, and come back as records on aggregator partitions
+//! ([`cohort_aggregator_partition`]) wherever the consumer group assigns them. The
+//! [`CohortAggregator`]s held here close cohort bins once every source partition has passed them
+//! ([`cohorts`](super::cohorts) owns the aggregation itself).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::cohorts::{CohortAggregator, PartitionReport};
+use super::detection::DetectionSettings;
+use super::outbox::Outbox;
+use super::state::{self, PartitionState, cohort_aggregator, cohort_aggregator_partition};
+use crate::metrics::Metrics;
+use crate::model::{HazardClass, KeyKind, RegressionAlert};
+
+/// Cohort reports' routes and the aggregators held by this process.
+#[derive(Default)]
+pub struct CohortRouter {
+    /// Cohort aggregators by partition number ([`cohort_aggregator_partition`]).
+    pub(super) aggregators: BTreeMap<i32, CohortAggregator>,
+    /// `Some(n)`: reports leave through the repartition topic's `n` partitions and come back as
+    /// records; `None`: one aggregator in process takes them directly.
+    topic_partitions: Option<i32>,
+    /// How many source partitions the input topic has, where known: with the repartition
+    /// topic, cohort bins wait for every one of them (except those reported empty).
+    source_partitions: Option<i32>,
+    /// Source partitions reported empty since start.
+    announced_empty: BTreeSet<i32>,
+    /// The partitions this process reads, with their end offsets where known (`None`: unknown,
+    /// every partition that delivered a record counts).
+    inputs: Option<Vec<(i32, Option<i64>)>>,
+}
+
+/// What routing a report may change besides the aggregators.
+pub struct RouteEffects<'a> {
+    pub detection: &'a DetectionSettings,
+    pub partitions: &'a HashMap<i32, PartitionState>,
+    pub outbox: &'a mut Outbox,
+    pub alerts: &'a mut Vec<RegressionAlert>,
+    pub metrics: &'a Metrics,
+}
+
+impl CohortRouter {
+    /// Reports go through a repartition topic of `partitions` partitions.
+    pub fn use_topic(&mut self, partitions: i32) {
+        self.topic_partitions = Some(partitions.max(1));
+    }
+
+    /// How many partitions the input topic has.
+    pub fn set_source_partitions(&mut self, partitions: i32) {
+        self.source_partitions = Some(partitions);
+    }
+
+    /// The partitions read (with end offsets where known). With the repartition topic, a
+    /// partition known to be empty is reported so, so that cohort bins do not wait for it.
+    pub fn set_inputs(
+        &mut self,
+        inputs: &[(i32, Option<i64>)],
+        partitions: &HashMap<i32, PartitionState>,
+        outbox: &mut Outbox,
+    ) {
+        if self.inputs.as_deref() != Some(inputs) {
+            self.inputs = Some(inputs.to_vec());
+        }
+        let Some(topic_partitions) = self.topic_partitions else {
+            return;
+        };
+        for &(p, end) in inputs {
+            if known_empty(partitions, p, end) && self.announced_empty.insert(p) {
+                outbox
+                    .reports
+                    .extend(PartitionReport::empty(p).split(topic_partitions));
+            }
+        }
+    }
+
+    /// Lets go of released partitions' aggregators and what was announced of them.
+    pub fn release(&mut self, gone: impl Fn(&i32) -> bool) {
+        self.aggregators.retain(|p, _| !gone(p));
+        self.announced_empty.retain(|p| !gone(p));
+    }
+
+    /// Takes a partition's cohort report: to the aggregator in process, or to the repartition
+    /// topic with the next commit.
+    pub fn route(&mut self, report: PartitionReport, effects: RouteEffects<'_>) {
+        match self.topic_partitions {
+            Some(topic_partitions) => {
+                for (q, part) in report.split(topic_partitions) {
+                    let parts = part.split_by_size(state::MAX_SEGMENT_BYTES);
+                    effects
+                        .outbox
+                        .reports
+                        .extend(parts.into_iter().map(|p| (q, p)));
+                }
+            }
+            None => self.aggregate(cohort_aggregator_partition(0), report, effects),
+        }
+    }
+
+    /// Hands a report to aggregator `at` and closes the cohort bins it now can.
+    pub fn aggregate(&mut self, at: i32, report: PartitionReport, effects: RouteEffects<'_>) {
+        let mut aggregator = self.aggregators.remove(&at).unwrap_or_default();
+        if aggregator.apply(report) {
+            effects.outbox.dirty_aggregators.insert(at);
+        }
+        let sources = self.sources(effects.partitions, &aggregator);
+        let alerts_before = effects.alerts.len();
+        let (fed, updates) = aggregator.close(effects.detection, &sources, effects.alerts);
+        if updates > 0 {
+            let metrics = effects.metrics;
+            metrics.detector_updates(KeyKind::Cohort).inc_by(updates);
+            metrics
+                .bins_closed(KeyKind::Cohort)
+                .inc_by(updates / HazardClass::ALL.len() as u64);
+            effects.outbox.dirty_aggregators.insert(at);
+        }
+        effects
+            .outbox
+            .dirty_cohorts
+            .extend(fed.into_iter().map(|key| (at, key)));
+        self.aggregators.insert(at, aggregator);
+        super::count_alerts(effects.metrics, &effects.alerts[alerts_before..]);
+    }
+
+    /// The source partitions cohort bins wait for. In process: the partitions read (except one
+    /// known to be empty), or where they are not known, every partition that delivered a
+    /// record. With the repartition topic: every partition of the input topic, except those
+    /// reported empty (none while the partition count is unknown).
+    fn sources(
+        &self,
+        partitions: &HashMap<i32, PartitionState>,
+        aggregator: &CohortAggregator,
+    ) -> Vec<i32> {
+        match (self.topic_partitions, self.source_partitions) {
+            (None, _) if self.inputs.is_some() => self
+                .inputs
+                .iter()
+                .flatten()
+                .filter(|(p, end)| !known_empty(partitions, *p, *end))
+                .map(|(p, _)| *p)
+                .collect(),
+            (None, _) => {
+                let mut sources: Vec<i32> = partitions
+                    .iter()
+                    .filter(|(p, s)| cohort_aggregator(**p).is_none() && !s.clocks.is_empty())
+                    .map(|(p, _)| *p)
+                    .collect();
+                sources.sort_unstable();
+                sources
+            }
+            (Some(_), None) => Vec::new(),
+            (Some(_), Some(count)) => (0..count)
+                .filter(|p| !aggregator.sources.get(p).is_some_and(|s| s.empty))
+                .collect(),
+        }
+    }
+}
+
+/// Whether a partition has delivered no accepted record and is at its end (`end`, where
+/// known). (Not "has no watermark": one with fewer vehicles than the quorum has none yet.)
+fn known_empty(
+    partitions: &HashMap<i32, PartitionState>,
+    partition: i32,
+    end: Option<i64>,
+) -> bool {
+    let (accepted, next) = partitions
+        .get(&partition)
+        .map_or((false, 0), |s| (!s.clocks.is_empty(), s.next_offset));
+    end.is_some_and(|end| !accepted && next >= end)
+}
