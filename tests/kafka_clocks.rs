@@ -55,10 +55,13 @@ fn shift_all(e: &mut TelemetryEvent<'_>, by: i64) {
     }
 }
 
-fn broker_client() -> [(&'static str, String); 2] {
+fn broker_client() -> [(&'static str, String); 3] {
     [
         ("bootstrap.servers", bootstrap()),
         ("linger.ms", "5".to_string()),
+        // The stream's order is part of the test (what is late): a retried batch must not
+        // overtake the next one, as it may without idempotence on a loaded machine.
+        ("enable.idempotence", "true".to_string()),
     ]
 }
 
