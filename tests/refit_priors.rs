@@ -12,6 +12,7 @@ use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
+use safetel::model::HazardClass;
 use safetel::nightly::refit_from_store;
 use safetel::store::Store;
 
@@ -126,14 +127,14 @@ fn a_refit_sets_the_detectors_priors_and_the_stream_uses_them() {
     let implied =
         safetel::engine::detection::shape_of_priors(outcome.priors.iter().map(|(_, _, p)| p))
             .expect("150 vehicles");
-    assert_eq!(settings.fleet_shape_source[0], "refit");
+    assert_eq!(settings.fleet_shape_source[HazardClass::Critical], "refit");
     assert!(
-        (settings.fleet_shape[0] / implied - 1.0).abs() < 0.05,
+        (settings.fleet_shape[HazardClass::Critical] / implied - 1.0).abs() < 0.05,
         "the critical class's spread {} is the refit's {implied} (to two digits)",
-        settings.fleet_shape[0]
+        settings.fleet_shape[HazardClass::Critical]
     );
     assert_eq!(
-        settings.fleet_shape[1],
+        settings.fleet_shape[HazardClass::Disengagement],
         Config::default_config().detector.fleet_shape,
         "the refit models critical events only"
     );

@@ -56,12 +56,8 @@ fn class_json(sources: &Sources<'_>, kind: KeyKind, key: &str, class: HazardClas
         .map_or(baseline, |s| s.detector.posterior_baseline(baseline));
     let last = series.as_ref().and_then(|s| s.last);
     let hr = last.and_then(|l| l.hazard_ratio);
-    let class_index = HazardClass::ALL
-        .iter()
-        .position(|c| *c == class)
-        .unwrap_or(0);
     let source = match kind {
-        KeyKind::Vehicle => sources.settings.fleet_shape_source[class_index],
+        KeyKind::Vehicle => sources.settings.fleet_shape_source[class],
         KeyKind::Cohort => "members",
     };
     json!({
@@ -179,36 +175,19 @@ fn classes_html(data: &Value) -> String {
                 P(regression) is not replayed from them.</p>";
         }
         let history = at("history");
-        let mut counts = Chart::new(
+        let counts = regressions::events_chart(
+            data,
+            &history,
             &format!("{name}-events"),
             &format!("{name}: events per bin, and predicted"),
-            "bin",
-            "events",
-        )
-        .dates();
-        counts.bars(
-            "events",
-            PALETTE[3],
-            html::points(data, &history, "bin_start_ms", "events"),
-            data["bin_width_ms"].as_f64().unwrap_or(86_400_000.0) * 0.8,
-        );
-        counts.line(
             "fleet-predicted",
-            PALETTE[2],
-            html::points(data, &history, "bin_start_ms", "expected"),
         );
         body += &counts.render();
-        let mut p = Chart::new(
+        let mut p = regressions::p_regression_chart(
+            data,
+            &history,
             &format!("{name}-p-regression"),
             &format!("{name}: P(regression) by bin"),
-            "bin",
-            "P(regression)",
-        )
-        .dates();
-        p.line(
-            "P(regression)",
-            PALETTE[1],
-            html::points(data, &history, "bin_start_ms", "p_regression"),
         );
         p.line(
             "opens at",

@@ -136,7 +136,7 @@ impl VehicleSet for PartitionOf<'_> {
 pub struct Sources<'a> {
     pub vehicles: FleetVehicles<'a>,
     /// Cohort key -> one series per hazard class.
-    pub cohorts: &'a BTreeMap<String, Vec<Series>>,
+    pub cohorts: &'a BTreeMap<String, crate::model::ByClass<Series>>,
     /// Each source partition's fleet sums as of the last commit point.
     pub fleet: &'a std::collections::HashMap<i32, crate::engine::PartitionView>,
     pub settings: &'a DetectionSettings,

@@ -180,10 +180,6 @@ pub fn key_history(
     class: HazardClass,
 ) -> KeyHistory {
     let settings = sources.settings;
-    let class_index = HazardClass::ALL
-        .iter()
-        .position(|c| *c == class)
-        .unwrap_or(0);
     // Where the partition has retired bins (README "Retention"), a replay from the bins kept
     // would not be what the live series saw: the history then shows counts only, and the
     // baseline is the live fleet's.
@@ -192,7 +188,7 @@ pub fn key_history(
         KeyKind::Vehicle => match sources.vehicles.get(key) {
             Some(v) => {
                 let partition = sources.vehicles.partition(v.partition);
-                let series = v.series.get(class_index).cloned();
+                let series = v.series_of(class).cloned();
                 let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
                 // Complete when no bin was retired on the partition and none of its vehicles
                 // has left memory: then its bins in memory are all it ever had.
@@ -236,10 +232,7 @@ pub fn key_history(
             ),
         },
         KeyKind::Cohort => {
-            let series = sources
-                .cohorts
-                .get(key)
-                .and_then(|s| s.get(class_index).cloned());
+            let series = sources.cohorts.get(key).map(|s| s[class].clone());
             let through = series.as_ref().map_or(i64::MIN, |s| s.next_bin_ms);
             let history = detection::cohort_history(settings, &sources.vehicles, key, through);
             let replayed = history.as_ref().map_or_else(Vec::new, |h| {
@@ -476,38 +469,18 @@ pub fn episode_page(data: &Value, id: &str) -> String {
             })
             .collect(),
     );
-    let mut p = Chart::new(
+    let p = p_regression_chart(
+        data,
+        "/history",
         "p-regression",
         "P(regression) after each bin",
-        "bin",
-        "P(regression)",
-    )
-    .dates();
-    p.line(
-        "P(regression)",
-        PALETTE[1],
-        html::points(data, "/history", "bin_start_ms", "p_regression"),
     );
-    let mut events = Chart::new(
+    let events = events_chart(
+        data,
+        "/history",
         "events-per-bin",
         "Events of the class per bin, and what the fleet predicted",
-        "bin",
-        "events",
-    )
-    .dates();
-    events.bars(
-        "events",
-        PALETTE[3],
-        html::points(data, "/history", "bin_start_ms", "events"),
-        data.pointer("/bin_width_ms")
-            .and_then(Value::as_f64)
-            .unwrap_or(86_400_000.0)
-            * 0.8,
-    );
-    events.line(
         "expected",
-        PALETTE[2],
-        html::points(data, "/history", "bin_start_ms", "expected"),
     );
     let mut cumulative = Chart::new(
         "cumulative-against-expected",
@@ -555,4 +528,42 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     );
     let api = format!("/api/regressions/episode?id={}", percent_encode(id));
     html::page_with(data, "/regressions", "Regression episode", &api, &body)
+}
+
+/// P(regression) bin by bin, from the rows at `history` (`bin_start_ms`, `p_regression`).
+pub(super) fn p_regression_chart(data: &Value, history: &str, id: &str, title: &str) -> Chart {
+    let mut chart = Chart::new(id, title, "bin", "P(regression)").dates();
+    chart.line(
+        "P(regression)",
+        PALETTE[1],
+        html::points(data, history, "bin_start_ms", "p_regression"),
+    );
+    chart
+}
+
+/// A class's events per bin as bars, and the fleet's prediction as a line named `predicted`,
+/// from the rows at `history` (`bin_start_ms`, `events`, `expected`).
+pub(super) fn events_chart(
+    data: &Value,
+    history: &str,
+    id: &str,
+    title: &str,
+    predicted: &str,
+) -> Chart {
+    let mut chart = Chart::new(id, title, "bin", "events").dates();
+    chart.bars(
+        "events",
+        PALETTE[3],
+        html::points(data, history, "bin_start_ms", "events"),
+        data.pointer("/bin_width_ms")
+            .and_then(Value::as_f64)
+            .unwrap_or(86_400_000.0)
+            * 0.8,
+    );
+    chart.line(
+        predicted,
+        PALETTE[2],
+        html::points(data, history, "bin_start_ms", "expected"),
+    );
+    chart
 }

@@ -46,14 +46,23 @@ pub fn read<'a>(
     Ok(event)
 }
 
-/// Admits a read record (not a review result) to its partition: on time (its bin, returned,
-/// still open) and not a duplicate; it is then seen, its vehicle's clock moves and the
-/// partition's watermark with it.
+/// Where an admitted record counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// Its record time ([`TimeRules::record_time`]).
+    pub time_ms: i64,
+    /// The start of its bin, still open.
+    pub bin: i64,
+}
+
+/// Admits a read record (not a review result) to its partition: on time (its bin still open)
+/// and not a duplicate; it is then seen, its vehicle's clock moves and the partition's
+/// watermark with it.
 pub fn admit(
     time: &TimeRules,
     partition: &mut PartitionState,
     event: &TelemetryEvent<'_>,
-) -> Result<i64, Rejection> {
+) -> Result<Admitted, Rejection> {
     let record_time = TimeRules::record_time(event);
     let bin = time.check_on_time(partition, record_time)?;
     let hash = record_hash(event.kind(), &event.vehicle_id, event.record_id());
@@ -68,7 +77,10 @@ pub fn admit(
         .clocks
         .observe(&event.vehicle_id, record_time, time.watermark_quorum);
     time.advance_watermark(partition);
-    Ok(bin)
+    Ok(Admitted {
+        time_ms: record_time,
+        bin,
+    })
 }
 
 /// The time rules of one engine, in milliseconds.

@@ -149,7 +149,7 @@ fn a_record_dated_2099_goes_to_the_dlq_as_future_and_moves_nothing() {
     assert_eq!(watermarks(&e), watermarks(&expected), "no watermark moved");
     assert!(latest_bin(&e) < IN_2099 - 365 * DAY);
     for vehicle in e.vehicles().iter() {
-        for series in &vehicle.series {
+        for (_, series) in vehicle.series.iter().flat_map(|s| s.iter()) {
             assert!(
                 series.next_bin_ms < IN_2099 - 365 * DAY,
                 "{}",

@@ -115,7 +115,7 @@ impl CohortRouter {
             metrics.detector_updates(KeyKind::Cohort).inc_by(updates);
             metrics
                 .bins_closed(KeyKind::Cohort)
-                .inc_by(updates / HazardClass::ALL.len() as u64);
+                .inc_by(updates / HazardClass::COUNT as u64);
             effects.outbox.dirty_aggregators.insert(at);
         }
         effects

@@ -23,7 +23,7 @@ use super::detection::{
     DetectionSettings, Series, SeriesKey, VehicleSet, cohort_stats_of, for_each_cohort_key,
 };
 use super::state::{BinStats, id_hash};
-use crate::model::{HazardClass, KeyKind, RegressionAlert};
+use crate::model::{ByClass, HazardClass, KeyKind, RegressionAlert};
 
 /// The aggregator partition a cohort belongs to, of `partitions`: stable across builds.
 pub fn cohort_partition(cohort: &str, partitions: i32) -> i32 {
@@ -193,8 +193,8 @@ pub struct AggregatorProgress {
 /// The cohort series of one aggregator partition and the reports they wait on.
 #[derive(Debug, Clone)]
 pub struct CohortAggregator {
-    /// Cohort key -> one series per hazard class (in [`HazardClass::ALL`] order).
-    pub series: BTreeMap<String, Vec<Series>>,
+    /// Cohort key -> one series per hazard class.
+    pub series: BTreeMap<String, ByClass<Series>>,
     /// Bins before this are closed for every cohort here (`i64::MIN`: none yet).
     pub closed_through_ms: i64,
     pub sources: BTreeMap<i32, SourceProgress>,
@@ -304,16 +304,13 @@ impl CohortAggregator {
             for &key in sums.keys() {
                 if !self.series.contains_key(key) {
                     // A cohort new in this bin starts here, against its members' prediction.
-                    let series = HazardClass::ALL
-                        .iter()
-                        .map(|_| Series::new(settings.params, bin))
-                        .collect();
+                    let series = ByClass::from_fn(|_| Series::new(settings.params, bin));
                     self.series.insert(key.to_string(), series);
                 }
             }
             let baseline = settings.cohort_baseline();
             for (key, series) in self.series.iter_mut() {
-                for (s, class) in series.iter_mut().zip(HazardClass::ALL) {
+                for (class, s) in series.iter_mut() {
                     let seen = cohort_stats_of(settings, sums.get(key.as_str()), class);
                     s.feed(
                         settings,

@@ -36,7 +36,7 @@ use crate::detect::{
     AlertStatus, BinEvidence, Episode, EpisodeParams, EpisodeTracker, HazardRatioSummary,
     StateDecodeError,
 };
-use crate::model::{HazardClass, KeyKind, RegressionAlert, utc_date};
+use crate::model::{ByClass, HazardClass, KeyKind, RegressionAlert, utc_date};
 
 const DAYS_PER_MONTH: f64 = 30.4375;
 const DAY_MS: f64 = 86_400_000.0;
@@ -54,8 +54,7 @@ pub const HR_SHOWN_FROM_P: f64 = 0.05;
 #[derive(Debug, Clone)]
 pub struct OpeningRules {
     pub false_alarms_per_1000_vehicle_months: f64,
-    /// In [`HazardClass::ALL`] order.
-    pub vehicle: Vec<Arc<OpeningRule>>,
+    pub vehicle: ByClass<Arc<OpeningRule>>,
     pub cohort: Arc<OpeningRule>,
 }
 
@@ -63,12 +62,12 @@ impl OpeningRules {
     fn calibrate(
         params: &FleetRelativeParams,
         budget: f64,
-        vehicle_shapes: &[f64],
+        vehicle_shapes: &ByClass<f64>,
         cohort_shape: f64,
         bin_width_ms: i64,
     ) -> OpeningRules {
         let bins_per_month = DAYS_PER_MONTH * DAY_MS / bin_width_ms as f64;
-        let classes = HazardClass::ALL.len() as f64;
+        let classes = HazardClass::COUNT as f64;
         let vehicle_rate = VEHICLE_BUDGET_SHARE * budget / 1000.0 / bins_per_month / classes;
         let rule = |shape: f64, rate: f64| {
             Arc::new(OpeningRule::calibrate(
@@ -81,10 +80,7 @@ impl OpeningRules {
         };
         OpeningRules {
             false_alarms_per_1000_vehicle_months: budget,
-            vehicle: vehicle_shapes
-                .iter()
-                .map(|&shape| rule(shape, vehicle_rate))
-                .collect(),
+            vehicle: vehicle_shapes.map(|_, &shape| rule(shape, vehicle_rate)),
             cohort: rule(cohort_shape, vehicle_rate * COHORT_ALLOWANCE_SHARE),
         }
     }
@@ -98,9 +94,9 @@ pub struct DetectionSettings {
     /// Gamma prior of the fleet's mean rate (shape, rate in exposure hours).
     pub fleet_prior: (f64, f64),
     /// Spread of vehicles' rates around the fleet mean (Gamma shape), per class.
-    pub fleet_shape: Vec<f64>,
+    pub fleet_shape: ByClass<f64>,
     /// Where each class's spread came from: `config` or `refit`.
-    pub fleet_shape_source: Vec<&'static str>,
+    pub fleet_shape_source: ByClass<&'static str>,
     /// Spread of cohorts' rates around their members' prediction (Gamma shape).
     pub cohort_shape: f64,
     pub rules: OpeningRules,
@@ -120,7 +116,7 @@ pub struct DetectionSettings {
 impl DetectionSettings {
     pub fn new(detector: &DetectorConfig, bin_width_ms: i64, allowed_lateness_ms: i64) -> Self {
         let params = detector.params();
-        let fleet_shape = vec![detector.fleet_shape; HazardClass::ALL.len()];
+        let fleet_shape = ByClass::splat(detector.fleet_shape);
         let rules = OpeningRules::calibrate(
             &params,
             detector.false_alarms_per_1000_vehicle_months,
@@ -132,7 +128,7 @@ impl DetectionSettings {
             params,
             episodes: detector.episodes(),
             fleet_prior: (detector.a0, detector.b0),
-            fleet_shape_source: vec!["config"; HazardClass::ALL.len()],
+            fleet_shape_source: ByClass::splat("config"),
             fleet_shape,
             cohort_shape: detector.cohort_shape,
             rules,
@@ -168,14 +164,13 @@ impl DetectionSettings {
             crate::detect::fleet_relative::MIN_FLEET_SHAPE,
             crate::detect::fleet_relative::MAX_FLEET_SHAPE,
         );
-        let i = class_index(class);
-        if self.fleet_shape[i] == shape {
+        if self.fleet_shape[class] == shape {
             return;
         }
-        self.fleet_shape[i] = shape;
-        self.fleet_shape_source[i] = "refit";
-        let rate = self.rules.vehicle[i].null.false_alarms_per_bin;
-        self.rules.vehicle[i] = Arc::new(OpeningRule::calibrate(
+        self.fleet_shape[class] = shape;
+        self.fleet_shape_source[class] = "refit";
+        let rate = self.rules.vehicle[class].null.false_alarms_per_bin;
+        self.rules.vehicle[class] = Arc::new(OpeningRule::calibrate(
             &self.params,
             NullModel {
                 shape,
@@ -187,11 +182,10 @@ impl DetectionSettings {
     /// The fleet's Gamma distribution of vehicles' rates for `class`, given the partition's
     /// sums over the bins closed so far and the one closing ([`FleetSums`]).
     pub fn vehicle_baseline(&self, class: HazardClass, sums: &FleetSums) -> Baseline {
-        let i = class_index(class);
         let (events, exposure_ms) = sums.basis(self, class);
         let mean = (self.fleet_prior.0 + events as f64)
             / (self.fleet_prior.1 + exposure_ms as f64 / 3_600_000.0);
-        let shape = self.fleet_shape[i];
+        let shape = self.fleet_shape[class];
         Baseline {
             shape,
             rate: shape / mean,
@@ -238,17 +232,18 @@ impl DetectionSettings {
                 .map(|&m| serde_json::json!({"expected_per_bin": m, "p_open": rule.p_open_at(m)}))
                 .collect::<Vec<_>>()
         };
-        let vehicle: serde_json::Map<String, serde_json::Value> = HazardClass::ALL
+        let vehicle: serde_json::Map<String, serde_json::Value> = self
+            .rules
+            .vehicle
             .iter()
-            .enumerate()
-            .map(|(i, class)| {
+            .map(|(class, rule)| {
                 (
                     class.name().to_string(),
                     serde_json::json!({
-                        "fleet_shape": self.fleet_shape[i],
-                        "fleet_shape_source": self.fleet_shape_source[i],
-                        "false_alarms_per_series_bin": self.rules.vehicle[i].null.false_alarms_per_bin,
-                        "p_open": table(&self.rules.vehicle[i]),
+                        "fleet_shape": self.fleet_shape[class],
+                        "fleet_shape_source": self.fleet_shape_source[class],
+                        "false_alarms_per_series_bin": rule.null.false_alarms_per_bin,
+                        "p_open": table(rule),
                     }),
                 )
             })
@@ -268,13 +263,6 @@ impl DetectionSettings {
             },
         })
     }
-}
-
-fn class_index(class: HazardClass) -> usize {
-    HazardClass::ALL
-        .iter()
-        .position(|c| *c == class)
-        .expect("a hazard class")
 }
 
 /// A partition's vehicles' bins summed over the closed bins, split into the basis of the
@@ -559,13 +547,13 @@ pub fn close_vehicle_bin(
     bin: i64,
     alerts: &mut Vec<RegressionAlert>,
 ) -> (u64, bool) {
-    if vehicle.series.is_empty() {
+    if vehicle.series.is_none() {
         match vehicle.bins.keys().next() {
             Some(&first) if first <= bin => {
-                vehicle.series = HazardClass::ALL
-                    .iter()
-                    .map(|_| Series::new(settings.params, first.max(bin)))
-                    .collect();
+                let start = first.max(bin);
+                vehicle.series = Some(Box::new(ByClass::from_fn(|_| {
+                    Series::new(settings.params, start)
+                })));
             }
             _ => return (0, false),
         }
@@ -573,9 +561,12 @@ pub fn close_vehicle_bin(
     let mut fed = 0;
     let mut changed = false;
     let VehicleState { series, bins, .. } = vehicle;
-    for (i, (series, class)) in series.iter_mut().zip(HazardClass::ALL).enumerate() {
+    let Some(series) = series else {
+        return (0, false);
+    };
+    for (class, series) in series.iter_mut() {
         let baseline = settings.vehicle_baseline(class, fleet);
-        let rule = &settings.rules.vehicle[i];
+        let rule = &settings.rules.vehicle[class];
         let key = vehicle_key(vehicle_id, class, settings);
         while series.next_bin_ms <= bin {
             let at = series.next_bin_ms;
@@ -599,7 +590,7 @@ pub fn close_vehicle_bin(
         }
         series.complete_last(baseline);
     }
-    (fed / HazardClass::ALL.len() as u64, changed)
+    (fed / HazardClass::COUNT as u64, changed)
 }
 
 fn vehicle_key<'a>(
@@ -611,7 +602,7 @@ fn vehicle_key<'a>(
         kind: KeyKind::Vehicle,
         key: vehicle_id,
         class,
-        prior_source: if settings.fleet_shape_source[class_index(class)] == "refit" {
+        prior_source: if settings.fleet_shape_source[class] == "refit" {
             "refit"
         } else {
             "stream"
@@ -804,7 +795,7 @@ pub fn replay_vehicle(
     replay(
         settings,
         key,
-        &settings.rules.vehicle[class_index(class)],
+        &settings.rules.vehicle[class],
         first,
         through_ms,
         |bin| settings.paused(bins, bin),
@@ -885,11 +876,11 @@ pub fn is_current_series(bytes: &[u8]) -> bool {
     bytes.first() == Some(&SERIES_FORMAT)
 }
 
-/// Appends the series of one key (both classes) in a compact binary form.
-pub fn encode_series(series: &[Series], out: &mut Vec<u8>) {
+/// Appends the series of one key (every class) in a compact binary form.
+pub fn encode_series(series: &ByClass<Series>, out: &mut Vec<u8>) {
     out.push(SERIES_FORMAT);
-    out.push(series.len() as u8);
-    for s in series {
+    out.push(HazardClass::COUNT as u8);
+    for s in series.values() {
         out.extend_from_slice(&s.next_bin_ms.to_le_bytes());
         match &s.episode.open {
             None => out.push(0),
@@ -905,22 +896,26 @@ pub fn encode_series(series: &[Series], out: &mut Vec<u8>) {
         s.detector.encode(out);
     }
     // Then each series' last closed bin (what the pages show of it until the next closes).
-    for s in series {
+    for s in series.values() {
         encode_last_bin(s.last.as_ref(), out);
     }
 }
 
 /// Reads what [`encode_series`] wrote (without the last bins, as an earlier safetel wrote it:
-/// then they are recomputed at the next bin close).
+/// then they are recomputed at the next bin close). Series are stored in [`HazardClass::ALL`]
+/// order; a class added since they were written starts where the first stored one stands.
 pub fn decode_series(
     params: FleetRelativeParams,
     bytes: &[u8],
-) -> Result<Vec<Series>, StateDecodeError> {
+) -> Result<ByClass<Series>, StateDecodeError> {
     let mut reader = StateReader(bytes);
     if reader.take::<1>()?[0] != SERIES_FORMAT {
         return Err(StateDecodeError("series of an earlier detector"));
     }
     let count = reader.take::<1>()?[0];
+    if count == 0 || usize::from(count) > HazardClass::COUNT {
+        return Err(StateDecodeError("series count"));
+    }
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let next_bin_ms = i64::from_le_bytes(reader.take()?);
@@ -952,7 +947,11 @@ pub fn decode_series(
     if !reader.0.is_empty() {
         return Err(StateDecodeError("trailing bytes"));
     }
-    Ok(out)
+    let start = out[0].next_bin_ms;
+    let mut stored = out.into_iter();
+    Ok(ByClass::from_fn(|_| {
+        stored.next().unwrap_or_else(|| Series::new(params, start))
+    }))
 }
 
 fn encode_last_bin(last: Option<&LastBin>, out: &mut Vec<u8>) {
@@ -1025,4 +1024,58 @@ fn decode_last_bin(reader: &mut StateReader<'_>) -> Result<Option<LastBin>, Stat
         p_open,
         hazard_ratio,
     }))
+}
+
+#[cfg(test)]
+mod series_codec_tests {
+    use super::*;
+
+    fn fresh(start_ms: i64) -> Series {
+        Series::new(FleetRelativeParams::default(), start_ms)
+    }
+
+    #[test]
+    fn series_of_every_class_read_back_as_written() {
+        let mut series = ByClass::from_fn(|class| fresh(1_000 * class.index() as i64));
+        series[HazardClass::Disengagement].episode.open = Some(Episode {
+            onset_ms: 5,
+            opened_at_ms: 9,
+            updates: 2,
+            reported_hr: 2.5,
+            bins_below: 1,
+        });
+        let mut bytes = Vec::new();
+        encode_series(&series, &mut bytes);
+        let read = decode_series(FleetRelativeParams::default(), &bytes).unwrap();
+        assert_eq!(read, series);
+    }
+
+    #[test]
+    fn a_class_added_since_the_series_were_written_starts_where_they_stand() {
+        // Two identical series, so each body is half of what sits between the header and the
+        // two one-byte "no last bin" markers; one body alone is what a safetel with one class
+        // wrote (without the last bins, as before they were stored).
+        let series = ByClass::splat(fresh(86_400_000));
+        let mut two = Vec::new();
+        encode_series(&series, &mut two);
+        let body = (two.len() - 2 - HazardClass::COUNT) / HazardClass::COUNT;
+        let mut one = vec![SERIES_FORMAT, 1];
+        one.extend_from_slice(&two[2..2 + body]);
+        let read = decode_series(FleetRelativeParams::default(), &one).unwrap();
+        for (class, s) in read.iter() {
+            assert_eq!(s, &fresh(86_400_000), "{class:?}");
+        }
+    }
+
+    #[test]
+    fn series_counts_no_class_stands_for_are_refused() {
+        for count in [0, HazardClass::COUNT as u8 + 1] {
+            let bytes = [SERIES_FORMAT, count];
+            assert_eq!(
+                decode_series(FleetRelativeParams::default(), &bytes).unwrap_err(),
+                StateDecodeError("series count"),
+                "count {count}"
+            );
+        }
+    }
 }

@@ -73,7 +73,7 @@ pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 
 /// The cohort series as of the last commit point, shared with the HTTP API (reads): cohort key
 /// -> one series per hazard class.
-pub type CohortView = std::sync::RwLock<BTreeMap<String, Vec<detection::Series>>>;
+pub type CohortView = std::sync::RwLock<BTreeMap<String, crate::model::ByClass<detection::Series>>>;
 
 /// Each source partition's fleet sums as of the last commit point, and how many of its vehicles
 /// are out of memory, shared with the HTTP API.
@@ -273,7 +273,7 @@ impl Engine {
                     .series
                     .insert(key, series);
             } else if let Some(mut vehicle) = self.vehicles.get_mut(&key) {
-                vehicle.series = series;
+                vehicle.series = Some(Box::new(series));
             }
         }
         let mut adopted: BTreeSet<i32> = restored.partitions.keys().copied().collect();
@@ -383,13 +383,13 @@ impl Engine {
         let open = self
             .vehicles
             .iter()
-            .map(|v| v.series.iter().filter(|s| s.episode.open.is_some()).count())
+            .map(|v| v.open_episodes())
             .sum::<usize>()
             + self
                 .cohorts
                 .aggregators
                 .values()
-                .flat_map(|a| a.series.values().flatten())
+                .flat_map(|a| a.series.values().flat_map(|s| s.values()))
                 .filter(|s| s.episode.open.is_some())
                 .count();
         metrics.open_episodes.set(open as i64);
@@ -567,7 +567,7 @@ impl Engine {
     }
 
     /// The cohort series (key -> one per hazard class) of the aggregators held here.
-    pub fn cohorts(&self) -> BTreeMap<String, Vec<detection::Series>> {
+    pub fn cohorts(&self) -> BTreeMap<String, crate::model::ByClass<detection::Series>> {
         self.cohorts
             .aggregators
             .values()
@@ -669,25 +669,26 @@ impl Engine {
             }
         }
         let partition = self.partitions.entry(record.partition).or_default();
-        let bin = admission::admit(&self.time, partition, &event)?;
+        let admitted = admission::admit(&self.time, partition, &event)?;
         self.reviews
             .give_up_late(partition, &self.vehicles, &mut self.outbox, &self.metrics);
         if partition.may_close(self.time.bin_width_ms, self.time.allowed_lateness_ms) {
             self.close_due = Some(record.partition);
         }
-        self.count_in_vehicle(record, &event, bin);
+        self.count_in_vehicle(record, &event, admitted);
         Ok(event.kind())
     }
 
-    /// An admitted record counts in its vehicle's bin `bin` (the vehicle is new, or moves here
-    /// with its state if its records came from another partition before), its attributes and
-    /// its review, and is kept as a fact.
+    /// An admitted record counts in its vehicle's bin (the vehicle is new, or moves here with
+    /// its state if its records came from another partition before), its attributes and its
+    /// review, and is kept as a fact.
     fn count_in_vehicle(
         &mut self,
         record: &SourceRecord<'_>,
         event: &TelemetryEvent<'_>,
-        bin: i64,
+        admitted: admission::Admitted,
     ) {
+        let admission::Admitted { time_ms: time, bin } = admitted;
         let counts = BinStats::of_payload(&event.payload);
         let vehicle_id: &str = &event.vehicle_id;
         let mut vehicle = match self.vehicles.get_mut(vehicle_id) {
@@ -710,7 +711,6 @@ impl Engine {
         if vehicle.add(bin, &counts) {
             self.outbox.vehicle_changed(vehicle_id);
         }
-        let time = TimeRules::record_time(event);
         // The clock the partition's watermark follows.
         vehicle.meta.last_event_time_ms = vehicle.meta.last_event_time_ms.max(time);
         if let Some(from) = moved_from {
@@ -875,7 +875,7 @@ impl Engine {
         if fed > 0 {
             self.metrics
                 .detector_updates(KeyKind::Vehicle)
-                .inc_by(fed * HazardClass::ALL.len() as u64);
+                .inc_by(fed * HazardClass::COUNT as u64);
             self.metrics.bins_closed(KeyKind::Vehicle).inc_by(fed);
         }
         count_alerts(&self.metrics, &self.alerts[alerts_before..]);
@@ -904,8 +904,10 @@ impl Engine {
             .map_err(unavailable)?
             .ok_or_else(|| unavailable("not in the state store".into()))?;
         if let Some(bytes) = series {
-            vehicle.series = decode_series(self.detection.params, &bytes)
-                .map_err(|e| unavailable(format!("series: {e}")))?;
+            vehicle.series = Some(Box::new(
+                decode_series(self.detection.params, &bytes)
+                    .map_err(|e| unavailable(format!("series: {e}")))?,
+            ));
         }
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
         if self.publishes_view {
@@ -1129,8 +1131,12 @@ impl Engine {
                 continue;
             };
             vehicle.series_dirty = false;
+            // (Series are dirty only once fed, so they exist.)
+            let Some(series) = &vehicle.series else {
+                continue;
+            };
             let mut bytes = Vec::new();
-            encode_series(&vehicle.series, &mut bytes);
+            encode_series(series, &mut bytes);
             delta.series.push((vehicle.partition, vehicle_id, bytes));
         }
         if !outbox.dirty_cohorts.is_empty() {

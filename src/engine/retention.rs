@@ -81,7 +81,7 @@ pub fn may_leave(
         && vehicle.pending_facts.0.is_empty()
         && vehicle.pending_timeline.0.is_empty()
         && !vehicle.series_dirty
-        && vehicle.series.iter().all(|s| s.episode.open.is_none())
+        && vehicle.open_episodes() == 0
         && vehicle.meta.pending_reviews.is_empty()
         && vehicle.meta.awaiting_review.is_empty()
 }

@@ -96,10 +96,8 @@ impl ReviewDesk {
         // a0 / b0: the policy's scale sets the level, and a fleet mean estimated from the first
         // few reviewed trips would swing it.
         let fleet = detection.vehicle_baseline(HazardClass::Critical, &partition.fleet_sums);
-        let baseline = vehicle
-            .series
-            .first()
-            .map_or(fleet, |s| s.detector.posterior_baseline(fleet));
+        let series = vehicle.series_of(HazardClass::Critical);
+        let baseline = series.map_or(fleet, |s| s.detector.posterior_baseline(fleet));
         let relative = (baseline.shape / baseline.rate) / (fleet.shape / fleet.rate);
         let (a0, b0) = detection.fleet_prior;
         let covariates = TripCovariates {
@@ -107,11 +105,7 @@ impl ReviewDesk {
             exposure_hours: trip.duration_s / 3600.0,
             stratum,
             vehicle_rate: relative * a0 / b0,
-            p_regression: vehicle
-                .series
-                .first()
-                .and_then(|s| s.last)
-                .map_or(0.0, |l| l.p_regression),
+            p_regression: series.and_then(|s| s.last).map_or(0.0, |l| l.p_regression),
         };
         let scale = match partition.sampling_scale {
             s if s > 0.0 => s,
@@ -198,7 +192,7 @@ impl ReviewDesk {
             });
         }
         let review = vehicle.meta.pending_reviews.remove(at);
-        let mut first_change = vehicle.dirty_bins.is_empty();
+        let mut first_change = false;
         for (time, event) in &result.events {
             let bin = time.div_euclid(width_ms) * width_ms;
             let stats = BinStats {
@@ -206,7 +200,7 @@ impl ReviewDesk {
                 critical: u64::from(event.is_critical()),
                 ..BinStats::default()
             };
-            vehicle.add(bin, &stats);
+            first_change |= vehicle.add(bin, &stats);
         }
         let critical: Vec<i64> = result
             .events

@@ -309,8 +309,8 @@ pub struct VehicleState {
     /// The sum of the bins that left the state with retention ([`super::Retention`]): what
     /// [`VehicleState::totals`] adds to the bins kept.
     pub retired: BinStats,
-    /// Change-point series, one per hazard class; empty until the first bin closes.
-    pub series: Vec<super::detection::Series>,
+    /// Change-point series, one per hazard class; none until the first bin closes.
+    pub series: Option<Box<crate::model::ByClass<super::detection::Series>>>,
     /// Series changed since the last commit.
     #[serde(skip)]
     pub series_dirty: bool,
@@ -435,6 +435,20 @@ impl VehicleState {
     /// Adds `stats` to bin `bin`: the one place a vehicle's bins change, marking the bin for
     /// the next commit. `true`: the vehicle's first change since the last commit (the caller
     /// notes the vehicle in the commit outbox).
+    /// Its series of `class`, once its first bin has closed.
+    pub fn series_of(&self, class: crate::model::HazardClass) -> Option<&super::detection::Series> {
+        self.series.as_deref().map(|series| &series[class])
+    }
+
+    /// How many of its series have an episode open.
+    pub fn open_episodes(&self) -> usize {
+        self.series
+            .iter()
+            .flat_map(|series| series.values())
+            .filter(|s| s.episode.open.is_some())
+            .count()
+    }
+
     pub fn add(&mut self, bin: i64, stats: &BinStats) -> bool {
         self.bins.entry(bin).or_default().add(stats);
         self.touch(bin)

@@ -197,8 +197,7 @@ fn bins_close_only_after_the_watermark_passes_their_end_plus_lateness_and_raise_
         e.vehicles()
             .get("v1")
             .unwrap()
-            .series
-            .first()
+            .series_of(HazardClass::Critical)
             .map(|s| s.next_bin_ms)
     };
     assert_eq!(next_bin(&e), None, "no bin closed yet");
@@ -280,7 +279,10 @@ fn a_scheduled_refits_spread_applies_from_the_next_bin() {
     feed(&mut e, &records[..20]);
     let shape = |e: &Engine| {
         let settings = e.detection_settings();
-        (settings.fleet_shape[0], settings.fleet_shape_source[0])
+        (
+            settings.fleet_shape[HazardClass::Critical],
+            settings.fleet_shape_source[HazardClass::Critical],
+        )
     };
     let config = Config::default_config().detector;
     assert_eq!(shape(&e), (config.fleet_shape, "config"));
@@ -305,7 +307,14 @@ fn a_scheduled_refits_spread_applies_from_the_next_bin() {
     feed(&mut e, &records[24..]);
     assert_eq!(shape(&e), (3.0, "refit"));
     assert_eq!(e.prior("v1"), Some(prior));
-    let alerts_source = e.vehicles().get("v1").unwrap().series[0].last.is_some();
+    let alerts_source = e
+        .vehicles()
+        .get("v1")
+        .unwrap()
+        .series_of(HazardClass::Critical)
+        .unwrap()
+        .last
+        .is_some();
     assert!(alerts_source, "the series went on after the refit");
 }
 
@@ -380,7 +389,9 @@ fn cohort_bins_wait_for_every_input_partition_except_empty_ones() {
         let mut e = engine_of_few();
         e.set_input_partitions(inputs);
         feed(&mut e, &records);
-        e.cohorts().get("model:m").map(|s| s[0].next_bin_ms)
+        e.cohorts()
+            .get("model:m")
+            .map(|s| s[HazardClass::Critical].next_bin_ms)
     };
     assert_eq!(
         cohort_bins(&[(0, None), (1, None)]),
@@ -434,7 +445,10 @@ fn a_partition_with_fewer_vehicles_than_the_quorum_is_not_taken_for_empty() {
         "partition 0 closed bins"
     );
     assert_eq!(e.partitions[&1].watermark_ms, i64::MIN);
-    let cohort_next = e.cohorts().get("model:m").map(|s| s[0].next_bin_ms);
+    let cohort_next = e
+        .cohorts()
+        .get("model:m")
+        .map(|s| s[HazardClass::Critical].next_bin_ms);
     assert!(
         cohort_next.is_none_or(|next| next <= T0),
         "a cohort bin closed without partition 1: {cohort_next:?}"
@@ -996,7 +1010,7 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
     let vehicles = e.vehicles();
     let mut compared = 0;
     for vehicle in vehicles.iter().take(20) {
-        for (series, class) in vehicle.series.iter().zip(HazardClass::ALL) {
+        for (class, series) in vehicle.series.iter().flat_map(|s| s.iter()) {
             let replayed = detection::replay_vehicle(
                 &settings,
                 class,
@@ -1015,9 +1029,14 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
         "the rollout is detected"
     );
     let live = &e.cohorts()[cohort];
-    let history =
-        detection::cohort_history(&settings, &*vehicles, cohort, live[0].next_bin_ms).unwrap();
-    for (series, class) in live.iter().zip(HazardClass::ALL) {
+    let history = detection::cohort_history(
+        &settings,
+        &*vehicles,
+        cohort,
+        live[HazardClass::Critical].next_bin_ms,
+    )
+    .unwrap();
+    for (class, series) in live.iter() {
         let replayed = detection::replay_cohort(&settings, class, &history, series.next_bin_ms);
         assert_eq!(replayed.last(), series.last.as_ref(), "{cohort} {class:?}");
         // The alert's P(regression) is in the replayed history, at the bin it was raised after.
@@ -1177,7 +1196,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
         "both aggregators got reports: {delivered:?}"
     );
 
-    let cohorts_of_pair: BTreeMap<String, Vec<detection::Series>> =
+    let cohorts_of_pair: BTreeMap<String, ByClass<detection::Series>> =
         pair.iter().flat_map(|e| e.cohorts()).collect();
     let single_cohorts = single.cohorts();
     assert!(
@@ -1253,9 +1272,13 @@ fn a_firmware_rollouts_rise_is_the_firmware_cohorts_not_its_models() {
         .keys()
         .find(|k| k.starts_with("model:"))
         .expect("model cohorts");
-    let (_, bins) =
-        detection::cohort_history(&settings, &*vehicles, model, cohorts[model][0].next_bin_ms)
-            .unwrap();
+    let (_, bins) = detection::cohort_history(
+        &settings,
+        &*vehicles,
+        model,
+        cohorts[model][HazardClass::Critical].next_bin_ms,
+    )
+    .unwrap();
     let width = settings.bin_width_ms;
     let day = |d: i64| bins.keys().next().unwrap() + d * width;
     let trips_at = |d: i64| bins.get(&day(d)).map_or(0, |b| b.trips);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::detection::{FleetSums, Series, decode_series, encode_series};
 use super::state::{BinStats, RETIRED_BIN, VehicleMeta, VehicleState, cohort_aggregator};
 use crate::detect::fleet_relative::FleetRelativeParams;
-use crate::model::RegressionAlert;
+use crate::model::{ByClass, RegressionAlert};
 
 /// One change of the group's state, as a commit publishes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +175,7 @@ pub struct ViewRecordError {
 pub struct GroupState {
     pub vehicles: HashMap<String, VehicleState>,
     /// Cohort key -> (aggregator partition, one series per hazard class).
-    pub cohorts: BTreeMap<String, (i32, Vec<Series>)>,
+    pub cohorts: BTreeMap<String, (i32, ByClass<Series>)>,
     pub fleet: HashMap<i32, FleetSums>,
     pub partitions: BTreeMap<i32, PartitionStamp>,
     pub alerts: BTreeMap<String, RegressionAlert>,
@@ -239,12 +239,12 @@ impl GroupState {
             }
             (SERIES, None) => {
                 if let Some(vehicle) = self.vehicles.get_mut(&text(rest)?) {
-                    vehicle.series.clear();
+                    vehicle.series = None;
                 }
             }
             (SERIES, Some(value)) => {
                 let series = decode_series(params, value).map_err(|e| refuse(&e.to_string()))?;
-                self.vehicles.entry(text(rest)?).or_default().series = series;
+                self.vehicles.entry(text(rest)?).or_default().series = Some(Box::new(series));
             }
             (COHORT, None) => {
                 self.cohorts.remove(&text(rest)?);
@@ -387,9 +387,9 @@ pub fn items_of_vehicle(id: &str, vehicle: &VehicleState) -> Vec<ViewItem> {
             stats,
         });
     }
-    if !vehicle.series.is_empty() {
+    if let Some(series) = &vehicle.series {
         let mut encoded = Vec::new();
-        encode_series(&vehicle.series, &mut encoded);
+        encode_series(series, &mut encoded);
         items.push(ViewItem::Series {
             id: id.to_string(),
             encoded,

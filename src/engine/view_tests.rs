@@ -42,7 +42,7 @@ fn assert_view_is(view: &GroupState, engine: &Engine) {
         assert_eq!(seen.retired, v.retired, "{}", v.key());
         assert_eq!(seen.series, v.series, "{}", v.key());
     }
-    let cohorts: BTreeMap<String, Vec<detection::Series>> = view
+    let cohorts: BTreeMap<String, crate::model::ByClass<detection::Series>> = view
         .cohorts
         .iter()
         .map(|(k, (_, s))| (k.clone(), s.clone()))

@@ -39,7 +39,7 @@ use crate::engine::view::GroupState;
 use crate::engine::{BinStats, CohortView, VehicleState, Vehicles};
 use crate::generator::GroundTruth;
 use crate::metrics::Metrics;
-use crate::model::{HazardClass, RegressionAlert};
+use crate::model::{ByClass, HazardClass, RegressionAlert};
 use crate::store::Store;
 
 /// What the handlers read.
@@ -256,7 +256,7 @@ impl IntoResponse for ReadError {
 struct Snapshot<'a> {
     alerts: Vec<RegressionAlert>,
     model_run: Option<crate::refit::run::ModelRun>,
-    cohorts: BTreeMap<String, Vec<Series>>,
+    cohorts: BTreeMap<String, ByClass<Series>>,
     fleet: HashMap<i32, crate::engine::PartitionView>,
     /// Source partitions this process holds.
     held: HashSet<i32>,
@@ -755,8 +755,8 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
     let detectors: serde_json::Map<String, Value> = vehicle
         .series
         .iter()
-        .zip(HazardClass::ALL)
-        .map(|(series, class)| (class.name().to_string(), series_json(series)))
+        .flat_map(|series| series.iter())
+        .map(|(class, series)| (class.name().to_string(), series_json(series)))
         .collect();
     json!({
         "vehicle_id": id,
@@ -806,7 +806,8 @@ async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Respo
             if let Some(bytes) = series {
                 vehicle.series =
                     crate::engine::detection::decode_series(state.settings.params, &bytes)
-                        .unwrap_or_default();
+                        .ok()
+                        .map(Box::new);
             }
             let mut body = vehicle_json(&id, &vehicle);
             body["departed"] = json!(true);

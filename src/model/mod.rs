@@ -6,12 +6,14 @@
 //! decoder can borrow from the record buffer and the generator can own its data, with one type.
 
 mod alert;
+mod by_class;
 mod review;
 mod validate;
 
 use std::borrow::Cow;
 
 pub use alert::{AlertStatus, KeyKind, RegressionAlert, utc_date, utc_time};
+pub use by_class::ByClass;
 pub use review::{ReviewRequest, ReviewResult};
 pub use validate::{
     MAX_EVENT_TIME_MS, MAX_REVIEWED_EVENTS, MIN_EVENT_TIME_MS, TRIP_DURATION_TOLERANCE_S,
@@ -139,6 +141,13 @@ pub enum HazardClass {
 
 impl HazardClass {
     pub const ALL: [HazardClass; 2] = [HazardClass::Critical, HazardClass::Disengagement];
+    pub const COUNT: usize = HazardClass::ALL.len();
+
+    /// Its place in [`HazardClass::ALL`] (where [`ByClass`] keeps its value): `ALL` lists the
+    /// variants in their declared order.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn name(self) -> &'static str {
         match self {
