@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
             |mut engine| {
                 for (offset, (bytes, produced_ms)) in records.iter().enumerate() {
                     let record = SourceRecord {
-                        partition: 0,
+                        partition: safetel::engine::PartitionId::Source(0),
                         offset: offset as i64,
                         key: None,
                         payload: bytes,

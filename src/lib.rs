@@ -13,6 +13,8 @@
 //! - [`detect`]: change-point detection for one series against what the fleet predicts, its
 //!   false-alarm-calibrated thresholds, hazard ratios; the earlier self-baseline detector. Pure.
 //! - [`hashing`]: stable id hashes and FNV hashers. Pure.
+//! - [`partition_id`]: which input partition (a source partition or a cohort aggregator), and
+//!   the one number it is written down under. Pure.
 //! - [`dead_letter`]: why a record is dead-lettered, and the recent dead-letter share. Pure.
 //! - [`engine`]: per-record processing and hot state, a coordinator of parts with one job each:
 //!   [`engine::admission`] (size, decode, validity, claimed times, lateness, duplicates,
@@ -43,6 +45,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod nightly;
+pub mod partition_id;
 pub mod refit;
 pub mod registry;
 pub mod sampling;

@@ -44,7 +44,7 @@ pub type Rows = Vec<(String, f64, bool)>;
 pub struct RefitOutcome {
     pub result: RefitResult,
     /// (partition, vehicle, prior): empty when the fit did not converge.
-    pub priors: Vec<(i32, String, Prior)>,
+    pub priors: Vec<(crate::engine::PartitionId, String, Prior)>,
     /// The model-run record (`fact_model_run`), also kept in the store.
     pub run: ModelRun,
 }
@@ -57,7 +57,7 @@ pub struct RefitOutcome {
 pub fn intervals_from_store(
     store: &Store,
     window_days: u32,
-) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
+) -> Result<(BTreeMap<String, crate::engine::PartitionId>, Rows), NightlyError> {
     match intervals_from(store, window_days, |add| store.for_each_timeline_item(add)) {
         Err(NightlyError::NoData) if store.for_each_timeline_item(|_, _, _| {})? == 0 => {
             intervals_from_facts(store, window_days)
@@ -70,7 +70,7 @@ pub fn intervals_from_store(
 pub fn intervals_from_facts(
     store: &Store,
     window_days: u32,
-) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
+) -> Result<(BTreeMap<String, crate::engine::PartitionId>, Rows), NightlyError> {
     intervals_from(store, window_days, |add| {
         store.for_each_fact(|partition, vehicle, bytes| {
             if let Ok(event) = codec::decode(bytes) {
@@ -86,12 +86,15 @@ pub fn intervals_from_facts(
 fn intervals_from(
     store: &Store,
     window_days: u32,
-    read: impl FnOnce(&mut dyn FnMut(i32, &str, TimelineItem)) -> Result<u64, StoreError>,
-) -> Result<(BTreeMap<String, i32>, Rows), NightlyError> {
+    read: impl FnOnce(
+        &mut dyn FnMut(crate::engine::PartitionId, &str, TimelineItem),
+    ) -> Result<u64, StoreError>,
+) -> Result<(BTreeMap<String, crate::engine::PartitionId>, Rows), NightlyError> {
     // The partitions' watermarks are the largest event times accepted: no pass over the facts.
     let latest = store.latest_event_time()?.ok_or(NightlyError::NoData)?;
     let from = latest - i64::from(window_days) * 86_400_000;
-    let mut timelines: BTreeMap<String, (i32, VehicleTimeline)> = BTreeMap::new();
+    let mut timelines: BTreeMap<String, (crate::engine::PartitionId, VehicleTimeline)> =
+        BTreeMap::new();
     read(&mut |partition, vehicle, item| {
         if item.time_ms() >= from {
             let entry = timelines
@@ -130,7 +133,7 @@ pub fn refit_from_store(
     let fit = sample(&data, &settings, on_draw)?;
     let result = summarise_fit(&data, &fit, settings.seed);
     let converged = result.diagnostics.converged;
-    let priors: Vec<(i32, String, Prior)> = if converged {
+    let priors: Vec<(crate::engine::PartitionId, String, Prior)> = if converged {
         result
             .vehicles
             .iter()

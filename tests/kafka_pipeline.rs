@@ -203,7 +203,7 @@ fn sigkill_at_random_points_then_restart_equals_an_uninterrupted_run() {
             .unwrap()
             .partitions
             .iter()
-            .filter(|(p, _)| safetel::engine::cohort_aggregator(**p).is_none())
+            .filter(|(p, _)| p.is_source())
             .map(|(_, p)| p.next_offset)
             .sum();
         killed_at.push(committed);

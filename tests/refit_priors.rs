@@ -20,7 +20,7 @@ fn run(
     store: &mut Store,
     restored: RestoredState,
     records: Vec<(String, Vec<u8>)>,
-    skip: HashMap<i32, i64>,
+    skip: HashMap<safetel::engine::PartitionId, i64>,
 ) -> (Engine, MemoryOutputs) {
     let config = Config::default_config();
     let mut engine = Engine::new(
@@ -173,7 +173,11 @@ fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
     };
     store
         .write_refit(
-            &[(0, "veh-00001".into(), earlier)],
+            &[(
+                safetel::engine::PartitionId::Source(0),
+                "veh-00001".into(),
+                earlier,
+            )],
             &safetel::refit::run::ModelRun {
                 run_id: 1,
                 ..Default::default()

@@ -189,7 +189,9 @@ fn the_snapshot_reads_back_in_pyarrow_with_the_expected_rows_and_keys() {
     let closed = |vehicle: &str, end_ms: i64| {
         let partition = partition_for(vehicle.as_bytes(), 4);
         let day = end_ms.div_euclid(DAY) * DAY;
-        day + DAY <= restored.partitions[&partition].closed_through_ms
+        day + DAY
+            <= restored.partitions[&safetel::engine::PartitionId::Source(partition)]
+                .closed_through_ms
     };
     let ends = trip_ends(generated.iter().map(|r| r.bytes.as_slice()));
     let in_closed_days: Vec<&[u8]> = generated

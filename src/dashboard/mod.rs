@@ -39,7 +39,10 @@ use crate::model::RegressionAlert;
 #[derive(Clone, Copy)]
 pub struct FleetVehicles<'a> {
     local: &'a Vehicles,
-    remote: Option<(&'a HashMap<String, VehicleState>, &'a HashSet<i32>)>,
+    remote: Option<(
+        &'a HashMap<String, VehicleState>,
+        &'a HashSet<crate::engine::PartitionId>,
+    )>,
 }
 
 impl<'a> FleetVehicles<'a> {
@@ -55,7 +58,7 @@ impl<'a> FleetVehicles<'a> {
     pub fn with_group(
         local: &'a Vehicles,
         remote: &'a HashMap<String, VehicleState>,
-        held: &'a HashSet<i32>,
+        held: &'a HashSet<crate::engine::PartitionId>,
     ) -> FleetVehicles<'a> {
         FleetVehicles {
             local,
@@ -109,7 +112,7 @@ impl<'a> FleetVehicles<'a> {
     }
 
     /// The vehicles of source partition `partition`.
-    pub fn partition(&self, partition: i32) -> impl VehicleSet + '_ {
+    pub fn partition(&self, partition: crate::engine::PartitionId) -> impl VehicleSet + '_ {
         PartitionOf(*self, partition)
     }
 }
@@ -120,7 +123,7 @@ impl VehicleSet for FleetVehicles<'_> {
     }
 }
 
-struct PartitionOf<'a>(FleetVehicles<'a>, i32);
+struct PartitionOf<'a>(FleetVehicles<'a>, crate::engine::PartitionId);
 
 impl VehicleSet for PartitionOf<'_> {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
@@ -138,7 +141,8 @@ pub struct Sources<'a> {
     /// Cohort key -> one series per hazard class.
     pub cohorts: &'a BTreeMap<String, crate::model::ByClass<Series>>,
     /// Each source partition's fleet sums as of the last commit point.
-    pub fleet: &'a std::collections::HashMap<i32, crate::engine::PartitionView>,
+    pub fleet:
+        &'a std::collections::HashMap<crate::engine::PartitionId, crate::engine::PartitionView>,
     pub settings: &'a DetectionSettings,
     /// Every alert published, in any order.
     pub alerts: &'a [RegressionAlert],

@@ -63,7 +63,7 @@ fn feed(engine: &mut Engine, records: &[MemoryRecord]) -> Vec<Result<RecordKind,
             let offset = offsets.entry(partition).or_default();
             *offset += 1;
             engine.process(&SourceRecord {
-                partition,
+                partition: PartitionId::Source(partition),
                 offset: *offset - 1,
                 key: Some(r.key.as_bytes()),
                 payload: &r.bytes,
@@ -85,7 +85,7 @@ fn bins_except(engine: &Engine, but: &str) -> Bins {
         .collect()
 }
 
-fn watermarks(engine: &Engine) -> BTreeMap<i32, (i64, i64)> {
+fn watermarks(engine: &Engine) -> BTreeMap<PartitionId, (i64, i64)> {
     engine
         .partitions
         .iter()
@@ -454,7 +454,7 @@ fn run_committing(
     max_records: usize,
 ) -> MemoryDeadLetters {
     let restored = store.restore().unwrap();
-    let skip: HashMap<i32, i64> = restored
+    let skip: HashMap<PartitionId, i64> = restored
         .partitions
         .iter()
         .map(|(p, s)| (*p, s.next_offset))

@@ -3,24 +3,25 @@
 //!
 //! In process (`demo`, the experiments) one aggregator takes every report at once. With the
 //! repartition topic (`run`), reports leave with the next commit, split by cohort over the
-//! topic's partitions, and come back as records on aggregator partitions
-//! ([`cohort_aggregator_partition`]) wherever the consumer group assigns them. The
+//! topic's partitions, and come back as records of aggregator partitions
+//! ([`PartitionId::Cohort`]) wherever the consumer group assigns them. The
 //! [`CohortAggregator`]s held here close cohort bins once every source partition has passed them
 //! ([`cohorts`](super::cohorts) owns the aggregation itself).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::PartitionId;
 use super::cohorts::{CohortAggregator, PartitionReport};
 use super::detection::DetectionSettings;
 use super::outbox::Outbox;
-use super::state::{self, PartitionState, cohort_aggregator, cohort_aggregator_partition};
+use super::state::{self, PartitionState};
 use crate::metrics::Metrics;
 use crate::model::{HazardClass, KeyKind, RegressionAlert};
 
 /// Cohort reports' routes and the aggregators held by this process.
 #[derive(Default)]
 pub struct CohortRouter {
-    /// Cohort aggregators by partition number ([`cohort_aggregator_partition`]).
+    /// Cohort aggregators by number (their partition of the repartition topic).
     pub(super) aggregators: BTreeMap<i32, CohortAggregator>,
     /// `Some(n)`: reports leave through the repartition topic's `n` partitions and come back as
     /// records; `None`: one aggregator in process takes them directly.
@@ -38,7 +39,7 @@ pub struct CohortRouter {
 /// What routing a report may change besides the aggregators.
 pub struct RouteEffects<'a> {
     pub detection: &'a DetectionSettings,
-    pub partitions: &'a HashMap<i32, PartitionState>,
+    pub partitions: &'a HashMap<PartitionId, PartitionState>,
     pub outbox: &'a mut Outbox,
     pub alerts: &'a mut Vec<RegressionAlert>,
     pub metrics: &'a Metrics,
@@ -60,7 +61,7 @@ impl CohortRouter {
     pub fn set_inputs(
         &mut self,
         inputs: &[(i32, Option<i64>)],
-        partitions: &HashMap<i32, PartitionState>,
+        partitions: &HashMap<PartitionId, PartitionState>,
         outbox: &mut Outbox,
     ) {
         if self.inputs.as_deref() != Some(inputs) {
@@ -79,9 +80,11 @@ impl CohortRouter {
     }
 
     /// Lets go of released partitions' aggregators and what was announced of them.
-    pub fn release(&mut self, gone: impl Fn(&i32) -> bool) {
-        self.aggregators.retain(|p, _| !gone(p));
-        self.announced_empty.retain(|p| !gone(p));
+    pub fn release(&mut self, gone: impl Fn(&PartitionId) -> bool) {
+        self.aggregators
+            .retain(|q, _| !gone(&PartitionId::Cohort(*q)));
+        self.announced_empty
+            .retain(|p| !gone(&PartitionId::Source(*p)));
     }
 
     /// Takes a partition's cohort report: to the aggregator in process, or to the repartition
@@ -97,11 +100,12 @@ impl CohortRouter {
                         .extend(parts.into_iter().map(|p| (q, p)));
                 }
             }
-            None => self.aggregate(cohort_aggregator_partition(0), report, effects),
+            None => self.aggregate(0, report, effects),
         }
     }
 
-    /// Hands a report to aggregator `at` and closes the cohort bins it now can.
+    /// Hands a report to aggregator `at` (its number: the repartition topic's partition) and
+    /// closes the cohort bins it now can.
     pub fn aggregate(&mut self, at: i32, report: PartitionReport, effects: RouteEffects<'_>) {
         let mut aggregator = self.aggregators.remove(&at).unwrap_or_default();
         if aggregator.apply(report) {
@@ -132,7 +136,7 @@ impl CohortRouter {
     /// reported empty (none while the partition count is unknown).
     fn sources(
         &self,
-        partitions: &HashMap<i32, PartitionState>,
+        partitions: &HashMap<PartitionId, PartitionState>,
         aggregator: &CohortAggregator,
     ) -> Vec<i32> {
         match (self.topic_partitions, self.source_partitions) {
@@ -146,8 +150,8 @@ impl CohortRouter {
             (None, _) => {
                 let mut sources: Vec<i32> = partitions
                     .iter()
-                    .filter(|(p, s)| cohort_aggregator(**p).is_none() && !s.clocks.is_empty())
-                    .map(|(p, _)| *p)
+                    .filter(|(_, s)| !s.clocks.is_empty())
+                    .filter_map(|(p, _)| p.source())
                     .collect();
                 sources.sort_unstable();
                 sources
@@ -163,12 +167,12 @@ impl CohortRouter {
 /// Whether a partition has delivered no accepted record and is at its end (`end`, where
 /// known). (Not "has no watermark": one with fewer vehicles than the quorum has none yet.)
 fn known_empty(
-    partitions: &HashMap<i32, PartitionState>,
-    partition: i32,
+    partitions: &HashMap<PartitionId, PartitionState>,
+    source: i32,
     end: Option<i64>,
 ) -> bool {
     let (accepted, next) = partitions
-        .get(&partition)
+        .get(&PartitionId::Source(source))
         .map_or((false, 0), |s| (!s.clocks.is_empty(), s.next_offset));
     end.is_some_and(|end| !accepted && next >= end)
 }

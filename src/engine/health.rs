@@ -258,7 +258,11 @@ mod tests {
         assert!(reasons_contain(&readiness(&flooded), "dead-letter share"));
 
         let behind = RunStatus {
-            lag: [(0, 800), (1, 400)].into(),
+            lag: [
+                (crate::engine::PartitionId::Source(0), 800),
+                (crate::engine::PartitionId::Source(1), 400),
+            ]
+            .into(),
             ..healthy_status()
         };
         assert!(reasons_contain(

@@ -56,7 +56,7 @@ impl Wanted {
 /// The facts and seen ids of one partition, rebuilt from its input records offered in offset
 /// order.
 pub struct FactsRebuild {
-    partition: i32,
+    partition: super::PartitionId,
     bin_width_ms: i64,
     wanted: Wanted,
     rejected: BTreeSet<i64>,
@@ -74,7 +74,7 @@ pub struct FactsRebuild {
 impl FactsRebuild {
     /// A rebuild of what `wanted` asks for among the records not in `rejected`.
     pub fn new(
-        partition: i32,
+        partition: super::PartitionId,
         bin_width_ms: i64,
         wanted: Wanted,
         rejected: BTreeSet<i64>,

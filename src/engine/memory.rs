@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::runner::{DeadLetterSink, OutputSink, Poll, RecordSource, SinkError, SourceError};
-use super::{Rejection, SourceRecord};
+use super::{PartitionId, Rejection, SourceRecord};
 use crate::model::{RegressionAlert, ReviewRequest};
 
 /// Records handed to the engine per poll.
@@ -70,7 +70,7 @@ pub struct MemorySource<I> {
     partitions: i32,
     next_offsets: HashMap<i32, i64>,
     /// Records of each partition to skip: already reflected in restored state.
-    skip_before: HashMap<i32, i64>,
+    skip_before: HashMap<PartitionId, i64>,
 }
 
 impl<I: Iterator<Item: Into<MemoryRecord>>> MemorySource<I> {
@@ -84,7 +84,7 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> MemorySource<I> {
     }
 
     /// Resumes after a restart: records below these offsets were already processed.
-    pub fn resume_from(mut self, positions: HashMap<i32, i64>) -> Self {
+    pub fn resume_from(mut self, positions: HashMap<PartitionId, i64>) -> Self {
         self.skip_before = positions;
         self
     }
@@ -115,10 +115,11 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
                     Poll::Records(count)
                 });
             };
-            let partition = partition_for(key.as_bytes(), self.partitions);
-            let offset = self.next_offsets.entry(partition).or_insert(0);
+            let number = partition_for(key.as_bytes(), self.partitions);
+            let offset = self.next_offsets.entry(number).or_insert(0);
             let this = *offset;
             *offset += 1;
+            let partition = PartitionId::Source(number);
             if this < self.skip_before.get(&partition).copied().unwrap_or(0) {
                 continue;
             }
@@ -138,7 +139,7 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
 /// A dead letter kept in memory.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
-    pub partition: i32,
+    pub partition: PartitionId,
     pub offset: i64,
     pub reason: &'static str,
     pub error: String,

@@ -40,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::model::{
     HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, TelemetryEvent,
 };
+pub use crate::partition_id::{PartitionId, StoredPartition};
 use crate::sampling::SamplingPolicy;
 use admission::TimeRules;
 use cohort_router::{CohortRouter, RouteEffects};
@@ -51,16 +52,15 @@ use outbox::Outbox;
 pub use retention::{Retention, VehicleArchive};
 use reviews::{ReviewDesk, review_hold};
 pub use state::{
-    BinStats, COHORT_PARTITION_BASE, FactSegment, FnvHashBuilder, IdHashBuilder,
-    LEGACY_COHORT_PARTITION, PartitionPosition, PartitionState, PendingReview, Prior, RETIRED_BIN,
-    RecentRecord, SeenSegment, StateDelta, VehicleMeta, VehicleState, cohort_aggregator,
-    cohort_aggregator_partition, fact_records, id_hash,
+    BinStats, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition, PartitionState,
+    PendingReview, Prior, RETIRED_BIN, RecentRecord, SeenSegment, StateDelta, VehicleMeta,
+    VehicleState, fact_records, id_hash,
 };
 
 /// One record as read from a source.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceRecord<'a> {
-    pub partition: i32,
+    pub partition: PartitionId,
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: &'a [u8],
@@ -77,7 +77,7 @@ pub type CohortView = std::sync::RwLock<BTreeMap<String, crate::model::ByClass<d
 
 /// Each source partition's fleet sums as of the last commit point, and how many of its vehicles
 /// are out of memory, shared with the HTTP API.
-pub type FleetView = std::sync::RwLock<HashMap<i32, PartitionView>>;
+pub type FleetView = std::sync::RwLock<HashMap<PartitionId, PartitionView>>;
 
 /// A source partition as the HTTP API sees it ([`FleetView`]).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,7 +96,7 @@ impl VehicleSet for Vehicles {
 }
 
 /// The vehicles of one source partition.
-pub struct PartitionVehicles<'a>(pub &'a Vehicles, pub i32);
+pub struct PartitionVehicles<'a>(pub &'a Vehicles, pub PartitionId);
 
 impl VehicleSet for PartitionVehicles<'_> {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
@@ -119,11 +119,11 @@ pub struct Engine {
     publishes_view: bool,
     /// Vehicles that left memory (silent), by the partition their state is stored under, with
     /// the first and last bins of theirs the store still keeps (`None`: all retired).
-    departed: HashMap<String, (i32, Option<(i64, i64)>)>,
+    departed: HashMap<String, (PartitionId, Option<(i64, i64)>)>,
     /// The number of the next commit ([`Engine::take_delta`]), from 1.
     commits: u64,
     vehicles: Arc<Vehicles>,
-    partitions: HashMap<i32, PartitionState>,
+    partitions: HashMap<PartitionId, PartitionState>,
     detection: DetectionSettings,
     /// Where cohort reports go, and the cohort aggregators held here.
     cohorts: CohortRouter,
@@ -132,10 +132,10 @@ pub struct Engine {
     /// Alerts raised since the last commit point, oldest first.
     alerts: Vec<RegressionAlert>,
     /// The record just accepted let this partition close a bin still open.
-    close_due: Option<i32>,
+    close_due: Option<PartitionId>,
     /// The record just accepted moved its vehicle away from this partition, where it was one
     /// of the few most advanced.
-    clocks_to_rebuild: Option<i32>,
+    clocks_to_rebuild: Option<PartitionId>,
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
     /// Under a review budget: which trips are reviewed, and the review service's round trip.
@@ -153,16 +153,16 @@ pub struct Engine {
 #[derive(Debug)]
 pub struct RestoredState {
     pub vehicles: Vec<(String, VehicleState)>,
-    pub partitions: HashMap<i32, PartitionState>,
+    pub partitions: HashMap<PartitionId, PartitionState>,
     /// (partition, vehicle id or cohort key, encoded series) as the store holds them.
-    pub series: Vec<(i32, String, Vec<u8>)>,
-    /// (aggregator partition, progress) of the cohort aggregators.
+    pub series: Vec<(PartitionId, String, Vec<u8>)>,
+    /// (aggregator, progress) of the cohort aggregators.
     pub aggregators: Vec<(i32, AggregatorProgress)>,
     /// Per-vehicle priors from the last refit that converged.
     pub priors: Vec<(String, Prior)>,
     /// The fleet sums of source partitions, where the store kept them (else they are summed
     /// from the bins, which is exact only while no bin has been retired).
-    pub fleet_sums: HashMap<i32, FleetSums>,
+    pub fleet_sums: HashMap<PartitionId, FleetSums>,
 }
 
 impl Default for RestoredState {
@@ -183,7 +183,7 @@ impl Default for RestoredState {
 #[derive(Debug, thiserror::Error)]
 #[error("series state of `{key}` (partition {partition}): {source}")]
 pub struct RestoreError {
-    pub partition: i32,
+    pub partition: PartitionId,
     pub key: String,
     pub source: StateDecodeError,
 }
@@ -244,17 +244,13 @@ impl Engine {
             state.quiet_since_commit = Some(self.commits - 1);
             self.vehicles.insert(id, state);
         }
-        for (partition, progress) in restored.aggregators {
+        for (aggregator, progress) in restored.aggregators {
             self.cohorts.aggregators.insert(
-                partition,
+                aggregator,
                 CohortAggregator::default().with_progress(progress),
             );
         }
         for (partition, key, bytes) in restored.series {
-            if partition == LEGACY_COHORT_PARTITION {
-                tracing::warn!(cohort = %key, "cohort state from an older safetel is not used: the cohort's series starts again");
-                continue;
-            }
             if !is_current_series(&bytes) {
                 tracing::warn!(key = %key, "change-point state of the earlier self-baseline detector is not used: the series starts again");
                 continue;
@@ -265,10 +261,10 @@ impl Engine {
                     key: key.clone(),
                     source,
                 })?;
-            if cohort_aggregator(partition).is_some() {
+            if let PartitionId::Cohort(aggregator) = partition {
                 self.cohorts
                     .aggregators
-                    .entry(partition)
+                    .entry(aggregator)
                     .or_default()
                     .series
                     .insert(key, series);
@@ -276,7 +272,7 @@ impl Engine {
                 vehicle.series = Some(Box::new(series));
             }
         }
-        let mut adopted: BTreeSet<i32> = restored.partitions.keys().copied().collect();
+        let mut adopted: BTreeSet<PartitionId> = restored.partitions.keys().copied().collect();
         adopted.extend(restored_vehicle_partitions);
         let mut fleet_sums = restored.fleet_sums;
         for (partition, mut state) in restored.partitions {
@@ -286,8 +282,7 @@ impl Engine {
                 None => {
                     // A store from before fleet sums were kept: sum the bins (all still there)
                     // and keep the sums with the next commit, before any bin retires.
-                    if state.closed_through_ms != i64::MIN && cohort_aggregator(partition).is_none()
-                    {
+                    if state.closed_through_ms != i64::MIN && partition.is_source() {
                         self.outbox.dirty_fleet.insert(partition);
                     }
                     FleetSums::of(
@@ -321,7 +316,7 @@ impl Engine {
 
     /// Rebuilds a partition's vehicle clocks from its vehicles' latest record times (the
     /// watermark they give never takes it back).
-    fn rebuild_clocks(&mut self, partition: i32) {
+    fn rebuild_clocks(&mut self, partition: PartitionId) {
         let quorum = self.time.watermark_quorum;
         let vehicles = self.vehicles.iter().filter(|v| v.partition == partition);
         let latest: Vec<(String, i64)> = vehicles
@@ -336,8 +331,8 @@ impl Engine {
     /// Lets go of partitions (given to another process): their vehicles, positions and cohort
     /// aggregators leave the engine. What was not committed is dropped; the next owner redoes
     /// it from the committed state.
-    pub fn release(&mut self, partitions: &[i32]) {
-        let gone = |p: &i32| partitions.contains(p);
+    pub fn release(&mut self, partitions: &[PartitionId]) {
+        let gone = |p: &PartitionId| partitions.contains(p);
         self.vehicles.retain(|_, v| !gone(&v.partition));
         self.partitions.retain(|p, _| !gone(p));
         self.cohorts.release(gone);
@@ -350,9 +345,14 @@ impl Engine {
 
     /// Every partition number the engine holds state for: source partitions (with positions or
     /// vehicles) and cohort aggregators.
-    pub fn held_partitions(&self) -> Vec<i32> {
-        let mut held: BTreeSet<i32> = self.partitions.keys().copied().collect();
-        held.extend(self.cohorts.aggregators.keys().copied());
+    pub fn held_partitions(&self) -> Vec<PartitionId> {
+        let mut held: BTreeSet<PartitionId> = self.partitions.keys().copied().collect();
+        held.extend(
+            self.cohorts
+                .aggregators
+                .keys()
+                .map(|&q| PartitionId::Cohort(q)),
+        );
         held.extend(self.vehicles.iter().map(|v| v.partition));
         held.into_iter().collect()
     }
@@ -409,7 +409,7 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         view.clear();
         for (p, state) in &self.partitions {
-            if cohort_aggregator(*p).is_none() {
+            if p.is_source() {
                 let departed = self.departed.values().filter(|(at, _)| at == p).count();
                 let fleet = state.fleet_sums.clone();
                 view.insert(*p, PartitionView { fleet, departed });
@@ -427,8 +427,8 @@ impl Engine {
 
     /// Sends the partitions' cohort reports through a repartition topic of `partitions`
     /// partitions instead of to an aggregator in process: they leave with each commit
-    /// ([`StateDelta::cohort_reports`]) and come back as records on partition numbers
-    /// [`cohort_aggregator_partition`]`(q)`, wherever the consumer group assigns them.
+    /// ([`StateDelta::cohort_reports`]) and come back as records of [`PartitionId::Cohort`],
+    /// wherever the consumer group assigns them.
     pub fn with_cohort_topic(mut self, partitions: i32) -> Engine {
         self.cohorts.use_topic(partitions);
         self
@@ -467,9 +467,9 @@ impl Engine {
         self.reviews.take_requests()
     }
 
-    /// Tells the engine which partitions it reads (with end offsets where known). With the
-    /// repartition topic, a partition known to be empty (no record, at its end) is reported so,
-    /// so that cohort bins do not wait for it.
+    /// Tells the engine which source partitions it reads (their numbers, with end offsets where
+    /// known). With the repartition topic, a partition known to be empty (no record, at its
+    /// end) is reported so, so that cohort bins do not wait for it.
     pub fn set_input_partitions(&mut self, inputs: &[(i32, Option<i64>)]) {
         self.cohorts
             .set_inputs(inputs, &self.partitions, &mut self.outbox);
@@ -488,11 +488,15 @@ impl Engine {
     }
 
     /// A record of the repartition topic: a source partition's cohort report.
-    fn process_report(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
+    fn process_report(
+        &mut self,
+        record: &SourceRecord<'_>,
+        aggregator: i32,
+    ) -> Result<RecordKind, Rejection> {
         let result = match serde_json::from_slice::<PartitionReport>(record.payload) {
             Ok(report) => {
                 let (router, effects) = self.route_effects();
-                router.aggregate(record.partition, report, effects);
+                router.aggregate(aggregator, report, effects);
                 Ok(RecordKind::CohortReport)
             }
             Err(e) => Err(Rejection::CohortReport(e.to_string())),
@@ -596,7 +600,7 @@ impl Engine {
     }
 
     /// Next offset to read per partition, as of the records processed so far.
-    pub fn positions(&self) -> HashMap<i32, i64> {
+    pub fn positions(&self) -> HashMap<PartitionId, i64> {
         self.partitions
             .iter()
             .map(|(p, s)| (*p, s.next_offset))
@@ -629,9 +633,10 @@ impl Engine {
     /// Processes one record. `Err` means the record did not change state (apart from the
     /// partition's offset) and belongs in the dead-letter topic.
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
-        if cohort_aggregator(record.partition).is_some() {
-            return self.process_report(record);
-        }
+        let source = match record.partition {
+            PartitionId::Cohort(aggregator) => return self.process_report(record, aggregator),
+            PartitionId::Source(n) => n,
+        };
         self.metrics.records_received.inc();
         let result = self.apply(record);
         if let Some(partition) = self.clocks_to_rebuild.take() {
@@ -645,10 +650,8 @@ impl Engine {
             Ok(kind) => self.metrics.records_accepted(*kind).inc(),
             Err(rejection) => self.metrics.dlq_records(rejection.reason()).inc(),
         }
-        self.recent.push(
-            record.partition,
-            result.as_ref().err().map(Rejection::reason),
-        );
+        self.recent
+            .push(source, result.as_ref().err().map(Rejection::reason));
         result
     }
 
@@ -800,7 +803,7 @@ impl Engine {
 
     /// Closes the bins the partition's watermark has passed (plus lateness): its vehicles' first,
     /// then the cohorts' once every partition has passed them.
-    fn close_bins(&mut self, partition: i32) {
+    fn close_bins(&mut self, partition: PartitionId) {
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
@@ -879,10 +882,9 @@ impl Engine {
             self.metrics.bins_closed(KeyKind::Vehicle).inc_by(fed);
         }
         count_alerts(&self.metrics, &self.alerts[alerts_before..]);
-        if !self.detection.cohorts.is_empty() {
+        if let (false, Some(source)) = (self.detection.cohorts.is_empty(), partition.source()) {
             let vehicles = PartitionVehicles(&self.vehicles, partition);
-            let report =
-                PartitionReport::build(&self.detection, partition, &vehicles, start, through);
+            let report = PartitionReport::build(&self.detection, source, &vehicles, start, through);
             let (router, effects) = self.route_effects();
             router.route(report, effects);
         }
@@ -890,7 +892,7 @@ impl Engine {
 
     /// Takes everything changed since the last call, and forgets record ids too old to matter.
     /// A vehicle that left memory sends again: its committed state comes back from the archive.
-    fn bring_back(&mut self, stored_under: i32, vehicle_id: &str) -> Result<(), Rejection> {
+    fn bring_back(&mut self, stored_under: PartitionId, vehicle_id: &str) -> Result<(), Rejection> {
         let archive = self
             .archive
             .as_ref()
@@ -928,7 +930,11 @@ impl Engine {
     /// Vehicles of partition `p` that may leave memory ([`retention::may_leave`]) since an
     /// earlier commit (so the store holds all they knew) leave it.
     /// Returns those that left, with their bins.
-    fn let_silent_vehicles_go(&mut self, p: i32, silent_ms: i64) -> Vec<(String, Vec<i64>)> {
+    fn let_silent_vehicles_go(
+        &mut self,
+        p: PartitionId,
+        silent_ms: i64,
+    ) -> Vec<(String, Vec<i64>)> {
         let Some(state) = self.partitions.get(&p) else {
             return Vec::new();
         };
@@ -987,7 +993,7 @@ impl Engine {
     }
 
     /// Retires the bins of partition `p`'s vehicles before `horizon_ms` into their sums.
-    fn retire_bins(&mut self, p: i32, horizon_ms: i64, delta: &mut StateDelta) {
+    fn retire_bins(&mut self, p: PartitionId, horizon_ms: i64, delta: &mut StateDelta) {
         for mut entry in self.vehicles.iter_mut() {
             if entry.partition != p {
                 continue;
@@ -1154,7 +1160,7 @@ impl Engine {
         for (at, key) in outbox.dirty_cohorts {
             let mut bytes = Vec::new();
             encode_series(&self.cohorts.aggregators[&at].series[&key], &mut bytes);
-            delta.series.push((at, key, bytes));
+            delta.series.push((PartitionId::Cohort(at), key, bytes));
         }
         for at in outbox.dirty_aggregators {
             delta
@@ -1165,7 +1171,8 @@ impl Engine {
         delta.alerts = outbox.published;
         let mut gone = Vec::new();
         if let (Some(silent), true) = (self.retention.silent_ms, self.archive.is_some()) {
-            let partitions: Vec<i32> = delta.positions.iter().map(|p| p.partition).collect();
+            let partitions: Vec<PartitionId> =
+                delta.positions.iter().map(|p| p.partition).collect();
             for p in partitions {
                 gone.extend(self.let_silent_vehicles_go(p, silent));
             }
@@ -1187,14 +1194,15 @@ impl Engine {
         everything: bool,
         returned: BTreeSet<String>,
     ) -> Vec<view::ViewItem> {
-        let departed_in = |p: i32| self.departed.values().filter(|(at, _)| *at == p).count();
+        let departed_in =
+            |p: PartitionId| self.departed.values().filter(|(at, _)| *at == p).count();
         let mut items = view::items_of_delta(delta, gone, departed_in);
         if everything {
             for vehicle in self.vehicles.iter() {
                 items.extend(view::items_of_vehicle(vehicle.key(), &vehicle));
             }
             for (&p, state) in &self.partitions {
-                if cohort_aggregator(p).is_none() {
+                if p.is_source() {
                     items.push(view::ViewItem::Fleet {
                         partition: p,
                         sums: state.fleet_sums.clone(),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use super::PartitionId;
 use super::cohorts::PartitionReport;
 use crate::model::RegressionAlert;
 
@@ -14,7 +15,7 @@ pub struct Outbox {
     /// Vehicles with changed bins or attributes ([`VehicleState::dirty_bins`](super::VehicleState)).
     pub(super) dirty_vehicles: Vec<String>,
     /// Partitions that read records.
-    pub(super) moved_partitions: Vec<i32>,
+    pub(super) moved_partitions: Vec<PartitionId>,
     /// Vehicles whose series were fed.
     pub(super) dirty_series: Vec<String>,
     /// (aggregator partition, cohort) of cohort series fed.
@@ -22,7 +23,7 @@ pub struct Outbox {
     /// Aggregators whose progress changed.
     pub(super) dirty_aggregators: BTreeSet<i32>,
     /// Source partitions that closed bins (their fleet sums changed).
-    pub(super) dirty_fleet: BTreeSet<i32>,
+    pub(super) dirty_fleet: BTreeSet<PartitionId>,
     /// Cohort reports for the repartition topic, by its partition.
     pub(super) reports: Vec<(i32, PartitionReport)>,
     /// Alerts published since the last commit, for the store's record.
@@ -47,10 +48,14 @@ impl Outbox {
     }
 
     /// Forgets what named released partitions.
-    pub fn release(&mut self, gone: impl Fn(&i32) -> bool) {
+    pub fn release(&mut self, gone: impl Fn(&PartitionId) -> bool) {
         self.moved_partitions.retain(|p| !gone(p));
-        self.dirty_cohorts.retain(|(p, _)| !gone(p));
-        self.dirty_aggregators.retain(|p| !gone(p));
-        self.reports.retain(|(_, r)| !gone(&r.source));
+        self.dirty_fleet.retain(|p| !gone(p));
+        self.dirty_cohorts
+            .retain(|(q, _)| !gone(&PartitionId::Cohort(*q)));
+        self.dirty_aggregators
+            .retain(|q| !gone(&PartitionId::Cohort(*q)));
+        self.reports
+            .retain(|(_, r)| !gone(&PartitionId::Source(r.source)));
     }
 }

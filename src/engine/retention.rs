@@ -58,7 +58,11 @@ pub type StoredVehicle = (VehicleState, Option<Vec<u8>>);
 pub trait VehicleArchive: Send + Sync {
     /// The vehicle's state as last committed under `partition` (its series still encoded), or
     /// `None` if the store has none.
-    fn load(&self, partition: i32, vehicle_id: &str) -> Result<Option<StoredVehicle>, String>;
+    fn load(
+        &self,
+        partition: super::PartitionId,
+        vehicle_id: &str,
+    ) -> Result<Option<StoredVehicle>, String>;
 }
 
 /// Whether `vehicle` may leave memory now: paused since a bin its partition has closed (so

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{Engine, Rejection, SourceRecord, StateDelta};
+use super::{Engine, PartitionId, Rejection, SourceRecord, StateDelta};
 use crate::model::{RegressionAlert, ReviewRequest};
 
 /// What a poll produced.
@@ -29,8 +29,8 @@ pub enum Poll {
 /// names them, and the consumer group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lag {
-    /// The engine's number for the partition (a cohort aggregator's for the repartition topic).
-    pub internal: i32,
+    /// The engine's partition (a cohort aggregator for the repartition topic).
+    pub internal: PartitionId,
     pub topic: String,
     pub group: String,
     pub partition: i32,
@@ -53,12 +53,13 @@ pub trait RecordSource {
     }
 
     /// Records between each partition's position and its end, where known.
-    fn lag(&self, _positions: &HashMap<i32, i64>) -> Vec<Lag> {
+    fn lag(&self, _positions: &HashMap<PartitionId, i64>) -> Vec<Lag> {
         Vec::new()
     }
 
-    /// The partitions this process reads now, each with its end offset where known; `None` if
-    /// the source cannot tell (then every partition that delivered a record counts).
+    /// The source partitions this process reads now (their numbers), each with its end offset
+    /// where known; `None` if the source cannot tell (then every partition that delivered a
+    /// record counts).
     fn partitions(&self) -> Option<Vec<(i32, Option<i64>)>> {
         None
     }
@@ -74,7 +75,7 @@ pub trait RecordSource {
     fn revoked(&mut self) {}
 
     /// Starts reading the assigned partitions, each at its next offset (`None`: from the start).
-    fn assign(&mut self, _positions: &[(i32, Option<i64>)]) -> Result<(), SourceError> {
+    fn assign(&mut self, _positions: &[(PartitionId, Option<i64>)]) -> Result<(), SourceError> {
         Ok(())
     }
 
@@ -109,9 +110,12 @@ pub struct SourceHealth {
 pub enum Rebalance {
     /// Partitions taken away. `lost`: the group moved on without us (a session timeout), so
     /// they may already be another process's and nothing more may be committed for them.
-    Revoke { partitions: Vec<i32>, lost: bool },
+    Revoke {
+        partitions: Vec<PartitionId>,
+        lost: bool,
+    },
     /// Partitions given to this process (with eager rebalancing, all it owns from now on).
-    Assign(Vec<i32>),
+    Assign(Vec<PartitionId>),
 }
 
 /// Where rejected records go: the DLQ topic in `run`, memory in `demo`.
@@ -146,7 +150,7 @@ pub trait CommitTarget: Send {
     /// with whatever another process committed for them.
     fn load_partitions(
         &mut self,
-        _partitions: &[i32],
+        _partitions: &[PartitionId],
     ) -> Result<super::RestoredState, CommitError> {
         Err(CommitError::Unsupported(
             "this state store cannot take over partitions (no changelog)",
@@ -236,7 +240,7 @@ pub struct RunStatus {
     /// process was last assigned.
     pub assigned_partitions: Option<Vec<i32>>,
     pub assigned_cohort_partitions: Option<Vec<i32>>,
-    pub lag: BTreeMap<i32, i64>,
+    pub lag: BTreeMap<PartitionId, i64>,
     pub last_error: Option<String>,
     /// Assignments received from the consumer group so far.
     pub assignments: u64,
@@ -259,16 +263,15 @@ pub struct RunStatus {
 
 impl RunStatus {
     /// The committed next offsets: source partitions' and the repartition topic's.
-    fn set_committed(&mut self, positions: &HashMap<i32, i64>) {
+    fn set_committed(&mut self, positions: &HashMap<PartitionId, i64>) {
         self.committed_offsets = positions
             .iter()
-            .filter(|(p, _)| super::cohort_aggregator(**p).is_none())
-            .map(|(p, o)| (*p, *o))
+            .filter_map(|(p, o)| Some((p.source()?, *o)))
             .collect();
         self.committed_records = self.committed_offsets.values().sum();
         self.cohort_report_offsets = positions
             .iter()
-            .filter_map(|(p, o)| Some((super::cohort_aggregator(*p)?, *o)))
+            .filter_map(|(p, o)| Some((p.cohort()?, *o)))
             .collect();
     }
 
@@ -335,18 +338,18 @@ impl RunSummary {
 /// Work for the writer thread.
 enum WriterJob {
     Commit(Box<PendingCommit>),
-    Load(Vec<i32>),
+    Load(Vec<PartitionId>),
 }
 
 /// A commit handed to the writer thread.
 struct PendingCommit {
     delta: StateDelta,
-    positions: HashMap<i32, i64>,
+    positions: HashMap<PartitionId, i64>,
     started: Instant,
 }
 
 /// What the writer thread reports back: the positions now durable and the commit's duration.
-type CommitDone = Result<(HashMap<i32, i64>, f64), CommitError>;
+type CommitDone = Result<(HashMap<PartitionId, i64>, f64), CommitError>;
 
 /// Runs until the source ends or `shutdown` is set, then commits once more.
 ///
@@ -603,23 +606,17 @@ fn rebalance(
             engine.adopt(restored)?;
             engine.republish_view();
             let positions = engine.positions();
-            let starts: Vec<(i32, Option<i64>)> = partitions
+            let starts: Vec<(PartitionId, Option<i64>)> = partitions
                 .iter()
                 .map(|p| (*p, positions.get(p).copied()))
                 .collect();
             tracing::info!(?starts, "partitions restored");
             status.update(|s| {
-                let (cohort, source): (Vec<i32>, Vec<i32>) = partitions
-                    .iter()
-                    .partition(|p| super::cohort_aggregator(**p).is_some());
+                let source: Vec<i32> = partitions.iter().filter_map(|p| p.source()).collect();
                 engine.metrics.assigned_partitions.set(source.len() as i64);
                 s.assigned_partitions = Some(source);
-                s.assigned_cohort_partitions = Some(
-                    cohort
-                        .iter()
-                        .filter_map(|p| super::cohort_aggregator(*p))
-                        .collect(),
-                );
+                s.assigned_cohort_partitions =
+                    Some(partitions.iter().filter_map(|p| p.cohort()).collect());
                 // What is committed for them now: the restored positions.
                 s.set_committed(&positions);
                 s.assignments += 1;
@@ -719,7 +716,7 @@ impl Committer {
     }
 
     /// The committed state of `partitions`, from the writer thread (no commit in flight).
-    fn load(&mut self, partitions: Vec<i32>) -> Result<super::RestoredState, RunError> {
+    fn load(&mut self, partitions: Vec<PartitionId>) -> Result<super::RestoredState, RunError> {
         self.to_writer
             .send(WriterJob::Load(partitions))
             .map_err(|_| RunError::WriterStopped)?;

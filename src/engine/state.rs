@@ -291,7 +291,7 @@ impl BinStats {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VehicleState {
     /// Source partition the vehicle's records arrive on (its state moves with it).
-    pub partition: i32,
+    pub partition: super::PartitionId,
     pub meta: VehicleMeta,
     /// Bin start (ms since epoch) -> stats.
     pub bins: BTreeMap<i64, BinStats>,
@@ -517,7 +517,11 @@ pub struct PendingFacts(pub Vec<(i64, FactBuffer)>);
 impl PendingFacts {
     /// The buffers as segments of `vehicle_id` on `partition`, split for the changelog
     /// ([`MAX_SEGMENT_BYTES`]), each with its bin and first offset.
-    pub fn into_segments(self, partition: i32, vehicle_id: &str) -> Vec<FactSegment> {
+    pub fn into_segments(
+        self,
+        partition: super::PartitionId,
+        vehicle_id: &str,
+    ) -> Vec<FactSegment> {
         self.0
             .into_iter()
             .flat_map(|(bin_ms, buffer)| {
@@ -672,7 +676,7 @@ impl Default for PartitionState {
 /// Facts of one vehicle accepted between two commits, for the nightly job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactSegment {
-    pub partition: i32,
+    pub partition: super::PartitionId,
     /// The bin of its records' record times: the segment expires with it.
     pub bin_ms: i64,
     pub vehicle_id: String,
@@ -747,7 +751,7 @@ impl SeenSegment {
 /// Record ids of one partition accepted between two commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenSegment {
-    pub partition: i32,
+    pub partition: super::PartitionId,
     pub first_offset: i64,
     /// Largest event time in the segment: once the cutoff passes it, the segment is dropped.
     pub max_time_ms: i64,
@@ -758,7 +762,7 @@ pub struct SeenSegment {
 /// Where a partition stands at a commit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartitionPosition {
-    pub partition: i32,
+    pub partition: super::PartitionId,
     pub next_offset: i64,
     pub watermark_ms: i64,
     pub seen_cutoff_ms: i64,
@@ -776,30 +780,30 @@ pub struct PartitionPosition {
 pub struct StateDelta {
     /// (partition, vehicle id, bin start, stats): new values of changed bins; at
     /// [`RETIRED_BIN`], the sum of the vehicle's retired bins.
-    pub bins: Vec<(i32, String, i64, BinStats)>,
+    pub bins: Vec<(super::PartitionId, String, i64, BinStats)>,
     /// (partition, vehicle id, bin start) of bins that left the state with retention.
-    pub expired_bins: Vec<(i32, String, i64)>,
+    pub expired_bins: Vec<(super::PartitionId, String, i64)>,
     /// (partition, vehicle id, horizon) of vehicles out of memory whose stored bins before the
     /// horizon the store retires into their [`RETIRED_BIN`] sum.
-    pub retire_stored: Vec<(i32, String, i64)>,
+    pub retire_stored: Vec<(super::PartitionId, String, i64)>,
     /// (partition, fleet sums) of partitions that closed bins since the last commit.
-    pub fleet_sums: Vec<(i32, super::detection::FleetSums)>,
+    pub fleet_sums: Vec<(super::PartitionId, super::detection::FleetSums)>,
     /// (partition, vehicle id, meta) of vehicles that changed.
-    pub vehicles: Vec<(i32, String, VehicleMeta)>,
+    pub vehicles: Vec<(super::PartitionId, String, VehicleMeta)>,
     /// Fact segments: local to the store (the warehouse's input), never logged.
     pub facts: Vec<FactSegment>,
     /// The refit's timeline segments, by the facts' bins: logged.
     pub timeline: Vec<FactSegment>,
     /// (partition, bin, first offset) of bins given a first fact since the last commit.
-    pub fact_bins: Vec<(i32, i64, i64)>,
+    pub fact_bins: Vec<(super::PartitionId, i64, i64)>,
     /// (partition, offsets) of the records rejected since the last commit, in order.
-    pub rejected: Vec<(i32, Vec<i64>)>,
+    pub rejected: Vec<(super::PartitionId, Vec<i64>)>,
     pub seen: Vec<SeenSegment>,
     pub positions: Vec<PartitionPosition>,
     /// (partition, vehicle id or cohort key, encoded series) of series fed since the last
-    /// commit; a cohort's under its aggregator's partition ([`cohort_aggregator_partition`]).
-    pub series: Vec<(i32, String, Vec<u8>)>,
-    /// (aggregator partition, progress) of cohort aggregators that changed.
+    /// commit; a cohort's under its aggregator's partition.
+    pub series: Vec<(super::PartitionId, String, Vec<u8>)>,
+    /// (aggregator, progress) of cohort aggregators that changed.
     pub aggregators: Vec<(i32, super::cohorts::AggregatorProgress)>,
     /// (repartition-topic partition, report) to publish with this commit, when cohort reports
     /// go through the repartition topic.
@@ -822,24 +826,6 @@ pub struct Prior {
     pub b0: f64,
     /// The model run it came from.
     pub run_id: i64,
-}
-
-/// Cohort aggregators are numbered from here, apart from source partitions: aggregator `q`
-/// (partition `q` of the repartition topic) keeps its state under partition number
-/// `COHORT_PARTITION_BASE + q`, and its records arrive with that number.
-pub const COHORT_PARTITION_BASE: i32 = 1 << 20;
-
-/// Where cohort state lived before cohorts were aggregated per repartition partition.
-pub const LEGACY_COHORT_PARTITION: i32 = -1;
-
-/// The partition number of cohort aggregator `q`.
-pub fn cohort_aggregator_partition(q: i32) -> i32 {
-    COHORT_PARTITION_BASE + q
-}
-
-/// The aggregator a partition number stands for, if it is one.
-pub fn cohort_aggregator(partition: i32) -> Option<i32> {
-    (partition >= COHORT_PARTITION_BASE).then(|| partition - COHORT_PARTITION_BASE)
 }
 
 #[cfg(test)]
@@ -910,7 +896,7 @@ mod tests {
             facts.push(1000 + n as i64, record);
         }
         let segment = FactSegment {
-            partition: 2,
+            partition: crate::engine::PartitionId::Source(2),
             bin_ms: 0,
             vehicle_id: "v".into(),
             first_offset: facts.first_offset,
@@ -933,7 +919,7 @@ mod tests {
         big.push(8, &[2; 9000]);
         big.push(9, &[3; 10]);
         let segment = FactSegment {
-            partition: 0,
+            partition: crate::engine::PartitionId::Source(0),
             bin_ms: 0,
             vehicle_id: "v".into(),
             first_offset: 7,
@@ -950,7 +936,7 @@ mod tests {
         // 100,000 seen ids (1.6 MB): chunks of at most 256 KiB with their own largest times.
         let entries: Vec<(i64, u64)> = (0..100_000).map(|n| (n * 3 % 7919, n as u64)).collect();
         let segment = SeenSegment {
-            partition: 1,
+            partition: crate::engine::PartitionId::Source(1),
             first_offset: 50,
             max_time_ms: 7918,
             entries: entries.clone(),

@@ -78,7 +78,7 @@ fn feed(engine: &mut Engine, records: &[Vec<u8>]) -> Vec<Result<RecordKind, Reje
         .enumerate()
         .map(|(offset, bytes)| {
             engine.process(&SourceRecord {
-                partition: 0,
+                partition: PartitionId::Source(0),
                 offset: offset as i64,
                 key: None,
                 payload: bytes,
@@ -156,7 +156,7 @@ fn duplicates_and_late_records_are_rejected_with_reasons() {
         ["ok", "duplicate", "ok", "ok", "late", "decode", "oversized"]
     );
     assert_eq!(
-        e.positions()[&0],
+        e.positions()[&PartitionId::Source(0)],
         7,
         "every record moves the offset, accepted or not"
     );
@@ -441,10 +441,10 @@ fn a_partition_with_fewer_vehicles_than_the_quorum_is_not_taken_for_empty() {
         e.process(&next_record(&mut offsets, 0, bytes)).unwrap();
     }
     assert!(
-        e.partitions[&0].closed_through_ms > T0,
+        e.partitions[&PartitionId::Source(0)].closed_through_ms > T0,
         "partition 0 closed bins"
     );
-    assert_eq!(e.partitions[&1].watermark_ms, i64::MIN);
+    assert_eq!(e.partitions[&PartitionId::Source(1)].watermark_ms, i64::MIN);
     let cohort_next = e
         .cohorts()
         .get("model:m")
@@ -483,7 +483,7 @@ fn run_all(
     store: &mut Store,
     engine: &mut Engine,
     records: Vec<(String, Vec<u8>)>,
-    skip: HashMap<i32, i64>,
+    skip: HashMap<PartitionId, i64>,
 ) -> (MemoryDeadLetters, MemoryOutputs) {
     let mut dlq = MemoryDeadLetters::default();
     let mut alerts = MemoryOutputs::default();
@@ -547,7 +547,7 @@ fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
     // processing more without committing.
     for (offset, (_, bytes)) in records[cut..cut + 500].iter().enumerate() {
         let _ = first.process(&SourceRecord {
-            partition: 0,
+            partition: PartitionId::Source(0),
             offset: offset as i64,
             key: None,
             payload: bytes,
@@ -556,7 +556,7 @@ fn restart_from_any_commit_gives_the_state_of_an_uninterrupted_run() {
     }
     drop(first);
     let restored = store.restore().unwrap();
-    let positions: HashMap<i32, i64> = restored
+    let positions: HashMap<PartitionId, i64> = restored
         .partitions
         .iter()
         .map(|(p, s)| (*p, s.next_offset))
@@ -593,7 +593,7 @@ impl runner::RecordSource for IdleAfterRecords {
             return Ok(runner::Poll::Records(0));
         };
         handle(&SourceRecord {
-            partition: 0,
+            partition: PartitionId::Source(0),
             offset: self.1 as i64,
             key: None,
             payload: bytes,
@@ -735,7 +735,7 @@ fn run_with_review_service(
             let partition = super::memory::partition_for(key.as_bytes(), 4);
             let offset = offsets.entry(partition).or_insert(0);
             let record = SourceRecord {
-                partition,
+                partition: PartitionId::Source(partition),
                 offset: *offset,
                 key: Some(key.as_bytes()),
                 payload: &bytes,
@@ -931,7 +931,7 @@ fn unanswered_reviews_hold_bins_until_they_time_out() {
         "in time, every answer finds its request"
     );
     let result = run.engine.process(&SourceRecord {
-        partition,
+        partition: PartitionId::Source(partition),
         offset: 1 << 40,
         key: Some(vehicle.as_bytes()),
         payload: &answer,
@@ -1083,7 +1083,7 @@ fn next_record<'a>(offsets: &mut [i64], partition: i32, payload: &'a [u8]) -> So
     let offset = offsets[partition as usize];
     offsets[partition as usize] += 1;
     SourceRecord {
-        partition,
+        partition: PartitionId::Source(partition),
         offset,
         key: None,
         payload,
@@ -1155,7 +1155,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
                     let at = q as usize;
                     pair[at]
                         .process(&SourceRecord {
-                            partition: cohort_aggregator_partition(q),
+                            partition: PartitionId::Cohort(q),
                             offset: next_offset[at],
                             key: None,
                             payload: &bytes,
@@ -1326,7 +1326,7 @@ fn the_fleet_a_restored_partition_compares_with_is_the_live_ones() {
 }
 
 /// The facts a store keeps, as a multiset of (partition, vehicle, record bytes).
-fn kept_facts(store: &Store) -> BTreeMap<(i32, String, Vec<u8>), usize> {
+fn kept_facts(store: &Store) -> BTreeMap<(PartitionId, String, Vec<u8>), usize> {
     let mut facts = BTreeMap::new();
     store
         .for_each_fact(|partition, vehicle, record| {
@@ -1352,9 +1352,9 @@ fn the_ledger_rebuilds_from_the_input_exactly_the_facts_the_engine_kept() {
 
     // Each partition's input as the source numbered it, offered to a rebuild from the ledger
     // the store keeps, into a second store.
-    let mut inputs: HashMap<i32, Vec<Vec<u8>>> = HashMap::new();
+    let mut inputs: HashMap<PartitionId, Vec<Vec<u8>>> = HashMap::new();
     for (key, bytes) in &records {
-        let partition = super::memory::partition_for(key.as_bytes(), 3);
+        let partition = PartitionId::Source(super::memory::partition_for(key.as_bytes(), 3));
         inputs.entry(partition).or_default().push(bytes.clone());
     }
     let restored = store.restore().unwrap();

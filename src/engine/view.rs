@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::PartitionId;
 use super::detection::{FleetSums, Series, decode_series, encode_series};
-use super::state::{BinStats, RETIRED_BIN, VehicleMeta, VehicleState, cohort_aggregator};
+use super::state::{BinStats, RETIRED_BIN, VehicleMeta, VehicleState};
 use crate::detect::fleet_relative::FleetRelativeParams;
 use crate::model::{ByClass, RegressionAlert};
 
@@ -25,7 +26,7 @@ pub enum ViewItem {
     /// A vehicle's attributes (its source partition with them).
     Vehicle {
         id: String,
-        partition: i32,
+        partition: PartitionId,
         meta: VehicleMeta,
     },
     /// A vehicle left memory (or the group): its attributes, series and these bins go.
@@ -48,7 +49,7 @@ pub enum ViewItem {
         id: String,
         encoded: Vec<u8>,
     },
-    /// A cohort's series, as the store encodes them, under its aggregator's partition.
+    /// A cohort's series, as the store encodes them, under its aggregator.
     Cohort {
         key: String,
         aggregator: i32,
@@ -56,7 +57,7 @@ pub enum ViewItem {
     },
     /// A source partition's fleet sums.
     Fleet {
-        partition: i32,
+        partition: PartitionId,
         sums: FleetSums,
     },
     /// A partition (source or cohort aggregator) was committed.
@@ -67,7 +68,7 @@ pub enum ViewItem {
 /// Who last committed a partition, when, and how far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartitionStamp {
-    pub partition: i32,
+    pub partition: PartitionId,
     /// The committing process (`host:port` of its HTTP server, and its client id).
     pub member: String,
     pub committed_at_ms: i64,
@@ -98,8 +99,9 @@ fn bin_key(id: &str, start_ms: i64) -> Vec<u8> {
     key(BIN, &rest)
 }
 
-fn with_partition(partition: i32, bytes: &[u8]) -> Vec<u8> {
-    let mut value = partition.to_be_bytes().to_vec();
+/// A partition's stored number (4 bytes, big-endian) and then `bytes`.
+fn with_partition(partition: PartitionId, bytes: &[u8]) -> Vec<u8> {
+    let mut value = partition.stored().to_be_bytes().to_vec();
     value.extend_from_slice(bytes);
     value
 }
@@ -145,13 +147,16 @@ impl ViewItem {
                 encoded,
             } => vec![(
                 key(COHORT, cohort.as_bytes()),
-                Some(with_partition(*aggregator, encoded)),
+                Some(with_partition(PartitionId::Cohort(*aggregator), encoded)),
             )],
             ViewItem::Fleet { partition, sums } => {
-                vec![(key(FLEET, &partition.to_be_bytes()), Some(sums.encode()))]
+                vec![(
+                    key(FLEET, &partition.stored().to_be_bytes()),
+                    Some(sums.encode()),
+                )]
             }
             ViewItem::Partition(stamp) => vec![(
-                key(PARTITION, &stamp.partition.to_be_bytes()),
+                key(PARTITION, &stamp.partition.stored().to_be_bytes()),
                 Some(serde_json::to_vec(stamp).expect("stamps serialise")),
             )],
             ViewItem::Alert(alert) => vec![(
@@ -174,10 +179,10 @@ pub struct ViewRecordError {
 #[derive(Debug, Default, Clone)]
 pub struct GroupState {
     pub vehicles: HashMap<String, VehicleState>,
-    /// Cohort key -> (aggregator partition, one series per hazard class).
+    /// Cohort key -> (its aggregator, one series per hazard class).
     pub cohorts: BTreeMap<String, (i32, ByClass<Series>)>,
-    pub fleet: HashMap<i32, FleetSums>,
-    pub partitions: BTreeMap<i32, PartitionStamp>,
+    pub fleet: HashMap<PartitionId, FleetSums>,
+    pub partitions: BTreeMap<PartitionId, PartitionStamp>,
     pub alerts: BTreeMap<String, RegressionAlert>,
 }
 
@@ -199,10 +204,15 @@ impl GroupState {
                 .map(str::to_string)
                 .map_err(|_| refuse("not UTF-8"))
         };
-        let partition_of = |bytes: &[u8]| -> Result<(i32, Vec<u8>), ViewRecordError> {
+        let partition_of = |bytes: &[u8]| -> Result<(PartitionId, Vec<u8>), ViewRecordError> {
             let (head, tail) = bytes.split_at_checked(4).ok_or_else(|| refuse("short"))?;
-            let partition = i32::from_be_bytes(head.try_into().expect("4 bytes"));
-            Ok((partition, tail.to_vec()))
+            let number = i32::from_be_bytes(head.try_into().expect("4 bytes"));
+            match PartitionId::from_stored(number) {
+                Some(crate::partition_id::StoredPartition::Partition(partition)) => {
+                    Ok((partition, tail.to_vec()))
+                }
+                _ => Err(refuse("not a partition number")),
+            }
         };
         match (tag, value) {
             (VEHICLE, None) => {
@@ -250,10 +260,10 @@ impl GroupState {
                 self.cohorts.remove(&text(rest)?);
             }
             (COHORT, Some(value)) => {
-                let (aggregator, encoded) = partition_of(value)?;
-                if cohort_aggregator(aggregator).is_none() {
+                let (partition, encoded) = partition_of(value)?;
+                let Some(aggregator) = partition.cohort() else {
                     return Err(refuse("not a cohort aggregator's partition"));
-                }
+                };
                 let series = decode_series(params, &encoded).map_err(|e| refuse(&e.to_string()))?;
                 self.cohorts.insert(text(rest)?, (aggregator, series));
             }
@@ -306,7 +316,7 @@ impl GroupState {
 pub fn items_of_delta(
     delta: &super::state::StateDelta,
     departed: &[(String, Vec<i64>)],
-    departed_count: impl Fn(i32) -> usize,
+    departed_count: impl Fn(PartitionId) -> usize,
 ) -> Vec<ViewItem> {
     let mut items = Vec::new();
     for (partition, id, meta) in &delta.vehicles {
@@ -330,10 +340,10 @@ pub fn items_of_delta(
         });
     }
     for (partition, key, encoded) in &delta.series {
-        items.push(if cohort_aggregator(*partition).is_some() {
+        items.push(if let PartitionId::Cohort(aggregator) = *partition {
             ViewItem::Cohort {
                 key: key.clone(),
-                aggregator: *partition,
+                aggregator,
                 encoded: encoded.clone(),
             }
         } else {

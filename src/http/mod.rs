@@ -257,9 +257,9 @@ struct Snapshot<'a> {
     alerts: Vec<RegressionAlert>,
     model_run: Option<crate::refit::run::ModelRun>,
     cohorts: BTreeMap<String, ByClass<Series>>,
-    fleet: HashMap<i32, crate::engine::PartitionView>,
+    fleet: HashMap<crate::engine::PartitionId, crate::engine::PartitionView>,
     /// Source partitions this process holds.
-    held: HashSet<i32>,
+    held: HashSet<crate::engine::PartitionId>,
     group: Option<RwLockReadGuard<'a, GroupState>>,
     coverage: Value,
 }
@@ -284,7 +284,7 @@ impl<'a> Snapshot<'a> {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let held: HashSet<i32> = fleet.keys().copied().collect();
+        let held: HashSet<crate::engine::PartitionId> = fleet.keys().copied().collect();
         let status = state.status.snapshot();
         let progress = state.group.as_ref().map(|view| view.progress());
         let group = match (&state.group, &progress) {
@@ -355,17 +355,17 @@ impl<'a> Snapshot<'a> {
 /// holds (live), and those the group view adds (as of their owners' last commits).
 fn coverage_json(
     status: &RunStatus,
-    held: &HashSet<i32>,
+    held: &HashSet<crate::engine::PartitionId>,
     group: Option<&GroupState>,
     progress: Option<&crate::engine::view::ViewProgress>,
 ) -> Value {
-    let mut held_here: Vec<i32> = held.iter().copied().collect();
+    let mut held_here: Vec<crate::engine::PartitionId> = held.iter().copied().collect();
     held_here.sort_unstable();
     let from_view: Vec<&crate::engine::view::PartitionStamp> = group
         .map(|view| {
             view.partitions
                 .values()
-                .filter(|s| crate::engine::cohort_aggregator(s.partition).is_none())
+                .filter(|s| s.partition.is_source())
                 .filter(|s| !held.contains(&s.partition))
                 .collect()
         })
@@ -794,7 +794,7 @@ async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     }
     // A vehicle silent long enough has left memory (README "Retention"): the store has it, if
     // its partition is one this process holds (the store may keep partitions it held before).
-    let held = |partition: i32| {
+    let held = |partition: crate::engine::PartitionId| {
         state
             .fleet
             .read()

@@ -34,7 +34,7 @@ use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
 use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::view::{PartitionStamp, ViewItem};
-use crate::engine::{RestoredState, StateDelta, cohort_aggregator};
+use crate::engine::{PartitionId, RestoredState, StateDelta};
 use crate::store::{Op, Store};
 
 /// How long one transactional call may block before it is retried or given up.
@@ -121,36 +121,36 @@ impl Topics {
     }
 
     /// The input topic and partition behind an internal partition number.
-    pub fn input(&self, partition: i32) -> (&str, i32) {
-        match cohort_aggregator(partition) {
-            Some(q) => (&self.cohort_reports, q),
-            None => (&self.events, partition),
+    pub fn input(&self, partition: PartitionId) -> (&str, i32) {
+        match partition {
+            PartitionId::Cohort(q) => (&self.cohort_reports, q),
+            PartitionId::Source(n) => (&self.events, n),
         }
     }
 
     /// The changelog topic and partition of an internal partition number.
-    pub fn changelog(&self, partition: i32) -> (&str, i32) {
-        match cohort_aggregator(partition) {
-            Some(q) => (&self.cohort_changelog, q),
-            None => (&self.state_changelog, partition),
+    pub fn changelog(&self, partition: PartitionId) -> (&str, i32) {
+        match partition {
+            PartitionId::Cohort(q) => (&self.cohort_changelog, q),
+            PartitionId::Source(n) => (&self.state_changelog, n),
         }
     }
 
     /// The internal partition number of a partition of the events or repartition topic.
-    pub fn internal(&self, topic: &str, partition: i32) -> i32 {
+    pub fn internal(&self, topic: &str, partition: i32) -> PartitionId {
         if topic == self.cohort_reports {
-            crate::engine::cohort_aggregator_partition(partition)
+            PartitionId::Cohort(partition)
         } else {
-            partition
+            PartitionId::Source(partition)
         }
     }
 
     /// The internal partition number whose changelog this is.
-    fn partition_logged_at(&self, topic: &str, partition: i32) -> i32 {
+    fn partition_logged_at(&self, topic: &str, partition: i32) -> PartitionId {
         if topic == self.cohort_changelog {
-            crate::engine::cohort_aggregator_partition(partition)
+            PartitionId::Cohort(partition)
         } else {
-            partition
+            PartitionId::Source(partition)
         }
     }
 }
@@ -419,7 +419,7 @@ impl ChangelogStore {
     }
 
     /// The last changelog offset per internal partition delivered since the last call.
-    fn take_delivered(&self) -> Vec<(i32, i64)> {
+    fn take_delivered(&self) -> Vec<(PartitionId, i64)> {
         let mut delivered = self.delivered.lock().expect("delivery lock");
         delivered
             .offsets
@@ -450,10 +450,10 @@ impl ChangelogStore {
     /// past the last offset this store reflects (another process moved the partition on, or
     /// this one crashed between the transaction and the store write), the partition's state is
     /// replaced by the changelog's.
-    fn refresh(&self, partitions: &[i32]) -> Result<(), ChangelogError> {
+    fn refresh(&self, partitions: &[PartitionId]) -> Result<(), ChangelogError> {
         let local = self.store.changelog_offsets()?;
         // First what came after the last offset this store reflects, all partitions at once...
-        let after: Vec<(i32, Offset)> = partitions
+        let after: Vec<(PartitionId, Offset)> = partitions
             .iter()
             .map(|p| {
                 (
@@ -464,7 +464,7 @@ impl ChangelogStore {
                 )
             })
             .collect();
-        let stale: Vec<(i32, Offset)> = self
+        let stale: Vec<(PartitionId, Offset)> = self
             .read_changelogs(&after)?
             .into_iter()
             .filter(|(_, ops, _)| !ops.is_empty())
@@ -477,7 +477,7 @@ impl ChangelogStore {
         for (partition, ops, last) in restored {
             let (topic, at) = self.topics.changelog(partition);
             self.store.replace_partition(partition, &ops, last)?;
-            if cohort_aggregator(partition).is_none() {
+            if partition.is_source() {
                 self.rebuild_facts(partition)?;
             }
             info!(
@@ -501,7 +501,7 @@ impl ChangelogStore {
 
     /// The facts of a partition whose state came from its changelog, from the input topic
     /// ([`super::facts_rebuild`]): those of the bins the warehouse may still read.
-    fn rebuild_facts(&self, partition: i32) -> Result<(), ChangelogError> {
+    fn rebuild_facts(&self, partition: PartitionId) -> Result<(), ChangelogError> {
         let restored = self.store.restore_partitions(&[partition])?;
         let Some(state) = restored.partitions.get(&partition) else {
             return Ok(());
@@ -524,7 +524,7 @@ impl ChangelogStore {
     /// the offset of the last record read; the partitions are read side by side.
     fn read_changelogs(
         &self,
-        starts: &[(i32, Offset)],
+        starts: &[(PartitionId, Offset)],
     ) -> Result<Vec<PartitionLog>, ChangelogError> {
         let mut readers = starts
             .iter()
@@ -544,11 +544,11 @@ impl ChangelogStore {
 
 /// What a changelog partition holds: (partition number, its changes in order, the offset of the
 /// last record).
-type PartitionLog = (i32, Vec<Op>, Option<i64>);
+type PartitionLog = (PartitionId, Vec<Op>, Option<i64>);
 
 /// Reads one changelog partition to its end (committed records only).
 struct ChangelogReader {
-    partition: i32,
+    partition: PartitionId,
     topic: String,
     at: i32,
     consumer: BaseConsumer<EndOfPartition>,
@@ -564,7 +564,7 @@ struct ChangelogReader {
 impl ChangelogReader {
     fn new(
         store: &ChangelogStore,
-        partition: i32,
+        partition: PartitionId,
         from: Offset,
     ) -> Result<ChangelogReader, ChangelogError> {
         let (topic, at) = store.topics.changelog(partition);
@@ -653,7 +653,10 @@ impl CommitTarget for ChangelogStore {
         Ok(self.commit_delta(delta)?)
     }
 
-    fn load_partitions(&mut self, partitions: &[i32]) -> Result<RestoredState, CommitError> {
+    fn load_partitions(
+        &mut self,
+        partitions: &[PartitionId],
+    ) -> Result<RestoredState, CommitError> {
         self.refresh(partitions)?;
         Ok(self.store.restore_partitions(partitions)?)
     }

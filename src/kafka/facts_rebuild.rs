@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::changelog::EndOfPartition;
 use super::client_config;
 use crate::config::Config;
+use crate::engine::PartitionId;
 use crate::engine::PartitionState;
 use crate::engine::ledger::{FactsRebuild, Wanted};
 use crate::store::{Store, StoreError};
@@ -71,8 +72,11 @@ pub struct Rebuilt {
 /// The bins whose facts a rebuild of `partition` needs: those the warehouse may still read
 /// (from four days before the last day it wrote of both fact tables; every bin kept if it has
 /// written none).
-pub fn bins_needed_from(warehouse: &Path, partition: i32) -> i64 {
-    match crate::warehouse::last_day_written(warehouse, partition) {
+pub fn bins_needed_from(warehouse: &Path, partition: PartitionId) -> i64 {
+    let Some(source) = partition.source() else {
+        return i64::MIN;
+    };
+    match crate::warehouse::last_day_written(warehouse, source) {
         Some(day_ms) => day_ms - DAYS_BEFORE_A_DAY * 86_400_000,
         None => i64::MIN,
     }
@@ -84,7 +88,7 @@ pub fn rebuild_facts(
     config: &Config,
     store: &Store,
     (topic, at): (&str, i32),
-    partition: i32,
+    partition: PartitionId,
     state: &PartitionState,
     from_bin: i64,
 ) -> Result<Rebuilt, RebuildError> {

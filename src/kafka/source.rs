@@ -23,9 +23,9 @@ use tracing::{error, info, warn};
 use super::changelog::{GroupMembership, Topics};
 use super::client_config;
 use crate::config::Config;
-use crate::engine::SourceRecord;
 use crate::engine::admission::reference_timestamp;
 use crate::engine::runner::{Lag, Poll, Rebalance, RecordSource, SourceError, SourceHealth};
+use crate::engine::{PartitionId, SourceRecord};
 use crate::metrics::Metrics;
 
 /// Most records handed to the engine per poll.
@@ -39,7 +39,7 @@ struct Shared {
     /// Rebalances noted by the callback, not yet handed to the loop.
     rebalances: Mutex<VecDeque<Rebalance>>,
     /// Latest high watermark per partition, from librdkafka's statistics.
-    high_watermarks: Mutex<HashMap<i32, i64>>,
+    high_watermarks: Mutex<HashMap<PartitionId, i64>>,
     /// The errors the group or the consumer reported, until a record or an assignment.
     group_error: Mutex<ReportedErrors>,
     metrics: Metrics,
@@ -52,8 +52,8 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    /// The internal partition number of a partition of the events or repartition topic.
-    fn internal(&self, topic: &str, partition: i32) -> i32 {
+    /// The engine's partition behind a partition of the events or repartition topic.
+    fn internal(&self, topic: &str, partition: i32) -> PartitionId {
         self.topics.internal(topic, partition)
     }
 }
@@ -157,7 +157,7 @@ impl ClientContext for SourceContext {
         {
             for (partition, stats) in &topic.partitions {
                 if *partition >= 0 && stats.hi_offset >= 0 {
-                    marks.insert(*partition, stats.hi_offset);
+                    marks.insert(PartitionId::Source(*partition), stats.hi_offset);
                 }
             }
         }
@@ -181,7 +181,7 @@ impl ConsumerContext for SourceContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let partitions: Vec<i32> = tpl
+        let partitions: Vec<PartitionId> = tpl
             .elements()
             .iter()
             .map(|e| self.internal(e.topic(), e.partition()))
@@ -410,7 +410,7 @@ impl RecordSource for KafkaSource {
                         payload: message.payload().unwrap_or(&[]),
                         timestamp_ms: Some(timestamp_ms),
                     };
-                    if crate::engine::cohort_aggregator(partition).is_none() {
+                    if partition.is_source() {
                         self.await_writer_schema(record.payload);
                     }
                     handle(&record);
@@ -446,7 +446,7 @@ impl RecordSource for KafkaSource {
         }
     }
 
-    fn assign(&mut self, positions: &[(i32, Option<i64>)]) -> Result<(), SourceError> {
+    fn assign(&mut self, positions: &[(PartitionId, Option<i64>)]) -> Result<(), SourceError> {
         let mut assignment = Tpl::new();
         for &(partition, next) in positions {
             let (topic, at) = self.topics.input(partition);
@@ -506,7 +506,7 @@ impl RecordSource for KafkaSource {
         }
     }
 
-    fn lag(&self, positions: &HashMap<i32, i64>) -> Vec<Lag> {
+    fn lag(&self, positions: &HashMap<PartitionId, i64>) -> Vec<Lag> {
         let marks = self
             .shared
             .high_watermarks
@@ -537,7 +537,10 @@ impl RecordSource for KafkaSource {
             assignment
                 .elements_for_topic(&self.topic)
                 .iter()
-                .map(|e| (e.partition(), marks.get(&e.partition()).copied()))
+                .map(|e| {
+                    let mark = marks.get(&PartitionId::Source(e.partition()));
+                    (e.partition(), mark.copied())
+                })
                 .collect(),
         )
     }

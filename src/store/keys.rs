@@ -1,9 +1,17 @@
-//! Key layouts. Every key starts with the source partition (u32 big-endian) so a partition's
-//! state is one contiguous range per column family; times are stored so that byte order is
+//! Key layouts. Every key starts with the partition's stored number
+//! ([`PartitionId::stored`], u32 big-endian: the one place a partition becomes a number) so a
+//! partition's state is one contiguous range per column family; times are stored so that byte order is
 //! time order; vehicle ids are length-prefixed so no byte in an id can confuse the layout.
 
-pub fn partition_prefix(partition: i32) -> [u8; 4] {
-    (partition as u32).to_be_bytes()
+use crate::partition_id::{PartitionId, StoredPartition};
+
+pub fn partition_prefix(partition: PartitionId) -> [u8; 4] {
+    (partition.stored() as u32).to_be_bytes()
+}
+
+/// Where the partition's keys end: the next stored number's prefix.
+pub fn partition_end(partition: PartitionId) -> [u8; 4] {
+    (partition.stored() as u32 + 1).to_be_bytes()
 }
 
 /// An i64 whose big-endian bytes sort like the number.
@@ -21,42 +29,42 @@ fn push_vehicle(key: &mut Vec<u8>, vehicle_id: &str) {
 }
 
 /// partition | vehicle
-pub fn vehicle(partition: i32, vehicle_id: &str) -> Vec<u8> {
+pub fn vehicle(partition: PartitionId, vehicle_id: &str) -> Vec<u8> {
     let mut key = partition_prefix(partition).to_vec();
     push_vehicle(&mut key, vehicle_id);
     key
 }
 
 /// partition | vehicle | bin start
-pub fn bin(partition: i32, vehicle_id: &str, bin: i64) -> Vec<u8> {
+pub fn bin(partition: PartitionId, vehicle_id: &str, bin: i64) -> Vec<u8> {
     let mut key = vehicle(partition, vehicle_id);
     key.extend_from_slice(&sortable_time(bin));
     key
 }
 
 /// partition | vehicle | offset of the segment's first record
-pub fn fact_segment(partition: i32, vehicle_id: &str, first_offset: i64) -> Vec<u8> {
+pub fn fact_segment(partition: PartitionId, vehicle_id: &str, first_offset: i64) -> Vec<u8> {
     let mut key = vehicle(partition, vehicle_id);
     key.extend_from_slice(&sortable_time(first_offset));
     key
 }
 
 /// partition | bin start: where the fact segments of a partition's bins from `bin` on begin.
-pub fn fact_bin_prefix(partition: i32, bin: i64) -> Vec<u8> {
+pub fn fact_bin_prefix(partition: PartitionId, bin: i64) -> Vec<u8> {
     let mut key = partition_prefix(partition).to_vec();
     key.extend_from_slice(&sortable_time(bin));
     key
 }
 
 /// Splits [`fact_bin_prefix`]'s key into (partition, bin).
-pub fn split_fact_bin(key: &[u8]) -> Option<(i32, i64)> {
+pub fn split_fact_bin(key: &[u8]) -> Option<(PartitionId, i64)> {
     (key.len() == 12).then_some((partition_of(key)?, time_from(key.get(4..12)?)?))
 }
 
 /// partition | bin of the records' record time | vehicle | offset of the segment's first
 /// record. A partition's facts before a bin form one key range.
 pub fn fact_segment_by_bin(
-    partition: i32,
+    partition: PartitionId,
     bin: i64,
     vehicle_id: &str,
     first_offset: i64,
@@ -68,7 +76,7 @@ pub fn fact_segment_by_bin(
 }
 
 /// Splits [`fact_segment_by_bin`]'s key into (partition, bin, vehicle).
-pub fn split_fact_by_bin(key: &[u8]) -> Option<(i32, i64, String)> {
+pub fn split_fact_by_bin(key: &[u8]) -> Option<(PartitionId, i64, String)> {
     let partition = partition_of(key)?;
     let bin = time_from(key.get(4..12)?)?;
     let len = u16::from_be_bytes(key.get(12..14)?.try_into().ok()?) as usize;
@@ -80,7 +88,7 @@ pub fn split_fact_by_bin(key: &[u8]) -> Option<(i32, i64, String)> {
 
 /// partition | largest event time in the segment | offset of the commit interval's first record.
 /// Segments whose largest time is below a cutoff form one key range.
-pub fn seen_segment(partition: i32, max_time_ms: i64, first_offset: i64) -> Vec<u8> {
+pub fn seen_segment(partition: PartitionId, max_time_ms: i64, first_offset: i64) -> Vec<u8> {
     let mut key = partition_prefix(partition).to_vec();
     key.extend_from_slice(&sortable_time(max_time_ms));
     key.extend_from_slice(&sortable_time(first_offset));
@@ -88,22 +96,30 @@ pub fn seen_segment(partition: i32, max_time_ms: i64, first_offset: i64) -> Vec<
 }
 
 /// Splits `partition | vehicle | rest`.
-pub fn split_vehicle(key: &[u8]) -> Option<(i32, String, &[u8])> {
-    let partition = i32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+pub fn split_vehicle(key: &[u8]) -> Option<(PartitionId, String, &[u8])> {
+    let partition = partition_of(key)?;
     let len = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?) as usize;
     let id = std::str::from_utf8(key.get(6..6 + len)?).ok()?.to_string();
     Some((partition, id, &key[6 + len..]))
 }
 
 /// Splits `partition | vehicle | bin start`.
-pub fn split_bin(key: &[u8]) -> Option<(i32, String, i64)> {
+pub fn split_bin(key: &[u8]) -> Option<(PartitionId, String, i64)> {
     let (partition, id, rest) = split_vehicle(key)?;
     Some((partition, id, time_from(rest)?))
 }
 
-/// The partition a key belongs to.
-pub fn partition_of(key: &[u8]) -> Option<i32> {
-    Some(i32::from_be_bytes(key.get(..4)?.try_into().ok()?))
+/// The partition a key belongs to (`None` for an earlier safetel's legacy cohort keys).
+pub fn partition_of(key: &[u8]) -> Option<PartitionId> {
+    match stored_partition_of(key)? {
+        StoredPartition::Partition(partition) => Some(partition),
+        StoredPartition::LegacyCohorts => None,
+    }
+}
+
+/// What a key's partition number stands for, legacy cohort keys included.
+pub fn stored_partition_of(key: &[u8]) -> Option<StoredPartition> {
+    PartitionId::from_stored(i32::from_be_bytes(key.get(..4)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -120,25 +136,47 @@ mod tests {
 
     #[test]
     fn keys_split_back() {
+        let source = PartitionId::Source;
         assert_eq!(
-            split_bin(&bin(3, "veh-\u{0}x", -86_400_000)),
-            Some((3, "veh-\u{0}x".into(), -86_400_000))
+            split_bin(&bin(source(3), "veh-\u{0}x", -86_400_000)),
+            Some((source(3), "veh-\u{0}x".into(), -86_400_000))
         );
-        assert_eq!(partition_of(&seen_segment(7, 123, 9)), Some(7));
+        assert_eq!(
+            partition_of(&seen_segment(source(7), 123, 9)),
+            Some(source(7))
+        );
         assert!(
-            seen_segment(7, 122, 1_000) < seen_segment(7, 123, 0),
+            seen_segment(source(7), 122, 1_000) < seen_segment(source(7), 123, 0),
             "time orders segments first"
         );
         assert_eq!(
-            split_fact_by_bin(&fact_segment_by_bin(4, -86_400_000, "veh-1", 77)),
-            Some((4, -86_400_000, "veh-1".into()))
+            split_fact_by_bin(&fact_segment_by_bin(source(4), -86_400_000, "veh-1", 77)),
+            Some((source(4), -86_400_000, "veh-1".into()))
         );
         assert!(
-            fact_segment_by_bin(4, 86_400_000, "zzz", 9) < fact_bin_prefix(4, 2 * 86_400_000),
+            fact_segment_by_bin(source(4), 86_400_000, "zzz", 9)
+                < fact_bin_prefix(source(4), 2 * 86_400_000),
             "a partition's facts before a bin are one range"
         );
-        let key = fact_segment(2, "v", 5);
+        let key = fact_segment(source(2), "v", 5);
         let (partition, id, rest) = split_vehicle(&key).unwrap();
-        assert_eq!((partition, id.as_str(), rest.len()), (2, "v", 8));
+        assert_eq!((partition, id.as_str(), rest.len()), (source(2), "v", 8));
+        let cohort = vehicle(PartitionId::Cohort(2), "firmware:1");
+        assert_eq!(
+            split_vehicle(&cohort).map(|(p, id, _)| (p, id)),
+            Some((PartitionId::Cohort(2), "firmware:1".into()))
+        );
+        assert!(
+            partition_prefix(source(i32::from(u16::MAX)))
+                < partition_prefix(PartitionId::Cohort(0)),
+            "aggregators' keys follow every source partition's"
+        );
+        // An earlier safetel kept cohort state under partition -1.
+        let legacy = [0xFF, 0xFF, 0xFF, 0xFF, 0, 1, b'c'];
+        assert_eq!(
+            stored_partition_of(&legacy),
+            Some(StoredPartition::LegacyCohorts)
+        );
+        assert_eq!(partition_of(&legacy), None);
     }
 }

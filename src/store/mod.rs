@@ -22,8 +22,8 @@ use crate::engine::retention::StoredVehicle;
 use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::state::{FactSegment, SeenSegment};
 use crate::engine::{
-    BinStats, LEGACY_COHORT_PARTITION, PartitionState, Prior, RETIRED_BIN, RestoredState,
-    StateDelta, VehicleMeta, VehicleState, cohort_aggregator, fact_records, id_hash,
+    BinStats, PartitionId, PartitionState, Prior, RETIRED_BIN, RestoredState, StateDelta,
+    StoredPartition, VehicleMeta, VehicleState, fact_records, id_hash,
 };
 use crate::model::RegressionAlert;
 use crate::refit::intervals::TimelineItem;
@@ -104,7 +104,7 @@ impl Op {
     }
 
     /// The partition whose changelog carries this change, if any.
-    pub fn changelog_partition(&self) -> Option<i32> {
+    pub fn changelog_partition(&self) -> Option<PartitionId> {
         (PARTITIONED.contains(&self.cf) && !NOT_LOGGED.contains(&self.cf))
             .then(|| keys::partition_of(&self.key))
             .flatten()
@@ -205,7 +205,11 @@ impl Store {
 
     /// Writes changes atomically, with each partition's last changelog offset (local record of
     /// how far the changelog reflects this store).
-    pub fn apply(&self, ops: &[Op], changelog_offsets: &[(i32, i64)]) -> Result<(), StoreError> {
+    pub fn apply(
+        &self,
+        ops: &[Op],
+        changelog_offsets: &[(PartitionId, i64)],
+    ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for op in ops {
             match &op.value {
@@ -325,9 +329,9 @@ impl Store {
                 bytes.clone(),
             ));
         }
-        for (partition, progress) in &delta.aggregators {
+        for (aggregator, progress) in &delta.aggregators {
             let value = serde_json::to_vec(progress).expect("progress serialises");
-            let key = keys::partition_prefix(*partition).to_vec();
+            let key = keys::partition_prefix(PartitionId::Cohort(*aggregator)).to_vec();
             ops.push(Op::put(CF_COHORTS, key, value));
         }
         for alert in &delta.alerts {
@@ -345,7 +349,7 @@ impl Store {
     /// them to its [`RETIRED_BIN`] sum and deletes them, as the engine does for those it holds.
     fn retire_stored(
         &self,
-        partition: i32,
+        partition: PartitionId,
         vehicle_id: &str,
         horizon: i64,
         ops: &mut Vec<Op>,
@@ -405,7 +409,7 @@ impl Store {
     }
 
     /// The last changelog offset this store reflects, per partition it recorded one for.
-    pub fn changelog_offsets(&self) -> Result<HashMap<i32, i64>, StoreError> {
+    pub fn changelog_offsets(&self) -> Result<HashMap<PartitionId, i64>, StoreError> {
         let mut offsets = HashMap::new();
         for item in self
             .db
@@ -426,13 +430,13 @@ impl Store {
     /// `changelog_offset` as the last offset reflected; all in one batch.
     pub fn replace_partition(
         &self,
-        partition: i32,
+        partition: PartitionId,
         ops: &[Op],
         changelog_offset: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let from = keys::partition_prefix(partition);
-        let to = ((partition as u32) + 1).to_be_bytes();
+        let to = keys::partition_end(partition);
         for cf in PARTITIONED {
             batch.delete_range_cf(self.cf(cf), from, to);
         }
@@ -449,7 +453,7 @@ impl Store {
         Ok(())
     }
 
-    fn put_priors(&self, batch: &mut WriteBatch, priors: &[(i32, String, Prior)]) {
+    fn put_priors(&self, batch: &mut WriteBatch, priors: &[(PartitionId, String, Prior)]) {
         let cf = self.cf(CF_PRIORS);
         for (partition, vehicle, prior) in priors {
             let value: Vec<u8> = [
@@ -475,7 +479,7 @@ impl Store {
     /// and the priors if there are any (a refit that did not converge brings none).
     pub fn write_refit(
         &self,
-        priors: &[(i32, String, Prior)],
+        priors: &[(PartitionId, String, Prior)],
         run: &ModelRun,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
@@ -526,7 +530,7 @@ impl Store {
         {
             let (key, value) = item?;
             match keys::partition_of(&key) {
-                Some(p) if p != LEGACY_COHORT_PARTITION && cohort_aggregator(p).is_none() => {}
+                Some(p) if p.is_source() => {}
                 _ => continue,
             }
             let watermark = value
@@ -585,7 +589,10 @@ impl Store {
     }
 
     /// The state of some partitions only (and the priors, which are not per partition).
-    pub fn restore_partitions(&self, partitions: &[i32]) -> Result<RestoredState, StoreError> {
+    pub fn restore_partitions(
+        &self,
+        partitions: &[PartitionId],
+    ) -> Result<RestoredState, StoreError> {
         self.restore_where(|p| partitions.contains(&p))
     }
 
@@ -593,7 +600,7 @@ impl Store {
     fn partition_entries<'a>(
         &'a self,
         cf: &'static str,
-        wanted: &'a impl Fn(i32) -> bool,
+        wanted: &'a impl Fn(PartitionId) -> bool,
     ) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + 'a {
         self.db
             .iterator_cf(self.cf(cf), IteratorMode::Start)
@@ -603,7 +610,10 @@ impl Store {
             })
     }
 
-    fn restore_where(&self, wanted: impl Fn(i32) -> bool) -> Result<RestoredState, StoreError> {
+    fn restore_where(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+    ) -> Result<RestoredState, StoreError> {
         let mut vehicles: HashMap<String, VehicleState> = HashMap::new();
         for item in self.partition_entries(CF_VEHICLES, &wanted) {
             let (key, value) = item?;
@@ -635,16 +645,17 @@ impl Store {
             let sums = FleetSums::decode(&value).ok_or_else(|| corrupt(CF_FLEET, &key))?;
             fleet_sums.insert(partition, sums);
         }
-        let mut partitions: HashMap<i32, PartitionState> = HashMap::new();
+        let mut partitions: HashMap<PartitionId, PartitionState> = HashMap::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
         {
             let (key, value) = item?;
-            let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_POSITIONS, &key))?;
-            if partition == LEGACY_COHORT_PARTITION || !wanted(partition) {
-                continue;
-            }
+            let partition = match keys::stored_partition_of(&key) {
+                Some(StoredPartition::Partition(p)) if wanted(p) => p,
+                Some(_) => continue,
+                None => return Err(corrupt(CF_POSITIONS, &key)),
+            };
             let numbers: Vec<i64> = value
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
@@ -678,14 +689,30 @@ impl Store {
                 .insert(bin, i64::from_le_bytes(offset));
         }
         let mut series = Vec::new();
-        for item in self.partition_entries(CF_SERIES, &wanted) {
+        let mut legacy_cohorts = 0;
+        for item in self.db.iterator_cf(self.cf(CF_SERIES), IteratorMode::Start) {
             let (key, value) = item?;
+            match keys::stored_partition_of(&key) {
+                Some(StoredPartition::Partition(p)) if wanted(p) => {}
+                Some(StoredPartition::LegacyCohorts) => {
+                    legacy_cohorts += 1;
+                    continue;
+                }
+                Some(_) => continue,
+                None => return Err(corrupt(CF_SERIES, &key)),
+            }
             let (partition, id, rest) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_SERIES, &key))?;
             if !rest.is_empty() {
                 return Err(corrupt(CF_SERIES, &key));
             }
             series.push((partition, id, value.to_vec()));
+        }
+        if legacy_cohorts > 0 {
+            tracing::warn!(
+                cohorts = legacy_cohorts,
+                "cohort state from an older safetel is not used: the cohorts' series start again"
+            );
         }
         for item in self.partition_entries(CF_SEEN, &wanted) {
             let (key, value) = item?;
@@ -707,9 +734,11 @@ impl Store {
         let mut aggregators = Vec::new();
         for item in self.partition_entries(CF_COHORTS, &wanted) {
             let (key, value) = item?;
-            let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_COHORTS, &key))?;
+            let aggregator = keys::partition_of(&key)
+                .and_then(PartitionId::cohort)
+                .ok_or_else(|| corrupt(CF_COHORTS, &key))?;
             let progress = serde_json::from_slice(&value).map_err(|_| corrupt(CF_COHORTS, &key))?;
-            aggregators.push((partition, progress));
+            aggregators.push((aggregator, progress));
         }
         let mut priors = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_PRIORS), IteratorMode::Start) {
@@ -742,7 +771,10 @@ impl Store {
     /// Every fact kept (an accepted record's original bytes) with its partition and vehicle:
     /// those from before retention, then by partition, bin and vehicle, each vehicle's in the
     /// order accepted within a bin.
-    pub fn for_each_fact(&self, mut f: impl FnMut(i32, &str, &[u8])) -> Result<u64, StoreError> {
+    pub fn for_each_fact(
+        &self,
+        mut f: impl FnMut(PartitionId, &str, &[u8]),
+    ) -> Result<u64, StoreError> {
         let mut count = 0;
         for item in self.db.iterator_cf(self.cf(CF_FACTS), IteratorMode::Start) {
             let (key, value) = item?;
@@ -768,7 +800,7 @@ impl Store {
     /// Every item of the refit's timelines kept, with its partition and vehicle (any order).
     pub fn for_each_timeline_item(
         &self,
-        mut f: impl FnMut(i32, &str, TimelineItem),
+        mut f: impl FnMut(PartitionId, &str, TimelineItem),
     ) -> Result<u64, StoreError> {
         let mut count = 0;
         self.for_each_segment_record(CF_TIMELINE, |partition, bin, vehicle, encoded| {
@@ -786,7 +818,7 @@ impl Store {
     fn for_each_segment_record(
         &self,
         cf: &'static str,
-        mut f: impl FnMut(i32, i64, &str, &[u8]) -> Result<(), ()>,
+        mut f: impl FnMut(PartitionId, i64, &str, &[u8]) -> Result<(), ()>,
     ) -> Result<(), StoreError> {
         for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (key, value) = item?;
@@ -804,13 +836,13 @@ impl Store {
     /// facts skips).
     pub fn rejected_offsets(
         &self,
-        partition: i32,
+        partition: PartitionId,
         from: i64,
     ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
         let mut offsets = std::collections::BTreeSet::new();
         let start = keys::fact_bin_prefix(partition, from);
         let mut options = rocksdb::ReadOptions::default();
-        options.set_iterate_upper_bound(((partition as u32) + 1).to_be_bytes().to_vec());
+        options.set_iterate_upper_bound(keys::partition_end(partition).to_vec());
         let entries = self.db.iterator_cf_opt(
             self.cf(CF_REJECTED),
             options,
@@ -875,7 +907,10 @@ impl Store {
         let series: BTreeMap<String, String> = restored
             .series
             .iter()
-            .map(|(p, key, bytes)| (format!("{p}/{key}"), format!("{:016x}", id_hash(&[bytes]))))
+            .map(|(p, key, bytes)| {
+                let at = p.stored();
+                (format!("{at}/{key}"), format!("{:016x}", id_hash(&[bytes])))
+            })
             .collect();
         let vehicles: BTreeMap<String, Value> = restored
             .vehicles
@@ -890,12 +925,12 @@ impl Store {
         let cohort_report_offsets: BTreeMap<String, i64> = restored
             .partitions
             .iter()
-            .filter_map(|(p, s)| Some((cohort_aggregator(*p)?.to_string(), s.next_offset)))
+            .filter_map(|(p, s)| Some((p.cohort()?.to_string(), s.next_offset)))
             .collect();
         let partitions: BTreeMap<String, Value> = restored
             .partitions
             .into_iter()
-            .filter(|(p, _)| cohort_aggregator(*p).is_none())
+            .filter(|(p, _)| p.is_source())
             .map(|(p, s)| {
                 let mut seen: Vec<(i64, u64)> = s.seen.into_iter().map(|(h, t)| (t, h)).collect();
                 seen.sort_unstable();
@@ -914,14 +949,17 @@ impl Store {
         let aggregators: BTreeMap<String, Value> = restored
             .aggregators
             .iter()
-            .map(|(p, progress)| (p.to_string(), json!(progress)))
+            .map(|(q, progress)| {
+                let at = PartitionId::Cohort(*q).stored();
+                (at.to_string(), json!(progress))
+            })
             .collect();
         // A sum of the records' hashes: the same facts give the same digest in any order (fact
         // segments are keyed by bin, so how commits split them orders them).
         let mut digest = 0u64;
         let count = self.for_each_fact(|partition, vehicle, record| {
             digest = digest.wrapping_add(id_hash(&[
-                &partition.to_le_bytes(),
+                &partition.stored().to_le_bytes(),
                 vehicle.as_bytes(),
                 record,
             ]));
@@ -958,7 +996,7 @@ impl Store {
     /// encoded series; `None` if the store has no meta for it.
     pub fn load_vehicle(
         &self,
-        partition: i32,
+        partition: PartitionId,
         vehicle_id: &str,
     ) -> Result<Option<StoredVehicle>, StoreError> {
         let key = keys::vehicle(partition, vehicle_id);
@@ -1001,12 +1039,9 @@ impl Store {
             .iterator_cf(self.cf(CF_POSITIONS), IteratorMode::Start)
         {
             let (key, _) = item?;
-            let Some(partition) = keys::partition_of(&key) else {
+            let Some(partition) = keys::partition_of(&key).filter(|p| p.is_source()) else {
                 continue;
             };
-            if partition == LEGACY_COHORT_PARTITION || cohort_aggregator(partition).is_some() {
-                continue;
-            }
             if let Some(found) = self.load_vehicle(partition, vehicle_id)? {
                 return Ok(Some(found));
             }
@@ -1017,7 +1052,11 @@ impl Store {
 
 /// Vehicles that left the engine's memory come back from here.
 impl crate::engine::VehicleArchive for Store {
-    fn load(&self, partition: i32, vehicle_id: &str) -> Result<Option<StoredVehicle>, String> {
+    fn load(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+    ) -> Result<Option<StoredVehicle>, String> {
         self.load_vehicle(partition, vehicle_id)
             .map_err(|e| e.to_string())
     }

@@ -88,10 +88,12 @@ pub fn write_snapshot(
     let closed_through: BTreeMap<i32, i64> = restored
         .partitions
         .iter()
-        .map(|(p, s)| (*p, s.closed_through_ms))
+        .filter_map(|(p, s)| Some((p.source()?, s.closed_through_ms)))
         .collect();
     let mut facts = FactRows::default();
-    store.for_each_fact(|partition, vehicle, bytes| facts.add(partition, vehicle, bytes))?;
+    // (Facts are kept on source partitions only.)
+    store
+        .for_each_fact(|partition, vehicle, bytes| facts.add(partition.stored(), vehicle, bytes))?;
     let FactRows {
         trips,
         counts,
