@@ -104,7 +104,7 @@ fn main() {
     let retention = if keep {
         Retention::KEEP_ALL
     } else {
-        config.retention()
+        Retention::of(&config)
     };
     let fleet = GeneratorConfig {
         vehicles,

@@ -18,6 +18,12 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Environment variables with this prefix and a `__` between section and key override the file.
 pub const ENV_PREFIX: &str = "SAFETEL_";
 
+/// The most a fact or seen-ids segment holds (bytes of its value): each is one record of the
+/// state changelog, and a broker refuses records larger than its `message.max.bytes` (1 MB by
+/// default), so a commit of many records splits them. A fact segment holds at least one record
+/// (at most `stream.max_record_bytes`).
+pub const MAX_SEGMENT_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -326,7 +332,7 @@ impl KafkaConfig {
 
     /// The compacted topic (one partition) every `run` process of the group publishes its
     /// commits' changes to and reads whole: the group view the pages show
-    /// ([`crate::engine::view`]).
+    /// (the engine's view module).
     pub fn group_view_topic(&self) -> String {
         format!("{}.group-view", self.group_id)
     }
@@ -545,7 +551,7 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// `run`: pages answer for the whole consumer group, this process's partitions live and
     /// the others' as of their last commit, read from `<group_id>.group-view`
-    /// ([`crate::engine::view`]). Off: each process's pages show only its own partitions.
+    /// (the engine's view module). Off: each process's pages show only its own partitions.
     #[serde(default = "default_group_view")]
     pub group_view: bool,
 }
@@ -708,7 +714,7 @@ impl Config {
                 "must be between 1 and 10000000",
             );
         }
-        if self.stream.max_record_bytes > crate::engine::state::MAX_SEGMENT_BYTES {
+        if self.stream.max_record_bytes > MAX_SEGMENT_BYTES {
             return invalid(
                 "stream.max_record_bytes",
                 "must be at most 262144: a record's bytes travel in one state changelog record",
@@ -921,20 +927,6 @@ impl Config {
             within(field, n.into(), 1, 10_000)?;
         }
         Ok(())
-    }
-
-    /// The horizons the engine keeps state to ([`crate::engine::Retention`]).
-    pub fn retention(&self) -> crate::engine::Retention {
-        let r = &self.retention;
-        if !r.enabled {
-            return crate::engine::Retention::KEEP_ALL;
-        }
-        let day = 86_400_000i64;
-        crate::engine::Retention {
-            facts_ms: Some(i64::from(self.refit.window_days + r.facts_margin_days) * day),
-            bins_ms: Some(i64::from(r.bin_days) * day),
-            silent_ms: (r.vehicle_silent_days > 0).then(|| i64::from(r.vehicle_silent_days) * day),
-        }
     }
 
     /// librdkafka settings shared by every client: bootstrap servers plus the pass-through table.
@@ -1200,19 +1192,7 @@ mod tests {
             let err = Config::load(None, env(&vars)).unwrap_err();
             assert!(err.to_string().contains(field), "{vars:?}: {err}");
         }
-        let config = Config::load(
-            None,
-            env(&[("SAFETEL_RETENTION__VEHICLE_SILENT_DAYS", "0")]),
-        )
-        .unwrap();
-        assert_eq!(config.retention().silent_ms, None, "0: never paused");
-        let day = 86_400_000;
-        let defaults = Config::default_config().retention();
-        assert_eq!(defaults.facts_ms, Some(97 * day));
-        assert_eq!(defaults.bins_ms, Some(400 * day));
-        assert_eq!(defaults.silent_ms, Some(30 * day));
-        let off = Config::load(None, env(&[("SAFETEL_RETENTION__ENABLED", "false")])).unwrap();
-        assert_eq!(off.retention(), crate::engine::Retention::KEEP_ALL);
+        // (What the settings give the engine: `engine::retention`'s tests.)
     }
 
     #[test]

@@ -18,15 +18,26 @@
 //! - [`dead_letter`]: why a record is dead-lettered, and the recent dead-letter share. Pure.
 //! - [`engine`]: per-record processing and hot state, a coordinator of parts with one job each:
 //!   [`engine::admission`] (size, decode, validity, claimed times, lateness, duplicates,
-//!   watermark), the vehicles' bins ([`engine::state`]), [`engine::reviews`] (the review desk),
-//!   [`engine::cohort_router`] and [`engine::cohorts`] (cohort reports and aggregation),
-//!   [`engine::detection`] (bins into change-point series), [`engine::outbox`] (what the next
-//!   commit writes), [`engine::retention`]; [`engine::runner`] drives it from any source to any
-//!   sink; [`engine::memory`] is the in-process source; [`engine::view`] the group view's
-//!   records and the state a reader builds from them. No IO of its own.
+//!   watermark) with [`engine::clocks`], the vehicles' bins and partitions' positions
+//!   ([`engine::state`]), [`engine::reviews`] (the review desk), [`engine::cohort_router`] and
+//!   [`engine::cohorts`] (cohort reports and aggregation), [`engine::detection`] (bin closes)
+//!   feeding [`engine::series`] (a key's change-point series and their stored form),
+//!   [`engine::outbox`] (what the next commit writes) handed over as an [`engine::delta`],
+//!   [`engine::restored`] (what a store hands back), [`engine::retention`], [`engine::ledger`]
+//!   (rebuilding facts from the input); [`engine::runner`] drives it from any source to any
+//!   sink and [`engine::health`] judges the run; [`engine::memory`] is the in-process source;
+//!   [`engine::view`] the group view's records and the state a reader builds from them. No IO
+//!   of its own; no two of its modules import each other.
+//! - [`sampling`]: review-budget policies and Horvitz-Thompson estimates. Pure.
+//! - [`evaluate`]: scoring alerts against the generator's ground truth. Pure.
+//! - [`refit`]: the Weibull survival model, NUTS, diagnostics, the posterior predictive check,
+//!   and the model run's record. Pure.
+//! - [`dashboard`]: the pages' data, HTML and SVG charts. Pure.
+//! - [`nightly`]: the refit job on the store: priors, the model run, the snapshot (IO edge).
+//! - [`warehouse`]: star-schema Parquet snapshots (IO edge).
 //! - [`store`]: RocksDB state store (IO edge).
 //! - [`kafka`]: consumer, producers, admin, the group view's reader (IO edge).
-//! - [`http`]: API and metrics server (IO edge).
+//! - [`http`]: API and metrics server, the dashboard's pages as routes (IO edge).
 //! - [`metrics`]: Prometheus metric names in one place.
 //! - [`config`]: TOML + environment configuration.
 //! - `cli`: one module per subcommand.

@@ -84,6 +84,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Updates the alert metrics for `raised` alerts.
+    pub fn count_alerts(&self, raised: &[crate::model::RegressionAlert]) {
+        for alert in raised {
+            self.alerts(alert.status).inc();
+            let change = match alert.status {
+                crate::model::AlertStatus::Opened => 1,
+                crate::model::AlertStatus::Resolved => -1,
+                crate::model::AlertStatus::Updated => 0,
+            };
+            self.open_episodes.add(change);
+        }
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let accepted_vec = IntCounterVec::new(

@@ -78,7 +78,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         RestoredState::default(),
         metrics.clone(),
     )?
-    .with_retention(config.retention())
+    .with_retention(crate::engine::Retention::of(config))
     .with_archive(Arc::clone(&store) as Arc<dyn crate::engine::VehicleArchive>);
     let mut dlq = MemoryDeadLetters::default();
     let mut alerts = MemoryOutputs::default();

@@ -56,7 +56,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         restored,
         metrics.clone(),
     )?
-    .with_retention(config.retention())
+    .with_retention(crate::engine::Retention::of(config))
     .with_archive(Arc::clone(&store) as Arc<dyn crate::engine::VehicleArchive>)
     .with_cohort_topic(config.kafka.cohort_partitions);
     if let Some(policy) = config.sampling.policy()? {

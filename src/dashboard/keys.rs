@@ -9,38 +9,11 @@ use serde_json::{Value, json};
 
 use super::Sources;
 use super::html::{self, escape, interval, kpi, num, text};
-use super::regressions::{self, KeyHistory, history_rows, percent_encode};
+use super::links::{self, cohort_href, vehicle_href};
+use super::regressions::{self, KeyHistory, history_rows};
 use super::summary::totals_json;
 use super::svg::{Chart, PALETTE};
 use crate::model::{HazardClass, KeyKind, utc_date, utc_time};
-
-pub fn vehicle_href(id: &str) -> String {
-    format!("/vehicles/{}", percent_encode(id))
-}
-
-pub fn cohort_href(key: &str) -> String {
-    format!("/cohorts/{}", percent_encode(key))
-}
-
-/// The page of the key an alert or episode names.
-pub fn key_href(kind: &str, key: &str) -> String {
-    if kind == KeyKind::Cohort.name() {
-        cohort_href(key)
-    } else {
-        vehicle_href(key)
-    }
-}
-
-/// A link to the page of the key `row` names (`key_kind`, `key`: an episode row).
-pub fn key_link(row: &Value, label: &str) -> String {
-    html::link(
-        &key_href(
-            row["key_kind"].as_str().unwrap_or(""),
-            row["key"].as_str().unwrap_or(""),
-        ),
-        label,
-    )
-}
 
 /// One hazard class of a key: its live conclusions and its history.
 fn class_json(sources: &Sources<'_>, kind: KeyKind, key: &str, class: HazardClass) -> Value {
@@ -206,7 +179,7 @@ fn episodes_html(data: &Value) -> String {
         .map(|(i, e)| {
             let at = |f: &str| format!("/episodes/{i}/{f}");
             vec![
-                regressions::episode_link(e, &text(data, &at("hazard_class"))),
+                links::episode_link(e, &text(data, &at("hazard_class"))),
                 text(data, &at("status")),
                 e["onset_ms"].as_i64().map_or("—".into(), utc_date),
                 e["opened_at_ms"].as_i64().map_or("—".into(), utc_date),

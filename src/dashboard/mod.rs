@@ -19,6 +19,7 @@
 pub mod diagnostics;
 pub mod html;
 pub mod keys;
+pub mod links;
 pub mod rare_events;
 pub mod regressions;
 pub mod summary;

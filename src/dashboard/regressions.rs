@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::Sources;
 use super::html::{self, escape, interval, num, text};
+use super::links::{self, episode_link, percent_encode};
 use super::svg::{Chart, PALETTE};
 use crate::detect::hazard_ratio::GammaRate;
 use crate::engine::BinStats;
@@ -292,29 +293,6 @@ pub fn history_rows(
         .collect()
 }
 
-/// `text` safe as a query-string value.
-pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The link to an episode's page.
-pub fn episode_href(id: &str) -> String {
-    format!("/regressions/episode?id={}", percent_encode(id))
-}
-
-/// A link to the page of the episode of `row` (an [`episode_row`]).
-pub fn episode_link(row: &Value, label: &str) -> String {
-    html::link(
-        &episode_href(row["episode_id"].as_str().unwrap_or("")),
-        label,
-    )
-}
-
 pub fn page(data: &Value) -> String {
     let episodes = html::rows(data, "/episodes");
     let mut body = format!(
@@ -349,7 +327,7 @@ pub fn page(data: &Value) -> String {
             let at = |field: &str| format!("/episodes/{i}/{field}");
             vec![
                 episode_link(e, &text(data, &at("key"))),
-                super::keys::key_link(e, &text(data, &at("key_kind"))),
+                links::key_link(e, &text(data, &at("key_kind"))),
                 text(data, &at("hazard_class")),
                 text(data, &at("status")),
                 e["onset_ms"].as_i64().map_or("—".into(), utc_date),
@@ -388,7 +366,7 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     let mut body = format!(
         r#"<p>{} <a href="{}">{}</a> · class {} · status {} · onset (est.) {} · opened {}</p>"#,
         text(data, "/episode/key_kind"),
-        escape(&super::keys::key_href(
+        escape(&links::key_href(
             data.pointer("/episode/key_kind")
                 .and_then(Value::as_str)
                 .unwrap_or(""),

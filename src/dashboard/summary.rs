@@ -62,9 +62,9 @@ fn open_episodes_html(data: &Value) -> String {
                 .as_i64()
                 .map_or("—".into(), crate::model::utc_date);
             vec![
-                super::keys::key_link(e, &text(data, &at("key"))),
+                super::links::key_link(e, &text(data, &at("key"))),
                 text(data, &at("hazard_class")),
-                regressions::episode_link(e, &opened),
+                super::links::episode_link(e, &opened),
                 interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
             ]
         })

@@ -88,7 +88,7 @@ fn diagnostics_before_any_refit_say_so_and_the_page_still_renders() {
 #[test]
 fn an_episode_link_survives_the_query_string() {
     let id = "COHORT/firmware:fw 3.0+rc/critical/2026-01-30";
-    let href = regressions::episode_href(id);
+    let href = super::links::episode_href(id);
     assert_eq!(
         href,
         "/regressions/episode?id=COHORT%2Ffirmware%3Afw%203.0%2Brc%2Fcritical%2F2026-01-30"

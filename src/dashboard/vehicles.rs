@@ -128,7 +128,7 @@ pub fn page(data: &Value) -> String {
             vec![
                 num(data, &at("rank"), 0),
                 html::link(
-                    &super::keys::vehicle_href(
+                    &super::links::vehicle_href(
                         data.pointer(&at("vehicle_id"))
                             .and_then(Value::as_str)
                             .unwrap_or(""),
@@ -163,7 +163,7 @@ pub fn page(data: &Value) -> String {
     } else {
         format!(
             "/api/vehicle-ranking?q={}",
-            super::regressions::percent_encode(query)
+            super::links::percent_encode(query)
         )
     };
     html::page_with(data, "/vehicles", "Vehicle performance", &api, &body)

@@ -10,13 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::PartitionId;
 use super::cohorts::{CohortAggregator, PartitionReport};
 use super::detection::DetectionSettings;
 use super::outbox::Outbox;
 use super::state::{self, PartitionState};
 use crate::metrics::Metrics;
 use crate::model::{HazardClass, KeyKind, RegressionAlert};
+use crate::partition_id::PartitionId;
 
 /// Cohort reports' routes and the aggregators held by this process.
 #[derive(Default)]
@@ -127,7 +127,9 @@ impl CohortRouter {
             .dirty_cohorts
             .extend(fed.into_iter().map(|key| (at, key)));
         self.aggregators.insert(at, aggregator);
-        super::count_alerts(effects.metrics, &effects.alerts[alerts_before..]);
+        effects
+            .metrics
+            .count_alerts(&effects.alerts[alerts_before..]);
     }
 
     /// The source partitions cohort bins wait for. In process: the partitions read (except one

@@ -24,19 +24,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-
+pub use super::state::FleetSums;
 use super::state::{BinStats, VehicleMeta, VehicleState};
 use crate::config::DetectorConfig;
 use crate::detect::calibration::{NullModel, OpeningRule};
-use crate::detect::fleet_relative::{
-    Baseline, FleetDetector, FleetRelativeParams, FleetUpdate, StateReader,
-};
-use crate::detect::{
-    AlertStatus, BinEvidence, Episode, EpisodeParams, EpisodeTracker, HazardRatioSummary,
-    StateDecodeError,
-};
+use crate::detect::fleet_relative::{Baseline, FleetRelativeParams, FleetUpdate};
+use crate::detect::{AlertStatus, BinEvidence, Episode, EpisodeParams, HazardRatioSummary};
 use crate::model::{ByClass, HazardClass, KeyKind, RegressionAlert, utc_date};
+
+pub use super::series::{
+    LastBin, SERIES_FORMAT, Series, decode_series, encode_series, is_current_series,
+};
 
 const DAYS_PER_MONTH: f64 = 30.4375;
 const DAY_MS: f64 = 86_400_000.0;
@@ -265,21 +263,7 @@ impl DetectionSettings {
     }
 }
 
-/// A partition's vehicles' bins summed over the closed bins, split into the basis of the
-/// fleet's mean and the rest. Like each key's own baseline, the fleet's mean is taken from bins
-/// a recent rise (a firmware rollout) has not reached: those older than the guard window G, but
-/// never fewer than the first G bins (so at bin t: bins [0, t] while t < G, then [0, G), then
-/// [0, t - G) from t = 2G on). Integer sums, so that they do not depend on the order vehicles
-/// are visited in; every count and exposure kept, so that a review budget set after a restore
-/// reads them as the live engine did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FleetSums {
-    pub(crate) basis: BinStats,
-    pub(crate) basis_bins: usize,
-    /// Totals of the later bins, oldest first.
-    pub(crate) recent: std::collections::VecDeque<BinStats>,
-}
-
+/// How the detection stage keeps and reads a partition's [`FleetSums`].
 impl FleetSums {
     /// Adds the totals of the next closed bin (bins come in order, one push per bin).
     pub fn push(&mut self, settings: &DetectionSettings, totals: BinStats) {
@@ -292,44 +276,6 @@ impl FleetSums {
             self.basis.add(&next);
             self.basis_bins += 1;
         }
-    }
-
-    /// The sums as the store keeps them: the basis, its bin count, then the recent bins.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + BinStats::ENCODED_LEN * (1 + self.recent.len()));
-        out.extend_from_slice(&(self.basis_bins as u64).to_le_bytes());
-        out.extend_from_slice(&(self.recent.len() as u64).to_le_bytes());
-        for stats in std::iter::once(&self.basis).chain(&self.recent) {
-            out.extend_from_slice(&stats.encode());
-        }
-        out
-    }
-
-    /// Reads [`FleetSums::encode`]'s bytes; `None` if they are not such.
-    pub fn decode(bytes: &[u8]) -> Option<FleetSums> {
-        let number = |at: usize| -> Option<usize> {
-            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?) as usize)
-        };
-        let (basis_bins, recent) = (number(0)?, number(8)?);
-        let len = BinStats::ENCODED_LEN;
-        let expected = recent
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(len))
-            .and_then(|n| n.checked_add(16))?;
-        if bytes.len() != expected {
-            return None;
-        }
-        let mut all = bytes[16..].chunks_exact(len).map(BinStats::decode);
-        Some(FleetSums {
-            basis: all.next()??,
-            basis_bins,
-            recent: all.collect::<Option<_>>()?,
-        })
-    }
-
-    /// Whether any bin was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.basis_bins == 0 && self.recent.is_empty()
     }
 
     /// What the fleet's mean of `class` is taken from: (events, exposure ms).
@@ -361,34 +307,6 @@ impl FleetSums {
     }
 }
 
-/// The last closed bin of a series, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct LastBin {
-    pub bin_start_ms: i64,
-    pub p_regression: f64,
-    /// Bins from the onset estimate to this one, counting it (0: no change in view).
-    pub onset_bins: u32,
-    /// Start of the onset estimate's bin.
-    pub onset_ms: i64,
-    /// The fleet's expected count for the bin, and what was seen.
-    pub expected: f64,
-    pub events: u64,
-    /// P(regression) at which an episode opens for this key now.
-    pub p_open: f64,
-    pub hazard_ratio: Option<HazardRatioSummary>,
-}
-
-/// The change-point series of one key and hazard class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Series {
-    #[serde(skip)]
-    pub detector: FleetDetector,
-    pub episode: EpisodeTracker,
-    /// Start of the next bin to feed.
-    pub next_bin_ms: i64,
-    pub last: Option<LastBin>,
-}
-
 /// Whose series: for alert fields and ids.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesKey<'a> {
@@ -401,15 +319,6 @@ pub struct SeriesKey<'a> {
 }
 
 impl Series {
-    pub fn new(params: FleetRelativeParams, first_bin_ms: i64) -> Series {
-        Series {
-            detector: FleetDetector::new(params).expect("parameters validated with the config"),
-            episode: EpisodeTracker::default(),
-            next_bin_ms: first_bin_ms,
-            last: None,
-        }
-    }
-
     /// Feeds the bin at `next_bin_ms`: `events` against `exposure` under `fleet`, opening by
     /// `rule`. Episode transitions become alerts in `alerts`. Returns the detector's update.
     pub fn feed(
@@ -865,217 +774,4 @@ pub fn cohort_history(
     }
     let first = *bins.keys().next()?;
     Some((first, bins))
-}
-
-/// The first byte of an encoded series list: the fleet-relative detector's state. Series written
-/// by the earlier self-baseline detector start with their count (1 or 2) instead.
-pub const SERIES_FORMAT: u8 = 0xF2;
-
-/// Whether `bytes` hold series of the current format (else: of an earlier safetel, not usable).
-pub fn is_current_series(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&SERIES_FORMAT)
-}
-
-/// Appends the series of one key (every class) in a compact binary form.
-pub fn encode_series(series: &ByClass<Series>, out: &mut Vec<u8>) {
-    out.push(SERIES_FORMAT);
-    out.push(HazardClass::COUNT as u8);
-    for s in series.values() {
-        out.extend_from_slice(&s.next_bin_ms.to_le_bytes());
-        match &s.episode.open {
-            None => out.push(0),
-            Some(e) => {
-                out.push(1);
-                out.extend_from_slice(&e.onset_ms.to_le_bytes());
-                out.extend_from_slice(&e.opened_at_ms.to_le_bytes());
-                out.extend_from_slice(&e.updates.to_le_bytes());
-                out.extend_from_slice(&e.reported_hr.to_le_bytes());
-                out.extend_from_slice(&e.bins_below.to_le_bytes());
-            }
-        }
-        s.detector.encode(out);
-    }
-    // Then each series' last closed bin (what the pages show of it until the next closes).
-    for s in series.values() {
-        encode_last_bin(s.last.as_ref(), out);
-    }
-}
-
-/// Reads what [`encode_series`] wrote (without the last bins, as an earlier safetel wrote it:
-/// then they are recomputed at the next bin close). Series are stored in [`HazardClass::ALL`]
-/// order; a class added since they were written starts where the first stored one stands.
-pub fn decode_series(
-    params: FleetRelativeParams,
-    bytes: &[u8],
-) -> Result<ByClass<Series>, StateDecodeError> {
-    let mut reader = StateReader(bytes);
-    if reader.take::<1>()?[0] != SERIES_FORMAT {
-        return Err(StateDecodeError("series of an earlier detector"));
-    }
-    let count = reader.take::<1>()?[0];
-    if count == 0 || usize::from(count) > HazardClass::COUNT {
-        return Err(StateDecodeError("series count"));
-    }
-    let mut out = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let next_bin_ms = i64::from_le_bytes(reader.take()?);
-        let open = match reader.take::<1>()?[0] {
-            0 => None,
-            1 => Some(Episode {
-                onset_ms: i64::from_le_bytes(reader.take()?),
-                opened_at_ms: i64::from_le_bytes(reader.take()?),
-                updates: u32::from_le_bytes(reader.take()?),
-                reported_hr: f64::from_le_bytes(reader.take()?),
-                bins_below: u32::from_le_bytes(reader.take()?),
-            }),
-            _ => return Err(StateDecodeError("episode flag")),
-        };
-        let (detector, rest) = FleetDetector::decode(params, reader.0)?;
-        reader.0 = rest;
-        out.push(Series {
-            detector,
-            episode: EpisodeTracker { open },
-            next_bin_ms,
-            last: None,
-        });
-    }
-    if !reader.0.is_empty() {
-        for s in &mut out {
-            s.last = decode_last_bin(&mut reader)?;
-        }
-    }
-    if !reader.0.is_empty() {
-        return Err(StateDecodeError("trailing bytes"));
-    }
-    let start = out[0].next_bin_ms;
-    let mut stored = out.into_iter();
-    Ok(ByClass::from_fn(|_| {
-        stored.next().unwrap_or_else(|| Series::new(params, start))
-    }))
-}
-
-fn encode_last_bin(last: Option<&LastBin>, out: &mut Vec<u8>) {
-    let Some(b) = last else {
-        out.push(0);
-        return;
-    };
-    out.push(1);
-    out.extend_from_slice(&b.bin_start_ms.to_le_bytes());
-    out.extend_from_slice(&b.p_regression.to_le_bytes());
-    out.extend_from_slice(&b.onset_bins.to_le_bytes());
-    out.extend_from_slice(&b.onset_ms.to_le_bytes());
-    out.extend_from_slice(&b.expected.to_le_bytes());
-    out.extend_from_slice(&b.events.to_le_bytes());
-    out.extend_from_slice(&b.p_open.to_le_bytes());
-    match &b.hazard_ratio {
-        None => out.push(0),
-        Some(hr) => {
-            out.push(1);
-            for v in [
-                hr.median,
-                hr.low,
-                hr.high,
-                hr.exposure_after,
-                hr.exposure_before,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&hr.events_after.to_le_bytes());
-            out.extend_from_slice(&hr.events_before.to_le_bytes());
-        }
-    }
-}
-
-fn decode_last_bin(reader: &mut StateReader<'_>) -> Result<Option<LastBin>, StateDecodeError> {
-    if reader.take::<1>()?[0] == 0 {
-        return Ok(None);
-    }
-    let bin_start_ms = i64::from_le_bytes(reader.take()?);
-    let p_regression = f64::from_le_bytes(reader.take()?);
-    let onset_bins = u32::from_le_bytes(reader.take()?);
-    let onset_ms = i64::from_le_bytes(reader.take()?);
-    let expected = f64::from_le_bytes(reader.take()?);
-    let events = u64::from_le_bytes(reader.take()?);
-    let p_open = f64::from_le_bytes(reader.take()?);
-    let hazard_ratio = if reader.take::<1>()?[0] == 0 {
-        None
-    } else {
-        let mut f = [0.0; 5];
-        for v in &mut f {
-            *v = f64::from_le_bytes(reader.take()?);
-        }
-        Some(HazardRatioSummary {
-            median: f[0],
-            low: f[1],
-            high: f[2],
-            exposure_after: f[3],
-            exposure_before: f[4],
-            events_after: u64::from_le_bytes(reader.take()?),
-            events_before: u64::from_le_bytes(reader.take()?),
-        })
-    };
-    Ok(Some(LastBin {
-        bin_start_ms,
-        p_regression,
-        onset_bins,
-        onset_ms,
-        expected,
-        events,
-        p_open,
-        hazard_ratio,
-    }))
-}
-
-#[cfg(test)]
-mod series_codec_tests {
-    use super::*;
-
-    fn fresh(start_ms: i64) -> Series {
-        Series::new(FleetRelativeParams::default(), start_ms)
-    }
-
-    #[test]
-    fn series_of_every_class_read_back_as_written() {
-        let mut series = ByClass::from_fn(|class| fresh(1_000 * class.index() as i64));
-        series[HazardClass::Disengagement].episode.open = Some(Episode {
-            onset_ms: 5,
-            opened_at_ms: 9,
-            updates: 2,
-            reported_hr: 2.5,
-            bins_below: 1,
-        });
-        let mut bytes = Vec::new();
-        encode_series(&series, &mut bytes);
-        let read = decode_series(FleetRelativeParams::default(), &bytes).unwrap();
-        assert_eq!(read, series);
-    }
-
-    #[test]
-    fn a_class_added_since_the_series_were_written_starts_where_they_stand() {
-        // Two identical series, so each body is half of what sits between the header and the
-        // two one-byte "no last bin" markers; one body alone is what a safetel with one class
-        // wrote (without the last bins, as before they were stored).
-        let series = ByClass::splat(fresh(86_400_000));
-        let mut two = Vec::new();
-        encode_series(&series, &mut two);
-        let body = (two.len() - 2 - HazardClass::COUNT) / HazardClass::COUNT;
-        let mut one = vec![SERIES_FORMAT, 1];
-        one.extend_from_slice(&two[2..2 + body]);
-        let read = decode_series(FleetRelativeParams::default(), &one).unwrap();
-        for (class, s) in read.iter() {
-            assert_eq!(s, &fresh(86_400_000), "{class:?}");
-        }
-    }
-
-    #[test]
-    fn series_counts_no_class_stands_for_are_refused() {
-        for count in [0, HazardClass::COUNT as u8 + 1] {
-            let bytes = [SERIES_FORMAT, count];
-            assert_eq!(
-                decode_series(FleetRelativeParams::default(), &bytes).unwrap_err(),
-                StateDecodeError("series count"),
-                "count {count}"
-            );
-        }
-    }
 }

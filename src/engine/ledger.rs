@@ -56,7 +56,7 @@ impl Wanted {
 /// The facts and seen ids of one partition, rebuilt from its input records offered in offset
 /// order.
 pub struct FactsRebuild {
-    partition: super::PartitionId,
+    partition: crate::partition_id::PartitionId,
     bin_width_ms: i64,
     wanted: Wanted,
     rejected: BTreeSet<i64>,
@@ -74,7 +74,7 @@ pub struct FactsRebuild {
 impl FactsRebuild {
     /// A rebuild of what `wanted` asks for among the records not in `rejected`.
     pub fn new(
-        partition: super::PartitionId,
+        partition: crate::partition_id::PartitionId,
         bin_width_ms: i64,
         wanted: Wanted,
         rejected: BTreeSet<i64>,
@@ -111,7 +111,8 @@ impl FactsRebuild {
             && time >= w.seen_cutoff_ms
             && !matches!(event.payload, Payload::Review(_))
         {
-            let hash = super::record_hash(event.kind(), &event.vehicle_id, event.record_id());
+            let hash =
+                super::admission::record_hash(event.kind(), &event.vehicle_id, event.record_id());
             self.seen.push((time, hash));
             self.seen_first_offset.get_or_insert(offset);
             self.ids_kept += 1;

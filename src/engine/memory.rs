@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::admission::SourceRecord;
 use super::runner::{DeadLetterSink, OutputSink, Poll, RecordSource, SinkError, SourceError};
-use super::{PartitionId, Rejection, SourceRecord};
+use crate::dead_letter::Rejection;
 use crate::model::{RegressionAlert, ReviewRequest};
+use crate::partition_id::PartitionId;
 
 /// Records handed to the engine per poll.
 const BATCH: usize = 4096;

@@ -14,62 +14,52 @@
 //! dead-letter sink of `demo`, tests and benchmarks.
 
 pub mod admission;
+pub mod clocks;
 pub mod cohort_router;
 pub mod cohorts;
+pub mod delta;
 pub mod detection;
 pub mod health;
 pub mod ledger;
 pub mod memory;
 pub mod outbox;
+pub mod restored;
 pub mod retention;
 pub mod reviews;
 pub mod runner;
+pub mod series;
 pub mod state;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 use crate::config::{DetectorConfig, StreamConfig};
 use crate::dead_letter::RecentOutcomes;
 pub use crate::dead_letter::Rejection;
-use crate::detect::StateDecodeError;
 use crate::metrics::Metrics;
 use crate::model::{
     HazardClass, KeyKind, Payload, RecordKind, RegressionAlert, ReviewRequest, TelemetryEvent,
 };
 pub use crate::partition_id::{PartitionId, StoredPartition};
 use crate::sampling::SamplingPolicy;
+pub use admission::SourceRecord;
 use admission::TimeRules;
 use cohort_router::{CohortRouter, RouteEffects};
-use cohorts::{AggregatorProgress, CohortAggregator, PartitionReport};
+use cohorts::{CohortAggregator, PartitionReport};
+pub use delta::StateDelta;
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
 use outbox::Outbox;
+pub use restored::{RestoreError, RestoredState};
 pub use retention::{Retention, VehicleArchive};
 use reviews::{ReviewDesk, review_hold};
 pub use state::{
     BinStats, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition, PartitionState,
-    PendingReview, Prior, RETIRED_BIN, RecentRecord, SeenSegment, StateDelta, VehicleMeta,
-    VehicleState, fact_records, id_hash,
+    PendingReview, Prior, RETIRED_BIN, RecentRecord, SeenSegment, VehicleMeta, VehicleState,
+    Vehicles, fact_records, id_hash,
 };
-
-/// One record as read from a source.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceRecord<'a> {
-    pub partition: PartitionId,
-    pub offset: i64,
-    pub key: Option<&'a [u8]>,
-    pub payload: &'a [u8],
-    /// When the record was produced (ms since epoch), if the source knows.
-    pub timestamp_ms: Option<i64>,
-}
-
-/// Vehicle state by vehicle id, shared with the HTTP API (reads).
-pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
 
 /// The cohort series as of the last commit point, shared with the HTTP API (reads): cohort key
 /// -> one series per hazard class.
@@ -147,45 +137,6 @@ pub struct Engine {
     /// The outcomes of the last records, for the dead-letter share `/health` reports.
     recent: RecentOutcomes,
     pub(crate) metrics: Metrics,
-}
-
-/// State restored from the store at start-up.
-#[derive(Debug)]
-pub struct RestoredState {
-    pub vehicles: Vec<(String, VehicleState)>,
-    pub partitions: HashMap<PartitionId, PartitionState>,
-    /// (partition, vehicle id or cohort key, encoded series) as the store holds them.
-    pub series: Vec<(PartitionId, String, Vec<u8>)>,
-    /// (aggregator, progress) of the cohort aggregators.
-    pub aggregators: Vec<(i32, AggregatorProgress)>,
-    /// Per-vehicle priors from the last refit that converged.
-    pub priors: Vec<(String, Prior)>,
-    /// The fleet sums of source partitions, where the store kept them (else they are summed
-    /// from the bins, which is exact only while no bin has been retired).
-    pub fleet_sums: HashMap<PartitionId, FleetSums>,
-}
-
-impl Default for RestoredState {
-    /// Nothing: no vehicles, partitions or series, no bin closed.
-    fn default() -> Self {
-        RestoredState {
-            vehicles: Vec::new(),
-            partitions: HashMap::new(),
-            series: Vec::new(),
-            aggregators: Vec::new(),
-            priors: Vec::new(),
-            fleet_sums: HashMap::new(),
-        }
-    }
-}
-
-/// Restored state the engine cannot use.
-#[derive(Debug, thiserror::Error)]
-#[error("series state of `{key}` (partition {partition}): {source}")]
-pub struct RestoreError {
-    pub partition: PartitionId,
-    pub key: String,
-    pub source: StateDecodeError,
 }
 
 impl Engine {
@@ -881,7 +832,7 @@ impl Engine {
                 .inc_by(fed * HazardClass::COUNT as u64);
             self.metrics.bins_closed(KeyKind::Vehicle).inc_by(fed);
         }
-        count_alerts(&self.metrics, &self.alerts[alerts_before..]);
+        self.metrics.count_alerts(&self.alerts[alerts_before..]);
         if let (false, Some(source)) = (self.detection.cohorts.is_empty(), partition.source()) {
             let vehicles = PartitionVehicles(&self.vehicles, partition);
             let report = PartitionReport::build(&self.detection, source, &vehicles, start, through);
@@ -1196,7 +1147,7 @@ impl Engine {
     ) -> Vec<view::ViewItem> {
         let departed_in =
             |p: PartitionId| self.departed.values().filter(|(at, _)| *at == p).count();
-        let mut items = view::items_of_delta(delta, gone, departed_in);
+        let mut items = delta.view_items(gone, departed_in);
         if everything {
             for vehicle in self.vehicles.iter() {
                 items.extend(view::items_of_vehicle(vehicle.key(), &vehicle));
@@ -1237,19 +1188,6 @@ impl Engine {
     }
 }
 
-/// Updates the alert metrics for `raised` alerts.
-fn count_alerts(metrics: &Metrics, raised: &[RegressionAlert]) {
-    for alert in raised {
-        metrics.alerts(alert.status).inc();
-        let change = match alert.status {
-            crate::model::AlertStatus::Opened => 1,
-            crate::model::AlertStatus::Resolved => -1,
-            crate::model::AlertStatus::Updated => 0,
-        };
-        metrics.open_episodes.add(change);
-    }
-}
-
 /// Every vehicle's bins summed: the fleet's totals (exact, integer sums in any order).
 pub fn fleet_totals(vehicles: &Vehicles) -> BinStats {
     let mut total = BinStats::default();
@@ -1257,16 +1195,6 @@ pub fn fleet_totals(vehicles: &Vehicles) -> BinStats {
         total.add(&vehicle.totals());
     }
     total
-}
-
-/// The dedup key of a record: its kind, vehicle and id, hashed.
-pub(crate) fn record_hash(kind: RecordKind, vehicle_id: &str, record_id: &str) -> u64 {
-    id_hash(&[
-        &[kind as u8],
-        vehicle_id.as_bytes(),
-        &[0],
-        record_id.as_bytes(),
-    ])
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use super::PartitionId;
 use super::cohorts::PartitionReport;
 use crate::model::RegressionAlert;
+use crate::partition_id::PartitionId;
 
 /// Changes since the last commit, by what they name.
 #[derive(Default)]
@@ -50,7 +50,6 @@ impl Outbox {
     /// Forgets what named released partitions.
     pub fn release(&mut self, gone: impl Fn(&PartitionId) -> bool) {
         self.moved_partitions.retain(|p| !gone(p));
-        self.dirty_fleet.retain(|p| !gone(p));
         self.dirty_cohorts
             .retain(|(q, _)| !gone(&PartitionId::Cohort(*q)));
         self.dirty_aggregators

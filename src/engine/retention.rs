@@ -22,6 +22,20 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// The horizons `config` sets (`[retention]`, and the refit's window for the facts).
+    pub fn of(config: &crate::config::Config) -> Retention {
+        let r = &config.retention;
+        if !r.enabled {
+            return Retention::KEEP_ALL;
+        }
+        let day = 86_400_000i64;
+        Retention {
+            facts_ms: Some(i64::from(config.refit.window_days + r.facts_margin_days) * day),
+            bins_ms: Some(i64::from(r.bin_days) * day),
+            silent_ms: (r.vehicle_silent_days > 0).then(|| i64::from(r.vehicle_silent_days) * day),
+        }
+    }
+
     /// Everything kept, as before retention existed.
     pub const KEEP_ALL: Retention = Retention {
         facts_ms: None,
@@ -60,7 +74,7 @@ pub trait VehicleArchive: Send + Sync {
     /// `None` if the store has none.
     fn load(
         &self,
-        partition: super::PartitionId,
+        partition: crate::partition_id::PartitionId,
         vehicle_id: &str,
     ) -> Result<Option<StoredVehicle>, String>;
 }
@@ -115,6 +129,30 @@ mod tests {
     use crate::engine::BinStats;
 
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn the_configured_horizons_are_as_documented() {
+        use crate::config::Config;
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let config = Config::load(
+            None,
+            env(&[("SAFETEL_RETENTION__VEHICLE_SILENT_DAYS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(Retention::of(&config).silent_ms, None, "0: never paused");
+        let day = 86_400_000;
+        let defaults = Retention::of(&Config::default_config());
+        assert_eq!(defaults.facts_ms, Some(97 * day));
+        assert_eq!(defaults.bins_ms, Some(400 * day));
+        assert_eq!(defaults.silent_ms, Some(30 * day));
+        let off = Config::load(None, env(&[("SAFETEL_RETENTION__ENABLED", "false")])).unwrap();
+        assert_eq!(Retention::of(&off), Retention::KEEP_ALL);
+    }
 
     #[test]
     fn horizons_are_whole_bins_behind_the_watermark_and_never_past_the_closed_bins() {

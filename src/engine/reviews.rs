@@ -13,8 +13,9 @@ use crate::sampling::{SamplingPolicy, Stratum, TripCovariates};
 
 use super::detection::DetectionSettings;
 use super::outbox::Outbox;
+use super::state::Vehicles;
 use super::state::{BinStats, PartitionState, PendingReview, VehicleState};
-use super::{Rejection, Vehicles};
+use crate::dead_letter::Rejection;
 
 /// Critical events kept per vehicle while their trip's summary (which decides the review) is
 /// awaited; beyond this the oldest are dropped (a summary that never came: never reviewed).

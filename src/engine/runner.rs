@@ -13,8 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{Engine, PartitionId, Rejection, SourceRecord, StateDelta};
+use super::Engine;
+use super::admission::SourceRecord;
+use super::delta::StateDelta;
+use crate::dead_letter::Rejection;
 use crate::model::{RegressionAlert, ReviewRequest};
+use crate::partition_id::PartitionId;
 
 /// What a poll produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +155,7 @@ pub trait CommitTarget: Send {
     fn load_partitions(
         &mut self,
         _partitions: &[PartitionId],
-    ) -> Result<super::RestoredState, CommitError> {
+    ) -> Result<super::restored::RestoredState, CommitError> {
         Err(CommitError::Unsupported(
             "this state store cannot take over partitions (no changelog)",
         ))
@@ -171,9 +175,9 @@ pub enum CommitError {
     /// be committed by this process.
     #[error("{0}")]
     Fenced(String),
-    /// The local state store failed.
+    /// The local state store failed (its own error, as the edge that has a store gives it).
     #[error("state store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(Box<dyn std::error::Error + Send + Sync>),
     /// The target cannot do what was asked.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -189,9 +193,21 @@ impl CommitError {
     }
 }
 
+/// Why a source cannot go on reading.
 #[derive(Debug, thiserror::Error)]
-#[error("source failed: {0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    /// An assigned partition cannot be read from its committed position.
+    #[error("source cannot read {topic} [{partition}] from {offset}: {detail}")]
+    Position {
+        topic: String,
+        partition: i32,
+        offset: String,
+        detail: String,
+    },
+    /// The consumer refused the assignment.
+    #[error("source refused the assignment: {0}")]
+    Assign(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("sink failed: {0}")]
@@ -208,7 +224,7 @@ pub enum RunError {
     #[error("state commit failed: {0}")]
     Commit(#[from] CommitError),
     #[error("restoring assigned partitions: {0}")]
-    Restore(#[from] super::RestoreError),
+    Restore(#[from] super::restored::RestoreError),
     #[error("the state writer thread stopped")]
     WriterStopped,
     #[error(
@@ -368,7 +384,8 @@ pub fn run(
     let result = std::thread::scope(|scope| {
         let (to_writer, for_writer) = mpsc::sync_channel::<WriterJob>(1);
         let (from_writer, done) = mpsc::channel::<CommitDone>();
-        let (loaded_tx, loaded) = mpsc::channel::<Result<super::RestoredState, CommitError>>();
+        let (loaded_tx, loaded) =
+            mpsc::channel::<Result<super::restored::RestoredState, CommitError>>();
         std::thread::Builder::new()
             .name("state-writer".into())
             .spawn_scoped(scope, move || {
@@ -640,7 +657,7 @@ fn rebalance(
 struct Committer {
     to_writer: mpsc::SyncSender<WriterJob>,
     done: mpsc::Receiver<CommitDone>,
-    loaded: mpsc::Receiver<Result<super::RestoredState, CommitError>>,
+    loaded: mpsc::Receiver<Result<super::restored::RestoredState, CommitError>>,
     in_flight: bool,
     summary: RunSummary,
     /// For each alert raised since the last commit point, the produce timestamp of the record
@@ -716,7 +733,10 @@ impl Committer {
     }
 
     /// The committed state of `partitions`, from the writer thread (no commit in flight).
-    fn load(&mut self, partitions: Vec<PartitionId>) -> Result<super::RestoredState, RunError> {
+    fn load(
+        &mut self,
+        partitions: Vec<PartitionId>,
+    ) -> Result<super::restored::RestoredState, RunError> {
         self.to_writer
             .send(WriterJob::Load(partitions))
             .map_err(|_| RunError::WriterStopped)?;

@@ -1,10 +1,11 @@
-//! The engine's hot state and the delta it hands to the store at each commit point.
-//!
-//! Pure data: per-vehicle event-time bins, per-partition stream position (next offset, watermark,
-//! recently seen record ids). The store persists exactly what is here, keyed by partition.
+//! The engine's hot state: per-vehicle event-time bins and attributes, per-partition stream
+//! position (next offset, watermark, recently seen record ids, the fleet's sums), fact and
+//! seen-id segments in the making. Pure data; the store persists exactly what is here, keyed by
+//! partition, from the [`super::delta::StateDelta`] of each commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use dashmap::DashMap;
 use serde::Serialize;
 
 pub use crate::hashing::{FnvHashBuilder, FnvHasher, IdHashBuilder, IdHasher, id_hash};
@@ -287,11 +288,14 @@ impl BinStats {
     }
 }
 
+/// Vehicle state by vehicle id, shared with the HTTP API (reads).
+pub type Vehicles = DashMap<String, VehicleState, FnvHashBuilder>;
+
 /// What the stream knows about one vehicle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VehicleState {
     /// Source partition the vehicle's records arrive on (its state moves with it).
-    pub partition: super::PartitionId,
+    pub partition: crate::partition_id::PartitionId,
     pub meta: VehicleMeta,
     /// Bin start (ms since epoch) -> stats.
     pub bins: BTreeMap<i64, BinStats>,
@@ -306,15 +310,15 @@ pub struct VehicleState {
     /// commit, by the same bins as the facts: timeline segments in the making.
     #[serde(skip)]
     pub pending_timeline: PendingFacts,
-    /// The sum of the bins that left the state with retention ([`super::Retention`]): what
+    /// The sum of the bins that left the state with retention (retention): what
     /// [`VehicleState::totals`] adds to the bins kept.
     pub retired: BinStats,
     /// Change-point series, one per hazard class; none until the first bin closes.
-    pub series: Option<Box<crate::model::ByClass<super::detection::Series>>>,
+    pub series: Option<Box<crate::model::ByClass<super::series::Series>>>,
     /// Series changed since the last commit.
     #[serde(skip)]
     pub series_dirty: bool,
-    /// The commit since which the vehicle could leave memory ([`super::retention::may_leave`]):
+    /// The commit since which the vehicle could leave memory (retention's `may_leave`):
     /// it leaves at a later one, when the store surely holds what it had then.
     #[serde(skip)]
     pub quiet_since_commit: Option<u64>,
@@ -436,7 +440,7 @@ impl VehicleState {
     /// the next commit. `true`: the vehicle's first change since the last commit (the caller
     /// notes the vehicle in the commit outbox).
     /// Its series of `class`, once its first bin has closed.
-    pub fn series_of(&self, class: crate::model::HazardClass) -> Option<&super::detection::Series> {
+    pub fn series_of(&self, class: crate::model::HazardClass) -> Option<&super::series::Series> {
         self.series.as_deref().map(|series| &series[class])
     }
 
@@ -519,7 +523,7 @@ impl PendingFacts {
     /// ([`MAX_SEGMENT_BYTES`]), each with its bin and first offset.
     pub fn into_segments(
         self,
-        partition: super::PartitionId,
+        partition: crate::partition_id::PartitionId,
         vehicle_id: &str,
     ) -> Vec<FactSegment> {
         self.0
@@ -569,11 +573,11 @@ pub struct PartitionState {
     /// Offset of the next record to read.
     pub next_offset: i64,
     /// The latest record time a quorum of the partition's vehicles reached
-    /// ([`super::admission`]; `i64::MIN` before the first record). Never goes back.
+    /// (admission; `i64::MIN` before the first record). Never goes back.
     pub watermark_ms: i64,
     /// The latest record time of each of the partition's vehicles, which the watermark follows.
     /// Derived from the vehicles' meta (rebuilt on restore).
-    pub clocks: super::admission::VehicleClocks,
+    pub clocks: super::clocks::VehicleClocks,
     /// Hashes of record ids accepted recently, with their record times: an id counts as seen
     /// while its time is within the lateness window of the watermark.
     pub seen: HashMap<u64, i64, IdHashBuilder>,
@@ -595,8 +599,8 @@ pub struct PartitionState {
     pub sampling_scale: f64,
     /// Per class, the partition's vehicles' events and exposure over the closed bins: the fleet
     /// its vehicles are compared with. Derived from the bins (recomputed on restore).
-    pub fleet_sums: super::detection::FleetSums,
-    /// The partition's vehicles keep no bin before this ([`super::Retention`]; not stored: a
+    pub fleet_sums: FleetSums,
+    /// The partition's vehicles keep no bin before this (retention; not stored: a
     /// restore starts at `i64::MIN` and the first commit retires again what is due).
     pub bins_horizon_ms: i64,
     /// The ledger of the facts, which stay local: per bin of record time, the offset of the
@@ -676,7 +680,7 @@ impl Default for PartitionState {
 /// Facts of one vehicle accepted between two commits, for the nightly job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FactSegment {
-    pub partition: super::PartitionId,
+    pub partition: crate::partition_id::PartitionId,
     /// The bin of its records' record times: the segment expires with it.
     pub bin_ms: i64,
     pub vehicle_id: String,
@@ -685,11 +689,7 @@ pub struct FactSegment {
     pub records: Vec<u8>,
 }
 
-/// The most a fact or seen-ids segment holds (bytes of its value): each is one record of the
-/// state changelog, and a broker refuses records larger than its `message.max.bytes` (1 MB by
-/// default), so a commit of many records splits them. A fact segment holds at least one record
-/// (at most `stream.max_record_bytes`).
-pub const MAX_SEGMENT_BYTES: usize = 256 * 1024;
+pub use crate::config::MAX_SEGMENT_BYTES;
 
 impl FactSegment {
     /// This segment as segments of at most `max_bytes` each (whole records; one record larger
@@ -751,7 +751,7 @@ impl SeenSegment {
 /// Record ids of one partition accepted between two commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenSegment {
-    pub partition: super::PartitionId,
+    pub partition: crate::partition_id::PartitionId,
     pub first_offset: i64,
     /// Largest event time in the segment: once the cutoff passes it, the segment is dropped.
     pub max_time_ms: i64,
@@ -762,57 +762,72 @@ pub struct SeenSegment {
 /// Where a partition stands at a commit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartitionPosition {
-    pub partition: super::PartitionId,
+    pub partition: crate::partition_id::PartitionId,
     pub next_offset: i64,
     pub watermark_ms: i64,
     pub seen_cutoff_ms: i64,
     pub closed_through_ms: i64,
     /// The review policy's scale on this partition (0: none yet).
     pub sampling_scale: f64,
-    /// Fact segments of bins before this have expired ([`super::Retention`]; `i64::MIN`: none).
+    /// Fact segments of bins before this have expired (retention; `i64::MIN`: none).
     pub facts_horizon_ms: i64,
     /// Rejected offsets before this no rebuild can need (the first offset of the bins kept).
     pub rejected_floor: i64,
 }
 
-/// Everything that changed since the last commit point, written by the store in one batch.
-#[derive(Debug, Default)]
-pub struct StateDelta {
-    /// (partition, vehicle id, bin start, stats): new values of changed bins; at
-    /// [`RETIRED_BIN`], the sum of the vehicle's retired bins.
-    pub bins: Vec<(super::PartitionId, String, i64, BinStats)>,
-    /// (partition, vehicle id, bin start) of bins that left the state with retention.
-    pub expired_bins: Vec<(super::PartitionId, String, i64)>,
-    /// (partition, vehicle id, horizon) of vehicles out of memory whose stored bins before the
-    /// horizon the store retires into their [`RETIRED_BIN`] sum.
-    pub retire_stored: Vec<(super::PartitionId, String, i64)>,
-    /// (partition, fleet sums) of partitions that closed bins since the last commit.
-    pub fleet_sums: Vec<(super::PartitionId, super::detection::FleetSums)>,
-    /// (partition, vehicle id, meta) of vehicles that changed.
-    pub vehicles: Vec<(super::PartitionId, String, VehicleMeta)>,
-    /// Fact segments: local to the store (the warehouse's input), never logged.
-    pub facts: Vec<FactSegment>,
-    /// The refit's timeline segments, by the facts' bins: logged.
-    pub timeline: Vec<FactSegment>,
-    /// (partition, bin, first offset) of bins given a first fact since the last commit.
-    pub fact_bins: Vec<(super::PartitionId, i64, i64)>,
-    /// (partition, offsets) of the records rejected since the last commit, in order.
-    pub rejected: Vec<(super::PartitionId, Vec<i64>)>,
-    pub seen: Vec<SeenSegment>,
-    pub positions: Vec<PartitionPosition>,
-    /// (partition, vehicle id or cohort key, encoded series) of series fed since the last
-    /// commit; a cohort's under its aggregator's partition.
-    pub series: Vec<(super::PartitionId, String, Vec<u8>)>,
-    /// (aggregator, progress) of cohort aggregators that changed.
-    pub aggregators: Vec<(i32, super::cohorts::AggregatorProgress)>,
-    /// (repartition-topic partition, report) to publish with this commit, when cohort reports
-    /// go through the repartition topic.
-    pub cohort_reports: Vec<(i32, super::cohorts::PartitionReport)>,
-    /// Alerts raised since the last commit (already published), for the record.
-    pub alerts: Vec<crate::model::RegressionAlert>,
-    /// What the group view learns of this commit ([`super::view`]), where the engine publishes
-    /// one ([`super::Engine::with_group_view`]).
-    pub view: Vec<super::view::ViewItem>,
+/// A partition's vehicles' bins summed over the closed bins, split into the basis of the
+/// fleet's mean and the rest. Like each key's own baseline, the fleet's mean is taken from bins
+/// a recent rise (a firmware rollout) has not reached: those older than the guard window G, but
+/// never fewer than the first G bins (so at bin t: bins [0, t] while t < G, then [0, G), then
+/// [0, t - G) from t = 2G on). Integer sums, so that they do not depend on the order vehicles
+/// are visited in; every count and exposure kept, so that a review budget set after a restore
+/// reads them as the live engine did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSums {
+    pub(crate) basis: BinStats,
+    pub(crate) basis_bins: usize,
+    /// Totals of the later bins, oldest first.
+    pub(crate) recent: std::collections::VecDeque<BinStats>,
+}
+
+impl FleetSums {
+    /// The sums as the store keeps them: the basis, its bin count, then the recent bins.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + BinStats::ENCODED_LEN * (1 + self.recent.len()));
+        out.extend_from_slice(&(self.basis_bins as u64).to_le_bytes());
+        out.extend_from_slice(&(self.recent.len() as u64).to_le_bytes());
+        for stats in std::iter::once(&self.basis).chain(&self.recent) {
+            out.extend_from_slice(&stats.encode());
+        }
+        out
+    }
+
+    /// Reads [`FleetSums::encode`]'s bytes; `None` if they are not such.
+    pub fn decode(bytes: &[u8]) -> Option<FleetSums> {
+        let number = |at: usize| -> Option<usize> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?) as usize)
+        };
+        let (basis_bins, recent) = (number(0)?, number(8)?);
+        let len = BinStats::ENCODED_LEN;
+        let expected = recent
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(len))
+            .and_then(|n| n.checked_add(16))?;
+        if bytes.len() != expected {
+            return None;
+        }
+        let mut all = bytes[16..].chunks_exact(len).map(BinStats::decode);
+        Some(FleetSums {
+            basis: all.next()??,
+            basis_bins,
+            recent: all.collect::<Option<_>>()?,
+        })
+    }
+
+    /// Whether any bin was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.basis_bins == 0 && self.recent.is_empty()
+    }
 }
 
 /// Where a vehicle's retired bins are summed ([`VehicleState::retired`]), among its bins: before

@@ -14,11 +14,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::PartitionId;
-use super::detection::{FleetSums, Series, decode_series, encode_series};
+use super::series::{Series, decode_series, encode_series};
+use super::state::FleetSums;
 use super::state::{BinStats, RETIRED_BIN, VehicleMeta, VehicleState};
 use crate::detect::fleet_relative::FleetRelativeParams;
 use crate::model::{ByClass, RegressionAlert};
+use crate::partition_id::PartitionId;
 
 /// One change of the group's state, as a commit publishes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -309,72 +310,6 @@ impl GroupState {
             }
         }
     }
-}
-
-/// The view items of a commit's changes (see [`super::state::StateDelta`]); `departed`: the vehicles that left memory at it, with their bins; `departed_count`: each
-/// partition's vehicles out of memory.
-pub fn items_of_delta(
-    delta: &super::state::StateDelta,
-    departed: &[(String, Vec<i64>)],
-    departed_count: impl Fn(PartitionId) -> usize,
-) -> Vec<ViewItem> {
-    let mut items = Vec::new();
-    for (partition, id, meta) in &delta.vehicles {
-        items.push(ViewItem::Vehicle {
-            id: id.clone(),
-            partition: *partition,
-            meta: meta.clone(),
-        });
-    }
-    for (_, id, start_ms, stats) in &delta.bins {
-        items.push(ViewItem::Bin {
-            id: id.clone(),
-            start_ms: *start_ms,
-            stats: *stats,
-        });
-    }
-    for (_, id, start_ms) in &delta.expired_bins {
-        items.push(ViewItem::BinGone {
-            id: id.clone(),
-            start_ms: *start_ms,
-        });
-    }
-    for (partition, key, encoded) in &delta.series {
-        items.push(if let PartitionId::Cohort(aggregator) = *partition {
-            ViewItem::Cohort {
-                key: key.clone(),
-                aggregator,
-                encoded: encoded.clone(),
-            }
-        } else {
-            ViewItem::Series {
-                id: key.clone(),
-                encoded: encoded.clone(),
-            }
-        });
-    }
-    for (partition, sums) in &delta.fleet_sums {
-        items.push(ViewItem::Fleet {
-            partition: *partition,
-            sums: sums.clone(),
-        });
-    }
-    for (id, bins) in departed {
-        items.push(ViewItem::VehicleGone {
-            id: id.clone(),
-            bins: bins.clone(),
-        });
-    }
-    items.extend(delta.alerts.iter().cloned().map(ViewItem::Alert));
-    for position in &delta.positions {
-        items.push(ViewItem::Partition(PartitionStamp {
-            partition: position.partition,
-            next_offset: position.next_offset,
-            departed: departed_count(position.partition),
-            ..Default::default()
-        }));
-    }
-    items
 }
 
 /// Everything the view needs of one vehicle (after it was given to this process, or came back

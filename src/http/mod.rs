@@ -1,8 +1,9 @@
 //! The HTTP edge: the dashboard pages, their JSON API and Prometheus metrics, read-only views
 //! of the engine's state, the store's alerts and model runs.
 //!
-//! Pages (see [`crate::dashboard`]): `/`, `/regressions`, `/regressions/episode?id=`,
-//! `/rare-events`, `/vehicles?q=`, `/diagnostics`, each with its JSON under `/api/...`.
+//! Pages (see [`crate::dashboard`], served as [`pages::Page`]s): `/`, `/regressions`,
+//! `/regressions/episode?id=`, `/rare-events`, `/vehicles?q=`, `/diagnostics`,
+//! `/vehicles/{id}`, `/cohorts/{key}`, each with its JSON under `/api/...`.
 //! Also `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`,
 //! `GET /api/fleet` (fleet totals and the critical-event rate, Horvitz-Thompson under a review
 //! budget), `GET /api/status`, `GET /health/live`, `GET /health/ready` (`GET /health` is
@@ -15,13 +16,15 @@
 //! `http.request_timeout_ms` with 408, and at shutdown waits for open requests only as long as
 //! it is told.
 
+mod pages;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLockReadGuard};
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
@@ -31,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::dashboard::summary::{fleet_json, totals_json};
-use crate::dashboard::{self, FleetVehicles, Sources};
+use crate::dashboard::{FleetVehicles, Sources};
 use crate::engine::detection::{DetectionSettings, Series};
 use crate::engine::health::{self, HealthInputs, Verdict};
 use crate::engine::runner::{RunStatus, StatusBoard};
@@ -68,25 +71,9 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let owned = Router::new()
-        .route("/", get(summary_page))
-        .route("/regressions", get(regressions_page))
-        .route("/regressions/episode", get(episode_page))
-        .route("/rare-events", get(rare_events_page))
-        .route("/vehicles", get(vehicles_page))
-        .route("/diagnostics", get(diagnostics_page))
-        .route("/api/summary", get(summary))
-        .route("/api/regressions", get(regressions))
-        .route("/api/regressions/episode", get(episode))
-        .route("/api/rare-events", get(rare_events))
-        .route("/api/vehicle-ranking", get(vehicle_ranking))
-        .route("/api/diagnostics", get(diagnostics))
+    let owned = pages::add_pages(Router::new())
         .route("/api/vehicles", get(vehicles))
         .route("/api/vehicles/{id}", get(vehicle))
-        .route("/vehicles/{id}", get(vehicle_page))
-        .route("/api/vehicles/{id}/page", get(vehicle_page_data))
-        .route("/cohorts/{key}", get(cohort_page))
-        .route("/api/cohorts/{key}", get(cohort_page_data))
         .route("/api/fleet", get(fleet))
         .route_layer(middleware::from_fn_with_state(state.clone(), only_if_owned));
     Router::new()
@@ -437,188 +424,6 @@ fn page_or_404(
 
 fn not_found(what: String) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"error": what}))).into_response()
-}
-
-fn always() -> String {
-    unreachable!("these pages always have data")
-}
-
-async fn summary(State(state): State<AppState>) -> Result<Response, ReadError> {
-    json_or_404(&state, always, |s| Some(dashboard::summary::data(s)))
-}
-
-async fn summary_page(State(state): State<AppState>) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        always,
-        |s| Some(dashboard::summary::data(s)),
-        dashboard::summary::page,
-    )
-}
-
-async fn regressions(State(state): State<AppState>) -> Result<Response, ReadError> {
-    json_or_404(&state, always, |s| {
-        Some(dashboard::regressions::data(
-            s.alerts,
-            s.settings.rules_json(),
-        ))
-    })
-}
-
-async fn regressions_page(State(state): State<AppState>) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        always,
-        |s| {
-            Some(dashboard::regressions::data(
-                s.alerts,
-                s.settings.rules_json(),
-            ))
-        },
-        dashboard::regressions::page,
-    )
-}
-
-#[derive(serde::Deserialize)]
-struct EpisodeQuery {
-    id: String,
-}
-
-async fn episode(
-    State(state): State<AppState>,
-    Query(q): Query<EpisodeQuery>,
-) -> Result<Response, ReadError> {
-    json_or_404(
-        &state,
-        || format!("no episode `{}`", q.id),
-        |s| dashboard::regressions::episode_data(s, &q.id),
-    )
-}
-
-async fn episode_page(
-    State(state): State<AppState>,
-    Query(q): Query<EpisodeQuery>,
-) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        || format!("no episode `{}`", q.id),
-        |s| dashboard::regressions::episode_data(s, &q.id),
-        |data| dashboard::regressions::episode_page(data, &q.id),
-    )
-}
-
-async fn rare_events(State(state): State<AppState>) -> Result<Response, ReadError> {
-    json_or_404(&state, always, |s| Some(dashboard::rare_events::data(s)))
-}
-
-async fn rare_events_page(State(state): State<AppState>) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        always,
-        |s| Some(dashboard::rare_events::data(s)),
-        dashboard::rare_events::page,
-    )
-}
-
-#[derive(serde::Deserialize)]
-struct RankingQuery {
-    #[serde(default)]
-    q: String,
-    limit: Option<usize>,
-}
-
-impl RankingQuery {
-    fn limit(&self) -> usize {
-        self.limit
-            .unwrap_or(dashboard::vehicles::DEFAULT_LIMIT)
-            .clamp(1, 10_000)
-    }
-}
-
-async fn vehicle_ranking(
-    State(state): State<AppState>,
-    Query(q): Query<RankingQuery>,
-) -> Result<Response, ReadError> {
-    json_or_404(&state, always, |s| {
-        Some(dashboard::vehicles::data(s, &q.q, q.limit()))
-    })
-}
-
-async fn vehicles_page(
-    State(state): State<AppState>,
-    Query(q): Query<RankingQuery>,
-) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        always,
-        |s| Some(dashboard::vehicles::data(s, &q.q, q.limit())),
-        dashboard::vehicles::page,
-    )
-}
-
-async fn diagnostics(State(state): State<AppState>) -> Result<Response, ReadError> {
-    json_or_404(&state, always, |s| {
-        Some(dashboard::diagnostics::data(s.model_run))
-    })
-}
-
-async fn diagnostics_page(State(state): State<AppState>) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        always,
-        |s| Some(dashboard::diagnostics::data(s.model_run)),
-        dashboard::diagnostics::page,
-    )
-}
-
-fn no_vehicle(id: &str) -> impl FnOnce() -> String + '_ {
-    move || format!("no vehicle `{id}` in memory in this consumer group")
-}
-
-fn no_cohort(key: &str) -> impl FnOnce() -> String + '_ {
-    move || format!("no cohort `{key}` in this consumer group")
-}
-
-async fn vehicle_page_data(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ReadError> {
-    json_or_404(&state, no_vehicle(&id), |s| {
-        dashboard::keys::vehicle_data(s, &id)
-    })
-}
-
-async fn vehicle_page(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        no_vehicle(&id),
-        |s| dashboard::keys::vehicle_data(s, &id),
-        dashboard::keys::vehicle_page,
-    )
-}
-
-async fn cohort_page_data(
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<Response, ReadError> {
-    json_or_404(&state, no_cohort(&key), |s| {
-        dashboard::keys::cohort_data(s, &key)
-    })
-}
-
-async fn cohort_page(
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<Response, ReadError> {
-    page_or_404(
-        &state,
-        no_cohort(&key),
-        |s| dashboard::keys::cohort_data(s, &key),
-        dashboard::keys::cohort_page,
-    )
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -30,6 +30,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::client_config;
+use super::end_of_partition::EndOfPartition;
 use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
 use crate::engine::runner::{CommitError, CommitTarget};
@@ -81,22 +82,6 @@ impl ProducerContext for DeliveredOffsets {
         }
     }
 }
-
-/// Notes that a changelog reader reached the end of its partition (librdkafka reports it as a
-/// client-level event).
-#[derive(Default)]
-pub(super) struct EndOfPartition(pub(super) Arc<AtomicBool>);
-
-impl ClientContext for EndOfPartition {
-    fn error(&self, error: KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::PartitionEOF) => self.0.store(true, Ordering::Relaxed),
-            _ => warn!(%error, reason, "changelog reader error"),
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for EndOfPartition {}
 
 /// Where an internal partition number's records and state live in Kafka.
 #[derive(Debug, Clone)]
@@ -668,7 +653,7 @@ impl From<ChangelogError> for CommitError {
         match error {
             ChangelogError::GroupMoved(_) => CommitError::GroupMoved(error.to_string()),
             ChangelogError::Fenced(..) => CommitError::Fenced(error.to_string()),
-            ChangelogError::Store(store) => CommitError::Store(store),
+            ChangelogError::Store(store) => CommitError::from(store),
             error => CommitError::Failed(error.to_string()),
         }
     }

@@ -74,7 +74,7 @@ impl KafkaDeadLetters {
 impl DeadLetterSink for KafkaDeadLetters {
     fn send(&mut self, record: &SourceRecord<'_>, rejection: &Rejection) -> Result<(), SinkError> {
         let detail = rejection.to_string();
-        let partition = record.partition.to_string();
+        let partition = record.partition.stored().to_string();
         let offset = record.offset.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header {

@@ -24,8 +24,8 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::changelog::EndOfPartition;
 use super::client_config;
+use super::end_of_partition::EndOfPartition;
 use crate::config::Config;
 use crate::engine::PartitionId;
 use crate::engine::PartitionState;

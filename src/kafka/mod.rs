@@ -9,6 +9,7 @@
 mod admin;
 mod changelog;
 mod dlq;
+mod end_of_partition;
 mod facts_rebuild;
 pub mod group_view;
 mod outputs;

@@ -459,11 +459,16 @@ impl RecordSource for KafkaSource {
             );
             assignment
                 .add_partition_offset(topic, at, offset)
-                .map_err(|e| SourceError(e.to_string()))?;
+                .map_err(|e| SourceError::Position {
+                    topic: topic.to_string(),
+                    partition: at,
+                    offset: format!("{offset:?}"),
+                    detail: e.to_string(),
+                })?;
         }
         self.consumer
             .assign(&assignment)
-            .map_err(|e| SourceError(format!("assign: {e}")))?;
+            .map_err(|e| SourceError::Assign(e.to_string()))?;
         if let Ok(mut group) = self.group.lock() {
             *group = self.consumer.group_metadata();
         }

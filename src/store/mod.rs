@@ -585,7 +585,7 @@ impl Store {
 
     /// Everything the engine needs to continue where the last commit left off.
     pub fn restore(&self) -> Result<RestoredState, StoreError> {
-        self.restore_where(|_| true)
+        self.restore_where(|_| true, true)
     }
 
     /// The state of some partitions only (and the priors, which are not per partition).
@@ -593,7 +593,7 @@ impl Store {
         &self,
         partitions: &[PartitionId],
     ) -> Result<RestoredState, StoreError> {
-        self.restore_where(|p| partitions.contains(&p))
+        self.restore_where(|p| partitions.contains(&p), false)
     }
 
     /// The entries of a column family whose keys belong to a wanted partition.
@@ -610,9 +610,12 @@ impl Store {
             })
     }
 
+    /// The state of the `wanted` partitions; `everything`: all of them, when cohort state of an
+    /// earlier safetel is reported (not used: its series start again).
     fn restore_where(
         &self,
         wanted: impl Fn(PartitionId) -> bool,
+        everything: bool,
     ) -> Result<RestoredState, StoreError> {
         let mut vehicles: HashMap<String, VehicleState> = HashMap::new();
         for item in self.partition_entries(CF_VEHICLES, &wanted) {
@@ -695,7 +698,7 @@ impl Store {
             match keys::stored_partition_of(&key) {
                 Some(StoredPartition::Partition(p)) if wanted(p) => {}
                 Some(StoredPartition::LegacyCohorts) => {
-                    legacy_cohorts += 1;
+                    legacy_cohorts += usize::from(everything);
                     continue;
                 }
                 Some(_) => continue,
@@ -1059,6 +1062,12 @@ impl crate::engine::VehicleArchive for Store {
     ) -> Result<Option<StoredVehicle>, String> {
         self.load_vehicle(partition, vehicle_id)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl From<StoreError> for CommitError {
+    fn from(error: StoreError) -> Self {
+        CommitError::Store(Box::new(error))
     }
 }
 

@@ -1,0 +1,119 @@
+//! [`StateDelta`]: everything one commit writes, as the engine's outbox hands it over (see
+//! [`super::outbox`]), the store encodes it and the changelog carries it, and what the group
+//! view learns of it ([`StateDelta::view_items`]). Pure.
+
+use super::cohorts::{AggregatorProgress, PartitionReport};
+#[cfg(doc)]
+use super::state::RETIRED_BIN;
+use super::state::{BinStats, FactSegment, FleetSums, PartitionPosition, SeenSegment, VehicleMeta};
+use super::view::{PartitionStamp, ViewItem};
+use crate::partition_id::PartitionId;
+
+/// Everything that changed since the last commit point, written by the store in one batch.
+#[derive(Debug, Default)]
+pub struct StateDelta {
+    /// (partition, vehicle id, bin start, stats): new values of changed bins; at
+    /// [`RETIRED_BIN`], the sum of the vehicle's retired bins.
+    pub bins: Vec<(PartitionId, String, i64, BinStats)>,
+    /// (partition, vehicle id, bin start) of bins that left the state with retention.
+    pub expired_bins: Vec<(PartitionId, String, i64)>,
+    /// (partition, vehicle id, horizon) of vehicles out of memory whose stored bins before the
+    /// horizon the store retires into their [`RETIRED_BIN`] sum.
+    pub retire_stored: Vec<(PartitionId, String, i64)>,
+    /// (partition, fleet sums) of partitions that closed bins since the last commit.
+    pub fleet_sums: Vec<(PartitionId, FleetSums)>,
+    /// (partition, vehicle id, meta) of vehicles that changed.
+    pub vehicles: Vec<(PartitionId, String, VehicleMeta)>,
+    /// Fact segments: local to the store (the warehouse's input), never logged.
+    pub facts: Vec<FactSegment>,
+    /// The refit's timeline segments, by the facts' bins: logged.
+    pub timeline: Vec<FactSegment>,
+    /// (partition, bin, first offset) of bins given a first fact since the last commit.
+    pub fact_bins: Vec<(PartitionId, i64, i64)>,
+    /// (partition, offsets) of the records rejected since the last commit, in order.
+    pub rejected: Vec<(PartitionId, Vec<i64>)>,
+    pub seen: Vec<SeenSegment>,
+    pub positions: Vec<PartitionPosition>,
+    /// (partition, vehicle id or cohort key, encoded series) of series fed since the last
+    /// commit; a cohort's under its aggregator's partition.
+    pub series: Vec<(PartitionId, String, Vec<u8>)>,
+    /// (aggregator, progress) of cohort aggregators that changed.
+    pub aggregators: Vec<(i32, AggregatorProgress)>,
+    /// (repartition-topic partition, report) to publish with this commit, when cohort reports
+    /// go through the repartition topic.
+    pub cohort_reports: Vec<(i32, PartitionReport)>,
+    /// Alerts raised since the last commit (already published), for the record.
+    pub alerts: Vec<crate::model::RegressionAlert>,
+    /// What the group view learns of this commit (see the view module), where the engine
+    /// publishes one (`Engine::with_group_view`).
+    pub view: Vec<ViewItem>,
+}
+
+impl StateDelta {
+    /// What the group view learns of these changes; `departed`: the vehicles that left memory
+    /// at this commit, with their bins; `departed_count`: each partition's vehicles out of
+    /// memory.
+    pub fn view_items(
+        &self,
+        departed: &[(String, Vec<i64>)],
+        departed_count: impl Fn(PartitionId) -> usize,
+    ) -> Vec<ViewItem> {
+        let mut items = Vec::new();
+        for (partition, id, meta) in &self.vehicles {
+            items.push(ViewItem::Vehicle {
+                id: id.clone(),
+                partition: *partition,
+                meta: meta.clone(),
+            });
+        }
+        for (_, id, start_ms, stats) in &self.bins {
+            items.push(ViewItem::Bin {
+                id: id.clone(),
+                start_ms: *start_ms,
+                stats: *stats,
+            });
+        }
+        for (_, id, start_ms) in &self.expired_bins {
+            items.push(ViewItem::BinGone {
+                id: id.clone(),
+                start_ms: *start_ms,
+            });
+        }
+        for (partition, key, encoded) in &self.series {
+            items.push(if let PartitionId::Cohort(aggregator) = *partition {
+                ViewItem::Cohort {
+                    key: key.clone(),
+                    aggregator,
+                    encoded: encoded.clone(),
+                }
+            } else {
+                ViewItem::Series {
+                    id: key.clone(),
+                    encoded: encoded.clone(),
+                }
+            });
+        }
+        for (partition, sums) in &self.fleet_sums {
+            items.push(ViewItem::Fleet {
+                partition: *partition,
+                sums: sums.clone(),
+            });
+        }
+        for (id, bins) in departed {
+            items.push(ViewItem::VehicleGone {
+                id: id.clone(),
+                bins: bins.clone(),
+            });
+        }
+        items.extend(self.alerts.iter().cloned().map(ViewItem::Alert));
+        for position in &self.positions {
+            items.push(ViewItem::Partition(PartitionStamp {
+                partition: position.partition,
+                next_offset: position.next_offset,
+                departed: departed_count(position.partition),
+                ..Default::default()
+            }));
+        }
+        items
+    }
+}
