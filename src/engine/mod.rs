@@ -981,91 +981,16 @@ impl Engine {
             .publish_dead_letter_share(self.recent.snapshot());
         let outbox = std::mem::take(&mut self.outbox);
         let mut delta = StateDelta::default();
-        for vehicle_id in outbox.dirty_vehicles {
-            let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {
-                continue;
-            };
-            let vehicle = &mut *vehicle;
-            for bin in std::mem::take(&mut vehicle.dirty_bins) {
-                delta.bins.push((
-                    vehicle.partition,
-                    vehicle_id.clone(),
-                    bin,
-                    vehicle.bins[&bin],
-                ));
-            }
-            let partition = self
-                .partitions
-                .get_mut(&vehicle.partition)
-                .expect("a vehicle's partition exists");
-            let timeline = std::mem::take(&mut vehicle.pending_timeline);
-            delta
-                .timeline
-                .extend(timeline.into_segments(vehicle.partition, &vehicle_id));
-            let facts = std::mem::take(&mut vehicle.pending_facts);
-            for (bin_ms, buffer) in &facts.0 {
-                partition.note_fact_bin(*bin_ms, buffer.first_offset);
-            }
-            delta
-                .facts
-                .extend(facts.into_segments(vehicle.partition, &vehicle_id));
-            delta
-                .vehicles
-                .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
-        }
+        outbox::take_vehicles(
+            outbox.dirty_vehicles,
+            &self.vehicles,
+            &mut self.partitions,
+            &mut delta,
+        );
         for p in outbox.moved_partitions {
             let state = self.partitions.get_mut(&p).expect("moved partitions exist");
-            let first_offset = state
-                .interval_first_offset
-                .take()
-                .expect("moved partitions have records");
-            let entries = std::mem::take(&mut state.pending_seen);
-            if let Some(max_time_ms) = entries.iter().map(|(t, _)| *t).max() {
-                let segment = SeenSegment {
-                    partition: p,
-                    first_offset,
-                    max_time_ms,
-                    entries,
-                };
-                delta.seen.extend(segment.split(state::MAX_SEGMENT_BYTES));
-            }
-            if state.watermark_ms != i64::MIN {
-                state.seen_cutoff_ms = self.time.seen_cutoff(state);
-                let cutoff = state.seen_cutoff_ms;
-                state.seen.retain(|_, time| *time >= cutoff);
-            }
-            let width = self.time.bin_width_ms;
-            let facts_horizon_ms =
-                self.retention
-                    .facts_horizon(state.watermark_ms, state.closed_through_ms, width);
-            // The facts' ledger: new bins' first offsets, the rejected offsets, and what
-            // retention lets go of (bins before the facts' horizon, rejections before the
-            // first offset of the bins kept).
-            for bin in std::mem::take(&mut state.new_fact_bins) {
-                if let Some(offset) = state.fact_bins.get(&bin) {
-                    delta.fact_bins.push((p, bin, *offset));
-                }
-            }
-            let rejected = std::mem::take(&mut state.pending_rejected);
-            if !rejected.is_empty() {
-                delta.rejected.push((p, rejected));
-            }
-            state.fact_bins = state.fact_bins.split_off(&facts_horizon_ms);
-            delta.positions.push(PartitionPosition {
-                partition: p,
-                next_offset: state.next_offset,
-                watermark_ms: state.watermark_ms,
-                seen_cutoff_ms: state.seen_cutoff_ms,
-                closed_through_ms: state.closed_through_ms,
-                sampling_scale: state.sampling_scale,
-                facts_horizon_ms,
-                rejected_floor: state.facts_from(i64::MIN).unwrap_or(state.next_offset),
-            });
-            let horizon =
-                self.retention
-                    .bins_horizon(state.watermark_ms, state.closed_through_ms, width);
-            if horizon > state.bins_horizon_ms {
-                state.bins_horizon_ms = horizon;
+            let retire = outbox::take_partition(p, state, &self.time, &self.retention, &mut delta);
+            if let Some(horizon) = retire {
                 self.retire_bins(p, horizon, &mut delta);
             }
         }
@@ -1083,41 +1008,14 @@ impl Engine {
                 view.entry(*p).or_default().fleet = sums.clone();
             }
         }
-        for vehicle_id in outbox.dirty_series {
-            let Some(mut vehicle) = self.vehicles.get_mut(&vehicle_id) else {
-                continue;
-            };
-            vehicle.series_dirty = false;
-            // (Series are dirty only once fed, so they exist.)
-            let Some(series) = &vehicle.series else {
-                continue;
-            };
-            let mut bytes = Vec::new();
-            encode_series(series, &mut bytes);
-            delta.series.push((vehicle.partition, vehicle_id, bytes));
-        }
-        if !outbox.dirty_cohorts.is_empty() {
-            let mut view = self
-                .cohort_view
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (at, key) in &outbox.dirty_cohorts {
-                view.insert(
-                    key.clone(),
-                    self.cohorts.aggregators[at].series[key].clone(),
-                );
-            }
-        }
-        for (at, key) in outbox.dirty_cohorts {
-            let mut bytes = Vec::new();
-            encode_series(&self.cohorts.aggregators[&at].series[&key], &mut bytes);
-            delta.series.push((PartitionId::Cohort(at), key, bytes));
-        }
-        for at in outbox.dirty_aggregators {
-            delta
-                .aggregators
-                .push((at, self.cohorts.aggregators[&at].progress()));
-        }
+        outbox::take_series(outbox.dirty_series, &self.vehicles, &mut delta);
+        outbox::take_cohorts(
+            outbox.dirty_cohorts,
+            outbox.dirty_aggregators,
+            &self.cohorts.aggregators,
+            &self.cohort_view,
+            &mut delta,
+        );
         delta.cohort_reports = outbox.reports;
         delta.alerts = outbox.published;
         let mut gone = Vec::new();

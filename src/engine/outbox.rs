@@ -1,12 +1,19 @@
 //! The commit outbox: what changed since the last commit point and is not visible in the state
 //! maps themselves (which vehicles, partitions, series and aggregators to write, the cohort
-//! reports and alerts to send). [`Engine::take_delta`](super::Engine::take_delta) empties it into
-//! a [`StateDelta`](super::StateDelta).
+//! reports and alerts to send), and how each kind of change is taken from the state into the
+//! commit's [`StateDelta`] ([`take_vehicles`], [`take_partition`], [`take_series`],
+//! [`take_cohorts`]; [`Engine::take_delta`](super::Engine::take_delta) calls them in order).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::RwLock;
 
-use super::cohorts::PartitionReport;
-use crate::model::RegressionAlert;
+use super::admission::TimeRules;
+use super::cohorts::{CohortAggregator, PartitionReport};
+use super::delta::StateDelta;
+use super::retention::Retention;
+use super::series::{Series, encode_series};
+use super::state::{self, PartitionPosition, PartitionState, SeenSegment, Vehicles};
+use crate::model::{ByClass, RegressionAlert};
 use crate::partition_id::PartitionId;
 
 /// Changes since the last commit, by what they name.
@@ -56,5 +63,153 @@ impl Outbox {
             .retain(|q| !gone(&PartitionId::Cohort(*q)));
         self.reports
             .retain(|(_, r)| !gone(&PartitionId::Source(r.source)));
+    }
+}
+
+/// The changed vehicles' bins, fact and timeline segments and attributes, into `delta`; their
+/// partitions note the bins given a first fact.
+pub(super) fn take_vehicles(
+    ids: Vec<String>,
+    vehicles: &Vehicles,
+    partitions: &mut HashMap<PartitionId, PartitionState>,
+    delta: &mut StateDelta,
+) {
+    for vehicle_id in ids {
+        let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) else {
+            continue;
+        };
+        let vehicle = &mut *vehicle;
+        for bin in std::mem::take(&mut vehicle.dirty_bins) {
+            delta.bins.push((
+                vehicle.partition,
+                vehicle_id.clone(),
+                bin,
+                vehicle.bins[&bin],
+            ));
+        }
+        let partition = partitions
+            .get_mut(&vehicle.partition)
+            .expect("a vehicle's partition exists");
+        let timeline = std::mem::take(&mut vehicle.pending_timeline);
+        delta
+            .timeline
+            .extend(timeline.into_segments(vehicle.partition, &vehicle_id));
+        let facts = std::mem::take(&mut vehicle.pending_facts);
+        for (bin_ms, buffer) in &facts.0 {
+            partition.note_fact_bin(*bin_ms, buffer.first_offset);
+        }
+        delta
+            .facts
+            .extend(facts.into_segments(vehicle.partition, &vehicle_id));
+        delta
+            .vehicles
+            .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
+    }
+}
+
+/// A partition that read records since the last commit: its new seen ids, its facts' ledger
+/// (new bins' first offsets, rejected offsets) and its position, into `delta`. Its seen ids
+/// expire below the cutoff, and its fact bins before the facts' horizon. Returns the bins'
+/// horizon where it moved on (the bins before it are to retire).
+pub(super) fn take_partition(
+    p: PartitionId,
+    state: &mut PartitionState,
+    time: &TimeRules,
+    retention: &Retention,
+    delta: &mut StateDelta,
+) -> Option<i64> {
+    let first_offset = state
+        .interval_first_offset
+        .take()
+        .expect("moved partitions have records");
+    let entries = std::mem::take(&mut state.pending_seen);
+    if let Some(max_time_ms) = entries.iter().map(|(t, _)| *t).max() {
+        let segment = SeenSegment {
+            partition: p,
+            first_offset,
+            max_time_ms,
+            entries,
+        };
+        delta.seen.extend(segment.split(state::MAX_SEGMENT_BYTES));
+    }
+    if state.watermark_ms != i64::MIN {
+        state.seen_cutoff_ms = time.seen_cutoff(state);
+        let cutoff = state.seen_cutoff_ms;
+        state.seen.retain(|_, time| *time >= cutoff);
+    }
+    let width = time.bin_width_ms;
+    let facts_horizon_ms =
+        retention.facts_horizon(state.watermark_ms, state.closed_through_ms, width);
+    // The facts' ledger: new bins' first offsets, the rejected offsets, and what retention
+    // lets go of (bins before the facts' horizon, rejections before the first offset of the
+    // bins kept).
+    for bin in std::mem::take(&mut state.new_fact_bins) {
+        if let Some(offset) = state.fact_bins.get(&bin) {
+            delta.fact_bins.push((p, bin, *offset));
+        }
+    }
+    let rejected = std::mem::take(&mut state.pending_rejected);
+    if !rejected.is_empty() {
+        delta.rejected.push((p, rejected));
+    }
+    state.fact_bins = state.fact_bins.split_off(&facts_horizon_ms);
+    delta.positions.push(PartitionPosition {
+        partition: p,
+        next_offset: state.next_offset,
+        watermark_ms: state.watermark_ms,
+        seen_cutoff_ms: state.seen_cutoff_ms,
+        closed_through_ms: state.closed_through_ms,
+        sampling_scale: state.sampling_scale,
+        facts_horizon_ms,
+        rejected_floor: state.facts_from(i64::MIN).unwrap_or(state.next_offset),
+    });
+    let horizon = retention.bins_horizon(state.watermark_ms, state.closed_through_ms, width);
+    (horizon > state.bins_horizon_ms).then(|| {
+        state.bins_horizon_ms = horizon;
+        horizon
+    })
+}
+
+/// The fed series of vehicles, encoded, into `delta`.
+pub(super) fn take_series(ids: Vec<String>, vehicles: &Vehicles, delta: &mut StateDelta) {
+    for vehicle_id in ids {
+        let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) else {
+            continue;
+        };
+        vehicle.series_dirty = false;
+        // (Series are dirty only once fed, so they exist.)
+        let Some(series) = &vehicle.series else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        encode_series(series, &mut bytes);
+        delta.series.push((vehicle.partition, vehicle_id, bytes));
+    }
+}
+
+/// The fed cohort series (into `delta`, and into the API's `view` of them) and the changed
+/// aggregators' progress (into `delta`).
+pub(super) fn take_cohorts(
+    fed: BTreeSet<(i32, String)>,
+    changed: BTreeSet<i32>,
+    aggregators: &BTreeMap<i32, CohortAggregator>,
+    view: &RwLock<BTreeMap<String, ByClass<Series>>>,
+    delta: &mut StateDelta,
+) {
+    if !fed.is_empty() {
+        let mut view = view
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (at, key) in &fed {
+            view.insert(key.clone(), aggregators[at].series[key].clone());
+        }
+    }
+    for (at, key) in fed {
+        let mut bytes = Vec::new();
+        encode_series(&aggregators[&at].series[&key], &mut bytes);
+        delta.series.push((PartitionId::Cohort(at), key, bytes));
+    }
+    for at in changed {
+        delta.aggregators.push((at, aggregators[&at].progress()));
     }
 }

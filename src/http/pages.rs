@@ -1,8 +1,9 @@
-//! The dashboard's pages as the HTTP edge serves them. Each page is a [`Page`]: its two routes
-//! (the HTML page and its JSON), how its parameters arrive (none, a query string, a path
-//! segment), what it shows (its data, from `dashboard`), what a 404 says, and its HTML rendered
-//! from that data. [`add_pages`] registers every page; adding one is a type here and a line
-//! there (with its module in `src/dashboard/` and its navigation entry).
+//! The dashboard's pages as the HTTP edge serves them. Every page is a [`Page`]: its two routes
+//! (the HTML page and its JSON), how its parameters arrive (none, a path segment, a query
+//! string), its data (from `dashboard`), what its 404 says, and its HTML rendered from that
+//! data. The pages without parameters ([`PLAIN`]) and those of one key ([`KEYED`]) are tables;
+//! [`add_pages`] registers every page in a loop. Adding a page is a row here (with its module in
+//! `src/dashboard/` and its navigation entry).
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -14,141 +15,203 @@ use super::{AppState, ReadError, json_or_404, page_or_404};
 use crate::dashboard::{self, Sources};
 
 /// One dashboard page.
-pub trait Page: 'static {
+pub trait Page: Sync + 'static {
+    /// What a request says: `()`, a [`Path`] or a [`Query`].
+    type Params: FromRequestParts<AppState> + Send + 'static;
+
     /// Where its HTML is served.
-    const HTML: &'static str;
+    fn html(&self) -> &'static str;
+
     /// Where its data is served as JSON (what the HTML is rendered from, and its coverage).
-    const JSON: &'static str;
-    /// What a request says: `()`, a [`Query`] or a [`Path`].
-    type Params: FromRequestParts<AppState> + Send;
+    fn json(&self) -> &'static str;
 
     /// Its data, or `None` when what `params` names is not known (a 404).
-    fn data(sources: &Sources<'_>, params: &Self::Params) -> Option<Value>;
+    fn data(&self, sources: &Sources<'_>, params: &Self::Params) -> Option<Value>;
 
     /// What the 404 says when [`Page::data`] finds nothing.
-    fn missing(_params: &Self::Params) -> String {
-        format!("nothing at {}", Self::HTML)
-    }
+    fn missing(&self, params: &Self::Params) -> String;
 
     /// Its HTML, from its data.
-    fn render(data: &Value, params: &Self::Params) -> String;
+    fn render(&self, data: &Value, params: &Self::Params) -> String;
 }
+
+/// A page without parameters: it always has data.
+pub struct Plain {
+    pub html: &'static str,
+    pub json: &'static str,
+    pub data: fn(&Sources<'_>) -> Value,
+    pub render: fn(&Value) -> String,
+}
+
+/// The pages without parameters.
+#[rustfmt::skip]
+pub static PLAIN: [Plain; 4] = [
+    Plain { html: "/", json: "/api/summary", data: dashboard::summary::data, render: dashboard::summary::page },
+    Plain { html: "/regressions", json: "/api/regressions", data: regressions_data, render: dashboard::regressions::page },
+    Plain { html: "/rare-events", json: "/api/rare-events", data: dashboard::rare_events::data, render: dashboard::rare_events::page },
+    Plain { html: "/diagnostics", json: "/api/diagnostics", data: diagnostics_data, render: dashboard::diagnostics::page },
+];
+
+/// A page of one key named in its path (`{id}`, `{key}`).
+pub struct Keyed {
+    pub html: &'static str,
+    pub json: &'static str,
+    /// What the 404 says of a key not found.
+    pub missing: fn(&str) -> String,
+    pub data: fn(&Sources<'_>, &str) -> Option<Value>,
+    pub render: fn(&Value) -> String,
+}
+
+/// The vehicle and cohort pages.
+#[rustfmt::skip]
+pub static KEYED: [Keyed; 2] = [
+    Keyed { html: "/vehicles/{id}", json: "/api/vehicles/{id}/page", missing: no_vehicle, data: dashboard::keys::vehicle_data, render: dashboard::keys::vehicle_page },
+    Keyed { html: "/cohorts/{key}", json: "/api/cohorts/{key}", missing: no_cohort, data: dashboard::keys::cohort_data, render: dashboard::keys::cohort_page },
+];
 
 /// Both routes of every page.
-pub fn add_pages(router: Router<AppState>) -> Router<AppState> {
-    let router = add::<Summary>(router);
-    let router = add::<Regressions>(router);
-    let router = add::<Episode>(router);
-    let router = add::<RareEvents>(router);
-    let router = add::<Ranking>(router);
-    let router = add::<Diagnostics>(router);
-    let router = add::<VehiclePage>(router);
-    add::<CohortPage>(router)
+pub fn add_pages(mut router: Router<AppState>) -> Router<AppState> {
+    for page in &PLAIN {
+        router = add(router, page);
+    }
+    for page in &KEYED {
+        router = add(router, page);
+    }
+    let router = add(router, &Episode);
+    add(router, &Ranking)
 }
 
-fn add<P: Page>(router: Router<AppState>) -> Router<AppState> {
+fn add<P: Page>(router: Router<AppState>, page: &'static P) -> Router<AppState> {
     router
-        .route(P::HTML, get(html_of::<P>))
-        .route(P::JSON, get(json_of::<P>))
+        .route(
+            page.html(),
+            get(move |state: State<AppState>, params: P::Params| html_of(page, state, params)),
+        )
+        .route(
+            page.json(),
+            get(move |state: State<AppState>, params: P::Params| json_of(page, state, params)),
+        )
 }
 
 async fn json_of<P: Page>(
+    page: &'static P,
     State(state): State<AppState>,
     params: P::Params,
 ) -> Result<Response, ReadError> {
-    json_or_404(&state, || P::missing(&params), |s| P::data(s, &params))
+    json_or_404(&state, || page.missing(&params), |s| page.data(s, &params))
 }
 
 async fn html_of<P: Page>(
+    page: &'static P,
     State(state): State<AppState>,
     params: P::Params,
 ) -> Result<Response, ReadError> {
     page_or_404(
         &state,
-        || P::missing(&params),
-        |s| P::data(s, &params),
-        |data| P::render(data, &params),
+        || page.missing(&params),
+        |s| page.data(s, &params),
+        |data| page.render(data, &params),
     )
 }
 
-struct Summary;
-
-impl Page for Summary {
-    const HTML: &'static str = "/";
-    const JSON: &'static str = "/api/summary";
+impl Page for Plain {
     type Params = ();
 
-    fn data(sources: &Sources<'_>, _: &()) -> Option<Value> {
-        Some(dashboard::summary::data(sources))
+    fn html(&self) -> &'static str {
+        self.html
     }
 
-    fn render(data: &Value, _: &()) -> String {
-        dashboard::summary::page(data)
+    fn json(&self) -> &'static str {
+        self.json
+    }
+
+    fn data(&self, sources: &Sources<'_>, _: &()) -> Option<Value> {
+        Some((self.data)(sources))
+    }
+
+    fn missing(&self, _: &()) -> String {
+        unreachable!("{} always has data", self.html)
+    }
+
+    fn render(&self, data: &Value, _: &()) -> String {
+        (self.render)(data)
     }
 }
 
-struct Regressions;
+impl Page for Keyed {
+    type Params = Path<String>;
 
-impl Page for Regressions {
-    const HTML: &'static str = "/regressions";
-    const JSON: &'static str = "/api/regressions";
-    type Params = ();
-
-    fn data(sources: &Sources<'_>, _: &()) -> Option<Value> {
-        Some(dashboard::regressions::data(
-            sources.alerts,
-            sources.settings.rules_json(),
-        ))
+    fn html(&self) -> &'static str {
+        self.html
     }
 
-    fn render(data: &Value, _: &()) -> String {
-        dashboard::regressions::page(data)
+    fn json(&self) -> &'static str {
+        self.json
     }
+
+    fn data(&self, sources: &Sources<'_>, key: &Path<String>) -> Option<Value> {
+        (self.data)(sources, key)
+    }
+
+    fn missing(&self, key: &Path<String>) -> String {
+        (self.missing)(key)
+    }
+
+    fn render(&self, data: &Value, _: &Path<String>) -> String {
+        (self.render)(data)
+    }
+}
+
+fn regressions_data(sources: &Sources<'_>) -> Value {
+    dashboard::regressions::data(sources.alerts, sources.settings.rules_json())
+}
+
+fn diagnostics_data(sources: &Sources<'_>) -> Value {
+    dashboard::diagnostics::data(sources.model_run)
+}
+
+fn no_vehicle(id: &str) -> String {
+    format!("no vehicle `{id}` in memory in this consumer group")
+}
+
+fn no_cohort(key: &str) -> String {
+    format!("no cohort `{key}` in this consumer group")
 }
 
 #[derive(serde::Deserialize)]
-struct EpisodeQuery {
+pub struct EpisodeQuery {
     id: String,
 }
 
-struct Episode;
+/// One regression episode's page (`?id=`).
+pub struct Episode;
 
 impl Page for Episode {
-    const HTML: &'static str = "/regressions/episode";
-    const JSON: &'static str = "/api/regressions/episode";
     type Params = Query<EpisodeQuery>;
 
-    fn data(sources: &Sources<'_>, q: &Self::Params) -> Option<Value> {
+    fn html(&self) -> &'static str {
+        "/regressions/episode"
+    }
+
+    fn json(&self) -> &'static str {
+        "/api/regressions/episode"
+    }
+
+    fn data(&self, sources: &Sources<'_>, q: &Self::Params) -> Option<Value> {
         dashboard::regressions::episode_data(sources, &q.id)
     }
 
-    fn missing(q: &Self::Params) -> String {
+    fn missing(&self, q: &Self::Params) -> String {
         format!("no episode `{}`", q.id)
     }
 
-    fn render(data: &Value, q: &Self::Params) -> String {
+    fn render(&self, data: &Value, q: &Self::Params) -> String {
         dashboard::regressions::episode_page(data, &q.id)
     }
 }
 
-struct RareEvents;
-
-impl Page for RareEvents {
-    const HTML: &'static str = "/rare-events";
-    const JSON: &'static str = "/api/rare-events";
-    type Params = ();
-
-    fn data(sources: &Sources<'_>, _: &()) -> Option<Value> {
-        Some(dashboard::rare_events::data(sources))
-    }
-
-    fn render(data: &Value, _: &()) -> String {
-        dashboard::rare_events::page(data)
-    }
-}
-
 #[derive(serde::Deserialize)]
-struct RankingQuery {
+pub struct RankingQuery {
     #[serde(default)]
     q: String,
     limit: Option<usize>,
@@ -162,77 +225,29 @@ impl RankingQuery {
     }
 }
 
-/// The vehicle ranking.
-struct Ranking;
+/// The vehicle ranking (`?q=`, `&limit=`).
+pub struct Ranking;
 
 impl Page for Ranking {
-    const HTML: &'static str = "/vehicles";
-    const JSON: &'static str = "/api/vehicle-ranking";
     type Params = Query<RankingQuery>;
 
-    fn data(sources: &Sources<'_>, q: &Self::Params) -> Option<Value> {
+    fn html(&self) -> &'static str {
+        "/vehicles"
+    }
+
+    fn json(&self) -> &'static str {
+        "/api/vehicle-ranking"
+    }
+
+    fn data(&self, sources: &Sources<'_>, q: &Self::Params) -> Option<Value> {
         Some(dashboard::vehicles::data(sources, &q.q, q.limit()))
     }
 
-    fn render(data: &Value, _: &Self::Params) -> String {
+    fn missing(&self, _: &Self::Params) -> String {
+        unreachable!("the ranking always has data")
+    }
+
+    fn render(&self, data: &Value, _: &Self::Params) -> String {
         dashboard::vehicles::page(data)
-    }
-}
-
-struct Diagnostics;
-
-impl Page for Diagnostics {
-    const HTML: &'static str = "/diagnostics";
-    const JSON: &'static str = "/api/diagnostics";
-    type Params = ();
-
-    fn data(sources: &Sources<'_>, _: &()) -> Option<Value> {
-        Some(dashboard::diagnostics::data(sources.model_run))
-    }
-
-    fn render(data: &Value, _: &()) -> String {
-        dashboard::diagnostics::page(data)
-    }
-}
-
-/// One vehicle's page.
-struct VehiclePage;
-
-impl Page for VehiclePage {
-    const HTML: &'static str = "/vehicles/{id}";
-    const JSON: &'static str = "/api/vehicles/{id}/page";
-    type Params = Path<String>;
-
-    fn data(sources: &Sources<'_>, id: &Self::Params) -> Option<Value> {
-        dashboard::keys::vehicle_data(sources, id)
-    }
-
-    fn missing(id: &Self::Params) -> String {
-        format!("no vehicle `{}` in memory in this consumer group", id.0)
-    }
-
-    fn render(data: &Value, _: &Self::Params) -> String {
-        dashboard::keys::vehicle_page(data)
-    }
-}
-
-/// One cohort's page.
-struct CohortPage;
-
-impl Page for CohortPage {
-    const HTML: &'static str = "/cohorts/{key}";
-    const JSON: &'static str = "/api/cohorts/{key}";
-    type Params = Path<String>;
-
-    fn data(sources: &Sources<'_>, key: &Self::Params) -> Option<Value> {
-        dashboard::keys::cohort_data(sources, key)
-    }
-
-    fn missing(key: &Self::Params) -> String {
-        format!("no cohort `{}` in this consumer group", key.0)
-    }
-
-    fn render(data: &Value, _: &Self::Params) -> String {
-        dashboard::keys::cohort_page(data)
     }
 }
