@@ -275,7 +275,8 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
             truth: None,
             horizon_days: 14.0,
         };
-        safetel::dashboard::regressions::episode_data(&sources, id).unwrap()
+        serde_json::to_value(safetel::dashboard::regressions::episode_data(&sources, id).unwrap())
+            .unwrap()
     };
     let vehicle_alert = whole
         .alerts

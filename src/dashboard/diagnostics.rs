@@ -2,137 +2,293 @@
 //! its parameters, trace plots of alpha, mu and sigma by chain, and the posterior predictive
 //! check of per-vehicle event counts.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-use super::html::{self, kpi, num, text};
+use serde::Serialize;
+
+use super::Coverage;
+use super::html::{self, kpi, num};
 use super::svg::{Chart, PALETTE};
-use crate::refit::result::{MAX_RHAT, MIN_ESS_BULK};
+use crate::refit::result::{Diagnostics, MAX_RHAT, MIN_ESS_BULK, PredictiveCheck};
 use crate::refit::run::ModelRun;
 
 /// The parameters the page shows, as the model run names them.
 const PARAMETERS: [&str; 3] = ["alpha", "mu", "sigma"];
 
-/// The last model run's diagnostics, or `{"available": false}` before the first refit.
-pub fn data(model_run: Option<&ModelRun>) -> Value {
-    let Some(run) = model_run else {
-        return json!({"available": false, "max_rhat_limit": MAX_RHAT, "min_ess_bulk_limit": MIN_ESS_BULK});
-    };
-    let parameters: Vec<Value> = PARAMETERS
+/// The diagnostics page's data (`/api/diagnostics`): the limits, and the last run's
+/// diagnostics once there is one (`available`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DiagnosticsPage {
+    pub available: bool,
+    pub max_rhat_limit: f64,
+    pub min_ess_bulk_limit: f64,
+    #[serde(flatten)]
+    pub run: Option<RunDiagnostics>,
+}
+
+/// One refit's convergence, parameters, traces and posterior predictive check.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDiagnostics {
+    pub run_id: i64,
+    pub converged: bool,
+    pub priors_applied: bool,
+    pub vehicles: usize,
+    pub intervals: usize,
+    pub events: u64,
+    pub chains: usize,
+    pub warmup: u64,
+    pub draws: u64,
+    pub sampling_s: f64,
+    pub total_s: f64,
+    pub diagnostics: Option<Diagnostics>,
+    pub parameters: Vec<ParameterRow>,
+    pub traces: BTreeMap<String, Vec<Vec<f64>>>,
+    pub posterior_predictive: Option<Predictive>,
+}
+
+/// A population parameter's posterior summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParameterRow {
+    pub name: &'static str,
+    pub mean: f64,
+    pub sd: f64,
+    #[serde(rename = "q2.5")]
+    pub q2_5: f64,
+    #[serde(rename = "q97.5")]
+    pub q97_5: f64,
+    pub rhat: f64,
+    pub ess_bulk: f64,
+    pub ess_tail: f64,
+}
+
+/// The posterior predictive check, with its coverage in percent where there is one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Predictive {
+    #[serde(flatten)]
+    pub check: PredictiveCheck,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage_95_percent: Option<f64>,
+}
+
+/// The last model run's diagnostics, or only the limits before the first refit.
+pub fn data(model_run: Option<&ModelRun>) -> DiagnosticsPage {
+    DiagnosticsPage {
+        available: model_run.is_some(),
+        max_rhat_limit: MAX_RHAT,
+        min_ess_bulk_limit: MIN_ESS_BULK,
+        run: model_run.map(run_diagnostics),
+    }
+}
+
+fn run_diagnostics(run: &ModelRun) -> RunDiagnostics {
+    let parameters = PARAMETERS
         .iter()
         .filter_map(|name| {
             let p = run.parameter(name)?;
-            Some(json!({
-                "name": name, "mean": p.mean, "sd": p.sd, "q2.5": p.q2_5,
-                "q97.5": p.q97_5, "rhat": p.rhat, "ess_bulk": p.ess_bulk,
-                "ess_tail": p.ess_tail,
-            }))
+            Some(ParameterRow {
+                name,
+                mean: p.mean,
+                sd: p.sd,
+                q2_5: p.q2_5,
+                q97_5: p.q97_5,
+                rhat: p.rhat,
+                ess_bulk: p.ess_bulk,
+                ess_tail: p.ess_tail,
+            })
         })
         .collect();
-    let mut posterior_predictive = json!(run.posterior_predictive);
-    if let Some(check) = &run.posterior_predictive
-        && check.coverage_95.is_finite()
-    {
-        posterior_predictive["coverage_95_percent"] = json!(check.coverage_95 * 100.0);
+    RunDiagnostics {
+        run_id: run.run_id,
+        converged: run.converged,
+        priors_applied: run.priors_applied,
+        vehicles: run.vehicles,
+        intervals: run.intervals,
+        events: run.events,
+        chains: run.chains,
+        warmup: run.warmup,
+        draws: run.draws,
+        sampling_s: run.sampling_s,
+        total_s: run.total_s,
+        diagnostics: run.diagnostics.clone(),
+        parameters,
+        traces: run.traces.clone(),
+        posterior_predictive: run.posterior_predictive.clone().map(|check| Predictive {
+            coverage_95_percent: check
+                .coverage_95
+                .is_finite()
+                .then_some(check.coverage_95 * 100.0),
+            check,
+        }),
     }
-    json!({
-        "available": true,
-        "run_id": run.run_id,
-        "converged": run.converged,
-        "priors_applied": run.priors_applied,
-        "vehicles": run.vehicles,
-        "intervals": run.intervals,
-        "events": run.events,
-        "chains": run.chains,
-        "warmup": run.warmup,
-        "draws": run.draws,
-        "sampling_s": run.sampling_s,
-        "total_s": run.total_s,
-        "diagnostics": run.diagnostics,
-        "max_rhat_limit": MAX_RHAT,
-        "min_ess_bulk_limit": MIN_ESS_BULK,
-        "parameters": parameters,
-        "traces": run.traces,
-        "posterior_predictive": posterior_predictive,
-    })
 }
 
-pub fn page(data: &Value) -> String {
-    if data["available"] != json!(true) {
+pub fn page(data: &DiagnosticsPage, coverage: &Coverage) -> String {
+    let Some(run) = &data.run else {
         let body = "<p>No refit has run yet: the detectors use the configured prior. \
             The nightly refit (<code>[refit] schedule_utc</code>) or <code>safetel refit</code> fills this page.</p>";
         return html::page_with(
-            data,
+            coverage,
             "/diagnostics",
             "Model diagnostics",
             "/api/diagnostics",
             body,
         );
-    }
-    let verdict = if data["converged"] == json!(true) {
+    };
+    let verdict = if run.converged {
         r#"<span class="good">converged: priors in use</span>"#
     } else {
         r#"<span class="bad">not converged: previous priors kept</span>"#
     };
     let mut body = format!(
         "<p>Run {} · {} vehicles, {} intervals, {} events · {} chains × {} draws ({} warm-up) · {}</p>",
-        num(data, "/run_id", 0),
-        num(data, "/vehicles", 0),
-        num(data, "/intervals", 0),
-        num(data, "/events", 0),
-        num(data, "/chains", 0),
-        num(data, "/draws", 0),
-        num(data, "/warmup", 0),
+        num(run.run_id, "/run_id", 0),
+        num(run.vehicles, "/vehicles", 0),
+        num(run.intervals, "/intervals", 0),
+        num(run.events, "/events", 0),
+        num(run.chains, "/chains", 0),
+        num(run.draws, "/draws", 0),
+        num(run.warmup, "/warmup", 0),
         verdict
     );
-    body += r#"<div class="kpis">"#;
+    body += &kpis_html(data, run);
+    body += &parameters_html(&run.parameters);
+    body += "<h2>Trace plots</h2>";
+    for name in PARAMETERS {
+        let mut chart = Chart::new(
+            &format!("trace-{name}"),
+            &format!("Trace of {name} by chain (thinned)"),
+            "draw",
+            name,
+        )
+        .free_y();
+        let chains = run.traces.get(name).map_or(&[][..], Vec::as_slice);
+        for (c, chain) in chains.iter().enumerate() {
+            let points = chain
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, v)| (i as f64, *v))
+                .collect();
+            chart.line(&format!("chain {c}"), PALETTE[c % PALETTE.len()], points);
+        }
+        body += &chart.render();
+    }
+    body += "<h2>Posterior predictive check</h2>";
+    let buckets = run
+        .posterior_predictive
+        .as_ref()
+        .map_or(&[][..], |p| p.check.count_histogram.as_slice());
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let mut ppc = Chart::new(
+        "posterior-predictive",
+        "Vehicles by event count, observed and replicated (95%)",
+        "events per vehicle (last bucket: at least)",
+        "vehicles",
+    );
+    ppc.bars(
+        "observed",
+        PALETTE[2],
+        html::points(
+            buckets,
+            |b| Some(b.events as f64),
+            |b| Some(b.observed as f64),
+        ),
+        0.8,
+    );
+    ppc.intervals(
+        "replicated",
+        PALETTE[1],
+        html::interval_points(
+            buckets,
+            |_, b| Some(b.events as f64),
+            |b| {
+                [
+                    finite(b.replicated_mean),
+                    finite(b.replicated_low),
+                    finite(b.replicated_high),
+                ]
+            },
+        ),
+    );
+    body += &ppc.render();
+    html::page_with(
+        coverage,
+        "/diagnostics",
+        "Model diagnostics",
+        "/api/diagnostics",
+        &body,
+    )
+}
+
+fn kpis_html(data: &DiagnosticsPage, run: &RunDiagnostics) -> String {
+    let d = run.diagnostics.as_ref();
+    let check = run.posterior_predictive.as_ref();
+    let mut body = String::from(r#"<div class="kpis">"#);
     body += &kpi(
         "Max R-hat",
-        &num(data, "/diagnostics/max_rhat", 4),
-        &format!("limit {}", num(data, "/max_rhat_limit", 2)),
+        &num(d.map(|d| d.max_rhat), "/diagnostics/max_rhat", 4),
+        &format!("limit {}", num(data.max_rhat_limit, "/max_rhat_limit", 2)),
     );
     body += &kpi(
         "Min bulk ESS",
-        &num(data, "/diagnostics/min_ess_bulk", 0),
+        &num(d.map(|d| d.min_ess_bulk), "/diagnostics/min_ess_bulk", 0),
         &format!(
             "limit {}; min tail ESS {}",
-            num(data, "/min_ess_bulk_limit", 0),
-            num(data, "/diagnostics/min_ess_tail", 0)
+            num(data.min_ess_bulk_limit, "/min_ess_bulk_limit", 0),
+            num(d.map(|d| d.min_ess_tail), "/diagnostics/min_ess_tail", 0)
         ),
     );
     body += &kpi(
         "Divergences",
-        &num(data, "/diagnostics/divergences", 0),
+        &num(d.map(|d| d.divergences), "/diagnostics/divergences", 0),
         &format!(
             "tree-depth hits {}; min E-BFMI {}",
-            num(data, "/diagnostics/tree_depth_hits", 0),
-            num(data, "/diagnostics/ebfmi", 2)
+            num(
+                d.map(|d| d.tree_depth_hits),
+                "/diagnostics/tree_depth_hits",
+                0
+            ),
+            num(d.map(|d| d.ebfmi), "/diagnostics/ebfmi", 2)
         ),
     );
     body += &kpi(
         "Posterior predictive p-value",
-        &num(data, "/posterior_predictive/p_value", 3),
+        &num(
+            check.map(|c| c.check.p_value),
+            "/posterior_predictive/p_value",
+            3,
+        ),
         &format!(
             "{}% of vehicles inside their 95% predictive interval",
-            num(data, "/posterior_predictive/coverage_95_percent", 1)
+            num(
+                check.and_then(|c| c.coverage_95_percent),
+                "/posterior_predictive/coverage_95_percent",
+                1
+            )
         ),
     );
-    body += "</div>";
-    let rows: Vec<Vec<String>> = (0..html::rows(data, "/parameters").len())
-        .map(|i| {
+    body + "</div>"
+}
+
+fn parameters_html(parameters: &[ParameterRow]) -> String {
+    let rows: Vec<Vec<String>> = parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
             let at = |f: &str| format!("/parameters/{i}/{f}");
             vec![
-                text(data, &at("name")),
-                num(data, &at("mean"), 4),
-                num(data, &at("sd"), 4),
-                num(data, &at("q2.5"), 4),
-                num(data, &at("q97.5"), 4),
-                num(data, &at("rhat"), 4),
-                num(data, &at("ess_bulk"), 0),
-                num(data, &at("ess_tail"), 0),
+                html::escape(p.name),
+                num(p.mean, &at("mean"), 4),
+                num(p.sd, &at("sd"), 4),
+                num(p.q2_5, &at("q2.5"), 4),
+                num(p.q97_5, &at("q97.5"), 4),
+                num(p.rhat, &at("rhat"), 4),
+                num(p.ess_bulk, &at("ess_bulk"), 0),
+                num(p.ess_tail, &at("ess_tail"), 0),
             ]
         })
         .collect();
-    body += &html::table(
+    html::table(
         "parameters",
         &[
             "parameter",
@@ -145,68 +301,5 @@ pub fn page(data: &Value) -> String {
             "tail ESS",
         ],
         &rows,
-    );
-    body += "<h2>Trace plots</h2>";
-    for name in PARAMETERS {
-        let mut chart = Chart::new(
-            &format!("trace-{name}"),
-            &format!("Trace of {name} by chain (thinned)"),
-            "draw",
-            name,
-        )
-        .free_y();
-        let chains = data
-            .pointer(&format!("/traces/{name}"))
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
-        for (c, chain) in chains.iter().enumerate() {
-            let points = chain
-                .as_array()
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| Some((i as f64, v.as_f64()?)))
-                .collect();
-            chart.line(&format!("chain {c}"), PALETTE[c % PALETTE.len()], points);
-        }
-        body += &chart.render();
-    }
-    body += "<h2>Posterior predictive check</h2>";
-    let buckets = html::rows(data, "/posterior_predictive/count_histogram");
-    let mut ppc = Chart::new(
-        "posterior-predictive",
-        "Vehicles by event count, observed and replicated (95%)",
-        "events per vehicle (last bucket: at least)",
-        "vehicles",
-    );
-    ppc.bars(
-        "observed",
-        PALETTE[2],
-        html::points(
-            data,
-            "/posterior_predictive/count_histogram",
-            "events",
-            "observed",
-        ),
-        0.8,
-    );
-    ppc.intervals(
-        "replicated",
-        PALETTE[1],
-        html::interval_points(
-            buckets,
-            html::X::Field("/events"),
-            "/replicated_mean",
-            "/replicated_low",
-            "/replicated_high",
-        ),
-    );
-    body += &ppc.render();
-    html::page_with(
-        data,
-        "/diagnostics",
-        "Model diagnostics",
-        "/api/diagnostics",
-        &body,
     )
 }

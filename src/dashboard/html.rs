@@ -5,9 +5,9 @@
 //! `<span data-api="/json/pointer">text</span>`, and the page names its API in
 //! `<body data-api-url=...>`, so a reader (or a test) can check the page against the API.
 
-use serde_json::Value;
-
+pub use super::coverage::Coverage;
 pub use super::svg::escape;
+use crate::engine::detection::Rules;
 
 /// The pages, in navigation order: (path, title).
 pub const PAGES: [(&str, &str); 5] = [
@@ -49,40 +49,10 @@ pub fn page(path: &str, title: &str, api: &str, body: &str) -> String {
     )
 }
 
-/// [`page`] for a page whose JSON is `data`: with the line saying how much of the consumer
-/// group the data covers, where it says (`data["coverage"]`, added by the HTTP edge).
-pub fn page_with(data: &Value, path: &str, title: &str, api: &str, body: &str) -> String {
-    page(path, title, api, &format!("{}{body}", coverage_line(data)))
-}
-
-/// "Covers 4 of 4 partitions: 2 held here (live), 2 from the group view (as of ...)".
-pub fn coverage_line(data: &Value) -> String {
-    let c = &data["coverage"];
-    if c.is_null() {
-        return String::new();
-    }
-    let total = match c["partitions"].as_u64() {
-        Some(_) => format!(" of {}", num(data, "/coverage/partitions", 0)),
-        None => String::new(),
-    };
-    let here = num(data, "/coverage/held_here_count", 0);
-    let mut line = format!(
-        r#"<p class="note coverage">Covers {}{total} partitions: {here} held by this process (live)"#,
-        num(data, "/coverage/covered", 0)
-    );
-    if c["scope"] == "group" {
-        line += &format!(
-            ", {} from the group view (other processes, as of their last commit; the oldest {})",
-            num(data, "/coverage/from_group_view_count", 0),
-            c["oldest_commit_ms"]
-                .as_i64()
-                .map_or("—".to_string(), |ms| escape(&crate::model::utc_time(ms))),
-        );
-    }
-    if let Some(note) = c["note"].as_str() {
-        line += &format!(". {}", escape(note));
-    }
-    line + ".</p>"
+/// [`page`] for a page whose JSON is the data it was rendered from, with the line saying how
+/// much of the consumer group that data covers.
+pub fn page_with(coverage: &Coverage, path: &str, title: &str, api: &str, body: &str) -> String {
+    page(path, title, api, &format!("{}{body}", coverage.line()))
 }
 
 /// `<a href=...>label</a>`; `label` is HTML already.
@@ -90,44 +60,67 @@ pub fn link(href: &str, label: &str) -> String {
     format!(r#"<a href="{}">{label}</a>"#, escape(href))
 }
 
-/// The alarm rule in force, from the detection settings' JSON at `pointer`
-/// ([`crate::engine::detection::DetectionSettings::rules_json`]).
-pub fn rule_line(data: &Value, pointer: &str) -> String {
-    let Some(rules) = data.pointer(pointer).filter(|r| !r.is_null()) else {
+/// The alarm rule in force, from the rules at `pointer` in the page's JSON.
+pub fn rule_line(rules: Option<&Rules>, pointer: &str) -> String {
+    let Some(rules) = rules else {
         return String::new();
     };
-    let sources: Vec<String> = rules["vehicle"]
-        .as_object()
-        .map(|classes| {
-            classes
-                .iter()
-                .map(|(class, c)| {
-                    format!(
-                        "{} from the {}",
-                        escape(class),
-                        escape(c["fleet_shape_source"].as_str().unwrap_or("?"))
-                    )
-                })
-                .collect()
+    let sources: Vec<String> = rules
+        .vehicle
+        .iter()
+        .map(|(class, c)| {
+            format!(
+                "{} from the {}",
+                escape(class),
+                escape(c.fleet_shape_source)
+            )
         })
-        .unwrap_or_default();
+        .collect();
     format!(
         r#"<p class="note rule">Rule in force: an episode opens when P(a change with hazard ratio above {}) reaches its threshold, set so that false alarms stay within {} per 1000 vehicle-months ({} detector; the fleet's spread of vehicle rates: {}).</p>"#,
-        num(data, &format!("{pointer}/threshold_hr"), 2),
+        num(rules.threshold_hr, &format!("{pointer}/threshold_hr"), 2),
         num(
-            data,
+            rules.false_alarms_per_1000_vehicle_months,
             &format!("{pointer}/false_alarms_per_1000_vehicle_months"),
             1
         ),
-        escape(rules["model"].as_str().unwrap_or("?")),
+        escape(rules.model),
         sources.join(", "),
     )
 }
 
-/// The value at `pointer` in `data`, formatted with `decimals` and tied to the pointer; a
-/// missing or null value shows as an em dash.
-pub fn num(data: &Value, pointer: &str, decimals: usize) -> String {
-    match data.pointer(pointer).and_then(Value::as_f64) {
+/// A number a page shows: `None`, NaN and infinities show as missing.
+pub trait Figure {
+    fn figure(&self) -> Option<f64>;
+}
+
+macro_rules! figure_as_f64 {
+    ($($t:ty),*) => {$(
+        impl Figure for $t {
+            fn figure(&self) -> Option<f64> {
+                Some(*self as f64)
+            }
+        }
+    )*};
+}
+figure_as_f64!(f64, u64, i64, usize, i32, u32);
+
+impl<T: Figure> Figure for Option<T> {
+    fn figure(&self) -> Option<f64> {
+        self.as_ref().and_then(Figure::figure)
+    }
+}
+
+impl<T: Figure + ?Sized> Figure for &T {
+    fn figure(&self) -> Option<f64> {
+        (**self).figure()
+    }
+}
+
+/// `value`, formatted with `decimals` and tied to where it is in the page's JSON (`pointer`);
+/// a missing or non-finite value shows as an em dash.
+pub fn num(value: impl Figure, pointer: &str, decimals: usize) -> String {
+    match value.figure() {
         Some(v) if v.is_finite() => {
             format!(r#"<span data-api="{pointer}">{v:.decimals$}</span>"#)
         }
@@ -135,23 +128,35 @@ pub fn num(data: &Value, pointer: &str, decimals: usize) -> String {
     }
 }
 
-/// `mean [low, high]` from three pointers.
-pub fn interval(data: &Value, mean: &str, low: &str, high: &str, decimals: usize) -> String {
+/// `mean [low, high]`, each tied to its pointer.
+pub fn interval(values: [Option<f64>; 3], pointers: [&str; 3], decimals: usize) -> String {
     format!(
         "{} [{}, {}]",
-        num(data, mean, decimals),
-        num(data, low, decimals),
-        num(data, high, decimals)
+        num(values[0], pointers[0], decimals),
+        num(values[1], pointers[1], decimals),
+        num(values[2], pointers[2], decimals)
     )
 }
 
-/// The string at `pointer`, escaped.
-pub fn text(data: &Value, pointer: &str) -> String {
-    match data.pointer(pointer) {
-        Some(Value::String(s)) => escape(s),
-        Some(Value::Null) | None => "—".into(),
-        Some(other) => escape(&other.to_string()),
-    }
+/// `mean [low, high]` of the fields `mean`, `low`, `high` under `prefix` (`/episodes/3`).
+pub fn interval_at(
+    values: [Option<f64>; 3],
+    prefix: &str,
+    fields: [&str; 3],
+    decimals: usize,
+) -> String {
+    let [m, l, h] = fields.map(|f| format!("{prefix}/{f}"));
+    interval(values, [&m, &l, &h], decimals)
+}
+
+/// `text`, escaped; `None` shows as an em dash.
+pub fn text(text: Option<&str>) -> String {
+    text.map_or("—".into(), escape)
+}
+
+/// A date (UTC) of a time in ms, or an em dash.
+pub fn date(ms: Option<i64>) -> String {
+    ms.map_or("—".into(), crate::model::utc_date)
 }
 
 /// A key figure box.
@@ -180,65 +185,50 @@ pub fn table(name: &str, header: &[&str], rows: &[Vec<String>]) -> String {
     html
 }
 
-/// Rows of `data[pointer]`, an array, or none.
-pub fn rows<'a>(data: &'a Value, pointer: &str) -> &'a [Value] {
-    data.pointer(pointer)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
-/// `(x, y)` pairs from the array at `pointer`, its items' fields `x` and `y`.
-pub fn points(data: &Value, pointer: &str, x: &str, y: &str) -> Vec<(f64, f64)> {
-    rows(data, pointer)
-        .iter()
-        .filter_map(|row| Some((row.get(x)?.as_f64()?, row.get(y)?.as_f64()?)))
+/// `(x, y)` pairs of `rows`, leaving out the rows where either is missing.
+pub fn points<R>(
+    rows: &[R],
+    x: impl Fn(&R) -> Option<f64>,
+    y: impl Fn(&R) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|row| Some((x(row)?, y(row)?)))
         .collect()
 }
 
-/// Where each row sits on an interval chart's x axis.
-pub enum X<'a> {
-    /// Its position in the rows, from 1.
-    Position,
-    /// The number at this pointer in the row.
-    Field(&'a str),
-}
-
-/// `(x, mean, low, high)` for an interval chart, from the rows' values at the three pointers
-/// (relative to a row); rows missing any of them are left out.
-pub fn interval_points(
-    rows: &[Value],
-    x: X<'_>,
-    mean: &str,
-    low: &str,
-    high: &str,
+/// `(x, mean, low, high)` for an interval chart: `x` at each row's position (from 1) or from
+/// the row; rows missing any value are left out.
+pub fn interval_points<R>(
+    rows: &[R],
+    x: impl Fn(usize, &R) -> Option<f64>,
+    values: impl Fn(&R) -> [Option<f64>; 3],
 ) -> Vec<(f64, f64, f64, f64)> {
-    let at = |row: &Value, pointer: &str| row.pointer(pointer).and_then(Value::as_f64);
     rows.iter()
         .enumerate()
         .filter_map(|(i, row)| {
-            let x = match x {
-                X::Position => i as f64 + 1.0,
-                X::Field(pointer) => at(row, pointer)?,
-            };
-            Some((x, at(row, mean)?, at(row, low)?, at(row, high)?))
+            let [mean, low, high] = values(row);
+            Some((x(i, row)?, mean?, low?, high?))
         })
         .collect()
+}
+
+/// An interval chart's x: the row's position, from 1.
+pub fn position<R>(i: usize, _: &R) -> Option<f64> {
+    Some(i as f64 + 1.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn numbers_carry_their_json_pointer_and_missing_ones_show_a_dash() {
-        let data = json!({"a": {"b": 12.3456}, "n": null});
         assert_eq!(
-            num(&data, "/a/b", 2),
+            num(12.3456, "/a/b", 2),
             r#"<span data-api="/a/b">12.35</span>"#
         );
-        assert!(num(&data, "/n", 2).contains('—'));
-        assert!(num(&data, "/missing", 2).contains('—'));
+        assert!(num(None::<f64>, "/n", 2).contains('—'));
+        assert!(num(f64::NAN, "/missing", 2).contains('—'));
     }
 
     #[test]

@@ -5,18 +5,93 @@
 //! key's episodes and alerts; for a vehicle its totals, exposure per bin, and its latest trips
 //! and critical events. Linked from the ranking, the episodes and the summary.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::Sources;
-use super::html::{self, escape, interval, kpi, num, text};
-use super::links::{self, cohort_href, vehicle_href};
-use super::regressions::{self, KeyHistory, history_rows};
-use super::summary::totals_json;
+use super::html::{self, escape, kpi, num};
+use super::links::{cohort_href, vehicle_href};
+use super::regressions::{
+    self, BaselineInUse, EpisodeRow, HR_FIELDS, HistoryRow, KeyHistory, history_rows,
+};
+use super::summary::Totals;
 use super::svg::{Chart, PALETTE};
-use crate::model::{HazardClass, KeyKind, utc_date, utc_time};
+use super::{Coverage, Sources};
+use crate::engine::detection::Rules;
+use crate::engine::{PartitionId, RecentRecord};
+use crate::model::{HazardClass, KeyKind, utc_time};
+
+/// A vehicle's page data (`/api/vehicles/{id}/page`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VehiclePage {
+    pub key_kind: &'static str,
+    pub key: String,
+    pub vehicle: VehicleFacts,
+    pub totals: Totals,
+    pub bin_width_ms: i64,
+    pub bins: Vec<BinRow>,
+    pub classes: Vec<ClassView>,
+    pub episodes: Vec<EpisodeRow>,
+    /// Newest first.
+    pub recent_trips: Vec<RecentRecord>,
+    pub recent_critical: Vec<RecentRecord>,
+    pub detection: Rules,
+}
+
+/// What a vehicle's records say of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VehicleFacts {
+    pub partition: PartitionId,
+    pub vehicle_model: String,
+    pub firmware_version: String,
+    pub last_event_time_ms: i64,
+    /// (first seen at, version).
+    pub firmware_history: Vec<(i64, String)>,
+}
+
+/// One bin of a vehicle: its counts and exposure.
+#[derive(Debug, Clone, Serialize)]
+pub struct BinRow {
+    pub bin_start_ms: i64,
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// A cohort's page data (`/api/cohorts/{key}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CohortPage {
+    pub key_kind: &'static str,
+    pub key: String,
+    pub cohort: CohortName,
+    pub bin_width_ms: i64,
+    pub classes: Vec<ClassView>,
+    pub episodes: Vec<EpisodeRow>,
+    pub detection: Rules,
+}
+
+/// A cohort key's parts: `firmware:3.1` is kind `firmware`, value `3.1`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CohortName {
+    pub kind: String,
+    pub value: String,
+}
 
 /// One hazard class of a key: its live conclusions and its history.
-fn class_json(sources: &Sources<'_>, kind: KeyKind, key: &str, class: HazardClass) -> Value {
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassView {
+    pub hazard_class: &'static str,
+    pub last_bin_ms: Option<i64>,
+    pub p_regression: Option<f64>,
+    pub p_open: Option<f64>,
+    pub onset_ms: Option<i64>,
+    pub hr_median: Option<f64>,
+    pub hr_low: Option<f64>,
+    pub hr_high: Option<f64>,
+    pub episode_open: bool,
+    pub baseline: BaselineInUse,
+    pub history_complete: bool,
+    pub history: Vec<HistoryRow>,
+}
+
+fn class_view(sources: &Sources<'_>, kind: KeyKind, key: &str, class: HazardClass) -> ClassView {
     let KeyHistory {
         series,
         replayed,
@@ -33,158 +108,166 @@ fn class_json(sources: &Sources<'_>, kind: KeyKind, key: &str, class: HazardClas
         KeyKind::Vehicle => sources.settings.fleet_shape_source[class],
         KeyKind::Cohort => "members",
     };
-    json!({
-        "hazard_class": class.name(),
-        "last_bin_ms": last.map(|l| l.bin_start_ms),
-        "p_regression": last.map(|l| l.p_regression),
-        "p_open": last.map(|l| l.p_open),
-        "onset_ms": last.filter(|l| l.onset_bins > 0).map(|l| l.onset_ms),
-        "hr_median": hr.map(|h| h.median).filter(|v| v.is_finite()),
-        "hr_low": hr.map(|h| h.low).filter(|v| v.is_finite()),
-        "hr_high": hr.map(|h| h.high).filter(|v| v.is_finite()),
-        "episode_open": series.as_ref().is_some_and(|s| s.episode.open.is_some()),
-        "baseline": {"shape": base.shape, "rate": base.rate, "source": source},
-        "history_complete": complete,
-        "history": history_rows(&replayed, &bins, complete),
-    })
+    ClassView {
+        hazard_class: class.name(),
+        last_bin_ms: last.map(|l| l.bin_start_ms),
+        p_regression: last.map(|l| l.p_regression),
+        p_open: last.map(|l| l.p_open),
+        onset_ms: last.filter(|l| l.onset_bins > 0).map(|l| l.onset_ms),
+        hr_median: hr.map(|h| h.median).filter(|v| v.is_finite()),
+        hr_low: hr.map(|h| h.low).filter(|v| v.is_finite()),
+        hr_high: hr.map(|h| h.high).filter(|v| v.is_finite()),
+        episode_open: series.as_ref().is_some_and(|s| s.episode.open.is_some()),
+        baseline: BaselineInUse {
+            shape: base.shape,
+            rate: base.rate,
+            source: source.to_string(),
+        },
+        history_complete: complete,
+        history: history_rows(&replayed, &bins, complete),
+    }
 }
 
 /// The key's episodes, most recently opened first.
-fn episodes_json(sources: &Sources<'_>, kind: KeyKind, key: &str) -> Vec<Value> {
+fn key_episodes(sources: &Sources<'_>, kind: KeyKind, key: &str) -> Vec<EpisodeRow> {
     regressions::episodes(sources.alerts)
         .iter()
         .filter(|e| e.latest().key_kind == kind && e.latest().key == key)
-        .map(regressions::episode_row)
+        .map(EpisodeRow::of)
         .collect()
 }
 
-fn classes_json(sources: &Sources<'_>, kind: KeyKind, key: &str) -> Vec<Value> {
+fn class_views(sources: &Sources<'_>, kind: KeyKind, key: &str) -> Vec<ClassView> {
     HazardClass::ALL
         .iter()
-        .map(|class| class_json(sources, kind, key, *class))
+        .map(|class| class_view(sources, kind, key, *class))
         .collect()
 }
 
 /// A vehicle's page data; `None` if no process of the group has it in memory.
-pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
+pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<VehiclePage> {
     let vehicle = sources.vehicles.get(id)?;
-    let bins: Vec<Value> = vehicle
+    let bins = vehicle
         .bins
         .iter()
-        .map(|(start, stats)| {
-            let mut row = totals_json(stats);
-            row["bin_start_ms"] = json!(start);
-            row
+        .map(|(start, stats)| BinRow {
+            bin_start_ms: *start,
+            totals: Totals::of(stats),
         })
         .collect();
-    let recent = |list: &[crate::engine::RecentRecord]| -> Vec<Value> {
-        list.iter()
-            .rev()
-            .map(|r| json!({"trip_id": r.trip_id, "time_ms": r.time_ms, "detail": r.detail}))
-            .collect()
-    };
-    Some(json!({
-        "key_kind": KeyKind::Vehicle.name(),
-        "key": id,
-        "vehicle": {
-            "partition": vehicle.partition,
-            "vehicle_model": vehicle.meta.vehicle_model,
-            "firmware_version": vehicle.meta.firmware_version,
-            "last_event_time_ms": vehicle.meta.last_event_time_ms,
-            "firmware_history": vehicle.meta.firmware_history,
+    let newest_first = |list: &[RecentRecord]| list.iter().rev().cloned().collect::<Vec<_>>();
+    Some(VehiclePage {
+        key_kind: KeyKind::Vehicle.name(),
+        key: id.to_string(),
+        vehicle: VehicleFacts {
+            partition: vehicle.partition,
+            vehicle_model: vehicle.meta.vehicle_model.clone(),
+            firmware_version: vehicle.meta.firmware_version.clone(),
+            last_event_time_ms: vehicle.meta.last_event_time_ms,
+            firmware_history: vehicle.meta.firmware_history.clone(),
         },
-        "totals": totals_json(&vehicle.totals()),
-        "bin_width_ms": sources.settings.bin_width_ms,
-        "bins": bins,
-        "classes": classes_json(sources, KeyKind::Vehicle, id),
-        "episodes": episodes_json(sources, KeyKind::Vehicle, id),
-        "recent_trips": recent(&vehicle.meta.recent_trips),
-        "recent_critical": recent(&vehicle.meta.recent_critical),
-        "detection": sources.settings.rules_json(),
-    }))
+        totals: Totals::of(&vehicle.totals()),
+        bin_width_ms: sources.settings.bin_width_ms,
+        bins,
+        classes: class_views(sources, KeyKind::Vehicle, id),
+        episodes: key_episodes(sources, KeyKind::Vehicle, id),
+        recent_trips: newest_first(&vehicle.meta.recent_trips),
+        recent_critical: newest_first(&vehicle.meta.recent_critical),
+        detection: sources.settings.rules(),
+    })
 }
 
 /// A cohort's page data; `None` if no process of the group has its series.
-pub fn cohort_data(sources: &Sources<'_>, key: &str) -> Option<Value> {
+pub fn cohort_data(sources: &Sources<'_>, key: &str) -> Option<CohortPage> {
     sources.cohorts.get(key)?;
     let (kind, value) = key.split_once(':').unwrap_or(("cohort", key));
-    Some(json!({
-        "key_kind": KeyKind::Cohort.name(),
-        "key": key,
-        "cohort": {"kind": kind, "value": value},
-        "bin_width_ms": sources.settings.bin_width_ms,
-        "classes": classes_json(sources, KeyKind::Cohort, key),
-        "episodes": episodes_json(sources, KeyKind::Cohort, key),
-        "detection": sources.settings.rules_json(),
-    }))
+    Some(CohortPage {
+        key_kind: KeyKind::Cohort.name(),
+        key: key.to_string(),
+        cohort: CohortName {
+            kind: kind.to_string(),
+            value: value.to_string(),
+        },
+        bin_width_ms: sources.settings.bin_width_ms,
+        classes: class_views(sources, KeyKind::Cohort, key),
+        episodes: key_episodes(sources, KeyKind::Cohort, key),
+        detection: sources.settings.rules(),
+    })
 }
 
 /// Per class: its conclusions in a line, and its charts.
-fn classes_html(data: &Value) -> String {
-    let mut body = html::rule_line(data, "/detection");
-    for (i, class) in html::rows(data, "/classes").iter().enumerate() {
+fn classes_html(classes: &[ClassView], rules: &Rules, bin_width_ms: i64) -> String {
+    let mut body = html::rule_line(Some(rules), "/detection");
+    for (i, class) in classes.iter().enumerate() {
         let at = |f: &str| format!("/classes/{i}/{f}");
-        let name = class["hazard_class"].as_str().unwrap_or("");
+        let name = class.hazard_class;
         body += &format!("<h2>{}</h2>", escape(name));
         body += &format!(
             "<p>P(regression) {} after the bin of {} (an episode opens at {}) · HR {} · baseline \
              Gamma({}, {}) from the {} · episode {}.</p>",
-            num(data, &at("p_regression"), 3),
-            class["last_bin_ms"].as_i64().map_or("—".into(), utc_date),
-            num(data, &at("p_open"), 4),
-            interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
-            num(data, &at("baseline/shape"), 2),
-            num(data, &at("baseline/rate"), 2),
-            text(data, &at("baseline/source")),
-            if class["episode_open"] == json!(true) {
+            num(class.p_regression, &at("p_regression"), 3),
+            html::date(class.last_bin_ms),
+            num(class.p_open, &at("p_open"), 4),
+            html::interval_at(
+                [class.hr_median, class.hr_low, class.hr_high],
+                &format!("/classes/{i}"),
+                HR_FIELDS,
+                2
+            ),
+            num(class.baseline.shape, &at("baseline/shape"), 2),
+            num(class.baseline.rate, &at("baseline/rate"), 2),
+            escape(&class.baseline.source),
+            if class.episode_open {
                 "open"
             } else {
                 "not open"
             },
         );
-        if class["history_complete"] == json!(false) {
+        if !class.history_complete {
             body += "<p class=\"note\">Bins older than <code>retention.bin_days</code> have been \
                 retired on this partition: the counts are those of the bins kept, and \
                 P(regression) is not replayed from them.</p>";
         }
-        let history = at("history");
         let counts = regressions::events_chart(
-            data,
-            &history,
+            &class.history,
+            bin_width_ms,
             &format!("{name}-events"),
             &format!("{name}: events per bin, and predicted"),
             "fleet-predicted",
         );
         body += &counts.render();
         let mut p = regressions::p_regression_chart(
-            data,
-            &history,
+            &class.history,
             &format!("{name}-p-regression"),
             &format!("{name}: P(regression) by bin"),
         );
         p.line(
             "opens at",
             PALETTE[4],
-            html::points(data, &history, "bin_start_ms", "p_open"),
+            html::points(
+                &class.history,
+                |h| Some(h.bin_start_ms as f64),
+                |h| h.p_open,
+            ),
         );
         body += &p.render();
     }
     body
 }
 
-fn episodes_html(data: &Value) -> String {
-    let rows: Vec<Vec<String>> = html::rows(data, "/episodes")
+fn episodes_html(episodes: &[EpisodeRow]) -> String {
+    let rows: Vec<Vec<String>> = episodes
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let at = |f: &str| format!("/episodes/{i}/{f}");
+            let at = format!("/episodes/{i}");
             vec![
-                links::episode_link(e, &text(data, &at("hazard_class"))),
-                text(data, &at("status")),
-                e["onset_ms"].as_i64().map_or("—".into(), utc_date),
-                e["opened_at_ms"].as_i64().map_or("—".into(), utc_date),
-                interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
-                num(data, &at("p_regression"), 3),
+                e.link(&escape(e.hazard_class)),
+                escape(e.status),
+                html::date(Some(e.onset_ms)),
+                html::date(Some(e.opened_at_ms)),
+                e.hr_html(&at),
+                num(e.p_regression, &format!("{at}/p_regression"), 3),
             ]
         })
         .collect();
@@ -208,15 +291,14 @@ fn episodes_html(data: &Value) -> String {
     )
 }
 
-fn recent_html(data: &Value, pointer: &str, title: &str) -> String {
-    let rows: Vec<Vec<String>> = html::rows(data, pointer)
+fn recent_html(records: &[RecentRecord], title: &str) -> String {
+    let rows: Vec<Vec<String>> = records
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .map(|r| {
             vec![
-                r["time_ms"].as_i64().map_or("—".into(), utc_time),
-                text(data, &format!("{pointer}/{i}/trip_id")),
-                text(data, &format!("{pointer}/{i}/detail")),
+                escape(&utc_time(r.time_ms)),
+                escape(&r.trip_id),
+                escape(&r.detail),
             ]
         })
         .collect();
@@ -233,34 +315,37 @@ fn recent_html(data: &Value, pointer: &str, title: &str) -> String {
     )
 }
 
-pub fn vehicle_page(data: &Value) -> String {
-    let id = data["key"].as_str().unwrap_or("");
+pub fn vehicle_page(data: &VehiclePage, coverage: &Coverage) -> String {
+    let id = &data.key;
+    let facts = &data.vehicle;
     let mut body = format!(
         "<p>Model {} · firmware {} · partition {} · last record {}</p>",
-        text(data, "/vehicle/vehicle_model"),
-        text(data, "/vehicle/firmware_version"),
-        num(data, "/vehicle/partition", 0),
-        data.pointer("/vehicle/last_event_time_ms")
-            .and_then(Value::as_i64)
-            .map_or("—".into(), utc_time),
+        escape(&facts.vehicle_model),
+        escape(&facts.firmware_version),
+        num(facts.partition.stored(), "/vehicle/partition", 0),
+        escape(&utc_time(facts.last_event_time_ms)),
     );
+    let totals = &data.totals;
     body += r#"<div class="kpis">"#;
     body += &kpi(
         "Exposure (hours)",
-        &num(data, "/totals/exposure_hours", 1),
-        &format!("{} trips", num(data, "/totals/trips", 0)),
+        &num(totals.exposure_hours, "/totals/exposure_hours", 1),
+        &format!("{} trips", num(totals.trips, "/totals/trips", 0)),
     );
     body += &kpi(
         "Critical events",
-        &num(data, "/totals/critical", 0),
-        &format!("{} safety events", num(data, "/totals/safety_events", 0)),
+        &num(totals.critical, "/totals/critical", 0),
+        &format!(
+            "{} safety events",
+            num(totals.safety_events, "/totals/safety_events", 0)
+        ),
     );
     body += &kpi(
         "Disengagements",
-        &num(data, "/totals/disengagements", 0),
+        &num(totals.disengagements, "/totals/disengagements", 0),
         &format!(
             "{} mode transitions",
-            num(data, "/totals/mode_transitions", 0)
+            num(totals.mode_transitions, "/totals/mode_transitions", 0)
         ),
     );
     body += "</div>";
@@ -274,16 +359,20 @@ pub fn vehicle_page(data: &Value) -> String {
     exposure.bars(
         "exposure",
         PALETTE[0],
-        html::points(data, "/bins", "bin_start_ms", "exposure_hours"),
-        data["bin_width_ms"].as_f64().unwrap_or(86_400_000.0) * 0.8,
+        html::points(
+            &data.bins,
+            |b| Some(b.bin_start_ms as f64),
+            |b| Some(b.totals.exposure_hours),
+        ),
+        data.bin_width_ms as f64 * 0.8,
     );
     body += &exposure.render();
-    body += &classes_html(data);
-    body += &episodes_html(data);
-    body += &recent_html(data, "/recent_critical", "Latest critical events");
-    body += &recent_html(data, "/recent_trips", "Latest trips");
+    body += &classes_html(&data.classes, &data.detection, data.bin_width_ms);
+    body += &episodes_html(&data.episodes);
+    body += &recent_html(&data.recent_critical, "Latest critical events");
+    body += &recent_html(&data.recent_trips, "Latest trips");
     html::page_with(
-        data,
+        coverage,
         "/vehicles",
         &format!("Vehicle {id}"),
         &format!("/api{}/page", vehicle_href(id)),
@@ -291,18 +380,18 @@ pub fn vehicle_page(data: &Value) -> String {
     )
 }
 
-pub fn cohort_page(data: &Value) -> String {
-    let key = data["key"].as_str().unwrap_or("");
+pub fn cohort_page(data: &CohortPage, coverage: &Coverage) -> String {
+    let key = &data.key;
     let mut body = format!(
         "<p>The cohort of vehicles with {} {}, compared with what its members' own fleet \
          predictions add up to.</p>",
-        text(data, "/cohort/kind"),
-        text(data, "/cohort/value"),
+        escape(&data.cohort.kind),
+        escape(&data.cohort.value),
     );
-    body += &classes_html(data);
-    body += &episodes_html(data);
+    body += &classes_html(&data.classes, &data.detection, data.bin_width_ms);
+    body += &episodes_html(&data.episodes);
     html::page_with(
-        data,
+        coverage,
         "/regressions",
         &format!("Cohort {key}"),
         &format!("/api{}", cohort_href(key)),

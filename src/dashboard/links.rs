@@ -1,8 +1,6 @@
 //! Where the pages link to: an episode's, a vehicle's and a cohort's page, and the query-string
 //! encoding their ids travel in.
 
-use serde_json::Value;
-
 use super::html;
 use crate::model::KeyKind;
 
@@ -21,12 +19,9 @@ pub fn episode_href(id: &str) -> String {
     format!("/regressions/episode?id={}", percent_encode(id))
 }
 
-/// A link to the page of the episode of `row` (an [`episode_row`]).
-pub fn episode_link(row: &Value, label: &str) -> String {
-    html::link(
-        &episode_href(row["episode_id"].as_str().unwrap_or("")),
-        label,
-    )
+/// `label` (HTML) linked to the page of episode `id`.
+pub fn episode_link(id: &str, label: &str) -> String {
+    html::link(&episode_href(id), label)
 }
 
 /// A vehicle's page.
@@ -48,13 +43,7 @@ pub fn key_href(kind: &str, key: &str) -> String {
     }
 }
 
-/// A link to the page of the key `row` names (`key_kind`, `key`: an episode row).
-pub fn key_link(row: &Value, label: &str) -> String {
-    html::link(
-        &key_href(
-            row["key_kind"].as_str().unwrap_or(""),
-            row["key"].as_str().unwrap_or(""),
-        ),
-        label,
-    )
+/// `label` (HTML) linked to the page of the key of this kind (an alert's `key_kind`).
+pub fn key_link(kind: &str, key: &str, label: &str) -> String {
+    html::link(&key_href(kind, key), label)
 }

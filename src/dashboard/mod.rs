@@ -1,7 +1,9 @@
 //! The dashboard: five pages, a page per vehicle and per cohort, and the JSON behind each, built
 //! from the engine's live state (and the group view's, for other processes' partitions), the
 //! alerts and the last refit. Pure: the HTTP edge gathers [`Sources`] and serves what these
-//! functions return; each page renders only from its own JSON, so page and API agree.
+//! functions return. Each page's data is one struct deriving `Serialize` (a renamed field fails
+//! to compile, not to show): served as its JSON, and the only thing its HTML is rendered from,
+//! every number tied to its place in that JSON, so page and API agree.
 //!
 //! | page | path | JSON |
 //! |---|---|---|
@@ -16,6 +18,7 @@
 //! Under `run` with the group view, every page answers for the whole consumer group and its
 //! JSON's `coverage` says how much of it (see [`crate::engine::view`]).
 
+pub mod coverage;
 pub mod diagnostics;
 pub mod html;
 pub mod keys;
@@ -28,7 +31,7 @@ pub mod vehicles;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde_json::Value;
+pub use coverage::Coverage;
 
 use crate::engine::detection::{DetectionSettings, Series, VehicleSet};
 use crate::engine::{BinStats, VehicleMeta, VehicleState, Vehicles};
@@ -187,36 +190,68 @@ pub fn critical_estimate(stats: &BinStats, sampled: bool) -> (f64, Option<f64>) 
     }
 }
 
-/// Events per 1000 exposure hours with a 95% interval: normal on the estimate's variance
-/// (Horvitz-Thompson), or for an observed count k the exact Poisson (Garwood) interval,
-/// Gamma(k, 1) at 2.5% to Gamma(k + 1, 1) at 97.5%.
-pub fn rate_json(estimate: f64, variance: Option<f64>, hours: f64) -> Value {
-    let per_1000h = |events: f64| (hours > 0.0).then(|| events / hours * 1000.0);
-    let (se, low, high) = match variance {
-        Some(variance) => {
-            let se = variance.sqrt();
-            (se, (estimate - 1.96 * se).max(0.0), estimate + 1.96 * se)
+/// Events per 1000 exposure hours with a 95% interval ([`Rate::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rate {
+    pub estimate: f64,
+    pub standard_error: f64,
+    /// `None` without exposure.
+    pub rate_per_1000h: Option<f64>,
+    pub rate_per_1000h_ci95: [Option<f64>; 2],
+}
+
+impl Rate {
+    /// The rate of `estimate` events in `hours`: its interval normal on the estimate's
+    /// variance (Horvitz-Thompson), or for an observed count k (`variance` `None`) the exact
+    /// Poisson (Garwood) interval, Gamma(k, 1) at 2.5% to Gamma(k + 1, 1) at 97.5%.
+    pub fn of(estimate: f64, variance: Option<f64>, hours: f64) -> Rate {
+        let per_1000h = |events: f64| (hours > 0.0).then(|| events / hours * 1000.0);
+        let (se, low, high) = match variance {
+            Some(variance) => {
+                let se = variance.sqrt();
+                (se, (estimate - 1.96 * se).max(0.0), estimate + 1.96 * se)
+            }
+            None => {
+                let quantile = |shape: f64, q: f64| {
+                    crate::detect::hazard_ratio::GammaRate { shape, rate: 1.0 }
+                        .quantile(q)
+                        .unwrap_or(0.0)
+                };
+                let low = if estimate > 0.0 {
+                    quantile(estimate, 0.025)
+                } else {
+                    0.0
+                };
+                (estimate.sqrt(), low, quantile(estimate + 1.0, 0.975))
+            }
+        };
+        Rate {
+            estimate,
+            standard_error: se,
+            rate_per_1000h: per_1000h(estimate),
+            rate_per_1000h_ci95: [per_1000h(low), per_1000h(high)],
         }
-        None => {
-            let quantile = |shape: f64, q: f64| {
-                crate::detect::hazard_ratio::GammaRate { shape, rate: 1.0 }
-                    .quantile(q)
-                    .unwrap_or(0.0)
-            };
-            let low = if estimate > 0.0 {
-                quantile(estimate, 0.025)
-            } else {
-                0.0
-            };
-            (estimate.sqrt(), low, quantile(estimate + 1.0, 0.975))
-        }
-    };
-    serde_json::json!({
-        "estimate": estimate,
-        "standard_error": se,
-        "rate_per_1000h": per_1000h(estimate),
-        "rate_per_1000h_ci95": [per_1000h(low), per_1000h(high)],
-    })
+    }
+
+    /// The rate per 1000 h and its interval.
+    pub fn per_1000h(&self) -> [Option<f64>; 3] {
+        let [low, high] = self.rate_per_1000h_ci95;
+        [self.rate_per_1000h, low, high]
+    }
+
+    /// `rate [low, high]` of the rate at `at` in the page's JSON.
+    pub fn html(&self, at: &str, decimals: usize) -> String {
+        html::interval_at(
+            self.per_1000h(),
+            at,
+            [
+                "rate_per_1000h",
+                "rate_per_1000h_ci95/0",
+                "rate_per_1000h_ci95/1",
+            ],
+            decimals,
+        )
+    }
 }
 
 #[cfg(test)]

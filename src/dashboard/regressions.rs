@@ -5,16 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::Sources;
-use super::html::{self, escape, interval, num, text};
-use super::links::{self, episode_link, percent_encode};
+use super::html::{self, escape, num};
+use super::links::{self, percent_encode};
 use super::svg::{Chart, PALETTE};
+use super::{Coverage, Sources};
 use crate::detect::hazard_ratio::GammaRate;
 use crate::engine::BinStats;
-use crate::engine::detection::{self, FleetSums};
-use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
+use crate::engine::detection::{self, FleetSums, Rules};
+use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert};
 
 /// One episode: the alerts of one key, class and onset, oldest first.
 pub struct EpisodeAlerts<'a> {
@@ -73,44 +73,146 @@ fn status_order(status: AlertStatus) -> u8 {
     }
 }
 
-pub fn episode_row(episode: &EpisodeAlerts<'_>) -> Value {
-    let first = episode.alerts[0];
-    let latest = episode.latest();
-    let resolved = (latest.status == AlertStatus::Resolved).then_some(latest.detected_at);
-    json!({
-        "episode_id": episode.id,
-        "key_kind": first.key_kind.name(),
-        "key": first.key,
-        "hazard_class": first.hazard_class.name(),
-        "status": latest.status.name(),
-        "open": episode.is_open(),
-        "onset_ms": latest.onset_estimate,
-        "opened_at_ms": first.detected_at,
-        "resolved_at_ms": resolved,
-        "days_to_detection": first.time_to_detection_days(),
-        "updates": episode.alerts.iter().filter(|a| a.status == AlertStatus::Updated).count(),
-        "p_regression": latest.p_regression,
-        "hr_median": finite(latest.hr_median),
-        "hr_low": finite(latest.hr_low),
-        "hr_high": finite(latest.hr_high),
-    })
+/// One episode as the pages list it (a row of `/api/regressions`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EpisodeRow {
+    pub episode_id: String,
+    pub key_kind: &'static str,
+    pub key: String,
+    pub hazard_class: &'static str,
+    pub status: &'static str,
+    pub open: bool,
+    pub onset_ms: i64,
+    pub opened_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+    pub days_to_detection: f64,
+    pub updates: usize,
+    pub p_regression: f64,
+    pub hr_median: Option<f64>,
+    pub hr_low: Option<f64>,
+    pub hr_high: Option<f64>,
+}
+
+/// The fields of a hazard ratio and its 95% CrI, as rows name them.
+pub const HR_FIELDS: [&str; 3] = ["hr_median", "hr_low", "hr_high"];
+
+impl EpisodeRow {
+    pub fn of(episode: &EpisodeAlerts<'_>) -> EpisodeRow {
+        let first = episode.alerts[0];
+        let latest = episode.latest();
+        let resolved = (latest.status == AlertStatus::Resolved).then_some(latest.detected_at);
+        EpisodeRow {
+            episode_id: episode.id.clone(),
+            key_kind: first.key_kind.name(),
+            key: first.key.clone(),
+            hazard_class: first.hazard_class.name(),
+            status: latest.status.name(),
+            open: episode.is_open(),
+            onset_ms: latest.onset_estimate,
+            opened_at_ms: first.detected_at,
+            resolved_at_ms: resolved,
+            days_to_detection: first.time_to_detection_days(),
+            updates: episode
+                .alerts
+                .iter()
+                .filter(|a| a.status == AlertStatus::Updated)
+                .count(),
+            p_regression: latest.p_regression,
+            hr_median: finite(latest.hr_median),
+            hr_low: finite(latest.hr_low),
+            hr_high: finite(latest.hr_high),
+        }
+    }
+
+    /// `label` linked to the episode's page.
+    pub fn link(&self, label: &str) -> String {
+        links::episode_link(&self.episode_id, label)
+    }
+
+    /// `label` linked to the page of the episode's key.
+    pub fn key_link(&self, label: &str) -> String {
+        links::key_link(self.key_kind, &self.key, label)
+    }
+
+    /// The hazard ratio with its interval, for the row at `at` (`/episodes/3`).
+    pub fn hr_html(&self, at: &str) -> String {
+        html::interval_at(
+            [self.hr_median, self.hr_low, self.hr_high],
+            at,
+            HR_FIELDS,
+            2,
+        )
+    }
 }
 
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-pub fn data(alerts: &[RegressionAlert], rules: Value) -> Value {
+/// The regression page's data (`/api/regressions`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Regressions {
+    pub episodes: Vec<EpisodeRow>,
+    pub open: usize,
+    pub detection: Option<Rules>,
+}
+
+pub fn data(alerts: &[RegressionAlert], rules: Option<Rules>) -> Regressions {
     let episodes = episodes(alerts);
-    json!({
-        "episodes": episodes.iter().map(episode_row).collect::<Vec<_>>(),
-        "open": episodes.iter().filter(|e| e.is_open()).count(),
-        "detection": rules,
-    })
+    Regressions {
+        episodes: episodes.iter().map(EpisodeRow::of).collect(),
+        open: episodes.iter().filter(|e| e.is_open()).count(),
+        detection: rules,
+    }
+}
+
+/// One episode's page data (`/api/regressions/episode?id=`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EpisodeDetail {
+    pub episode: EpisodeRow,
+    pub alerts: Vec<AlertRow>,
+    pub baseline: BaselineInUse,
+    /// The unit of the rates: per 1000 h (a vehicle) or per expected event (a cohort).
+    pub rate_unit: &'static str,
+    pub p_open: Option<f64>,
+    pub bin_width_ms: i64,
+    pub before: SideRate,
+    pub after: SideRate,
+    pub history_complete: bool,
+    pub history: Vec<HistoryRow>,
+}
+
+/// One alert of an episode.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRow {
+    pub alert_id: String,
+    pub status: &'static str,
+    pub detected_at_ms: i64,
+    pub p_regression: f64,
+    pub hr_median: Option<f64>,
+    pub hr_low: Option<f64>,
+    pub hr_high: Option<f64>,
+}
+
+/// The baseline a key's series compares with, and where its spread came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineInUse {
+    pub shape: f64,
+    pub rate: f64,
+    pub source: String,
+}
+
+/// The rate before or after an episode's onset, with its 95% CrI.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideRate {
+    pub events: i64,
+    pub exposure: f64,
+    pub rate: Option<f64>,
+    pub rate_ci95: [Option<f64>; 2],
 }
 
 /// One episode in detail, `None` if no alert has this episode id.
-pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
+pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<EpisodeDetail> {
     let episodes = episodes(sources.alerts);
     let episode = episodes.into_iter().find(|e| e.id == id)?;
     let latest = episode.latest();
@@ -133,32 +235,44 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<Value> {
         .map_or(baseline, |s| s.detector.posterior_baseline(baseline));
     let rate = |g: GammaRate, events: i64, exposure: f64| {
         let scaled = |v: Option<f64>| v.map(|v| v * scale);
-        json!({
-            "events": events,
-            "exposure": exposure,
-            "rate": scaled(Some(g.mean())),
-            "rate_ci95": [scaled(g.quantile(0.025)), scaled(g.quantile(0.975))],
-        })
+        SideRate {
+            events,
+            exposure,
+            rate: scaled(Some(g.mean())),
+            rate_ci95: [scaled(g.quantile(0.025)), scaled(g.quantile(0.975))],
+        }
     };
     let before = base.rate();
     let after = base.after_onset(latest.events_after as u64, latest.exposure_after);
     let p_open = series.as_ref().and_then(|s| s.last).map(|l| l.p_open);
-    Some(json!({
-        "episode": episode_row(&episode),
-        "alerts": episode.alerts.iter().map(|a| json!({
-            "alert_id": a.alert_id, "status": a.status.name(), "detected_at_ms": a.detected_at,
-            "p_regression": a.p_regression, "hr_median": finite(a.hr_median),
-            "hr_low": finite(a.hr_low), "hr_high": finite(a.hr_high),
-        })).collect::<Vec<_>>(),
-        "baseline": {"shape": base.shape, "rate": base.rate, "source": latest.prior_source},
-        "rate_unit": unit,
-        "p_open": p_open,
-        "bin_width_ms": settings.bin_width_ms,
-        "before": rate(before, latest.events_before, latest.exposure_before),
-        "after": rate(after, latest.events_after, latest.exposure_after),
-        "history_complete": history_complete,
-        "history": history_rows(&replayed, &bins, history_complete),
-    }))
+    Some(EpisodeDetail {
+        episode: EpisodeRow::of(&episode),
+        alerts: episode
+            .alerts
+            .iter()
+            .map(|a| AlertRow {
+                alert_id: a.alert_id.clone(),
+                status: a.status.name(),
+                detected_at_ms: a.detected_at,
+                p_regression: a.p_regression,
+                hr_median: finite(a.hr_median),
+                hr_low: finite(a.hr_low),
+                hr_high: finite(a.hr_high),
+            })
+            .collect(),
+        baseline: BaselineInUse {
+            shape: base.shape,
+            rate: base.rate,
+            source: latest.prior_source.clone(),
+        },
+        rate_unit: unit,
+        p_open,
+        bin_width_ms: settings.bin_width_ms,
+        before: rate(before, latest.events_before, latest.exposure_before),
+        after: rate(after, latest.events_after, latest.exposure_after),
+        history_complete,
+        history: history_rows(&replayed, &bins, history_complete),
+    })
 }
 
 /// A key's live series for one class, and its conclusions bin by bin replayed from its bins
@@ -256,13 +370,28 @@ pub fn key_history(
     }
 }
 
+/// One bin of a key's history: its count against the fleet's prediction, and where replayed,
+/// the series' conclusions after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub bin_start_ms: i64,
+    pub events: u64,
+    pub expected: f64,
+    pub events_cumulative: u64,
+    pub expected_cumulative: f64,
+    pub p_regression: Option<f64>,
+    pub p_open: Option<f64>,
+    pub onset_bins: Option<u32>,
+    pub hr_median: Option<f64>,
+}
+
 /// The episode's bins: counts against the fleet's prediction, and where the history is complete
 /// the replayed conclusions; else (bins retired) the bins kept, with counts only.
 pub fn history_rows(
     replayed: &[detection::LastBin],
     bins: &BTreeMap<i64, (u64, f64)>,
     complete: bool,
-) -> Vec<Value> {
+) -> Vec<HistoryRow> {
     let conclusions: BTreeMap<i64, &detection::LastBin> =
         replayed.iter().map(|b| (b.bin_start_ms, b)).collect();
     let starts: Vec<i64> = if complete {
@@ -278,28 +407,28 @@ pub fn history_rows(
             total.0 += events;
             total.1 += expected;
             let b = conclusions.get(&start);
-            json!({
-                "bin_start_ms": start,
-                "events": events,
-                "expected": expected,
-                "events_cumulative": total.0,
-                "expected_cumulative": total.1,
-                "p_regression": b.map(|b| b.p_regression),
-                "p_open": b.map(|b| b.p_open),
-                "onset_bins": b.map(|b| b.onset_bins),
-                "hr_median": b.and_then(|b| b.hazard_ratio.map(|h| h.median)),
-            })
+            HistoryRow {
+                bin_start_ms: start,
+                events,
+                expected,
+                events_cumulative: total.0,
+                expected_cumulative: total.1,
+                p_regression: b.map(|b| b.p_regression),
+                p_open: b.map(|b| b.p_open),
+                onset_bins: b.map(|b| b.onset_bins),
+                hr_median: b.and_then(|b| b.hazard_ratio.map(|h| h.median)),
+            }
         })
         .collect()
 }
 
-pub fn page(data: &Value) -> String {
-    let episodes = html::rows(data, "/episodes");
+pub fn page(data: &Regressions, coverage: &Coverage) -> String {
+    let episodes = &data.episodes;
     let mut body = format!(
         "<p>{} episodes, {} open.</p>{}",
-        html::rows(data, "/episodes").len(),
-        num(data, "/open", 0),
-        html::rule_line(data, "/detection")
+        episodes.len(),
+        num(data.open, "/open", 0),
+        html::rule_line(data.detection.as_ref(), "/detection")
     );
     let mut chart = Chart::new(
         "episode-hazard-ratios",
@@ -310,13 +439,9 @@ pub fn page(data: &Value) -> String {
     chart.intervals(
         "HR",
         PALETTE[1],
-        html::interval_points(
-            episodes,
-            html::X::Position,
-            "/hr_median",
-            "/hr_low",
-            "/hr_high",
-        ),
+        html::interval_points(episodes, html::position, |e| {
+            [e.hr_median, e.hr_low, e.hr_high]
+        }),
     );
     chart.rule("HR 1.5", 1.5);
     body += &chart.render();
@@ -324,17 +449,17 @@ pub fn page(data: &Value) -> String {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let at = |field: &str| format!("/episodes/{i}/{field}");
+            let at = format!("/episodes/{i}");
             vec![
-                episode_link(e, &text(data, &at("key"))),
-                links::key_link(e, &text(data, &at("key_kind"))),
-                text(data, &at("hazard_class")),
-                text(data, &at("status")),
-                e["onset_ms"].as_i64().map_or("—".into(), utc_date),
-                e["opened_at_ms"].as_i64().map_or("—".into(), utc_date),
-                num(data, &at("days_to_detection"), 1),
-                interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
-                num(data, &at("p_regression"), 3),
+                e.link(&escape(&e.key)),
+                e.key_link(&escape(e.key_kind)),
+                escape(e.hazard_class),
+                escape(e.status),
+                html::date(Some(e.onset_ms)),
+                html::date(Some(e.opened_at_ms)),
+                num(e.days_to_detection, &format!("{at}/days_to_detection"), 1),
+                e.hr_html(&at),
+                num(e.p_regression, &format!("{at}/p_regression"), 3),
             ]
         })
         .collect();
@@ -354,7 +479,7 @@ pub fn page(data: &Value) -> String {
         &rows,
     );
     html::page_with(
-        data,
+        coverage,
         "/regressions",
         "Regression analysis",
         "/api/regressions",
@@ -362,43 +487,33 @@ pub fn page(data: &Value) -> String {
     )
 }
 
-pub fn episode_page(data: &Value, id: &str) -> String {
+pub fn episode_page(data: &EpisodeDetail, coverage: &Coverage, id: &str) -> String {
+    let e = &data.episode;
     let mut body = format!(
         r#"<p>{} <a href="{}">{}</a> · class {} · status {} · onset (est.) {} · opened {}</p>"#,
-        text(data, "/episode/key_kind"),
-        escape(&links::key_href(
-            data.pointer("/episode/key_kind")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            data.pointer("/episode/key")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        )),
-        text(data, "/episode/key"),
-        text(data, "/episode/hazard_class"),
-        text(data, "/episode/status"),
-        data.pointer("/episode/onset_ms")
-            .and_then(Value::as_i64)
-            .map_or("—".into(), utc_date),
-        data.pointer("/episode/opened_at_ms")
-            .and_then(Value::as_i64)
-            .map_or("—".into(), utc_date),
+        escape(e.key_kind),
+        escape(&links::key_href(e.key_kind, &e.key)),
+        escape(&e.key),
+        escape(e.hazard_class),
+        escape(e.status),
+        html::date(Some(e.onset_ms)),
+        html::date(Some(e.opened_at_ms)),
     );
+    let sides = [("before", &data.before), ("after", &data.after)];
     body += &html::table(
         "rates",
         &["", "events", "exposure", "rate [95% CrI]"],
-        &["before", "after"]
+        &sides
             .iter()
-            .map(|side| {
+            .map(|(side, r)| {
                 vec![
                     side.to_string(),
-                    num(data, &format!("/{side}/events"), 0),
-                    num(data, &format!("/{side}/exposure"), 2),
-                    interval(
-                        data,
-                        &format!("/{side}/rate"),
-                        &format!("/{side}/rate_ci95/0"),
-                        &format!("/{side}/rate_ci95/1"),
+                    num(r.events, &format!("/{side}/events"), 0),
+                    num(r.exposure, &format!("/{side}/exposure"), 2),
+                    html::interval_at(
+                        [r.rate, r.rate_ci95[0], r.rate_ci95[1]],
+                        &format!("/{side}"),
+                        ["rate", "rate_ci95/0", "rate_ci95/1"],
                         3,
                     ),
                 ]
@@ -406,24 +521,14 @@ pub fn episode_page(data: &Value, id: &str) -> String {
             .collect::<Vec<_>>(),
     );
     body += &format!(
-        "<p>Rates {} (exposure: risk-adjusted hours for critical events, autonomous hours for \
-         disengagements; a cohort's is its members' expected count). Hazard ratio at the latest \
-         alert: {} · baseline Gamma({}, {}) from the {} · an episode opens at P(regression) &ge; {}, \
-         the threshold calibrated for the false-alarm budget.</p>",
-        text(data, "/rate_unit"),
-        interval(
-            data,
-            "/episode/hr_median",
-            "/episode/hr_low",
-            "/episode/hr_high",
-            2
-        ),
-        num(data, "/baseline/shape", 2),
-        num(data, "/baseline/rate", 2),
-        text(data, "/baseline/source"),
-        num(data, "/p_open", 6),
+        "<p>Rates {} (exposure: risk-adjusted hours for critical events, autonomous hours for          disengagements; a cohort's is its members' expected count). Hazard ratio at the latest          alert: {} · baseline Gamma({}, {}) from the {} · an episode opens at P(regression) &ge; {},          the threshold calibrated for the false-alarm budget.</p>",
+        escape(data.rate_unit),
+        e.hr_html("/episode"),
+        num(data.baseline.shape, "/baseline/shape", 2),
+        num(data.baseline.rate, "/baseline/rate", 2),
+        escape(&data.baseline.source),
+        num(data.p_open, "/p_open", 6),
     );
-    let at = |row: &Value, f: &str| row.get(f).and_then(Value::as_f64);
     let mut rates = Chart::new(
         "rates-before-after",
         "Rate before and after onset, 95% CrI",
@@ -433,29 +538,15 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     rates.intervals(
         "rate",
         PALETTE[0],
-        ["before", "after"]
-            .iter()
-            .enumerate()
-            .filter_map(|(i, side)| {
-                let r = data.get(*side)?;
-                Some((
-                    i as f64 + 1.0,
-                    at(r, "rate")?,
-                    r.pointer("/rate_ci95/0")?.as_f64()?,
-                    r.pointer("/rate_ci95/1")?.as_f64()?,
-                ))
-            })
-            .collect(),
+        html::interval_points(&sides, html::position, |(_, r)| {
+            [r.rate, r.rate_ci95[0], r.rate_ci95[1]]
+        }),
     );
-    let p = p_regression_chart(
-        data,
-        "/history",
-        "p-regression",
-        "P(regression) after each bin",
-    );
+    let history = &data.history;
+    let p = p_regression_chart(history, "p-regression", "P(regression) after each bin");
     let events = events_chart(
-        data,
-        "/history",
+        history,
+        data.bin_width_ms,
         "events-per-bin",
         "Events of the class per bin, and what the fleet predicted",
         "expected",
@@ -470,15 +561,15 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     cumulative.line(
         "seen",
         PALETTE[0],
-        html::points(data, "/history", "bin_start_ms", "events_cumulative"),
+        html::points(history, bin_start, |h| Some(h.events_cumulative as f64)),
     );
     cumulative.line(
         "predicted",
         PALETTE[2],
-        html::points(data, "/history", "bin_start_ms", "expected_cumulative"),
+        html::points(history, bin_start, |h| Some(h.expected_cumulative)),
     );
     body += &rates.render();
-    if data["history_complete"] == json!(false) {
+    if !data.history_complete {
         body += "<p>Bins older than <code>retention.bin_days</code> have been retired on this \
             partition: the history below shows the bins kept, with their counts; P(regression) \
             is not replayed bin by bin from them (the live series and the alerts are exact).</p>";
@@ -486,16 +577,17 @@ pub fn episode_page(data: &Value, id: &str) -> String {
     body += &p.render();
     body += &events.render();
     body += &cumulative.render();
-    let alert_rows: Vec<Vec<String>> = html::rows(data, "/alerts")
+    let alert_rows: Vec<Vec<String>> = data
+        .alerts
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let at = |field: &str| format!("/alerts/{i}/{field}");
+            let at = format!("/alerts/{i}");
             vec![
-                text(data, &at("alert_id")),
-                a["detected_at_ms"].as_i64().map_or("—".into(), utc_date),
-                num(data, &at("p_regression"), 3),
-                interval(data, &at("hr_median"), &at("hr_low"), &at("hr_high"), 2),
+                escape(&a.alert_id),
+                html::date(Some(a.detected_at_ms)),
+                num(a.p_regression, &format!("{at}/p_regression"), 3),
+                html::interval_at([a.hr_median, a.hr_low, a.hr_high], &at, HR_FIELDS, 2),
             ]
         })
         .collect();
@@ -505,25 +597,28 @@ pub fn episode_page(data: &Value, id: &str) -> String {
         &alert_rows,
     );
     let api = format!("/api/regressions/episode?id={}", percent_encode(id));
-    html::page_with(data, "/regressions", "Regression episode", &api, &body)
+    html::page_with(coverage, "/regressions", "Regression episode", &api, &body)
 }
 
-/// P(regression) bin by bin, from the rows at `history` (`bin_start_ms`, `p_regression`).
-pub(super) fn p_regression_chart(data: &Value, history: &str, id: &str, title: &str) -> Chart {
+fn bin_start(row: &HistoryRow) -> Option<f64> {
+    Some(row.bin_start_ms as f64)
+}
+
+/// P(regression) bin by bin.
+pub(super) fn p_regression_chart(history: &[HistoryRow], id: &str, title: &str) -> Chart {
     let mut chart = Chart::new(id, title, "bin", "P(regression)").dates();
     chart.line(
         "P(regression)",
         PALETTE[1],
-        html::points(data, history, "bin_start_ms", "p_regression"),
+        html::points(history, bin_start, |h| h.p_regression),
     );
     chart
 }
 
-/// A class's events per bin as bars, and the fleet's prediction as a line named `predicted`,
-/// from the rows at `history` (`bin_start_ms`, `events`, `expected`).
+/// A class's events per bin as bars, and the fleet's prediction as a line named `predicted`.
 pub(super) fn events_chart(
-    data: &Value,
-    history: &str,
+    history: &[HistoryRow],
+    bin_width_ms: i64,
     id: &str,
     title: &str,
     predicted: &str,
@@ -532,16 +627,13 @@ pub(super) fn events_chart(
     chart.bars(
         "events",
         PALETTE[3],
-        html::points(data, history, "bin_start_ms", "events"),
-        data.pointer("/bin_width_ms")
-            .and_then(Value::as_f64)
-            .unwrap_or(86_400_000.0)
-            * 0.8,
+        html::points(history, bin_start, |h| Some(h.events as f64)),
+        bin_width_ms as f64 * 0.8,
     );
     chart.line(
         predicted,
         PALETTE[2],
-        html::points(data, history, "bin_start_ms", "expected"),
+        html::points(history, bin_start, |h| Some(h.expected)),
     );
     chart
 }

@@ -1,3 +1,5 @@
+use serde_json::Value;
+
 use super::*;
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert};
 
@@ -43,7 +45,7 @@ fn alerts_group_into_episodes_whose_latest_status_says_whether_they_are_open() {
     assert_eq!(episodes[1].alerts.len(), 3);
     assert_eq!(episodes[1].alerts[0].status, AlertStatus::Opened);
     assert!(!episodes[1].is_open(), "resolved");
-    let data = regressions::data(&alerts, Value::Null);
+    let data = serde_json::to_value(regressions::data(&alerts, None)).unwrap();
     assert_eq!(data["open"], 1);
     assert_eq!(data["episodes"][1]["updates"], 1);
     assert_eq!(data["episodes"][1]["resolved_at_ms"], t + 9 * day);
@@ -51,6 +53,11 @@ fn alerts_group_into_episodes_whose_latest_status_says_whether_they_are_open() {
         data["episodes"][1]["days_to_detection"].as_f64().unwrap(),
         (t - 1_768_867_200_000) as f64 / day as f64
     );
+}
+
+/// A rate as the API serves it.
+fn rate_json(estimate: f64, variance: Option<f64>, hours: f64) -> Value {
+    serde_json::to_value(Rate::of(estimate, variance, hours)).unwrap()
 }
 
 #[test]
@@ -78,9 +85,10 @@ fn observed_counts_get_exact_poisson_intervals_and_estimates_normal_ones() {
 
 #[test]
 fn diagnostics_before_any_refit_say_so_and_the_page_still_renders() {
-    let data = diagnostics::data(None);
+    let typed = diagnostics::data(None);
+    let data = serde_json::to_value(&typed).unwrap();
     assert_eq!(data["available"], false);
-    let page = diagnostics::page(&data);
+    let page = diagnostics::page(&typed, &Coverage::default());
     assert!(page.contains("No refit has run yet"));
     assert!(page.contains(r#"data-api-url="/api/diagnostics""#));
 }
@@ -93,4 +101,156 @@ fn an_episode_link_survives_the_query_string() {
         href,
         "/regressions/episode?id=COHORT%2Ffirmware%3Afw%203.0%2Brc%2Fcritical%2F2026-01-30"
     );
+}
+
+/// Every `data-api="/pointer"` number in `html`: (pointer, text shown).
+fn tied_numbers(html: &str) -> Vec<(String, String)> {
+    html.split(r#"<span data-api=""#)
+        .skip(1)
+        .map(|rest| {
+            let (pointer, rest) = rest.split_once(r#"">"#).unwrap();
+            let (text, _) = rest.split_once("</span>").unwrap();
+            (pointer.to_string(), text.to_string())
+        })
+        .collect()
+}
+
+/// Each tied number of a page is the number at its pointer in the page's JSON, to the
+/// decimals shown (what the browser test checks in Chromium, here for every page's types).
+fn assert_tied_to_json(page: &str, html: &str, json: &Value) -> usize {
+    let numbers = tied_numbers(html);
+    for (pointer, text) in &numbers {
+        let value = json
+            .pointer(pointer)
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| panic!("{page}: {pointer} is not a number in the JSON"));
+        let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+        assert_eq!(
+            format!("{value:.decimals$}"),
+            *text,
+            "{page}: {pointer} shows {text}, the JSON has {value}"
+        );
+    }
+    numbers.len()
+}
+
+#[test]
+fn every_number_a_page_shows_is_the_number_at_its_place_in_the_pages_json() {
+    use crate::config::Config;
+    use crate::engine::{Engine, RestoredState, memory};
+    use crate::generator::{FirmwareRollout, Generator, GeneratorConfig};
+
+    // A fleet whose firmware rollout raises alerts (vehicle and cohort pages with episodes).
+    let mut fleet = GeneratorConfig {
+        vehicles: 120,
+        days: 40,
+        ..GeneratorConfig::default()
+    };
+    fleet.regressions.firmware_rollout = Some(FirmwareRollout {
+        version: "fw-9".into(),
+        day: 18,
+        share: 0.5,
+        hr_critical: 6.0,
+    });
+    let truth = Generator::new(fleet.clone()).unwrap().truth();
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    let config = Config::default_config();
+    let mut engine = Engine::new(
+        config.stream,
+        &config.detector,
+        RestoredState::default(),
+        crate::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let (_, outputs) =
+        memory::run_in_memory(&mut engine, records.into_iter(), 4, &mut store, 50_000).unwrap();
+    let alerts = outputs.alerts;
+    assert!(!alerts.is_empty(), "the rollout raises alerts");
+    let vehicles = engine.vehicles();
+    let cohorts = engine.cohorts();
+    let fleet_view = engine.fleet_view().read().unwrap().clone();
+    let sources = Sources {
+        vehicles: FleetVehicles::local(&vehicles),
+        cohorts: &cohorts,
+        fleet: &fleet_view,
+        settings: engine.detection_settings(),
+        alerts: &alerts,
+        model_run: None,
+        sampling: None,
+        truth: Some(&truth),
+        horizon_days: 14.0,
+    };
+    let coverage = Coverage::default();
+    let episode = regressions::episodes(&alerts)[0].id.clone();
+    let vehicle = alerts
+        .iter()
+        .find(|a| a.key_kind == KeyKind::Vehicle)
+        .map(|a| a.key.clone())
+        .unwrap_or_else(|| "veh-0001".into());
+    let summary = summary::data(&sources);
+    let listed = regressions::data(&alerts, Some(sources.settings.rules()));
+    let detail = regressions::episode_data(&sources, &episode).unwrap();
+    let rare = rare_events::data(&sources);
+    let ranking = vehicles::data(&sources, "", 20);
+    let key = keys::vehicle_data(&sources, &vehicle).unwrap();
+    let cohort = keys::cohort_data(&sources, "firmware:fw-9").unwrap();
+    let diagnostics = diagnostics::data(None);
+    let pages: Vec<(&str, String, Value)> = vec![
+        (
+            "summary",
+            summary::page(&summary, &coverage),
+            json(&summary),
+        ),
+        (
+            "regressions",
+            regressions::page(&listed, &coverage),
+            json(&listed),
+        ),
+        (
+            "episode",
+            regressions::episode_page(&detail, &coverage, &episode),
+            json(&detail),
+        ),
+        (
+            "rare events",
+            rare_events::page(&rare, &coverage),
+            json(&rare),
+        ),
+        (
+            "ranking",
+            vehicles::page(&ranking, &coverage),
+            json(&ranking),
+        ),
+        ("vehicle", keys::vehicle_page(&key, &coverage), json(&key)),
+        (
+            "cohort",
+            keys::cohort_page(&cohort, &coverage),
+            json(&cohort),
+        ),
+        (
+            "diagnostics",
+            diagnostics::page(&diagnostics, &coverage),
+            json(&diagnostics),
+        ),
+    ];
+    for (page, html, data) in &pages {
+        let tied = assert_tied_to_json(page, html, data);
+        // Each page but the empty diagnostics one shows numbers (so the check checks something).
+        assert!(
+            tied > 0 || *page == "diagnostics",
+            "{page} shows no tied number"
+        );
+    }
+}
+
+/// A page's JSON as the HTTP edge serves it: its data, with its coverage.
+fn json<T: serde::Serialize>(data: &T) -> Value {
+    let mut json = serde_json::to_value(data).unwrap();
+    json["coverage"] = serde_json::to_value(Coverage::default()).unwrap();
+    json
 }

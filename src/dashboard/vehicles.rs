@@ -3,11 +3,11 @@
 //! vehicles held here, the detectors' spread) updated with the vehicle's events and exposure,
 //! with 95% credible intervals; searchable by vehicle id.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::Sources;
-use super::html::{self, escape, interval, num, text};
+use super::html::{self, escape, num};
 use super::svg::{Chart, PALETTE};
+use super::{Coverage, Sources};
 use crate::detect::hazard_ratio::GammaRate;
 use crate::engine::detection::{FleetSums, stats_of};
 use crate::model::HazardClass;
@@ -23,7 +23,37 @@ struct Ranked {
     exposure_hours: f64,
 }
 
-pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
+/// The ranking page's data (`/api/vehicle-ranking?q=&limit=`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranking {
+    pub hazard_class: &'static str,
+    pub query: String,
+    pub vehicles: usize,
+    pub matching: usize,
+    pub limit: usize,
+    pub ranking: Vec<RankedRow>,
+    pub prior_mean_per_1000h: f64,
+}
+
+/// One vehicle of the ranking.
+#[derive(Debug, Clone, Serialize)]
+pub struct RankedRow {
+    pub rank: usize,
+    pub vehicle_id: String,
+    pub events: u64,
+    pub exposure_hours: f64,
+    pub hazard_per_1000h: f64,
+    pub hazard_per_1000h_ci95: [Option<f64>; 2],
+}
+
+impl RankedRow {
+    fn hazard(&self) -> [Option<f64>; 3] {
+        let [low, high] = self.hazard_per_1000h_ci95;
+        [Some(self.hazard_per_1000h), low, high]
+    }
+}
+
+pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Ranking {
     let class = HazardClass::Critical;
     // The fleet as the vehicles held here show it, through their latest bin.
     let mut latest = i64::MIN;
@@ -61,46 +91,44 @@ pub fn data(sources: &Sources<'_>, query: &str, limit: usize) -> Value {
         .filter(|(_, v)| needle.is_empty() || v.vehicle_id.to_lowercase().contains(&needle))
         .collect();
     let per_1000h = |v: Option<f64>| v.map(|v| v * 1000.0);
-    let rows: Vec<Value> = matching
+    let rows = matching
         .iter()
         .take(limit)
-        .map(|(rank, v)| {
-            json!({
-                "rank": rank + 1,
-                "vehicle_id": v.vehicle_id,
-                "events": v.events,
-                "exposure_hours": v.exposure_hours,
-                "hazard_per_1000h": v.posterior.mean() * 1000.0,
-                "hazard_per_1000h_ci95": [
-                    per_1000h(v.posterior.quantile(0.025)),
-                    per_1000h(v.posterior.quantile(0.975)),
-                ],
-            })
+        .map(|(rank, v)| RankedRow {
+            rank: rank + 1,
+            vehicle_id: v.vehicle_id.clone(),
+            events: v.events,
+            exposure_hours: v.exposure_hours,
+            hazard_per_1000h: v.posterior.mean() * 1000.0,
+            hazard_per_1000h_ci95: [
+                per_1000h(v.posterior.quantile(0.025)),
+                per_1000h(v.posterior.quantile(0.975)),
+            ],
         })
         .collect();
-    json!({
-        "hazard_class": class.name(),
-        "query": query,
-        "vehicles": ranked.len(),
-        "matching": matching.len(),
-        "limit": limit,
-        "ranking": rows,
-        "prior_mean_per_1000h": fleet.shape / fleet.rate * 1000.0,
-    })
+    Ranking {
+        hazard_class: class.name(),
+        query: query.to_string(),
+        vehicles: ranked.len(),
+        matching: matching.len(),
+        limit,
+        ranking: rows,
+        prior_mean_per_1000h: fleet.shape / fleet.rate * 1000.0,
+    }
 }
 
-pub fn page(data: &Value) -> String {
-    let query = data["query"].as_str().unwrap_or("");
+pub fn page(data: &Ranking, coverage: &Coverage) -> String {
+    let query = data.query.as_str();
     let mut body = format!(
         r#"<form method="get" action="/vehicles"><label>Vehicle id contains <input name="q" value="{}" autocomplete="off"></label> <button type="submit">Search</button></form>"#,
         escape(query)
     );
     body += &format!(
         "<p>{} of {} vehicles match; ranked by the posterior mean critical-event hazard.</p>",
-        num(data, "/matching", 0),
-        num(data, "/vehicles", 0)
+        num(data.matching, "/matching", 0),
+        num(data.vehicles, "/vehicles", 0)
     );
-    let rows = html::rows(data, "/ranking");
+    let rows = &data.ranking;
     let mut chart = Chart::new(
         "vehicle-hazards",
         "Posterior critical-event hazard per 1000 risk-adjusted h, 95% CrI",
@@ -110,38 +138,33 @@ pub fn page(data: &Value) -> String {
     chart.intervals(
         "hazard",
         PALETTE[0],
-        html::interval_points(
-            rows,
-            html::X::Field("/rank"),
-            "/hazard_per_1000h",
-            "/hazard_per_1000h_ci95/0",
-            "/hazard_per_1000h_ci95/1",
-        ),
+        html::interval_points(rows, |_, r| Some(r.rank as f64), RankedRow::hazard),
     );
-    if let Some(prior) = data["prior_mean_per_1000h"].as_f64() {
-        chart.rule("prior mean", prior);
+    if data.prior_mean_per_1000h.is_finite() {
+        chart.rule("prior mean", data.prior_mean_per_1000h);
     }
     body += &chart.render();
-    let cells: Vec<Vec<String>> = (0..rows.len())
-        .map(|i| {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
             let at = |f: &str| format!("/ranking/{i}/{f}");
             vec![
-                num(data, &at("rank"), 0),
+                num(r.rank, &at("rank"), 0),
                 html::link(
-                    &super::links::vehicle_href(
-                        data.pointer(&at("vehicle_id"))
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                    ),
-                    &text(data, &at("vehicle_id")),
+                    &super::links::vehicle_href(&r.vehicle_id),
+                    &escape(&r.vehicle_id),
                 ),
-                num(data, &at("events"), 0),
-                num(data, &at("exposure_hours"), 1),
-                interval(
-                    data,
-                    &at("hazard_per_1000h"),
-                    &at("hazard_per_1000h_ci95/0"),
-                    &at("hazard_per_1000h_ci95/1"),
+                num(r.events, &at("events"), 0),
+                num(r.exposure_hours, &at("exposure_hours"), 1),
+                html::interval_at(
+                    r.hazard(),
+                    &format!("/ranking/{i}"),
+                    [
+                        "hazard_per_1000h",
+                        "hazard_per_1000h_ci95/0",
+                        "hazard_per_1000h_ci95/1",
+                    ],
                     3,
                 ),
             ]
@@ -166,5 +189,5 @@ pub fn page(data: &Value) -> String {
             super::links::percent_encode(query)
         )
     };
-    html::page_with(data, "/vehicles", "Vehicle performance", &api, &body)
+    html::page_with(coverage, "/vehicles", "Vehicle performance", &api, &body)
 }

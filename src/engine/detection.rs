@@ -220,46 +220,85 @@ pub fn shape_of_priors<'a>(priors: impl Iterator<Item = &'a super::state::Prior>
     (variance > 0.0).then(|| mu * mu / variance)
 }
 
+/// The detector and the opening rules in force, as the API and the pages state them
+/// ([`DetectionSettings::rules`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rules {
+    pub model: &'static str,
+    pub false_alarms_per_1000_vehicle_months: f64,
+    pub threshold_hr: f64,
+    pub hazard: f64,
+    pub guard_bins: usize,
+    pub rule: &'static str,
+    /// Per hazard class, by its name.
+    pub vehicle: BTreeMap<&'static str, VehicleRule>,
+    pub cohort: CohortRule,
+}
+
+/// A vehicle series' rule for one hazard class.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VehicleRule {
+    pub fleet_shape: f64,
+    pub fleet_shape_source: &'static str,
+    pub false_alarms_per_series_bin: f64,
+    pub p_open: Vec<OpenAt>,
+}
+
+/// A cohort series' rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CohortRule {
+    pub cohort_shape: f64,
+    pub false_alarms_per_series_bin: f64,
+    pub p_open: Vec<OpenAt>,
+}
+
+/// The P(regression) an episode opens at, for a series expecting so many events per bin.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct OpenAt {
+    pub expected_per_bin: f64,
+    pub p_open: f64,
+}
+
 impl DetectionSettings {
-    /// The detector and the opening rules in force, as the API and the summary page state them.
-    pub fn rules_json(&self) -> serde_json::Value {
+    /// The detector and the opening rules in force.
+    pub fn rules(&self) -> Rules {
         use crate::detect::calibration::EXPECTED_GRID;
         let table = |rule: &OpeningRule| {
             EXPECTED_GRID
                 .iter()
-                .map(|&m| serde_json::json!({"expected_per_bin": m, "p_open": rule.p_open_at(m)}))
+                .map(|&m| OpenAt {
+                    expected_per_bin: m,
+                    p_open: rule.p_open_at(m),
+                })
                 .collect::<Vec<_>>()
         };
-        let vehicle: serde_json::Map<String, serde_json::Value> = self
-            .rules
-            .vehicle
-            .iter()
-            .map(|(class, rule)| {
-                (
-                    class.name().to_string(),
-                    serde_json::json!({
-                        "fleet_shape": self.fleet_shape[class],
-                        "fleet_shape_source": self.fleet_shape_source[class],
-                        "false_alarms_per_series_bin": rule.null.false_alarms_per_bin,
-                        "p_open": table(rule),
-                    }),
-                )
-            })
-            .collect();
-        serde_json::json!({
-            "model": "fleet-relative",
-            "false_alarms_per_1000_vehicle_months": self.rules.false_alarms_per_1000_vehicle_months,
-            "threshold_hr": self.params.threshold,
-            "hazard": self.params.hazard,
-            "guard_bins": self.params.guard_bins,
-            "rule": "an episode opens when P(changed and HR > threshold) reaches p_open, set per key kind and expected events per bin by simulating each kind's null so that false alarms stay within the budget",
-            "vehicle": vehicle,
-            "cohort": {
-                "cohort_shape": self.cohort_shape,
-                "false_alarms_per_series_bin": self.rules.cohort.null.false_alarms_per_bin,
-                "p_open": table(&self.rules.cohort),
+        Rules {
+            model: "fleet-relative",
+            false_alarms_per_1000_vehicle_months: self.rules.false_alarms_per_1000_vehicle_months,
+            threshold_hr: self.params.threshold,
+            hazard: self.params.hazard,
+            guard_bins: self.params.guard_bins,
+            rule: "an episode opens when P(changed and HR > threshold) reaches p_open, set per key kind and expected events per bin by simulating each kind's null so that false alarms stay within the budget",
+            vehicle: self
+                .rules
+                .vehicle
+                .iter()
+                .map(|(class, rule)| {
+                    let rule = VehicleRule {
+                        fleet_shape: self.fleet_shape[class],
+                        fleet_shape_source: self.fleet_shape_source[class],
+                        false_alarms_per_series_bin: rule.null.false_alarms_per_bin,
+                        p_open: table(rule),
+                    };
+                    (class.name(), rule)
+                })
+                .collect(),
+            cohort: CohortRule {
+                cohort_shape: self.cohort_shape,
+                false_alarms_per_series_bin: self.rules.cohort.null.false_alarms_per_bin,
+                p_open: table(&self.rules.cohort),
             },
-        })
+        }
     }
 }
 

@@ -33,7 +33,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::dashboard::summary::{fleet_json, totals_json};
+use crate::dashboard::coverage::{Coverage, FromGroupView};
+use crate::dashboard::summary::{Fleet, Totals};
 use crate::dashboard::{FleetVehicles, Sources};
 use crate::engine::detection::{DetectionSettings, Series};
 use crate::engine::health::{self, HealthInputs, Verdict};
@@ -248,7 +249,7 @@ struct Snapshot<'a> {
     /// Source partitions this process holds.
     held: HashSet<crate::engine::PartitionId>,
     group: Option<RwLockReadGuard<'a, GroupState>>,
-    coverage: Value,
+    coverage: Coverage,
 }
 
 impl<'a> Snapshot<'a> {
@@ -307,7 +308,7 @@ impl<'a> Snapshot<'a> {
                     .cloned(),
             );
         }
-        let coverage = coverage_json(&status, &held, group.as_deref(), progress.as_ref());
+        let coverage = coverage_of(&status, &held, group.as_deref(), progress.as_ref());
         Ok(Snapshot {
             alerts,
             model_run,
@@ -338,22 +339,26 @@ impl<'a> Snapshot<'a> {
     }
 }
 
-/// How much of the consumer group a page's data covers: the source partitions this process
-/// holds (live), and those the group view adds (as of their owners' last commits).
-fn coverage_json(
+/// How much of the consumer group a page's data covers.
+fn coverage_of(
     status: &RunStatus,
     held: &HashSet<crate::engine::PartitionId>,
     group: Option<&GroupState>,
     progress: Option<&crate::engine::view::ViewProgress>,
-) -> Value {
+) -> Coverage {
     let mut held_here: Vec<crate::engine::PartitionId> = held.iter().copied().collect();
     held_here.sort_unstable();
-    let from_view: Vec<&crate::engine::view::PartitionStamp> = group
+    let from_view: Vec<FromGroupView> = group
         .map(|view| {
             view.partitions
                 .values()
                 .filter(|s| s.partition.is_source())
                 .filter(|s| !held.contains(&s.partition))
+                .map(|s| FromGroupView {
+                    partition: s.partition,
+                    member: s.member.clone(),
+                    committed_at_ms: s.committed_at_ms,
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -368,56 +373,47 @@ fn coverage_json(
             .as_ref()
             .map(|e| format!("The group view's reader reports: {e}")),
     };
-    json!({
-        "scope": if group.is_some() { "group" } else { "process" },
-        "partitions": status.source_partitions,
-        "covered": held_here.len() + from_view.len(),
-        "held_here": held_here,
-        "held_here_count": held.len(),
-        "from_group_view": from_view.iter().map(|s| json!({
-            "partition": s.partition, "member": s.member, "committed_at_ms": s.committed_at_ms,
-        })).collect::<Vec<_>>(),
-        "from_group_view_count": from_view.len(),
-        "oldest_commit_ms": from_view.iter().map(|s| s.committed_at_ms).min(),
-        "view_caught_up_at_ms": progress.and_then(|p| p.caught_up_at_ms),
-        "note": note,
-    })
+    Coverage {
+        scope: if group.is_some() { "group" } else { "process" },
+        partitions: status.source_partitions,
+        covered: held_here.len() + from_view.len(),
+        held_here_count: held.len(),
+        held_here,
+        from_group_view_count: from_view.len(),
+        oldest_commit_ms: from_view.iter().map(|s| s.committed_at_ms).min(),
+        from_group_view: from_view,
+        view_caught_up_at_ms: progress.and_then(|p| p.caught_up_at_ms),
+        note,
+    }
 }
 
-/// A page's JSON, built by `f`, with its coverage (`None`: `f` found nothing).
-fn page_data(
+/// A page's JSON (its data with its coverage), or 404 naming what `missing` says when `f`
+/// finds nothing.
+fn json_or_404<D: serde::Serialize>(
     state: &AppState,
-    f: impl FnOnce(&Sources<'_>) -> Option<Value>,
-) -> Result<Option<Value>, ReadError> {
+    missing: impl FnOnce() -> String,
+    f: impl FnOnce(&Sources<'_>) -> Option<D>,
+) -> Result<Response, ReadError> {
     let snapshot = Snapshot::read(state)?;
-    let data = f(&snapshot.sources(state));
-    Ok(data.map(|mut data| {
-        data["coverage"] = snapshot.coverage.clone();
-        data
-    }))
+    let Some(data) = f(&snapshot.sources(state)) else {
+        return Ok(not_found(missing()));
+    };
+    let mut json = json!(data);
+    json["coverage"] = json!(snapshot.coverage);
+    Ok(Json(json).into_response())
 }
 
-/// A page's JSON, or 404 naming what `missing` says when `f` finds nothing.
-fn json_or_404(
+/// A page rendered from its data and coverage, or 404 naming what `missing` says when `f`
+/// finds nothing.
+fn page_or_404<D>(
     state: &AppState,
     missing: impl FnOnce() -> String,
-    f: impl FnOnce(&Sources<'_>) -> Option<Value>,
+    f: impl FnOnce(&Sources<'_>) -> Option<D>,
+    render: impl FnOnce(&D, &Coverage) -> String,
 ) -> Result<Response, ReadError> {
-    Ok(match page_data(state, f)? {
-        Some(data) => Json(data).into_response(),
-        None => not_found(missing()),
-    })
-}
-
-/// A page rendered from its JSON, or 404 naming what `missing` says when `f` finds nothing.
-fn page_or_404(
-    state: &AppState,
-    missing: impl FnOnce() -> String,
-    f: impl FnOnce(&Sources<'_>) -> Option<Value>,
-    render: impl FnOnce(&Value) -> String,
-) -> Result<Response, ReadError> {
-    Ok(match page_data(state, f)? {
-        Some(data) => Html(render(&data)).into_response(),
+    let snapshot = Snapshot::read(state)?;
+    Ok(match f(&snapshot.sources(state)) {
+        Some(data) => Html(render(&data, &snapshot.coverage)).into_response(),
         None => not_found(missing()),
     })
 }
@@ -517,16 +513,16 @@ async fn status(State(state): State<AppState>) -> Json<Value> {
         "records_accepted": m.accepted_total(),
         "records_dead_lettered": m.dlq_total(),
         "vehicles": state.vehicles.len(),
-        "detection": state.settings.rules_json(),
+        "detection": state.settings.rules(),
     }))
 }
 
 async fn fleet(State(state): State<AppState>) -> Json<Value> {
-    Json(fleet_json(
+    Json(json!(Fleet::of(
         &crate::engine::fleet_totals(&state.vehicles),
         state.vehicles.len(),
         state.sampling,
-    ))
+    )))
 }
 
 /// A vehicle's statistics: totals, per hazard class rates, and per-bin counts and exposure.
@@ -552,7 +548,7 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
         .bins
         .iter()
         .map(|(start, stats)| {
-            let mut bin = totals_json(stats);
+            let mut bin = json!(Totals::of(stats));
             bin["start_ms"] = json!(start);
             bin
         })
@@ -569,7 +565,7 @@ pub fn vehicle_json(id: &str, vehicle: &VehicleState) -> Value {
         "vehicle_model": vehicle.meta.vehicle_model,
         "firmware_version": vehicle.meta.firmware_version,
         "last_event_time_ms": vehicle.meta.last_event_time_ms,
-        "totals": totals_json(&totals),
+        "totals": Totals::of(&totals),
         "hazard_classes": classes,
         "detectors": detectors,
         "bins": bins,
@@ -649,7 +645,7 @@ async fn vehicles(State(state): State<AppState>) -> Json<Value> {
     list.sort_by(|a, b| a.0.cmp(&b.0));
     let list: Vec<Value> = list
         .iter()
-        .map(|(id, totals)| json!({"vehicle_id": id, "totals": totals_json(totals)}))
+        .map(|(id, totals)| json!({"vehicle_id": id, "totals": Totals::of(totals)}))
         .collect();
     Json(json!({"vehicles": list}))
 }

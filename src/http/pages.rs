@@ -1,96 +1,119 @@
 //! The dashboard's pages as the HTTP edge serves them. Every page is a [`Page`]: its two routes
 //! (the HTML page and its JSON), how its parameters arrive (none, a path segment, a query
 //! string), its data (from `dashboard`), what its 404 says, and its HTML rendered from that
-//! data. The pages without parameters ([`PLAIN`]) and those of one key ([`KEYED`]) are tables;
-//! [`add_pages`] registers every page in a loop. Adding a page is a row here (with its module in
-//! `src/dashboard/` and its navigation entry).
+//! data, a typed struct from `dashboard` that is also the page's JSON. The pages without
+//! parameters are [`Plain`], those of one key [`Keyed`]; [`PAGES`] lists every page and
+//! [`add_pages`] registers them in a loop. Adding a page is a static here and an entry in
+//! [`PAGES`] (with its module in `src/dashboard/` and its navigation entry).
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::Value;
+use serde::Serialize;
 
 use super::{AppState, ReadError, json_or_404, page_or_404};
-use crate::dashboard::{self, Sources};
+use crate::dashboard::diagnostics::DiagnosticsPage;
+use crate::dashboard::keys::{CohortPage, VehiclePage};
+use crate::dashboard::rare_events::RareEvents;
+use crate::dashboard::regressions::{EpisodeDetail, Regressions};
+use crate::dashboard::summary::Summary;
+use crate::dashboard::vehicles::Ranking as RankingData;
+use crate::dashboard::{self, Coverage, Sources};
 
 /// One dashboard page.
 pub trait Page: Sync + 'static {
     /// What a request says: `()`, a [`Path`] or a [`Query`].
     type Params: FromRequestParts<AppState> + Send + 'static;
 
+    /// What the page shows, served as its JSON (with its coverage added).
+    type Data: Serialize;
+
     /// Where its HTML is served.
     fn html(&self) -> &'static str;
 
-    /// Where its data is served as JSON (what the HTML is rendered from, and its coverage).
+    /// Where its data is served as JSON.
     fn json(&self) -> &'static str;
 
     /// Its data, or `None` when what `params` names is not known (a 404).
-    fn data(&self, sources: &Sources<'_>, params: &Self::Params) -> Option<Value>;
+    fn data(&self, sources: &Sources<'_>, params: &Self::Params) -> Option<Self::Data>;
 
     /// What the 404 says when [`Page::data`] finds nothing.
     fn missing(&self, params: &Self::Params) -> String;
 
-    /// Its HTML, from its data.
-    fn render(&self, data: &Value, params: &Self::Params) -> String;
+    /// Its HTML, from its data and how much of the group that covers.
+    fn render(&self, data: &Self::Data, coverage: &Coverage, params: &Self::Params) -> String;
 }
 
 /// A page without parameters: it always has data.
-pub struct Plain {
+pub struct Plain<D: 'static> {
     pub html: &'static str,
     pub json: &'static str,
-    pub data: fn(&Sources<'_>) -> Value,
-    pub render: fn(&Value) -> String,
+    pub data: fn(&Sources<'_>) -> D,
+    pub render: fn(&D, &Coverage) -> String,
 }
 
-/// The pages without parameters.
-#[rustfmt::skip]
-pub static PLAIN: [Plain; 4] = [
-    Plain { html: "/", json: "/api/summary", data: dashboard::summary::data, render: dashboard::summary::page },
-    Plain { html: "/regressions", json: "/api/regressions", data: regressions_data, render: dashboard::regressions::page },
-    Plain { html: "/rare-events", json: "/api/rare-events", data: dashboard::rare_events::data, render: dashboard::rare_events::page },
-    Plain { html: "/diagnostics", json: "/api/diagnostics", data: diagnostics_data, render: dashboard::diagnostics::page },
-];
-
 /// A page of one key named in its path (`{id}`, `{key}`).
-pub struct Keyed {
+pub struct Keyed<D: 'static> {
     pub html: &'static str,
     pub json: &'static str,
     /// What the 404 says of a key not found.
     pub missing: fn(&str) -> String,
-    pub data: fn(&Sources<'_>, &str) -> Option<Value>,
-    pub render: fn(&Value) -> String,
+    pub data: fn(&Sources<'_>, &str) -> Option<D>,
+    pub render: fn(&D, &Coverage) -> String,
 }
 
-/// The vehicle and cohort pages.
 #[rustfmt::skip]
-pub static KEYED: [Keyed; 2] = [
-    Keyed { html: "/vehicles/{id}", json: "/api/vehicles/{id}/page", missing: no_vehicle, data: dashboard::keys::vehicle_data, render: dashboard::keys::vehicle_page },
-    Keyed { html: "/cohorts/{key}", json: "/api/cohorts/{key}", missing: no_cohort, data: dashboard::keys::cohort_data, render: dashboard::keys::cohort_page },
+static SUMMARY: Plain<Summary> = Plain { html: "/", json: "/api/summary", data: dashboard::summary::data, render: dashboard::summary::page };
+#[rustfmt::skip]
+static REGRESSIONS: Plain<Regressions> = Plain { html: "/regressions", json: "/api/regressions", data: regressions_data, render: dashboard::regressions::page };
+#[rustfmt::skip]
+static RARE_EVENTS: Plain<RareEvents> = Plain { html: "/rare-events", json: "/api/rare-events", data: dashboard::rare_events::data, render: dashboard::rare_events::page };
+#[rustfmt::skip]
+static DIAGNOSTICS: Plain<DiagnosticsPage> = Plain { html: "/diagnostics", json: "/api/diagnostics", data: diagnostics_data, render: dashboard::diagnostics::page };
+#[rustfmt::skip]
+static VEHICLE: Keyed<VehiclePage> = Keyed { html: "/vehicles/{id}", json: "/api/vehicles/{id}/page", missing: no_vehicle, data: dashboard::keys::vehicle_data, render: dashboard::keys::vehicle_page };
+#[rustfmt::skip]
+static COHORT: Keyed<CohortPage> = Keyed { html: "/cohorts/{key}", json: "/api/cohorts/{key}", missing: no_cohort, data: dashboard::keys::cohort_data, render: dashboard::keys::cohort_page };
+
+/// Every page.
+pub static PAGES: [&dyn Routes; 8] = [
+    &SUMMARY,
+    &REGRESSIONS,
+    &Episode,
+    &RARE_EVENTS,
+    &Ranking,
+    &VEHICLE,
+    &COHORT,
+    &DIAGNOSTICS,
 ];
+
+/// A page as the router takes it: whatever its parameters and data.
+pub trait Routes: Sync {
+    /// `router` with both routes of the page.
+    fn add_to(&'static self, router: Router<AppState>) -> Router<AppState>;
+}
+
+impl<P: Page> Routes for P {
+    fn add_to(&'static self, router: Router<AppState>) -> Router<AppState> {
+        router
+            .route(
+                self.html(),
+                get(move |state: State<AppState>, params: P::Params| html_of(self, state, params)),
+            )
+            .route(
+                self.json(),
+                get(move |state: State<AppState>, params: P::Params| json_of(self, state, params)),
+            )
+    }
+}
 
 /// Both routes of every page.
 pub fn add_pages(mut router: Router<AppState>) -> Router<AppState> {
-    for page in &PLAIN {
-        router = add(router, page);
+    for page in PAGES {
+        router = page.add_to(router);
     }
-    for page in &KEYED {
-        router = add(router, page);
-    }
-    let router = add(router, &Episode);
-    add(router, &Ranking)
-}
-
-fn add<P: Page>(router: Router<AppState>, page: &'static P) -> Router<AppState> {
     router
-        .route(
-            page.html(),
-            get(move |state: State<AppState>, params: P::Params| html_of(page, state, params)),
-        )
-        .route(
-            page.json(),
-            get(move |state: State<AppState>, params: P::Params| json_of(page, state, params)),
-        )
 }
 
 async fn json_of<P: Page>(
@@ -110,12 +133,13 @@ async fn html_of<P: Page>(
         &state,
         || page.missing(&params),
         |s| page.data(s, &params),
-        |data| page.render(data, &params),
+        |data, coverage| page.render(data, coverage, &params),
     )
 }
 
-impl Page for Plain {
+impl<D: Serialize + 'static> Page for Plain<D> {
     type Params = ();
+    type Data = D;
 
     fn html(&self) -> &'static str {
         self.html
@@ -125,7 +149,7 @@ impl Page for Plain {
         self.json
     }
 
-    fn data(&self, sources: &Sources<'_>, _: &()) -> Option<Value> {
+    fn data(&self, sources: &Sources<'_>, _: &()) -> Option<D> {
         Some((self.data)(sources))
     }
 
@@ -133,13 +157,14 @@ impl Page for Plain {
         unreachable!("{} always has data", self.html)
     }
 
-    fn render(&self, data: &Value, _: &()) -> String {
-        (self.render)(data)
+    fn render(&self, data: &D, coverage: &Coverage, _: &()) -> String {
+        (self.render)(data, coverage)
     }
 }
 
-impl Page for Keyed {
+impl<D: Serialize + 'static> Page for Keyed<D> {
     type Params = Path<String>;
+    type Data = D;
 
     fn html(&self) -> &'static str {
         self.html
@@ -149,7 +174,7 @@ impl Page for Keyed {
         self.json
     }
 
-    fn data(&self, sources: &Sources<'_>, key: &Path<String>) -> Option<Value> {
+    fn data(&self, sources: &Sources<'_>, key: &Path<String>) -> Option<D> {
         (self.data)(sources, key)
     }
 
@@ -157,16 +182,16 @@ impl Page for Keyed {
         (self.missing)(key)
     }
 
-    fn render(&self, data: &Value, _: &Path<String>) -> String {
-        (self.render)(data)
+    fn render(&self, data: &D, coverage: &Coverage, _: &Path<String>) -> String {
+        (self.render)(data, coverage)
     }
 }
 
-fn regressions_data(sources: &Sources<'_>) -> Value {
-    dashboard::regressions::data(sources.alerts, sources.settings.rules_json())
+fn regressions_data(sources: &Sources<'_>) -> Regressions {
+    dashboard::regressions::data(sources.alerts, Some(sources.settings.rules()))
 }
 
-fn diagnostics_data(sources: &Sources<'_>) -> Value {
+fn diagnostics_data(sources: &Sources<'_>) -> DiagnosticsPage {
     dashboard::diagnostics::data(sources.model_run)
 }
 
@@ -188,6 +213,7 @@ pub struct Episode;
 
 impl Page for Episode {
     type Params = Query<EpisodeQuery>;
+    type Data = EpisodeDetail;
 
     fn html(&self) -> &'static str {
         "/regressions/episode"
@@ -197,7 +223,7 @@ impl Page for Episode {
         "/api/regressions/episode"
     }
 
-    fn data(&self, sources: &Sources<'_>, q: &Self::Params) -> Option<Value> {
+    fn data(&self, sources: &Sources<'_>, q: &Self::Params) -> Option<EpisodeDetail> {
         dashboard::regressions::episode_data(sources, &q.id)
     }
 
@@ -205,8 +231,8 @@ impl Page for Episode {
         format!("no episode `{}`", q.id)
     }
 
-    fn render(&self, data: &Value, q: &Self::Params) -> String {
-        dashboard::regressions::episode_page(data, &q.id)
+    fn render(&self, data: &EpisodeDetail, coverage: &Coverage, q: &Self::Params) -> String {
+        dashboard::regressions::episode_page(data, coverage, &q.id)
     }
 }
 
@@ -230,6 +256,7 @@ pub struct Ranking;
 
 impl Page for Ranking {
     type Params = Query<RankingQuery>;
+    type Data = RankingData;
 
     fn html(&self) -> &'static str {
         "/vehicles"
@@ -239,7 +266,7 @@ impl Page for Ranking {
         "/api/vehicle-ranking"
     }
 
-    fn data(&self, sources: &Sources<'_>, q: &Self::Params) -> Option<Value> {
+    fn data(&self, sources: &Sources<'_>, q: &Self::Params) -> Option<RankingData> {
         Some(dashboard::vehicles::data(sources, &q.q, q.limit()))
     }
 
@@ -247,7 +274,7 @@ impl Page for Ranking {
         unreachable!("the ranking always has data")
     }
 
-    fn render(&self, data: &Value, _: &Self::Params) -> String {
-        dashboard::vehicles::page(data)
+    fn render(&self, data: &RankingData, coverage: &Coverage, _: &Self::Params) -> String {
+        dashboard::vehicles::page(data, coverage)
     }
 }
