@@ -32,10 +32,13 @@
 //! - [`evaluate`]: scoring alerts against the generator's ground truth. Pure.
 //! - [`refit`]: the Weibull survival model, NUTS, diagnostics, the posterior predictive check,
 //!   and the model run's record. Pure.
-//! - [`dashboard`]: the pages' data, HTML and SVG charts. Pure.
+//! - [`dashboard`]: the pages' data (one `Serialize` struct per page, which is its JSON), HTML
+//!   rendered from it, SVG charts, and [`dashboard::coverage`] (how much of the group a page
+//!   covers). Pure.
 //! - [`nightly`]: the refit job on the store: priors, the model run, the snapshot (IO edge).
 //! - [`warehouse`]: star-schema Parquet snapshots (IO edge).
-//! - [`store`]: RocksDB state store (IO edge).
+//! - [`store`]: RocksDB state store (IO edge): [`store::codec`] how each column family's values
+//!   are stored (one `Family` each, with its version byte), [`store::keys`] their keys.
 //! - [`kafka`]: consumer, producers, admin, the group view's reader (IO edge).
 //! - [`http`]: API and metrics server, the dashboard's pages as routes (IO edge).
 //! - [`metrics`]: Prometheus metric names in one place.

@@ -241,7 +241,7 @@ impl BinStats {
         Some(Self::from_values(&v))
     }
 
-    fn decode_compact(bytes: &[u8]) -> Option<BinStats> {
+    pub fn decode_compact(bytes: &[u8]) -> Option<BinStats> {
         let mut values = Vec::with_capacity(15);
         let mut at = 0;
         while values.len() < 15 {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
@@ -331,7 +331,10 @@ impl ChangelogStore {
             key.push(op.cf_code().expect("partitioned column family"));
             key.extend_from_slice(&op.key);
             let value: &[u8] = op.value.as_deref().unwrap_or(&[]);
-            let record = BaseRecord::to(topic).partition(at).key(&key);
+            let record = BaseRecord::to(topic)
+                .partition(at)
+                .key(&key)
+                .headers(format_header());
             let record = match &op.value {
                 Some(_) => record.payload(value),
                 None => record,
@@ -610,9 +613,13 @@ impl ChangelogReader {
                 }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(message)) => {
+                    let format = record_format(message.headers());
                     let op = message
                         .key()
-                        .and_then(|key| Op::from_changelog(key, message.payload()))
+                        .zip(format)
+                        .and_then(|(key, format)| {
+                            Op::from_changelog(key, message.payload(), format)
+                        })
                         .ok_or_else(|| ChangelogError::Unreadable {
                             topic: self.topic.clone(),
                             partition: self.at,
@@ -631,6 +638,25 @@ impl ChangelogReader {
             .is_some_and(|since| since.elapsed() > Duration::from_millis(200));
         Ok(())
     }
+}
+
+/// The header a changelog record names its store format in ([`crate::store::codec::FORMAT`]).
+const FORMAT_HEADER: &str = "safetel.store-format";
+
+fn format_header() -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: FORMAT_HEADER,
+        value: Some(crate::store::codec::FORMAT.to_string().as_bytes()),
+    })
+}
+
+/// The store format a changelog record was written in: 0 without the header (an earlier
+/// safetel's), `None` if the header is not a number.
+fn record_format(headers: Option<&rdkafka::message::BorrowedHeaders>) -> Option<u8> {
+    let Some(header) = headers.and_then(|h| h.iter().find(|h| h.key == FORMAT_HEADER)) else {
+        return Some(0);
+    };
+    std::str::from_utf8(header.value?).ok()?.parse().ok()
 }
 
 impl CommitTarget for ChangelogStore {

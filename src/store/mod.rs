@@ -1,6 +1,7 @@
 //! The RocksDB state store: one column family per kind of state, one atomic batch per commit.
 //!
-//! Owns the on-disk layout (see `keys`): writing a [`StateDelta`] together with the source
+//! Owns the on-disk layout (keys in `keys`, values in `codec`, which also says how a store of an
+//! earlier format is migrated when it is opened): writing a [`StateDelta`] together with the source
 //! positions in a single `WriteBatch`, restoring the engine's state at start-up, reading facts
 //! back, and a canonical JSON snapshot of everything (for `safetel inspect` and the crash tests).
 //! Facts and seen record ids are written as one segment per vehicle (facts) or partition (ids)
@@ -9,6 +10,7 @@
 //! RocksDB gets; a partition's state can be replaced as a unit (`replace_partition`) or
 //! restored alone (`restore_partitions`). Knows nothing of Kafka.
 
+pub mod codec;
 pub mod keys;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,41 +19,49 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use serde_json::{Value, json};
 
-use crate::engine::detection::FleetSums;
 use crate::engine::retention::StoredVehicle;
 use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::state::{FactSegment, SeenSegment};
 use crate::engine::{
     BinStats, PartitionId, PartitionState, Prior, RETIRED_BIN, RestoredState, StateDelta,
-    StoredPartition, VehicleMeta, VehicleState, fact_records, id_hash,
+    StoredPartition, VehicleState, fact_records, id_hash,
 };
 use crate::model::RegressionAlert;
 use crate::refit::intervals::TimelineItem;
 use crate::refit::run::ModelRun;
+use codec::{
+    Alerts, Bins, ChangelogOffsets, Cohorts, FactBins, Facts, FactsByBin, Family, Fleet, ModelRuns,
+    Positions, Priors, Rejected, Seen, Series, StoredPosition, Timeline, Vehicles, decode, encode,
+};
 
-const CF_VEHICLES: &str = "vehicles";
-const CF_BINS: &str = "bins";
+const CF_VEHICLES: &str = Vehicles::CF;
+const CF_BINS: &str = Bins::CF;
 /// Facts before retention, by vehicle and offset: read, never written (nor expired) now.
-const CF_FACTS: &str = "facts";
+const CF_FACTS: &str = Facts::CF;
 /// Facts by bin of record time, so that a partition's expired ones are one key range.
-const CF_FACTS_BY_BIN: &str = "facts_by_bin";
-const CF_FLEET: &str = "fleet";
+const CF_FACTS_BY_BIN: &str = FactsByBin::CF;
+const CF_FLEET: &str = Fleet::CF;
 /// The refit's timeline items by bin of record time (the facts' bins), as the facts' segments.
-const CF_TIMELINE: &str = "timeline";
+const CF_TIMELINE: &str = Timeline::CF;
 /// Per bin of record time, the input offset of the first fact kept under it.
-const CF_FACT_BINS: &str = "fact_bins";
+const CF_FACT_BINS: &str = FactBins::CF;
 /// The input offsets of rejected records, one entry per commit keyed by its last offset.
-const CF_REJECTED: &str = "rejected";
-const CF_SEEN: &str = "seen";
-const CF_POSITIONS: &str = "positions";
-const CF_SERIES: &str = "series";
-const CF_PRIORS: &str = "priors";
-const CF_MODEL_RUNS: &str = "model_runs";
-const CF_ALERTS: &str = "alerts";
-const CF_COHORTS: &str = "cohorts";
-const CF_CHANGELOG: &str = "changelog";
+const CF_REJECTED: &str = Rejected::CF;
+const CF_SEEN: &str = Seen::CF;
+const CF_POSITIONS: &str = Positions::CF;
+const CF_SERIES: &str = Series::CF;
+const CF_PRIORS: &str = Priors::CF;
+const CF_MODEL_RUNS: &str = ModelRuns::CF;
+const CF_ALERTS: &str = Alerts::CF;
+const CF_COHORTS: &str = Cohorts::CF;
+const CF_CHANGELOG: &str = ChangelogOffsets::CF;
+/// The store's own records: its format ([`codec::FORMAT_KEY`]) and a migration's progress.
+const CF_META: &str = "meta";
 /// The column families only this store keeps (besides [`PARTITIONED`]).
-const LOCAL: [&str; 4] = [CF_PRIORS, CF_MODEL_RUNS, CF_ALERTS, CF_CHANGELOG];
+const LOCAL: [&str; 5] = [CF_PRIORS, CF_MODEL_RUNS, CF_ALERTS, CF_CHANGELOG, CF_META];
+/// Entries a format migration rewrites per batch (with its progress, so that a migration cut
+/// short goes on where it stopped).
+const MIGRATION_BATCH: usize = 10_000;
 
 /// The column families whose keys start with a partition number and that a partition's
 /// changelog carries, in the order of their one-byte code there. Priors come from refits (each
@@ -103,6 +113,11 @@ impl Op {
         }
     }
 
+    /// Puts `value` under `key` in its family's stored form.
+    fn of<F: Family>(key: F::Key<'_>, value: &F::Value) -> Op {
+        Op::put(F::CF, F::key(key), encode::<F>(value))
+    }
+
     /// The partition whose changelog carries this change, if any.
     pub fn changelog_partition(&self) -> Option<PartitionId> {
         (PARTITIONED.contains(&self.cf) && !NOT_LOGGED.contains(&self.cf))
@@ -119,13 +134,21 @@ impl Op {
     }
 
     /// The change a changelog record stands for: its key is the column family's code and then
-    /// the store key; an empty value deletes.
-    pub fn from_changelog(key: &[u8], value: Option<&[u8]>) -> Option<Op> {
+    /// the store key; an empty value deletes. `format` is the store format the record was
+    /// written in (0: before version bytes, whose values are rewritten in the current one).
+    pub fn from_changelog(key: &[u8], value: Option<&[u8]>, format: u8) -> Option<Op> {
         let (&code, store_key) = key.split_first()?;
+        let cf = PARTITIONED.get(code as usize)?;
+        let value = match value.filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) if format == 0 => Some(codec::migrate_value(cf, v)?),
+            Some(v) if format == codec::FORMAT => Some(v.to_vec()),
+            Some(_) => return None,
+        };
         Some(Op {
-            cf: PARTITIONED.get(code as usize)?,
+            cf,
             key: store_key.to_vec(),
-            value: value.filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
+            value,
         })
     }
 }
@@ -141,6 +164,10 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt state in column family `{cf}`: {detail}")]
     Corrupt { cf: &'static str, detail: String },
+    #[error(
+        "the store was written by a newer safetel (store format {found}; this one reads up to {known})"
+    )]
+    NewerFormat { found: u8, known: u8 },
 }
 
 /// What RocksDB's memtables may take in all.
@@ -188,7 +215,86 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(Store { db })
+        let store = Store { db };
+        store.migrate_format()?;
+        Ok(store)
+    }
+
+    /// Brings a store of an earlier format to [`codec::FORMAT`]: every value of format 0 (no
+    /// version byte) is rewritten, column family by column family, in batches that record how
+    /// far they got; then the format is recorded. A new store has nothing to rewrite.
+    fn migrate_format(&self) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META);
+        match self.db.get_cf(meta, codec::FORMAT_KEY)?.as_deref() {
+            Some([format]) if *format == codec::FORMAT => return Ok(()),
+            Some([format]) if *format > codec::FORMAT => {
+                return Err(StoreError::NewerFormat {
+                    found: *format,
+                    known: codec::FORMAT,
+                });
+            }
+            Some(_) => return Err(corrupt(CF_META, codec::FORMAT_KEY)),
+            None => {}
+        }
+        let mut rewritten = 0usize;
+        for cf in PARTITIONED
+            .iter()
+            .chain(&LOCAL)
+            .filter(|cf| **cf != CF_META)
+        {
+            rewritten += self.migrate_family(cf)?;
+        }
+        if rewritten > 0 {
+            tracing::info!(
+                values = rewritten,
+                format = codec::FORMAT,
+                "store format migrated: every value now starts with its version byte"
+            );
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, codec::FORMAT_KEY, [codec::FORMAT]);
+        for cf in PARTITIONED.iter().chain(&LOCAL) {
+            batch.delete_cf(meta, migration_key(cf));
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Rewrites the format-0 values of `cf` from where an earlier migration stopped, if one did.
+    fn migrate_family(&self, cf: &'static str) -> Result<usize, StoreError> {
+        let meta = self.cf(CF_META);
+        let progress_key = migration_key(cf);
+        let done_through = self.db.get_cf(meta, &progress_key)?;
+        let mode = match &done_through {
+            Some(key) => IteratorMode::From(key, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut rewritten = 0;
+        let mut batch = WriteBatch::default();
+        let mut last: Option<Box<[u8]>> = None;
+        for item in self.db.iterator_cf(self.cf(cf), mode) {
+            let (key, value) = item?;
+            if done_through.as_deref() == Some(&key[..]) {
+                continue;
+            }
+            let migrated = codec::migrate_value(cf, &value).ok_or_else(|| corrupt(cf, &key))?;
+            batch.put_cf(self.cf(cf), &key, migrated);
+            rewritten += 1;
+            last = Some(key);
+            if batch.len() >= MIGRATION_BATCH {
+                batch.put_cf(
+                    meta,
+                    &progress_key,
+                    last.as_deref().expect("a key was rewritten"),
+                );
+                self.db.write(std::mem::take(&mut batch))?;
+            }
+        }
+        if let Some(last) = last {
+            batch.put_cf(meta, &progress_key, last);
+            self.db.write(batch)?;
+        }
+        Ok(rewritten)
     }
 
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
@@ -221,8 +327,8 @@ impl Store {
         for (partition, offset) in changelog_offsets {
             batch.put_cf(
                 changelog,
-                keys::partition_prefix(*partition),
-                offset.to_le_bytes(),
+                ChangelogOffsets::key(*partition),
+                encode::<ChangelogOffsets>(offset),
             );
         }
         self.db.write(batch)?;
@@ -234,64 +340,40 @@ impl Store {
     pub fn ops(&self, delta: &StateDelta) -> Result<Vec<Op>, StoreError> {
         let mut ops = Vec::new();
         for (partition, id, meta) in &delta.vehicles {
-            let value = serde_json::to_vec(meta).expect("meta serialises");
-            ops.push(Op::put(CF_VEHICLES, keys::vehicle(*partition, id), value));
+            ops.push(Op::of::<Vehicles>((*partition, id.as_str()), meta));
         }
         for (partition, id, bin, stats) in &delta.bins {
-            let key = keys::bin(*partition, id, *bin);
-            ops.push(Op::put(CF_BINS, key, stats.encode_compact()));
+            ops.push(Op::of::<Bins>((*partition, id.as_str(), *bin), stats));
         }
         for (partition, id, bin) in &delta.expired_bins {
-            ops.push(Op::delete(CF_BINS, keys::bin(*partition, id, *bin)));
+            ops.push(Op::delete(
+                CF_BINS,
+                Bins::key((*partition, id.as_str(), *bin)),
+            ));
         }
         for (partition, id, horizon) in &delta.retire_stored {
             self.retire_stored(*partition, id, *horizon, &mut ops)?;
         }
         for segment in &delta.facts {
-            let key = keys::fact_segment_by_bin(
-                segment.partition,
-                segment.bin_ms,
-                &segment.vehicle_id,
-                segment.first_offset,
-            );
-            ops.push(Op::put(CF_FACTS_BY_BIN, key, segment.records.clone()));
+            ops.push(Op::of::<FactsByBin>(segment_key(segment), &segment.records));
         }
         for segment in &delta.timeline {
-            let key = keys::fact_segment_by_bin(
-                segment.partition,
-                segment.bin_ms,
-                &segment.vehicle_id,
-                segment.first_offset,
-            );
-            ops.push(Op::put(CF_TIMELINE, key, segment.records.clone()));
+            ops.push(Op::of::<Timeline>(segment_key(segment), &segment.records));
         }
         for (partition, bin, offset) in &delta.fact_bins {
-            let key = keys::fact_bin_prefix(*partition, *bin);
-            ops.push(Op::put(CF_FACT_BINS, key, offset.to_le_bytes().to_vec()));
+            ops.push(Op::of::<FactBins>((*partition, *bin), offset));
         }
         for (partition, offsets) in &delta.rejected {
             let Some(last) = offsets.last() else {
                 continue;
             };
-            let mut value = Vec::with_capacity(offsets.len() * 3);
-            let mut previous = 0;
-            for offset in offsets {
-                crate::codec::write_long(offset - previous, &mut value);
-                previous = *offset;
-            }
-            ops.push(Op::put(
-                CF_REJECTED,
-                keys::fact_bin_prefix(*partition, *last),
-                value,
-            ));
+            ops.push(Op::of::<Rejected>((*partition, *last), offsets));
         }
         for (partition, sums) in &delta.fleet_sums {
-            let key = keys::partition_prefix(*partition).to_vec();
-            ops.push(Op::put(CF_FLEET, key, sums.encode()));
+            ops.push(Op::of::<Fleet>(*partition, sums));
         }
         for segment in &delta.seen {
-            let (key, value) = seen_entry(segment);
-            ops.push(Op::put(CF_SEEN, key, value));
+            ops.push(seen_op(segment));
         }
         for position in &delta.positions {
             // Segments whose every id is below the cutoff are dropped; restore filters the rest.
@@ -309,38 +391,23 @@ impl Store {
                 let to = keys::fact_bin_prefix(position.partition, position.rejected_floor);
                 self.delete_range(CF_REJECTED, &from, &to, &mut ops)?;
             }
-            let value: Vec<u8> = [
-                position.next_offset,
-                position.watermark_ms,
-                position.seen_cutoff_ms,
-                position.closed_through_ms,
-                position.sampling_scale.to_bits() as i64,
-            ]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-            let key = keys::partition_prefix(position.partition).to_vec();
-            ops.push(Op::put(CF_POSITIONS, key, value));
+            let stored = StoredPosition {
+                next_offset: position.next_offset,
+                watermark_ms: position.watermark_ms,
+                seen_cutoff_ms: position.seen_cutoff_ms,
+                closed_through_ms: position.closed_through_ms,
+                sampling_scale: position.sampling_scale,
+            };
+            ops.push(Op::of::<Positions>(position.partition, &stored));
         }
         for (partition, key, bytes) in &delta.series {
-            ops.push(Op::put(
-                CF_SERIES,
-                keys::vehicle(*partition, key),
-                bytes.clone(),
-            ));
+            ops.push(Op::of::<Series>((*partition, key.as_str()), bytes));
         }
         for (aggregator, progress) in &delta.aggregators {
-            let value = serde_json::to_vec(progress).expect("progress serialises");
-            let key = keys::partition_prefix(PartitionId::Cohort(*aggregator)).to_vec();
-            ops.push(Op::put(CF_COHORTS, key, value));
+            ops.push(Op::of::<Cohorts>(*aggregator, progress));
         }
         for alert in &delta.alerts {
-            let value = serde_json::to_vec(alert).expect("alerts serialise");
-            ops.push(Op::put(
-                CF_ALERTS,
-                alert.alert_id.as_bytes().to_vec(),
-                value,
-            ));
+            ops.push(Op::of::<Alerts>(alert.alert_id.as_str(), alert));
         }
         Ok(ops)
     }
@@ -354,8 +421,8 @@ impl Store {
         horizon: i64,
         ops: &mut Vec<Op>,
     ) -> Result<(), StoreError> {
-        let from = keys::bin(partition, vehicle_id, RETIRED_BIN);
-        let to = keys::bin(partition, vehicle_id, horizon);
+        let from = Bins::key((partition, vehicle_id, RETIRED_BIN));
+        let to = Bins::key((partition, vehicle_id, horizon));
         let mut options = rocksdb::ReadOptions::default();
         options.set_iterate_upper_bound(to);
         let mut retired = BinStats::default();
@@ -366,7 +433,7 @@ impl Store {
             IteratorMode::From(&from, rocksdb::Direction::Forward),
         ) {
             let (key, value) = item?;
-            let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
+            let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
             retired.add(&stats);
             if key[..] != from[..] {
                 ops.push(Op::delete(CF_BINS, key.to_vec()));
@@ -374,7 +441,7 @@ impl Store {
             }
         }
         if any {
-            ops.push(Op::put(CF_BINS, from, retired.encode_compact()));
+            ops.push(Op::put(CF_BINS, from, encode::<Bins>(&retired)));
         }
         Ok(())
     }
@@ -417,10 +484,9 @@ impl Store {
         {
             let (key, value) = item?;
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_CHANGELOG, &key))?;
-            let offset: [u8; 8] = value[..]
-                .try_into()
-                .map_err(|_| corrupt(CF_CHANGELOG, &key))?;
-            offsets.insert(partition, i64::from_le_bytes(offset));
+            let offset =
+                decode::<ChangelogOffsets>(&value).ok_or_else(|| corrupt(CF_CHANGELOG, &key))?;
+            offsets.insert(partition, offset);
         }
         Ok(offsets)
     }
@@ -447,7 +513,11 @@ impl Store {
             }
         }
         if let Some(offset) = changelog_offset {
-            batch.put_cf(self.cf(CF_CHANGELOG), from, offset.to_le_bytes());
+            batch.put_cf(
+                self.cf(CF_CHANGELOG),
+                ChangelogOffsets::key(partition),
+                encode::<ChangelogOffsets>(&offset),
+            );
         }
         self.db.write(batch)?;
         Ok(())
@@ -456,22 +526,19 @@ impl Store {
     fn put_priors(&self, batch: &mut WriteBatch, priors: &[(PartitionId, String, Prior)]) {
         let cf = self.cf(CF_PRIORS);
         for (partition, vehicle, prior) in priors {
-            let value: Vec<u8> = [
-                prior.a0.to_le_bytes(),
-                prior.b0.to_le_bytes(),
-                prior.run_id.to_le_bytes(),
-            ]
-            .concat();
-            batch.put_cf(cf, keys::vehicle(*partition, vehicle), value);
+            batch.put_cf(
+                cf,
+                Priors::key((*partition, vehicle.as_str())),
+                encode::<Priors>(prior),
+            );
         }
     }
 
     fn put_model_run(&self, batch: &mut WriteBatch, run: &ModelRun) {
-        let value = serde_json::to_vec(run).expect("model runs serialise");
         batch.put_cf(
             self.cf(CF_MODEL_RUNS),
-            keys::sortable_time(run.run_id),
-            value,
+            ModelRuns::key(run.run_id),
+            encode::<ModelRuns>(run),
         );
     }
 
@@ -501,8 +568,7 @@ impl Store {
         let mut alerts = 0;
         for item in self.db.iterator_cf(self.cf(CF_ALERTS), IteratorMode::Start) {
             let (key, value) = item?;
-            let alert: RegressionAlert =
-                serde_json::from_slice(&value).map_err(|_| corrupt(CF_ALERTS, &key))?;
+            let alert = decode::<Alerts>(&value).ok_or_else(|| corrupt(CF_ALERTS, &key))?;
             if alert.detected_at < alerts_before_ms {
                 batch.delete_cf(self.cf(CF_ALERTS), &key);
                 alerts += 1;
@@ -533,10 +599,9 @@ impl Store {
                 Some(p) if p.is_source() => {}
                 _ => continue,
             }
-            let watermark = value
-                .get(8..16)
-                .ok_or_else(|| corrupt(CF_POSITIONS, &key))?;
-            let watermark = i64::from_le_bytes(watermark.try_into().expect("8 bytes"));
+            let watermark = decode::<Positions>(&value)
+                .ok_or_else(|| corrupt(CF_POSITIONS, &key))?
+                .watermark_ms;
             if watermark != i64::MIN {
                 latest = Some(latest.map_or(watermark, |l: i64| l.max(watermark)));
             }
@@ -552,7 +617,7 @@ impl Store {
             .iterator_cf(self.cf(CF_MODEL_RUNS), IteratorMode::Start)
         {
             let (key, value) = item?;
-            runs.push(serde_json::from_slice(&value).map_err(|_| corrupt(CF_MODEL_RUNS, &key))?);
+            runs.push(decode::<ModelRuns>(&value).ok_or_else(|| corrupt(CF_MODEL_RUNS, &key))?);
         }
         Ok(runs)
     }
@@ -566,7 +631,7 @@ impl Store {
             Some(item) => {
                 let (key, value) = item?;
                 let run =
-                    serde_json::from_slice(&value).map_err(|_| corrupt(CF_MODEL_RUNS, &key))?;
+                    decode::<ModelRuns>(&value).ok_or_else(|| corrupt(CF_MODEL_RUNS, &key))?;
                 Ok(Some(run))
             }
             None => Ok(None),
@@ -578,7 +643,7 @@ impl Store {
         let mut alerts = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_ALERTS), IteratorMode::Start) {
             let (key, value) = item?;
-            alerts.push(serde_json::from_slice(&value).map_err(|_| corrupt(CF_ALERTS, &key))?);
+            alerts.push(decode::<Alerts>(&value).ok_or_else(|| corrupt(CF_ALERTS, &key))?);
         }
         Ok(alerts)
     }
@@ -622,8 +687,7 @@ impl Store {
             let (key, value) = item?;
             let (partition, id, _) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_VEHICLES, &key))?;
-            let meta: VehicleMeta =
-                serde_json::from_slice(&value).map_err(|_| corrupt(CF_VEHICLES, &key))?;
+            let meta = decode::<Vehicles>(&value).ok_or_else(|| corrupt(CF_VEHICLES, &key))?;
             let vehicle = vehicles.entry(id).or_default();
             vehicle.partition = partition;
             vehicle.meta = meta;
@@ -632,7 +696,7 @@ impl Store {
             let (key, value) = item?;
             let (partition, id, bin) =
                 keys::split_bin(&key).ok_or_else(|| corrupt(CF_BINS, &key))?;
-            let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
+            let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
             let vehicle = vehicles.entry(id).or_default();
             vehicle.partition = partition;
             if bin == RETIRED_BIN {
@@ -645,7 +709,7 @@ impl Store {
         for item in self.partition_entries(CF_FLEET, &wanted) {
             let (key, value) = item?;
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_FLEET, &key))?;
-            let sums = FleetSums::decode(&value).ok_or_else(|| corrupt(CF_FLEET, &key))?;
+            let sums = decode::<Fleet>(&value).ok_or_else(|| corrupt(CF_FLEET, &key))?;
             fleet_sums.insert(partition, sums);
         }
         let mut partitions: HashMap<PartitionId, PartitionState> = HashMap::new();
@@ -659,37 +723,24 @@ impl Store {
                 Some(_) => continue,
                 None => return Err(corrupt(CF_POSITIONS, &key)),
             };
-            let numbers: Vec<i64> = value
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect();
-            // The fifth number (the review policy's scale) came later: four means none yet.
-            let (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms, scale_bits) =
-                match numbers[..] {
-                    [a, b, c, d] => (a, b, c, d, 0),
-                    [a, b, c, d, e] => (a, b, c, d, e),
-                    _ => return Err(corrupt(CF_POSITIONS, &key)),
-                };
+            let stored = decode::<Positions>(&value).ok_or_else(|| corrupt(CF_POSITIONS, &key))?;
             let state = partitions.entry(partition).or_default();
-            (
-                state.next_offset,
-                state.watermark_ms,
-                state.seen_cutoff_ms,
-                state.closed_through_ms,
-            ) = (next_offset, watermark_ms, seen_cutoff_ms, closed_through_ms);
-            state.sampling_scale = f64::from_bits(scale_bits as u64);
+            state.next_offset = stored.next_offset;
+            state.watermark_ms = stored.watermark_ms;
+            state.seen_cutoff_ms = stored.seen_cutoff_ms;
+            state.closed_through_ms = stored.closed_through_ms;
+            state.sampling_scale = stored.sampling_scale;
         }
         for item in self.partition_entries(CF_FACT_BINS, &wanted) {
             let (key, value) = item?;
             let (partition, bin) =
                 keys::split_fact_bin(&key).ok_or_else(|| corrupt(CF_FACT_BINS, &key))?;
-            let offset =
-                <[u8; 8]>::try_from(&value[..]).map_err(|_| corrupt(CF_FACT_BINS, &key))?;
+            let offset = decode::<FactBins>(&value).ok_or_else(|| corrupt(CF_FACT_BINS, &key))?;
             partitions
                 .entry(partition)
                 .or_default()
                 .fact_bins
-                .insert(bin, i64::from_le_bytes(offset));
+                .insert(bin, offset);
         }
         let mut series = Vec::new();
         let mut legacy_cohorts = 0;
@@ -709,7 +760,8 @@ impl Store {
             if !rest.is_empty() {
                 return Err(corrupt(CF_SERIES, &key));
             }
-            series.push((partition, id, value.to_vec()));
+            let bytes = decode::<Series>(&value).ok_or_else(|| corrupt(CF_SERIES, &key))?;
+            series.push((partition, id, bytes));
         }
         if legacy_cohorts > 0 {
             tracing::warn!(
@@ -720,13 +772,9 @@ impl Store {
         for item in self.partition_entries(CF_SEEN, &wanted) {
             let (key, value) = item?;
             let partition = keys::partition_of(&key).ok_or_else(|| corrupt(CF_SEEN, &key))?;
-            if value.len() % 16 != 0 {
-                return Err(corrupt(CF_SEEN, &key));
-            }
+            let entries = decode::<Seen>(&value).ok_or_else(|| corrupt(CF_SEEN, &key))?;
             let state = partitions.entry(partition).or_default();
-            for entry in value.chunks_exact(16) {
-                let time = i64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
-                let hash = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
+            for (time, hash) in entries {
                 if time >= state.seen_cutoff_ms {
                     // An id accepted again once its first time no longer counted: the later.
                     let latest = state.seen.entry(hash).or_insert(time);
@@ -740,25 +788,14 @@ impl Store {
             let aggregator = keys::partition_of(&key)
                 .and_then(PartitionId::cohort)
                 .ok_or_else(|| corrupt(CF_COHORTS, &key))?;
-            let progress = serde_json::from_slice(&value).map_err(|_| corrupt(CF_COHORTS, &key))?;
+            let progress = decode::<Cohorts>(&value).ok_or_else(|| corrupt(CF_COHORTS, &key))?;
             aggregators.push((aggregator, progress));
         }
         let mut priors = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_PRIORS), IteratorMode::Start) {
             let (key, value) = item?;
             let (_, id, _) = keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_PRIORS, &key))?;
-            let numbers: Vec<[u8; 8]> = value
-                .chunks_exact(8)
-                .map(|c| c.try_into().expect("8 bytes"))
-                .collect();
-            let [a0, b0, run_id] = numbers[..] else {
-                return Err(corrupt(CF_PRIORS, &key));
-            };
-            let prior = Prior {
-                a0: f64::from_le_bytes(a0),
-                b0: f64::from_le_bytes(b0),
-                run_id: i64::from_le_bytes(run_id),
-            };
+            let prior = decode::<Priors>(&value).ok_or_else(|| corrupt(CF_PRIORS, &key))?;
             priors.push((id, prior));
         }
         Ok(RestoredState {
@@ -783,7 +820,8 @@ impl Store {
             let (key, value) = item?;
             let (partition, vehicle, _) =
                 keys::split_vehicle(&key).ok_or_else(|| corrupt(CF_FACTS, &key))?;
-            for record in fact_records(&value) {
+            let segment = decode::<Facts>(&value).ok_or_else(|| corrupt(CF_FACTS, &key))?;
+            for record in fact_records(&segment) {
                 f(
                     partition,
                     &vehicle,
@@ -792,7 +830,7 @@ impl Store {
                 count += 1;
             }
         }
-        self.for_each_segment_record(CF_FACTS_BY_BIN, |partition, _, vehicle, record| {
+        self.for_each_segment_record::<FactsByBin>(|partition, _, vehicle, record| {
             f(partition, vehicle, record);
             count += 1;
             Ok(())
@@ -806,7 +844,7 @@ impl Store {
         mut f: impl FnMut(PartitionId, &str, TimelineItem),
     ) -> Result<u64, StoreError> {
         let mut count = 0;
-        self.for_each_segment_record(CF_TIMELINE, |partition, bin, vehicle, encoded| {
+        self.for_each_segment_record::<Timeline>(|partition, bin, vehicle, encoded| {
             for item in TimelineItem::decode_all(encoded, bin) {
                 f(partition, vehicle, item.ok_or(())?);
                 count += 1;
@@ -818,16 +856,17 @@ impl Store {
 
     /// Each record of the segments of `cf` (keyed partition | bin | vehicle | offset), with its
     /// partition, bin and vehicle; `f` failing, or a damaged segment, is a corrupt entry.
-    fn for_each_segment_record(
+    fn for_each_segment_record<F: Family<Value = Vec<u8>>>(
         &self,
-        cf: &'static str,
         mut f: impl FnMut(PartitionId, i64, &str, &[u8]) -> Result<(), ()>,
     ) -> Result<(), StoreError> {
+        let cf = F::CF;
         for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (key, value) = item?;
             let (partition, bin, vehicle) =
                 keys::split_fact_by_bin(&key).ok_or_else(|| corrupt(cf, &key))?;
-            for record in fact_records(&value) {
+            let segment = decode::<F>(&value).ok_or_else(|| corrupt(cf, &key))?;
+            for record in fact_records(&segment) {
                 let record = record.ok_or_else(|| corrupt(cf, &key))?;
                 f(partition, bin, &vehicle, record).map_err(|()| corrupt(cf, &key))?;
             }
@@ -853,14 +892,8 @@ impl Store {
         );
         for item in entries {
             let (key, value) = item?;
-            let mut reader = crate::codec::Reader::new(&value);
-            let mut offset = 0;
-            while reader.position() < value.len() {
-                offset += reader.long().map_err(|_| corrupt(CF_REJECTED, &key))?;
-                if offset >= from {
-                    offsets.insert(offset);
-                }
-            }
+            let rejected = decode::<Rejected>(&value).ok_or_else(|| corrupt(CF_REJECTED, &key))?;
+            offsets.extend(rejected.into_iter().filter(|offset| *offset >= from));
         }
         Ok(offsets)
     }
@@ -873,18 +906,13 @@ impl Store {
         seen: &[SeenSegment],
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        for segment in seen {
-            let (key, value) = seen_entry(segment);
-            batch.put_cf(self.cf(CF_SEEN), key, value);
-        }
-        for segment in segments {
-            let key = keys::fact_segment_by_bin(
-                segment.partition,
-                segment.bin_ms,
-                &segment.vehicle_id,
-                segment.first_offset,
-            );
-            batch.put_cf(self.cf(CF_FACTS_BY_BIN), key, &segment.records);
+        for op in seen.iter().map(seen_op).chain(
+            segments
+                .iter()
+                .map(|segment| Op::of::<FactsByBin>(segment_key(segment), &segment.records)),
+        ) {
+            let value = op.value.expect("puts");
+            batch.put_cf(self.cf(op.cf), &op.key, value);
         }
         self.db.write(batch)?;
         Ok(())
@@ -975,16 +1003,27 @@ impl Store {
     }
 }
 
-/// A seen-id segment's key and value: (time, hash) pairs, 16 bytes each.
-fn seen_entry(segment: &SeenSegment) -> (Vec<u8>, Vec<u8>) {
-    let value: Vec<u8> = segment
-        .entries
-        .iter()
-        .flat_map(|(t, h)| [t.to_le_bytes(), h.to_le_bytes()])
-        .flatten()
-        .collect();
-    let key = keys::seen_segment(segment.partition, segment.max_time_ms, segment.first_offset);
-    (key, value)
+/// A seen-id segment's put.
+fn seen_op(segment: &SeenSegment) -> Op {
+    Op::of::<Seen>(
+        (segment.partition, segment.max_time_ms, segment.first_offset),
+        &segment.entries,
+    )
+}
+
+/// A fact (or timeline) segment's key.
+fn segment_key(segment: &FactSegment) -> codec::SegmentKey<'_> {
+    (
+        segment.partition,
+        segment.bin_ms,
+        &segment.vehicle_id,
+        segment.first_offset,
+    )
+}
+
+/// Where a migration of `cf` records how far it got.
+fn migration_key(cf: &str) -> Vec<u8> {
+    [b"migrated-through/", cf.as_bytes()].concat()
 }
 
 fn corrupt(cf: &'static str, key: &[u8]) -> StoreError {
@@ -1002,13 +1041,13 @@ impl Store {
         partition: PartitionId,
         vehicle_id: &str,
     ) -> Result<Option<StoredVehicle>, StoreError> {
-        let key = keys::vehicle(partition, vehicle_id);
+        let key = Vehicles::key((partition, vehicle_id));
         let Some(meta) = self.db.get_cf(self.cf(CF_VEHICLES), &key)? else {
             return Ok(None);
         };
         let mut vehicle = VehicleState {
             partition,
-            meta: serde_json::from_slice(&meta).map_err(|_| corrupt(CF_VEHICLES, &key))?,
+            meta: decode::<Vehicles>(&meta).ok_or_else(|| corrupt(CF_VEHICLES, &key))?,
             ..VehicleState::default()
         };
         let bins = self.db.iterator_cf(
@@ -1022,14 +1061,19 @@ impl Store {
             }
             let (_, _, bin) =
                 keys::split_bin(&bin_key).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
-            let stats = BinStats::decode(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
+            let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
             if bin == RETIRED_BIN {
                 vehicle.retired = stats;
             } else {
                 vehicle.bins.insert(bin, stats);
             }
         }
-        let series = self.db.get_cf(self.cf(CF_SERIES), &key)?;
+        let series = match self.db.get_cf(self.cf(CF_SERIES), &key)? {
+            Some(stored) => {
+                Some(decode::<Series>(&stored).ok_or_else(|| corrupt(CF_SERIES, &key))?)
+            }
+            None => None,
+        };
         Ok(Some((vehicle, series)))
     }
 }
@@ -1083,3 +1127,6 @@ impl CommitTarget for std::sync::Arc<Store> {
         Ok(self.write(&delta)?)
     }
 }
+
+#[cfg(test)]
+mod tests;
