@@ -19,21 +19,29 @@ use crate::engine::detection::Rules;
 use crate::engine::{PartitionId, RecentRecord};
 use crate::model::{HazardClass, KeyKind, utc_time};
 
+/// What the pages of a vehicle and of a cohort both show: per hazard class the key's
+/// conclusions and history, its episodes, and the rules in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyPage {
+    pub key_kind: &'static str,
+    pub key: String,
+    pub bin_width_ms: i64,
+    pub classes: Vec<ClassView>,
+    pub episodes: Vec<EpisodeRow>,
+    pub detection: Rules,
+}
+
 /// A vehicle's page data (`/api/vehicles/{id}/page`).
 #[derive(Debug, Clone, Serialize)]
 pub struct VehiclePage {
-    pub key_kind: &'static str,
-    pub key: String,
+    #[serde(flatten)]
+    pub page: KeyPage,
     pub vehicle: VehicleFacts,
     pub totals: Totals,
-    pub bin_width_ms: i64,
     pub bins: Vec<BinRow>,
-    pub classes: Vec<ClassView>,
-    pub episodes: Vec<EpisodeRow>,
     /// Newest first.
     pub recent_trips: Vec<RecentRecord>,
     pub recent_critical: Vec<RecentRecord>,
-    pub detection: Rules,
 }
 
 /// What a vehicle's records say of it.
@@ -58,13 +66,9 @@ pub struct BinRow {
 /// A cohort's page data (`/api/cohorts/{key}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CohortPage {
-    pub key_kind: &'static str,
-    pub key: String,
+    #[serde(flatten)]
+    pub page: KeyPage,
     pub cohort: CohortName,
-    pub bin_width_ms: i64,
-    pub classes: Vec<ClassView>,
-    pub episodes: Vec<EpisodeRow>,
-    pub detection: Rules,
 }
 
 /// A cohort key's parts: `firmware:3.1` is kind `firmware`, value `3.1`.
@@ -137,11 +141,18 @@ fn key_episodes(sources: &Sources<'_>, kind: KeyKind, key: &str) -> Vec<EpisodeR
         .collect()
 }
 
-fn class_views(sources: &Sources<'_>, kind: KeyKind, key: &str) -> Vec<ClassView> {
-    HazardClass::ALL
-        .iter()
-        .map(|class| class_view(sources, kind, key, *class))
-        .collect()
+fn key_page(sources: &Sources<'_>, kind: KeyKind, key: &str) -> KeyPage {
+    KeyPage {
+        key_kind: kind.name(),
+        key: key.to_string(),
+        bin_width_ms: sources.settings.bin_width_ms,
+        classes: HazardClass::ALL
+            .iter()
+            .map(|class| class_view(sources, kind, key, *class))
+            .collect(),
+        episodes: key_episodes(sources, kind, key),
+        detection: sources.settings.rules(),
+    }
 }
 
 /// A vehicle's page data; `None` if no process of the group has it in memory.
@@ -157,8 +168,7 @@ pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<VehiclePage> {
         .collect();
     let newest_first = |list: &[RecentRecord]| list.iter().rev().cloned().collect::<Vec<_>>();
     Some(VehiclePage {
-        key_kind: KeyKind::Vehicle.name(),
-        key: id.to_string(),
+        page: key_page(sources, KeyKind::Vehicle, id),
         vehicle: VehicleFacts {
             partition: vehicle.partition,
             vehicle_model: vehicle.meta.vehicle_model.clone(),
@@ -167,13 +177,9 @@ pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<VehiclePage> {
             firmware_history: vehicle.meta.firmware_history.clone(),
         },
         totals: Totals::of(&vehicle.totals()),
-        bin_width_ms: sources.settings.bin_width_ms,
         bins,
-        classes: class_views(sources, KeyKind::Vehicle, id),
-        episodes: key_episodes(sources, KeyKind::Vehicle, id),
         recent_trips: newest_first(&vehicle.meta.recent_trips),
         recent_critical: newest_first(&vehicle.meta.recent_critical),
-        detection: sources.settings.rules(),
     })
 }
 
@@ -182,23 +188,18 @@ pub fn cohort_data(sources: &Sources<'_>, key: &str) -> Option<CohortPage> {
     sources.cohorts.get(key)?;
     let (kind, value) = key.split_once(':').unwrap_or(("cohort", key));
     Some(CohortPage {
-        key_kind: KeyKind::Cohort.name(),
-        key: key.to_string(),
+        page: key_page(sources, KeyKind::Cohort, key),
         cohort: CohortName {
             kind: kind.to_string(),
             value: value.to_string(),
         },
-        bin_width_ms: sources.settings.bin_width_ms,
-        classes: class_views(sources, KeyKind::Cohort, key),
-        episodes: key_episodes(sources, KeyKind::Cohort, key),
-        detection: sources.settings.rules(),
     })
 }
 
-/// Per class: its conclusions in a line, and its charts.
-fn classes_html(classes: &[ClassView], rules: &Rules, bin_width_ms: i64) -> String {
-    let mut body = html::rule_line(Some(rules), "/detection");
-    for (i, class) in classes.iter().enumerate() {
+/// The rule in force; per class its conclusions in a line, and its charts; then the episodes.
+fn key_page_html(key: &KeyPage) -> String {
+    let mut body = html::rule_line(Some(&key.detection), "/detection");
+    for (i, class) in key.classes.iter().enumerate() {
         let at = |f: &str| format!("/classes/{i}/{f}");
         let name = class.hazard_class;
         body += &format!("<h2>{}</h2>", escape(name));
@@ -230,7 +231,7 @@ fn classes_html(classes: &[ClassView], rules: &Rules, bin_width_ms: i64) -> Stri
         }
         let counts = regressions::events_chart(
             &class.history,
-            bin_width_ms,
+            key.bin_width_ms,
             &format!("{name}-events"),
             &format!("{name}: events per bin, and predicted"),
             "fleet-predicted",
@@ -252,7 +253,7 @@ fn classes_html(classes: &[ClassView], rules: &Rules, bin_width_ms: i64) -> Stri
         );
         body += &p.render();
     }
-    body
+    body + &episodes_html(&key.episodes)
 }
 
 fn episodes_html(episodes: &[EpisodeRow]) -> String {
@@ -316,7 +317,7 @@ fn recent_html(records: &[RecentRecord], title: &str) -> String {
 }
 
 pub fn vehicle_page(data: &VehiclePage, coverage: &Coverage) -> String {
-    let id = &data.key;
+    let id = &data.page.key;
     let facts = &data.vehicle;
     let mut body = format!(
         "<p>Model {} · firmware {} · partition {} · last record {}</p>",
@@ -364,11 +365,10 @@ pub fn vehicle_page(data: &VehiclePage, coverage: &Coverage) -> String {
             |b| Some(b.bin_start_ms as f64),
             |b| Some(b.totals.exposure_hours),
         ),
-        data.bin_width_ms as f64 * 0.8,
+        data.page.bin_width_ms as f64 * 0.8,
     );
     body += &exposure.render();
-    body += &classes_html(&data.classes, &data.detection, data.bin_width_ms);
-    body += &episodes_html(&data.episodes);
+    body += &key_page_html(&data.page);
     body += &recent_html(&data.recent_critical, "Latest critical events");
     body += &recent_html(&data.recent_trips, "Latest trips");
     html::page_with(
@@ -381,15 +381,14 @@ pub fn vehicle_page(data: &VehiclePage, coverage: &Coverage) -> String {
 }
 
 pub fn cohort_page(data: &CohortPage, coverage: &Coverage) -> String {
-    let key = &data.key;
+    let key = &data.page.key;
     let mut body = format!(
         "<p>The cohort of vehicles with {} {}, compared with what its members' own fleet \
          predictions add up to.</p>",
         escape(&data.cohort.kind),
         escape(&data.cohort.value),
     );
-    body += &classes_html(&data.classes, &data.detection, data.bin_width_ms);
-    body += &episodes_html(&data.episodes);
+    body += &key_page_html(&data.page);
     html::page_with(
         coverage,
         "/regressions",

@@ -52,11 +52,28 @@ pub struct BinStats {
 pub const HT_SCALE: f64 = 1e6;
 
 impl BinStats {
-    pub const ENCODED_LEN: usize = 120;
+    /// The fields encoded, in [`BinStats::fields`]' order.
+    pub const FIELDS: usize = 15;
+    pub const ENCODED_LEN: usize = 8 * Self::FIELDS;
     /// Bins written before the Horvitz-Thompson sums (read with those at zero).
-    const ENCODED_LEN_V1: usize = 72;
+    const ENCODED_LEN_V1: usize = 8 * Self::FIELDS_V1;
+    /// The fields of the first encoding.
+    const FIELDS_V1: usize = 9;
     /// Bins written before the fleet-relative detector's exposures and expected counts.
     const ENCODED_LEN_V2: usize = 88;
+    /// Bins of the fifteen fields of the two hazard classes that came first.
+    const ENCODED_LEN_V3: usize = 120;
+
+    /// Whether `len` is the length of a fixed-width encoding, of this version or an earlier one.
+    fn is_fixed_width(len: usize) -> bool {
+        [
+            Self::ENCODED_LEN,
+            Self::ENCODED_LEN_V3,
+            Self::ENCODED_LEN_V2,
+            Self::ENCODED_LEN_V1,
+        ]
+        .contains(&len)
+    }
 
     /// The fleet's expected count of `class` in this bin.
     pub fn expected(&self, class: HazardClass) -> f64 {
@@ -172,7 +189,7 @@ impl BinStats {
         self.expected_disengagements_micro += other.expected_disengagements_micro;
     }
 
-    fn fields(&self) -> [u64; 15] {
+    fn fields(&self) -> [u64; Self::FIELDS] {
         [
             self.trips,
             self.exposure_ms,
@@ -225,13 +242,7 @@ impl BinStats {
         if !bytes.len().is_multiple_of(8) {
             return Self::decode_compact(bytes);
         }
-        if ![
-            Self::ENCODED_LEN,
-            Self::ENCODED_LEN_V2,
-            Self::ENCODED_LEN_V1,
-        ]
-        .contains(&bytes.len())
-        {
+        if !Self::is_fixed_width(bytes.len()) {
             return None;
         }
         let v: Vec<u64> = bytes
@@ -241,10 +252,13 @@ impl BinStats {
         Some(Self::from_values(&v))
     }
 
+    /// Reads [`BinStats::encode_compact`]'s bytes, of this version or an earlier one: fields
+    /// are only ever appended, so a bin written before some were has fewer, which read at their
+    /// defaults.
     pub fn decode_compact(bytes: &[u8]) -> Option<BinStats> {
-        let mut values = Vec::with_capacity(15);
+        let mut values = Vec::with_capacity(Self::FIELDS);
         let mut at = 0;
-        while values.len() < 15 {
+        while values.len() < Self::FIELDS && at < bytes.len() {
             let (mut value, mut shift) = (0u64, 0u32);
             loop {
                 let byte = *bytes.get(at)?;
@@ -259,6 +273,9 @@ impl BinStats {
                 shift += 7;
             }
             values.push(value);
+        }
+        if values.len() < Self::FIELDS_V1 {
+            return None;
         }
         let padded = bytes.len() == at + 1 && bytes[at] == 0 && at.is_multiple_of(8);
         (bytes.len() == at || padded).then(|| Self::from_values(&values))
@@ -802,18 +819,47 @@ impl FleetSums {
         out
     }
 
+    /// The sums as the store keeps them: the basis's bin count, then the basis and the recent
+    /// bins, each [`BinStats::encode_compact`] after its length (Avro's long and bytes), so
+    /// that bins of fewer fields (written before some were added) still read.
+    pub fn encode_compact(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 24 * (1 + self.recent.len()));
+        crate::codec::write_long(self.basis_bins as i64, &mut out);
+        for stats in std::iter::once(&self.basis).chain(&self.recent) {
+            let bin = stats.encode_compact();
+            crate::codec::write_long(bin.len() as i64, &mut out);
+            out.extend_from_slice(&bin);
+        }
+        out
+    }
+
+    /// Reads [`FleetSums::encode_compact`]'s bytes; `None` if they are not such.
+    pub fn decode_compact(bytes: &[u8]) -> Option<FleetSums> {
+        let mut reader = crate::codec::Reader::new(bytes);
+        let basis_bins = usize::try_from(reader.long().ok()?).ok()?;
+        let mut bins = Vec::new();
+        while reader.position() < bytes.len() {
+            bins.push(BinStats::decode_compact(reader.bytes().ok()?)?);
+        }
+        let mut bins = bins.into_iter();
+        Some(FleetSums {
+            basis: bins.next()?,
+            basis_bins,
+            recent: bins.collect(),
+        })
+    }
+
     /// Reads [`FleetSums::encode`]'s bytes; `None` if they are not such.
     pub fn decode(bytes: &[u8]) -> Option<FleetSums> {
         let number = |at: usize| -> Option<usize> {
             Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?) as usize)
         };
         let (basis_bins, recent) = (number(0)?, number(8)?);
-        let len = BinStats::ENCODED_LEN;
-        let expected = recent
-            .checked_add(1)
-            .and_then(|n| n.checked_mul(len))
-            .and_then(|n| n.checked_add(16))?;
-        if bytes.len() != expected {
+        // The bins' width, which is the width of their version.
+        let bins = recent.checked_add(1)?;
+        let body = bytes.len().checked_sub(16)?;
+        let len = body / bins;
+        if len * bins != body || !BinStats::is_fixed_width(len) {
             return None;
         }
         let mut all = bytes[16..].chunks_exact(len).map(BinStats::decode);

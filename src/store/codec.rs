@@ -220,23 +220,31 @@ family! {
 }
 
 family! {
-    /// A vehicle's bin (or its retired sum), by partition, vehicle and bin start: the counts as
-    /// varints (version 1); version 0 also had fixed 8-byte fields, told apart by length.
+    /// A vehicle's bin (or its retired sum), by partition, vehicle and bin start: its counts as
+    /// varints, in `BinStats`' field order. Fields are only appended, so a bin written before
+    /// some were has fewer, which read as zero: a new field needs no new version. Version 0 also
+    /// had fixed 8-byte fields, told apart by length.
     Bins: "bins", version 1,
     key <'a> (PartitionId, &'a str, i64) => |k| keys::bin(k.0, k.1, k.2),
     value BinStats => |v, out| out.extend_from_slice(&v.encode_compact()),
     read |version, body| match version {
+        0 if !body.len().is_multiple_of(8) => BinStats::decode_compact(body),
+        // The fixed-width forms.
         0 => BinStats::decode(body),
         _ => BinStats::decode_compact(body),
     }
 }
 
 family! {
-    /// A partition's fleet sums, by partition.
+    /// A partition's fleet sums, by partition: its bins in their compact form, each after its
+    /// length (version 1); version 0 had them fixed-width.
     Fleet: "fleet", version 1,
     key <'a> PartitionId => |p| partition_key(p),
-    value FleetSums => |v, out| out.extend_from_slice(&v.encode()),
-    read |_, body| FleetSums::decode(body)
+    value FleetSums => |v, out| out.extend_from_slice(&v.encode_compact()),
+    read |version, body| match version {
+        0 => FleetSums::decode(body),
+        _ => FleetSums::decode_compact(body),
+    }
 }
 
 family! {
@@ -428,6 +436,12 @@ mod tests {
             let migrated = migrate_value(Bins::CF, &legacy).unwrap();
             assert_eq!(decode::<Bins>(&migrated), Some(stats));
         }
+        // Fleet sums of fixed-width bins.
+        let mut sums = FleetSums::default();
+        sums.basis = stats;
+        sums.basis_bins = 3;
+        let migrated = migrate_value(Fleet::CF, &sums.encode()).unwrap();
+        assert_eq!(decode::<Fleet>(&migrated), Some(sums));
         // JSON and opaque bytes keep their body.
         let alert = br#"{"not": "an alert"}"#;
         assert_eq!(
@@ -441,5 +455,38 @@ mod tests {
             Some(segment)
         );
         assert_eq!(migrate_value("no such family", b"x"), None);
+    }
+
+    #[test]
+    fn a_bin_written_before_fields_were_appended_reads_them_as_zero() {
+        let stats = BinStats {
+            trips: 3,
+            exposure_ms: 9_000_000,
+            critical: 2,
+            risk_exposure_ms: 9_500_000,
+            expected_critical_micro: 1_250_000,
+            expected_disengagements_micro: 0,
+            ..BinStats::default()
+        };
+        let current = encode::<Bins>(&stats);
+        // 23 bytes of varints, so no padding byte: the last field (zero) is the last byte, and
+        // the one before it (1_250_000) the three before that.
+        assert_eq!(current.len(), 1 + 23);
+        let shorter = &current[..current.len() - 1];
+        assert_eq!(decode::<Bins>(shorter), Some(stats));
+        let without_expected = &current[..current.len() - 4];
+        let read = decode::<Bins>(without_expected).unwrap();
+        assert_eq!(
+            read.expected_critical_micro, 0,
+            "the missing field reads as zero"
+        );
+        assert_eq!((read.trips, read.risk_exposure_ms), (3, 9_500_000));
+        // Fewer fields than the first encoding had is no bin.
+        assert_eq!(decode::<Bins>(&current[..5]), None);
+        // Fleet sums keep each bin's length, so theirs read alike.
+        let mut sums = FleetSums::default();
+        sums.basis = stats;
+        sums.recent.push_back(BinStats::default());
+        assert_eq!(decode::<Fleet>(&encode::<Fleet>(&sums)), Some(sums));
     }
 }
