@@ -437,9 +437,11 @@ mod tests {
             assert_eq!(decode::<Bins>(&migrated), Some(stats));
         }
         // Fleet sums of fixed-width bins.
-        let mut sums = FleetSums::default();
-        sums.basis = stats;
-        sums.basis_bins = 3;
+        let sums = FleetSums {
+            basis: stats,
+            basis_bins: 3,
+            ..FleetSums::default()
+        };
         let migrated = migrate_value(Fleet::CF, &sums.encode()).unwrap();
         assert_eq!(decode::<Fleet>(&migrated), Some(sums));
         // JSON and opaque bytes keep their body.
@@ -484,9 +486,11 @@ mod tests {
         // Fewer fields than the first encoding had is no bin.
         assert_eq!(decode::<Bins>(&current[..5]), None);
         // Fleet sums keep each bin's length, so theirs read alike.
-        let mut sums = FleetSums::default();
-        sums.basis = stats;
-        sums.recent.push_back(BinStats::default());
+        let sums = FleetSums {
+            basis: stats,
+            recent: [BinStats::default()].into(),
+            ..FleetSums::default()
+        };
         assert_eq!(decode::<Fleet>(&encode::<Fleet>(&sums)), Some(sums));
     }
 }
