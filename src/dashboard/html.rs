@@ -149,11 +149,6 @@ pub fn interval_at(
     interval(values, [&m, &l, &h], decimals)
 }
 
-/// `text`, escaped; `None` shows as an em dash.
-pub fn text(text: Option<&str>) -> String {
-    text.map_or("—".into(), escape)
-}
-
 /// A date (UTC) of a time in ms, or an em dash.
 pub fn date(ms: Option<i64>) -> String {
     ms.map_or("—".into(), crate::model::utc_date)

@@ -643,10 +643,13 @@ impl ChangelogReader {
 /// The header a changelog record names its store format in ([`crate::store::codec::FORMAT`]).
 const FORMAT_HEADER: &str = "safetel.store-format";
 
+/// The header's value: the format as one ASCII digit (formats stay below ten).
+const FORMAT_VALUE: [u8; 1] = [b'0' + crate::store::codec::FORMAT];
+
 fn format_header() -> OwnedHeaders {
-    OwnedHeaders::new().insert(Header {
+    OwnedHeaders::new_with_capacity(1).insert(Header {
         key: FORMAT_HEADER,
-        value: Some(crate::store::codec::FORMAT.to_string().as_bytes()),
+        value: Some(&FORMAT_VALUE[..]),
     })
 }
 
