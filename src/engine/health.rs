@@ -80,14 +80,18 @@ impl HealthInputs<'_> {
 
 /// Whether pages and data may be served: not while the process cannot vouch for owning what
 /// it holds (rejoining, membership unconfirmed), nor while its loop has stood still past
-/// [`READY_STALL_MS`] (or half the session timeout) with nothing known to wait on (it may be just back from a pause, before it
-/// has noticed).
+/// [`READY_STALL_MS`] (or half the session timeout) with nothing known to wait on (it may be
+/// just back from a pause, before it has noticed), nor past the whole session timeout whatever
+/// it waits on: a commit retried after a pause looks like a wait, but the group may have given
+/// its partitions away meanwhile.
 pub fn may_serve(inputs: &HealthInputs<'_>) -> bool {
-    let stalled = inputs
-        .stood_still_ms()
-        .is_some_and(|s| s > inputs.ready_stall_ms())
-        && inputs.waiting_on().is_none();
-    inputs.status.owns_what_it_holds() && !(inputs.status.running && stalled)
+    let still = inputs.stood_still_ms().unwrap_or(0);
+    let stalled = still > inputs.ready_stall_ms() && inputs.waiting_on().is_none();
+    let past_session = inputs
+        .status
+        .session_timeout_ms
+        .is_some_and(|t| u64::try_from(still).unwrap_or(0) > t);
+    inputs.status.owns_what_it_holds() && !(inputs.status.running && (stalled || past_session))
 }
 
 /// `/health/live`.
@@ -297,6 +301,23 @@ mod tests {
             "not turned for 4 s"
         ));
         assert!(!may_serve(&short_pause), "no data served either");
+
+        // A commit retried through an outage is a wait, and data may be served while it lasts,
+        // but not past the session timeout: the process may have been paused mid-commit.
+        let mut retrying = inputs(&grouped);
+        retrying.commit_failing_since_unix_s = Some(1.8e9);
+        retrying.heartbeat_unix_ms = Some(NOW - 4000);
+        assert!(may_serve(&retrying), "4 s on a commit, within the session");
+        retrying.heartbeat_unix_ms = Some(NOW - 11_000);
+        assert!(
+            !may_serve(&retrying),
+            "11 s on a commit, past the 6 s session"
+        );
+        let ungrouped = healthy_status();
+        let mut alone = inputs(&ungrouped);
+        alone.commit_failing_since_unix_s = Some(1.8e9);
+        alone.heartbeat_unix_ms = Some(NOW - 60_000);
+        assert!(may_serve(&alone), "no group to move on without it");
 
         let rejoining = RunStatus {
             rejoining_since_unix_ms: Some(NOW - 1000),
