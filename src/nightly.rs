@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::refit::intervals::{TimelineItem, VehicleTimeline};
 use crate::refit::model::{DataError, SurvivalData};
 use crate::refit::result::{RefitResult, summarise_fit};
-use crate::refit::run::ModelRun;
+use crate::refit::run::{ModelRun, RunOutline};
 use crate::refit::sampler::{SampleError, sample};
 use crate::store::{Store, StoreError};
 use crate::warehouse::{Snapshot, StratumTotals, WarehouseError, write_snapshot};
@@ -157,12 +157,14 @@ pub fn refit_from_store(
     };
     let p = &result.parameters;
     let run = ModelRun {
-        run_id,
-        converged,
-        priors_applied: converged,
-        vehicles: result.data.vehicles,
-        intervals: result.data.intervals,
-        events: result.data.events,
+        outline: RunOutline {
+            run_id,
+            converged,
+            priors_applied: converged,
+            vehicles: result.data.vehicles,
+            intervals: result.data.intervals,
+            events: result.data.events,
+        },
         window_days: config.window_days,
         chains: settings.chains,
         warmup: settings.warmup,
@@ -210,7 +212,7 @@ pub fn record(
             );
         }
     }
-    let run_id = outcome.run.run_id;
+    let run_id = outcome.run.outline.run_id;
     let snapshot = write_snapshot(
         store,
         &config.warehouse_dir,

@@ -179,7 +179,10 @@ fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
                 earlier,
             )],
             &safetel::refit::run::ModelRun {
-                run_id: 1,
+                outline: safetel::refit::run::RunOutline {
+                    run_id: 1,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         )
@@ -209,8 +212,8 @@ fn a_refit_that_does_not_converge_keeps_the_previous_priors_and_says_so() {
     assert_eq!(restored.priors, vec![("veh-00001".to_string(), earlier)]);
     let runs = store.model_runs().unwrap();
     assert_eq!(runs.len(), 2);
-    assert!(!runs[1].converged);
-    assert!(!runs[1].priors_applied);
+    assert!(!runs[1].outline.converged);
+    assert!(!runs[1].outline.priors_applied);
     let text = metrics.render();
     assert!(
         text.contains("safetel_refit_runs_total{outcome=\"not_converged\"} 1"),

@@ -137,7 +137,7 @@ fn the_snapshot_reads_back_in_pyarrow_with_the_expected_rows_and_keys() {
     let snapshot = safetel::warehouse::write_snapshot(
         &store,
         &warehouse,
-        outcome.run.run_id,
+        outcome.run.outline.run_id,
         Some(&outcome.result.vehicles),
     )
     .unwrap();

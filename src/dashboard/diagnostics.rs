@@ -10,7 +10,7 @@ use super::Coverage;
 use super::html::{self, kpi, num};
 use super::svg::{Chart, PALETTE};
 use crate::refit::result::{Diagnostics, MAX_RHAT, MIN_ESS_BULK, PredictiveCheck};
-use crate::refit::run::ModelRun;
+use crate::refit::run::{ModelRun, RunOutline};
 
 /// The parameters the page shows, as the model run names them.
 const PARAMETERS: [&str; 3] = ["alpha", "mu", "sigma"];
@@ -29,12 +29,8 @@ pub struct DiagnosticsPage {
 /// One refit's convergence, parameters, traces and posterior predictive check.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunDiagnostics {
-    pub run_id: i64,
-    pub converged: bool,
-    pub priors_applied: bool,
-    pub vehicles: usize,
-    pub intervals: usize,
-    pub events: u64,
+    #[serde(flatten)]
+    pub outline: RunOutline,
     pub chains: usize,
     pub warmup: u64,
     pub draws: u64,
@@ -98,12 +94,7 @@ fn run_diagnostics(run: &ModelRun) -> RunDiagnostics {
         })
         .collect();
     RunDiagnostics {
-        run_id: run.run_id,
-        converged: run.converged,
-        priors_applied: run.priors_applied,
-        vehicles: run.vehicles,
-        intervals: run.intervals,
-        events: run.events,
+        outline: run.outline.clone(),
         chains: run.chains,
         warmup: run.warmup,
         draws: run.draws,
@@ -134,17 +125,17 @@ pub fn page(data: &DiagnosticsPage, coverage: &Coverage) -> String {
             body,
         );
     };
-    let verdict = if run.converged {
+    let verdict = if run.outline.converged {
         r#"<span class="good">converged: priors in use</span>"#
     } else {
         r#"<span class="bad">not converged: previous priors kept</span>"#
     };
     let mut body = format!(
         "<p>Run {} · {} vehicles, {} intervals, {} events · {} chains × {} draws ({} warm-up) · {}</p>",
-        num(run.run_id, "/run_id", 0),
-        num(run.vehicles, "/vehicles", 0),
-        num(run.intervals, "/intervals", 0),
-        num(run.events, "/events", 0),
+        num(run.outline.run_id, "/run_id", 0),
+        num(run.outline.vehicles, "/vehicles", 0),
+        num(run.outline.intervals, "/intervals", 0),
+        num(run.outline.events, "/events", 0),
         num(run.chains, "/chains", 0),
         num(run.draws, "/draws", 0),
         num(run.warmup, "/warmup", 0),

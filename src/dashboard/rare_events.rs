@@ -187,7 +187,7 @@ pub fn data(sources: &Sources<'_>) -> RareEvents {
         },
         by_vehicle_model: models,
         by_stratum,
-        strata_run_id: sources.model_run.map(|run| run.run_id),
+        strata_run_id: sources.model_run.map(|run| run.outline.run_id),
         period_days: super::PERIOD_DAYS,
         periods,
     }

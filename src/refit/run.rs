@@ -16,15 +16,8 @@ use super::result::{Diagnostics, PredictiveCheck};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelRun {
-    /// When the run started (ms since epoch); also its id.
-    pub run_id: i64,
-    pub converged: bool,
-    /// Whether its priors replaced the previous ones (only a converged run's do).
-    pub priors_applied: bool,
-    /// The data it was fitted to.
-    pub vehicles: usize,
-    pub intervals: usize,
-    pub events: u64,
+    #[serde(flatten)]
+    pub outline: RunOutline,
     pub window_days: u32,
     /// The sampler's settings.
     pub chains: usize,
@@ -47,6 +40,22 @@ pub struct ModelRun {
     /// The warehouse snapshot's trips by stratum, added once the snapshot is written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strata: Option<Vec<RunStratum>>,
+}
+
+/// Which run, its verdict and the data it was fitted to: what every view of a run shows
+/// first (the diagnostics page flattens it as the record does).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunOutline {
+    /// When the run started (ms since epoch); also its id.
+    pub run_id: i64,
+    pub converged: bool,
+    /// Whether its priors replaced the previous ones (only a converged run's do).
+    pub priors_applied: bool,
+    /// The data it was fitted to.
+    pub vehicles: usize,
+    pub intervals: usize,
+    pub events: u64,
 }
 
 /// Trips, exposure and events of one stratum (road type x weather x night) in the snapshot
@@ -119,12 +128,14 @@ mod tests {
     #[test]
     fn a_run_reads_back_as_written_with_nan_where_nothing_was_computed() {
         let run = ModelRun {
-            run_id: 1_700_000_000_000,
-            converged: true,
-            priors_applied: true,
-            vehicles: 3,
-            intervals: 40,
-            events: 7,
+            outline: RunOutline {
+                run_id: 1_700_000_000_000,
+                converged: true,
+                priors_applied: true,
+                vehicles: 3,
+                intervals: 40,
+                events: 7,
+            },
             window_days: 90,
             chains: 2,
             warmup: 100,
@@ -144,7 +155,7 @@ mod tests {
         assert!(back.alpha.unwrap().ess_tail.is_nan());
         assert!(back.traces["alpha"][0][1].is_nan());
         // NaN is not equal to itself: compare what is a number.
-        assert_eq!(back.run_id, run.run_id);
+        assert_eq!(back.outline, run.outline);
         assert_eq!(back.mu.unwrap().mean, -3.0);
         assert_eq!(back.sigma, None);
         assert_eq!(back.strata, None);
@@ -154,7 +165,8 @@ mod tests {
     fn a_record_from_before_a_field_existed_reads_with_its_default() {
         let old = serde_json::json!({"run_id": 5, "converged": false, "vehicles": 2});
         let run: ModelRun = serde_json::from_value(old).unwrap();
-        assert_eq!((run.run_id, run.converged, run.vehicles), (5, false, 2));
+        let o = &run.outline;
+        assert_eq!((o.run_id, o.converged, o.vehicles), (5, false, 2));
         assert_eq!(run.diagnostics, None);
         assert!(run.traces.is_empty());
         assert_eq!(run.strata, None);

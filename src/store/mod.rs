@@ -537,7 +537,7 @@ impl Store {
     fn put_model_run(&self, batch: &mut WriteBatch, run: &ModelRun) {
         batch.put_cf(
             self.cf(CF_MODEL_RUNS),
-            ModelRuns::key(run.run_id),
+            ModelRuns::key(run.outline.run_id),
             encode::<ModelRuns>(run),
         );
     }

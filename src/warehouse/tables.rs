@@ -475,18 +475,18 @@ pub(super) fn model_run_table(runs: &[ModelRun]) -> Table {
     let long = |f: fn(&ModelRun) -> i64| Values::Long(runs.iter().map(|r| Some(f(r))).collect());
     Table {
         columns: vec![
-            ("run_id", long(|r| r.run_id)),
+            ("run_id", long(|r| r.outline.run_id)),
             (
                 "run_time",
-                Values::Timestamp(runs.iter().map(|r| Some(r.run_id)).collect()),
+                Values::Timestamp(runs.iter().map(|r| Some(r.outline.run_id)).collect()),
             ),
             (
                 "converged",
-                Values::Bool(runs.iter().map(|r| Some(r.converged)).collect()),
+                Values::Bool(runs.iter().map(|r| Some(r.outline.converged)).collect()),
             ),
-            ("vehicles", long(|r| r.vehicles as i64)),
-            ("intervals", long(|r| r.intervals as i64)),
-            ("events", long(|r| r.events as i64)),
+            ("vehicles", long(|r| r.outline.vehicles as i64)),
+            ("intervals", long(|r| r.outline.intervals as i64)),
+            ("events", long(|r| r.outline.events as i64)),
             ("max_rhat", diagnostic(|d| d.max_rhat)),
             ("min_ess_bulk", diagnostic(|d| d.min_ess_bulk)),
             (
