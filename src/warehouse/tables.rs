@@ -54,6 +54,80 @@ pub(super) fn some<T>(values: impl IntoIterator<Item = T>) -> Vec<Option<T>> {
     values.into_iter().map(Some).collect()
 }
 
+/// A table built row by row: each column a name and what it reads from a row (`maybe_*`: a
+/// value that may be null).
+pub(super) struct Columns<'r, R> {
+    rows: &'r [R],
+    columns: Vec<(&'static str, Values)>,
+}
+
+impl<'r, R> Columns<'r, R> {
+    pub(super) fn over(rows: &'r [R]) -> Self {
+        Columns {
+            rows,
+            columns: Vec::new(),
+        }
+    }
+
+    fn read<T>(&self, f: impl Fn(&R) -> Option<T>) -> Vec<Option<T>> {
+        self.rows.iter().map(f).collect()
+    }
+
+    fn with(mut self, name: &'static str, values: Values) -> Self {
+        self.columns.push((name, values));
+        self
+    }
+
+    pub(super) fn text(self, name: &'static str, f: impl Fn(&R) -> String) -> Self {
+        let values = Values::Text(self.read(|r| Some(f(r))));
+        self.with(name, values)
+    }
+
+    pub(super) fn long(self, name: &'static str, f: impl Fn(&R) -> i64) -> Self {
+        self.maybe_long(name, |r| Some(f(r)))
+    }
+
+    pub(super) fn maybe_long(self, name: &'static str, f: impl Fn(&R) -> Option<i64>) -> Self {
+        let values = Values::Long(self.read(f));
+        self.with(name, values)
+    }
+
+    pub(super) fn double(self, name: &'static str, f: impl Fn(&R) -> f64) -> Self {
+        self.maybe_double(name, |r| Some(f(r)))
+    }
+
+    pub(super) fn maybe_double(self, name: &'static str, f: impl Fn(&R) -> Option<f64>) -> Self {
+        let values = Values::Double(self.read(f));
+        self.with(name, values)
+    }
+
+    pub(super) fn bool(self, name: &'static str, f: impl Fn(&R) -> bool) -> Self {
+        let values = Values::Bool(self.read(|r| Some(f(r))));
+        self.with(name, values)
+    }
+
+    pub(super) fn timestamp(self, name: &'static str, f: impl Fn(&R) -> i64) -> Self {
+        self.maybe_timestamp(name, |r| Some(f(r)))
+    }
+
+    pub(super) fn maybe_timestamp(self, name: &'static str, f: impl Fn(&R) -> Option<i64>) -> Self {
+        let values = Values::Timestamp(self.read(f));
+        self.with(name, values)
+    }
+
+    /// Days since the epoch of a time in ms.
+    pub(super) fn date(self, name: &'static str, f: impl Fn(&R) -> i64) -> Self {
+        let values = Values::Date(self.read(|r| Some(f(r).div_euclid(DAY_MS) as i32)));
+        self.with(name, values)
+    }
+
+    pub(super) fn table(self) -> Table {
+        Table {
+            columns: self.columns,
+        }
+    }
+}
+
 /// The fact rows of the records the store keeps: trips (by vehicle and trip id), their event
 /// counts, safety events, and the days any of them touch.
 #[derive(Default)]
@@ -179,27 +253,15 @@ pub(super) fn driver_table(
         d.1 += 1;
         d.2 += t.exposure_hours;
     }
-    Table {
-        columns: vec![
-            (
-                "snapshot_date",
-                Values::Date(vec![Some(snapshot_day); drivers.len()]),
-            ),
-            (
-                "driver_id",
-                Values::Text(some(drivers.keys().map(|d| d.to_string()))),
-            ),
-            (
-                "first_vehicle_id",
-                Values::Text(some(drivers.values().map(|d| d.0.to_string()))),
-            ),
-            ("trips", Values::Long(some(drivers.values().map(|d| d.1)))),
-            (
-                "exposure_hours",
-                Values::Double(some(drivers.values().map(|d| d.2))),
-            ),
-        ],
-    }
+    let drivers: Vec<_> = drivers.into_iter().collect();
+    let snapshot_ms = i64::from(snapshot_day) * DAY_MS;
+    Columns::over(&drivers)
+        .date("snapshot_date", |_| snapshot_ms)
+        .text("driver_id", |(d, _)| d.to_string())
+        .text("first_vehicle_id", |(_, d)| d.0.to_string())
+        .long("trips", |(_, d)| d.1)
+        .double("exposure_hours", |(_, d)| d.2)
+        .table()
 }
 
 /// `dim_vehicle`: each vehicle's attributes, totals, prior and (after a refit) hazard.
@@ -210,95 +272,28 @@ pub(super) fn vehicle_table(
     snapshot_day: i32,
 ) -> Table {
     let hazard = |id: &str, f: fn(&VehicleHazard) -> f64| hazards.and_then(|h| h.get(id)).map(f);
-    Table {
-        columns: vec![
-            (
-                "snapshot_date",
-                Values::Date(vec![Some(snapshot_day); vehicles.len()]),
-            ),
-            (
-                "vehicle_id",
-                Values::Text(some(vehicles.iter().map(|(id, _)| id.clone()))),
-            ),
-            (
-                "vehicle_model",
-                Values::Text(some(
-                    vehicles.iter().map(|(_, v)| v.meta.vehicle_model.clone()),
-                )),
-            ),
-            (
-                "firmware_version",
-                Values::Text(some(
-                    vehicles
-                        .iter()
-                        .map(|(_, v)| v.meta.firmware_version.clone()),
-                )),
-            ),
-            (
-                "last_event_time",
-                Values::Timestamp(some(
-                    vehicles.iter().map(|(_, v)| v.meta.last_event_time_ms),
-                )),
-            ),
-            (
-                "exposure_hours",
-                Values::Double(some(
-                    vehicles.iter().map(|(_, v)| v.totals().exposure_hours()),
-                )),
-            ),
-            (
-                "critical_events",
-                Values::Long(some(
-                    vehicles.iter().map(|(_, v)| v.totals().critical as i64),
-                )),
-            ),
-            (
-                "prior_a0",
-                Values::Double(
-                    vehicles
-                        .iter()
-                        .map(|(id, _)| priors.get(id).map(|p| p.a0))
-                        .collect(),
-                ),
-            ),
-            (
-                "prior_b0",
-                Values::Double(
-                    vehicles
-                        .iter()
-                        .map(|(id, _)| priors.get(id).map(|p| p.b0))
-                        .collect(),
-                ),
-            ),
-            (
-                "hazard_per_hour_mean",
-                Values::Double(
-                    vehicles
-                        .iter()
-                        .map(|(id, _)| hazard(id, |h| h.rate_per_hour_mean))
-                        .collect(),
-                ),
-            ),
-            (
-                "hazard_per_hour_q2_5",
-                Values::Double(
-                    vehicles
-                        .iter()
-                        .map(|(id, _)| hazard(id, |h| h.rate_q2_5))
-                        .collect(),
-                ),
-            ),
-            (
-                "hazard_per_hour_q97_5",
-                Values::Double(
-                    vehicles
-                        .iter()
-                        .map(|(id, _)| hazard(id, |h| h.rate_q97_5))
-                        .collect(),
-                ),
-            ),
-        ],
-    }
+    let prior = |id: &str, f: fn(&Prior) -> f64| priors.get(id).map(f);
+    let snapshot_ms = i64::from(snapshot_day) * DAY_MS;
+    Columns::over(vehicles)
+        .date("snapshot_date", |_| snapshot_ms)
+        .text("vehicle_id", |(id, _)| id.clone())
+        .text("vehicle_model", |(_, v)| v.meta.vehicle_model.clone())
+        .text("firmware_version", |(_, v)| v.meta.firmware_version.clone())
+        .timestamp("last_event_time", |(_, v)| v.meta.last_event_time_ms)
+        .double("exposure_hours", |(_, v)| v.totals().exposure_hours())
+        .long("critical_events", |(_, v)| v.totals().critical as i64)
+        .maybe_double("prior_a0", |(id, _)| prior(id, |p| p.a0))
+        .maybe_double("prior_b0", |(id, _)| prior(id, |p| p.b0))
+        .maybe_double("hazard_per_hour_mean", |(id, _)| {
+            hazard(id, |h| h.rate_per_hour_mean)
+        })
+        .maybe_double("hazard_per_hour_q2_5", |(id, _)| {
+            hazard(id, |h| h.rate_q2_5)
+        })
+        .maybe_double("hazard_per_hour_q97_5", |(id, _)| {
+            hazard(id, |h| h.rate_q97_5)
+        })
+        .table()
 }
 
 /// `dim_date`: the days the facts touch.
@@ -361,293 +356,103 @@ pub(super) fn regression_table(alerts: Vec<RegressionAlert>) -> Table {
     for list in episodes.values_mut() {
         list.sort_by_key(|a| a.detected_at);
     }
-    let first = |l: &Vec<RegressionAlert>| l.first().cloned().expect("episodes have alerts");
-    let last = |l: &Vec<RegressionAlert>| l.last().cloned().expect("episodes have alerts");
+    let episodes: Vec<(String, Vec<RegressionAlert>)> = episodes.into_iter().collect();
+    let first = |l: &[RegressionAlert]| l.first().cloned().expect("episodes have alerts");
+    let last = |l: &[RegressionAlert]| l.last().cloned().expect("episodes have alerts");
+    let resolved = |l: &[RegressionAlert]| last(l).status == AlertStatus::Resolved;
     let finite = |v: f64| v.is_finite().then_some(v);
-    Table {
-        columns: vec![
-            ("episode_id", Values::Text(some(episodes.keys().cloned()))),
-            (
-                "key_kind",
-                Values::Text(some(
-                    episodes
-                        .values()
-                        .map(|l| first(l).key_kind.name().to_string()),
-                )),
-            ),
-            (
-                "key",
-                Values::Text(some(episodes.values().map(|l| first(l).key))),
-            ),
-            (
-                "hazard_class",
-                Values::Text(some(
-                    episodes
-                        .values()
-                        .map(|l| first(l).hazard_class.name().to_string()),
-                )),
-            ),
-            (
-                "status",
-                Values::Text(some(episodes.values().map(|l| {
-                    if last(l).status == AlertStatus::Resolved {
-                        "RESOLVED".to_string()
-                    } else {
-                        "OPEN".to_string()
-                    }
-                }))),
-            ),
-            (
-                "onset",
-                Values::Timestamp(some(episodes.values().map(|l| first(l).onset_estimate))),
-            ),
-            (
-                "detected_at",
-                Values::Timestamp(some(episodes.values().map(|l| first(l).detected_at))),
-            ),
-            (
-                "resolved_at",
-                Values::Timestamp(
-                    episodes
-                        .values()
-                        .map(|l| {
-                            (last(l).status == AlertStatus::Resolved).then(|| last(l).detected_at)
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "mttd_days",
-                Values::Double(some(
-                    episodes.values().map(|l| first(l).time_to_detection_days()),
-                )),
-            ),
-            (
-                "hr_median",
-                Values::Double(
-                    episodes
-                        .values()
-                        .map(|l| finite(first(l).hr_median))
-                        .collect(),
-                ),
-            ),
-            (
-                "hr_low",
-                Values::Double(episodes.values().map(|l| finite(first(l).hr_low)).collect()),
-            ),
-            (
-                "hr_high",
-                Values::Double(
-                    episodes
-                        .values()
-                        .map(|l| finite(first(l).hr_high))
-                        .collect(),
-                ),
-            ),
-            (
-                "p_regression",
-                Values::Double(some(episodes.values().map(|l| first(l).p_regression))),
-            ),
-            (
-                "prior_source",
-                Values::Text(some(episodes.values().map(|l| first(l).prior_source))),
-            ),
-        ],
-    }
+    Columns::over(&episodes)
+        .text("episode_id", |(id, _)| id.clone())
+        .text("key_kind", |(_, l)| first(l).key_kind.name().to_string())
+        .text("key", |(_, l)| first(l).key)
+        .text("hazard_class", |(_, l)| {
+            first(l).hazard_class.name().to_string()
+        })
+        .text("status", |(_, l)| {
+            if resolved(l) { "RESOLVED" } else { "OPEN" }.to_string()
+        })
+        .timestamp("onset", |(_, l)| first(l).onset_estimate)
+        .timestamp("detected_at", |(_, l)| first(l).detected_at)
+        .maybe_timestamp("resolved_at", |(_, l)| {
+            resolved(l).then(|| last(l).detected_at)
+        })
+        .double("mttd_days", |(_, l)| first(l).time_to_detection_days())
+        .maybe_double("hr_median", |(_, l)| finite(first(l).hr_median))
+        .maybe_double("hr_low", |(_, l)| finite(first(l).hr_low))
+        .maybe_double("hr_high", |(_, l)| finite(first(l).hr_high))
+        .double("p_regression", |(_, l)| first(l).p_regression)
+        .text("prior_source", |(_, l)| first(l).prior_source)
+        .table()
 }
 
 /// `fact_model_run`: one row per refit the store keeps. A number the run could not compute
 /// (NaN), or a part an older run did not record, is null.
 pub(super) fn model_run_table(runs: &[ModelRun]) -> Table {
     let finite = |x: f64| x.is_finite().then_some(x);
-    let diagnostic = |f: fn(&Diagnostics) -> f64| -> Values {
-        let column = runs
-            .iter()
-            .map(|r| r.diagnostics.as_ref().and_then(|d| finite(f(d))));
-        Values::Double(column.collect())
+    let diagnostic = |r: &ModelRun, f: fn(&Diagnostics) -> f64| {
+        r.diagnostics.as_ref().and_then(|d| finite(f(d)))
     };
-    let mean_of = |name: &str| -> Values {
-        let column = runs
-            .iter()
-            .map(|r| r.parameter(name).and_then(|p| finite(p.mean)));
-        Values::Double(column.collect())
-    };
-    let long = |f: fn(&ModelRun) -> i64| Values::Long(runs.iter().map(|r| Some(f(r))).collect());
-    Table {
-        columns: vec![
-            ("run_id", long(|r| r.outline.run_id)),
-            (
-                "run_time",
-                Values::Timestamp(runs.iter().map(|r| Some(r.outline.run_id)).collect()),
-            ),
-            (
-                "converged",
-                Values::Bool(runs.iter().map(|r| Some(r.outline.converged)).collect()),
-            ),
-            ("vehicles", long(|r| r.outline.vehicles as i64)),
-            ("intervals", long(|r| r.outline.intervals as i64)),
-            ("events", long(|r| r.outline.events as i64)),
-            ("max_rhat", diagnostic(|d| d.max_rhat)),
-            ("min_ess_bulk", diagnostic(|d| d.min_ess_bulk)),
-            (
-                "divergences",
-                Values::Long(
-                    runs.iter()
-                        .map(|r| r.diagnostics.as_ref().map(|d| d.divergences as i64))
-                        .collect(),
-                ),
-            ),
-            ("ebfmi", diagnostic(|d| d.ebfmi)),
-            ("alpha_mean", mean_of("alpha")),
-            ("mu_mean", mean_of("mu")),
-            ("sigma_mean", mean_of("sigma")),
-            (
-                "ppc_p_value",
-                Values::Double(
-                    runs.iter()
-                        .map(|r| {
-                            r.posterior_predictive
-                                .as_ref()
-                                .and_then(|c| finite(c.p_value))
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "sampling_s",
-                Values::Double(runs.iter().map(|r| finite(r.sampling_s)).collect()),
-            ),
-        ],
-    }
+    let mean_of = |r: &ModelRun, name: &str| r.parameter(name).and_then(|p| finite(p.mean));
+    Columns::over(runs)
+        .long("run_id", |r| r.outline.run_id)
+        .timestamp("run_time", |r| r.outline.run_id)
+        .bool("converged", |r| r.outline.converged)
+        .long("vehicles", |r| r.outline.vehicles as i64)
+        .long("intervals", |r| r.outline.intervals as i64)
+        .long("events", |r| r.outline.events as i64)
+        .maybe_double("max_rhat", |r| diagnostic(r, |d| d.max_rhat))
+        .maybe_double("min_ess_bulk", |r| diagnostic(r, |d| d.min_ess_bulk))
+        .maybe_long("divergences", |r| {
+            r.diagnostics.as_ref().map(|d| d.divergences as i64)
+        })
+        .maybe_double("ebfmi", |r| diagnostic(r, |d| d.ebfmi))
+        .maybe_double("alpha_mean", |r| mean_of(r, "alpha"))
+        .maybe_double("mu_mean", |r| mean_of(r, "mu"))
+        .maybe_double("sigma_mean", |r| mean_of(r, "sigma"))
+        .maybe_double("ppc_p_value", |r| {
+            r.posterior_predictive
+                .as_ref()
+                .and_then(|c| finite(c.p_value))
+        })
+        .maybe_double("sampling_s", |r| finite(r.sampling_s))
+        .table()
 }
 
 /// `fact_safety_event` rows as a table.
 pub(super) fn event_table(rows: &[&EventRow]) -> Table {
-    Table {
-        columns: vec![
-            (
-                "event_id",
-                Values::Text(some(rows.iter().map(|e| e.event_id.clone()))),
-            ),
-            (
-                "trip_id",
-                Values::Text(some(rows.iter().map(|e| e.trip_id.clone()))),
-            ),
-            (
-                "vehicle_id",
-                Values::Text(some(rows.iter().map(|e| e.vehicle.clone()))),
-            ),
-            (
-                "event_time",
-                Values::Timestamp(some(rows.iter().map(|e| e.time_ms))),
-            ),
-            (
-                "date",
-                Values::Date(some(
-                    rows.iter().map(|e| e.time_ms.div_euclid(DAY_MS) as i32),
-                )),
-            ),
-            (
-                "event_type",
-                Values::Text(some(rows.iter().map(|e| e.event_type.to_string()))),
-            ),
-            (
-                "severity",
-                Values::Text(some(rows.iter().map(|e| e.severity.to_string()))),
-            ),
-            (
-                "speed_kph",
-                Values::Double(some(rows.iter().map(|e| e.speed_kph))),
-            ),
-            (
-                "critical",
-                Values::Bool(some(rows.iter().map(|e| e.critical))),
-            ),
-        ],
-    }
+    Columns::over(rows)
+        .text("event_id", |e| e.event_id.clone())
+        .text("trip_id", |e| e.trip_id.clone())
+        .text("vehicle_id", |e| e.vehicle.clone())
+        .timestamp("event_time", |e| e.time_ms)
+        .date("date", |e| e.time_ms)
+        .text("event_type", |e| e.event_type.to_string())
+        .text("severity", |e| e.severity.to_string())
+        .double("speed_kph", |e| e.speed_kph)
+        .bool("critical", |e| e.critical)
+        .table()
 }
 
 /// `fact_trip_safety` rows as a table.
 pub(super) fn trip_table(trip_rows: &[&(&(String, String), &Trip, TripCounts)]) -> Table {
-    Table {
-        columns: vec![
-            (
-                "trip_id",
-                Values::Text(some(trip_rows.iter().map(|(k, _, _)| k.1.clone()))),
-            ),
-            (
-                "vehicle_id",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.vehicle.clone()))),
-            ),
-            (
-                "driver_id",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.driver.clone()))),
-            ),
-            (
-                "date",
-                Values::Date(some(
-                    trip_rows
-                        .iter()
-                        // A trip's date is its end's, as the bins count it.
-                        .map(|(_, t, _)| t.end_ms.div_euclid(DAY_MS) as i32),
-                )),
-            ),
-            (
-                "start_time",
-                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.start_ms))),
-            ),
-            (
-                "end_time",
-                Values::Timestamp(some(trip_rows.iter().map(|(_, t, _)| t.end_ms))),
-            ),
-            (
-                "exposure_hours",
-                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.exposure_hours))),
-            ),
-            (
-                "distance_km",
-                Values::Double(some(trip_rows.iter().map(|(_, t, _)| t.distance_km))),
-            ),
-            (
-                "mode",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.mode.to_string()))),
-            ),
-            (
-                "road_type",
-                Values::Text(some(
-                    trip_rows.iter().map(|(_, t, _)| t.road_type.to_string()),
-                )),
-            ),
-            (
-                "weather",
-                Values::Text(some(
-                    trip_rows.iter().map(|(_, t, _)| t.weather.to_string()),
-                )),
-            ),
-            (
-                "night",
-                Values::Bool(some(trip_rows.iter().map(|(_, t, _)| t.night))),
-            ),
-            (
-                "firmware_version",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.firmware.clone()))),
-            ),
-            (
-                "vehicle_model",
-                Values::Text(some(trip_rows.iter().map(|(_, t, _)| t.model.clone()))),
-            ),
-            (
-                "safety_events",
-                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.safety_events))),
-            ),
-            (
-                "critical_events",
-                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.critical))),
-            ),
-            (
-                "disengagements",
-                Values::Long(some(trip_rows.iter().map(|(_, _, c)| c.disengagements))),
-            ),
-        ],
-    }
+    Columns::over(trip_rows)
+        .text("trip_id", |(k, _, _)| k.1.clone())
+        .text("vehicle_id", |(_, t, _)| t.vehicle.clone())
+        .text("driver_id", |(_, t, _)| t.driver.clone())
+        // A trip's date is its end's, as the bins count it.
+        .date("date", |(_, t, _)| t.end_ms)
+        .timestamp("start_time", |(_, t, _)| t.start_ms)
+        .timestamp("end_time", |(_, t, _)| t.end_ms)
+        .double("exposure_hours", |(_, t, _)| t.exposure_hours)
+        .double("distance_km", |(_, t, _)| t.distance_km)
+        .text("mode", |(_, t, _)| t.mode.to_string())
+        .text("road_type", |(_, t, _)| t.road_type.to_string())
+        .text("weather", |(_, t, _)| t.weather.to_string())
+        .bool("night", |(_, t, _)| t.night)
+        .text("firmware_version", |(_, t, _)| t.firmware.clone())
+        .text("vehicle_model", |(_, t, _)| t.model.clone())
+        .long("safety_events", |(_, _, c)| c.safety_events)
+        .long("critical_events", |(_, _, c)| c.critical)
+        .long("disengagements", |(_, _, c)| c.disengagements)
+        .table()
 }
