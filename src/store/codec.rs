@@ -66,30 +66,6 @@ fn migrate<F: Family>(legacy: &[u8]) -> Option<Vec<u8>> {
     F::decode_body(0, legacy).map(|value| encode::<F>(&value))
 }
 
-/// A value of column family `cf` written before version bytes (store format 0), in the current
-/// format; `None` if it is unreadable or `cf` is not a column family of the store.
-pub fn migrate_value(cf: &str, legacy: &[u8]) -> Option<Vec<u8>> {
-    match cf {
-        Vehicles::CF => migrate::<Vehicles>(legacy),
-        Bins::CF => migrate::<Bins>(legacy),
-        Facts::CF => migrate::<Facts>(legacy),
-        FactsByBin::CF => migrate::<FactsByBin>(legacy),
-        Timeline::CF => migrate::<Timeline>(legacy),
-        Seen::CF => migrate::<Seen>(legacy),
-        Positions::CF => migrate::<Positions>(legacy),
-        Series::CF => migrate::<Series>(legacy),
-        Cohorts::CF => migrate::<Cohorts>(legacy),
-        Fleet::CF => migrate::<Fleet>(legacy),
-        FactBins::CF => migrate::<FactBins>(legacy),
-        Rejected::CF => migrate::<Rejected>(legacy),
-        Priors::CF => migrate::<Priors>(legacy),
-        ModelRuns::CF => migrate::<ModelRuns>(legacy),
-        Alerts::CF => migrate::<Alerts>(legacy),
-        ChangelogOffsets::CF => migrate::<ChangelogOffsets>(legacy),
-        _ => None,
-    }
-}
-
 /// Eight little-endian bytes at `at`.
 fn le8(body: &[u8], at: usize) -> Option<[u8; 8]> {
     body.get(at..at + 8)?.try_into().ok()
@@ -116,35 +92,50 @@ fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
     serde_json::from_slice(body).ok()
 }
 
-/// One column family: its type, name, current version, key (with its lifetime, for keys that
-/// borrow) and value, and how each is written and read.
-macro_rules! family {
-    (
+/// The column families: for each, its type, name, current version, key (with its lifetime, for
+/// keys that borrow) and value, and how each is written and read. Declaring a family here is
+/// all it takes for [`FAMILIES`] to list it and [`migrate_value`] to rewrite its values.
+macro_rules! families {
+    ($(
         $(#[$doc:meta])*
         $name:ident: $cf:literal, version $version:literal,
         key <$lt:lifetime> $key:ty => |$k:ident| $keyed:expr,
         value $value:ty => |$v:ident, $out:ident| $encoded:expr,
         read |$version_read:pat_param, $body:ident| $decoded:expr
-    ) => {
-        $(#[$doc])*
-        pub struct $name;
+    );+ $(;)?) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
 
-        impl Family for $name {
-            const CF: &'static str = $cf;
-            const VERSION: u8 = $version;
-            type Key<$lt> = $key;
-            type Value = $value;
+            impl Family for $name {
+                const CF: &'static str = $cf;
+                const VERSION: u8 = $version;
+                type Key<$lt> = $key;
+                type Value = $value;
 
-            fn key($k: Self::Key<'_>) -> Vec<u8> {
-                $keyed
+                fn key($k: Self::Key<'_>) -> Vec<u8> {
+                    $keyed
+                }
+
+                fn encode_body($v: &$value, $out: &mut Vec<u8>) {
+                    $encoded
+                }
+
+                fn decode_body($version_read: u8, $body: &[u8]) -> Option<$value> {
+                    $decoded
+                }
             }
+        )+
 
-            fn encode_body($v: &$value, $out: &mut Vec<u8>) {
-                $encoded
-            }
+        /// The name of every column family of stored values (all but the store's `meta`).
+        pub const FAMILIES: &[&str] = &[$($cf),+];
 
-            fn decode_body($version_read: u8, $body: &[u8]) -> Option<$value> {
-                $decoded
+        /// A value of column family `cf` written before version bytes (store format 0), in the
+        /// current format; `None` if it is unreadable or `cf` is not a column family of values.
+        pub fn migrate_value(cf: &str, legacy: &[u8]) -> Option<Vec<u8>> {
+            match cf {
+                $($cf => migrate::<$name>(legacy),)+
+                _ => None,
             }
         }
     };
@@ -152,121 +143,6 @@ macro_rules! family {
 
 /// A fact segment's key: partition, bin of record time, vehicle, first offset.
 pub type SegmentKey<'a> = (PartitionId, i64, &'a str, i64);
-
-family! {
-    /// A vehicle's metadata (JSON), by partition and vehicle.
-    Vehicles: "vehicles", version 1,
-    key <'a> (PartitionId, &'a str) => |k| keys::vehicle(k.0, k.1),
-    value VehicleMeta => |v, out| json_body(v, out),
-    read |_, body| from_json(body)
-}
-
-family! {
-    /// A cohort aggregator's progress (JSON), by its number.
-    Cohorts: "cohorts", version 1,
-    key <'a> i32 => |q| partition_key(PartitionId::Cohort(q)),
-    value AggregatorProgress => |v, out| json_body(v, out),
-    read |_, body| from_json(body)
-}
-
-family! {
-    /// A refit's record (JSON), by its id (its start time).
-    ModelRuns: "model_runs", version 1,
-    key <'a> i64 => |run_id| keys::sortable_time(run_id).to_vec(),
-    value ModelRun => |v, out| json_body(v, out),
-    read |_, body| from_json(body)
-}
-
-family! {
-    /// An alert published (JSON), by its id.
-    Alerts: "alerts", version 1,
-    key <'a> &'a str => |id| id.as_bytes().to_vec(),
-    value RegressionAlert => |v, out| json_body(v, out),
-    read |_, body| from_json(body)
-}
-
-family! {
-    /// Facts of a safetel before retention (record segments), by vehicle and first offset:
-    /// read, never written.
-    Facts: "facts", version 1,
-    key <'a> (PartitionId, &'a str, i64) => |k| keys::fact_segment(k.0, k.1, k.2),
-    value Vec<u8> => |v, out| out.extend_from_slice(v),
-    read |_, body| Some(body.to_vec())
-}
-
-family! {
-    /// Accepted records' bytes (record segments), by partition, bin, vehicle and first offset.
-    FactsByBin: "facts_by_bin", version 1,
-    key <'a> SegmentKey<'a> => |k| keys::fact_segment_by_bin(k.0, k.1, k.2, k.3),
-    value Vec<u8> => |v, out| out.extend_from_slice(v),
-    read |_, body| Some(body.to_vec())
-}
-
-family! {
-    /// The refit's timeline items (record segments), keyed as the facts' segments.
-    Timeline: "timeline", version 1,
-    key <'a> SegmentKey<'a> => |k| keys::fact_segment_by_bin(k.0, k.1, k.2, k.3),
-    value Vec<u8> => |v, out| out.extend_from_slice(v),
-    read |_, body| Some(body.to_vec())
-}
-
-family! {
-    /// A key's change-point series as the engine encodes them (`engine::series`, which has its
-    /// own format byte), by partition and key.
-    Series: "series", version 1,
-    key <'a> (PartitionId, &'a str) => |k| keys::vehicle(k.0, k.1),
-    value Vec<u8> => |v, out| out.extend_from_slice(v),
-    read |_, body| Some(body.to_vec())
-}
-
-family! {
-    /// A vehicle's bin (or its retired sum), by partition, vehicle and bin start: its counts as
-    /// varints, in `BinStats`' field order. Fields are only appended, so a bin written before
-    /// some were has fewer, which read as zero: a new field needs no new version. Version 0 also
-    /// had fixed 8-byte fields, told apart by length.
-    Bins: "bins", version 1,
-    key <'a> (PartitionId, &'a str, i64) => |k| keys::bin(k.0, k.1, k.2),
-    value BinStats => |v, out| out.extend_from_slice(&v.encode_compact()),
-    read |version, body| match version {
-        0 if !body.len().is_multiple_of(8) => BinStats::decode_compact(body),
-        // The fixed-width forms.
-        0 => BinStats::decode(body),
-        _ => BinStats::decode_compact(body),
-    }
-}
-
-family! {
-    /// A partition's fleet sums, by partition: its bins in their compact form, each after its
-    /// length (version 1); version 0 had them fixed-width.
-    Fleet: "fleet", version 1,
-    key <'a> PartitionId => |p| partition_key(p),
-    value FleetSums => |v, out| out.extend_from_slice(&v.encode_compact()),
-    read |version, body| match version {
-        0 => FleetSums::decode(body),
-        _ => FleetSums::decode_compact(body),
-    }
-}
-
-family! {
-    /// A seen-id segment: (time, hash) pairs, 16 bytes each, by partition, latest time and
-    /// first offset.
-    Seen: "seen", version 1,
-    key <'a> (PartitionId, i64, i64) => |k| keys::seen_segment(k.0, k.1, k.2),
-    value Vec<(i64, u64)> => |entries, out| {
-        for (time, hash) in entries {
-            out.extend_from_slice(&time.to_le_bytes());
-            out.extend_from_slice(&hash.to_le_bytes());
-        }
-    },
-    read |_, body| {
-        if !body.len().is_multiple_of(16) {
-            return None;
-        }
-        body.chunks_exact(16)
-            .map(|entry| Some((i64_at(entry, 0)?, u64::from_le_bytes(le8(entry, 8)?))))
-            .collect()
-    }
-}
 
 /// Where a partition stands, as its positions entry keeps it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -309,23 +185,112 @@ impl StoredPosition {
     }
 }
 
-family! {
+families! {
+    /// A vehicle's metadata (JSON), by partition and vehicle.
+    Vehicles: "vehicles", version 1,
+    key <'a> (PartitionId, &'a str) => |k| keys::vehicle(k.0, k.1),
+    value VehicleMeta => |v, out| json_body(v, out),
+    read |_, body| from_json(body);
+
+    /// A cohort aggregator's progress (JSON), by its number.
+    Cohorts: "cohorts", version 1,
+    key <'a> i32 => |q| partition_key(PartitionId::Cohort(q)),
+    value AggregatorProgress => |v, out| json_body(v, out),
+    read |_, body| from_json(body);
+
+    /// A refit's record (JSON), by its id (its start time).
+    ModelRuns: "model_runs", version 1,
+    key <'a> i64 => |run_id| keys::sortable_time(run_id).to_vec(),
+    value ModelRun => |v, out| json_body(v, out),
+    read |_, body| from_json(body);
+
+    /// An alert published (JSON), by its id.
+    Alerts: "alerts", version 1,
+    key <'a> &'a str => |id| id.as_bytes().to_vec(),
+    value RegressionAlert => |v, out| json_body(v, out),
+    read |_, body| from_json(body);
+
+    /// Facts of a safetel before retention (record segments), by vehicle and first offset:
+    /// read, never written.
+    Facts: "facts", version 1,
+    key <'a> (PartitionId, &'a str, i64) => |k| keys::fact_segment(k.0, k.1, k.2),
+    value Vec<u8> => |v, out| out.extend_from_slice(v),
+    read |_, body| Some(body.to_vec());
+
+    /// Accepted records' bytes (record segments), by partition, bin, vehicle and first offset.
+    FactsByBin: "facts_by_bin", version 1,
+    key <'a> SegmentKey<'a> => |k| keys::fact_segment_by_bin(k.0, k.1, k.2, k.3),
+    value Vec<u8> => |v, out| out.extend_from_slice(v),
+    read |_, body| Some(body.to_vec());
+
+    /// The refit's timeline items (record segments), keyed as the facts' segments.
+    Timeline: "timeline", version 1,
+    key <'a> SegmentKey<'a> => |k| keys::fact_segment_by_bin(k.0, k.1, k.2, k.3),
+    value Vec<u8> => |v, out| out.extend_from_slice(v),
+    read |_, body| Some(body.to_vec());
+
+    /// A key's change-point series as the engine encodes them (`engine::series`, which has its
+    /// own format byte), by partition and key.
+    Series: "series", version 1,
+    key <'a> (PartitionId, &'a str) => |k| keys::vehicle(k.0, k.1),
+    value Vec<u8> => |v, out| out.extend_from_slice(v),
+    read |_, body| Some(body.to_vec());
+
+    /// A vehicle's bin (or its retired sum), by partition, vehicle and bin start: its counts as
+    /// varints, in `BinStats`' field order. Fields are only appended, so a bin written before
+    /// some were has fewer, which read as zero: a new field needs no new version. Version 0 also
+    /// had fixed 8-byte fields, told apart by length.
+    Bins: "bins", version 1,
+    key <'a> (PartitionId, &'a str, i64) => |k| keys::bin(k.0, k.1, k.2),
+    value BinStats => |v, out| out.extend_from_slice(&v.encode_compact()),
+    read |version, body| match version {
+        0 if !body.len().is_multiple_of(8) => BinStats::decode_compact(body),
+        // The fixed-width forms.
+        0 => BinStats::decode(body),
+        _ => BinStats::decode_compact(body),
+    };
+
+    /// A partition's fleet sums, by partition: its bins in their compact form, each after its
+    /// length (version 1); version 0 had them fixed-width.
+    Fleet: "fleet", version 1,
+    key <'a> PartitionId => |p| partition_key(p),
+    value FleetSums => |v, out| out.extend_from_slice(&v.encode_compact()),
+    read |version, body| match version {
+        0 => FleetSums::decode(body),
+        _ => FleetSums::decode_compact(body),
+    };
+
+    /// A seen-id segment: (time, hash) pairs, 16 bytes each, by partition, latest time and
+    /// first offset.
+    Seen: "seen", version 1,
+    key <'a> (PartitionId, i64, i64) => |k| keys::seen_segment(k.0, k.1, k.2),
+    value Vec<(i64, u64)> => |entries, out| {
+        for (time, hash) in entries {
+            out.extend_from_slice(&time.to_le_bytes());
+            out.extend_from_slice(&hash.to_le_bytes());
+        }
+    },
+    read |_, body| {
+        if !body.len().is_multiple_of(16) {
+            return None;
+        }
+        body.chunks_exact(16)
+            .map(|entry| Some((i64_at(entry, 0)?, u64::from_le_bytes(le8(entry, 8)?))))
+            .collect()
+    };
+
     /// A partition's position, by partition: little-endian numbers ([`StoredPosition`]).
     Positions: "positions", version 1,
     key <'a> PartitionId => |p| partition_key(p),
     value StoredPosition => |v, out| v.encode(out),
-    read |version, body| StoredPosition::decode(version, body)
-}
+    read |version, body| StoredPosition::decode(version, body);
 
-family! {
     /// Per bin of record time, the input offset of the first fact kept under it.
     FactBins: "fact_bins", version 1,
     key <'a> (PartitionId, i64) => |k| keys::fact_bin_prefix(k.0, k.1),
     value i64 => |offset, out| out.extend_from_slice(&offset.to_le_bytes()),
-    read |_, body| one_i64(body)
-}
+    read |_, body| one_i64(body);
 
-family! {
     /// The input offsets a commit rejected, by partition and the last of them: the
     /// differences between successive offsets as zig-zag varints.
     Rejected: "rejected", version 1,
@@ -346,10 +311,8 @@ family! {
             offsets.push(offset);
         }
         Some(offsets)
-    }
-}
+    };
 
-family! {
     /// A vehicle's prior from the last converged refit, by partition and vehicle: a0, b0 and
     /// the run's id, little-endian.
     Priors: "priors", version 1,
@@ -366,15 +329,13 @@ family! {
             b0: f64::from_le_bytes(le8(body, 8)?),
             run_id: i64_at(body, 16)?,
         })
-    }
-}
+    };
 
-family! {
     /// The last changelog offset a store reflects, by partition.
     ChangelogOffsets: "changelog", version 1,
     key <'a> PartitionId => |p| partition_key(p),
     value i64 => |offset, out| out.extend_from_slice(&offset.to_le_bytes()),
-    read |_, body| one_i64(body)
+    read |_, body| one_i64(body);
 }
 
 #[cfg(test)]
@@ -457,6 +418,140 @@ mod tests {
             Some(segment)
         );
         assert_eq!(migrate_value("no such family", b"x"), None);
+    }
+
+    /// Migrating `legacy` (a value of `F` as safetel wrote it before version bytes) gives the
+    /// current format, which reads back as `expected`.
+    fn migrates_to<F: Family>(legacy: &[u8], expected: &F::Value)
+    where
+        F::Value: PartialEq + std::fmt::Debug,
+    {
+        let migrated = migrate_value(F::CF, legacy)
+            .unwrap_or_else(|| panic!("{}: a legacy value did not migrate", F::CF));
+        assert_eq!(migrated[0], F::VERSION, "{}", F::CF);
+        assert_eq!(decode::<F>(&migrated).as_ref(), Some(expected), "{}", F::CF);
+    }
+
+    #[test]
+    fn every_family_migrates_its_legacy_values() {
+        use crate::model::{AlertStatus, HazardClass, KeyKind};
+        let bytes =
+            |numbers: &[i64]| -> Vec<u8> { numbers.iter().flat_map(|n| n.to_le_bytes()).collect() };
+        let stats = BinStats {
+            trips: 2,
+            critical: 1,
+            exposure_ms: 7_200_000,
+            ..BinStats::default()
+        };
+        // A family added to the registry without a case here fails: the loop names it.
+        for &cf in FAMILIES {
+            match cf {
+                Vehicles::CF => {
+                    let meta = VehicleMeta {
+                        vehicle_model: "M3".into(),
+                        firmware_version: "2.1".into(),
+                        last_event_time_ms: 5,
+                        ..VehicleMeta::default()
+                    };
+                    migrates_to::<Vehicles>(&serde_json::to_vec(&meta).unwrap(), &meta);
+                }
+                Bins::CF => migrates_to::<Bins>(&stats.encode(), &stats),
+                Facts::CF | FactsByBin::CF | Timeline::CF | Series::CF => {
+                    let segment = b"\x01segment".to_vec();
+                    match cf {
+                        Facts::CF => migrates_to::<Facts>(&segment, &segment),
+                        FactsByBin::CF => migrates_to::<FactsByBin>(&segment, &segment),
+                        Timeline::CF => migrates_to::<Timeline>(&segment, &segment),
+                        _ => migrates_to::<Series>(&segment, &segment),
+                    }
+                }
+                Seen::CF => {
+                    let legacy = bytes(&[11, 12, -3, 4]);
+                    migrates_to::<Seen>(&legacy, &vec![(11, 12), (-3, 4)]);
+                }
+                Positions::CF => {
+                    let read = StoredPosition {
+                        next_offset: 1,
+                        watermark_ms: 2,
+                        seen_cutoff_ms: 3,
+                        closed_through_ms: 4,
+                        sampling_scale: 0.0,
+                    };
+                    migrates_to::<Positions>(&bytes(&[1, 2, 3, 4]), &read);
+                }
+                Cohorts::CF => {
+                    let progress = AggregatorProgress {
+                        closed_through_ms: Some(86_400_000),
+                        ..AggregatorProgress::default()
+                    };
+                    let legacy = serde_json::to_vec(&progress).unwrap();
+                    migrates_to::<Cohorts>(&legacy, &progress);
+                }
+                Fleet::CF => {
+                    let sums = FleetSums {
+                        basis: stats,
+                        basis_bins: 2,
+                        ..FleetSums::default()
+                    };
+                    migrates_to::<Fleet>(&sums.encode(), &sums);
+                }
+                FactBins::CF => migrates_to::<FactBins>(&bytes(&[77]), &77),
+                ChangelogOffsets::CF => migrates_to::<ChangelogOffsets>(&bytes(&[9]), &9),
+                Rejected::CF => {
+                    let mut legacy = Vec::new();
+                    Rejected::encode_body(&vec![5, 8, 30], &mut legacy);
+                    migrates_to::<Rejected>(&legacy, &vec![5, 8, 30]);
+                }
+                Priors::CF => {
+                    let prior = Prior {
+                        a0: 1.5,
+                        b0: 20.0,
+                        run_id: 3,
+                    };
+                    let mut legacy = 1.5_f64.to_le_bytes().to_vec();
+                    legacy.extend(20.0_f64.to_le_bytes());
+                    legacy.extend(3_i64.to_le_bytes());
+                    migrates_to::<Priors>(&legacy, &prior);
+                }
+                ModelRuns::CF => {
+                    let mut run = ModelRun::default();
+                    run.outline.run_id = 17;
+                    run.outline.converged = true;
+                    migrates_to::<ModelRuns>(&serde_json::to_vec(&run).unwrap(), &run);
+                }
+                Alerts::CF => {
+                    let alert = RegressionAlert {
+                        alert_id: "VEHICLE/v1/critical/2026-01-01/OPENED".into(),
+                        status: AlertStatus::Opened,
+                        key_kind: KeyKind::Vehicle,
+                        key: "v1".into(),
+                        hazard_class: HazardClass::Critical,
+                        onset_estimate: 1,
+                        detected_at: 2,
+                        p_regression: 0.99,
+                        hr_median: 2.0,
+                        hr_low: 1.6,
+                        hr_high: 2.5,
+                        rate_before: 0.1,
+                        rate_after: 0.2,
+                        events_before: 3,
+                        events_after: 6,
+                        exposure_before: 30.0,
+                        exposure_after: 30.0,
+                        prior_source: "config".into(),
+                        sampling_policy: "all".into(),
+                    };
+                    migrates_to::<Alerts>(&serde_json::to_vec(&alert).unwrap(), &alert);
+                }
+                other => panic!("no legacy value to migrate for family {other}"),
+            }
+        }
+        let names: std::collections::BTreeSet<_> = FAMILIES.iter().collect();
+        assert_eq!(
+            names.len(),
+            FAMILIES.len(),
+            "each family is registered once"
+        );
     }
 
     #[test]

@@ -195,3 +195,17 @@ fn changelog_records_of_format_zero_are_rewritten_as_they_are_read() {
         None
     );
 }
+
+#[test]
+fn the_store_opens_exactly_the_registered_families_and_its_own_meta() {
+    use std::collections::BTreeSet;
+    let opened: BTreeSet<&str> = PARTITIONED.iter().chain(&LOCAL).copied().collect();
+    let registered: BTreeSet<&str> = codec::FAMILIES.iter().copied().chain([CF_META]).collect();
+    // A column family the store opens without registering it would not be migrated.
+    assert_eq!(opened, registered);
+    assert_eq!(
+        opened.len(),
+        PARTITIONED.len() + LOCAL.len(),
+        "no name twice"
+    );
+}
