@@ -52,6 +52,7 @@ use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
 use outbox::Outbox;
+pub use outbox::{CohortView, FleetView, PartitionView};
 pub use restored::{RestoreError, RestoredState};
 pub use retention::{Retention, VehicleArchive};
 use reviews::{ReviewDesk, review_hold};
@@ -60,22 +61,6 @@ pub use state::{
     PendingReview, Prior, RETIRED_BIN, RecentRecord, SeenSegment, VehicleMeta, VehicleState,
     Vehicles, fact_records, id_hash,
 };
-
-/// The cohort series as of the last commit point, shared with the HTTP API (reads): cohort key
-/// -> one series per hazard class.
-pub type CohortView = std::sync::RwLock<BTreeMap<String, crate::model::ByClass<detection::Series>>>;
-
-/// Each source partition's fleet sums as of the last commit point, and how many of its vehicles
-/// are out of memory, shared with the HTTP API.
-pub type FleetView = std::sync::RwLock<HashMap<PartitionId, PartitionView>>;
-
-/// A source partition as the HTTP API sees it ([`FleetView`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PartitionView {
-    pub fleet: FleetSums,
-    /// Vehicles of the partition that have left memory ([`Retention::silent_ms`]).
-    pub departed: usize,
-}
 
 impl VehicleSet for Vehicles {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
@@ -994,20 +979,12 @@ impl Engine {
                 self.retire_bins(p, horizon, &mut delta);
             }
         }
-        for p in outbox.dirty_fleet {
-            if let Some(state) = self.partitions.get(&p) {
-                delta.fleet_sums.push((p, state.fleet_sums.clone()));
-            }
-        }
-        if !delta.fleet_sums.is_empty() {
-            let mut view = self
-                .fleet_view
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (p, sums) in &delta.fleet_sums {
-                view.entry(*p).or_default().fleet = sums.clone();
-            }
-        }
+        outbox::take_fleet(
+            outbox.dirty_fleet,
+            &self.partitions,
+            &self.fleet_view,
+            &mut delta,
+        );
         outbox::take_series(outbox.dirty_series, &self.vehicles, &mut delta);
         outbox::take_cohorts(
             outbox.dirty_cohorts,

@@ -1,8 +1,10 @@
 //! The commit outbox: what changed since the last commit point and is not visible in the state
 //! maps themselves (which vehicles, partitions, series and aggregators to write, the cohort
 //! reports and alerts to send), and how each kind of change is taken from the state into the
-//! commit's [`StateDelta`] ([`take_vehicles`], [`take_partition`], [`take_series`],
-//! [`take_cohorts`]; [`Engine::take_delta`](super::Engine::take_delta) calls them in order).
+//! commit's [`StateDelta`] ([`take_vehicles`], [`take_partition`], [`take_fleet`],
+//! [`take_series`], [`take_cohorts`]; [`Engine::take_delta`](super::Engine::take_delta) calls
+//! them in order). The HTTP API reads the fleet sums and cohort series as of the last commit
+//! point from the views these steps publish ([`FleetView`], [`CohortView`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
@@ -10,11 +12,28 @@ use std::sync::RwLock;
 use super::admission::TimeRules;
 use super::cohorts::{CohortAggregator, PartitionReport};
 use super::delta::StateDelta;
+use super::detection::FleetSums;
 use super::retention::Retention;
 use super::series::{Series, encode_series};
 use super::state::{self, PartitionPosition, PartitionState, SeenSegment, Vehicles};
 use crate::model::{ByClass, RegressionAlert};
 use crate::partition_id::PartitionId;
+
+/// The cohort series as of the last commit point, shared with the HTTP API (reads): cohort key
+/// -> one series per hazard class.
+pub type CohortView = RwLock<BTreeMap<String, ByClass<Series>>>;
+
+/// Each source partition's fleet sums as of the last commit point, and how many of its vehicles
+/// are out of memory, shared with the HTTP API.
+pub type FleetView = RwLock<HashMap<PartitionId, PartitionView>>;
+
+/// A source partition as the HTTP API sees it ([`FleetView`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionView {
+    pub fleet: FleetSums,
+    /// Vehicles of the partition that have left memory ([`Retention::silent_ms`](super::Retention::silent_ms)).
+    pub departed: usize,
+}
 
 /// Changes since the last commit, by what they name.
 #[derive(Default)]
@@ -170,6 +189,28 @@ pub(super) fn take_partition(
     })
 }
 
+/// The fleet sums of the partitions that closed bins, into `delta` and into the API's `view`.
+pub(super) fn take_fleet(
+    closed: BTreeSet<PartitionId>,
+    partitions: &HashMap<PartitionId, PartitionState>,
+    view: &FleetView,
+    delta: &mut StateDelta,
+) {
+    let taken: Vec<(PartitionId, FleetSums)> = closed
+        .into_iter()
+        .filter_map(|p| Some((p, partitions.get(&p)?.fleet_sums.clone())))
+        .collect();
+    if !taken.is_empty() {
+        let mut view = view
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (p, sums) in &taken {
+            view.entry(*p).or_default().fleet = sums.clone();
+        }
+    }
+    delta.fleet_sums.extend(taken);
+}
+
 /// The fed series of vehicles, encoded, into `delta`.
 pub(super) fn take_series(ids: Vec<String>, vehicles: &Vehicles, delta: &mut StateDelta) {
     for vehicle_id in ids {
@@ -193,7 +234,7 @@ pub(super) fn take_cohorts(
     fed: BTreeSet<(i32, String)>,
     changed: BTreeSet<i32>,
     aggregators: &BTreeMap<i32, CohortAggregator>,
-    view: &RwLock<BTreeMap<String, ByClass<Series>>>,
+    view: &CohortView,
     delta: &mut StateDelta,
 ) {
     if !fed.is_empty() {
