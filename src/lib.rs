@@ -23,7 +23,8 @@
 //!   [`engine::cohorts`] (cohort reports and aggregation), [`engine::detection`] (bin closes)
 //!   feeding [`engine::series`] (a key's change-point series and their stored form),
 //!   [`engine::outbox`] (what the next commit writes) handed over as an [`engine::delta`],
-//!   [`engine::restored`] (what a store hands back), [`engine::retention`], [`engine::ledger`]
+//!   [`engine::restored`] (what a store hands back), [`engine::retention`] with
+//!   [`engine::departures`] (vehicles out of memory), [`engine::ledger`]
 //!   (rebuilding facts from the input); [`engine::runner`] drives it from any source to any
 //!   sink and [`engine::health`] judges the run; [`engine::memory`] is the in-process source;
 //!   [`engine::view`] the group view's records and the state a reader builds from them. No IO

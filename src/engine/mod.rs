@@ -18,6 +18,7 @@ pub mod clocks;
 pub mod cohort_router;
 pub mod cohorts;
 pub mod delta;
+pub mod departures;
 pub mod detection;
 pub mod health;
 pub mod ledger;
@@ -48,6 +49,7 @@ use admission::TimeRules;
 use cohort_router::{CohortRouter, RouteEffects};
 use cohorts::{CohortAggregator, PartitionReport};
 pub use delta::StateDelta;
+use departures::Departures;
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
@@ -82,19 +84,16 @@ impl VehicleSet for PartitionVehicles<'_> {
 }
 
 /// Per-record processing and the hot state it updates: a coordinator of admission
-/// ([`admission`]), the vehicles' bins, the [`ReviewDesk`], the [`CohortRouter`] and the commit
-/// [`Outbox`].
+/// ([`admission`]), the vehicles' bins, the [`ReviewDesk`], the [`CohortRouter`], the vehicles out
+/// of memory ([`Departures`]) and the commit [`Outbox`].
 pub struct Engine {
     config: StreamConfig,
     time: TimeRules,
     retention: Retention,
-    /// Where vehicles that left memory are loaded from when they send again.
-    archive: Option<Arc<dyn VehicleArchive>>,
     /// Whether commits carry what the group view learns of them ([`view`]).
     publishes_view: bool,
-    /// Vehicles that left memory (silent), by the partition their state is stored under, with
-    /// the first and last bins of theirs the store still keeps (`None`: all retired).
-    departed: HashMap<String, (PartitionId, Option<(i64, i64)>)>,
+    /// Vehicles that left memory (silent), and the archive that brings them back.
+    departed: Departures,
     /// The number of the next commit ([`Engine::take_delta`]), from 1.
     commits: u64,
     vehicles: Arc<Vehicles>,
@@ -144,9 +143,8 @@ impl Engine {
             config,
             time,
             retention: Retention::KEEP_ALL,
-            archive: None,
             publishes_view: false,
-            departed: HashMap::new(),
+            departed: Departures::default(),
             commits: 1,
             recent,
             vehicles: Arc::new(Vehicles::default()),
@@ -272,7 +270,7 @@ impl Engine {
         self.vehicles.retain(|_, v| !gone(&v.partition));
         self.partitions.retain(|p, _| !gone(p));
         self.cohorts.release(gone);
-        self.departed.retain(|_, (p, _)| !gone(p));
+        self.departed.release(gone);
         self.outbox.release(gone);
         self.refresh_cohort_view();
         self.refresh_fleet_view();
@@ -303,13 +301,13 @@ impl Engine {
     /// Lets silent vehicles ([`Retention::silent_ms`]) leave memory: `archive` (the state
     /// store) gives them back when they send again.
     pub fn with_archive(mut self, archive: Arc<dyn VehicleArchive>) -> Engine {
-        self.archive = Some(archive);
+        self.departed.set_archive(archive);
         self
     }
 
     /// Vehicles that have left memory, silent, and are in the store.
     pub fn departed_vehicles(&self) -> usize {
-        self.departed.len()
+        self.departed.count()
     }
 
     /// Sets the gauges that follow from the state held (after a restore or a release).
@@ -346,7 +344,7 @@ impl Engine {
         view.clear();
         for (p, state) in &self.partitions {
             if p.is_source() {
-                let departed = self.departed.values().filter(|(at, _)| at == p).count();
+                let departed = self.departed.in_partition(*p);
                 let fleet = state.fleet_sums.clone();
                 view.insert(*p, PartitionView { fleet, departed });
             }
@@ -596,16 +594,13 @@ impl Engine {
         if let Payload::Review(result) = &event.payload {
             return self.apply_review(record, &event, result);
         }
-        // (Most streams have no vehicle out of memory: no hashing of the id then.)
-        if !self.departed.is_empty()
-            && let Some(departed) = self.departed.remove(&*event.vehicle_id)
+        // Before any check that records the record: a failure leaves no trace of it, and the
+        // vehicle stays out (in the store) for its next record.
+        if let Some((stored_under, vehicle)) = self
+            .departed
+            .bring_back(&event.vehicle_id, self.detection.params)?
         {
-            // Before any check that records the record: a failure leaves no trace of it, and
-            // the vehicle stays out (in the store) for its next record.
-            if let Err(e) = self.bring_back(departed.0, &event.vehicle_id) {
-                self.departed.insert(event.vehicle_id.to_string(), departed);
-                return Err(e);
-            }
+            self.returned(stored_under, &event.vehicle_id, vehicle);
         }
         let partition = self.partitions.entry(record.partition).or_default();
         let admitted = admission::admit(&self.time, partition, &event)?;
@@ -826,27 +821,9 @@ impl Engine {
         }
     }
 
-    /// Takes everything changed since the last call, and forgets record ids too old to matter.
-    /// A vehicle that left memory sends again: its committed state comes back from the archive.
-    fn bring_back(&mut self, stored_under: PartitionId, vehicle_id: &str) -> Result<(), Rejection> {
-        let archive = self
-            .archive
-            .as_ref()
-            .expect("vehicles leave only with an archive");
-        let unavailable = |detail: String| Rejection::StateUnavailable {
-            vehicle_id: vehicle_id.to_string(),
-            detail,
-        };
-        let (mut vehicle, series) = archive
-            .load(stored_under, vehicle_id)
-            .map_err(unavailable)?
-            .ok_or_else(|| unavailable("not in the state store".into()))?;
-        if let Some(bytes) = series {
-            vehicle.series = Some(Box::new(
-                decode_series(self.detection.params, &bytes)
-                    .map_err(|e| unavailable(format!("series: {e}")))?,
-            ));
-        }
+    /// A vehicle that left memory sent again, and its committed state came back from the
+    /// archive.
+    fn returned(&mut self, stored_under: PartitionId, vehicle_id: &str, vehicle: VehicleState) {
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
         if self.publishes_view {
             self.outbox.view_vehicles.insert(vehicle_id.to_string());
@@ -860,7 +837,6 @@ impl Engine {
         if let Some(view) = view.get_mut(&stored_under) {
             view.departed = view.departed.saturating_sub(1);
         }
-        Ok(())
     }
 
     /// Vehicles of partition `p` that may leave memory ([`retention::may_leave`]) since an
@@ -901,13 +877,7 @@ impl Engine {
         let mut gone = Vec::with_capacity(left);
         for id in leaving {
             if let Some((_, vehicle)) = self.vehicles.remove(&id) {
-                let kept = vehicle
-                    .bins
-                    .keys()
-                    .next()
-                    .zip(vehicle.bins.keys().next_back());
-                self.departed
-                    .insert(id.clone(), (p, kept.map(|(f, l)| (*f, *l))));
+                self.departed.leave(id.clone(), p, &vehicle);
                 self.metrics.vehicles.dec();
                 self.metrics.vehicles_departed.inc();
                 let mut bins: Vec<i64> = vehicle.bins.keys().copied().collect();
@@ -918,7 +888,7 @@ impl Engine {
             }
         }
         if left > 0 {
-            let departed = self.departed.values().filter(|(at, _)| *at == p).count();
+            let departed = self.departed.in_partition(p);
             let mut view = self
                 .fleet_view
                 .write()
@@ -949,18 +919,11 @@ impl Engine {
                 .expired_bins
                 .extend(expired.into_iter().map(|bin| (p, id.clone(), bin)));
         }
-        // Vehicles out of memory: the store retires their bins, as memory would have.
-        for (id, (at, kept)) in self.departed.iter_mut() {
-            if let Some((first, last)) = *kept
-                && *at == p
-                && first < horizon_ms
-            {
-                delta.retire_stored.push((p, id.clone(), horizon_ms));
-                *kept = (last >= horizon_ms).then_some((horizon_ms, last));
-            }
-        }
+        self.departed.retire_stored(p, horizon_ms, delta);
     }
 
+    /// Takes everything changed since the last call (the next commit's [`StateDelta`]), and
+    /// forgets record ids too old to matter.
     pub fn take_delta(&mut self) -> StateDelta {
         self.metrics
             .publish_dead_letter_share(self.recent.snapshot());
@@ -996,7 +959,7 @@ impl Engine {
         delta.cohort_reports = outbox.reports;
         delta.alerts = outbox.published;
         let mut gone = Vec::new();
-        if let (Some(silent), true) = (self.retention.silent_ms, self.archive.is_some()) {
+        if let (Some(silent), true) = (self.retention.silent_ms, self.departed.may_depart()) {
             let partitions: Vec<PartitionId> =
                 delta.positions.iter().map(|p| p.partition).collect();
             for p in partitions {
@@ -1020,8 +983,7 @@ impl Engine {
         everything: bool,
         returned: BTreeSet<String>,
     ) -> Vec<view::ViewItem> {
-        let departed_in =
-            |p: PartitionId| self.departed.values().filter(|(at, _)| *at == p).count();
+        let departed_in = |p: PartitionId| self.departed.in_partition(p);
         let mut items = delta.view_items(gone, departed_in);
         if everything {
             for vehicle in self.vehicles.iter() {
