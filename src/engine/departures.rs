@@ -153,7 +153,7 @@ mod tests {
             &self,
             _partition: PartitionId,
             vehicle_id: &str,
-        ) -> Result<Option<super::super::retention::StoredVehicle>, String> {
+        ) -> Result<Option<crate::engine::retention::StoredVehicle>, String> {
             if *self.failing.lock().unwrap() {
                 return Err("store unavailable".into());
             }
