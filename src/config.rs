@@ -130,7 +130,7 @@ impl Default for RetentionConfig {
 /// Longest span any retention setting may take (100 years).
 const MAX_RETENTION_DAYS: u32 = 36_500;
 
-/// The review budget (DESIGN §4). With `budget` < 1, `run` publishes the trips its policy
+/// The review budget (docs/design.md §4). With `budget` < 1, `run` publishes the trips its policy
 /// selects to `kafka.review_requests_topic` and counts critical events only from the review
 /// service's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,7 +203,7 @@ pub enum RefitSchedule {
     Every { seconds: u64 },
 }
 
-/// The nightly survival refit (DESIGN §5).
+/// The nightly survival refit (docs/design.md §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefitConfig {
@@ -406,7 +406,7 @@ pub struct StateConfig {
     pub shutdown_deadline_ms: u64,
 }
 
-/// The change-point detector and its episodes (DESIGN §3). Bin width and lateness are in
+/// The change-point detector and its episodes (docs/design.md §3). Bin width and lateness are in
 /// `[stream]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

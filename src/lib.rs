@@ -2,7 +2,7 @@
 //!
 //! Vehicles publish telemetry to Kafka; safetel decodes and validates it, keeps per-vehicle
 //! event-time bins of counts and exposure in RocksDB (atomically with the source offsets), sends
-//! bad records to a dead-letter topic, and serves its state over HTTP. See DESIGN.md.
+//! bad records to a dead-letter topic, and serves its state over HTTP. See docs/design.md.
 //!
 //! # Layout
 //! - [`model`]: event types, hazard classes, validation. Pure.

@@ -1,8 +1,8 @@
 //! `safetel detect`: a change-point detector over one series from a CSV file, for backtests.
 //! Input columns `bin,events,exposure` (a header line is allowed); one JSON object per bin out.
 //!
-//! `--model fleet-relative` (the default) is the stream's detector (DESIGN §3): exposure is the
-//! key's risk-adjusted exposure (or, for a cohort, its members' expected count), `--a0`/`--b0`
+//! `--model fleet-relative` (the default) is the stream's detector (docs/design.md §3): exposure is
+//! the key's risk-adjusted exposure (or, for a cohort, its members' expected count), `--a0`/`--b0`
 //! the fleet's Gamma distribution of rates per unit of it, and the opening threshold comes from
 //! `--false-alarms-per-1000-months` for this one series. `--model self-baseline` is the earlier
 //! run-length detector against the series' own previous bins, with its output unchanged.

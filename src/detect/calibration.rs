@@ -1,5 +1,5 @@
 //! Opening thresholds from a false-alarm budget, by simulation under each key kind's null
-//! (DESIGN §3).
+//! (docs/design.md §3).
 //!
 //! A user states the false alarms they can afford per 1000 vehicle-months; the project turns
 //! that into the ln-odds of P(regression) at which an episode opens. What a series' null

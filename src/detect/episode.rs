@@ -1,5 +1,5 @@
 //! Regression episodes of one series: when P(regression) opens one, when it is worth an update,
-//! and when it resolves (DESIGN §3). Pure: the caller turns transitions into alerts.
+//! and when it resolves (docs/design.md §3). Pure: the caller turns transitions into alerts.
 
 use serde::{Deserialize, Serialize};
 

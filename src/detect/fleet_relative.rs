@@ -1,4 +1,4 @@
-//! The fleet-relative change detector (DESIGN §3): each key's counts against what the fleet
+//! The fleet-relative change detector (docs/design.md §3): each key's counts against what the fleet
 //! predicts for it, with a Shiryaev-Roberts recursion per hazard ratio.
 //!
 //! Bin t has count y_t and exposure x_t: risk-adjusted hours for a vehicle, the members'
@@ -27,7 +27,7 @@
 //! Onset: for the most probable ratio above the threshold, the start s of the most probable
 //! segment (a max-product recursion beside the sum). Hazard ratio median and 95% CrI: the rate
 //! after the onset (Gamma with one pseudo-event at the baseline mean, plus the segment's events
-//! and exposure) against the baseline (DESIGN §3's Beta formula, [`super::hazard_ratio`]).
+//! and exposure) against the baseline (docs/design.md §3's Beta formula, [`super::hazard_ratio`]).
 //! Pure: no IO, no clocks.
 
 use std::collections::VecDeque;

@@ -1,4 +1,5 @@
-//! Sequential Bayesian change-point detection for one series of event-time bins (DESIGN §3).
+//! Sequential Bayesian change-point detection for one series of event-time bins
+//! (docs/design.md §3).
 //!
 //! Owns the fleet-relative detector the stream runs ([`fleet_relative`]: each key against what
 //! the fleet predicts for it), its opening thresholds from a false-alarm budget

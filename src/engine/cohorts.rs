@@ -1,4 +1,4 @@
-//! Cohort aggregation across partitions (DESIGN §3, §8).
+//! Cohort aggregation across partitions (docs/design.md §3, §8).
 //!
 //! Owns the path from vehicle bins to cohort series. A cohort (`firmware:<v>`, `model:<m>`)
 //! spans source partitions, so no partition can close its bins alone. Each source partition,

@@ -1,4 +1,4 @@
-//! Bin closes and the change-point series they feed (DESIGN §3).
+//! Bin closes and the change-point series they feed (docs/design.md §3).
 //!
 //! Owns, per hazard class, one [`Series`] (fleet-relative detector + episode) per vehicle and
 //! per cohort (`firmware:<version>`, `model:<name>`), when their bins close, what each is

@@ -375,7 +375,8 @@ impl Engine {
     }
 
     /// Counts critical events only from trips `policy` selects for review, and feeds the
-    /// critical-class detectors the reviewed trips' events and risk-scaled exposure (DESIGN §4).
+    /// critical-class detectors the reviewed trips' events and risk-scaled exposure
+    /// (docs/design.md §4).
     pub fn with_sampling(mut self, policy: SamplingPolicy) -> Engine {
         self.detection.reviewed = true;
         self.detection.sampling_policy = policy.policy.name();

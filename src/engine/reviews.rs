@@ -1,8 +1,8 @@
 //! The review desk: which trips are reviewed under a review budget, and how reviews count.
 //!
-//! Owns the sampling policy's decisions (DESIGN §4) and the review service's round trip. In the
-//! stream (no service), a trip's critical events wait for its summary, which decides the review:
-//! a reviewed trip's events count at once. With a service, a selected trip becomes a
+//! Owns the sampling policy's decisions (docs/design.md §4) and the review service's round trip. In
+//! the stream (no service), a trip's critical events wait for its summary, which decides the
+//! review: a reviewed trip's events count at once. With a service, a selected trip becomes a
 //! [`ReviewRequest`], its partition's bins stay open behind a hold until the answer arrives on
 //! the stream (or times out), and only the answer's critical events count. A review counts in
 //! its vehicle's bins as reviewed risk exposure and Horvitz-Thompson terms ([`credit_review`]).

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What `safetel generate` simulates. Defaults aim at realism, not ease: critical events are rare
-/// and the injected regressions are of the size a real fleet sees (DESIGN section 3).
+/// and the injected regressions are of the size a real fleet sees (docs/design.md §3).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeneratorConfig {

@@ -323,20 +323,16 @@ impl ChangelogStore {
         }
         self.producer.begin_transaction()?;
         for op in ops {
-            let Some(partition) = op.changelog_partition() else {
+            let Some((partition, key, value)) = op.changelog_record() else {
                 continue;
             };
             let (topic, at) = self.topics.changelog(partition);
-            let mut key = Vec::with_capacity(op.key.len() + 1);
-            key.push(op.cf_code().expect("partitioned column family"));
-            key.extend_from_slice(&op.key);
-            let value: &[u8] = op.value.as_deref().unwrap_or(&[]);
             let record = BaseRecord::to(topic)
                 .partition(at)
                 .key(&key)
                 .headers(format_header());
-            let record = match &op.value {
-                Some(_) => record.payload(value),
+            let record = match value {
+                Some(value) => record.payload(value),
                 None => record,
             };
             self.send(record)?;

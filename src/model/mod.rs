@@ -127,7 +127,7 @@ avro_enum!(TransitionReason {
     SystemFault = "SYSTEM_FAULT",
 });
 
-/// The hazard classes whose rates the detector watches (DESIGN section 3).
+/// The hazard classes whose rates the detector watches (docs/design.md §3).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]

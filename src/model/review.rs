@@ -1,5 +1,5 @@
-//! The review loop's messages (DESIGN §4): a request for a trip chosen under the review budget,
-//! and the review service's result, the critical events its review confirmed.
+//! The review loop's messages (docs/design.md §4): a request for a trip chosen under the review
+//! budget, and the review service's result, the critical events its review confirmed.
 
 use std::borrow::Cow;
 

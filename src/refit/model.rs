@@ -1,5 +1,5 @@
-//! The Weibull survival model with vehicle random effects (DESIGN §5) as a log density with its
-//! gradient, written out by hand.
+//! The Weibull survival model with vehicle random effects (docs/design.md §5) as a log density with
+//! its gradient, written out by hand.
 //!
 //! Data: intervals of exposure hours t_i between consecutive critical events of vehicle v(i),
 //! d_i = 1 if the interval ended in an event, 0 if censored. Model:

@@ -1,5 +1,5 @@
-//! Review-budget sampling (DESIGN §4): which trips get their logs reviewed, and how the reviewed
-//! ones stand for the rest.
+//! Review-budget sampling (docs/design.md §4): which trips get their logs reviewed, and how the
+//! reviewed ones stand for the rest.
 //!
 //! Owns the policies (`full`, `uniform`, `stratified`, `importance`, `adaptive`), each giving a
 //! trip its inclusion probability from what is known before its outcome (stratum, exposure, the

@@ -45,7 +45,7 @@ impl Policy {
     }
 }
 
-/// Road type x weather x night: the strata of DESIGN §4.
+/// Road type x weather x night: the strata of docs/design.md §4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Stratum {
     pub road: RoadType,

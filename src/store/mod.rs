@@ -88,6 +88,9 @@ pub const PARTITIONED: [&str; 12] = [
 /// changelogs that carried them still restore.)
 const NOT_LOGGED: [&str; 3] = [CF_FACTS, CF_FACTS_BY_BIN, CF_SEEN];
 
+/// A change as its changelog carries it ([`Op::changelog_record`]): partition, key, value.
+pub type ChangelogRecord<'a> = (PartitionId, Vec<u8>, Option<&'a [u8]>);
+
 /// One change to the store: `value` `None` deletes the key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Op {
@@ -123,6 +126,17 @@ impl Op {
         (PARTITIONED.contains(&self.cf) && !NOT_LOGGED.contains(&self.cf))
             .then(|| keys::partition_of(&self.key))
             .flatten()
+    }
+
+    /// The changelog record this change is carried as: the partition whose changelog takes it,
+    /// the record's key (the column family's code, then the store key) and its value (`None`:
+    /// a tombstone). `None` for a change no changelog carries.
+    pub fn changelog_record(&self) -> Option<ChangelogRecord<'_>> {
+        let partition = self.changelog_partition()?;
+        let mut key = Vec::with_capacity(self.key.len() + 1);
+        key.push(self.cf_code()?);
+        key.extend_from_slice(&self.key);
+        Some((partition, key, self.value.as_deref()))
     }
 
     /// The column family's code in the changelog.
@@ -295,6 +309,15 @@ impl Store {
             self.db.write(batch)?;
         }
         Ok(rewritten)
+    }
+
+    /// Writes every column family's memtable to its files (the write-ahead log then holds
+    /// nothing the files do not).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in PARTITIONED.iter().chain(&LOCAL) {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {

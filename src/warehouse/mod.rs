@@ -1,4 +1,4 @@
-//! Star-schema Parquet for BI tools (DESIGN §6), matching `schemas/warehouse/*.sql`.
+//! Star-schema Parquet for BI tools (docs/design.md §6), matching `schemas/warehouse/*.sql`.
 //!
 //! Facts by day, each written once: `<warehouse>/fact_trip_safety/end_date=YYYY-MM-DD/part-<p>.parquet`
 //! (one row per trip, in the day its trip ended, exposure and event counts by class) and
@@ -61,7 +61,7 @@ pub struct Snapshot {
     pub strata: Vec<StratumTotals>,
 }
 
-/// `fact_trip_safety` summed over one stratum (road type x weather x night, DESIGN §4): the
+/// `fact_trip_safety` summed over one stratum (road type x weather x night, docs/design.md §4): the
 /// trips, their exposure, and the events the facts hold for them (under a review budget, only
 /// reviewed trips' critical events are in the facts).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]

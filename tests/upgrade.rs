@@ -1,0 +1,177 @@
+//! Upgrades: a store and a changelog written by an earlier release (committed fixtures under
+//! `tests/fixtures/upgrade/`, each written by `examples/upgrade_fixture.rs` of its release)
+//! restore into this one with the state this release makes of the same stream, and with the
+//! logical state the earlier release dumped.
+
+#[path = "upgrade/files.rs"]
+mod files;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use files::settings;
+use safetel::config::Config;
+use safetel::engine::memory::{MemoryRecord, run_in_memory};
+use safetel::engine::{Engine, PartitionId, RestoredState, StoredPartition, VehicleArchive};
+use safetel::metrics::Metrics;
+use safetel::store::{Op, Store};
+use serde_json::Value;
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(
+        !dirs.is_empty(),
+        "no upgrade fixture under {}",
+        root.display()
+    );
+    dirs
+}
+
+/// The store this release makes of the fixture's input, with the fixture's settings.
+fn replayed(fixture: &Path, dir: &Path) -> Store {
+    let input = files::read_input(&std::fs::read(fixture.join("input.bin")).unwrap()).unwrap();
+    let store = Arc::new(Store::open(&dir.join("replayed")).unwrap());
+    let config = Config::default_config();
+    let mut engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        RestoredState::default(),
+        Metrics::new(),
+    )
+    .unwrap()
+    .with_retention(settings::RETENTION)
+    .with_archive(Arc::clone(&store) as Arc<dyn VehicleArchive>);
+    let records = input.into_iter().map(|(key, time, bytes)| MemoryRecord {
+        key,
+        bytes,
+        timestamp_ms: Some(time),
+    });
+    let mut target = Arc::clone(&store);
+    run_in_memory(
+        &mut engine,
+        records,
+        settings::PARTITIONS,
+        &mut target,
+        settings::COMMIT_EVERY,
+    )
+    .unwrap();
+    drop((engine, target));
+    Arc::try_unwrap(store)
+        .ok()
+        .expect("the store is no longer shared")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+fn snapshot_file(fixture: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(fixture.join("snapshot.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn an_earlier_releases_store_opens_to_the_state_of_the_same_stream_run_here() {
+    for fixture in fixtures() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = replayed(&fixture, dir.path()).snapshot().unwrap();
+        copy_dir(&fixture.join("store"), &dir.path().join("upgraded"));
+        let upgraded = Store::open(&dir.path().join("upgraded")).unwrap();
+        let state = upgraded.snapshot().unwrap();
+        assert!(
+            state["vehicles"].as_object().is_some_and(|v| v.len() > 5),
+            "{}: the fixture holds vehicles",
+            fixture.display()
+        );
+        assert_eq!(
+            state,
+            expected,
+            "{}: the upgraded store differs from the same stream run here",
+            fixture.display()
+        );
+        assert_eq!(
+            state,
+            snapshot_file(&fixture),
+            "{}: the upgraded store differs from what the earlier release held",
+            fixture.display()
+        );
+    }
+}
+
+/// The parts of a snapshot a changelog restores: the local facts and seen ids are rebuilt from
+/// the input instead, the alerts and priors are each process's own.
+fn logged_parts(snapshot: &Value) -> Value {
+    let partitions: BTreeMap<&String, Value> = snapshot["partitions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, state)| {
+            let mut state = state.clone();
+            let state_map = state.as_object_mut().unwrap();
+            state_map.remove("seen");
+            state_map.remove("seen_digest");
+            (p, state)
+        })
+        .collect();
+    serde_json::json!({
+        "vehicles": snapshot["vehicles"],
+        "partitions": partitions,
+        "series": snapshot["series"],
+        "cohort_aggregators": snapshot["cohort_aggregators"],
+        "cohort_report_offsets": snapshot["cohort_report_offsets"],
+    })
+}
+
+#[test]
+fn an_earlier_releases_changelog_restores_to_the_state_of_the_same_stream_run_here() {
+    for fixture in fixtures() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = logged_parts(&replayed(&fixture, dir.path()).snapshot().unwrap());
+        let records =
+            files::read_changelog(&std::fs::read(fixture.join("changelog.bin")).unwrap()).unwrap();
+        let mut by_partition: BTreeMap<i32, Vec<Op>> = BTreeMap::new();
+        for (format, partition, key, value) in &records {
+            let op = Op::from_changelog(key, value.as_deref(), *format)
+                .unwrap_or_else(|| panic!("{}: an unreadable changelog record", fixture.display()));
+            by_partition.entry(*partition).or_default().push(op);
+        }
+        let restored = Store::open(&dir.path().join("restored")).unwrap();
+        for (stored, ops) in &by_partition {
+            let Some(StoredPartition::Partition(partition)) = PartitionId::from_stored(*stored)
+            else {
+                panic!("{}: changelog partition {stored}", fixture.display());
+            };
+            restored
+                .replace_partition(partition, ops, Some(ops.len() as i64 - 1))
+                .unwrap();
+        }
+        let state = logged_parts(&restored.snapshot().unwrap());
+        assert!(
+            state["series"].as_object().is_some_and(|s| !s.is_empty()),
+            "{}: the changelog carries series",
+            fixture.display()
+        );
+        assert_eq!(
+            state,
+            expected,
+            "{}: the restored changelog differs from the same stream run here",
+            fixture.display()
+        );
+        assert_eq!(
+            state,
+            logged_parts(&snapshot_file(&fixture)),
+            "{}: the restored changelog differs from what the earlier release held",
+            fixture.display()
+        );
+    }
+}
