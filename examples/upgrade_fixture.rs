@@ -12,13 +12,9 @@ mod files;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use files::settings;
-use safetel::config::Config;
-use safetel::engine::memory::{MemoryRecord, run_in_memory};
+use safetel::engine::StateDelta;
 use safetel::engine::runner::{CommitError, CommitTarget};
-use safetel::engine::{Engine, RestoredState, StateDelta, VehicleArchive};
 use safetel::generator::Generator;
-use safetel::metrics::Metrics;
 use safetel::store::Store;
 
 /// Writes each commit to the store and keeps the changelog records it makes.
@@ -54,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         .into();
     anyhow::ensure!(!dir.exists(), "{} exists already", dir.display());
     std::fs::create_dir_all(&dir)?;
-    let input: Vec<files::InputRecord> = Generator::new(settings::fleet())?
+    let input: Vec<files::InputRecord> = Generator::new(files::settings::fleet())?
         .map(|r| (r.key, r.produced_ms, r.bytes))
         .collect();
     let mut bytes = Vec::new();
@@ -62,32 +58,12 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(dir.join("input.bin"), bytes)?;
 
     let store = Arc::new(Store::open(&dir.join("store"))?);
-    let config = Config::default_config();
-    let mut engine = Engine::new(
-        config.stream.clone(),
-        &config.detector,
-        RestoredState::default(),
-        Metrics::new(),
-    )?
-    .with_retention(settings::RETENTION)
-    .with_archive(Arc::clone(&store) as Arc<dyn VehicleArchive>);
     let changelog = Arc::new(Mutex::new(Vec::new()));
     let mut target = Recording {
         store: Arc::clone(&store),
         changelog: Arc::clone(&changelog),
     };
-    let records = input.into_iter().map(|(key, time, bytes)| MemoryRecord {
-        key,
-        bytes,
-        timestamp_ms: Some(time),
-    });
-    let (dead_letters, alerts) = run_in_memory(
-        &mut engine,
-        records,
-        settings::PARTITIONS,
-        &mut target,
-        settings::COMMIT_EVERY,
-    )?;
+    let (dead_letters, alerts) = files::run_stream(input, &store, &mut target);
     let snapshot = store.snapshot()?;
     std::fs::write(
         dir.join("snapshot.json"),
@@ -97,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     let mut bytes = Vec::new();
     files::write_changelog(&mut bytes, &changelog)?;
     std::fs::write(dir.join("changelog.bin"), bytes)?;
-    drop((engine, target));
+    drop(target);
     let store = Arc::try_unwrap(store).map_err(|_| anyhow::anyhow!("the store is still shared"))?;
     store.flush()?;
     drop(store);
@@ -112,8 +88,8 @@ fn main() -> anyhow::Result<()> {
         "{}: {} changelog records, {} dead letters, {} alerts",
         dir.display(),
         changelog.len(),
-        dead_letters.records.len(),
-        alerts.alerts.len()
+        dead_letters,
+        alerts
     );
     Ok(())
 }

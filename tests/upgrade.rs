@@ -10,11 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use files::settings;
-use safetel::config::Config;
-use safetel::engine::memory::{MemoryRecord, run_in_memory};
-use safetel::engine::{Engine, PartitionId, RestoredState, StoredPartition, VehicleArchive};
-use safetel::metrics::Metrics;
+use safetel::engine::{PartitionId, StoredPartition};
 use safetel::store::{Op, Store};
 use serde_json::Value;
 
@@ -38,31 +34,9 @@ fn fixtures() -> Vec<PathBuf> {
 fn replayed(fixture: &Path, dir: &Path) -> Store {
     let input = files::read_input(&std::fs::read(fixture.join("input.bin")).unwrap()).unwrap();
     let store = Arc::new(Store::open(&dir.join("replayed")).unwrap());
-    let config = Config::default_config();
-    let mut engine = Engine::new(
-        config.stream.clone(),
-        &config.detector,
-        RestoredState::default(),
-        Metrics::new(),
-    )
-    .unwrap()
-    .with_retention(settings::RETENTION)
-    .with_archive(Arc::clone(&store) as Arc<dyn VehicleArchive>);
-    let records = input.into_iter().map(|(key, time, bytes)| MemoryRecord {
-        key,
-        bytes,
-        timestamp_ms: Some(time),
-    });
     let mut target = Arc::clone(&store);
-    run_in_memory(
-        &mut engine,
-        records,
-        settings::PARTITIONS,
-        &mut target,
-        settings::COMMIT_EVERY,
-    )
-    .unwrap();
-    drop((engine, target));
+    files::run_stream(input, &store, &mut target);
+    drop(target);
     Arc::try_unwrap(store)
         .ok()
         .expect("the store is no longer shared")

@@ -13,6 +13,14 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use safetel::config::Config;
+use safetel::engine::memory::{MemoryRecord, run_in_memory};
+use safetel::engine::runner::CommitTarget;
+use safetel::engine::{Engine, RestoredState, VehicleArchive};
+use safetel::metrics::Metrics;
+use safetel::store::Store;
 
 /// One input record: key, produce time (ms), bytes.
 pub type InputRecord = (String, i64, Vec<u8>);
@@ -93,6 +101,40 @@ pub fn read_changelog(bytes: &[u8]) -> io::Result<Vec<ChangelogRecord>> {
         records.push((format, partition, key, take_bytes(&mut input)?));
     }
     Ok(records)
+}
+
+/// Runs the fixture's `input` through this release's engine with the fixture's [`settings`],
+/// silent vehicles leaving memory for `store`, committing to `target`. Returns how many records
+/// were dead-lettered and how many alerts were raised.
+pub fn run_stream(
+    input: Vec<InputRecord>,
+    store: &Arc<Store>,
+    target: &mut dyn CommitTarget,
+) -> (usize, usize) {
+    let config = Config::default_config();
+    let mut engine = Engine::new(
+        config.stream.clone(),
+        &config.detector,
+        RestoredState::default(),
+        Metrics::new(),
+    )
+    .expect("the default configuration is valid")
+    .with_retention(settings::RETENTION)
+    .with_archive(Arc::clone(store) as Arc<dyn VehicleArchive>);
+    let records = input.into_iter().map(|(key, time, bytes)| MemoryRecord {
+        key,
+        bytes,
+        timestamp_ms: Some(time),
+    });
+    let (dead_letters, alerts) = run_in_memory(
+        &mut engine,
+        records,
+        settings::PARTITIONS,
+        target,
+        settings::COMMIT_EVERY,
+    )
+    .expect("the fixture's stream runs");
+    (dead_letters.records.len(), alerts.alerts.len())
 }
 
 /// How the fixture's run was configured: the test replays the input the same way.
