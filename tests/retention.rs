@@ -274,6 +274,7 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
             sampling: None,
             truth: None,
             horizon_days: 14.0,
+            history: outcome.store.as_ref(),
         };
         serde_json::to_value(safetel::dashboard::regressions::episode_data(&sources, id).unwrap())
             .unwrap()

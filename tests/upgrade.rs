@@ -50,8 +50,22 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// What the earlier release dumped, less what this release no longer keeps as state:
+/// - the vehicle page's recent lists in a vehicle's attributes (releases up to 639a058): the
+///   page now reads them from the facts, which the dump compares by digest; a store or
+///   changelog of such a release is read with the lists dropped.
 fn snapshot_file(fixture: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(fixture.join("snapshot.json")).unwrap()).unwrap()
+    let mut dump: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("snapshot.json")).unwrap()).unwrap();
+    if let Some(vehicles) = dump["vehicles"].as_object_mut() {
+        for vehicle in vehicles.values_mut() {
+            if let Some(meta) = vehicle["meta"].as_object_mut() {
+                meta.remove("recent_trips");
+                meta.remove("recent_critical");
+            }
+        }
+    }
+    dump
 }
 
 #[test]

@@ -17,6 +17,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     /// Fails unless every byte was consumed.
     pub fn finish(self) -> Result<(), DecodeError> {
         match self.buf.len() - self.pos {

@@ -9,14 +9,15 @@ use serde::Serialize;
 
 use super::html::{self, escape, kpi, num};
 use super::links::{cohort_href, vehicle_href};
+use super::recent::{RecentLists, RecentRecord};
 use super::regressions::{
     self, BaselineInUse, EpisodeRow, HR_FIELDS, HistoryRow, KeyHistory, history_rows,
 };
 use super::summary::Totals;
 use super::svg::{Chart, PALETTE};
 use super::{Coverage, Sources};
+use crate::engine::PartitionId;
 use crate::engine::detection::Rules;
-use crate::engine::{PartitionId, RecentRecord};
 use crate::model::{HazardClass, KeyKind, utc_time};
 
 /// What the pages of a vehicle and of a cohort both show: per hazard class the key's
@@ -39,7 +40,7 @@ pub struct VehiclePage {
     pub vehicle: VehicleFacts,
     pub totals: Totals,
     pub bins: Vec<BinRow>,
-    /// Newest first.
+    /// Newest first, from the facts the store keeps of the vehicle's bins ([`super::recent`]).
     pub recent_trips: Vec<RecentRecord>,
     pub recent_critical: Vec<RecentRecord>,
 }
@@ -166,7 +167,12 @@ pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<VehiclePage> {
             totals: Totals::of(stats),
         })
         .collect();
-    let newest_first = |list: &[RecentRecord]| list.iter().rev().cloned().collect::<Vec<_>>();
+    let recent = RecentLists::of_vehicle(
+        sources.history,
+        vehicle.partition,
+        id,
+        vehicle.bins.keys().copied(),
+    );
     Some(VehiclePage {
         page: key_page(sources, KeyKind::Vehicle, id),
         vehicle: VehicleFacts {
@@ -178,8 +184,8 @@ pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<VehiclePage> {
         },
         totals: Totals::of(&vehicle.totals()),
         bins,
-        recent_trips: newest_first(&vehicle.meta.recent_trips),
-        recent_critical: newest_first(&vehicle.meta.recent_critical),
+        recent_trips: recent.trips,
+        recent_critical: recent.critical,
     })
 }
 

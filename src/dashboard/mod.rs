@@ -24,6 +24,7 @@ pub mod html;
 pub mod keys;
 pub mod links;
 pub mod rare_events;
+pub mod recent;
 pub mod regressions;
 pub mod summary;
 pub mod svg;
@@ -156,6 +157,8 @@ pub struct Sources<'a> {
     pub sampling: Option<(&'a str, f64)>,
     /// The injected regressions, where the stream is a simulation that knows them.
     pub truth: Option<&'a GroundTruth>,
+    /// Where a vehicle page reads the vehicle's latest records (the store's facts).
+    pub history: &'a dyn recent::VehicleHistory,
     /// A regression counts as detected when an alert opened within this many days of onset.
     pub horizon_days: f64,
 }

@@ -184,6 +184,7 @@ fn every_number_a_page_shows_is_the_number_at_its_place_in_the_pages_json() {
         sampling: None,
         truth: Some(&truth),
         horizon_days: 14.0,
+        history: &store,
     };
     let coverage = Coverage::default();
     let episode = regressions::episodes(&alerts)[0].id.clone();
@@ -253,4 +254,110 @@ fn json<T: serde::Serialize>(data: &T) -> Value {
     let mut json = serde_json::to_value(data).unwrap();
     json["coverage"] = serde_json::to_value(Coverage::default()).unwrap();
     json
+}
+
+/// The vehicle page's latest trips and critical events come from the facts in the store (the
+/// stream keeps no lists): for every vehicle, the ten latest of each by time, newest first, as
+/// the input records say.
+#[test]
+fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_facts() {
+    use crate::config::Config;
+    use crate::engine::{Engine, RestoredState, memory};
+    use crate::generator::{Generator, GeneratorConfig};
+    use crate::model::Payload;
+
+    // Critical events frequent enough that some vehicles have more than ten.
+    let fleet = GeneratorConfig {
+        vehicles: 12,
+        days: 10,
+        critical_per_hour: 0.3,
+        ..GeneratorConfig::default()
+    };
+    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+        .unwrap()
+        .map(|r| (r.key, r.bytes))
+        .collect();
+    // What the input says, per vehicle: (time, trip id) of every trip and critical event.
+    let mut expected: BTreeMap<String, (Vec<(i64, String)>, Vec<(i64, String)>)> = BTreeMap::new();
+    for (_, bytes) in &records {
+        let event = crate::codec::decode(bytes).unwrap();
+        let lists = expected.entry(event.vehicle_id.to_string()).or_default();
+        match &event.payload {
+            Payload::Trip(t) => lists.0.push((t.end_time_ms, t.trip_id.to_string())),
+            Payload::Safety(e) if e.is_critical() => {
+                lists.1.push((event.event_time_ms, e.trip_id.to_string()))
+            }
+            _ => {}
+        }
+    }
+    let latest = |mut all: Vec<(i64, String)>| {
+        all.sort();
+        all.into_iter()
+            .rev()
+            .take(recent::RECENT)
+            .collect::<Vec<_>>()
+    };
+    let config = Config::default_config();
+    let mut engine = Engine::new(
+        config.stream,
+        &config.detector,
+        RestoredState::default(),
+        crate::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let (dead, outputs) =
+        memory::run_in_memory(&mut engine, records.into_iter(), 4, &mut store, 5_000).unwrap();
+    assert!(dead.records.is_empty(), "a clean stream");
+    let vehicles = engine.vehicles();
+    let (cohorts, fleet_view) = (
+        engine.cohorts(),
+        engine.fleet_view().read().unwrap().clone(),
+    );
+    let sources = Sources {
+        vehicles: FleetVehicles::local(&vehicles),
+        cohorts: &cohorts,
+        fleet: &fleet_view,
+        settings: engine.detection_settings(),
+        alerts: &outputs.alerts,
+        model_run: None,
+        sampling: None,
+        truth: None,
+        horizon_days: 14.0,
+        history: &store,
+    };
+    let listed = |records: &[recent::RecentRecord]| -> Vec<(i64, String)> {
+        records
+            .iter()
+            .map(|r| (r.time_ms, r.trip_id.clone()))
+            .collect()
+    };
+    let mut full_critical = 0;
+    for (id, (trips, critical)) in expected {
+        let page = keys::vehicle_data(&sources, &id).unwrap();
+        assert_eq!(listed(&page.recent_trips), latest(trips), "{id}'s trips");
+        full_critical += usize::from(critical.len() > recent::RECENT);
+        assert_eq!(
+            listed(&page.recent_critical),
+            latest(critical),
+            "{id}'s critical events"
+        );
+    }
+    assert!(
+        full_critical > 0,
+        "some vehicle has more critical events than a page lists"
+    );
+    // Without the store's facts, a page lists none: the lists are not held in memory.
+    let bare = Sources {
+        history: &recent::NoHistory,
+        ..sources
+    };
+    let some = vehicles.iter().next().unwrap().key().clone();
+    assert!(
+        keys::vehicle_data(&bare, &some)
+            .unwrap()
+            .recent_trips
+            .is_empty()
+    );
 }

@@ -357,23 +357,6 @@ pub struct VehicleMeta {
     /// With a review service: trips whose review was requested and is not answered yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_reviews: Vec<PendingReview>,
-    /// The latest trips and critical events accepted, by their times, latest last (at most
-    /// [`VehicleMeta::RECENT`] each): what the vehicle's page lists.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recent_trips: Vec<RecentRecord>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recent_critical: Vec<RecentRecord>,
-}
-
-/// A trip or critical event, as a vehicle's page lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RecentRecord {
-    /// The trip's id (a critical event's trip).
-    pub trip_id: String,
-    /// A trip's end, an event's time.
-    pub time_ms: i64,
-    /// A trip's duration; an event's type and severity.
-    pub detail: String,
 }
 
 /// A review requested from the review service and not answered yet. Its trip's bins stay open
@@ -397,50 +380,18 @@ impl VehicleMeta {
     /// Firmware changes remembered per vehicle.
     pub const FIRMWARE_HISTORY: usize = 8;
 
+    /// What an accepted record tells of its vehicle's attributes: a trip its model and
+    /// firmware. (The page's latest trips and critical events are read from the facts.)
+    pub fn note_record(&mut self, payload: &Payload<'_>) {
+        if let Payload::Trip(t) = payload {
+            self.observe_firmware(&t.firmware_version, t.start_time_ms);
+            if self.vehicle_model != t.vehicle_model {
+                self.vehicle_model = t.vehicle_model.to_string();
+            }
+        }
+    }
+
     /// Records the firmware of a trip that started at `since_ms`.
-    pub const RECENT: usize = 10;
-
-    /// Keeps `record` among the latest of `list` (by time; the oldest leaves past [`Self::RECENT`]).
-    pub fn note_recent(list: &mut Vec<RecentRecord>, record: RecentRecord) {
-        let at =
-            list.partition_point(|r| (r.time_ms, &r.trip_id) <= (record.time_ms, &record.trip_id));
-        if at == 0 && list.len() >= Self::RECENT {
-            return;
-        }
-        list.insert(at, record);
-        if list.len() > Self::RECENT {
-            list.remove(0);
-        }
-    }
-
-    /// What an accepted record at record time `time_ms` tells of its vehicle: a trip its
-    /// model, firmware and a recent trip; a critical event a recent critical event.
-    pub fn note_record(&mut self, payload: &Payload<'_>, time_ms: i64) {
-        match payload {
-            Payload::Trip(t) => {
-                self.observe_firmware(&t.firmware_version, t.start_time_ms);
-                if self.vehicle_model != t.vehicle_model {
-                    self.vehicle_model = t.vehicle_model.to_string();
-                }
-                let record = RecentRecord {
-                    trip_id: t.trip_id.to_string(),
-                    time_ms: t.end_time_ms,
-                    detail: format!("{:.0} min, {:.1} km", t.duration_s / 60.0, t.distance_km),
-                };
-                Self::note_recent(&mut self.recent_trips, record);
-            }
-            Payload::Safety(e) if e.is_critical() => {
-                let record = RecentRecord {
-                    trip_id: e.trip_id.to_string(),
-                    time_ms,
-                    detail: format!("{:?}, {:?} severity", e.event_type, e.severity),
-                };
-                Self::note_recent(&mut self.recent_critical, record);
-            }
-            _ => {}
-        }
-    }
-
     pub fn observe_firmware(&mut self, firmware: &str, since_ms: i64) {
         if self.firmware_version != firmware {
             self.firmware_version = firmware.to_string();

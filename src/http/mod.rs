@@ -335,6 +335,7 @@ impl<'a> Snapshot<'a> {
             sampling: state.sampling,
             truth: state.truth.as_deref(),
             horizon_days: state.horizon_days,
+            history: state.store.as_ref(),
         }
     }
 }

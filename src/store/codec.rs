@@ -186,11 +186,16 @@ impl StoredPosition {
 }
 
 families! {
-    /// A vehicle's metadata (JSON), by partition and vehicle.
-    Vehicles: "vehicles", version 1,
+    /// A vehicle's attributes, by partition and vehicle: binary ([`super::attributes`]) from
+    /// version 2; versions 0 and 1 were JSON, with the vehicle page's recent lists, which are
+    /// no longer kept here (the page reads them from the facts) and are dropped when read.
+    Vehicles: "vehicles", version 2,
     key <'a> (PartitionId, &'a str) => |k| keys::vehicle(k.0, k.1),
-    value VehicleMeta => |v, out| json_body(v, out),
-    read |_, body| from_json(body);
+    value VehicleMeta => |v, out| super::attributes::encode(v, out),
+    read |version, body| match version {
+        0 | 1 => from_json(body),
+        _ => super::attributes::decode(body),
+    };
 
     /// A cohort aggregator's progress (JSON), by its number.
     Cohorts: "cohorts", version 1,

@@ -75,6 +75,13 @@ pub fn fact_segment_by_bin(
     key
 }
 
+/// partition | bin | vehicle: where one vehicle's fact segments of one bin are.
+pub fn vehicle_bin_facts_prefix(partition: PartitionId, bin: i64, vehicle_id: &str) -> Vec<u8> {
+    let mut key = fact_bin_prefix(partition, bin);
+    push_vehicle(&mut key, vehicle_id);
+    key
+}
+
 /// Splits [`fact_segment_by_bin`]'s key into (partition, bin, vehicle).
 pub fn split_fact_by_bin(key: &[u8]) -> Option<(PartitionId, i64, String)> {
     let partition = partition_of(key)?;

@@ -10,6 +10,7 @@
 //! RocksDB gets; a partition's state can be replaced as a unit (`replace_partition`) or
 //! restored alone (`restore_partitions`). Knows nothing of Kafka.
 
+pub mod attributes;
 pub mod codec;
 pub mod keys;
 
@@ -1117,6 +1118,51 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+impl Store {
+    /// Each fact kept for `vehicle_id` of `partition` under bin `bin_ms`, in the order
+    /// accepted: the segments under partition | bin | vehicle.
+    pub fn for_each_vehicle_fact_in_bin(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+        bin_ms: i64,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        let prefix = keys::vehicle_bin_facts_prefix(partition, bin_ms, vehicle_id);
+        let segments = self
+            .db
+            .prefix_iterator_cf(self.cf(CF_FACTS_BY_BIN), &prefix);
+        for item in segments {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let segment =
+                decode::<FactsByBin>(&value).ok_or_else(|| corrupt(CF_FACTS_BY_BIN, &key))?;
+            for record in fact_records(&segment) {
+                f(record.ok_or_else(|| corrupt(CF_FACTS_BY_BIN, &key))?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A vehicle page's latest records come from the facts (a store it cannot read lists none,
+/// and says so in the log).
+impl crate::dashboard::recent::VehicleHistory for Store {
+    fn records_in_bin(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+        bin_ms: i64,
+        f: &mut dyn FnMut(&[u8]),
+    ) {
+        if let Err(error) = self.for_each_vehicle_fact_in_bin(partition, vehicle_id, bin_ms, f) {
+            tracing::warn!(%error, vehicle_id, bin_ms, "a vehicle's facts could not be read for its page");
+        }
     }
 }
 

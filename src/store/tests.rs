@@ -91,18 +91,20 @@ fn a_store_without_version_bytes_is_migrated_on_open_and_reads_as_before() {
     assert_eq!(position.fact_bins.get(&86_400_000), Some(&17));
     assert_eq!(restored.priors, vec![("veh-1".to_string(), prior)]);
     assert_eq!(store.changelog_offsets().unwrap()[&p], 41);
-    // Every value now starts with its version byte, and the format is recorded.
-    for cf in [
-        CF_VEHICLES,
-        CF_BINS,
-        CF_POSITIONS,
-        CF_FACT_BINS,
-        CF_PRIORS,
-        CF_CHANGELOG,
+    // Every value now starts with its family's current version byte, and the format is
+    // recorded.
+    use codec::Family;
+    for (cf, version) in [
+        (CF_VEHICLES, codec::Vehicles::VERSION),
+        (CF_BINS, codec::Bins::VERSION),
+        (CF_POSITIONS, codec::Positions::VERSION),
+        (CF_FACT_BINS, codec::FactBins::VERSION),
+        (CF_PRIORS, codec::Priors::VERSION),
+        (CF_CHANGELOG, codec::ChangelogOffsets::VERSION),
     ] {
         for item in store.db.iterator_cf(store.cf(cf), IteratorMode::Start) {
             let (_, value) = item.unwrap();
-            assert_eq!(value[0], 1, "{cf}");
+            assert_eq!(value[0], version, "{cf}");
         }
     }
     let format = store
