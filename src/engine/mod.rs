@@ -22,6 +22,7 @@ pub mod departures;
 pub mod detection;
 pub mod health;
 pub mod ledger;
+pub mod members;
 pub mod memory;
 pub mod outbox;
 pub mod restored;
@@ -53,6 +54,7 @@ use departures::Departures;
 use detection::{
     DetectionSettings, FleetSums, VehicleSet, decode_series, encode_series, is_current_series,
 };
+use members::{Members, last_bin};
 use outbox::Outbox;
 pub use outbox::{CohortView, FleetView, PartitionView};
 pub use restored::{RestoreError, RestoredState};
@@ -72,8 +74,26 @@ impl VehicleSet for Vehicles {
     }
 }
 
-/// The vehicles of one source partition.
+/// The vehicles of one source partition, found by a scan of every vehicle (views and tests;
+/// the engine goes through its [`Members`] index, [`HeldVehicles`]).
 pub struct PartitionVehicles<'a>(pub &'a Vehicles, pub PartitionId);
+
+/// The vehicles the engine holds for one source partition, through its index.
+struct HeldVehicles<'a> {
+    vehicles: &'a Vehicles,
+    members: &'a Members,
+    partition: PartitionId,
+}
+
+impl VehicleSet for HeldVehicles<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+        for id in self.members.of(self.partition) {
+            if let Some(vehicle) = self.vehicles.get(id) {
+                f(&vehicle.meta, &vehicle.bins);
+            }
+        }
+    }
+}
 
 impl VehicleSet for PartitionVehicles<'_> {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
@@ -97,6 +117,8 @@ pub struct Engine {
     /// The number of the next commit ([`Engine::take_delta`]), from 1.
     commits: u64,
     vehicles: Arc<Vehicles>,
+    /// Which vehicles each partition holds, by their last bin.
+    members: Members,
     partitions: HashMap<PartitionId, PartitionState>,
     detection: DetectionSettings,
     /// Where cohort reports go, and the cohort aggregators held here.
@@ -148,6 +170,7 @@ impl Engine {
             commits: 1,
             recent,
             vehicles: Arc::new(Vehicles::default()),
+            members: Members::default(),
             partitions: HashMap::new(),
             detection,
             cohorts: CohortRouter::default(),
@@ -176,6 +199,13 @@ impl Engine {
             // Restored state is in the store already: a silent vehicle may leave memory at its
             // partition's next commit.
             state.quiet_since_commit = Some(self.commits - 1);
+            let width = self.time.bin_width_ms;
+            if let Some(held) = self.vehicles.get(&id) {
+                self.members
+                    .leave(held.partition, &id, last_bin(&held, width));
+            }
+            self.members
+                .join(state.partition, &id, last_bin(&state, width));
             self.vehicles.insert(id, state);
         }
         for (aggregator, progress) in restored.aggregators {
@@ -221,7 +251,7 @@ impl Engine {
                     }
                     FleetSums::of(
                         &self.detection,
-                        &PartitionVehicles(&self.vehicles, partition),
+                        &self.held(partition),
                         state.closed_through_ms,
                     )
                 }
@@ -252,9 +282,13 @@ impl Engine {
     /// watermark they give never takes it back).
     fn rebuild_clocks(&mut self, partition: PartitionId) {
         let quorum = self.time.watermark_quorum;
-        let vehicles = self.vehicles.iter().filter(|v| v.partition == partition);
-        let latest: Vec<(String, i64)> = vehicles
-            .map(|v| (v.key().clone(), v.meta.last_event_time_ms))
+        let latest: Vec<(String, i64)> = self
+            .members
+            .of(partition)
+            .filter_map(|id| {
+                let vehicle = self.vehicles.get(id)?;
+                Some((id.to_string(), vehicle.meta.last_event_time_ms))
+            })
             .collect();
         let state = self.partitions.entry(partition).or_default();
         state.clocks =
@@ -267,7 +301,9 @@ impl Engine {
     /// it from the committed state.
     pub fn release(&mut self, partitions: &[PartitionId]) {
         let gone = |p: &PartitionId| partitions.contains(p);
-        self.vehicles.retain(|_, v| !gone(&v.partition));
+        for id in self.members.release(gone) {
+            self.vehicles.remove(&id);
+        }
         self.partitions.retain(|p, _| !gone(p));
         self.cohorts.release(gone);
         self.departed.release(gone);
@@ -287,7 +323,7 @@ impl Engine {
                 .keys()
                 .map(|&q| PartitionId::Cohort(q)),
         );
-        held.extend(self.vehicles.iter().map(|v| v.partition));
+        held.extend(self.members.partitions());
         held.into_iter().collect()
     }
 
@@ -408,6 +444,15 @@ impl Engine {
     pub fn set_input_partitions(&mut self, inputs: &[(i32, Option<i64>)]) {
         self.cohorts
             .set_inputs(inputs, &self.partitions, &mut self.outbox);
+    }
+
+    /// The vehicles held for `partition`.
+    fn held(&self, partition: PartitionId) -> HeldVehicles<'_> {
+        HeldVehicles {
+            vehicles: &self.vehicles,
+            members: &self.members,
+            partition,
+        }
     }
 
     /// What routing a cohort report may change besides the router.
@@ -626,8 +671,13 @@ impl Engine {
         let admission::Admitted { time_ms: time, bin } = admitted;
         let counts = BinStats::of_payload(&event.payload);
         let vehicle_id: &str = &event.vehicle_id;
+        let width = self.time.bin_width_ms;
+        let mut indexed = None;
         let mut vehicle = match self.vehicles.get_mut(vehicle_id) {
-            Some(v) => v,
+            Some(v) => {
+                indexed = Some((v.partition, last_bin(&v, width)));
+                v
+            }
             None => {
                 self.vehicles.insert(
                     vehicle_id.to_string(),
@@ -679,7 +729,6 @@ impl Engine {
                     .partitions
                     .get_mut(&record.partition)
                     .expect("admitted above");
-                let width = self.time.bin_width_ms;
                 let (detection, metrics) = (&self.detection, &self.metrics);
                 if self.reviews.decide_trip(
                     vehicle_id,
@@ -697,6 +746,13 @@ impl Engine {
             _ => {}
         }
         vehicle.keep_facts(bin, record.offset, record.payload, event);
+        // Not silent: it waits a whole commit again before it may leave memory.
+        vehicle.quiet_since_commit = None;
+        self.members.update(
+            vehicle_id,
+            indexed,
+            (vehicle.partition, last_bin(vehicle, width)),
+        );
     }
 
     /// A review service's answer: the trip's reviewed exposure and its critical events enter its
@@ -751,10 +807,9 @@ impl Engine {
         let mut fleet = std::mem::take(&mut state.fleet_sums);
         let alerts_before = self.alerts.len();
         let first_bin = self
-            .vehicles
-            .iter()
-            .filter(|v| v.partition == partition)
-            .filter_map(|v| v.bins.keys().next().copied())
+            .members
+            .of(partition)
+            .filter_map(|id| self.vehicles.get(id)?.bins.keys().next().copied())
             .min();
         let start = match from {
             i64::MIN => first_bin.unwrap_or(through).min(through),
@@ -771,16 +826,20 @@ impl Engine {
         let mut fed = 0;
         while bin < through {
             let mut totals = BinStats::default();
-            for vehicle in self.vehicles.iter().filter(|v| v.partition == partition) {
-                if let Some(stats) = vehicle.bins.get(&bin) {
-                    totals.add(stats);
+            for id in self.members.of(partition) {
+                if let Some(stats) = self
+                    .vehicles
+                    .get(id)
+                    .and_then(|v| v.bins.get(&bin).copied())
+                {
+                    totals.add(&stats);
                 }
             }
             fleet.push(&self.detection, totals);
-            for mut entry in self.vehicles.iter_mut() {
-                if entry.partition != partition {
+            for id in self.members.of(partition) {
+                let Some(mut entry) = self.vehicles.get_mut(id) else {
                     continue;
-                }
+                };
                 let (id, vehicle) = entry.pair_mut();
                 let (bins_fed, bin_changed) = detection::close_vehicle_bin(
                     &self.detection,
@@ -815,7 +874,7 @@ impl Engine {
         }
         self.metrics.count_alerts(&self.alerts[alerts_before..]);
         if let (false, Some(source)) = (self.detection.cohorts.is_empty(), partition.source()) {
-            let vehicles = PartitionVehicles(&self.vehicles, partition);
+            let vehicles = self.held(partition);
             let report = PartitionReport::build(&self.detection, source, &vehicles, start, through);
             let (router, effects) = self.route_effects();
             router.route(report, effects);
@@ -825,6 +884,8 @@ impl Engine {
     /// A vehicle that left memory sent again, and its committed state came back from the
     /// archive.
     fn returned(&mut self, stored_under: PartitionId, vehicle_id: &str, vehicle: VehicleState) {
+        let at = last_bin(&vehicle, self.time.bin_width_ms);
+        self.members.join(vehicle.partition, vehicle_id, at);
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
         if self.publishes_view {
             self.outbox.view_vehicles.insert(vehicle_id.to_string());
@@ -857,10 +918,15 @@ impl Engine {
             self.commits,
         );
         let mut leaving = Vec::new();
-        for mut entry in self.vehicles.iter_mut() {
-            if entry.partition != p {
+        // Only a vehicle whose last bin is this far behind may leave; the others were reset
+        // when their last record came.
+        for id in self
+            .members
+            .silent_through(p, closed.saturating_sub(silent_ms))
+        {
+            let Some(mut entry) = self.vehicles.get_mut(id) else {
                 continue;
-            }
+            };
             let (id, vehicle) = entry.pair_mut();
             if !retention::may_leave(vehicle, silent_ms, closed, width) || state.clocks.holds(id) {
                 vehicle.quiet_since_commit = None;
@@ -878,6 +944,7 @@ impl Engine {
         let mut gone = Vec::with_capacity(left);
         for id in leaving {
             if let Some((_, vehicle)) = self.vehicles.remove(&id) {
+                self.members.leave(p, &id, last_bin(&vehicle, width));
                 self.departed.leave(id.clone(), p, &vehicle);
                 self.metrics.vehicles.dec();
                 self.metrics.vehicles_departed.inc();
@@ -901,15 +968,20 @@ impl Engine {
 
     /// Retires the bins of partition `p`'s vehicles before `horizon_ms` into their sums.
     fn retire_bins(&mut self, p: PartitionId, horizon_ms: i64, delta: &mut StateDelta) {
-        for mut entry in self.vehicles.iter_mut() {
-            if entry.partition != p {
+        let width = self.time.bin_width_ms;
+        let held: Vec<String> = self.members.of(p).map(str::to_string).collect();
+        for id in held {
+            let Some(mut entry) = self.vehicles.get_mut(&id) else {
                 continue;
-            }
-            let (id, vehicle) = entry.pair_mut();
+            };
+            let vehicle = entry.value_mut();
+            let before = last_bin(vehicle, width);
             let expired = retention::retire_bins(vehicle, horizon_ms);
             if expired.is_empty() {
                 continue;
             }
+            self.members
+                .update(&id, Some((p, before)), (p, last_bin(vehicle, width)));
             // What it may leave memory with changed in this very commit: wait again.
             vehicle.quiet_since_commit = None;
             self.metrics.bins_retired.inc_by(expired.len() as u64);
