@@ -38,7 +38,7 @@ impl CommitTarget for Measured {
             *self.written.entry(op.cf).or_default() +=
                 (op.key.len() + op.value.as_ref().map_or(0, Vec::len)) as u64;
         }
-        self.store.apply(&ops, &[])?;
+        self.store.apply(ops, &[])?;
         let day = watermark.map_or(0, |w| (w - self.first_day) / DAY);
         if day >= self.next_report_day {
             self.next_report_day += 30;

@@ -38,7 +38,7 @@ impl CommitTarget for Recording {
                 ));
             }
         }
-        self.store.write(&delta)?;
+        self.store.write(delta)?;
         Ok(())
     }
 }

@@ -53,7 +53,7 @@ const WAREHOUSE_EVERY_DAYS: i64 = 10;
 impl CommitTarget for Weighed {
     fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
-        self.store.write(&delta)?;
+        self.store.write(delta)?;
         let day = watermark.map_or(0, |w| (w - self.first_day) / DAY);
         if day >= self.next_warehouse_day {
             self.next_warehouse_day = day + WAREHOUSE_EVERY_DAYS;

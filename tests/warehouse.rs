@@ -329,7 +329,7 @@ struct SnapshotMidway {
 impl CommitTarget for SnapshotMidway {
     fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
-        self.store.write(&delta)?;
+        self.store.write(delta)?;
         if self.first.is_none() && watermark.is_some_and(|w| w >= self.at_ms) {
             let snapshot =
                 safetel::warehouse::write_snapshot(&self.store, &self.warehouse, 0, None)

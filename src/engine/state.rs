@@ -444,7 +444,8 @@ impl VehicleState {
         event: &TelemetryEvent<'_>,
     ) {
         self.pending_facts.push(bin, offset, payload);
-        let mut encoded = Vec::with_capacity(16);
+        // Most records (safety events, mode changes) have no item: nothing is allocated.
+        let mut encoded = Vec::new();
         for item in TimelineItem::of(event) {
             encoded.clear();
             item.encode(bin, &mut encoded);
@@ -475,6 +476,8 @@ impl FactBuffer {
     pub fn push(&mut self, offset: i64, record: &[u8]) {
         if self.bytes.is_empty() {
             self.first_offset = offset;
+            // The length prefix (a varint) and the record, in one allocation.
+            self.bytes.reserve(record.len() + 10);
         }
         crate::codec::write_long(record.len() as i64, &mut self.bytes);
         self.bytes.extend_from_slice(record);

@@ -754,7 +754,7 @@ fn run_with_review_service(
                         answers.push(desk.answer(&request));
                     }
                 }
-                store.write(&engine.take_delta()).unwrap();
+                store.write(engine.take_delta()).unwrap();
                 engine = make(store.restore().unwrap());
             }
         }

@@ -27,7 +27,7 @@ impl CommitTarget for Viewed {
     fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
         self.items += delta.view.len();
         self.view.apply_items(self.params, &delta.view);
-        Ok(self.store.write(&delta)?)
+        Ok(self.store.write(delta)?)
     }
 }
 

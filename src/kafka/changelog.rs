@@ -426,7 +426,8 @@ impl ChangelogStore {
             self.transact(&ops, &delta)?;
         }
         let offsets = self.take_delivered();
-        self.store.apply(&ops, &offsets)?;
+        drop(delta);
+        self.store.apply(ops, &offsets)?;
         Ok(())
     }
 

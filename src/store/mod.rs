@@ -327,22 +327,25 @@ impl Store {
             .expect("column families are created at open")
     }
 
-    /// Writes one commit: every change and the positions, atomically.
-    pub fn write(&self, delta: &StateDelta) -> Result<(), StoreError> {
-        let ops = self.ops(delta)?;
-        self.apply(&ops, &[])
+    /// Writes one commit: every change and the positions, atomically. The delta is let go
+    /// once its changes are encoded, and each change once it is in the batch, so that a large
+    /// commit is held about twice (changes and batch), not three times.
+    pub fn write(&self, delta: StateDelta) -> Result<(), StoreError> {
+        let ops = self.ops(&delta)?;
+        drop(delta);
+        self.apply(ops, &[])
     }
 
     /// Writes changes atomically, with each partition's last changelog offset (local record of
     /// how far the changelog reflects this store).
     pub fn apply(
         &self,
-        ops: &[Op],
+        ops: Vec<Op>,
         changelog_offsets: &[(PartitionId, i64)],
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for op in ops {
-            match &op.value {
+            match op.value {
                 Some(value) => batch.put_cf(self.cf(op.cf), &op.key, value),
                 None => batch.delete_cf(self.cf(op.cf), &op.key),
             }
@@ -1186,14 +1189,14 @@ impl From<StoreError> for CommitError {
 
 impl CommitTarget for Store {
     fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
-        Ok(self.write(&delta)?)
+        Ok(self.write(delta)?)
     }
 }
 
 /// Shared with the nightly refit, which reads facts and writes priors on its own thread.
 impl CommitTarget for std::sync::Arc<Store> {
     fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
-        Ok(self.write(&delta)?)
+        Ok(self.write(delta)?)
     }
 }
 
