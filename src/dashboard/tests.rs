@@ -278,7 +278,8 @@ fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_fac
         .map(|r| (r.key, r.bytes))
         .collect();
     // What the input says, per vehicle: (time, trip id) of every trip and critical event.
-    let mut expected: BTreeMap<String, (Vec<(i64, String)>, Vec<(i64, String)>)> = BTreeMap::new();
+    type Listed = Vec<(i64, String)>;
+    let mut expected: BTreeMap<String, (Listed, Listed)> = BTreeMap::new();
     for (_, bytes) in &records {
         let event = crate::codec::decode(bytes).unwrap();
         let lists = expected.entry(event.vehicle_id.to_string()).or_default();

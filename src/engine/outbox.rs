@@ -93,6 +93,12 @@ pub(super) fn take_vehicles(
     partitions: &mut HashMap<PartitionId, PartitionState>,
     delta: &mut StateDelta,
 ) {
+    // One entry of each per vehicle, most often: reserved once, not grown (and moved) by
+    // doubling through a large commit.
+    delta.bins.reserve(ids.len());
+    delta.vehicles.reserve(ids.len());
+    delta.facts.reserve(ids.len());
+    delta.timeline.reserve(ids.len());
     for vehicle_id in ids {
         let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) else {
             continue;
@@ -110,16 +116,12 @@ pub(super) fn take_vehicles(
             .get_mut(&vehicle.partition)
             .expect("a vehicle's partition exists");
         let timeline = std::mem::take(&mut vehicle.pending_timeline);
-        delta
-            .timeline
-            .extend(timeline.into_segments(vehicle.partition, &vehicle_id));
+        timeline.move_segments(vehicle.partition, &vehicle_id, &mut delta.timeline);
         let facts = std::mem::take(&mut vehicle.pending_facts);
         for (bin_ms, buffer) in &facts.0 {
             partition.note_fact_bin(*bin_ms, buffer.first_offset);
         }
-        delta
-            .facts
-            .extend(facts.into_segments(vehicle.partition, &vehicle_id));
+        facts.move_segments(vehicle.partition, &vehicle_id, &mut delta.facts);
         delta
             .vehicles
             .push((vehicle.partition, vehicle_id, vehicle.meta.clone()));
@@ -213,6 +215,12 @@ pub(super) fn take_fleet(
 
 /// The fed series of vehicles, encoded, into `delta`.
 pub(super) fn take_series(ids: Vec<String>, vehicles: &Vehicles, delta: &mut StateDelta) {
+    // One entry of each per vehicle, most often: reserved once, not grown (and moved) by
+    // doubling through a large commit.
+    delta.bins.reserve(ids.len());
+    delta.vehicles.reserve(ids.len());
+    delta.facts.reserve(ids.len());
+    delta.timeline.reserve(ids.len());
     for vehicle_id in ids {
         let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) else {
             continue;

@@ -497,19 +497,32 @@ impl PendingFacts {
         partition: crate::partition_id::PartitionId,
         vehicle_id: &str,
     ) -> Vec<FactSegment> {
-        self.0
-            .into_iter()
-            .flat_map(|(bin_ms, buffer)| {
-                FactSegment {
-                    partition,
-                    bin_ms,
-                    vehicle_id: vehicle_id.to_string(),
-                    first_offset: buffer.first_offset,
-                    records: buffer.bytes,
-                }
-                .split(MAX_SEGMENT_BYTES)
-            })
-            .collect()
+        let mut segments = Vec::new();
+        self.move_segments(partition, vehicle_id, &mut segments);
+        segments
+    }
+
+    /// [`PendingFacts::into_segments`] appended to `out` (a commit's list: no list of its own).
+    pub fn move_segments(
+        self,
+        partition: crate::partition_id::PartitionId,
+        vehicle_id: &str,
+        out: &mut Vec<FactSegment>,
+    ) {
+        for (bin_ms, buffer) in self.0 {
+            let segment = FactSegment {
+                partition,
+                bin_ms,
+                vehicle_id: vehicle_id.to_string(),
+                first_offset: buffer.first_offset,
+                records: buffer.bytes,
+            };
+            if segment.records.len() <= MAX_SEGMENT_BYTES {
+                out.push(segment);
+            } else {
+                out.extend(segment.split(MAX_SEGMENT_BYTES));
+            }
+        }
     }
 
     pub fn push(&mut self, bin: i64, offset: i64, record: &[u8]) {

@@ -12,6 +12,7 @@
 
 pub mod attributes;
 pub mod codec;
+pub mod commit;
 pub mod keys;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +33,7 @@ use crate::refit::intervals::TimelineItem;
 use crate::refit::run::ModelRun;
 use codec::{
     Alerts, Bins, ChangelogOffsets, Cohorts, FactBins, Facts, FactsByBin, Family, Fleet, ModelRuns,
-    Positions, Priors, Rejected, Seen, Series, StoredPosition, Timeline, Vehicles, decode, encode,
+    Positions, Priors, Rejected, Seen, Series, Timeline, Vehicles, decode, encode,
 };
 
 const CF_VEHICLES: &str = Vehicles::CF;
@@ -327,13 +328,14 @@ impl Store {
             .expect("column families are created at open")
     }
 
-    /// Writes one commit: every change and the positions, atomically. The delta is let go
-    /// once its changes are encoded, and each change once it is in the batch, so that a large
-    /// commit is held about twice (changes and batch), not three times.
+    /// Writes one commit: every change and the positions, atomically, straight into one batch
+    /// ([`commit::BatchChanges`]); the delta is let go before the batch is written.
     pub fn write(&self, delta: StateDelta) -> Result<(), StoreError> {
-        let ops = self.ops(&delta)?;
+        let mut changes = commit::BatchChanges::new(self);
+        self.changes(&delta, &mut changes)?;
         drop(delta);
-        self.apply(ops, &[])
+        self.db.write(changes.batch)?;
+        Ok(())
     }
 
     /// Writes changes atomically, with each partition's last changelog offset (local record of
@@ -359,146 +361,6 @@ impl Store {
             );
         }
         self.db.write(batch)?;
-        Ok(())
-    }
-
-    /// The changes one commit makes, in order. Seen-id segments that fall below a partition's
-    /// cutoff are deleted key by key (so that a changelog can carry the deletes).
-    pub fn ops(&self, delta: &StateDelta) -> Result<Vec<Op>, StoreError> {
-        let mut ops = Vec::new();
-        for (partition, id, meta) in &delta.vehicles {
-            ops.push(Op::of::<Vehicles>((*partition, id.as_str()), meta));
-        }
-        for (partition, id, bin, stats) in &delta.bins {
-            ops.push(Op::of::<Bins>((*partition, id.as_str(), *bin), stats));
-        }
-        for (partition, id, bin) in &delta.expired_bins {
-            ops.push(Op::delete(
-                CF_BINS,
-                Bins::key((*partition, id.as_str(), *bin)),
-            ));
-        }
-        for (partition, id, horizon) in &delta.retire_stored {
-            self.retire_stored(*partition, id, *horizon, &mut ops)?;
-        }
-        for segment in &delta.facts {
-            ops.push(Op::of::<FactsByBin>(segment_key(segment), &segment.records));
-        }
-        for segment in &delta.timeline {
-            ops.push(Op::of::<Timeline>(segment_key(segment), &segment.records));
-        }
-        for (partition, bin, offset) in &delta.fact_bins {
-            ops.push(Op::of::<FactBins>((*partition, *bin), offset));
-        }
-        for (partition, offsets) in &delta.rejected {
-            let Some(last) = offsets.last() else {
-                continue;
-            };
-            ops.push(Op::of::<Rejected>((*partition, *last), offsets));
-        }
-        for (partition, sums) in &delta.fleet_sums {
-            ops.push(Op::of::<Fleet>(*partition, sums));
-        }
-        for segment in &delta.seen {
-            ops.push(seen_op(segment));
-        }
-        for position in &delta.positions {
-            // Segments whose every id is below the cutoff are dropped; restore filters the rest.
-            let from = keys::seen_segment(position.partition, i64::MIN, i64::MIN);
-            let to = keys::seen_segment(position.partition, position.seen_cutoff_ms, i64::MIN);
-            self.delete_range(CF_SEEN, &from, &to, &mut ops)?;
-            if position.facts_horizon_ms != i64::MIN {
-                // Fact segments of the bins retention let go.
-                let from = keys::partition_prefix(position.partition).to_vec();
-                let to = keys::fact_bin_prefix(position.partition, position.facts_horizon_ms);
-                self.delete_range(CF_FACTS_BY_BIN, &from, &to, &mut ops)?;
-                self.delete_range(CF_TIMELINE, &from, &to, &mut ops)?;
-                self.delete_range(CF_FACT_BINS, &from, &to, &mut ops)?;
-                // Rejections no rebuild reads: those before the first offset of the bins kept.
-                let to = keys::fact_bin_prefix(position.partition, position.rejected_floor);
-                self.delete_range(CF_REJECTED, &from, &to, &mut ops)?;
-            }
-            let stored = StoredPosition {
-                next_offset: position.next_offset,
-                watermark_ms: position.watermark_ms,
-                seen_cutoff_ms: position.seen_cutoff_ms,
-                closed_through_ms: position.closed_through_ms,
-                sampling_scale: position.sampling_scale,
-            };
-            ops.push(Op::of::<Positions>(position.partition, &stored));
-        }
-        for (partition, key, bytes) in &delta.series {
-            ops.push(Op::of::<Series>((*partition, key.as_str()), bytes));
-        }
-        for (aggregator, progress) in &delta.aggregators {
-            ops.push(Op::of::<Cohorts>(*aggregator, progress));
-        }
-        for alert in &delta.alerts {
-            ops.push(Op::of::<Alerts>(alert.alert_id.as_str(), alert));
-        }
-        Ok(ops)
-    }
-
-    /// Retires a vehicle's stored bins before `horizon` (it is out of the engine's memory): adds
-    /// them to its [`RETIRED_BIN`] sum and deletes them, as the engine does for those it holds.
-    fn retire_stored(
-        &self,
-        partition: PartitionId,
-        vehicle_id: &str,
-        horizon: i64,
-        ops: &mut Vec<Op>,
-    ) -> Result<(), StoreError> {
-        let from = Bins::key((partition, vehicle_id, RETIRED_BIN));
-        let to = Bins::key((partition, vehicle_id, horizon));
-        let mut options = rocksdb::ReadOptions::default();
-        options.set_iterate_upper_bound(to);
-        let mut retired = BinStats::default();
-        let mut any = false;
-        for item in self.db.iterator_cf_opt(
-            self.cf(CF_BINS),
-            options,
-            IteratorMode::From(&from, rocksdb::Direction::Forward),
-        ) {
-            let (key, value) = item?;
-            let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &key))?;
-            retired.add(&stats);
-            if key[..] != from[..] {
-                ops.push(Op::delete(CF_BINS, key.to_vec()));
-                any = true;
-            }
-        }
-        if any {
-            ops.push(Op::put(CF_BINS, from, encode::<Bins>(&retired)));
-        }
-        Ok(())
-    }
-
-    /// Deletes every key of `cf` in `[from, to)` key by key (so that a changelog can carry the
-    /// deletes), including puts of this very commit in `ops`, which then never reach the store.
-    fn delete_range(
-        &self,
-        cf: &'static str,
-        from: &[u8],
-        to: &[u8],
-        ops: &mut Vec<Op>,
-    ) -> Result<(), StoreError> {
-        if from >= to {
-            return Ok(());
-        }
-        ops.retain(|op| {
-            !(op.cf == cf && op.value.is_some() && op.key[..] >= *from && op.key[..] < *to)
-        });
-        let mut options = rocksdb::ReadOptions::default();
-        options.set_iterate_upper_bound(to.to_vec());
-        let below = self.db.iterator_cf_opt(
-            self.cf(cf),
-            options,
-            IteratorMode::From(from, rocksdb::Direction::Forward),
-        );
-        for item in below {
-            let (key, _) = item?;
-            ops.push(Op::delete(cf, key.to_vec()));
-        }
         Ok(())
     }
 
@@ -933,11 +795,13 @@ impl Store {
         seen: &[SeenSegment],
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        for op in seen.iter().map(seen_op).chain(
-            segments
-                .iter()
-                .map(|segment| Op::of::<FactsByBin>(segment_key(segment), &segment.records)),
-        ) {
+        for op in seen
+            .iter()
+            .map(|segment| Op::of::<Seen>(commit::seen_key(segment), &segment.entries))
+            .chain(segments.iter().map(|segment| {
+                Op::of::<FactsByBin>(commit::segment_key(segment), &segment.records)
+            }))
+        {
             let value = op.value.expect("puts");
             batch.put_cf(self.cf(op.cf), &op.key, value);
         }
@@ -1028,24 +892,6 @@ impl Store {
             "cohort_report_offsets": cohort_report_offsets,
             "priors": restored.priors.len(), "alerts": self.alerts()?.len()}))
     }
-}
-
-/// A seen-id segment's put.
-fn seen_op(segment: &SeenSegment) -> Op {
-    Op::of::<Seen>(
-        (segment.partition, segment.max_time_ms, segment.first_offset),
-        &segment.entries,
-    )
-}
-
-/// A fact (or timeline) segment's key.
-fn segment_key(segment: &FactSegment) -> codec::SegmentKey<'_> {
-    (
-        segment.partition,
-        segment.bin_ms,
-        &segment.vehicle_id,
-        segment.first_offset,
-    )
 }
 
 /// Where a migration of `cf` records how far it got.
