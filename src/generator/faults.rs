@@ -121,8 +121,11 @@ pub(super) struct FaultInjector {
     config: FaultConfig,
     rng: StdRng,
     days: u32,
-    /// Out-of-order records and second copies, released by event time.
-    held: Vec<Held>,
+    /// Out-of-order records and second copies, released by event time: by (release time,
+    /// order held), so that what is due is the front, not a scan.
+    held: std::collections::BTreeMap<(i64, u64), Held>,
+    /// How many records were ever held (the order among those due at once).
+    held_count: u64,
     late: Vec<Held>,
     pub(super) counts: FaultCounts,
     pub(super) emitted: u64,
@@ -136,12 +139,19 @@ impl FaultInjector {
             config,
             rng: StdRng::seed_from_u64(seed ^ 0x5afe_7e1e),
             days,
-            held: Vec::new(),
+            held: Default::default(),
+            held_count: 0,
             late: Vec::new(),
             counts: FaultCounts::default(),
             emitted: 0,
             clock_ms: i64::MIN,
         }
+    }
+
+    fn hold(&mut self, held: Held) {
+        self.held
+            .insert((held.release_after_ms, self.held_count), held);
+        self.held_count += 1;
     }
 
     fn emit(&mut self, mut record: GeneratedRecord, out: &mut VecDeque<GeneratedRecord>) {
@@ -167,13 +177,17 @@ impl FaultInjector {
         out: &mut VecDeque<GeneratedRecord>,
     ) {
         self.clock_ms = self.clock_ms.max(time_ms);
-        if self.held.iter().any(|h| time_ms >= h.release_after_ms) {
-            let held = std::mem::take(&mut self.held);
-            let (due, kept): (Vec<Held>, Vec<Held>) = held
-                .into_iter()
-                .partition(|h| time_ms >= h.release_after_ms);
-            self.held = kept;
-            for h in due {
+        if self
+            .held
+            .first_key_value()
+            .is_some_and(|((release, _), _)| time_ms >= *release)
+        {
+            let kept = self.held.split_off(&(time_ms.saturating_add(1), 0));
+            let due = std::mem::replace(&mut self.held, kept);
+            // Those due go out in the order they were held.
+            let mut due: Vec<((i64, u64), Held)> = due.into_iter().collect();
+            due.sort_by_key(|((_, order), _)| *order);
+            for (_, h) in due {
                 self.emit(h.record, out);
             }
         }
@@ -205,7 +219,7 @@ impl FaultInjector {
             self.expect_dlq("duplicate");
             self.emit(record, out);
             let delay_ms = self.rng.random_range(1_000..1_800_000);
-            self.held.push(Held {
+            self.hold(Held {
                 record: copy,
                 release_after_ms: time_ms + delay_ms,
                 release_day: day,
@@ -214,7 +228,7 @@ impl FaultInjector {
             record.fault = Some(Fault::OutOfOrder);
             self.counts.out_of_order += 1;
             let delay_ms = self.rng.random_range(60_000..3_600_000);
-            self.held.push(Held {
+            self.hold(Held {
                 record,
                 release_after_ms: time_ms + delay_ms,
                 release_day: day,
@@ -234,7 +248,10 @@ impl FaultInjector {
             self.emit(h.record, out);
         }
         if last {
-            for h in std::mem::take(&mut self.held) {
+            let mut held: Vec<((i64, u64), Held)> =
+                std::mem::take(&mut self.held).into_iter().collect();
+            held.sort_by_key(|((_, order), _)| *order);
+            for (_, h) in held {
                 self.emit(h.record, out);
             }
         }

@@ -263,6 +263,40 @@ impl Store {
     }
 }
 
+/// Puts `delta`'s largest lists in the order of their keys: RocksDB inserts a batch's keys into
+/// its memtable one by one, and keys in order find their place from the one before instead of
+/// from the top. (Within a list a key appears once, or with the same value.)
+pub(super) fn sort_by_key(delta: &mut StateDelta) {
+    delta
+        .vehicles
+        .sort_by(|a, b| by_vehicle(a.0, &a.1).cmp(&by_vehicle(b.0, &b.1)));
+    delta
+        .bins
+        .sort_by(|a, b| (by_vehicle(a.0, &a.1), a.2).cmp(&(by_vehicle(b.0, &b.1), b.2)));
+    for segments in [&mut delta.facts, &mut delta.timeline] {
+        segments.sort_by(|a, b| by_segment(a).cmp(&by_segment(b)));
+    }
+    delta
+        .series
+        .sort_by(|a, b| by_vehicle(a.0, &a.1).cmp(&by_vehicle(b.0, &b.1)));
+}
+
+/// What orders keys of partition | vehicle (a vehicle's id after its length).
+fn by_vehicle(partition: PartitionId, id: &str) -> ([u8; 4], usize, &str) {
+    (keys::partition_prefix(partition), id.len(), id)
+}
+
+/// What orders a segment's key: partition | bin | vehicle | first offset.
+fn by_segment(s: &FactSegment) -> ([u8; 4], i64, usize, &str, i64) {
+    (
+        keys::partition_prefix(s.partition),
+        s.bin_ms,
+        s.vehicle_id.len(),
+        &s.vehicle_id,
+        s.first_offset,
+    )
+}
+
 /// A seen-id segment's key.
 pub(super) fn seen_key(segment: &SeenSegment) -> (PartitionId, i64, i64) {
     (segment.partition, segment.max_time_ms, segment.first_offset)

@@ -330,7 +330,8 @@ impl Store {
 
     /// Writes one commit: every change and the positions, atomically, straight into one batch
     /// ([`commit::BatchChanges`]); the delta is let go before the batch is written.
-    pub fn write(&self, delta: StateDelta) -> Result<(), StoreError> {
+    pub fn write(&self, mut delta: StateDelta) -> Result<(), StoreError> {
+        commit::sort_by_key(&mut delta);
         let mut changes = commit::BatchChanges::new(self);
         self.changes(&delta, &mut changes)?;
         drop(delta);
