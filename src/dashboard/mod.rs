@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub use coverage::Coverage;
 
 use crate::engine::detection::{DetectionSettings, Series, VehicleSet};
-use crate::engine::{BinStats, VehicleMeta, VehicleState, Vehicles};
+use crate::engine::{BinMap, BinStats, VehicleMeta, VehicleState, Vehicles};
 use crate::generator::GroundTruth;
 use crate::model::RegressionAlert;
 
@@ -123,7 +123,7 @@ impl<'a> FleetVehicles<'a> {
 }
 
 impl VehicleSet for FleetVehicles<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         FleetVehicles::for_each(self, &mut |_, v| f(&v.meta, &v.bins));
     }
 }
@@ -131,7 +131,7 @@ impl VehicleSet for FleetVehicles<'_> {
 struct PartitionOf<'a>(FleetVehicles<'a>, crate::engine::PartitionId);
 
 impl VehicleSet for PartitionOf<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         self.0.for_each(&mut |_, v| {
             if v.partition == self.1 {
                 f(&v.meta, &v.bins);

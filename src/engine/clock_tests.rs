@@ -73,7 +73,7 @@ fn feed(engine: &mut Engine, records: &[MemoryRecord]) -> Vec<Result<RecordKind,
         .collect()
 }
 
-type Bins = BTreeMap<String, BTreeMap<i64, BinStats>>;
+type Bins = BTreeMap<String, super::BinMap>;
 
 /// Every vehicle's bins, except `but`'s.
 fn bins_except(engine: &Engine, but: &str) -> Bins {

@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::bin_map::BinMap;
 pub use super::state::FleetSums;
 use super::state::{BinStats, VehicleMeta, VehicleState};
 use crate::config::DetectorConfig;
@@ -142,7 +143,7 @@ impl DetectionSettings {
     /// Whether a vehicle with `bins` is paused at bin `at`: it has no bin in the
     /// `pause_after_ms` ending with `at`. There is no evidence in such bins, and a vehicle that
     /// has left the fleet should not drift towards an alert on empty bins for ever.
-    pub fn paused(&self, bins: &BTreeMap<i64, BinStats>, at: i64) -> bool {
+    pub fn paused(&self, bins: &BinMap, at: i64) -> bool {
         self.pause_after_ms.is_some_and(|pause| {
             let from = at.saturating_sub(pause).saturating_add(self.bin_width_ms);
             // A pause shorter than a bin never pauses (config refuses it).
@@ -658,7 +659,7 @@ pub(super) fn for_each_cohort_key(
 
 /// Every vehicle's attributes and bins, for the cohort sums.
 pub trait VehicleSet {
-    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>));
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap));
 }
 
 /// Per cohort, the sum of the vehicles' stats in the bin starting at `bin`.
@@ -725,7 +726,7 @@ pub fn replay_vehicle(
     settings: &DetectionSettings,
     class: HazardClass,
     partition: &dyn VehicleSet,
-    bins: &BTreeMap<i64, BinStats>,
+    bins: &BinMap,
     through_ms: i64,
 ) -> Vec<LastBin> {
     let Some(&first) = bins.keys().next() else {

@@ -14,6 +14,7 @@
 //! dead-letter sink of `demo`, tests and benchmarks.
 
 pub mod admission;
+pub mod bin_map;
 pub mod clocks;
 pub mod cohort_router;
 pub mod cohorts;
@@ -47,6 +48,7 @@ pub use crate::partition_id::{PartitionId, StoredPartition};
 use crate::sampling::SamplingPolicy;
 pub use admission::SourceRecord;
 use admission::TimeRules;
+pub use bin_map::BinMap;
 use cohort_router::{CohortRouter, RouteEffects};
 use cohorts::{CohortAggregator, PartitionReport};
 pub use delta::StateDelta;
@@ -67,7 +69,7 @@ pub use state::{
 };
 
 impl VehicleSet for Vehicles {
-    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         for vehicle in self.iter() {
             f(&vehicle.meta, &vehicle.bins);
         }
@@ -86,7 +88,7 @@ struct HeldVehicles<'a> {
 }
 
 impl VehicleSet for HeldVehicles<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         for id in self.members.of(self.partition) {
             if let Some(vehicle) = self.vehicles.get(id) {
                 f(&vehicle.meta, &vehicle.bins);
@@ -96,7 +98,7 @@ impl VehicleSet for HeldVehicles<'_> {
 }
 
 impl VehicleSet for PartitionVehicles<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BTreeMap<i64, BinStats>)) {
+    fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         for vehicle in self.0.iter().filter(|v| v.partition == self.1) {
             f(&vehicle.meta, &vehicle.bins);
         }

@@ -315,7 +315,7 @@ pub struct VehicleState {
     pub partition: crate::partition_id::PartitionId,
     pub meta: VehicleMeta,
     /// Bin start (ms since epoch) -> stats.
-    pub bins: BTreeMap<i64, BinStats>,
+    pub bins: super::bin_map::BinMap,
     /// Bins changed since the last commit.
     #[serde(skip)]
     pub dirty_bins: BTreeSet<i64>,
@@ -422,7 +422,7 @@ impl VehicleState {
     }
 
     pub fn add(&mut self, bin: i64, stats: &BinStats) -> bool {
-        self.bins.entry(bin).or_default().add(stats);
+        self.bins.entry_or_default(bin).add(stats);
         self.touch(bin)
     }
 
