@@ -31,9 +31,9 @@ struct Measured {
 }
 
 impl CommitTarget for Measured {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
+    fn commit(&mut self, mut delta: StateDelta) -> Result<(), CommitError> {
         let watermark = delta.positions.iter().map(|p| p.watermark_ms).max();
-        let ops = self.store.ops(&delta)?;
+        let ops = self.store.ops(&mut delta)?;
         for op in ops.iter().filter(|op| op.changelog_partition().is_some()) {
             *self.written.entry(op.cf).or_default() +=
                 (op.key.len() + op.value.as_ref().map_or(0, Vec::len)) as u64;

@@ -24,8 +24,8 @@ struct Recording {
 }
 
 impl CommitTarget for Recording {
-    fn commit(&mut self, delta: StateDelta) -> Result<(), CommitError> {
-        let ops = self.store.ops(&delta)?;
+    fn commit(&mut self, mut delta: StateDelta) -> Result<(), CommitError> {
+        let ops = self.store.ops(&mut delta)?;
         let mut changelog = self.changelog.lock().unwrap();
         for op in &ops {
             if let Some((partition, key, value)) = op.changelog_record() {
@@ -38,7 +38,8 @@ impl CommitTarget for Recording {
                 ));
             }
         }
-        self.store.write(delta)?;
+        drop(changelog);
+        self.store.apply(ops, &[])?;
         Ok(())
     }
 }

@@ -417,8 +417,8 @@ impl ChangelogStore {
             .collect()
     }
 
-    fn commit_delta(&mut self, delta: StateDelta) -> Result<(), ChangelogError> {
-        let ops = self.store.ops(&delta)?;
+    fn commit_delta(&mut self, mut delta: StateDelta) -> Result<(), ChangelogError> {
+        let ops = self.store.ops(&mut delta)?;
         let logged = ops.iter().any(|op| op.changelog_partition().is_some())
             || !delta.cohort_reports.is_empty()
             || !delta.view.is_empty();

@@ -119,23 +119,29 @@ impl Encoder<'_> {
 impl Store {
     /// The changes one commit makes, in order, as a list. Seen-id segments that fall below a
     /// partition's cutoff are deleted key by key (so that a changelog can carry the deletes).
-    pub fn ops(&self, delta: &StateDelta) -> Result<Vec<Op>, StoreError> {
+    /// The delta's per-vehicle lists (attributes, bins, segments, series) are taken: each
+    /// is let go as soon as it is encoded.
+    pub fn ops(&self, delta: &mut StateDelta) -> Result<Vec<Op>, StoreError> {
         let mut ops = Vec::new();
         self.changes(delta, &mut ops)?;
         Ok(ops)
     }
 
     /// The changes one commit makes, in order, into `changes`.
-    pub fn changes(&self, delta: &StateDelta, changes: &mut dyn Changes) -> Result<(), StoreError> {
+    pub fn changes(
+        &self,
+        delta: &mut StateDelta,
+        changes: &mut dyn Changes,
+    ) -> Result<(), StoreError> {
         let mut out = Encoder {
             changes,
             value: Vec::with_capacity(256),
         };
-        for (partition, id, meta) in &delta.vehicles {
-            out.put::<Vehicles>((*partition, id.as_str()), meta);
+        for (partition, id, meta) in std::mem::take(&mut delta.vehicles) {
+            out.put::<Vehicles>((partition, id.as_str()), &meta);
         }
-        for (partition, id, bin, stats) in &delta.bins {
-            out.put::<Bins>((*partition, id.as_str(), *bin), stats);
+        for (partition, id, bin, stats) in std::mem::take(&mut delta.bins) {
+            out.put::<Bins>((partition, id.as_str(), bin), &stats);
         }
         for (partition, id, bin) in &delta.expired_bins {
             out.delete(CF_BINS, Bins::key((*partition, id.as_str(), *bin)));
@@ -143,11 +149,11 @@ impl Store {
         for (partition, id, horizon) in &delta.retire_stored {
             self.retire_stored(*partition, id, *horizon, &mut out)?;
         }
-        for segment in &delta.facts {
-            out.put::<FactsByBin>(segment_key(segment), &segment.records);
+        for segment in std::mem::take(&mut delta.facts) {
+            out.put::<FactsByBin>(segment_key(&segment), &segment.records);
         }
-        for segment in &delta.timeline {
-            out.put::<Timeline>(segment_key(segment), &segment.records);
+        for segment in std::mem::take(&mut delta.timeline) {
+            out.put::<Timeline>(segment_key(&segment), &segment.records);
         }
         for (partition, bin, offset) in &delta.fact_bins {
             out.put::<codec::FactBins>((*partition, *bin), offset);
@@ -189,8 +195,8 @@ impl Store {
             };
             out.put::<Positions>(position.partition, &stored);
         }
-        for (partition, key, bytes) in &delta.series {
-            out.put::<Series>((*partition, key.as_str()), bytes);
+        for (partition, key, bytes) in std::mem::take(&mut delta.series) {
+            out.put::<Series>((partition, key.as_str()), &bytes);
         }
         for (aggregator, progress) in &delta.aggregators {
             out.put::<Cohorts>(*aggregator, progress);
@@ -384,8 +390,10 @@ mod tests {
             Store::open(listed.path()).unwrap(),
             Store::open(batched.path()).unwrap(),
         );
-        for delta in commits() {
-            listed.apply(listed.ops(&delta).unwrap(), &[]).unwrap();
+        for (mut listed_delta, delta) in commits().into_iter().zip(commits()) {
+            listed
+                .apply(listed.ops(&mut listed_delta).unwrap(), &[])
+                .unwrap();
             batched.write(delta).unwrap();
         }
         assert_eq!(batched.snapshot().unwrap(), listed.snapshot().unwrap());

@@ -333,7 +333,7 @@ impl Store {
     pub fn write(&self, mut delta: StateDelta) -> Result<(), StoreError> {
         commit::sort_by_key(&mut delta);
         let mut changes = commit::BatchChanges::new(self);
-        self.changes(&delta, &mut changes)?;
+        self.changes(&mut delta, &mut changes)?;
         drop(delta);
         self.db.write(changes.batch)?;
         Ok(())
