@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use super::demo_report::{DemoReport, DemoRun};
 use crate::config::Config;
-use crate::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemoryRecord, MemorySource};
+use crate::engine::memory::{DeadLetterCounts, MemoryOutputs, MemoryRecord, MemorySource};
 use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{Engine, RestoredState};
 use crate::evaluate::evaluate;
@@ -80,7 +80,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
     )?
     .with_retention(crate::engine::Retention::of(config))
     .with_archive(Arc::clone(&store) as Arc<dyn crate::engine::VehicleArchive>);
-    let mut dlq = MemoryDeadLetters::default();
+    let mut dlq = DeadLetterCounts::default();
     let mut alerts = MemoryOutputs::default();
     let policy = CommitPolicy {
         interval: Duration::from_millis(config.state.commit_interval_ms),
@@ -118,11 +118,10 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
 
     let alerts = alerts.alerts;
     let evaluation = evaluate(&truth, &alerts, args.horizon_days);
-    let dead_letter_reasons: Vec<&'static str> = dlq.records.iter().map(|l| l.reason).collect();
     let report = DemoReport::of(DemoRun {
         summary: &summary,
         elapsed_s: elapsed,
-        dead_letter_reasons: &dead_letter_reasons,
+        dead_lettered_by_reason: dlq.by_reason,
         vehicles: &engine.vehicles(),
         cohorts: engine.cohorts().into_keys().collect(),
         detector_updates: (

@@ -68,7 +68,7 @@ struct Console {
 pub struct DemoRun<'a> {
     pub summary: &'a RunSummary,
     pub elapsed_s: f64,
-    pub dead_letter_reasons: &'a [&'static str],
+    pub dead_lettered_by_reason: BTreeMap<&'static str, u64>,
     pub vehicles: &'a Vehicles,
     pub cohorts: Vec<String>,
     /// Vehicle and cohort detector updates.
@@ -97,10 +97,6 @@ impl DemoReport {
         }
         highest_rates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         highest_rates.truncate(5);
-        let mut dead_lettered_by_reason: BTreeMap<&str, u64> = BTreeMap::new();
-        for reason in run.dead_letter_reasons {
-            *dead_lettered_by_reason.entry(reason).or_default() += 1;
-        }
         let count = |status| run.alerts.iter().filter(|a| a.status == status).count();
         let opened = run
             .alerts
@@ -113,7 +109,7 @@ impl DemoReport {
             records: summary.records,
             accepted: summary.accepted,
             dead_lettered: summary.dead_lettered,
-            dead_lettered_by_reason,
+            dead_lettered_by_reason: run.dead_lettered_by_reason,
             expected_dead_letters: truth.faults.expected_dlq.clone(),
             vehicles: run.vehicles.len(),
             fleet_totals,

@@ -171,6 +171,24 @@ impl DeadLetterSink for MemoryDeadLetters {
     }
 }
 
+/// Dead letters counted by reason, nothing kept: what `demo` reports, in memory that does not
+/// grow with the stream.
+#[derive(Debug, Default)]
+pub struct DeadLetterCounts {
+    pub by_reason: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl DeadLetterSink for DeadLetterCounts {
+    fn send(&mut self, _: &SourceRecord<'_>, rejection: &Rejection) -> Result<(), SinkError> {
+        *self.by_reason.entry(rejection.reason()).or_default() += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
 /// Alerts and review requests in vectors, in the order published.
 #[derive(Debug, Default)]
 pub struct MemoryOutputs {

@@ -215,12 +215,7 @@ pub(super) fn take_fleet(
 
 /// The fed series of vehicles, encoded, into `delta`.
 pub(super) fn take_series(ids: Vec<String>, vehicles: &Vehicles, delta: &mut StateDelta) {
-    // One entry of each per vehicle, most often: reserved once, not grown (and moved) by
-    // doubling through a large commit.
-    delta.bins.reserve(ids.len());
-    delta.vehicles.reserve(ids.len());
-    delta.facts.reserve(ids.len());
-    delta.timeline.reserve(ids.len());
+    delta.series.reserve(ids.len());
     for vehicle_id in ids {
         let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) else {
             continue;
