@@ -167,12 +167,7 @@ pub fn vehicle_data(sources: &Sources<'_>, id: &str) -> Option<VehiclePage> {
             totals: Totals::of(stats),
         })
         .collect();
-    let recent = RecentLists::of_vehicle(
-        sources.history,
-        vehicle.partition,
-        id,
-        vehicle.bins.keys().copied(),
-    );
+    let recent = RecentLists::of_vehicle_page(sources.history, id, &vehicle);
     Some(VehiclePage {
         page: key_page(sources, KeyKind::Vehicle, id),
         vehicle: VehicleFacts {

@@ -1,26 +1,16 @@
 //! A vehicle page's latest trips and critical events, read from the facts the store keeps (the
-//! accepted records' own bytes) rather than held with the vehicle: the stream keeps no list per
-//! vehicle, and a commit writes none (docs/design.md §7). Pure: the HTTP edge hands the pages a
+//! accepted records' own bytes) rather than held with the vehicle: without the group view the
+//! stream keeps no list per vehicle, and a commit writes none (docs/design.md §7). With it, the
+//! engine keeps them in the attributes it publishes, for the other processes' pages. Pure: the HTTP edge hands the pages a
 //! [`VehicleHistory`] over the store.
 
-use serde::Serialize;
+use crate::engine::{PartitionId, VehicleMeta, VehicleState};
+use crate::model::TelemetryEvent;
 
-use crate::engine::PartitionId;
-use crate::model::{Payload, TelemetryEvent};
+pub use crate::engine::RecentRecord;
 
 /// Trips and critical events listed per vehicle page, each.
-pub const RECENT: usize = 10;
-
-/// A trip or critical event, as a vehicle's page lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RecentRecord {
-    /// The trip's id (a critical event's trip).
-    pub trip_id: String,
-    /// A trip's end, an event's time.
-    pub time_ms: i64,
-    /// A trip's duration; an event's type and severity.
-    pub detail: String,
-}
+pub const RECENT: usize = VehicleMeta::RECENT;
 
 /// Where a vehicle's committed records are read back from (the store's facts).
 pub trait VehicleHistory {
@@ -50,6 +40,30 @@ pub struct RecentLists {
 }
 
 impl RecentLists {
+    /// What `vehicle_id`'s page lists: the lists its attributes carry where the engine keeps
+    /// them (with the group view, which is how another process's vehicle has them), else those
+    /// of its facts.
+    pub fn of_vehicle_page(
+        history: &dyn VehicleHistory,
+        vehicle_id: &str,
+        vehicle: &VehicleState,
+    ) -> RecentLists {
+        let meta = &vehicle.meta;
+        if !meta.recent_trips.is_empty() || !meta.recent_critical.is_empty() {
+            let newest_first = |list: &[RecentRecord]| list.iter().rev().cloned().collect();
+            return RecentLists {
+                trips: newest_first(&meta.recent_trips),
+                critical: newest_first(&meta.recent_critical),
+            };
+        }
+        Self::of_vehicle(
+            history,
+            vehicle.partition,
+            vehicle_id,
+            vehicle.bins.keys().copied(),
+        )
+    }
+
     /// The lists of `vehicle_id`'s records kept under `bins` (its bins with data): read newest
     /// bin first, until both lists are full and no older bin can add to them (a record's bin is
     /// that of its time, so an older bin holds only older records).
@@ -86,37 +100,13 @@ struct Oldest {
 
 impl Oldest {
     fn note(&mut self, event: &TelemetryEvent<'_>) {
-        match &event.payload {
-            Payload::Trip(t) => keep_latest(
-                &mut self.trips,
-                RecentRecord {
-                    trip_id: t.trip_id.to_string(),
-                    time_ms: t.end_time_ms,
-                    detail: format!("{:.0} min, {:.1} km", t.duration_s / 60.0, t.distance_km),
-                },
-            ),
-            Payload::Safety(e) if e.is_critical() => keep_latest(
-                &mut self.critical,
-                RecentRecord {
-                    trip_id: e.trip_id.to_string(),
-                    time_ms: event.event_time_ms,
-                    detail: format!("{:?}, {:?} severity", e.event_type, e.severity),
-                },
-            ),
-            _ => {}
+        if let Some((trip, record)) = RecentRecord::of(&event.payload, event.event_time_ms) {
+            let list = if trip {
+                &mut self.trips
+            } else {
+                &mut self.critical
+            };
+            VehicleMeta::note_recent(list, record);
         }
-    }
-}
-
-/// Keeps `record` among the latest of `list` (by time, then trip id; oldest first, at most
-/// [`RECENT`]).
-fn keep_latest(list: &mut Vec<RecentRecord>, record: RecentRecord) {
-    let at = list.partition_point(|r| (r.time_ms, &r.trip_id) <= (record.time_ms, &record.trip_id));
-    if at == 0 && list.len() >= RECENT {
-        return;
-    }
-    list.insert(at, record);
-    if list.len() > RECENT {
-        list.remove(0);
     }
 }

@@ -64,8 +64,8 @@ pub use retention::{Retention, VehicleArchive};
 use reviews::{ReviewDesk, review_hold};
 pub use state::{
     BinStats, FactSegment, FnvHashBuilder, IdHashBuilder, PartitionPosition, PartitionState,
-    PendingReview, Prior, RETIRED_BIN, SeenSegment, VehicleMeta, VehicleState, Vehicles,
-    fact_records, id_hash,
+    PendingReview, Prior, RETIRED_BIN, RecentRecord, SeenSegment, VehicleMeta, VehicleState,
+    Vehicles, fact_records, id_hash,
 };
 
 impl VehicleSet for Vehicles {
@@ -722,6 +722,9 @@ impl Engine {
             }
         }
         vehicle.meta.note_record(&event.payload);
+        if self.publishes_view {
+            vehicle.meta.note_recent_record(&event.payload, time);
+        }
         match &event.payload {
             Payload::Safety(e) if e.is_critical() => {
                 self.reviews.note_critical_event(vehicle, &e.trip_id, bin);

@@ -357,6 +357,50 @@ pub struct VehicleMeta {
     /// With a review service: trips whose review was requested and is not answered yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_reviews: Vec<PendingReview>,
+    /// Only where the engine publishes the group view (`Engine::with_group_view`): the latest
+    /// trips and critical events accepted, by their times, latest last (at most
+    /// [`VehicleMeta::RECENT`] each), for the other processes' pages of this vehicle. Without
+    /// the group view none are kept: a page reads them from the facts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_trips: Vec<RecentRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_critical: Vec<RecentRecord>,
+}
+
+/// A trip or critical event, as a vehicle's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RecentRecord {
+    /// The trip's id (a critical event's trip).
+    pub trip_id: String,
+    /// A trip's end, an event's time.
+    pub time_ms: i64,
+    /// A trip's duration; an event's type and severity.
+    pub detail: String,
+}
+
+impl RecentRecord {
+    /// What a page lists of a trip (a record of it), or of a critical event at `time_ms`.
+    pub fn of(payload: &Payload<'_>, time_ms: i64) -> Option<(bool, RecentRecord)> {
+        match payload {
+            Payload::Trip(t) => Some((
+                true,
+                RecentRecord {
+                    trip_id: t.trip_id.to_string(),
+                    time_ms: t.end_time_ms,
+                    detail: format!("{:.0} min, {:.1} km", t.duration_s / 60.0, t.distance_km),
+                },
+            )),
+            Payload::Safety(e) if e.is_critical() => Some((
+                false,
+                RecentRecord {
+                    trip_id: e.trip_id.to_string(),
+                    time_ms,
+                    detail: format!("{:?}, {:?} severity", e.event_type, e.severity),
+                },
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A review requested from the review service and not answered yet. Its trip's bins stay open
@@ -380,14 +424,44 @@ impl VehicleMeta {
     /// Firmware changes remembered per vehicle.
     pub const FIRMWARE_HISTORY: usize = 8;
 
+    /// Trips and critical events a page lists, each.
+    pub const RECENT: usize = 10;
+
     /// What an accepted record tells of its vehicle's attributes: a trip its model and
-    /// firmware. (The page's latest trips and critical events are read from the facts.)
+    /// firmware.
     pub fn note_record(&mut self, payload: &Payload<'_>) {
         if let Payload::Trip(t) = payload {
             self.observe_firmware(&t.firmware_version, t.start_time_ms);
             if self.vehicle_model != t.vehicle_model {
                 self.vehicle_model = t.vehicle_model.to_string();
             }
+        }
+    }
+
+    /// Keeps an accepted record at record time `time_ms` among the latest trips or critical
+    /// events (group view only: see [`VehicleMeta::recent_trips`]).
+    pub fn note_recent_record(&mut self, payload: &Payload<'_>, time_ms: i64) {
+        if let Some((trip, record)) = RecentRecord::of(payload, time_ms) {
+            let list = if trip {
+                &mut self.recent_trips
+            } else {
+                &mut self.recent_critical
+            };
+            Self::note_recent(list, record);
+        }
+    }
+
+    /// Keeps `record` among the latest of `list` (by time, then trip id; oldest first, at most
+    /// [`Self::RECENT`]).
+    pub fn note_recent(list: &mut Vec<RecentRecord>, record: RecentRecord) {
+        let at =
+            list.partition_point(|r| (r.time_ms, &r.trip_id) <= (record.time_ms, &record.trip_id));
+        if at == 0 && list.len() >= Self::RECENT {
+            return;
+        }
+        list.insert(at, record);
+        if list.len() > Self::RECENT {
+            list.remove(0);
         }
     }
 

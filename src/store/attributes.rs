@@ -1,8 +1,9 @@
 //! The `vehicles` column family's body from version 2 on: a vehicle's attributes
 //! ([`VehicleMeta`]) in Avro-style binary (zig-zag varints, length-prefixed strings), in field
 //! order. A commit rewrites the attributes of every vehicle it touched, so this is on the commit
-//! path: about 40 bytes where version 1's JSON, with the page's recent lists it then carried,
-//! took about 900 (docs/design.md §7).
+//! path: about 40 bytes where version 1's JSON, with the page's recent lists it then always
+//! carried, took about 900 (docs/design.md §7). The lists are kept only where the engine
+//! publishes the group view (other processes' pages read them there).
 //!
 //! | field | encoding |
 //! |---|---|
@@ -11,9 +12,10 @@
 //! | firmware history | count, then (since ms: long, version: string) each |
 //! | critical events awaiting review | count, then (trip id: string, bin: long) each |
 //! | pending reviews | count, then (trip id: string, start, end, risk exposure, HT weight, HT variance unit: long) each |
+//! | latest trips, then latest critical events (group view only, else empty) | count, then (trip id: string, time: long, detail: string) each |
 
 use crate::codec::{Reader, write_long, write_string};
-use crate::engine::{PendingReview, VehicleMeta};
+use crate::engine::{PendingReview, RecentRecord, VehicleMeta};
 
 /// Appends `meta`'s binary body.
 pub fn encode(meta: &VehicleMeta, out: &mut Vec<u8>) {
@@ -43,6 +45,22 @@ pub fn encode(meta: &VehicleMeta, out: &mut Vec<u8>) {
             write_long(n, out);
         }
     }
+    for list in [&meta.recent_trips, &meta.recent_critical] {
+        write_long(list.len() as i64, out);
+        for record in list {
+            write_string(&record.trip_id, out);
+            write_long(record.time_ms, out);
+            write_string(&record.detail, out);
+        }
+    }
+}
+
+/// `meta` without the latest trips and critical events (attributes of an earlier format, which
+/// kept them whether or not the group view was published).
+pub fn without_recent_lists(mut meta: VehicleMeta) -> VehicleMeta {
+    meta.recent_trips.clear();
+    meta.recent_critical.clear();
+    meta
 }
 
 /// Reads [`encode`]'s body; `None` unless it is exactly one such value.
@@ -69,6 +87,8 @@ fn read(r: &mut Reader<'_>) -> Result<VehicleMeta, crate::codec::DecodeError> {
             ht_variance_unit_micro: r.long()? as u64,
         })
     })?;
+    let recent_trips = list(r, recent_record)?;
+    let recent_critical = list(r, recent_record)?;
     Ok(VehicleMeta {
         vehicle_model,
         firmware_version,
@@ -76,6 +96,16 @@ fn read(r: &mut Reader<'_>) -> Result<VehicleMeta, crate::codec::DecodeError> {
         firmware_history,
         awaiting_review,
         pending_reviews,
+        recent_trips,
+        recent_critical,
+    })
+}
+
+fn recent_record(r: &mut Reader<'_>) -> Result<RecentRecord, crate::codec::DecodeError> {
+    Ok(RecentRecord {
+        trip_id: r.string()?.to_string(),
+        time_ms: r.long()?,
+        detail: r.string()?.to_string(),
     })
 }
 
@@ -111,6 +141,12 @@ mod tests {
                 ht_weight_micro: 4_000_000,
                 ht_variance_unit_micro: u64::MAX,
             }],
+            recent_trips: vec![RecentRecord {
+                trip_id: "trip-7".into(),
+                time_ms: 1_700_000_100_000,
+                detail: "33 min, 21.0 km".into(),
+            }],
+            recent_critical: Vec::new(),
         }
     }
 

@@ -187,13 +187,14 @@ impl StoredPosition {
 
 families! {
     /// A vehicle's attributes, by partition and vehicle: binary ([`super::attributes`]) from
-    /// version 2; versions 0 and 1 were JSON, with the vehicle page's recent lists, which are
-    /// no longer kept here (the page reads them from the facts) and are dropped when read.
+    /// version 2; versions 0 and 1 were JSON, always with the vehicle page's recent lists, which
+    /// version 2 carries only with the group view (a page reads them from the facts).
     Vehicles: "vehicles", version 2,
     key <'a> (PartitionId, &'a str) => |k| keys::vehicle(k.0, k.1),
     value VehicleMeta => |v, out| super::attributes::encode(v, out),
     read |version, body| match version {
-        0 | 1 => from_json(body),
+        // Lists kept without the group view went stale with it: dropped.
+        0 | 1 => from_json(body).map(super::attributes::without_recent_lists),
         _ => super::attributes::decode(body),
     };
 
