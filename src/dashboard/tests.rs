@@ -136,8 +136,6 @@ fn assert_tied_to_json(page: &str, html: &str, json: &Value) -> usize {
 
 #[test]
 fn every_number_a_page_shows_is_the_number_at_its_place_in_the_pages_json() {
-    use crate::config::Config;
-    use crate::engine::{Engine, RestoredState, memory};
     use crate::generator::{FirmwareRollout, Generator, GeneratorConfig};
 
     // A fleet whose firmware rollout raises alerts (vehicle and cohort pages with episodes).
@@ -157,18 +155,7 @@ fn every_number_a_page_shows_is_the_number_at_its_place_in_the_pages_json() {
         .unwrap()
         .map(|r| (r.key, r.bytes))
         .collect();
-    let config = Config::default_config();
-    let mut engine = Engine::new(
-        config.stream,
-        &config.detector,
-        RestoredState::default(),
-        crate::metrics::Metrics::new(),
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let (_, outputs) =
-        memory::run_in_memory(&mut engine, records.into_iter(), 4, &mut store, 50_000).unwrap();
+    let (engine, store, _, outputs) = run_with_store(records, 50_000);
     let alerts = outputs.alerts;
     assert!(!alerts.is_empty(), "the rollout raises alerts");
     let vehicles = engine.vehicles();
@@ -184,7 +171,7 @@ fn every_number_a_page_shows_is_the_number_at_its_place_in_the_pages_json() {
         sampling: None,
         truth: Some(&truth),
         horizon_days: 14.0,
-        history: &store,
+        history: &*store,
     };
     let coverage = Coverage::default();
     let episode = regressions::episodes(&alerts)[0].id.clone();
@@ -261,8 +248,6 @@ fn json<T: serde::Serialize>(data: &T) -> Value {
 /// the input records say.
 #[test]
 fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_facts() {
-    use crate::config::Config;
-    use crate::engine::{Engine, RestoredState, memory};
     use crate::generator::{Generator, GeneratorConfig};
     use crate::model::Payload;
 
@@ -298,18 +283,7 @@ fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_fac
             .take(recent::RECENT)
             .collect::<Vec<_>>()
     };
-    let config = Config::default_config();
-    let mut engine = Engine::new(
-        config.stream,
-        &config.detector,
-        RestoredState::default(),
-        crate::metrics::Metrics::new(),
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let (dead, outputs) =
-        memory::run_in_memory(&mut engine, records.into_iter(), 4, &mut store, 5_000).unwrap();
+    let (engine, store, dead, outputs) = run_with_store(records, 5_000);
     assert!(dead.records.is_empty(), "a clean stream");
     let vehicles = engine.vehicles();
     let (cohorts, fleet_view) = (
@@ -326,7 +300,7 @@ fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_fac
         sampling: None,
         truth: None,
         horizon_days: 14.0,
-        history: &store,
+        history: &*store,
     };
     let listed = |records: &[recent::RecentRecord]| -> Vec<(i64, String)> {
         records
@@ -361,4 +335,50 @@ fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_fac
             .recent_trips
             .is_empty()
     );
+}
+
+/// The engine and store after `records` ran through them in process (4 partitions, a commit
+/// every `commit_every` records), with the dead letters and outputs.
+fn run_with_store(
+    records: Vec<(String, Vec<u8>)>,
+    commit_every: usize,
+) -> (
+    crate::engine::Engine,
+    StoreInDir,
+    crate::engine::memory::MemoryDeadLetters,
+    crate::engine::memory::MemoryOutputs,
+) {
+    let config = crate::config::Config::default_config();
+    let mut engine = crate::engine::Engine::new(
+        config.stream,
+        &config.detector,
+        crate::engine::RestoredState::default(),
+        crate::metrics::Metrics::new(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let (dead, outputs) = crate::engine::memory::run_in_memory(
+        &mut engine,
+        records.into_iter(),
+        4,
+        &mut store,
+        commit_every,
+    )
+    .unwrap();
+    (engine, StoreInDir { store, _dir: dir }, dead, outputs)
+}
+
+/// A store and the folder it lives in (deleted when dropped).
+struct StoreInDir {
+    store: crate::store::Store,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for StoreInDir {
+    type Target = crate::store::Store;
+
+    fn deref(&self) -> &crate::store::Store {
+        &self.store
+    }
 }
