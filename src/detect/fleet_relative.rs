@@ -401,40 +401,68 @@ fn hazard_ratio_summary(
 }
 
 impl FleetDetector {
-    /// Appends the state (not the parameters) in a compact binary form.
+    /// Appends the state (not the parameters) in a compact binary form: counts as unsigned
+    /// varints (most are small), the exposures and log weights as they are (f64, exact).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.old_events.to_le_bytes());
+        self.encode_as(false, out);
+    }
+
+    /// [`FleetDetector::encode`], or with `fixed` the earlier form (counts in fixed
+    /// little-endian width), which snapshots digest so that every release's compare.
+    pub fn encode_as(&self, fixed: bool, out: &mut Vec<u8>) {
+        let u64_to = |n: u64, out: &mut Vec<u8>| match fixed {
+            true => out.extend_from_slice(&n.to_le_bytes()),
+            false => put_varint(n, out),
+        };
+        let u32_to = |n: u32, out: &mut Vec<u8>| match fixed {
+            true => out.extend_from_slice(&n.to_le_bytes()),
+            false => put_varint(u64::from(n), out),
+        };
+        u64_to(self.old_events, out);
         out.extend_from_slice(&self.old_exposure.to_le_bytes());
-        out.extend_from_slice(&self.old_bins.to_le_bytes());
-        out.extend_from_slice(&(self.guard.len() as u32).to_le_bytes());
+        u64_to(self.old_bins, out);
+        u32_to(self.guard.len() as u32, out);
         for bin in &self.guard {
-            out.extend_from_slice(&bin.events.to_le_bytes());
+            u64_to(bin.events, out);
             out.extend_from_slice(&bin.exposure.to_le_bytes());
         }
         for (ln_w, seg) in self.ln_sr.iter().zip(&self.segments) {
             out.extend_from_slice(&ln_w.to_le_bytes());
             out.extend_from_slice(&seg.ln_max.to_le_bytes());
-            out.extend_from_slice(&seg.bins.to_le_bytes());
-            out.extend_from_slice(&seg.events.to_le_bytes());
+            u32_to(seg.bins, out);
+            u64_to(seg.events, out);
             out.extend_from_slice(&seg.exposure.to_le_bytes());
         }
     }
 
-    /// Reads what [`FleetDetector::encode`] wrote from the front of `bytes`; returns the rest.
-    /// With a shorter guard than the state has, the oldest guarded bins enter the baseline.
+    /// Reads what [`FleetDetector::encode`] wrote from the front of `bytes` (`fixed`: the
+    /// earlier form, every count in fixed little-endian width); returns the rest. With a
+    /// shorter guard than the state has, the oldest guarded bins enter the baseline.
     pub fn decode(
         params: FleetRelativeParams,
         bytes: &[u8],
+        fixed: bool,
     ) -> Result<(FleetDetector, &[u8]), StateDecodeError> {
         let mut d = FleetDetector::new(params).map_err(|_| StateDecodeError("parameters"))?;
         let mut r = StateReader(bytes);
-        d.old_events = u64::from_le_bytes(r.take()?);
+        let u64_of = |r: &mut StateReader<'_>| match fixed {
+            true => r.take().map(u64::from_le_bytes),
+            false => r.varint(),
+        };
+        let u32_of = |r: &mut StateReader<'_>| match fixed {
+            true => r.take().map(u32::from_le_bytes),
+            false => u32::try_from(r.varint()?).map_err(|_| StateDecodeError("count")),
+        };
+        d.old_events = u64_of(&mut r)?;
         d.old_exposure = f64::from_le_bytes(r.take()?);
-        d.old_bins = u64::from_le_bytes(r.take()?);
-        let guarded = u32::from_le_bytes(r.take()?);
+        d.old_bins = u64_of(&mut r)?;
+        let guarded = u32_of(&mut r)?;
+        if guarded as usize > r.0.len() {
+            return Err(StateDecodeError("guard count"));
+        }
         for _ in 0..guarded {
             d.guard.push_back(GuardedBin {
-                events: u64::from_le_bytes(r.take()?),
+                events: u64_of(&mut r)?,
                 exposure: f64::from_le_bytes(r.take()?),
             });
         }
@@ -442,8 +470,8 @@ impl FleetDetector {
             d.ln_sr[i] = f64::from_le_bytes(r.take()?);
             d.segments[i] = Segment {
                 ln_max: f64::from_le_bytes(r.take()?),
-                bins: u32::from_le_bytes(r.take()?),
-                events: u64::from_le_bytes(r.take()?),
+                bins: u32_of(&mut r)?,
+                events: u64_of(&mut r)?,
                 exposure: f64::from_le_bytes(r.take()?),
             };
         }
@@ -457,10 +485,35 @@ impl FleetDetector {
     }
 }
 
+/// Appends `value` as an unsigned LEB128 varint.
+pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 /// Reads fixed-size fields off the front of encoded state; `.0` is what is left.
 pub struct StateReader<'a>(pub &'a [u8]);
 
 impl StateReader<'_> {
+    /// An unsigned LEB128 varint ([`put_varint`]).
+    pub fn varint(&mut self) -> Result<u64, StateDecodeError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let [byte] = self.take::<1>()?;
+            if shift == 63 && byte > 1 {
+                break;
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(StateDecodeError("varint"))
+    }
+
     pub fn take<const N: usize>(&mut self) -> Result<[u8; N], StateDecodeError> {
         let chunk = self.0.get(..N).ok_or(StateDecodeError("ends early"))?;
         self.0 = &self.0[N..];

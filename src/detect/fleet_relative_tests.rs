@@ -126,7 +126,7 @@ fn the_state_survives_encoding_and_restarts_forget_the_change_only() {
     let mut bytes = Vec::new();
     live.encode(&mut bytes);
     bytes.extend_from_slice(b"rest");
-    let (mut restored, rest) = FleetDetector::decode(params, &bytes).unwrap();
+    let (mut restored, rest) = FleetDetector::decode(params, &bytes, false).unwrap();
     assert_eq!(rest, b"rest");
     assert_eq!(restored, live);
     for &(y, x) in &data[60..] {
@@ -141,7 +141,7 @@ fn the_state_survives_encoding_and_restarts_forget_the_change_only() {
         "the change statistic forgot the bins before the restart"
     );
     assert!(after.p_regression < 0.05, "{after:?}");
-    assert!(FleetDetector::decode(params, &bytes[..10]).is_err());
+    assert!(FleetDetector::decode(params, &bytes[..10], false).is_err());
 }
 
 /// The default fleet (config/fleet.toml) per vehicle and day: 3 trips of ~40 minutes, 2 h, at

@@ -34,7 +34,8 @@ use crate::detect::{AlertStatus, BinEvidence, Episode, EpisodeParams, HazardRati
 use crate::model::{ByClass, HazardClass, KeyKind, RegressionAlert, utc_date};
 
 pub use super::series::{
-    LastBin, SERIES_FORMAT, Series, decode_series, encode_series, is_current_series,
+    LastBin, SERIES_FORMAT, Series, decode_series, encode_series, fixed_form as fixed_series_form,
+    is_current_series,
 };
 
 const DAYS_PER_MONTH: f64 = 30.4375;

@@ -49,16 +49,42 @@ impl Series {
 
 /// The first byte of an encoded series list: the fleet-relative detector's state. Series written
 /// by the earlier self-baseline detector start with their count (1 or 2) instead.
-pub const SERIES_FORMAT: u8 = 0xF2;
+/// The detector's counts as varints ([`FleetDetector::encode`]).
+pub const SERIES_FORMAT: u8 = 0xF3;
+
+/// The same, with the detector's counts in fixed width (what safetel wrote before 0xF3): read.
+pub const SERIES_FORMAT_FIXED: u8 = 0xF2;
 
 /// Whether `bytes` hold series of the current format (else: of an earlier safetel, not usable).
 pub fn is_current_series(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&SERIES_FORMAT)
+    matches!(bytes.first(), Some(&SERIES_FORMAT | &SERIES_FORMAT_FIXED))
 }
 
 /// Appends the series of one key (every class) in a compact binary form.
 pub fn encode_series(series: &ByClass<Series>, out: &mut Vec<u8>) {
-    out.push(SERIES_FORMAT);
+    encode_series_as(series, false, out);
+}
+
+/// `bytes` (series of either format) in the fixed-width form: what a snapshot digests, so that
+/// equal series compare equal whichever form stored them. `None` if they cannot be read.
+pub fn fixed_form(bytes: &[u8]) -> Option<Vec<u8>> {
+    // No guard is trimmed: the series are read as stored.
+    let params = FleetRelativeParams {
+        guard_bins: usize::MAX,
+        ..FleetRelativeParams::default()
+    };
+    let series = decode_series(params, bytes).ok()?;
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    encode_series_as(&series, true, &mut out);
+    Some(out)
+}
+
+fn encode_series_as(series: &ByClass<Series>, fixed: bool, out: &mut Vec<u8>) {
+    out.push(if fixed {
+        SERIES_FORMAT_FIXED
+    } else {
+        SERIES_FORMAT
+    });
     out.push(HazardClass::COUNT as u8);
     for s in series.values() {
         out.extend_from_slice(&s.next_bin_ms.to_le_bytes());
@@ -73,7 +99,7 @@ pub fn encode_series(series: &ByClass<Series>, out: &mut Vec<u8>) {
                 out.extend_from_slice(&e.bins_below.to_le_bytes());
             }
         }
-        s.detector.encode(out);
+        s.detector.encode_as(fixed, out);
     }
     // Then each series' last closed bin (what the pages show of it until the next closes).
     for s in series.values() {
@@ -89,9 +115,11 @@ pub fn decode_series(
     bytes: &[u8],
 ) -> Result<ByClass<Series>, StateDecodeError> {
     let mut reader = StateReader(bytes);
-    if reader.take::<1>()?[0] != SERIES_FORMAT {
-        return Err(StateDecodeError("series of an earlier detector"));
-    }
+    let fixed = match reader.take::<1>()?[0] {
+        SERIES_FORMAT => false,
+        SERIES_FORMAT_FIXED => true,
+        _ => return Err(StateDecodeError("series of an earlier detector")),
+    };
     let count = reader.take::<1>()?[0];
     if count == 0 || usize::from(count) > HazardClass::COUNT {
         return Err(StateDecodeError("series count"));
@@ -110,7 +138,7 @@ pub fn decode_series(
             }),
             _ => return Err(StateDecodeError("episode flag")),
         };
-        let (detector, rest) = FleetDetector::decode(params, reader.0)?;
+        let (detector, rest) = FleetDetector::decode(params, reader.0, fixed)?;
         reader.0 = rest;
         out.push(Series {
             detector,
@@ -212,6 +240,43 @@ mod series_codec_tests {
 
     fn fresh(start_ms: i64) -> Series {
         Series::new(FleetRelativeParams::default(), start_ms)
+    }
+
+    /// Series fed a few weeks of bins are stored compactly, read back the same from either
+    /// form, and digest alike ([`fixed_form`]) whichever form stored them.
+    #[test]
+    fn series_in_the_compact_form_read_as_the_fixed_form_did() {
+        let mut series = ByClass::from_fn(|class| fresh(1_000 * class.index() as i64));
+        let fleet = crate::detect::fleet_relative::Baseline {
+            shape: 2.0,
+            rate: 200.0,
+        };
+        for day in 0..40_u64 {
+            for (_, s) in series.iter_mut() {
+                s.detector
+                    .update(day % 3, 2.0 + (day % 5) as f64 * 0.25, fleet);
+            }
+        }
+        let mut compact = Vec::new();
+        encode_series(&series, &mut compact);
+        let mut fixed = Vec::new();
+        encode_series_as(&series, true, &mut fixed);
+        assert_eq!(fixed[0], SERIES_FORMAT_FIXED);
+        assert!(
+            compact.len() * 4 < fixed.len() * 3,
+            "{} vs {} bytes",
+            compact.len(),
+            fixed.len()
+        );
+        let params = FleetRelativeParams::default();
+        for bytes in [&compact, &fixed] {
+            assert!(is_current_series(bytes));
+            let read = decode_series(params, bytes).unwrap();
+            for (class, s) in read.iter() {
+                assert_eq!(s.detector, series[class].detector, "{class:?}");
+            }
+            assert_eq!(fixed_form(bytes).as_ref(), Some(&fixed));
+        }
     }
 
     #[test]

@@ -832,7 +832,13 @@ impl Store {
             .iter()
             .map(|(p, key, bytes)| {
                 let at = p.stored();
-                (format!("{at}/{key}"), format!("{:016x}", id_hash(&[bytes])))
+                // Digested in one form, whichever stored them (equal state, equal snapshot).
+                let fixed = crate::engine::detection::fixed_series_form(bytes);
+                let digested = fixed.as_deref().unwrap_or(bytes);
+                (
+                    format!("{at}/{key}"),
+                    format!("{:016x}", id_hash(&[digested])),
+                )
             })
             .collect();
         let vehicles: BTreeMap<String, Value> = restored
