@@ -76,8 +76,9 @@ impl VehicleSet for Vehicles {
     }
 }
 
-/// The vehicles of one source partition, found by a scan of every vehicle (views and tests;
-/// the engine goes through its [`Members`] index, [`HeldVehicles`]).
+/// The vehicles of one source partition, found by a scan of every vehicle: what the tests
+/// compare the engine's index ([`HeldVehicles`]) with.
+#[cfg(test)]
 pub struct PartitionVehicles<'a>(pub &'a Vehicles, pub PartitionId);
 
 /// The vehicles the engine holds for one source partition, through its index.
@@ -97,6 +98,7 @@ impl VehicleSet for HeldVehicles<'_> {
     }
 }
 
+#[cfg(test)]
 impl VehicleSet for PartitionVehicles<'_> {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         for vehicle in self.0.iter().filter(|v| v.partition == self.1) {
