@@ -404,6 +404,16 @@ pub struct StateConfig {
     pub commit_max_records: usize,
     /// How long shutdown may take to drain, flush and commit before it gives up.
     pub shutdown_deadline_ms: u64,
+    /// What the history cache may hold (MiB): vehicles' closed bins, which leave the engine's
+    /// memory for the store, read back for the pages (docs/design.md §7).
+    pub cache_mb: u32,
+}
+
+impl StateConfig {
+    /// [`StateConfig::cache_mb`] in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_mb as usize * (1 << 20)
+    }
 }
 
 /// The change-point detector and its episodes (docs/design.md §3). Bin width and lateness are in
@@ -872,6 +882,7 @@ impl Config {
             1,
             100_000_000,
         )?;
+        within("state.cache_mb", state.cache_mb.into(), 1, 1 << 20)?;
         within(
             "state.shutdown_deadline_ms",
             state.shutdown_deadline_ms.into(),

@@ -60,6 +60,13 @@ pub struct Metrics {
     pub reviews_pending: IntGauge,
     /// Vehicle bins that left the state with retention (their sums stay in the totals).
     pub bins_retired: IntCounter,
+    /// Closed vehicle bins that left memory for the store (pages read them there).
+    pub bins_stored: IntCounter,
+    /// The history cache (`state.cache_mb`): bytes held, and reads it answered and missed,
+    /// entries it let go.
+    pub history_cache_bytes: IntGauge,
+    pub history_cache_reads: IntCounterVec,
+    pub history_cache_evictions: IntCounter,
     /// Silent vehicles that left memory (their state stays in the store), and that came back.
     pub vehicles_departed: IntCounter,
     pub vehicles_returned: IntCounter,
@@ -299,6 +306,29 @@ impl Metrics {
                 "Vehicle bins that left the state with retention (kept in the vehicles' totals)",
             )
             .expect("valid metric"),
+            bins_stored: IntCounter::new(
+                "safetel_bins_stored_total",
+                "Closed vehicle bins that left memory for the state store",
+            )
+            .expect("valid metric"),
+            history_cache_bytes: IntGauge::new(
+                "safetel_history_cache_bytes",
+                "Bytes of vehicle history (closed bins read from the store) the cache holds",
+            )
+            .expect("valid metric"),
+            history_cache_reads: IntCounterVec::new(
+                prometheus::Opts::new(
+                    "safetel_history_cache_reads_total",
+                    "Reads of vehicle history through the cache, by result (hit, miss)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            history_cache_evictions: IntCounter::new(
+                "safetel_history_cache_evictions_total",
+                "Vehicle histories the cache let go to stay within state.cache_mb",
+            )
+            .expect("valid metric"),
             vehicles_departed: IntCounter::new(
                 "safetel_vehicles_departed_total",
                 "Silent vehicles that left memory (their state stays in the store)",
@@ -377,6 +407,10 @@ impl Metrics {
             Box::new(metrics.review_results.clone()),
             Box::new(metrics.reviews_pending.clone()),
             Box::new(metrics.bins_retired.clone()),
+            Box::new(metrics.bins_stored.clone()),
+            Box::new(metrics.history_cache_bytes.clone()),
+            Box::new(metrics.history_cache_reads.clone()),
+            Box::new(metrics.history_cache_evictions.clone()),
             Box::new(metrics.vehicles_departed.clone()),
             Box::new(metrics.vehicles_returned.clone()),
             Box::new(metrics.timestamps_replaced.clone()),

@@ -23,6 +23,7 @@ use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::model::KeyKind;
 use crate::store::Store;
+use crate::store::history::HistoryCache;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
@@ -62,7 +63,10 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| temp.path().join("state"));
-    let mut store = Arc::new(Store::open(&state_dir)?);
+    let metrics = Metrics::new();
+    let mut store = Arc::new(Store::open(&state_dir)?.with_history_cache(
+        HistoryCache::new(config.state.cache_bytes()).with_metrics(metrics.clone()),
+    ));
     // The demo generates its stream from the start, so it must start from empty state too:
     // mixing it into an earlier run's store would give neither run's numbers.
     if !store.restore()?.partitions.is_empty() {
@@ -71,7 +75,6 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
             state_dir.display()
         );
     }
-    let metrics = Metrics::new();
     let mut engine = Engine::new(
         config.stream.clone(),
         &config.detector,
@@ -123,6 +126,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         elapsed_s: elapsed,
         dead_lettered_by_reason: dlq.by_reason,
         vehicles: &engine.vehicles(),
+        history: store.as_ref(),
         cohorts: engine.cohorts().into_keys().collect(),
         detector_updates: (
             metrics.detector_updates(KeyKind::Vehicle).get(),

@@ -70,6 +70,8 @@ pub struct DemoRun<'a> {
     pub elapsed_s: f64,
     pub dead_lettered_by_reason: BTreeMap<&'static str, u64>,
     pub vehicles: &'a Vehicles,
+    /// Where the vehicles' closed bins that left memory are read back from.
+    pub history: &'a dyn crate::dashboard::recent::VehicleHistory,
     pub cohorts: Vec<String>,
     /// Vehicle and cohort detector updates.
     pub detector_updates: (u64, u64),
@@ -115,7 +117,11 @@ impl DemoReport {
             fleet_totals,
             elapsed_s: run.elapsed_s,
             alerts: run.alerts.len(),
-            vehicle_fault_events: fault_events(run.vehicles, truth, run.horizon_days),
+            vehicle_fault_events: fault_events(
+                crate::dashboard::FleetVehicles::local(run.vehicles).with_history(run.history),
+                truth,
+                run.horizon_days,
+            ),
             console: Console {
                 commits: summary.commits,
                 commit_seconds: summary.commit_seconds,
@@ -157,12 +163,16 @@ fn verdict(alert: &RegressionAlert, truth: &GroundTruth) -> String {
 }
 
 /// Each injected vehicle fault's events of its class in the horizon before and after onset.
-fn fault_events(vehicles: &Vehicles, truth: &GroundTruth, horizon_days: f64) -> Vec<FaultEvents> {
+fn fault_events(
+    vehicles: crate::dashboard::FleetVehicles<'_>,
+    truth: &GroundTruth,
+    horizon_days: f64,
+) -> Vec<FaultEvents> {
     let window_ms = (horizon_days * DAY_MS as f64) as i64;
     let kind = KeyKind::Vehicle.name();
     let mut events = Vec::new();
     for r in truth.regressions.iter().filter(|r| r.key_kind == kind) {
-        let Some(vehicle) = vehicles.get(&r.key).map(|v| v.bins.clone()) else {
+        let Some(vehicle) = vehicles.get(&r.key).map(|v| v.bins) else {
             continue;
         };
         let sum = |from: i64, to: i64| {

@@ -40,7 +40,13 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         ],
     )
     .context("schema registry")?;
-    let store = Arc::new(Store::open(&config.state.dir)?);
+    let metrics = Metrics::new();
+    let store = Arc::new(
+        Store::open(&config.state.dir)?.with_history_cache(
+            crate::store::history::HistoryCache::new(config.state.cache_bytes())
+                .with_metrics(metrics.clone()),
+        ),
+    );
     // Everything stored locally, until the group assigns this process its partitions: then
     // it keeps those, brought up to date from their changelogs (see kafka::changelog).
     let restored = store.restore().context("restoring state")?;
@@ -49,7 +55,6 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
         partitions = restored.partitions.len(),
         "local state restored"
     );
-    let metrics = Metrics::new();
     let mut engine = Engine::new(
         config.stream.clone(),
         &config.detector,

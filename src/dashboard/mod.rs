@@ -44,6 +44,8 @@ use crate::model::RegressionAlert;
 #[derive(Clone, Copy)]
 pub struct FleetVehicles<'a> {
     local: &'a Vehicles,
+    /// Where this process's vehicles' closed bins that left memory are read back from.
+    history: Option<&'a dyn recent::VehicleHistory>,
     remote: Option<(
         &'a HashMap<String, VehicleState>,
         &'a HashSet<crate::engine::PartitionId>,
@@ -55,7 +57,17 @@ impl<'a> FleetVehicles<'a> {
     pub fn local(local: &'a Vehicles) -> FleetVehicles<'a> {
         FleetVehicles {
             local,
+            history: None,
             remote: None,
+        }
+    }
+
+    /// Reads the closed bins of this process's vehicles that left memory from `history` (else
+    /// the vehicles are as the engine holds them).
+    pub fn with_history(self, history: &'a dyn recent::VehicleHistory) -> FleetVehicles<'a> {
+        FleetVehicles {
+            history: Some(history),
+            ..self
         }
     }
 
@@ -67,6 +79,7 @@ impl<'a> FleetVehicles<'a> {
     ) -> FleetVehicles<'a> {
         FleetVehicles {
             local,
+            history: None,
             remote: Some((remote, held)),
         }
     }
@@ -80,10 +93,22 @@ impl<'a> FleetVehicles<'a> {
         })
     }
 
-    /// Calls `f` with each vehicle (this process's first).
+    /// Calls `f` with each vehicle (this process's first), with all the bins it keeps.
     pub fn for_each(&self, f: &mut dyn FnMut(&str, &VehicleState)) {
+        // Those with bins in the store are read once the map is let go: no lock of the
+        // engine's is held through a read of the store.
+        let mut with_stored_bins = Vec::new();
         for vehicle in self.local.iter() {
-            f(vehicle.key(), &vehicle);
+            if self.history.is_some() && vehicle.stored.count > 0 {
+                with_stored_bins.push(vehicle.key().clone());
+            } else {
+                f(vehicle.key(), &vehicle);
+            }
+        }
+        for id in with_stored_bins {
+            if let Some(vehicle) = self.get(&id) {
+                f(&id, &vehicle);
+            }
         }
         for (id, vehicle) in self.remote() {
             f(id, vehicle);
@@ -97,9 +122,14 @@ impl<'a> FleetVehicles<'a> {
         found
     }
 
+    /// The vehicle, with all the bins it keeps.
     pub fn get(&self, id: &str) -> Option<VehicleState> {
-        if let Some(vehicle) = self.local.get(id) {
-            return Some(vehicle.clone());
+        let local = self.local.get(id).map(|v| v.clone());
+        if let Some(vehicle) = local {
+            return Some(match self.history {
+                Some(history) if vehicle.stored.count > 0 => with_stored_bins(vehicle, history, id),
+                _ => vehicle,
+            });
         }
         let (remote, held) = self.remote?;
         remote
@@ -138,6 +168,26 @@ impl VehicleSet for PartitionOf<'_> {
             }
         });
     }
+}
+
+/// `vehicle` with its bins that only the store holds read back from `history` (if they cannot
+/// be read, its page shows the bins in memory; its totals count them all the same).
+fn with_stored_bins(
+    mut vehicle: VehicleState,
+    history: &dyn recent::VehicleHistory,
+    id: &str,
+) -> VehicleState {
+    let Some(stored) = history.stored_bins(vehicle.partition, id) else {
+        return vehicle;
+    };
+    for (&bin, stats) in stored.iter() {
+        // A bin in memory is the newer.
+        if !vehicle.bins.contains_key(&bin) {
+            vehicle.bins.insert(bin, *stats);
+        }
+    }
+    vehicle.stored = Default::default();
+    vehicle
 }
 
 /// What the pages read.

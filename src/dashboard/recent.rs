@@ -23,6 +23,14 @@ pub trait VehicleHistory {
         bin_ms: i64,
         f: &mut dyn FnMut(&[u8]),
     );
+
+    /// The bins the store keeps for `vehicle_id` of `partition` (closed ones that left the
+    /// engine's memory among them); `None` if they cannot be read.
+    fn stored_bins(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+    ) -> Option<std::sync::Arc<crate::engine::BinMap>>;
 }
 
 /// No history: pages list no recent records (tests, and where no store is at hand).
@@ -30,6 +38,14 @@ pub struct NoHistory;
 
 impl VehicleHistory for NoHistory {
     fn records_in_bin(&self, _: PartitionId, _: &str, _: i64, _: &mut dyn FnMut(&[u8])) {}
+
+    fn stored_bins(
+        &self,
+        _: PartitionId,
+        _: &str,
+    ) -> Option<std::sync::Arc<crate::engine::BinMap>> {
+        None
+    }
 }
 
 /// The latest [`RECENT`] trips and critical events, newest first.

@@ -50,6 +50,20 @@ pub struct StateDelta {
 }
 
 impl StateDelta {
+    /// The vehicles whose bins these changes write or delete (each once, in no order).
+    pub fn vehicles_with_bins(&self) -> Vec<(PartitionId, String)> {
+        let mut changed: Vec<(PartitionId, String)> = self
+            .bins
+            .iter()
+            .map(|(p, id, _, _)| (*p, id.clone()))
+            .chain(self.expired_bins.iter().map(|(p, id, _)| (*p, id.clone())))
+            .chain(self.retire_stored.iter().map(|(p, id, _)| (*p, id.clone())))
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
     /// What the group view learns of these changes; `departed`: the vehicles that left memory
     /// at this commit, with their bins; `departed_count`: each partition's vehicles out of
     /// memory.

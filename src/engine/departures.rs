@@ -35,6 +35,11 @@ impl Departures {
         self.archive = Some(archive);
     }
 
+    /// Where what left memory is read back from, if anywhere.
+    pub fn archive(&self) -> Option<&Arc<dyn VehicleArchive>> {
+        self.archive.as_ref()
+    }
+
     /// Whether vehicles may leave memory: only with an archive to bring them back from.
     pub fn may_depart(&self) -> bool {
         self.archive.is_some()
@@ -57,12 +62,14 @@ impl Departures {
 
     /// Records that `vehicle`, stored under `p`, left memory.
     pub fn leave(&mut self, id: String, p: PartitionId, vehicle: &VehicleState) {
-        let kept_bins = vehicle
-            .bins
-            .keys()
-            .next()
+        let first_in_memory = vehicle.bins.keys().next().copied();
+        let first = match vehicle.stored.count {
+            0 => first_in_memory,
+            _ => Some(vehicle.stored.first_ms),
+        };
+        let kept_bins = first
             .zip(vehicle.bins.keys().next_back())
-            .map(|(first, last)| (*first, *last));
+            .map(|(first, last)| (first, *last));
         self.away.insert(
             id,
             Departed {
@@ -163,6 +170,17 @@ mod tests {
                 .unwrap()
                 .get(vehicle_id)
                 .map(|v| (v.clone(), None)))
+        }
+
+        fn stored_bins(
+            &self,
+            partition: PartitionId,
+            vehicle_id: &str,
+        ) -> Result<crate::engine::BinMap, String> {
+            Ok(self
+                .load(partition, vehicle_id)?
+                .map(|(v, _)| v.bins)
+                .unwrap_or_default())
         }
     }
 

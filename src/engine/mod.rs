@@ -133,6 +133,12 @@ pub struct Engine {
     alerts: Vec<RegressionAlert>,
     /// The record just accepted let this partition close a bin still open.
     close_due: Option<PartitionId>,
+    /// Bins closed (commit number then, partition, closed through): once that commit's
+    /// changes are durable, their vehicles' bins before it may leave memory for the store.
+    closings: std::collections::VecDeque<(u64, PartitionId, i64)>,
+    /// Each partition's closed-through as of the last commit: a bin before it written again
+    /// (a review's answer) is a rewrite, which its vehicle must wait out.
+    closed_at_last_commit: HashMap<PartitionId, i64>,
     /// The record just accepted moved its vehicle away from this partition, where it was one
     /// of the few most advanced.
     clocks_to_rebuild: Option<PartitionId>,
@@ -182,6 +188,8 @@ impl Engine {
             fleet_view: Arc::new(FleetView::default()),
             alerts: Vec::new(),
             close_due: None,
+            closings: std::collections::VecDeque::new(),
+            closed_at_last_commit: HashMap::new(),
             clocks_to_rebuild: None,
             priors: HashMap::new(),
             refits: None,
@@ -238,6 +246,16 @@ impl Engine {
                     .insert(key, series);
             } else if let Some(mut vehicle) = self.vehicles.get_mut(&key) {
                 vehicle.series = Some(Box::new(series));
+            }
+        }
+        for (&partition, state) in &restored.partitions {
+            // What was restored is in the store: its closed bins may leave memory at once.
+            if partition.is_source() && state.closed_through_ms != i64::MIN {
+                let durable = self.commits.saturating_sub(2);
+                self.closings
+                    .push_back((durable, partition, state.closed_through_ms));
+                self.closed_at_last_commit
+                    .insert(partition, state.closed_through_ms);
             }
         }
         let mut adopted: BTreeSet<PartitionId> = restored.partitions.keys().copied().collect();
@@ -873,6 +891,7 @@ impl Engine {
             state.fleet_sums = fleet;
             self.outbox.dirty_fleet.insert(partition);
         }
+        self.closings.push_back((self.commits, partition, through));
         if fed > 0 {
             self.metrics
                 .detector_updates(KeyKind::Vehicle)
@@ -890,7 +909,15 @@ impl Engine {
 
     /// A vehicle that left memory sent again, and its committed state came back from the
     /// archive.
-    fn returned(&mut self, stored_under: PartitionId, vehicle_id: &str, vehicle: VehicleState) {
+    fn returned(&mut self, stored_under: PartitionId, vehicle_id: &str, mut vehicle: VehicleState) {
+        // What it comes back with is in the store: its closed bins stay there.
+        if self.keeps_history_in_store() {
+            let closed = self
+                .partitions
+                .get(&vehicle.partition)
+                .map_or(i64::MIN, |p| p.closed_through_ms);
+            retention::store_closed_bins(&mut vehicle, closed);
+        }
         let at = last_bin(&vehicle, self.time.bin_width_ms);
         self.members.join(vehicle.partition, vehicle_id, at);
         self.vehicles.insert(vehicle_id.to_string(), vehicle);
@@ -973,6 +1000,40 @@ impl Engine {
         gone
     }
 
+    /// Whether closed bins leave memory for the store (docs/design.md §7): where there is a
+    /// store to read them back from, and no group view, whose first publication of a vehicle
+    /// carries all its bins.
+    fn keeps_history_in_store(&self) -> bool {
+        self.departed.may_depart() && !self.publishes_view
+    }
+
+    /// The closed bins that the store surely holds (closed two commits ago or more, and not
+    /// written since) leave memory: a partition's vehicles visited once per bin it closes.
+    fn let_durable_bins_go(&mut self) {
+        if !self.keeps_history_in_store() {
+            self.closings.clear();
+            return;
+        }
+        let now = self.commits;
+        let durable = |written: Option<u64>| written.is_none_or(|at| at + 2 <= now);
+        while let Some(&(closed_at, p, through)) = self.closings.front() {
+            if closed_at + 2 > now {
+                break;
+            }
+            self.closings.pop_front();
+            let mut stored = 0;
+            for id in self.members.of(p) {
+                let Some(mut vehicle) = self.vehicles.get_mut(id) else {
+                    continue;
+                };
+                if durable(vehicle.closed_bins_written_at) {
+                    stored += retention::store_closed_bins(&mut vehicle, through);
+                }
+            }
+            self.metrics.bins_stored.inc_by(stored as u64);
+        }
+    }
+
     /// Retires the bins of partition `p`'s vehicles before `horizon_ms` into their sums.
     fn retire_bins(&mut self, p: PartitionId, horizon_ms: i64, delta: &mut StateDelta) {
         let width = self.time.bin_width_ms;
@@ -983,7 +1044,8 @@ impl Engine {
             };
             let vehicle = entry.value_mut();
             let before = last_bin(vehicle, width);
-            let expired = retention::retire_bins(vehicle, horizon_ms);
+            let mut expired = self.retire_stored_bins(p, &id, vehicle, horizon_ms);
+            expired.extend(retention::retire_bins(vehicle, horizon_ms));
             if expired.is_empty() {
                 continue;
             }
@@ -1002,17 +1064,44 @@ impl Engine {
         self.departed.retire_stored(p, horizon_ms, delta);
     }
 
+    /// The bins of `vehicle` that only the store holds, before `horizon_ms`, join its retired
+    /// sum (read back from the archive; if it cannot be read, they wait for the next
+    /// retirement). Returns their starts.
+    fn retire_stored_bins(
+        &self,
+        p: PartitionId,
+        id: &str,
+        vehicle: &mut VehicleState,
+        horizon_ms: i64,
+    ) -> Vec<i64> {
+        if vehicle.stored.count == 0 || vehicle.stored.first_ms >= horizon_ms {
+            return Vec::new();
+        }
+        let Some(archive) = self.departed.archive() else {
+            return Vec::new();
+        };
+        match archive.stored_bins(p, id) {
+            Ok(stored) => retention::retire_stored_bins(vehicle, &stored, horizon_ms),
+            Err(error) => {
+                tracing::warn!(%error, vehicle_id = id, "a vehicle's stored bins could not be read to retire them; they wait for the next retirement");
+                Vec::new()
+            }
+        }
+    }
+
     /// Takes everything changed since the last call (the next commit's [`StateDelta`]), and
     /// forgets record ids too old to matter.
     pub fn take_delta(&mut self) -> StateDelta {
         self.metrics
             .publish_dead_letter_share(self.recent.snapshot());
+        self.let_durable_bins_go();
         let outbox = std::mem::take(&mut self.outbox);
         let mut delta = StateDelta::default();
         outbox::take_vehicles(
             outbox.dirty_vehicles,
             &self.vehicles,
             &mut self.partitions,
+            (self.commits, &self.closed_at_last_commit),
             &mut delta,
         );
         for p in outbox.moved_partitions {
@@ -1049,6 +1138,10 @@ impl Engine {
         if self.publishes_view {
             delta.view =
                 self.view_items(&delta, &gone, outbox.view_everything, outbox.view_vehicles);
+        }
+        for position in &delta.positions {
+            self.closed_at_last_commit
+                .insert(position.partition, position.closed_through_ms);
         }
         self.commits += 1;
         delta

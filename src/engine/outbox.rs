@@ -91,6 +91,7 @@ pub(super) fn take_vehicles(
     ids: Vec<String>,
     vehicles: &Vehicles,
     partitions: &mut HashMap<PartitionId, PartitionState>,
+    (commit, closed_before): (u64, &HashMap<PartitionId, i64>),
     delta: &mut StateDelta,
 ) {
     // One entry of each per vehicle, most often: reserved once, not grown (and moved) by
@@ -104,6 +105,17 @@ pub(super) fn take_vehicles(
             continue;
         };
         let vehicle = &mut *vehicle;
+        let partition = partitions
+            .get_mut(&vehicle.partition)
+            .expect("a vehicle's partition exists");
+        // A bin closed before the last commit, written again.
+        if let (Some(&bin), Some(&closed)) = (
+            vehicle.dirty_bins.first(),
+            closed_before.get(&vehicle.partition),
+        ) && bin < closed
+        {
+            vehicle.closed_bins_written_at = Some(commit);
+        }
         for bin in std::mem::take(&mut vehicle.dirty_bins) {
             delta.bins.push((
                 vehicle.partition,
@@ -112,9 +124,6 @@ pub(super) fn take_vehicles(
                 vehicle.bins[&bin],
             ));
         }
-        let partition = partitions
-            .get_mut(&vehicle.partition)
-            .expect("a vehicle's partition exists");
         let timeline = std::mem::take(&mut vehicle.pending_timeline);
         timeline.move_segments(vehicle.partition, &vehicle_id, &mut delta.timeline);
         let facts = std::mem::take(&mut vehicle.pending_facts);

@@ -77,6 +77,13 @@ pub trait VehicleArchive: Send + Sync {
         partition: crate::partition_id::PartitionId,
         vehicle_id: &str,
     ) -> Result<Option<StoredVehicle>, String>;
+
+    /// The bins the store keeps for the vehicle under `partition` (not its retired sum).
+    fn stored_bins(
+        &self,
+        partition: crate::partition_id::PartitionId,
+        vehicle_id: &str,
+    ) -> Result<super::bin_map::BinMap, String>;
 }
 
 /// Whether `vehicle` may leave memory now: paused since a bin its partition has closed (so
@@ -104,6 +111,38 @@ pub fn may_leave(
         && vehicle.meta.awaiting_review.is_empty()
 }
 
+/// Lets the vehicle's bins before `before_ms` (closed, and in the store: the caller knows the
+/// commit that last wrote them is durable) leave memory, counted in [`VehicleState::stored`].
+/// Its latest bin stays (what its clock and its ordering among its partition's vehicles read),
+/// and so does every bin from the first changed since the last commit on. Nothing leaves while
+/// a review is awaited: its answer is credited to the bins of the reviewed events. Returns how
+/// many bins left.
+pub fn store_closed_bins(vehicle: &mut VehicleState, before_ms: i64) -> usize {
+    if !vehicle.meta.awaiting_review.is_empty() || !vehicle.meta.pending_reviews.is_empty() {
+        return 0;
+    }
+    let Some(&last) = vehicle.bins.keys().next_back() else {
+        return 0;
+    };
+    let mut cut = before_ms.min(last);
+    if let Some(&changed) = vehicle.dirty_bins.first() {
+        cut = cut.min(changed);
+    }
+    if vehicle
+        .bins
+        .first_key_value()
+        .is_none_or(|(&first, _)| first >= cut)
+    {
+        return 0;
+    }
+    let kept = vehicle.bins.split_off(&cut);
+    let leaving = std::mem::replace(&mut vehicle.bins, kept);
+    for (&bin, stats) in &leaving {
+        vehicle.stored.keep(bin, stats);
+    }
+    leaving.len()
+}
+
 /// Moves the vehicle's bins before `horizon_ms` into its retired sum; returns their starts.
 pub fn retire_bins(vehicle: &mut VehicleState, horizon_ms: i64) -> Vec<i64> {
     if vehicle
@@ -123,12 +162,106 @@ pub fn retire_bins(vehicle: &mut VehicleState, horizon_ms: i64) -> Vec<i64> {
     expired.into_keys().collect()
 }
 
+/// [`retire_bins`] for the bins of the vehicle only the store holds, `stored` as the store
+/// gives them back: those from `horizon_ms` on stay counted in [`VehicleState::stored`], and
+/// the rest of what it counted joins the retired sum. (The rest, not the bins the store
+/// returns before the horizon: a commit in flight may have retired some of them already, in
+/// the store, while the vehicle was out of memory.) Returns the starts of the stored bins
+/// before the horizon, to delete.
+pub fn retire_stored_bins(
+    vehicle: &mut VehicleState,
+    stored: &super::bin_map::BinMap,
+    horizon_ms: i64,
+) -> Vec<i64> {
+    let mut expired = Vec::new();
+    let mut still = super::state::StoredBins::default();
+    // A bin in memory too is the newer; the store's copy is the older of the same bin.
+    for (&bin, stats) in stored.iter().filter(|(b, _)| !vehicle.bins.contains_key(b)) {
+        if bin < horizon_ms {
+            expired.push(bin);
+        } else {
+            still.keep(bin, stats);
+        }
+    }
+    vehicle.retired.add(&vehicle.stored.sum.less(&still.sum));
+    vehicle.stored = still;
+    expired
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::BinStats;
 
     const DAY: i64 = 86_400_000;
+
+    fn trips(n: u64) -> BinStats {
+        BinStats {
+            trips: n,
+            ..BinStats::default()
+        }
+    }
+
+    /// A vehicle with bins 0..n (bin b with b + 1 trips).
+    fn vehicle_with(n: i64) -> VehicleState {
+        let mut v = VehicleState::default();
+        for b in 0..n {
+            v.bins.insert(b * DAY, trips(b as u64 + 1));
+        }
+        v
+    }
+
+    #[test]
+    fn closed_bins_leave_but_the_latest_the_changed_and_those_of_an_awaited_review_stay() {
+        let mut v = vehicle_with(6);
+        let total = v.totals();
+        // Closed through day 5: days 0-4 may go; day 2 changed since the last commit.
+        v.dirty_bins.insert(2 * DAY);
+        assert_eq!(store_closed_bins(&mut v, 5 * DAY), 2);
+        assert_eq!(
+            v.bins.keys().copied().collect::<Vec<_>>(),
+            [2, 3, 4, 5].map(|d| d * DAY)
+        );
+        assert_eq!(
+            (v.stored.count, v.stored.first_ms, v.stored.sum.trips),
+            (2, 0, 3)
+        );
+        assert_eq!(v.totals(), total, "the totals count them still");
+        // Committed: all closed ones go, the latest stays even when closed.
+        v.dirty_bins.clear();
+        assert_eq!(store_closed_bins(&mut v, 9 * DAY), 3);
+        assert_eq!(v.bins.keys().copied().collect::<Vec<_>>(), [5 * DAY]);
+        assert_eq!(v.totals(), total);
+        // A review awaited: nothing leaves (its answer credits the reviewed events' bins).
+        let mut v = vehicle_with(6);
+        v.meta.awaiting_review.push(("trip".into(), DAY));
+        assert_eq!(store_closed_bins(&mut v, 5 * DAY), 0);
+    }
+
+    #[test]
+    fn stored_bins_retire_whole_even_where_a_commit_in_flight_deleted_some() {
+        let mut v = vehicle_with(6);
+        let total = v.totals();
+        store_closed_bins(&mut v, 5 * DAY);
+        // The store has days 0-5; retire before day 3.
+        let stored = vehicle_with(6).bins;
+        let expired = retire_stored_bins(&mut v, &stored, 3 * DAY);
+        assert_eq!(expired, [0, DAY, 2 * DAY]);
+        assert_eq!(
+            (v.retired.trips, v.stored.count, v.stored.first_ms),
+            (6, 2, 3 * DAY)
+        );
+        assert_eq!(v.totals(), total);
+        // Out of memory, the store retired days 0-1 (in a commit not read yet when the
+        // vehicle came back with them): what the stored sum counted is retired all the same.
+        let mut v = vehicle_with(6);
+        store_closed_bins(&mut v, 5 * DAY);
+        let stored = vehicle_with(6).bins.split_off(&(2 * DAY));
+        let expired = retire_stored_bins(&mut v, &stored, 3 * DAY);
+        assert_eq!(expired, [2 * DAY]);
+        assert_eq!(v.totals(), total);
+        assert_eq!(v.retired.trips, 6);
+    }
 
     #[test]
     fn the_configured_horizons_are_as_documented() {

@@ -189,6 +189,17 @@ impl BinStats {
         self.expected_disengagements_micro += other.expected_disengagements_micro;
     }
 
+    /// These sums less `part`'s (a part of them), field by field.
+    pub fn less(&self, part: &BinStats) -> BinStats {
+        let (whole, part) = (self.fields(), part.fields());
+        let rest: Vec<u64> = whole
+            .iter()
+            .zip(part)
+            .map(|(w, p)| w.saturating_sub(p))
+            .collect();
+        Self::from_values(&rest)
+    }
+
     fn fields(&self) -> [u64; Self::FIELDS] {
         [
             self.trips,
@@ -335,10 +346,43 @@ pub struct VehicleState {
     /// Series changed since the last commit.
     #[serde(skip)]
     pub series_dirty: bool,
+    /// Its closed bins that only the store holds now (docs/design.md §7).
+    #[serde(skip)]
+    pub stored: StoredBins,
+    /// The last commit that wrote one of its closed bins (`None`: none since it was loaded):
+    /// closed bins leave memory only once that commit is durable.
+    #[serde(skip)]
+    pub closed_bins_written_at: Option<u64>,
     /// The commit since which the vehicle could leave memory (retention's `may_leave`):
     /// it leaves at a later one, when the store surely holds what it had then.
     #[serde(skip)]
     pub quiet_since_commit: Option<u64>,
+}
+
+/// A vehicle's closed bins that left memory for the store once it surely held them: what its
+/// totals, its retention and its departure need of them without reading them back. Pages read
+/// the bins themselves from the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StoredBins {
+    /// Their sum.
+    pub sum: BinStats,
+    /// How many.
+    pub count: u32,
+    /// The first one's start (when `count > 0`).
+    pub first_ms: i64,
+}
+
+impl StoredBins {
+    /// Counts `stats`, of the bin starting at `bin_ms`, among them.
+    pub fn keep(&mut self, bin_ms: i64, stats: &BinStats) {
+        self.first_ms = if self.count == 0 {
+            bin_ms
+        } else {
+            self.first_ms.min(bin_ms)
+        };
+        self.count += 1;
+        self.sum.add(stats);
+    }
 }
 
 /// Slowly changing attributes, from the latest trip summary.
@@ -527,9 +571,11 @@ impl VehicleState {
         }
     }
 
-    /// Everything the vehicle did: the bins kept and those retired.
+    /// Everything the vehicle did: the bins kept (in memory and in the store) and those
+    /// retired.
     pub fn totals(&self) -> BinStats {
         let mut total = self.retired;
+        total.add(&self.stored.sum);
         for stats in self.bins.values() {
             total.add(stats);
         }

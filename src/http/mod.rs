@@ -324,7 +324,8 @@ impl<'a> Snapshot<'a> {
         let vehicles = match &self.group {
             Some(view) => FleetVehicles::with_group(&state.vehicles, &view.vehicles, &self.held),
             None => FleetVehicles::local(&state.vehicles),
-        };
+        }
+        .with_history(state.store.as_ref());
         Sources {
             vehicles,
             cohorts: &self.cohorts,
@@ -591,7 +592,10 @@ pub fn series_json(series: &Series) -> Value {
 }
 
 async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    if let Some(vehicle) = state.vehicles.get(&id) {
+    let held_here = crate::dashboard::FleetVehicles::local(&state.vehicles)
+        .with_history(state.store.as_ref())
+        .get(&id);
+    if let Some(vehicle) = held_here {
         return Json(vehicle_json(&id, &vehicle)).into_response();
     }
     // A vehicle silent long enough has left memory (README "Retention"): the store has it, if

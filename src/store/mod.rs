@@ -13,6 +13,7 @@
 pub mod attributes;
 pub mod codec;
 pub mod commit;
+pub mod history;
 pub mod keys;
 
 use std::collections::{BTreeMap, HashMap};
@@ -194,8 +195,13 @@ const BLOCK_CACHE_BYTES: usize = 32 << 20;
 /// A RocksDB entry.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
 
+/// What the history cache may hold unless configured (`state.cache_mb`).
+pub const DEFAULT_HISTORY_CACHE_BYTES: usize = 64 << 20;
+
 pub struct Store {
     db: DB,
+    /// Vehicles' closed bins read back for the pages.
+    history: history::HistoryCache,
 }
 
 impl Store {
@@ -231,9 +237,55 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            history: history::HistoryCache::new(DEFAULT_HISTORY_CACHE_BYTES),
+        };
         store.migrate_format()?;
         Ok(store)
+    }
+
+    /// Reads vehicles' history for the pages through `cache` (`state.cache_mb`).
+    pub fn with_history_cache(mut self, cache: history::HistoryCache) -> Store {
+        self.history = cache;
+        self
+    }
+
+    /// What the history cache holds and has done.
+    pub fn history_cache_stats(&self) -> history::CacheStats {
+        self.history.stats()
+    }
+
+    /// The bins the store keeps for `vehicle_id` under `partition`, its retired sum aside.
+    pub fn vehicle_bins(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+    ) -> Result<crate::engine::BinMap, StoreError> {
+        let key = Vehicles::key((partition, vehicle_id));
+        let mut bins = crate::engine::BinMap::default();
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_iterate_range(rocksdb::PrefixRange(key.as_slice()));
+        for item in self.db.iterator_cf_opt(
+            self.cf(CF_BINS),
+            read,
+            IteratorMode::From(&key, rocksdb::Direction::Forward),
+        ) {
+            let (bin_key, value) = item?;
+            let (_, _, bin) =
+                keys::split_bin(&bin_key).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
+            if bin != RETIRED_BIN {
+                let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
+                bins.insert(bin, stats);
+            }
+        }
+        Ok(bins)
+    }
+
+    /// The vehicles of `delta` whose bins it changes, if the history cache holds anything
+    /// (else nothing is gathered: [`history::HistoryCache::after_write`] needs none).
+    fn history_to_invalidate(&self, delta: &StateDelta) -> Option<Vec<(PartitionId, String)>> {
+        self.history.holds_any().then(|| delta.vehicles_with_bins())
     }
 
     /// Brings a store of an earlier format to [`codec::FORMAT`]: every value of format 0 (no
@@ -332,10 +384,12 @@ impl Store {
     /// ([`commit::BatchChanges`]); the delta is let go before the batch is written.
     pub fn write(&self, mut delta: StateDelta) -> Result<(), StoreError> {
         commit::sort_by_key(&mut delta);
+        let changed = self.history_to_invalidate(&delta);
         let mut changes = commit::BatchChanges::new(self);
         self.changes(&mut delta, &mut changes)?;
         drop(delta);
         self.db.write(changes.batch)?;
+        self.history.after_write(changed.as_deref());
         Ok(())
     }
 
@@ -347,7 +401,14 @@ impl Store {
         changelog_offsets: &[(PartitionId, i64)],
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
+        let mut changed = self.history.holds_any().then(Vec::new);
         for op in ops {
+            if let (Some(changed), true) = (changed.as_mut(), op.cf == CF_BINS)
+                && let Some((partition, vehicle_id, _)) = keys::split_bin(&op.key)
+                && changed.last() != Some(&(partition, vehicle_id.clone()))
+            {
+                changed.push((partition, vehicle_id));
+            }
             match op.value {
                 Some(value) => batch.put_cf(self.cf(op.cf), &op.key, value),
                 None => batch.delete_cf(self.cf(op.cf), &op.key),
@@ -362,6 +423,7 @@ impl Store {
             );
         }
         self.db.write(batch)?;
+        self.history.after_write(changed.as_deref());
         Ok(())
     }
 
@@ -410,6 +472,8 @@ impl Store {
             );
         }
         self.db.write(batch)?;
+        // The whole partition changed.
+        self.history.after_write(None);
         Ok(())
     }
 
@@ -1020,6 +1084,19 @@ impl crate::dashboard::recent::VehicleHistory for Store {
             tracing::warn!(%error, vehicle_id, bin_ms, "a vehicle's facts could not be read for its page");
         }
     }
+
+    fn stored_bins(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+    ) -> Option<std::sync::Arc<crate::engine::BinMap>> {
+        self.history
+            .get_or_load(partition, vehicle_id, || {
+                self.vehicle_bins(partition, vehicle_id)
+            })
+            .map_err(|error| tracing::warn!(%error, vehicle_id, "a vehicle's stored bins could not be read for its page"))
+            .ok()
+    }
 }
 
 /// Vehicles that left the engine's memory come back from here.
@@ -1030,6 +1107,15 @@ impl crate::engine::VehicleArchive for Store {
         vehicle_id: &str,
     ) -> Result<Option<StoredVehicle>, String> {
         self.load_vehicle(partition, vehicle_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn stored_bins(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+    ) -> Result<crate::engine::BinMap, String> {
+        self.vehicle_bins(partition, vehicle_id)
             .map_err(|e| e.to_string())
     }
 }
