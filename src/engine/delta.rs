@@ -50,6 +50,46 @@ pub struct StateDelta {
 }
 
 impl StateDelta {
+    /// About how many bytes its changes take in a store's write batch (keys, values and
+    /// framing; what the store reserves so that a large commit's batch is not grown, and
+    /// copied, by doubling).
+    pub fn approximate_batch_bytes(&self) -> usize {
+        // Partition, separators, framing and the version byte; a vehicle id beside.
+        const FRAMING: usize = 24;
+        let keyed = |id: &str| FRAMING + id.len();
+        let bins: usize = self
+            .bins
+            .iter()
+            .map(|(_, id, _, _)| keyed(id) + 8 + BinStats::ENCODED_LEN)
+            .sum();
+        let vehicles: usize = self
+            .vehicles
+            .iter()
+            .map(|(_, id, meta)| keyed(id) + 64 + meta.vehicle_model.len() * 2)
+            .sum();
+        let segments = |list: &[FactSegment]| -> usize {
+            list.iter()
+                .map(|s| keyed(&s.vehicle_id) + 16 + s.records.len())
+                .sum()
+        };
+        let series: usize = self
+            .series
+            .iter()
+            .map(|(_, key, bytes)| keyed(key) + bytes.len())
+            .sum();
+        let seen: usize = self
+            .seen
+            .iter()
+            .map(|s| FRAMING + 16 + s.entries.len() * 16)
+            .sum();
+        bins + vehicles
+            + segments(&self.facts)
+            + segments(&self.timeline)
+            + series
+            + seen
+            + (self.fact_bins.len() + self.positions.len() + self.expired_bins.len()) * 64
+    }
+
     /// The vehicles whose bins these changes write or delete (each once, in no order).
     pub fn vehicles_with_bins(&self) -> Vec<(PartitionId, String)> {
         let mut changed: Vec<(PartitionId, String)> = self

@@ -101,7 +101,7 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
     fn poll(
         &mut self,
         _max_wait: Duration,
-        handle: &mut dyn FnMut(&SourceRecord<'_>),
+        handle: &mut dyn FnMut(&SourceRecord<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<Poll, SourceError> {
         let mut count = 0;
         while count < BATCH {
@@ -125,7 +125,7 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
             if this < self.skip_before.get(&partition).copied().unwrap_or(0) {
                 continue;
             }
-            handle(&SourceRecord {
+            let flow = handle(&SourceRecord {
                 partition,
                 offset: this,
                 key: Some(key.as_bytes()),
@@ -133,6 +133,9 @@ impl<I: Iterator<Item: Into<MemoryRecord>>> RecordSource for MemorySource<I> {
                 timestamp_ms,
             });
             count += 1;
+            if flow.is_break() {
+                break;
+            }
         }
         Ok(Poll::Records(count))
     }

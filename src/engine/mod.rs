@@ -614,6 +614,14 @@ impl Engine {
         self.outbox.records
     }
 
+    /// How large the next commit is, in records' worth: the records processed since the
+    /// last, and each series fed since as [`SERIES_WEIGHT`] records (a bin close feeds every
+    /// series of its partition at once, ~1-2 KB each, where a record adds ~100 bytes). A commit
+    /// is due at `state.commit_max_records` of it, which bounds what a commit holds.
+    pub fn pending_weight(&self) -> usize {
+        self.outbox.records + self.outbox.dirty_series.len() * SERIES_WEIGHT
+    }
+
     /// Whether the next commit point has anything to commit: records processed, or cohort
     /// reports to send (an idle partition announcing itself empty).
     pub fn has_pending_changes(&self) -> bool {
@@ -1197,6 +1205,9 @@ impl Engine {
         items
     }
 }
+
+/// What one series fed weighs in a commit, in records ([`Engine::pending_weight`]).
+pub const SERIES_WEIGHT: usize = 16;
 
 /// Every vehicle's bins summed: the fleet's totals (exact, integer sums in any order).
 pub fn fleet_totals(vehicles: &Vehicles) -> BinStats {

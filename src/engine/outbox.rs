@@ -225,6 +225,9 @@ pub(super) fn take_fleet(
 /// The fed series of vehicles, encoded, into `delta`.
 pub(super) fn take_series(ids: Vec<String>, vehicles: &Vehicles, delta: &mut StateDelta) {
     delta.series.reserve(ids.len());
+    // Encoded in one buffer and copied out at their size: a bin close encodes every vehicle's
+    // series, and a buffer grown by doubling each would hold up to twice their bytes.
+    let mut scratch = Vec::new();
     for vehicle_id in ids {
         let Some(mut vehicle) = vehicles.get_mut(&vehicle_id) else {
             continue;
@@ -234,9 +237,11 @@ pub(super) fn take_series(ids: Vec<String>, vehicles: &Vehicles, delta: &mut Sta
         let Some(series) = &vehicle.series else {
             continue;
         };
-        let mut bytes = Vec::new();
-        encode_series(series, &mut bytes);
-        delta.series.push((vehicle.partition, vehicle_id, bytes));
+        scratch.clear();
+        encode_series(series, &mut scratch);
+        delta
+            .series
+            .push((vehicle.partition, vehicle_id, scratch.as_slice().to_vec()));
     }
 }
 

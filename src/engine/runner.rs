@@ -7,6 +7,7 @@
 //! with the same ids: at-least-once, deduplicable downstream.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,11 +44,13 @@ pub struct Lag {
 
 /// Where records come from: Kafka in `run`, the generator in `demo` and experiments.
 pub trait RecordSource {
-    /// Hands available records to `handle`, waiting at most `max_wait` for the first.
+    /// Hands available records to `handle`, waiting at most `max_wait` for the first; a
+    /// `Break` from `handle` ends the batch after that record (the next poll goes on from the
+    /// record after it).
     fn poll(
         &mut self,
         max_wait: Duration,
-        handle: &mut dyn FnMut(&SourceRecord<'_>),
+        handle: &mut dyn FnMut(&SourceRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Poll, SourceError>;
 
     /// Whether records' timestamps are when they were really produced (a broker's), so that
@@ -495,7 +498,7 @@ fn consume(
             // Rejoining: records of partitions that may be another's are not processed; they
             // are read again, from the committed offsets, once partitions are assigned.
             if failure.is_some() || discard {
-                return;
+                return ControlFlow::Continue(());
             }
             let produced_ms = record.timestamp_ms.filter(|_| wall_clock);
             if let Some(ts) = produced_ms {
@@ -519,6 +522,13 @@ fn consume(
                     }
                 }
             }
+            // A commit this large is due now, not at the end of the batch (a bin close
+            // feeds every series of its partition at once).
+            if engine.pending_weight() >= policy.max_records {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
         if let Some(e) = failure {
             return Err(RunError::DeadLetter(e));
@@ -536,7 +546,7 @@ fn consume(
             return Ok(());
         }
         committer.reap(engine, source, status)?;
-        if engine.pending_records() >= policy.max_records
+        if engine.pending_weight() >= policy.max_records
             || (engine.has_pending_changes() && last_commit.elapsed() >= policy.interval)
         {
             committer.wait(engine, source, status)?;

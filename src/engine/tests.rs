@@ -586,13 +586,13 @@ impl runner::RecordSource for IdleAfterRecords {
     fn poll(
         &mut self,
         _max_wait: Duration,
-        handle: &mut dyn FnMut(&SourceRecord<'_>),
+        handle: &mut dyn FnMut(&SourceRecord<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<runner::Poll, runner::SourceError> {
         let Some(bytes) = self.0.get(self.1) else {
             std::thread::sleep(Duration::from_millis(1));
             return Ok(runner::Poll::Records(0));
         };
-        handle(&SourceRecord {
+        let _ = handle(&SourceRecord {
             partition: PartitionId::Source(0),
             offset: self.1 as i64,
             key: None,

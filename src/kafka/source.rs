@@ -380,7 +380,7 @@ impl RecordSource for KafkaSource {
     fn poll(
         &mut self,
         max_wait: Duration,
-        handle: &mut dyn FnMut(&SourceRecord<'_>),
+        handle: &mut dyn FnMut(&SourceRecord<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<Poll, SourceError> {
         let mut wait = max_wait;
         let mut count = 0;
@@ -413,9 +413,12 @@ impl RecordSource for KafkaSource {
                     if partition.is_source() {
                         self.await_writer_schema(record.payload);
                     }
-                    handle(&record);
+                    let flow = handle(&record);
                     count += 1;
                     wait = Duration::ZERO;
+                    if flow.is_break() {
+                        break;
+                    }
                 }
                 Some(Err(e)) => {
                     // Transient broker errors are retried by librdkafka; they are counted and the

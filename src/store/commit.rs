@@ -55,10 +55,11 @@ pub struct BatchChanges<'a> {
 }
 
 impl<'a> BatchChanges<'a> {
-    pub fn new(store: &'a Store) -> BatchChanges<'a> {
+    /// A batch of `store` with room for about `bytes` of changes.
+    pub fn with_capacity(store: &'a Store, bytes: usize) -> BatchChanges<'a> {
         BatchChanges {
             store,
-            batch: WriteBatch::default(),
+            batch: WriteBatch::with_capacity_bytes(bytes),
             smallest_put: Vec::new(),
         }
     }

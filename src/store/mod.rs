@@ -385,7 +385,8 @@ impl Store {
     pub fn write(&self, mut delta: StateDelta) -> Result<(), StoreError> {
         commit::sort_by_key(&mut delta);
         let changed = self.history_to_invalidate(&delta);
-        let mut changes = commit::BatchChanges::new(self);
+        let mut changes =
+            commit::BatchChanges::with_capacity(self, delta.approximate_batch_bytes());
         self.changes(&mut delta, &mut changes)?;
         drop(delta);
         self.db.write(changes.batch)?;
