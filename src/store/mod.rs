@@ -227,6 +227,18 @@ impl Store {
             let mut cf = Options::default();
             cf.set_block_based_table_factory(&table);
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // The first two levels hold what is rewritten soon (attributes, open bins, series,
+            // the latest facts): written uncompressed, their flushes and first compactions
+            // spend no CPU on LZ4; the levels below, where state stays, are compressed.
+            cf.set_compression_per_level(&[
+                rocksdb::DBCompressionType::None,
+                rocksdb::DBCompressionType::None,
+                rocksdb::DBCompressionType::Lz4,
+                rocksdb::DBCompressionType::Lz4,
+                rocksdb::DBCompressionType::Lz4,
+                rocksdb::DBCompressionType::Lz4,
+                rocksdb::DBCompressionType::Lz4,
+            ]);
             // Files that retention has filled with deletes are compacted soon, so the disk
             // follows the live state: at least half of any 1000 consecutive entries deleted.
             cf.add_compact_on_deletion_collector_factory(1000, 500, 0.5);
