@@ -134,21 +134,46 @@ pub fn opening_probability(params: &FleetRelativeParams, bins_per_false_alarm: f
     odds / (1.0 + odds)
 }
 
-/// One bin as the guard window remembers it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One bin as the guard window remembers it, in 12 bytes: the window (30 bins a class) is the
+/// largest part of a vehicle's detector state, which memory holds for every vehicle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, packed(4))]
 struct GuardedBin {
-    events: u64,
     exposure: f64,
+    events: u32,
+}
+
+impl GuardedBin {
+    fn new(events: u64, exposure: f64) -> GuardedBin {
+        GuardedBin {
+            exposure,
+            events: narrow(events),
+        }
+    }
+
+    fn events(self) -> u64 {
+        u64::from(self.events)
+    }
+
+    fn exposure(self) -> f64 {
+        self.exposure
+    }
+}
+
+/// A count held in 32 bits: a key's events in a bin, or in a segment of bins, stay far below
+/// 2^32 (at the extreme, the cap).
+fn narrow(count: u64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 /// The most probable segment ending now, for one ratio: its log product and its sums.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Segment {
     ln_max: f64,
+    exposure: f64,
     /// Bins in the segment (its start is this many bins back, counting the current one).
     bins: u32,
-    events: u64,
-    exposure: f64,
+    events: u32,
 }
 
 const NO_SEGMENT: Segment = Segment {
@@ -159,7 +184,7 @@ const NO_SEGMENT: Segment = Segment {
 };
 
 /// The fleet-relative detector of one series (key and hazard class).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FleetDetector {
     params: FleetRelativeParams,
     /// Sums of the key's own bins older than the guard window.
@@ -221,7 +246,7 @@ impl FleetDetector {
         let guarded = self
             .guard
             .iter()
-            .fold((0, 0.0), |(y, x), b| (y + b.events, x + b.exposure));
+            .fold((0, 0.0), |(y, x), b| (y + b.events(), x + b.exposure()));
         ((self.old_events, self.old_exposure), guarded)
     }
 
@@ -270,26 +295,23 @@ impl FleetDetector {
                 if seg.ln_max > 0.0 {
                     seg.ln_max += ln_lr;
                     seg.bins += 1;
-                    seg.events += events;
+                    seg.events = narrow(u64::from(seg.events) + events);
                     seg.exposure += x;
                 } else {
                     *seg = Segment {
                         ln_max: ln_lr,
                         bins: 1,
-                        events,
+                        events: narrow(events),
                         exposure: x,
                     };
                 }
             }
         }
-        self.guard.push_back(GuardedBin {
-            events,
-            exposure: x,
-        });
+        self.guard.push_back(GuardedBin::new(events, x));
         while self.guard.len() > self.params.guard_bins {
             let aged = self.guard.pop_front().expect("longer than the guard");
-            self.old_events += aged.events;
-            self.old_exposure += aged.exposure;
+            self.old_events += aged.events();
+            self.old_exposure += aged.exposure();
             self.old_bins += 1;
         }
         self.conclude(base, x)
@@ -388,12 +410,15 @@ fn hazard_ratio_summary(
     if seg.bins == 0 || !base.is_proper() {
         return None;
     }
-    let hr = HazardRatio::new(base.after_onset(seg.events, seg.exposure), base.rate())?;
+    let hr = HazardRatio::new(
+        base.after_onset(u64::from(seg.events), seg.exposure),
+        base.rate(),
+    )?;
     Some(HazardRatioSummary {
         median: hr.quantile(0.5),
         low: hr.quantile(0.025),
         high: hr.quantile(0.975),
-        events_after: seg.events,
+        events_after: u64::from(seg.events),
         exposure_after: seg.exposure,
         events_before: old_events,
         exposure_before: old_exposure,
@@ -423,14 +448,14 @@ impl FleetDetector {
         u64_to(self.old_bins, out);
         u32_to(self.guard.len() as u32, out);
         for bin in &self.guard {
-            u64_to(bin.events, out);
-            out.extend_from_slice(&bin.exposure.to_le_bytes());
+            u64_to(bin.events(), out);
+            out.extend_from_slice(&bin.exposure().to_le_bytes());
         }
         for (ln_w, seg) in self.ln_sr.iter().zip(&self.segments) {
             out.extend_from_slice(&ln_w.to_le_bytes());
             out.extend_from_slice(&seg.ln_max.to_le_bytes());
             u32_to(seg.bins, out);
-            u64_to(seg.events, out);
+            u64_to(u64::from(seg.events), out);
             out.extend_from_slice(&seg.exposure.to_le_bytes());
         }
     }
@@ -461,24 +486,23 @@ impl FleetDetector {
             return Err(StateDecodeError("guard count"));
         }
         for _ in 0..guarded {
-            d.guard.push_back(GuardedBin {
-                events: u64_of(&mut r)?,
-                exposure: f64::from_le_bytes(r.take()?),
-            });
+            let events = u64_of(&mut r)?;
+            d.guard
+                .push_back(GuardedBin::new(events, f64::from_le_bytes(r.take()?)));
         }
         for i in 0..GRID {
             d.ln_sr[i] = f64::from_le_bytes(r.take()?);
             d.segments[i] = Segment {
                 ln_max: f64::from_le_bytes(r.take()?),
                 bins: u32_of(&mut r)?,
-                events: u64_of(&mut r)?,
+                events: narrow(u64_of(&mut r)?),
                 exposure: f64::from_le_bytes(r.take()?),
             };
         }
         while d.guard.len() > params.guard_bins {
             let aged = d.guard.pop_front().expect("longer than the guard");
-            d.old_events += aged.events;
-            d.old_exposure += aged.exposure;
+            d.old_events += aged.events();
+            d.old_exposure += aged.exposure();
             d.old_bins += 1;
         }
         Ok((d, r.0))
