@@ -430,6 +430,9 @@ impl Metrics {
         for outcome in ["answered", "timed_out"] {
             metrics.review_results.with_label_values(&[outcome]);
         }
+        for result in ["hit", "miss"] {
+            metrics.history_cache_reads.with_label_values(&[result]);
+        }
         // The process's CPU, memory, file descriptors and start time (`process_*`, Linux), and
         // which build this is.
         #[cfg(target_os = "linux")]

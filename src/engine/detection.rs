@@ -145,10 +145,19 @@ impl DetectionSettings {
     /// `pause_after_ms` ending with `at`. There is no evidence in such bins, and a vehicle that
     /// has left the fleet should not drift towards an alert on empty bins for ever.
     pub fn paused(&self, bins: &BinMap, at: i64) -> bool {
+        self.paused_with_stored(bins, None, at)
+    }
+
+    /// [`DetectionSettings::paused`] for a vehicle whose bins before those in `bins` left
+    /// memory, the last of them starting at `last_stored` (docs/design.md §7): when none in
+    /// memory is in the window, that one may be.
+    pub fn paused_with_stored(&self, bins: &BinMap, last_stored: Option<i64>, at: i64) -> bool {
         self.pause_after_ms.is_some_and(|pause| {
             let from = at.saturating_sub(pause).saturating_add(self.bin_width_ms);
             // A pause shorter than a bin never pauses (config refuses it).
-            from <= at && bins.range(from..=at).next().is_none()
+            from <= at
+                && bins.range(from..=at).next().is_none()
+                && !last_stored.is_some_and(|last| (from..=at).contains(&last))
         })
     }
 
@@ -510,6 +519,7 @@ pub fn close_vehicle_bin(
     }
     let mut fed = 0;
     let mut changed = false;
+    let last_stored = (vehicle.stored.count > 0).then_some(vehicle.stored.last_ms);
     let VehicleState { series, bins, .. } = vehicle;
     let Some(series) = series else {
         return (0, false);
@@ -520,8 +530,8 @@ pub fn close_vehicle_bin(
         let key = vehicle_key(vehicle_id, class, settings);
         while series.next_bin_ms <= bin {
             let at = series.next_bin_ms;
-            if settings.paused(bins, at) {
-                if settings.paused(bins, bin) {
+            if settings.paused_with_stored(bins, last_stored, at) {
+                if settings.paused_with_stored(bins, last_stored, bin) {
                     // Still silent: the series waits where the silence began.
                     break;
                 }

@@ -619,7 +619,12 @@ impl Engine {
     /// series of its partition at once, ~1-2 KB each, where a record adds ~100 bytes). A commit
     /// is due at `state.commit_max_records` of it, which bounds what a commit holds.
     pub fn pending_weight(&self) -> usize {
-        self.outbox.records + self.outbox.dirty_series.len() * SERIES_WEIGHT
+        self.outbox.records + self.pending_series_weight()
+    }
+
+    /// The part of [`Engine::pending_weight`] that the series fed since the last commit make.
+    pub fn pending_series_weight(&self) -> usize {
+        self.outbox.dirty_series.len() * SERIES_WEIGHT
     }
 
     /// Whether the next commit point has anything to commit: records processed, or cohort

@@ -239,6 +239,35 @@ mod tests {
     }
 
     #[test]
+    fn a_vehicle_whose_recent_bins_are_in_the_store_is_not_paused() {
+        use crate::engine::detection::DetectionSettings;
+        let mut settings =
+            DetectionSettings::new(&crate::config::DetectorConfig::default(), DAY, DAY);
+        settings.pause_after_ms = Some(30 * DAY);
+        // Data on days 0-9 and on day 20 (a record for an open bin after a quiet spell);
+        // days 0-8 left memory, day 9 among them once day 20 came.
+        let mut v = vehicle_with(10);
+        v.bins.insert(20 * DAY, trips(1));
+        store_closed_bins(&mut v, 12 * DAY);
+        assert_eq!(v.bins.keys().copied().collect::<Vec<_>>(), [20 * DAY]);
+        assert_eq!(v.stored.last_ms, 9 * DAY);
+        let last = Some(v.stored.last_ms);
+        // Closing day 12: the last data was day 9, within the 30 days.
+        assert!(!settings.paused_with_stored(&v.bins, last, 12 * DAY));
+        assert!(
+            settings.paused(&v.bins, 12 * DAY),
+            "as the bins in memory alone say"
+        );
+        // Day 39 is 30 days after day 9: paused without day 20, not with it.
+        let mut without_20 = vehicle_with(10);
+        store_closed_bins(&mut without_20, 12 * DAY);
+        let last_9 = Some(without_20.stored.last_ms);
+        assert!(settings.paused_with_stored(&without_20.bins, last_9, 39 * DAY));
+        assert!(!settings.paused_with_stored(&without_20.bins, last_9, 38 * DAY));
+        assert!(!settings.paused_with_stored(&v.bins, last, 39 * DAY));
+    }
+
+    #[test]
     fn stored_bins_retire_whole_even_where_a_commit_in_flight_deleted_some() {
         let mut v = vehicle_with(6);
         let total = v.totals();

@@ -522,9 +522,9 @@ fn consume(
                     }
                 }
             }
-            // A commit this large is due now, not at the end of the batch (a bin close
-            // feeds every series of its partition at once).
-            if engine.pending_weight() >= policy.max_records {
+            // A bin close feeds every series of its partition at once: a commit that these
+            // alone make this large is due now, not at the end of the batch.
+            if engine.pending_series_weight() >= policy.max_records {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())

@@ -368,17 +368,19 @@ pub struct StoredBins {
     pub sum: BinStats,
     /// How many.
     pub count: u32,
-    /// The first one's start (when `count > 0`).
+    /// The first one's start and the last one's (when `count > 0`); every bin in memory is
+    /// later than the last.
     pub first_ms: i64,
+    pub last_ms: i64,
 }
 
 impl StoredBins {
     /// Counts `stats`, of the bin starting at `bin_ms`, among them.
     pub fn keep(&mut self, bin_ms: i64, stats: &BinStats) {
-        self.first_ms = if self.count == 0 {
-            bin_ms
+        (self.first_ms, self.last_ms) = if self.count == 0 {
+            (bin_ms, bin_ms)
         } else {
-            self.first_ms.min(bin_ms)
+            (self.first_ms.min(bin_ms), self.last_ms.max(bin_ms))
         };
         self.count += 1;
         self.sum.add(stats);
