@@ -422,6 +422,8 @@ pub fn run(
             summary: RunSummary::default(),
             alert_triggers: Vec::new(),
             rejoining: None,
+            committed: HashMap::new(),
+            lag_published: Instant::now(),
         };
         let Sinks {
             dead_letters: dlq,
@@ -554,6 +556,9 @@ fn consume(
             last_commit = Instant::now();
             // A commit waited on past the session timeout counts as standing still: the group
             // may have moved on meanwhile.
+        } else if committer.lag_published.elapsed() >= policy.interval {
+            // Nothing to commit: the lag behind the last commit still moves with the broker.
+            committer.publish_lag(engine, source, status);
         }
     }
     Ok(())
@@ -675,6 +680,10 @@ struct Committer {
     alert_triggers: Vec<Option<i64>>,
     /// Since when the group has moved on without this process (until it assigns again).
     rejoining: Option<Instant>,
+    /// The offsets of the last commit that finished, and when the lag behind them was last
+    /// published: an idle process keeps reporting its lag as the broker's marks move on.
+    committed: HashMap<PartitionId, i64>,
+    lag_published: Instant,
 }
 
 impl Committer {
@@ -799,14 +808,8 @@ impl Committer {
             }
             Err(error) => return Err(RunError::Commit(error)),
         };
-        let lag = source.lag(&positions);
-        for lag in &lag {
-            engine
-                .metrics
-                .consumer_lag
-                .with_label_values(&[&lag.topic, &lag.group, &lag.partition.to_string()])
-                .set(lag.behind);
-        }
+        self.committed = positions.clone();
+        self.publish_lag(engine, source, status);
         engine.metrics.commits.inc();
         engine.metrics.commit_duration.observe(seconds);
         self.summary.add_commit(seconds);
@@ -814,10 +817,24 @@ impl Committer {
             s.commits += 1;
             s.last_commit_unix_ms = Some(unix_ms());
             s.set_committed(&positions);
-            s.lag = lag.iter().map(|l| (l.internal, l.behind)).collect();
             s.last_error = None;
         });
         Ok(())
+    }
+
+    /// The lag behind the last commit's offsets, as the source's latest marks say, into the
+    /// metrics and the status.
+    fn publish_lag(&mut self, engine: &Engine, source: &dyn RecordSource, status: &StatusBoard) {
+        self.lag_published = Instant::now();
+        let lag = source.lag(&self.committed);
+        for lag in &lag {
+            engine
+                .metrics
+                .consumer_lag
+                .with_label_values(&[&lag.topic, &lag.group, &lag.partition.to_string()])
+                .set(lag.behind);
+        }
+        status.update(|s| s.lag = lag.iter().map(|l| (l.internal, l.behind)).collect());
     }
 }
 
