@@ -258,6 +258,23 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_a_commit_overtook_is_not_kept() {
+        let p = PartitionId::Source(2);
+        let cache = HistoryCache::new(1 << 20);
+        // The commit lands while the bins are read: what was read may be the older bins.
+        let got = cache
+            .get_or_load(p, "v", || {
+                cache.after_write(Some(&[(p, "v".to_string())]));
+                Ok::<_, ()>(bins(3))
+            })
+            .unwrap();
+        assert_eq!(got.len(), 3, "answered");
+        assert_eq!(cache.stats().entries, 0, "not kept");
+        cache.get_or_load(p, "v", load(3)).unwrap();
+        assert_eq!(cache.stats().entries, 1, "a read after the commit is kept");
+    }
+
+    #[test]
     fn a_commit_drops_the_entry_and_what_is_larger_than_the_cache_is_not_kept() {
         let p = PartitionId::Source(1);
         let cache = HistoryCache::new(entry_bytes(&(p, "v".into()), &bins(4)));
