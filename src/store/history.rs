@@ -93,11 +93,11 @@ impl HistoryCache {
             let mut lru = self.lock();
             if let Some(bins) = lru.touch(&key) {
                 lru.stats.hits += 1;
-                self.publish(&lru, "hit");
+                self.publish(&lru, Some("hit"));
                 return Ok(bins);
             }
             lru.stats.misses += 1;
-            self.publish(&lru, "miss");
+            self.publish(&lru, Some("miss"));
             lru.generation
         };
         let bins = Arc::new(load()?);
@@ -107,7 +107,7 @@ impl HistoryCache {
             if let Some(metrics) = &self.metrics {
                 metrics.history_cache_evictions.inc_by(evicted);
             }
-            self.publish(&lru, "");
+            self.publish(&lru, None);
         }
         Ok(bins)
     }
@@ -138,15 +138,16 @@ impl HistoryCache {
                 lru.stats.entries = 0;
             }
         }
-        self.publish(&lru, "");
+        self.publish(&lru, None);
     }
 
-    fn publish(&self, lru: &Lru, read: &str) {
+    /// The cache's bytes into its metrics, and `read`'s result (hit or miss) if it was one.
+    fn publish(&self, lru: &Lru, read: Option<&str>) {
         if let Some(metrics) = &self.metrics {
             metrics
                 .history_cache_bytes
                 .set(lru.stats.resident_bytes as i64);
-            if !read.is_empty() {
+            if let Some(read) = read {
                 metrics.history_cache_reads.with_label_values(&[read]).inc();
             }
         }

@@ -274,8 +274,24 @@ impl Store {
         partition: PartitionId,
         vehicle_id: &str,
     ) -> Result<crate::engine::BinMap, StoreError> {
-        let key = Vehicles::key((partition, vehicle_id));
         let mut bins = crate::engine::BinMap::default();
+        self.for_each_stored_bin(partition, vehicle_id, |bin, stats| {
+            if bin != RETIRED_BIN {
+                bins.insert(bin, stats);
+            }
+        })?;
+        Ok(bins)
+    }
+
+    /// Calls `f` with each bin the store keeps for `vehicle_id` under `partition`, in order,
+    /// its retired sum (at [`RETIRED_BIN`]) first.
+    fn for_each_stored_bin(
+        &self,
+        partition: PartitionId,
+        vehicle_id: &str,
+        mut f: impl FnMut(i64, BinStats),
+    ) -> Result<(), StoreError> {
+        let key = Vehicles::key((partition, vehicle_id));
         let mut read = rocksdb::ReadOptions::default();
         read.set_iterate_range(rocksdb::PrefixRange(key.as_slice()));
         for item in self.db.iterator_cf_opt(
@@ -286,12 +302,12 @@ impl Store {
             let (bin_key, value) = item?;
             let (_, _, bin) =
                 keys::split_bin(&bin_key).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
-            if bin != RETIRED_BIN {
-                let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
-                bins.insert(bin, stats);
-            }
+            f(
+                bin,
+                decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?,
+            );
         }
-        Ok(bins)
+        Ok(())
     }
 
     /// The vehicles of `delta` whose bins it changes, if the history cache holds anything
@@ -1007,24 +1023,13 @@ impl Store {
             meta: decode::<Vehicles>(&meta).ok_or_else(|| corrupt(CF_VEHICLES, &key))?,
             ..VehicleState::default()
         };
-        let bins = self.db.iterator_cf(
-            self.cf(CF_BINS),
-            IteratorMode::From(&key, rocksdb::Direction::Forward),
-        );
-        for item in bins {
-            let (bin_key, value) = item?;
-            if !bin_key.starts_with(&key) {
-                break;
-            }
-            let (_, _, bin) =
-                keys::split_bin(&bin_key).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
-            let stats = decode::<Bins>(&value).ok_or_else(|| corrupt(CF_BINS, &bin_key))?;
+        self.for_each_stored_bin(partition, vehicle_id, |bin, stats| {
             if bin == RETIRED_BIN {
                 vehicle.retired = stats;
             } else {
                 vehicle.bins.insert(bin, stats);
             }
-        }
+        })?;
         let series = match self.db.get_cf(self.cf(CF_SERIES), &key)? {
             Some(stored) => {
                 Some(decode::<Series>(&stored).ok_or_else(|| corrupt(CF_SERIES, &key))?)
