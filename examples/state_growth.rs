@@ -14,7 +14,7 @@ use std::path::Path;
 use safetel::config::Config;
 use safetel::engine::memory::run_in_memory;
 use safetel::engine::runner::{CommitError, CommitTarget};
-use safetel::engine::{Engine, RestoredState, Retention, StateDelta, Vehicles};
+use safetel::engine::{Engine, RestoredState, Retention, StateDelta};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::store::Store;
@@ -24,7 +24,7 @@ const DAY: i64 = 86_400_000;
 struct Measured {
     store: Store,
     dir: std::path::PathBuf,
-    vehicles: std::sync::Arc<Vehicles>,
+    vehicles: safetel::engine::HeldFleet,
     first_day: i64,
     next_report_day: i64,
     written: BTreeMap<&'static str, u64>,
@@ -51,7 +51,8 @@ impl CommitTarget for Measured {
 impl Measured {
     fn report(&self, day: i64) {
         let live = self.store.live_bytes().unwrap_or(0);
-        let bins: usize = self.vehicles.iter().map(|v| v.bins.len()).sum();
+        let mut bins = 0;
+        self.vehicles.for_each(|_, v| bins += v.bins.len());
         let (disk, wal) = dir_bytes(&self.dir);
         println!(
             "day {day:>4}  live {:>7.1} MB  on disk {:>7.1} MB (WAL {:>6.1})  bins {bins:>8}  RSS {:>6.1} MB",

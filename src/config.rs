@@ -368,6 +368,17 @@ pub struct StreamConfig {
     pub max_dlq_share: f64,
     #[serde(default = "default_dlq_window_records")]
     pub dlq_window_records: usize,
+    /// Worker threads the partition tasks run on (docs/design.md §8); default: the machine's
+    /// cores. More threads than partitions held leave the extra threads idle.
+    #[serde(default = "default_stream_threads")]
+    pub threads: usize,
+}
+
+/// Most `stream.threads` accepted.
+const MAX_STREAM_THREADS: usize = 256;
+
+fn default_stream_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Smallest `message.max.bytes` for safetel's clients: a state changelog record (a segment of
@@ -723,6 +734,9 @@ impl Config {
                 "stream.dlq_window_records",
                 "must be between 1 and 10000000",
             );
+        }
+        if !(1..=MAX_STREAM_THREADS).contains(&self.stream.threads) {
+            return invalid("stream.threads", "must be between 1 and 256");
         }
         if self.stream.max_record_bytes > MAX_SEGMENT_BYTES {
             return invalid(
@@ -1117,6 +1131,8 @@ mod tests {
                 "0",
                 "stream.dlq_window_records",
             ),
+            ("SAFETEL_STREAM__THREADS", "0", "stream.threads"),
+            ("SAFETEL_STREAM__THREADS", "257", "stream.threads"),
             (
                 "SAFETEL_STREAM__MAX_RECORD_BYTES",
                 "1000000",
@@ -1159,6 +1175,9 @@ mod tests {
             (900, 3, 10_000)
         );
         assert_eq!(stream.max_dlq_share, 0.05);
+        // Without `stream.threads`, the tasks run on as many threads as the machine has cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(stream.threads, cores);
     }
 
     #[test]

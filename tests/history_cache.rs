@@ -113,7 +113,8 @@ fn pages(outcome: &Outcome, after_each_read: &mut dyn FnMut(CacheStats)) -> serd
         "ranking": json(&safetel::dashboard::vehicles::data(&sources, "", 1000)),
     });
     after_each_read(outcome.store.history_cache_stats());
-    let mut ids: Vec<String> = vehicles.iter().map(|v| v.key().clone()).collect();
+    let mut ids: Vec<String> = Vec::new();
+    vehicles.for_each(|id, _| ids.push(id.to_string()));
     ids.sort();
     for id in ids {
         let page = safetel::dashboard::keys::vehicle_data(&sources, &id).expect("a page");
@@ -156,10 +157,18 @@ fn a_fleet_larger_than_the_cache_shows_what_a_fleet_kept_in_memory_shows() {
 
     // Bins left memory: a vehicle holds its latest bins (those not closed, or closed within
     // the last two commits) where the run that kept everything holds all 60.
-    let held = |o: &Outcome| -> usize { o.engine.vehicles().iter().map(|v| v.bins.len()).sum() };
+    let held = |o: &Outcome| -> usize {
+        o.engine
+            .vehicles()
+            .snapshot()
+            .iter()
+            .map(|v| v.bins.len())
+            .sum()
+    };
     let stored = |o: &Outcome| -> u32 {
         o.engine
             .vehicles()
+            .snapshot()
             .iter()
             .map(|v| v.stored.count)
             .sum::<u32>()
@@ -190,7 +199,7 @@ fn a_fleet_larger_than_the_cache_shows_what_a_fleet_kept_in_memory_shows() {
         small.store.snapshot().unwrap(),
         in_memory.store.snapshot().unwrap()
     );
-    for v in in_memory.engine.vehicles().iter() {
+    for v in in_memory.engine.vehicles().snapshot().iter() {
         let other = small.engine.vehicles();
         assert_eq!(
             other.get(v.key()).unwrap().totals(),

@@ -91,6 +91,7 @@ fn review_loop(registry: Option<&TestRegistry>) {
         run_in_memory(&mut engine, records.iter().cloned(), 4, &mut store, 20_000).unwrap();
     let reviewed = engine
         .vehicles()
+        .snapshot()
         .iter()
         .map(|v| v.totals().reviewed_trips)
         .sum::<u64>() as i64;

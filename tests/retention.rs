@@ -40,7 +40,7 @@ struct Weight {
 /// every [`WAREHOUSE_EVERY_DAYS`] event days (as a daily refit would, sooner than facts expire).
 struct Weighed {
     store: Arc<Store>,
-    vehicles: Arc<safetel::engine::Vehicles>,
+    vehicles: safetel::engine::HeldFleet,
     first_day: i64,
     checkpoints: Vec<i64>,
     weights: Vec<Weight>,
@@ -68,7 +68,7 @@ impl CommitTarget for Weighed {
                     .store
                     .live_bytes()
                     .map_err(|e| CommitError::Failed(e.to_string()))?,
-                bins: self.vehicles.iter().map(|v| v.bins.len()).sum(),
+                bins: self.vehicles.snapshot().iter().map(|v| v.bins.len()).sum(),
                 rss_kb: rss_kb(),
                 vehicles_in_memory: self.vehicles.len(),
             });
@@ -227,7 +227,7 @@ fn a_long_stream_levels_off_after_the_horizon_and_concludes_as_one_that_kept_eve
     // The same conclusions: alerts, totals, and the refit's survival data over its window.
     assert!(!whole.alerts.is_empty(), "the fleet raises alerts");
     assert_eq!(kept.alerts, whole.alerts);
-    let vehicles = whole.engine.vehicles();
+    let vehicles = whole.engine.vehicles().snapshot();
     assert_eq!(vehicles.len(), 300);
     for v in vehicles.iter() {
         let retained = kept.engine.vehicles();
@@ -374,7 +374,12 @@ fn day_files(warehouse: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 fn end_bins(engine: &Engine) -> usize {
-    engine.vehicles().iter().map(|v| v.bins.len()).sum()
+    engine
+        .vehicles()
+        .snapshot()
+        .iter()
+        .map(|v| v.bins.len())
+        .sum()
 }
 
 #[test]
@@ -431,7 +436,7 @@ fn silent_vehicles_leave_memory_and_come_back_as_if_they_had_stayed() {
     assert!(!staying.alerts.is_empty());
     assert_eq!(leaving.alerts, staying.alerts);
     // Those that never came back are in the store, their bins retired there as in memory.
-    for v in staying.engine.vehicles().iter() {
+    for v in staying.engine.vehicles().snapshot().iter() {
         let (back, n) = (leaving.engine.vehicles(), number(v.key()));
         let found = match back.get(v.key()) {
             Some(found) => found.clone(),

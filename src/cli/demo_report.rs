@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::engine::runner::RunSummary;
-use crate::engine::{BinStats, Vehicles};
+use crate::engine::{BinStats, HeldFleet};
 use crate::evaluate::Evaluation;
 use crate::generator::{DAY_MS, GroundTruth};
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
@@ -69,7 +69,7 @@ pub struct DemoRun<'a> {
     pub summary: &'a RunSummary,
     pub elapsed_s: f64,
     pub dead_lettered_by_reason: BTreeMap<&'static str, u64>,
-    pub vehicles: &'a Vehicles,
+    pub vehicles: &'a HeldFleet,
     /// Where the vehicles' closed bins that left memory are read back from.
     pub history: &'a dyn crate::dashboard::recent::VehicleHistory,
     pub cohorts: Vec<String>,
@@ -86,17 +86,17 @@ impl DemoReport {
         let truth = run.truth;
         let mut fleet_totals = BinStats::default();
         let mut highest_rates = Vec::new();
-        for vehicle in run.vehicles.iter() {
+        run.vehicles.for_each(|id, vehicle| {
             let totals = vehicle.totals();
             fleet_totals.add(&totals);
             let rate = totals.critical as f64 / totals.exposure_hours().max(1e-9) * 1000.0;
             let injected = truth
                 .regressions
                 .iter()
-                .find(|r| r.key == *vehicle.key())
+                .find(|r| r.key == id)
                 .map(|r| r.true_hr);
-            highest_rates.push((rate, vehicle.key().clone(), totals, injected));
-        }
+            highest_rates.push((rate, id.to_string(), totals, injected));
+        });
         highest_rates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         highest_rates.truncate(5);
         let count = |status| run.alerts.iter().filter(|a| a.status == status).count();

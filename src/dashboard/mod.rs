@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub use coverage::Coverage;
 
 use crate::engine::detection::{DetectionSettings, Series, VehicleSet};
-use crate::engine::{BinMap, BinStats, VehicleMeta, VehicleState, Vehicles};
+use crate::engine::{BinMap, BinStats, HeldFleet, VehicleMeta, VehicleState};
 use crate::generator::GroundTruth;
 use crate::model::RegressionAlert;
 
@@ -43,7 +43,7 @@ use crate::model::RegressionAlert;
 /// other processes' (as of their last commit), of the partitions it does not hold.
 #[derive(Clone, Copy)]
 pub struct FleetVehicles<'a> {
-    local: &'a Vehicles,
+    local: &'a HeldFleet,
     /// Where this process's vehicles' closed bins that left memory are read back from.
     history: Option<&'a dyn recent::VehicleHistory>,
     remote: Option<(
@@ -54,7 +54,7 @@ pub struct FleetVehicles<'a> {
 
 impl<'a> FleetVehicles<'a> {
     /// This process's vehicles only.
-    pub fn local(local: &'a Vehicles) -> FleetVehicles<'a> {
+    pub fn local(local: &'a HeldFleet) -> FleetVehicles<'a> {
         FleetVehicles {
             local,
             history: None,
@@ -73,7 +73,7 @@ impl<'a> FleetVehicles<'a> {
 
     /// This process's vehicles, and `remote`'s of partitions not in `held`.
     pub fn with_group(
-        local: &'a Vehicles,
+        local: &'a HeldFleet,
         remote: &'a HashMap<String, VehicleState>,
         held: &'a HashSet<crate::engine::PartitionId>,
     ) -> FleetVehicles<'a> {
@@ -89,7 +89,7 @@ impl<'a> FleetVehicles<'a> {
         self.remote.into_iter().flat_map(move |(remote, held)| {
             remote
                 .iter()
-                .filter(move |(id, v)| !held.contains(&v.partition) && !local.contains_key(*id))
+                .filter(move |(id, v)| !held.contains(&v.partition) && !local.contains_key(id))
         })
     }
 
@@ -98,13 +98,13 @@ impl<'a> FleetVehicles<'a> {
         // Those with bins in the store are read once the map is let go: no lock of the
         // engine's is held through a read of the store.
         let mut with_stored_bins = Vec::new();
-        for vehicle in self.local.iter() {
+        self.local.for_each(|id, vehicle| {
             if self.history.is_some() && vehicle.stored.count > 0 {
-                with_stored_bins.push(vehicle.key().clone());
+                with_stored_bins.push(id.to_string());
             } else {
-                f(vehicle.key(), &vehicle);
+                f(id, vehicle);
             }
-        }
+        });
         for id in with_stored_bins {
             if let Some(vehicle) = self.get(&id) {
                 f(&id, &vehicle);
@@ -124,7 +124,7 @@ impl<'a> FleetVehicles<'a> {
 
     /// The vehicle, with all the bins it keeps.
     pub fn get(&self, id: &str) -> Option<VehicleState> {
-        let local = self.local.get(id).map(|v| v.clone());
+        let local = self.local.get(id);
         if let Some(vehicle) = local {
             return Some(match self.history {
                 Some(history) if vehicle.stored.count > 0 => with_stored_bins(vehicle, history, id),

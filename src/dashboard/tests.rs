@@ -328,7 +328,7 @@ fn a_vehicle_page_lists_its_latest_trips_and_critical_events_from_the_stored_fac
         history: &recent::NoHistory,
         ..sources
     };
-    let some = vehicles.iter().next().unwrap().key().clone();
+    let some = vehicles.snapshot().iter().next().unwrap().key().clone();
     assert!(
         keys::vehicle_data(&bare, &some)
             .unwrap()

@@ -79,6 +79,7 @@ type Bins = BTreeMap<String, super::BinMap>;
 fn bins_except(engine: &Engine, but: &str) -> Bins {
     engine
         .vehicles()
+        .snapshot()
         .iter()
         .filter(|v| v.key() != but)
         .map(|v| (v.key().clone(), v.bins.clone()))
@@ -87,9 +88,8 @@ fn bins_except(engine: &Engine, but: &str) -> Bins {
 
 fn watermarks(engine: &Engine) -> BTreeMap<PartitionId, (i64, i64)> {
     engine
-        .partitions
-        .iter()
-        .map(|(p, s)| (*p, (s.watermark_ms, s.closed_through_ms)))
+        .source_states()
+        .map(|(p, s)| (p, (s.watermark_ms, s.closed_through_ms)))
         .collect()
 }
 
@@ -104,6 +104,7 @@ fn reasons(results: &[Result<RecordKind, Rejection>]) -> BTreeMap<&'static str, 
 fn latest_bin(engine: &Engine) -> i64 {
     engine
         .vehicles()
+        .snapshot()
         .iter()
         .filter_map(|v| v.bins.keys().last().copied())
         .max()
@@ -148,7 +149,7 @@ fn a_record_dated_2099_goes_to_the_dlq_as_future_and_moves_nothing() {
     );
     assert_eq!(watermarks(&e), watermarks(&expected), "no watermark moved");
     assert!(latest_bin(&e) < IN_2099 - 365 * DAY);
-    for vehicle in e.vehicles().iter() {
+    for vehicle in e.vehicles().snapshot().iter() {
         for (_, series) in vehicle.series.iter().flat_map(|s| s.iter()) {
             assert!(
                 series.next_bin_ms < IN_2099 - 365 * DAY,

@@ -8,12 +8,12 @@
 //! [`CohortAggregator`]s held here close cohort bins once every source partition has passed them
 //! ([`cohorts`](super::cohorts) owns the aggregation itself).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::cohorts::{CohortAggregator, PartitionReport};
 use super::detection::DetectionSettings;
 use super::outbox::Outbox;
-use super::state::{self, PartitionState};
+use super::state;
 use crate::metrics::Metrics;
 use crate::model::{HazardClass, KeyKind, RegressionAlert};
 use crate::partition_id::PartitionId;
@@ -36,10 +36,21 @@ pub struct CohortRouter {
     inputs: Option<Vec<(i32, Option<i64>)>>,
 }
 
+/// How far a source partition has read, as the cohort bins' waiting rules see it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceProgress {
+    /// It has delivered an accepted record (its vehicles have clocks).
+    pub accepted: bool,
+    pub next_offset: i64,
+}
+
+/// The source partitions held, by number.
+pub type SourcesRead = BTreeMap<i32, SourceProgress>;
+
 /// What routing a report may change besides the aggregators.
 pub struct RouteEffects<'a> {
     pub detection: &'a DetectionSettings,
-    pub partitions: &'a HashMap<PartitionId, PartitionState>,
+    pub partitions: &'a SourcesRead,
     pub outbox: &'a mut Outbox,
     pub alerts: &'a mut Vec<RegressionAlert>,
     pub metrics: &'a Metrics,
@@ -61,7 +72,7 @@ impl CohortRouter {
     pub fn set_inputs(
         &mut self,
         inputs: &[(i32, Option<i64>)],
-        partitions: &HashMap<PartitionId, PartitionState>,
+        partitions: &SourcesRead,
         outbox: &mut Outbox,
     ) {
         if self.inputs.as_deref() != Some(inputs) {
@@ -136,11 +147,7 @@ impl CohortRouter {
     /// known to be empty), or where they are not known, every partition that delivered a
     /// record. With the repartition topic: every partition of the input topic, except those
     /// reported empty (none while the partition count is unknown).
-    fn sources(
-        &self,
-        partitions: &HashMap<PartitionId, PartitionState>,
-        aggregator: &CohortAggregator,
-    ) -> Vec<i32> {
+    fn sources(&self, partitions: &SourcesRead, aggregator: &CohortAggregator) -> Vec<i32> {
         match (self.topic_partitions, self.source_partitions) {
             (None, _) if self.inputs.is_some() => self
                 .inputs
@@ -149,15 +156,11 @@ impl CohortRouter {
                 .filter(|(p, end)| !known_empty(partitions, *p, *end))
                 .map(|(p, _)| *p)
                 .collect(),
-            (None, _) => {
-                let mut sources: Vec<i32> = partitions
-                    .iter()
-                    .filter(|(_, s)| !s.clocks.is_empty())
-                    .filter_map(|(p, _)| p.source())
-                    .collect();
-                sources.sort_unstable();
-                sources
-            }
+            (None, _) => partitions
+                .iter()
+                .filter(|(_, s)| s.accepted)
+                .map(|(p, _)| *p)
+                .collect(),
             (Some(_), None) => Vec::new(),
             (Some(_), Some(count)) => (0..count)
                 .filter(|p| !aggregator.sources.get(p).is_some_and(|s| s.empty))
@@ -168,13 +171,7 @@ impl CohortRouter {
 
 /// Whether a partition has delivered no accepted record and is at its end (`end`, where
 /// known). (Not "has no watermark": one with fewer vehicles than the quorum has none yet.)
-fn known_empty(
-    partitions: &HashMap<PartitionId, PartitionState>,
-    source: i32,
-    end: Option<i64>,
-) -> bool {
-    let (accepted, next) = partitions
-        .get(&PartitionId::Source(source))
-        .map_or((false, 0), |s| (!s.clocks.is_empty(), s.next_offset));
-    end.is_some_and(|end| !accepted && next >= end)
+fn known_empty(partitions: &SourcesRead, source: i32, end: Option<i64>) -> bool {
+    let progress = partitions.get(&source).copied().unwrap_or_default();
+    end.is_some_and(|end| !progress.accepted && progress.next_offset >= end)
 }

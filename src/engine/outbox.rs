@@ -1,9 +1,9 @@
 //! The commit outbox: what changed since the last commit point and is not visible in the state
 //! maps themselves (which vehicles, partitions, series and aggregators to write, the cohort
 //! reports and alerts to send), and how each kind of change is taken from the state into the
-//! commit's [`StateDelta`] ([`take_vehicles`], [`take_partition`], [`take_fleet`],
-//! [`take_series`], [`take_cohorts`]; [`Engine::take_delta`](super::Engine::take_delta) calls
-//! them in order). The HTTP API reads the fleet sums and cohort series as of the last commit
+//! commit's [`StateDelta`] ([`take_vehicles`], [`take_partition`],
+//! [`take_series`], [`take_cohorts`]; a task's and the engine's `take_delta` call them in
+//! order). The HTTP API reads the fleet sums and cohort series as of the last commit
 //! point from the views these steps publish ([`FleetView`], [`CohortView`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -90,8 +90,8 @@ impl Outbox {
 pub(super) fn take_vehicles(
     ids: Vec<String>,
     vehicles: &Vehicles,
-    partitions: &mut HashMap<PartitionId, PartitionState>,
-    (commit, closed_before): (u64, &HashMap<PartitionId, i64>),
+    partition: &mut PartitionState,
+    (commit, closed_before): (u64, i64),
     delta: &mut StateDelta,
 ) {
     // One entry of each per vehicle, most often: reserved once, not grown (and moved) by
@@ -105,14 +105,9 @@ pub(super) fn take_vehicles(
             continue;
         };
         let vehicle = &mut *vehicle;
-        let partition = partitions
-            .get_mut(&vehicle.partition)
-            .expect("a vehicle's partition exists");
         // A bin closed before the last commit, written again.
-        if let (Some(&bin), Some(&closed)) = (
-            vehicle.dirty_bins.first(),
-            closed_before.get(&vehicle.partition),
-        ) && bin < closed
+        if let Some(&bin) = vehicle.dirty_bins.first()
+            && bin < closed_before
         {
             vehicle.closed_bins_written_at = Some(commit);
         }
@@ -198,28 +193,6 @@ pub(super) fn take_partition(
         state.bins_horizon_ms = horizon;
         horizon
     })
-}
-
-/// The fleet sums of the partitions that closed bins, into `delta` and into the API's `view`.
-pub(super) fn take_fleet(
-    closed: BTreeSet<PartitionId>,
-    partitions: &HashMap<PartitionId, PartitionState>,
-    view: &FleetView,
-    delta: &mut StateDelta,
-) {
-    let taken: Vec<(PartitionId, FleetSums)> = closed
-        .into_iter()
-        .filter_map(|p| Some((p, partitions.get(&p)?.fleet_sums.clone())))
-        .collect();
-    if !taken.is_empty() {
-        let mut view = view
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (p, sums) in &taken {
-            view.entry(*p).or_default().fleet = sums.clone();
-        }
-    }
-    delta.fleet_sums.extend(taken);
 }
 
 /// The fed series of vehicles, encoded, into `delta`.

@@ -22,14 +22,12 @@ use crate::dead_letter::Rejection;
 const AWAITING_REVIEW_MAX: usize = 64;
 
 /// Review decisions and the review service's requests and answers.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ReviewDesk {
     /// The review-budget policy, when trips' critical events count only if reviewed.
     policy: Option<SamplingPolicy>,
     /// With a review service: how far (event time) past a trip's start its review is awaited.
     service_timeout_ms: Option<i64>,
-    /// Review requests made since they were last taken, oldest first.
-    requests: Vec<ReviewRequest>,
 }
 
 impl ReviewDesk {
@@ -49,11 +47,6 @@ impl ReviewDesk {
         self.policy.is_some()
     }
 
-    /// Review requests made since the last call, oldest first.
-    pub fn take_requests(&mut self) -> Vec<ReviewRequest> {
-        std::mem::take(&mut self.requests)
-    }
-
     /// A critical event of `trip_id` in `bin`: in the stream, it waits for its trip's summary.
     /// (With a service only its answers count; without a budget every event counts as it is.)
     pub fn note_critical_event(&self, vehicle: &mut VehicleState, trip_id: &str, bin: i64) {
@@ -69,12 +62,14 @@ impl ReviewDesk {
 
     /// A trip's summary, which decides its review: the policy's inclusion probability from the
     /// trip's covariates and the vehicle's rate relative to its partition's fleet, then either a
-    /// request to the service (the partition's bins held for it) or, in the stream, its critical
+    /// request to the service (into `requests`; the partition's bins held for it) or, in the
+    /// stream, its critical
     /// events seen so far credited at once. Returns whether the vehicle changed bins no commit
     /// has seen yet for the first time (to be noted in the outbox).
     #[allow(clippy::too_many_arguments)]
     pub fn decide_trip(
-        &mut self,
+        &self,
+        requests: &mut Vec<ReviewRequest>,
         vehicle_id: &str,
         vehicle: &mut VehicleState,
         trip: &TripSummary<'_>,
@@ -132,7 +127,7 @@ impl ReviewDesk {
                 partition
                     .review_holds
                     .insert(review_hold(vehicle_id, &review));
-                self.requests.push(ReviewRequest {
+                requests.push(ReviewRequest {
                     trip_id: review.trip_id.clone(),
                     vehicle_id: vehicle_id.to_string(),
                     trip_start_ms: review.trip_start_ms,

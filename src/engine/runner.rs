@@ -42,6 +42,67 @@ pub struct Lag {
     pub behind: i64,
 }
 
+/// Records the engine takes at once ([`Engine::process_batch`]): its tasks run side by side on
+/// each batch, and a commit due is seen between batches.
+const BATCH_RECORDS: usize = 2048;
+
+/// Records polled, copied out of the source's buffers, for the tasks to process together.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    records: Vec<BatchRecord>,
+}
+
+/// A record of a [`Batch`]: its key and payload are ranges of the batch's bytes.
+struct BatchRecord {
+    partition: PartitionId,
+    offset: i64,
+    key: Option<std::ops::Range<usize>>,
+    payload: std::ops::Range<usize>,
+    timestamp_ms: Option<i64>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn push(&mut self, record: &SourceRecord<'_>) {
+        let mut copy = |bytes: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(bytes);
+            start..self.bytes.len()
+        };
+        let key = record.key.map(&mut copy);
+        let payload = copy(record.payload);
+        self.records.push(BatchRecord {
+            partition: record.partition,
+            offset: record.offset,
+            key,
+            payload,
+            timestamp_ms: record.timestamp_ms,
+        });
+    }
+
+    fn records(&self) -> Vec<SourceRecord<'_>> {
+        self.records
+            .iter()
+            .map(|r| SourceRecord {
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key.clone().map(|key| &self.bytes[key]),
+                payload: &self.bytes[r.payload.clone()],
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect()
+    }
+}
+
 /// Where records come from: Kafka in `run`, the generator in `demo` and experiments.
 pub trait RecordSource {
     /// Hands available records to `handle`, waiting at most `max_wait` for the first; a
@@ -474,6 +535,7 @@ fn consume(
     let mut turned = Instant::now();
     let mut unconfirmed: Option<Instant> = None;
     let mut source_checked = Instant::now();
+    let mut batch = Batch::default();
     while !shutdown.load(Ordering::Relaxed) {
         // The membership first, then the heartbeat: whoever sees the new heartbeat sees what
         // the pause made of the membership (the HTTP edge reads them in the other order).
@@ -493,15 +555,24 @@ fn consume(
         let discard = committer.rejoining.is_some();
         let now_ms = unix_ms();
         let mut failure = None;
-        let summary = &mut committer.summary;
-        let alert_triggers = &mut committer.alert_triggers;
         let wall_clock = source.timestamps_are_wall_clock();
+        batch.clear();
         let poll = source.poll(Duration::from_millis(100), &mut |record| {
             // Rejoining: records of partitions that may be another's are not processed; they
             // are read again, from the committed offsets, once partitions are assigned.
-            if failure.is_some() || discard {
-                return ControlFlow::Continue(());
+            if !discard {
+                batch.push(record);
             }
+            // The tasks take a batch at a time; a commit due is seen between batches.
+            if batch.len() >= BATCH_RECORDS {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        let records = batch.records();
+        let outcomes = engine.process_batch(&records);
+        for (record, outcome) in records.iter().zip(outcomes) {
             let produced_ms = record.timestamp_ms.filter(|_| wall_clock);
             if let Some(ts) = produced_ms {
                 engine
@@ -509,29 +580,20 @@ fn consume(
                     .processing_latency
                     .observe((now_ms - ts).max(0) as f64 / 1000.0);
             }
+            let summary = &mut committer.summary;
             summary.records += 1;
-            let raised_before = engine.raised_alerts();
-            let outcome = engine.process(record);
-            for _ in raised_before..engine.raised_alerts() {
-                alert_triggers.push(produced_ms);
-            }
-            match outcome {
+            (committer.alert_triggers).extend(std::iter::repeat_n(produced_ms, outcome.alerts));
+            match outcome.result {
                 Ok(_) => summary.accepted += 1,
                 Err(rejection) => {
                     summary.dead_lettered += 1;
                     if let Err(e) = dlq.send(record, &rejection) {
                         failure = Some(e);
+                        break;
                     }
                 }
             }
-            // A bin close feeds every series of its partition at once: a commit that these
-            // alone make this large is due now, not at the end of the batch.
-            if engine.pending_series_weight() >= policy.max_records {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
+        }
         if let Some(e) = failure {
             return Err(RunError::DeadLetter(e));
         }

@@ -441,10 +441,13 @@ fn a_partition_with_fewer_vehicles_than_the_quorum_is_not_taken_for_empty() {
         e.process(&next_record(&mut offsets, 0, bytes)).unwrap();
     }
     assert!(
-        e.partitions[&PartitionId::Source(0)].closed_through_ms > T0,
+        e.partition_state(PartitionId::Source(0)).closed_through_ms > T0,
         "partition 0 closed bins"
     );
-    assert_eq!(e.partitions[&PartitionId::Source(1)].watermark_ms, i64::MIN);
+    assert_eq!(
+        e.partition_state(PartitionId::Source(1)).watermark_ms,
+        i64::MIN
+    );
     let cohort_next = e
         .cohorts()
         .get("model:m")
@@ -776,14 +779,18 @@ fn run_with_review_service(
 
 /// (reviewed trips, reviewed critical events, reviewed risk exposure) over every vehicle.
 fn reviewed_totals(engine: &Engine) -> (u64, u64, u64) {
-    engine.vehicles().iter().fold((0, 0, 0), |(t, c, x), v| {
-        let s = v.totals();
-        (
-            t + s.reviewed_trips,
-            c + s.reviewed_critical,
-            x + s.reviewed_risk_exposure_ms,
-        )
-    })
+    engine
+        .vehicles()
+        .snapshot()
+        .iter()
+        .fold((0, 0, 0), |(t, c, x), v| {
+            let s = v.totals();
+            (
+                t + s.reviewed_trips,
+                c + s.reviewed_critical,
+                x + s.reviewed_risk_exposure_ms,
+            )
+        })
 }
 
 #[test]
@@ -874,7 +881,7 @@ fn unanswered_reviews_hold_bins_until_they_time_out() {
     assert!(pending > 0, "the last days' lost reviews are still awaited");
     // Every partition's bins closed up to the oldest review still awaited, which is at most
     // the timeout behind the watermark: nothing waits for ever.
-    for state in run.engine.partitions.values() {
+    for (_, state) in run.engine.source_states() {
         let oldest = state
             .review_holds
             .first()
@@ -894,7 +901,7 @@ fn unanswered_reviews_hold_bins_until_they_time_out() {
         .find_map(|(_, bytes)| match codec::decode(bytes).ok()?.payload {
             Payload::Trip(t)
                 if lost(&t.trip_id)
-                    && !run.engine.vehicles().iter().any(|v| {
+                    && !run.engine.vehicles().snapshot().iter().any(|v| {
                         v.meta
                             .pending_reviews
                             .iter()
@@ -1007,7 +1014,7 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
     let (_, outputs) =
         super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
     let settings = e.detection_settings().clone();
-    let vehicles = e.vehicles();
+    let vehicles = e.vehicles().snapshot();
     let mut compared = 0;
     for vehicle in vehicles.iter().take(20) {
         for (class, series) in vehicle.series.iter().flat_map(|s| s.iter()) {
@@ -1031,7 +1038,7 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
     let live = &e.cohorts()[cohort];
     let history = detection::cohort_history(
         &settings,
-        &*vehicles,
+        &vehicles,
         cohort,
         live[HazardClass::Critical].next_bin_ms,
     )
@@ -1266,7 +1273,7 @@ fn a_firmware_rollouts_rise_is_the_firmware_cohorts_not_its_models() {
     );
     // The model cohorts were fed all along, on their established-firmware members.
     let settings = e.detection_settings().clone();
-    let vehicles = e.vehicles();
+    let vehicles = e.vehicles().snapshot();
     let cohorts = e.cohorts();
     let model = cohorts
         .keys()
@@ -1274,7 +1281,7 @@ fn a_firmware_rollouts_rise_is_the_firmware_cohorts_not_its_models() {
         .expect("model cohorts");
     let (_, bins) = detection::cohort_history(
         &settings,
-        &*vehicles,
+        &vehicles,
         model,
         cohorts[model][HazardClass::Critical].next_bin_ms,
     )
@@ -1301,12 +1308,12 @@ fn the_fleet_a_restored_partition_compares_with_is_the_live_ones() {
     let mut store = Store::open(dir.path()).unwrap();
     super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
     let settings = e.detection_settings().clone();
-    let vehicles = e.vehicles();
-    assert_eq!(e.partitions.len(), 4);
-    for (p, state) in &e.partitions {
+    let vehicles = e.vehicles().snapshot();
+    assert_eq!(e.source_states().count(), 4);
+    for (p, state) in e.source_states() {
         let restored = detection::FleetSums::of(
             &settings,
-            &PartitionVehicles(&vehicles, *p),
+            &PartitionVehicles(&vehicles, p),
             state.closed_through_ms,
         );
         let live = &state.fleet_sums;

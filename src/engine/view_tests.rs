@@ -32,7 +32,7 @@ impl CommitTarget for Viewed {
 }
 
 fn assert_view_is(view: &GroupState, engine: &Engine) {
-    let vehicles = engine.vehicles();
+    let vehicles = engine.vehicles().snapshot();
     assert_eq!(view.vehicles.len(), vehicles.len(), "vehicles in the view");
     for v in vehicles.iter() {
         let seen = &view.vehicles[v.key()];

@@ -40,7 +40,7 @@ use crate::engine::detection::{DetectionSettings, Series};
 use crate::engine::health::{self, HealthInputs, Verdict};
 use crate::engine::runner::{RunStatus, StatusBoard};
 use crate::engine::view::GroupState;
-use crate::engine::{BinStats, CohortView, VehicleState, Vehicles};
+use crate::engine::{BinStats, CohortView, HeldFleet, VehicleState};
 use crate::generator::GroundTruth;
 use crate::metrics::Metrics;
 use crate::model::{ByClass, HazardClass, RegressionAlert};
@@ -49,7 +49,7 @@ use crate::store::Store;
 /// What the handlers read.
 #[derive(Clone)]
 pub struct AppState {
-    pub vehicles: Arc<Vehicles>,
+    pub vehicles: HeldFleet,
     pub cohorts: Arc<CohortView>,
     /// Each source partition's fleet sums as of the last commit point.
     pub fleet: Arc<crate::engine::FleetView>,
@@ -642,11 +642,10 @@ async fn vehicle(State(state): State<AppState>, Path(id): Path<String>) -> Respo
 }
 
 async fn vehicles(State(state): State<AppState>) -> Json<Value> {
-    let mut list: Vec<(String, BinStats)> = state
+    let mut list: Vec<(String, BinStats)> = Vec::new();
+    state
         .vehicles
-        .iter()
-        .map(|v| (v.key().clone(), v.totals()))
-        .collect();
+        .for_each(|id, v| list.push((id.to_string(), v.totals())));
     list.sort_by(|a, b| a.0.cmp(&b.0));
     let list: Vec<Value> = list
         .iter()

@@ -916,6 +916,21 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Every column family's entries (key, value) in key order: equal only for the same
+    /// commits of the same state, byte for byte.
+    pub fn dump(&self) -> Result<BTreeMap<&'static str, Vec<(Vec<u8>, Vec<u8>)>>, StoreError> {
+        let mut dump = BTreeMap::new();
+        for cf in PARTITIONED.iter().chain(LOCAL.iter()) {
+            let mut entries = Vec::new();
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (key, value) = item?;
+                entries.push((key.to_vec(), value.to_vec()));
+            }
+            dump.insert(*cf, entries);
+        }
+        Ok(dump)
+    }
+
     /// A canonical JSON picture of the whole store: equal state gives equal snapshots, however
     /// the records were split into commits (apart from `cohort_report_offsets`).
     pub fn snapshot(&self) -> Result<Value, StoreError> {
