@@ -211,6 +211,11 @@ impl Engine {
         self
     }
 
+    /// The worker threads the tasks of a batch run on.
+    pub fn threads(&self) -> usize {
+        self.workers.threads()
+    }
+
     /// The most partition tasks that ever ran at the same time.
     pub fn most_tasks_at_once(&self) -> usize {
         self.workers.most_at_once()

@@ -42,15 +42,19 @@ pub struct Lag {
     pub behind: i64,
 }
 
-/// Records the engine takes at once ([`Engine::process_batch`]): its tasks run side by side on
-/// each batch, and a commit due is seen between batches.
-const BATCH_RECORDS: usize = 2048;
+/// The most records the engine takes at once ([`Engine::process_batch`]): its tasks run side by
+/// side on each batch, and a commit due is seen between batches. Large enough to hold several
+/// partitions' records (a Kafka consumer hands over a partition's fetched records together, a
+/// few thousand at a time).
+const BATCH_RECORDS: usize = 16_384;
 
 /// Records polled, copied out of the source's buffers, for the tasks to process together.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
     records: Vec<BatchRecord>,
+    /// The partitions it has records of.
+    partitions: Vec<PartitionId>,
 }
 
 /// A record of a [`Batch`]: its key and payload are ranges of the batch's bytes.
@@ -66,10 +70,20 @@ impl Batch {
     fn clear(&mut self) {
         self.bytes.clear();
         self.records.clear();
+        self.partitions.clear();
     }
 
     fn len(&self) -> usize {
         self.records.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// How many partitions the batch has records of.
+    fn partitions(&self) -> usize {
+        self.partitions.len()
     }
 
     fn push(&mut self, record: &SourceRecord<'_>) {
@@ -78,6 +92,14 @@ impl Batch {
             self.bytes.extend_from_slice(bytes);
             start..self.bytes.len()
         };
+        if self
+            .records
+            .last()
+            .is_none_or(|last| last.partition != record.partition)
+            && !self.partitions.contains(&record.partition)
+        {
+            self.partitions.push(record.partition);
+        }
         let key = record.key.map(&mut copy);
         let payload = copy(record.payload);
         self.records.push(BatchRecord {
@@ -100,6 +122,79 @@ impl Batch {
                 timestamp_ms: r.timestamp_ms,
             })
             .collect()
+    }
+}
+
+/// Fills `batch` from `source` (emptied first): polls until the batch holds records of
+/// `partitions` partitions (enough for the tasks to run side by side) or [`BATCH_RECORDS`], or the
+/// source has nothing more for now; one poll for one partition. With `discard`, records are read
+/// and dropped.
+fn poll_batch(
+    source: &mut dyn RecordSource,
+    batch: &mut Batch,
+    partitions: usize,
+    discard: bool,
+) -> Result<Poll, SourceError> {
+    batch.clear();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let mut handed = 0;
+        let poll = source.poll(wait, &mut |record| {
+            handed += 1;
+            if !discard {
+                batch.push(record);
+            }
+            if batch.len() >= BATCH_RECORDS {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        let enough = batch.len() >= BATCH_RECORDS || batch.partitions() >= partitions;
+        if poll == Poll::End || handed == 0 || discard || enough {
+            return Ok(poll);
+        }
+        wait = Duration::ZERO;
+    }
+}
+
+/// What a processed batch's records leave for the run: their latencies, the run's counts, the
+/// alerts' triggers, and the rejected records in the dead-letter topic.
+struct Settle {
+    now_ms: i64,
+    wall_clock: bool,
+}
+
+impl Settle {
+    fn outcomes(
+        &self,
+        engine: &Engine,
+        records: &[SourceRecord<'_>],
+        outcomes: Vec<super::Outcome>,
+        committer: &mut Committer,
+        dlq: &mut dyn DeadLetterSink,
+    ) -> Result<(), RunError> {
+        for (record, outcome) in records.iter().zip(outcomes) {
+            let produced_ms = record.timestamp_ms.filter(|_| self.wall_clock);
+            if let Some(ts) = produced_ms {
+                engine
+                    .metrics
+                    .processing_latency
+                    .observe((self.now_ms - ts).max(0) as f64 / 1000.0);
+            }
+            let summary = &mut committer.summary;
+            summary.records += 1;
+            let triggers = std::iter::repeat_n(produced_ms, outcome.alerts);
+            committer.alert_triggers.extend(triggers);
+            match outcome.result {
+                Ok(_) => summary.accepted += 1,
+                Err(rejection) => {
+                    summary.dead_lettered += 1;
+                    dlq.send(record, &rejection).map_err(RunError::DeadLetter)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -535,7 +630,11 @@ fn consume(
     let mut turned = Instant::now();
     let mut unconfirmed: Option<Instant> = None;
     let mut source_checked = Instant::now();
-    let mut batch = Batch::default();
+    // Records polled and not yet processed; with more than one thread, a batch is processed
+    // while the next is polled.
+    let (mut ready, mut incoming) = (Batch::default(), Batch::default());
+    let threads = engine.threads();
+    let pipelined = threads > 1;
     while !shutdown.load(Ordering::Relaxed) {
         // The membership first, then the heartbeat: whoever sees the new heartbeat sees what
         // the pause made of the membership (the HTTP edge reads them in the other order).
@@ -552,52 +651,41 @@ fn consume(
             let health = source.health();
             status.update(|s| s.source = health);
         }
+        // Rejoining: records of partitions that may be another's are not processed; they are
+        // read again, from the committed offsets, once partitions are assigned.
         let discard = committer.rejoining.is_some();
-        let now_ms = unix_ms();
-        let mut failure = None;
-        let wall_clock = source.timestamps_are_wall_clock();
-        batch.clear();
-        let poll = source.poll(Duration::from_millis(100), &mut |record| {
-            // Rejoining: records of partitions that may be another's are not processed; they
-            // are read again, from the committed offsets, once partitions are assigned.
-            if !discard {
-                batch.push(record);
-            }
-            // The tasks take a batch at a time; a commit due is seen between batches.
-            if batch.len() >= BATCH_RECORDS {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        let records = batch.records();
-        let outcomes = engine.process_batch(&records);
-        for (record, outcome) in records.iter().zip(outcomes) {
-            let produced_ms = record.timestamp_ms.filter(|_| wall_clock);
-            if let Some(ts) = produced_ms {
-                engine
-                    .metrics
-                    .processing_latency
-                    .observe((now_ms - ts).max(0) as f64 / 1000.0);
-            }
-            let summary = &mut committer.summary;
-            summary.records += 1;
-            (committer.alert_triggers).extend(std::iter::repeat_n(produced_ms, outcome.alerts));
-            match outcome.result {
-                Ok(_) => summary.accepted += 1,
-                Err(rejection) => {
-                    summary.dead_lettered += 1;
-                    if let Err(e) = dlq.send(record, &rejection) {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
+        if discard {
+            ready.clear();
         }
-        if let Some(e) = failure {
-            return Err(RunError::DeadLetter(e));
+        let settled = Settle {
+            now_ms: unix_ms(),
+            wall_clock: source.timestamps_are_wall_clock(),
+        };
+        let poll = if pipelined && !ready.is_empty() {
+            let records = ready.records();
+            let (poll, outcomes) = std::thread::scope(|scope| {
+                let work = scope.spawn(|| engine.process_batch(&records));
+                let poll = poll_batch(source, &mut incoming, threads, discard);
+                (poll, work.join().expect("the batch's tasks panicked"))
+            });
+            settled.outcomes(engine, &records, outcomes, committer, dlq)?;
+            drop(records);
+            std::mem::swap(&mut ready, &mut incoming);
+            poll
+        } else {
+            poll_batch(source, &mut ready, threads, discard)
+        };
+        // What follows sees the batch just polled processed: always on one thread, and before
+        // a rebalance or the source's end with more.
+        let mut first_change = source.rebalance();
+        if !pipelined || first_change.is_some() || matches!(poll, Ok(Poll::End)) {
+            let records = ready.records();
+            let outcomes = engine.process_batch(&records);
+            settled.outcomes(engine, &records, outcomes, committer, dlq)?;
+            drop(records);
+            ready.clear();
         }
-        while let Some(change) = source.rebalance() {
+        while let Some(change) = first_change.take().or_else(|| source.rebalance()) {
             rebalance(engine, source, dlq, alerts, committer, status, change)?;
             // Restoring takes the time it takes: not a pause.
             turned = Instant::now();

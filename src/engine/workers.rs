@@ -34,6 +34,10 @@ impl Workers {
         }
     }
 
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// The most tasks that ever ran at the same time.
     pub fn most_at_once(&self) -> usize {
         self.most.load(Ordering::SeqCst)
