@@ -91,6 +91,9 @@ pub const PARTITIONED: [&str; 12] = [
 /// changelogs that carried them still restore.)
 const NOT_LOGGED: [&str; 3] = [CF_FACTS, CF_FACTS_BY_BIN, CF_SEEN];
 
+/// A stored key and its value ([`Store::dump`]).
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// A change as its changelog carries it ([`Op::changelog_record`]): partition, key, value.
 pub type ChangelogRecord<'a> = (PartitionId, Vec<u8>, Option<&'a [u8]>);
 
@@ -918,7 +921,7 @@ impl Store {
 
     /// Every column family's entries (key, value) in key order: equal only for the same
     /// commits of the same state, byte for byte.
-    pub fn dump(&self) -> Result<BTreeMap<&'static str, Vec<(Vec<u8>, Vec<u8>)>>, StoreError> {
+    pub fn dump(&self) -> Result<BTreeMap<&'static str, Vec<Entry>>, StoreError> {
         let mut dump = BTreeMap::new();
         for cf in PARTITIONED.iter().chain(LOCAL.iter()) {
             let mut entries = Vec::new();
