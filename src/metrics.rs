@@ -62,6 +62,9 @@ pub struct Metrics {
     pub bins_retired: IntCounter,
     /// Closed vehicle bins that left memory for the store (pages read them there).
     pub bins_stored: IntCounter,
+    /// Records a partition task left for the next batch: its large bin close waited for
+    /// another's to be committed first.
+    pub records_deferred: IntCounter,
     /// The history cache (`state.cache_mb`): bytes held, and reads it answered and missed,
     /// entries it let go.
     pub history_cache_bytes: IntGauge,
@@ -311,6 +314,11 @@ impl Metrics {
                 "Closed vehicle bins that left memory for the state store",
             )
             .expect("valid metric"),
+            records_deferred: IntCounter::new(
+                "safetel_records_deferred_total",
+                "Records a partition task left for the next batch while another's large bin close was committed",
+            )
+            .expect("valid metric"),
             history_cache_bytes: IntGauge::new(
                 "safetel_history_cache_bytes",
                 "Bytes of vehicle history (closed bins read from the store) the cache holds",
@@ -408,6 +416,7 @@ impl Metrics {
             Box::new(metrics.reviews_pending.clone()),
             Box::new(metrics.bins_retired.clone()),
             Box::new(metrics.bins_stored.clone()),
+            Box::new(metrics.records_deferred.clone()),
             Box::new(metrics.history_cache_bytes.clone()),
             Box::new(metrics.history_cache_reads.clone()),
             Box::new(metrics.history_cache_evictions.clone()),

@@ -20,6 +20,7 @@ const PARTITIONS: i32 = 8;
 
 struct Run {
     engine: Engine,
+    metrics: Metrics,
     store: Arc<Store>,
     alerts: Vec<RegressionAlert>,
     dead_letters: Vec<DeadLetter>,
@@ -27,8 +28,9 @@ struct Run {
 }
 
 /// The stream through an engine on `threads` threads, its vehicles leaving memory for the store
-/// when silent and its closed bins once durable, a commit every 3,000 records' worth.
-fn run(records: &[(String, Vec<u8>)], threads: usize) -> Run {
+/// when silent and its closed bins once durable, a commit every `commit_weight` records' worth.
+fn run(records: &[(String, Vec<u8>)], threads: usize, commit_weight: usize) -> Run {
+    let metrics = Metrics::new();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
     let config = Config::default_config();
@@ -36,7 +38,7 @@ fn run(records: &[(String, Vec<u8>)], threads: usize) -> Run {
         config.stream.clone(),
         &config.detector,
         RestoredState::default(),
-        Metrics::new(),
+        metrics.clone(),
     )
     .unwrap()
     .with_retention(Retention::of(&config))
@@ -48,11 +50,12 @@ fn run(records: &[(String, Vec<u8>)], threads: usize) -> Run {
         records.iter().cloned(),
         PARTITIONS,
         &mut target,
-        3_000,
+        commit_weight,
     )
     .unwrap();
     Run {
         engine,
+        metrics,
         store,
         alerts: outputs.alerts,
         dead_letters: dead.records,
@@ -101,9 +104,26 @@ fn one_thread_and_four_threads_write_the_same_state_and_raise_the_same_alerts() 
         .map(|r| (r.key, r.bytes))
         .collect();
 
-    let one = run(&records, 1);
-    let four = run(&records, 4);
+    // Small closes (50 vehicles a partition: 800 records' worth against commits of 3,000)
+    // close side by side; large ones (against commits of 1,000) one per commit, the other
+    // partitions' records waiting for the next batch.
+    let one = run(&records, 1, 3_000);
+    let four = run(&records, 4, 3_000);
+    assert_eq!(one.metrics.records_deferred.get(), 0);
+    assert_same(&one, &four);
+    let one = run(&records, 1, 1_000);
+    let four = run(&records, 4, 1_000);
+    assert!(one.metrics.records_deferred.get() > 0, "records waited");
+    assert_eq!(
+        one.metrics.records_deferred.get(),
+        four.metrics.records_deferred.get()
+    );
+    assert_same(&one, &four);
+}
 
+/// The same store, entry by entry, and the same alerts and dead letters in the same order; with
+/// four threads at least two tasks ran at once.
+fn assert_same(one: &Run, four: &Run) {
     // Four threads ran tasks side by side; one thread, one task at a time.
     assert_eq!(one.engine.most_tasks_at_once(), 1);
     assert!(
@@ -153,8 +173,8 @@ fn one_thread_and_four_threads_write_the_same_state_and_raise_the_same_alerts() 
         "cohort alerts too"
     );
     assert_eq!(
-        by_partition(&one.alerts, &one),
-        by_partition(&four.alerts, &four)
+        by_partition(&one.alerts, one),
+        by_partition(&four.alerts, four)
     );
     assert_eq!(one.alerts, four.alerts);
     assert!(!one.dead_letters.is_empty(), "the generator's faults");
@@ -164,5 +184,5 @@ fn one_thread_and_four_threads_write_the_same_state_and_raise_the_same_alerts() 
             .map(|d| (d.partition, d.offset, d.reason))
             .collect()
     };
-    assert_eq!(letters(&one), letters(&four));
+    assert_eq!(letters(one), letters(four));
 }

@@ -97,6 +97,18 @@ impl VehicleSet for PartitionVehicles<'_> {
     }
 }
 
+/// What became of a batch ([`Engine::process_batch`]).
+#[derive(Debug)]
+pub struct Processed {
+    /// Each record processed, by its index in the batch, in the batch's order.
+    pub outcomes: Vec<(usize, Outcome)>,
+    /// The records not processed (their partition waits to close bins until the next commit),
+    /// in the batch's order: to be handed over again, first, with the next batch.
+    pub deferred: Vec<usize>,
+    /// Alerts raised by closes that no record of the batch made due (raised last).
+    pub unattributed_alerts: usize,
+}
+
 /// What became of one record of a batch ([`Engine::process_batch`]).
 #[derive(Debug)]
 pub struct Outcome {
@@ -669,53 +681,135 @@ impl Engine {
     /// Processes one record. `Err` means the record did not change state (apart from the
     /// partition's offset) and belongs in the dead-letter topic.
     pub fn process(&mut self, record: &SourceRecord<'_>) -> Result<RecordKind, Rejection> {
-        let mut outcomes = self.process_batch(std::slice::from_ref(record));
-        outcomes.pop().expect("one outcome per record").result
+        let processed = self.process_batch(std::slice::from_ref(record), usize::MAX);
+        let (_, outcome) = processed.outcomes.into_iter().next().expect("one record");
+        outcome.result
     }
 
     /// Processes a batch of records: each source partition's by its task, the tasks side by
     /// side on the engine's threads; then, in the batch's order, each record's alerts and
     /// cohort reports (routed to the aggregators, whose records are processed in that order
     /// too). The result does not depend on the number of threads.
-    pub fn process_batch(&mut self, records: &[SourceRecord<'_>]) -> Vec<Outcome> {
-        let mut by_task: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
+    ///
+    /// A task stops at a record that makes a bin close due. The tasks stopped close their bins
+    /// (side by side), except that of those whose close alone weighs half of `commit_weight` (a
+    /// commit's [`Engine::pending_weight`]) only the first, in the order of the records that
+    /// made them due, closes; the others wait, their records left for the next batch
+    /// ([`Processed::deferred`]), and so do the rest of the batch's records once a large close
+    /// is done (the commit comes first). So a commit holds one large partition's day close, not
+    /// every partition's at once.
+    pub fn process_batch(
+        &mut self,
+        records: &[SourceRecord<'_>],
+        commit_weight: usize,
+    ) -> Processed {
+        let mut left: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
         for (i, record) in records.iter().enumerate() {
             if record.partition.is_source() {
                 self.task(record.partition);
-                by_task.entry(record.partition).or_default().push(i);
+                left.entry(record.partition).or_default().push(i);
             }
         }
-        let ctx = TaskContext {
-            settings: &self.settings,
-            metrics: &self.metrics,
-            commit: self.commits,
-        };
-        let work: Vec<(&mut PartitionTask, Vec<usize>)> = self
-            .tasks
-            .iter_mut()
-            .filter_map(|(p, task)| Some((task, by_task.remove(p)?)))
-            .collect();
-        let steps = self.workers.run(work, records, ctx);
-        // What each record raised, in the batch's order.
+        for (&p, task) in &self.tasks {
+            if task.close_pending() {
+                left.entry(p).or_default();
+            }
+        }
+        let mut steps: HashMap<PartitionId, Vec<workers::TaskStep>> = HashMap::new();
+        let mut deferred = Vec::new();
+        while !left.is_empty() {
+            let ctx = TaskContext {
+                settings: &self.settings,
+                metrics: &self.metrics,
+                commit: self.commits,
+            };
+            let jobs: Vec<workers::Job<'_>> = self
+                .tasks
+                .iter_mut()
+                .filter_map(|(p, task)| Some((task, left.remove(p)?)))
+                .collect();
+            // Those that stopped with a close due, by the record that made it due.
+            let mut stopped = Vec::new();
+            for run in self.workers.run(jobs, records, ctx) {
+                let made_due = run.steps.last().map_or(0, |(i, ..)| i + 1);
+                steps.entry(run.partition).or_default().extend(run.steps);
+                if self.tasks[&run.partition].close_pending() {
+                    stopped.push((made_due, run.partition));
+                    left.insert(run.partition, run.rest);
+                }
+            }
+            if stopped.is_empty() {
+                break;
+            }
+            stopped.sort_unstable();
+            // A close that alone weighs half a commit is large: one at a time (with the small
+            // ones), and the commit comes before the next.
+            let large = |weight: usize| weight >= commit_weight / 2;
+            let (mut closing, mut large_closing) = (BTreeSet::new(), false);
+            for (_, p) in stopped {
+                let close = self.tasks[&p].close_weight();
+                if !large(close) || !large_closing {
+                    large_closing |= large(close);
+                    closing.insert(p);
+                } else if let Some(rest) = left.remove(&p) {
+                    deferred.extend(rest);
+                }
+            }
+            let ctx = TaskContext {
+                settings: &self.settings,
+                metrics: &self.metrics,
+                commit: self.commits,
+            };
+            let tasks: Vec<&mut PartitionTask> = self
+                .tasks
+                .iter_mut()
+                .filter_map(|(p, task)| closing.contains(p).then_some(task))
+                .collect();
+            self.workers.close(tasks, ctx);
+            // A close's alerts and reports are the record's that made it due.
+            for p in &closing {
+                let task = &self.tasks[p];
+                if let Some(last) = steps.get_mut(p).and_then(|s| s.last_mut()) {
+                    (last.2, last.3) = (task.alerts.len(), task.reports.len());
+                }
+            }
+            if large_closing {
+                deferred.extend(std::mem::take(&mut left).into_values().flatten());
+            }
+            left.retain(|_, rest| !rest.is_empty());
+        }
+        deferred.sort_unstable();
+        self.metrics.records_deferred.inc_by(deferred.len() as u64);
+        self.take_outcomes(records, steps, deferred)
+    }
+
+    /// The outcomes of a batch's records, in its order: each source record's from its task's
+    /// steps, with its alerts and cohort reports (routed now); each cohort report record
+    /// processed now. Alerts and reports of closes no record of the batch made due follow.
+    fn take_outcomes(
+        &mut self,
+        records: &[SourceRecord<'_>],
+        steps: HashMap<PartitionId, Vec<workers::TaskStep>>,
+        deferred: Vec<usize>,
+    ) -> Processed {
         let mut raised: Vec<Option<Raised>> = (0..records.len()).map(|_| None).collect();
-        for task_steps in steps {
+        for (p, task_steps) in steps {
             let (mut alerts_before, mut reports_before) = (0, 0);
             for (i, result, alerts, reports) in task_steps {
-                let p = records[i].partition;
                 raised[i] = Some((result, p, alerts - alerts_before, reports - reports_before));
                 (alerts_before, reports_before) = (alerts, reports);
             }
         }
-        let mut task_alerts: HashMap<PartitionId, std::vec::IntoIter<RegressionAlert>> =
-            HashMap::new();
-        let mut task_reports: HashMap<PartitionId, std::vec::IntoIter<PartitionReport>> =
-            HashMap::new();
+        let mut task_alerts: BTreeMap<PartitionId, std::vec::IntoIter<RegressionAlert>> =
+            BTreeMap::new();
+        let mut task_reports: BTreeMap<PartitionId, std::vec::IntoIter<PartitionReport>> =
+            BTreeMap::new();
         for (&p, task) in self.tasks.iter_mut() {
             task_alerts.insert(p, std::mem::take(&mut task.alerts).into_iter());
             task_reports.insert(p, std::mem::take(&mut task.reports).into_iter());
         }
-        let mut outcomes = Vec::with_capacity(records.len());
-        for (record, raised) in records.iter().zip(raised) {
+        let mut outcomes = Vec::with_capacity(records.len() - deferred.len());
+        for (i, (record, raised)) in records.iter().zip(raised).enumerate() {
             let before = self.alerts.len();
             let result = match (record.partition, raised) {
                 (PartitionId::Cohort(aggregator), _) => self.process_report(record, aggregator),
@@ -731,14 +825,27 @@ impl Engine {
                     self.count_outcome(record, &result);
                     result
                 }
-                (PartitionId::Source(_), None) => unreachable!("every source record has a task"),
+                // Deferred: the next batch has it.
+                (PartitionId::Source(_), None) => continue,
             };
-            outcomes.push(Outcome {
-                result,
-                alerts: self.alerts.len() - before,
-            });
+            let alerts = self.alerts.len() - before;
+            outcomes.push((i, Outcome { result, alerts }));
         }
-        outcomes
+        let before = self.alerts.len();
+        for (_, alerts) in task_alerts {
+            self.alerts.extend(alerts);
+        }
+        let unattributed = self.alerts.len() - before;
+        for (_, reports) in task_reports {
+            for report in reports {
+                self.route(report, None);
+            }
+        }
+        Processed {
+            outcomes,
+            deferred,
+            unattributed_alerts: unattributed,
+        }
     }
 
     /// A source record's outcome in the metrics and the dead-letter share.

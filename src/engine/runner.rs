@@ -81,6 +81,20 @@ impl Batch {
         self.records.is_empty()
     }
 
+    /// A batch of copies of `first`, then `then`'s records.
+    fn joined(first: &[SourceRecord<'_>], then: &Batch) -> Batch {
+        let mut batch = Batch::default();
+        batch.extend(first);
+        batch.extend(&then.records());
+        batch
+    }
+
+    fn extend(&mut self, records: &[SourceRecord<'_>]) {
+        for record in records {
+            self.push(record);
+        }
+    }
+
     /// How many partitions the batch has records of.
     fn partitions(&self) -> usize {
         self.partitions.len()
@@ -125,7 +139,18 @@ impl Batch {
     }
 }
 
-/// Fills `batch` from `source` (emptied first): polls until the batch holds records of
+/// What the engine may let a commit reach while it processes `batch`
+/// ([`Engine::process_batch`]): the commit's weight, unless records waiting for other
+/// partitions' closes fill a batch already (then every close due goes at once and they all
+/// pass).
+fn commit_weight(batch: &Batch, policy: CommitPolicy) -> usize {
+    match batch.len() > BATCH_RECORDS {
+        true => usize::MAX,
+        false => policy.max_records,
+    }
+}
+
+/// Adds to `batch` from `source`: polls until the batch holds records of
 /// `partitions` partitions (enough for the tasks to run side by side) or [`BATCH_RECORDS`], or the
 /// source has nothing more for now; one poll for one partition. With `discard`, records are read
 /// and dropped.
@@ -135,7 +160,6 @@ fn poll_batch(
     partitions: usize,
     discard: bool,
 ) -> Result<Poll, SourceError> {
-    batch.clear();
     let mut wait = Duration::from_millis(100);
     loop {
         let mut handed = 0;
@@ -166,15 +190,17 @@ struct Settle {
 }
 
 impl Settle {
-    fn outcomes(
+    /// Returns the records the engine left for the next batch.
+    fn outcomes<'r>(
         &self,
         engine: &Engine,
-        records: &[SourceRecord<'_>],
-        outcomes: Vec<super::Outcome>,
+        records: &[SourceRecord<'r>],
+        processed: super::Processed,
         committer: &mut Committer,
         dlq: &mut dyn DeadLetterSink,
-    ) -> Result<(), RunError> {
-        for (record, outcome) in records.iter().zip(outcomes) {
+    ) -> Result<Vec<SourceRecord<'r>>, RunError> {
+        for (i, outcome) in processed.outcomes {
+            let record = &records[i];
             let produced_ms = record.timestamp_ms.filter(|_| self.wall_clock);
             if let Some(ts) = produced_ms {
                 engine
@@ -194,7 +220,9 @@ impl Settle {
                 }
             }
         }
-        Ok(())
+        let unattributed = std::iter::repeat_n(None, processed.unattributed_alerts);
+        committer.alert_triggers.extend(unattributed);
+        Ok(processed.deferred.iter().map(|&i| records[i]).collect())
     }
 }
 
@@ -661,29 +689,46 @@ fn consume(
             now_ms: unix_ms(),
             wall_clock: source.timestamps_are_wall_clock(),
         };
+        // Each batch: the records that waited for another partition's close first, then those
+        // polled (polled the same way whatever waited, so the batches do not depend on the
+        // threads).
+        incoming.clear();
         let poll = if pipelined && !ready.is_empty() {
             let records = ready.records();
-            let (poll, outcomes) = std::thread::scope(|scope| {
-                let work = scope.spawn(|| engine.process_batch(&records));
+            let limit = commit_weight(&ready, policy);
+            let (poll, processed) = std::thread::scope(|scope| {
+                let work = scope.spawn(|| engine.process_batch(&records, limit));
                 let poll = poll_batch(source, &mut incoming, threads, discard);
                 (poll, work.join().expect("the batch's tasks panicked"))
             });
-            settled.outcomes(engine, &records, outcomes, committer, dlq)?;
+            let waiting = settled.outcomes(engine, &records, processed, committer, dlq)?;
+            let next = (!waiting.is_empty()).then(|| Batch::joined(&waiting, &incoming));
             drop(records);
-            std::mem::swap(&mut ready, &mut incoming);
+            match next {
+                Some(next) => ready = next,
+                None => std::mem::swap(&mut ready, &mut incoming),
+            }
             poll
         } else {
-            poll_batch(source, &mut ready, threads, discard)
+            let poll = poll_batch(source, &mut incoming, threads, discard);
+            ready.extend(&incoming.records());
+            poll
         };
-        // What follows sees the batch just polled processed: always on one thread, and before
-        // a rebalance or the source's end with more.
+        // What follows sees the batch just polled processed: always on one thread, and all of it
+        // before a rebalance. (At a bounded source's end the loop goes on until nothing is
+        // left: a batch processed, then a commit due, each turn, as on one thread.)
         let mut first_change = source.rebalance();
-        if !pipelined || first_change.is_some() || matches!(poll, Ok(Poll::End)) {
+        if !pipelined || first_change.is_some() {
+            let limit = match first_change {
+                Some(_) => usize::MAX,
+                None => commit_weight(&ready, policy),
+            };
             let records = ready.records();
-            let outcomes = engine.process_batch(&records);
-            settled.outcomes(engine, &records, outcomes, committer, dlq)?;
+            let processed = engine.process_batch(&records, limit);
+            let waiting = settled.outcomes(engine, &records, processed, committer, dlq)?;
+            let next = Batch::joined(&waiting, &Batch::default());
             drop(records);
-            ready.clear();
+            ready = next;
         }
         while let Some(change) = first_change.take().or_else(|| source.rebalance()) {
             rebalance(engine, source, dlq, alerts, committer, status, change)?;
@@ -694,7 +739,8 @@ fn consume(
             engine.set_input_partitions(&inputs);
         }
         engine.apply_received_priors();
-        if poll? == Poll::End {
+        // A bounded source's end: once what waited for its partition's close is processed too.
+        if poll? == Poll::End && ready.is_empty() {
             return Ok(());
         }
         committer.reap(engine, source, status)?;

@@ -191,18 +191,33 @@ impl PartitionTask {
     }
 
     /// Processes one record of the partition. `Err` means the record did not change state
-    /// (apart from the partition's offset) and belongs in the dead-letter topic.
+    /// (apart from the partition's offset) and belongs in the dead-letter topic. A bin close it
+    /// makes due waits for [`PartitionTask::close`]: the task takes no record before it.
     pub fn process(
         &mut self,
         record: &SourceRecord<'_>,
         ctx: TaskContext<'_>,
     ) -> Result<RecordKind, Rejection> {
         let result = self.apply(record, ctx);
+        self.advance_position(record, result.is_err());
+        result
+    }
+
+    /// Whether the partition has bins to close before its next record.
+    pub fn close_pending(&self) -> bool {
+        self.close_due
+    }
+
+    /// What a bin close adds to the next commit: every vehicle's series, in records' worth.
+    pub fn close_weight(&self) -> usize {
+        self.vehicles.len() * super::SERIES_WEIGHT
+    }
+
+    /// Closes the bins due ([`PartitionTask::close_pending`]).
+    pub fn close(&mut self, ctx: TaskContext<'_>) {
         if std::mem::take(&mut self.close_due) {
             self.close_bins(ctx);
         }
-        self.advance_position(record, result.is_err());
-        result
     }
 
     /// The partition has read `record`: its next offset moves past it; a rejected one is noted

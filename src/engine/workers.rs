@@ -1,8 +1,9 @@
 //! The worker threads the partition tasks run on (`stream.threads`): the one place of the
-//! engine with threads. A batch's tasks are split into as many groups of about equal records as
-//! there are threads; each group runs on its own thread (the caller's is one of them), and the
-//! batch ends when every group has. The tasks touch nothing of each other's, so what they
-//! compute does not depend on the number of threads or on their timing (docs/design.md §8).
+//! engine with threads. A round's jobs (a task with its records, or a task closing bins) are
+//! split into as many groups of about equal weight as there are threads; each group runs on its
+//! own thread (the caller's is one of them), and the round ends when every group has. The tasks
+//! touch nothing of each other's, so what they compute does not depend on the number of threads
+//! or on their timing (docs/design.md §8).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,6 +11,7 @@ use super::admission::SourceRecord;
 use super::task::{PartitionTask, TaskContext};
 use crate::dead_letter::Rejection;
 use crate::model::RecordKind;
+use crate::partition_id::PartitionId;
 
 /// A task's record, processed: its index in the batch, what became of it, and how many of the
 /// task's alerts and reports were raised by then.
@@ -17,6 +19,14 @@ pub type TaskStep = (usize, Result<RecordKind, Rejection>, usize, usize);
 
 /// A task and the indexes of its records in the batch.
 pub type Job<'t> = (&'t mut PartitionTask, Vec<usize>);
+
+/// A task's turn at its records: what became of those it processed, and those left when it
+/// stopped with bins to close (or before its first, with a close still due).
+pub struct TaskRun {
+    pub partition: PartitionId,
+    pub steps: Vec<TaskStep>,
+    pub rest: Vec<usize>,
+}
 
 /// Threads for the tasks, and how many of them ever ran at once.
 pub struct Workers {
@@ -43,71 +53,100 @@ impl Workers {
         self.most.load(Ordering::SeqCst)
     }
 
-    /// Runs each job's task on its records, on up to the workers' threads at once; returns what
-    /// became of each record, job by job (in no particular order of jobs).
+    /// Runs each job's task on its records, until a record makes a bin close due.
     pub fn run(
         &self,
         jobs: Vec<Job<'_>>,
         records: &[SourceRecord<'_>],
         ctx: TaskContext<'_>,
-    ) -> Vec<Vec<TaskStep>> {
-        let run_group = |group: Vec<Job<'_>>| -> Vec<Vec<TaskStep>> {
+    ) -> Vec<TaskRun> {
+        self.each(
+            jobs,
+            |(_, indexes)| indexes.len(),
+            |(task, indexes)| run_task(task, indexes, records, ctx),
+        )
+    }
+
+    /// Closes the due bins of each task.
+    pub fn close(&self, tasks: Vec<&mut PartitionTask>, ctx: TaskContext<'_>) {
+        self.each(tasks, |task| task.close_weight(), |task| task.close(ctx));
+    }
+
+    /// `work` on each job, the jobs in groups of about equal `weight`, one thread a group.
+    fn each<J: Send, R: Send>(
+        &self,
+        jobs: Vec<J>,
+        weight: impl Fn(&J) -> usize,
+        work: impl Fn(J) -> R + Sync,
+    ) -> Vec<R> {
+        let run_group = |group: Vec<J>| -> Vec<R> {
             group
                 .into_iter()
-                .map(|(task, indexes)| self.run_task(task, indexes, records, ctx))
+                .map(|job| {
+                    let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.most.fetch_max(now, Ordering::SeqCst);
+                    let result = work(job);
+                    self.running.fetch_sub(1, Ordering::SeqCst);
+                    result
+                })
                 .collect()
         };
         if self.threads <= 1 || jobs.len() <= 1 {
             return run_group(jobs);
         }
-        let mut groups = balance(jobs, self.threads).into_iter();
+        let mut groups = balance(jobs, self.threads, weight).into_iter();
         let first = groups.next().expect("at least one group");
         std::thread::scope(|scope| {
             let others: Vec<_> = groups
                 .map(|group| scope.spawn(|| run_group(group)))
                 .collect();
-            let mut steps = run_group(first);
+            let mut results = run_group(first);
             for other in others {
-                steps.extend(other.join().expect("a partition task panicked"));
+                results.extend(other.join().expect("a partition task panicked"));
             }
-            steps
+            results
         })
-    }
-
-    fn run_task(
-        &self,
-        task: &mut PartitionTask,
-        indexes: Vec<usize>,
-        records: &[SourceRecord<'_>],
-        ctx: TaskContext<'_>,
-    ) -> Vec<TaskStep> {
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most.fetch_max(now, Ordering::SeqCst);
-        let steps = indexes
-            .into_iter()
-            .map(|i| {
-                let result = task.process(&records[i], ctx);
-                (i, result, task.alerts.len(), task.reports.len())
-            })
-            .collect();
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        steps
     }
 }
 
-/// The jobs in at most `threads` groups of about equal records: each job, the largest first,
-/// joins the group with the fewest records so far.
-fn balance(mut jobs: Vec<Job<'_>>, threads: usize) -> Vec<Vec<Job<'_>>> {
-    jobs.sort_by_key(|(_, indexes)| std::cmp::Reverse(indexes.len()));
-    let mut groups: Vec<(usize, Vec<Job<'_>>)> = (0..threads.min(jobs.len()))
+/// A task at its records: each processed in order, until one makes a bin close due (or a close
+/// is due before the first).
+fn run_task(
+    task: &mut PartitionTask,
+    indexes: Vec<usize>,
+    records: &[SourceRecord<'_>],
+    ctx: TaskContext<'_>,
+) -> TaskRun {
+    let mut steps = Vec::with_capacity(indexes.len());
+    let mut rest = Vec::new();
+    for (k, &i) in indexes.iter().enumerate() {
+        if task.close_pending() {
+            rest = indexes[k..].to_vec();
+            break;
+        }
+        let result = task.process(&records[i], ctx);
+        steps.push((i, result, task.alerts.len(), task.reports.len()));
+    }
+    TaskRun {
+        partition: task.partition(),
+        steps,
+        rest,
+    }
+}
+
+/// The jobs in at most `threads` groups of about equal weight: each job, the heaviest first,
+/// joins the group with the least weight so far.
+fn balance<J>(mut jobs: Vec<J>, threads: usize, weight: impl Fn(&J) -> usize) -> Vec<Vec<J>> {
+    jobs.sort_by_key(|job| std::cmp::Reverse(weight(job)));
+    let mut groups: Vec<(usize, Vec<J>)> = (0..threads.min(jobs.len()))
         .map(|_| (0, Vec::new()))
         .collect();
     for job in jobs {
         let lightest = groups
             .iter_mut()
-            .min_by_key(|(records, _)| *records)
+            .min_by_key(|(load, _)| *load)
             .expect("at least one group");
-        lightest.0 += job.1.len();
+        lightest.0 += weight(&job);
         lightest.1.push(job);
     }
     groups.into_iter().map(|(_, group)| group).collect()
