@@ -697,7 +697,10 @@ fn consume(
             let records = ready.records();
             let limit = commit_weight(&ready, policy);
             let (poll, processed) = std::thread::scope(|scope| {
-                let work = scope.spawn(|| engine.process_batch(&records, limit));
+                let work = std::thread::Builder::new()
+                    .name("pipeline-tasks".into())
+                    .spawn_scoped(scope, || engine.process_batch(&records, limit))
+                    .expect("start the batch's thread");
                 let poll = poll_batch(source, &mut incoming, threads, discard);
                 (poll, work.join().expect("the batch's tasks panicked"))
             });

@@ -98,7 +98,12 @@ impl Workers {
         let first = groups.next().expect("at least one group");
         std::thread::scope(|scope| {
             let others: Vec<_> = groups
-                .map(|group| scope.spawn(|| run_group(group)))
+                .map(|group| {
+                    std::thread::Builder::new()
+                        .name("task-worker".into())
+                        .spawn_scoped(scope, || run_group(group))
+                        .expect("start a task worker")
+                })
                 .collect();
             let mut results = run_group(first);
             for other in others {
