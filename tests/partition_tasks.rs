@@ -1,9 +1,12 @@
 //! Partition tasks on worker threads (docs/design.md §8), in process with the real RocksDB
-//! store: the same stream (400 vehicles for 50 days over 8 partitions, with late, duplicate,
-//! out-of-order and corrupt records, vehicle regressions and a firmware rollout) run with one thread and with four. Every
-//! column family of the two stores is equal byte for byte, the alerts and dead letters are
-//! equal in order (so per partition in offset order too), and with four threads at least two
-//! tasks ran at the same time.
+//! store: the same stream run with one thread and with four. 400 vehicles for 50 days over 8
+//! partitions, with late, duplicate, out-of-order and corrupt records, vehicle regressions and
+//! a firmware rollout, where every partition's close is small; then 1,400 vehicles for 20 days
+//! over 4 partitions at commits of 10,000 records' worth, where each close (350 vehicles'
+//! series, 5,600) is large and the other partitions' records wait for the commit. Every column
+//! family of the two stores is equal byte for byte, the alerts and dead letters are equal in
+//! order (so per partition in offset order too), and with four threads at least two tasks ran
+//! at the same time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +19,6 @@ use safetel::metrics::Metrics;
 use safetel::model::RegressionAlert;
 use safetel::store::Store;
 
-const PARTITIONS: i32 = 8;
-
 struct Run {
     engine: Engine,
     metrics: Metrics,
@@ -29,7 +30,12 @@ struct Run {
 
 /// The stream through an engine on `threads` threads, its vehicles leaving memory for the store
 /// when silent and its closed bins once durable, a commit every `commit_weight` records' worth.
-fn run(records: &[(String, Vec<u8>)], threads: usize, commit_weight: usize) -> Run {
+fn run(
+    records: &[(String, Vec<u8>)],
+    partitions: i32,
+    threads: usize,
+    commit_weight: usize,
+) -> Run {
     let metrics = Metrics::new();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
@@ -48,7 +54,7 @@ fn run(records: &[(String, Vec<u8>)], threads: usize, commit_weight: usize) -> R
     let (dead, outputs) = run_in_memory(
         &mut engine,
         records.iter().cloned(),
-        PARTITIONS,
+        partitions,
         &mut target,
         commit_weight,
     )
@@ -82,10 +88,28 @@ fn by_partition(alerts: &[RegressionAlert], run: &Run) -> BTreeMap<String, Vec<S
 
 #[test]
 fn one_thread_and_four_threads_write_the_same_state_and_raise_the_same_alerts() {
+    let small = stream(400, 50);
+    let one = run(&small, 8, 1, 3_000);
+    let four = run(&small, 8, 4, 3_000);
+    assert_eq!(one.metrics.records_deferred.get(), 0);
+    assert_same(&one, &four, 8);
+    let large = stream(1_400, 20);
+    let one = run(&large, 4, 1, 10_000);
+    let four = run(&large, 4, 4, 10_000);
+    assert!(one.metrics.records_deferred.get() > 0, "records waited");
+    assert_eq!(
+        one.metrics.records_deferred.get(),
+        four.metrics.records_deferred.get()
+    );
+    assert_same(&one, &four, 4);
+}
+
+/// `vehicles` for `days`, with bad records of every kind and a firmware rollout.
+fn stream(vehicles: usize, days: u32) -> Vec<(String, Vec<u8>)> {
     let mut fleet = GeneratorConfig {
         seed: 8,
-        vehicles: 400,
-        days: 50,
+        vehicles,
+        days,
         critical_per_hour: 0.01,
         faults: FaultConfig {
             out_of_order: 0.01,
@@ -96,34 +120,18 @@ fn one_thread_and_four_threads_write_the_same_state_and_raise_the_same_alerts() 
         ..Default::default()
     };
     if let Some(rollout) = &mut fleet.regressions.firmware_rollout {
-        rollout.day = 22;
+        rollout.day = days * 2 / 5;
     }
     fleet.validate().unwrap();
-    let records: Vec<(String, Vec<u8>)> = Generator::new(fleet)
+    Generator::new(fleet)
         .unwrap()
         .map(|r| (r.key, r.bytes))
-        .collect();
-
-    // Small closes (50 vehicles a partition: 800 records' worth against commits of 3,000)
-    // close side by side; large ones (against commits of 1,000) one per commit, the other
-    // partitions' records waiting for the next batch.
-    let one = run(&records, 1, 3_000);
-    let four = run(&records, 4, 3_000);
-    assert_eq!(one.metrics.records_deferred.get(), 0);
-    assert_same(&one, &four);
-    let one = run(&records, 1, 1_000);
-    let four = run(&records, 4, 1_000);
-    assert!(one.metrics.records_deferred.get() > 0, "records waited");
-    assert_eq!(
-        one.metrics.records_deferred.get(),
-        four.metrics.records_deferred.get()
-    );
-    assert_same(&one, &four);
+        .collect()
 }
 
 /// The same store, entry by entry, and the same alerts and dead letters in the same order; with
 /// four threads at least two tasks ran at once.
-fn assert_same(one: &Run, four: &Run) {
+fn assert_same(one: &Run, four: &Run, partitions: usize) {
     // Four threads ran tasks side by side; one thread, one task at a time.
     assert_eq!(one.engine.most_tasks_at_once(), 1);
     assert!(
@@ -133,7 +141,7 @@ fn assert_same(one: &Run, four: &Run) {
     );
     assert_eq!(
         four.engine.source_states().count(),
-        PARTITIONS as usize,
+        partitions,
         "a task per partition"
     );
 

@@ -693,7 +693,7 @@ impl Engine {
     ///
     /// A task stops at a record that makes a bin close due. The tasks stopped close their bins
     /// (side by side), except that of those whose close alone weighs half of `commit_weight` (a
-    /// commit's [`Engine::pending_weight`]) only the first, in the order of the records that
+    /// commit's [`Engine::pending_weight`], if at least [`MIN_WAITING_COMMIT`]) only the first, in the order of the records that
     /// made them due, closes; the others wait, their records left for the next batch
     /// ([`Processed::deferred`]), and so do the rest of the batch's records once a large close
     /// is done (the commit comes first). So a commit holds one large partition's day close, not
@@ -744,7 +744,8 @@ impl Engine {
             stopped.sort_unstable();
             // A close that alone weighs half a commit is large: one at a time (with the small
             // ones), and the commit comes before the next.
-            let large = |weight: usize| weight >= commit_weight / 2;
+            let large =
+                |weight: usize| commit_weight >= MIN_WAITING_COMMIT && weight >= commit_weight / 2;
             let (mut closing, mut large_closing) = (BTreeSet::new(), false);
             for (_, p) in stopped {
                 let close = self.tasks[&p].close_weight();
@@ -955,6 +956,10 @@ impl Engine {
         items
     }
 }
+
+/// Commits smaller than this (in records' worth) hold no close back: they are small whatever
+/// closes ([`Engine::process_batch`]).
+pub const MIN_WAITING_COMMIT: usize = 10_000;
 
 /// What one series fed weighs in a commit, in records ([`Engine::pending_weight`]).
 pub const SERIES_WEIGHT: usize = 16;

@@ -731,9 +731,10 @@ impl PartitionState {
         edge.div_euclid(width_ms) * width_ms
     }
 
-    /// Whether the partition may close a bin still open.
+    /// Whether the partition may close a bin still open (never before it has a watermark).
     pub fn may_close(&self, width_ms: i64, lateness_ms: i64) -> bool {
-        self.closable_through(width_ms, lateness_ms) > self.closed_through_ms
+        self.watermark_ms != i64::MIN
+            && self.closable_through(width_ms, lateness_ms) > self.closed_through_ms
     }
 
     /// A fact segment from `first_offset` under `bin`: the bin's first offset if it had none.
