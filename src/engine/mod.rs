@@ -706,9 +706,11 @@ impl Engine {
         let mut left: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
         for (i, record) in records.iter().enumerate() {
             if record.partition.is_source() {
-                self.task(record.partition);
                 left.entry(record.partition).or_default().push(i);
             }
+        }
+        for &p in left.keys() {
+            self.task(p);
         }
         for (&p, task) in &self.tasks {
             if task.close_pending() {

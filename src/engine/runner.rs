@@ -712,7 +712,10 @@ fn consume(
                 None => std::mem::swap(&mut ready, &mut incoming),
             }
             poll
+        } else if ready.is_empty() {
+            poll_batch(source, &mut ready, threads, discard)
         } else {
+            // Polled as into an empty batch, then after what waits.
             let poll = poll_batch(source, &mut incoming, threads, discard);
             ready.extend(&incoming.records());
             poll
