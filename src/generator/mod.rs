@@ -9,6 +9,7 @@
 pub mod config;
 mod faults;
 pub mod fleet;
+mod hourly;
 pub mod review;
 
 use serde::Serialize;
@@ -20,8 +21,7 @@ pub use faults::{Corruption, Fault};
 pub use fleet::{DAY_MS, Fleet, InjectedRegression};
 pub use review::ReviewDesk;
 
-use crate::codec;
-use crate::model::TelemetryEvent;
+use hourly::DayInHours;
 
 /// One record as it goes on the wire.
 #[derive(Debug, Clone)]
@@ -62,67 +62,29 @@ pub struct FaultCounts {
     pub expected_dlq: std::collections::BTreeMap<String, u64>,
 }
 
-/// Generates the stream day by day; iterate it for the records, then take the truth.
+/// Generates the stream day by day, an hour at a time; iterate it for the records, then take
+/// the truth.
 pub struct Generator {
     fleet: Fleet,
+    /// Days begun.
     day: u32,
     faults: faults::FaultInjector,
     ready: std::collections::VecDeque<GeneratedRecord>,
-    /// The day being delivered, in delivery order.
-    today: DayRecords,
-    /// One vehicle's events of a day, as generated (reused).
-    scratch: Vec<TelemetryEvent<'static>>,
-}
-
-/// A day of the fleet's records, encoded as they are generated and delivered in order: the
-/// records' bytes in one buffer and a small entry each to sort, instead of every event decoded
-/// (about 130 bytes a record held instead of about 400).
-#[derive(Default)]
-struct DayRecords {
-    bytes: Vec<u8>,
-    entries: Vec<DayEntry>,
-    /// The next entry to deliver.
-    next: usize,
-}
-
-/// Where one record of the day is, and what orders it.
-struct DayEntry {
-    time_ms: i64,
-    vehicle: u32,
-    start: usize,
-    len: u32,
-}
-
-impl DayRecords {
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.entries.clear();
-        self.next = 0;
-    }
-
-    fn push(&mut self, vehicle: usize, event: &TelemetryEvent<'_>) {
-        let start = self.bytes.len();
-        codec::encode(event, &mut self.bytes);
-        self.entries.push(DayEntry {
-            time_ms: event.event_time_ms,
-            vehicle: vehicle as u32,
-            start,
-            len: (self.bytes.len() - start) as u32,
-        });
-    }
+    /// The day being delivered.
+    today: DayInHours,
 }
 
 impl Generator {
     pub fn new(config: GeneratorConfig) -> Result<Generator, GeneratorConfigError> {
         let start_ms = config.validate()?;
         let faults = faults::FaultInjector::new(config.faults.clone(), config.seed, config.days);
+        let fleet = Fleet::new(config, start_ms);
         Ok(Generator {
-            fleet: Fleet::new(config, start_ms),
+            today: DayInHours::new(&fleet),
+            fleet,
             day: 0,
             faults,
             ready: Default::default(),
-            today: DayRecords::default(),
-            scratch: Vec::new(),
         })
     }
 
@@ -130,7 +92,7 @@ impl Generator {
         &self.fleet
     }
 
-    /// Days generated so far.
+    /// Days begun so far.
     pub fn days_done(&self) -> u32 {
         self.day
     }
@@ -149,59 +111,48 @@ impl Generator {
         }
     }
 
-    /// Generates the next day into `today`, in delivery order; false when all days are done.
-    fn next_day(&mut self) -> bool {
-        if self.day >= self.fleet.config.days {
-            return false;
-        }
-        self.today.clear();
-        for (at, vehicle) in self.fleet.vehicles.iter().enumerate() {
-            self.scratch.clear();
-            self.fleet.vehicle_day(vehicle, self.day, &mut self.scratch);
-            for event in &self.scratch {
-                self.today.push(at, event);
+    /// Opens the next hour of the day (beginning the next day after the last hour); false when
+    /// every day is delivered.
+    fn next_hour(&mut self) -> bool {
+        if self.today.day_generated() {
+            if self.day >= self.fleet.config.days {
+                return false;
             }
+            self.today.begin(&self.fleet, self.day);
+            self.day += 1;
         }
-        // Delivery order: event time, then vehicle, then the order generated (a stable sort).
-        let vehicles = &self.fleet.vehicles;
-        self.today.entries.sort_by(|a, b| {
-            a.time_ms.cmp(&b.time_ms).then_with(|| {
-                vehicles[a.vehicle as usize]
-                    .id
-                    .cmp(&vehicles[b.vehicle as usize].id)
-            })
-        });
-        self.day += 1;
-        if self.today.entries.is_empty() {
-            // A day without a record still ends (what was held back may be due).
-            let last = self.day == self.fleet.config.days;
-            self.faults.end_of_day(self.day - 1, last, &mut self.ready);
-        }
+        self.today.open_hour(&self.fleet);
+        self.end_day_once_delivered();
         true
     }
 
-    /// Hands the next record of the day to the fault injector (and, after the day's last,
-    /// the end of the day); false when the day is delivered.
+    /// Hands the open hour's next record to the fault injector; false when the hour is
+    /// delivered.
     fn deliver_next(&mut self) -> bool {
-        let Some(entry) = self.today.entries.get(self.today.next) else {
+        let Some(next) = self.today.next_record() else {
             return false;
         };
-        // Entries exist only once a day was generated.
-        let day = self.day - 1;
-        self.today.next += 1;
         let record = GeneratedRecord {
-            key: self.fleet.vehicles[entry.vehicle as usize].id.clone(),
-            bytes: self.today.bytes[entry.start..entry.start + entry.len as usize].to_vec(),
+            key: self.fleet.vehicles[next.vehicle as usize].id.clone(),
+            bytes: next.bytes,
             fault: None,
-            produced_ms: entry.time_ms,
+            produced_ms: next.time_ms,
         };
+        // Records exist only once a day was begun.
         self.faults
-            .push(record, entry.time_ms, day, &mut self.ready);
-        if self.today.next == self.today.entries.len() {
+            .push(record, next.time_ms, self.day - 1, &mut self.ready);
+        self.end_day_once_delivered();
+        true
+    }
+
+    /// Ends the day (what the fault injector held for it may be due) once its last hour is
+    /// delivered.
+    fn end_day_once_delivered(&mut self) {
+        if self.today.day_generated() && self.today.hour_delivered() {
+            let day = self.day - 1;
             self.faults
                 .end_of_day(day, self.day == self.fleet.config.days, &mut self.ready);
         }
-        true
     }
 }
 
@@ -213,7 +164,7 @@ impl Iterator for Generator {
             if let Some(record) = self.ready.pop_front() {
                 return Some(record);
             }
-            if !self.deliver_next() && !self.next_day() {
+            if !self.deliver_next() && !self.next_hour() {
                 return None;
             }
         }

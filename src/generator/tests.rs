@@ -142,3 +142,57 @@ fn injected_faults_are_labelled_and_counted() {
         }
     }
 }
+
+#[test]
+fn a_day_delivered_by_the_hour_is_the_day_sorted_at_once() {
+    // The reference is the stream as a whole day gives it: every vehicle's day generated at
+    // once, then every record ordered by event time and vehicle id (a stable sort: a vehicle's
+    // records of the same time stay in the order generated). 1,000 vehicles give ~40,000
+    // records a day, enough for records of two vehicles at the same millisecond and for trips
+    // that run past midnight, which go out with their day.
+    let config = GeneratorConfig {
+        vehicles: 1_000,
+        days: 3,
+        ..small(11)
+    };
+    let generator = Generator::new(config.clone()).unwrap();
+    let fleet = generator.fleet();
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    let (mut same_time, mut past_midnight) = (0, 0);
+    for day in 0..config.days {
+        let mut records: Vec<(i64, &str, Vec<u8>)> = Vec::new();
+        for vehicle in &fleet.vehicles {
+            let mut events = Vec::new();
+            fleet.vehicle_day(vehicle, day, &mut events);
+            for event in &events {
+                let mut bytes = Vec::new();
+                crate::codec::encode(event, &mut bytes);
+                records.push((event.event_time_ms, &vehicle.id, bytes));
+            }
+        }
+        records.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        same_time += records
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0 && w[0].1 != w[1].1)
+            .count();
+        past_midnight += records
+            .iter()
+            .filter(|r| r.0 >= fleet.day_start(day + 1))
+            .count();
+        expected.extend(
+            records
+                .into_iter()
+                .map(|(_, id, bytes)| (id.to_string(), bytes)),
+        );
+    }
+    assert!(
+        same_time > 0 && past_midnight > 0,
+        "{same_time} ties, {past_midnight} past midnight"
+    );
+    let streamed: Vec<(String, Vec<u8>)> = generator.map(|r| (r.key, r.bytes)).collect();
+    assert_eq!(streamed.len(), expected.len());
+    assert!(
+        streamed == expected,
+        "the hourly stream differs from the day sorted at once"
+    );
+}
