@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use safetel::engine::StateDelta;
-use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::generator::Generator;
 use safetel::store::Store;
+use safetel::stream::runner::{CommitError, CommitTarget};
 
 /// Writes each commit to the store and keeps the changelog records it makes.
 struct Recording {

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use safetel::codec::decode;
 use safetel::engine::admission::{TimeRules, VehicleClocks};
-use safetel::engine::memory::partition_for;
 use safetel::generator::{Generator, GeneratorConfig};
+use safetel::stream::memory::partition_for;
 
 fn main() {
     let mut args = std::env::args()

@@ -25,10 +25,12 @@
 //!   [`engine::outbox`] (what the next commit writes) handed over as an [`engine::delta`],
 //!   [`engine::restored`] (what a store hands back), [`engine::retention`] with
 //!   [`engine::departures`] (vehicles out of memory), [`engine::ledger`]
-//!   (rebuilding facts from the input); [`engine::runner`] drives it from any source to any
-//!   sink and [`engine::health`] judges the run; [`engine::memory`] is the in-process source;
-//!   [`engine::view`] the group view's records and the state a reader builds from them. No IO
-//!   of its own; no two of its modules import each other.
+//!   (rebuilding facts from the input); [`engine::view`] the group view's records and the
+//!   state a reader builds from them. No IO, threads or clocks of its own; no two of its
+//!   modules import each other.
+//! - [`stream`]: the edge that runs the engine: [`stream::runner`] drives it from any source to
+//!   any sink with the commit protocol, [`stream::health`] judges the run, [`stream::memory`]
+//!   is the in-process source and sinks.
 //! - [`sampling`]: review-budget policies and Horvitz-Thompson estimates. Pure.
 //! - [`evaluate`]: scoring alerts against the generator's ground truth. Pure.
 //! - [`refit`]: the Weibull survival model, NUTS, diagnostics, the posterior predictive check,
@@ -65,6 +67,7 @@ pub mod refit;
 pub mod registry;
 pub mod sampling;
 pub mod store;
+pub mod stream;
 pub mod warehouse;
 
 mod cli;

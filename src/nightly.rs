@@ -13,7 +13,6 @@ use tracing::{error, info, warn};
 use crate::codec;
 use crate::config::{RefitConfig, RefitSchedule, RetentionConfig};
 use crate::engine::Prior;
-use crate::engine::runner::unix_ms;
 use crate::metrics::Metrics;
 use crate::refit::intervals::{TimelineItem, VehicleTimeline};
 use crate::refit::model::{DataError, SurvivalData};
@@ -21,6 +20,7 @@ use crate::refit::result::{RefitResult, summarise_fit};
 use crate::refit::run::{ModelRun, RunOutline};
 use crate::refit::sampler::{SampleError, sample};
 use crate::store::{Store, StoreError};
+use crate::stream::runner::unix_ms;
 use crate::warehouse::{Snapshot, StratumTotals, WarehouseError, write_snapshot};
 
 #[derive(Debug, thiserror::Error)]

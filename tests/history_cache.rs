@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use safetel::config::Config;
 use safetel::dashboard::{FleetVehicles, Sources};
-use safetel::engine::memory::run_in_memory;
-use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::engine::{Engine, RestoredState, StateDelta};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::store::Store;
 use safetel::store::history::{CacheStats, HistoryCache};
+use safetel::stream::memory::run_in_memory;
+use safetel::stream::runner::{CommitError, CommitTarget};
 
 const VEHICLES: usize = 300;
 const DAYS: u32 = 60;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::*;
 use rdkafka::message::{Headers, Message};
 use safetel::codec::{decode, encode_to_vec};
-use safetel::engine::memory::partition_for;
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::model::{Payload, TelemetryEvent};
+use safetel::stream::memory::partition_for;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 const DAY: i64 = 86_400_000;

@@ -15,13 +15,13 @@ use apache_avro::types::Value;
 use common::*;
 use safetel::codec::SchemaId;
 use safetel::config::Config;
-use safetel::engine::memory::run_in_memory;
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::model::Payload;
 use safetel::sampling::{Policy, SamplingPolicy};
 use safetel::store::Store;
+use safetel::stream::memory::run_in_memory;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 const BUDGET: f64 = 0.5;

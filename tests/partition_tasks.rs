@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use safetel::config::Config;
-use safetel::engine::memory::{DeadLetter, run_in_memory};
 use safetel::engine::{Engine, PartitionId, RestoredState, Retention};
 use safetel::generator::{FaultConfig, Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::model::RegressionAlert;
 use safetel::store::Store;
+use safetel::stream::memory::{DeadLetter, run_in_memory};
 
 struct Run {
     engine: Engine,
@@ -49,7 +49,7 @@ fn run(
     .unwrap()
     .with_retention(Retention::of(&config))
     .with_archive(Arc::clone(&store) as Arc<dyn safetel::engine::VehicleArchive>)
-    .with_threads(threads);
+    .with_task_threads(safetel::stream::threads::for_config(threads));
     let mut target = Arc::clone(&store);
     let (dead, outputs) = run_in_memory(
         &mut engine,

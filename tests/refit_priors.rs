@@ -7,14 +7,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use safetel::config::{Config, RefitConfig};
-use safetel::engine::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
-use safetel::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use safetel::engine::{Engine, RestoredState};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::model::HazardClass;
 use safetel::nightly::refit_from_store;
 use safetel::store::Store;
+use safetel::stream::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
+use safetel::stream::runner::{self, CommitPolicy, Sinks, StatusBoard};
 
 fn run(
     store: &mut Store,

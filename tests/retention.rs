@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use safetel::config::Config;
-use safetel::engine::memory::run_in_memory;
-use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::engine::{Engine, RestoredState, Retention, StateDelta};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::store::Store;
+use safetel::stream::memory::run_in_memory;
+use safetel::stream::runner::{CommitError, CommitTarget};
 
 const DAY: i64 = 86_400_000;
 const DAYS: u32 = 240;

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use apache_avro::types::Value;
 
 use safetel::config::{Config, RefitConfig};
-use safetel::engine::memory::{partition_for, run_in_memory};
-use safetel::engine::runner::{CommitError, CommitTarget};
 use safetel::engine::{Engine, RestoredState, StateDelta};
 use safetel::generator::{Generator, GeneratorConfig};
 use safetel::metrics::Metrics;
 use safetel::store::Store;
+use safetel::stream::memory::{partition_for, run_in_memory};
+use safetel::stream::runner::{CommitError, CommitTarget};
 
 const READER: &str = r#"
 import json, sys, pathlib

@@ -14,8 +14,6 @@ use anyhow::Context;
 
 use super::demo_report::{DemoReport, DemoRun};
 use crate::config::Config;
-use crate::engine::memory::{DeadLetterCounts, MemoryOutputs, MemoryRecord, MemorySource};
-use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::engine::{Engine, RestoredState};
 use crate::evaluate::evaluate;
 use crate::generator::Generator;
@@ -24,6 +22,8 @@ use crate::metrics::Metrics;
 use crate::model::KeyKind;
 use crate::store::Store;
 use crate::store::history::HistoryCache;
+use crate::stream::memory::{DeadLetterCounts, MemoryOutputs, MemoryRecord, MemorySource};
+use crate::stream::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]

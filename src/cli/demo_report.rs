@@ -7,11 +7,11 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::engine::runner::RunSummary;
 use crate::engine::{BinStats, HeldFleet};
 use crate::evaluate::Evaluation;
 use crate::generator::{DAY_MS, GroundTruth};
 use crate::model::{AlertStatus, HazardClass, KeyKind, RegressionAlert, utc_date};
+use crate::stream::runner::RunSummary;
 
 /// What one demo run saw, raised and scored. The fields `summary.json` has are serialised; the
 /// rest are for the console.

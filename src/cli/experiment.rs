@@ -14,14 +14,14 @@ use serde_json::json;
 
 use crate::codec;
 use crate::config::Config;
-use crate::engine::memory::{MemoryRecord, run_in_memory};
-use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::{Engine, RestoredState, StateDelta};
 use crate::evaluate::evaluate;
 use crate::generator::{DAY_MS, Generator, GeneratorConfig};
 use crate::metrics::Metrics;
 use crate::model::Payload;
 use crate::sampling::{Policy, SamplingPolicy, Stratum, TripCovariates};
+use crate::stream::memory::{MemoryRecord, run_in_memory};
+use crate::stream::runner::{CommitError, CommitTarget};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -138,7 +138,7 @@ pub fn execute(config: &Config, args: Args) -> anyhow::Result<()> {
         // The broker stamps the records now: any later than that (plus the allowed skew) are
         // refused by `run` as `future`.
         let end_ms = generator.fleet().start_ms + i64::from(fleet.days) * crate::generator::DAY_MS;
-        let now_ms = crate::engine::runner::unix_ms();
+        let now_ms = crate::stream::runner::unix_ms();
         if end_ms > now_ms + config.stream.max_clock_skew_s * 1000 {
             let future_days = (end_ms - now_ms) / crate::generator::DAY_MS + 1;
             tracing::warn!(

@@ -21,11 +21,11 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use crate::http::{self, AppState};
 use crate::kafka::{ChangelogStore, KafkaDeadLetters, KafkaOutputs, KafkaSource};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::stream::runner::{self, CommitPolicy, Sinks, StatusBoard};
 
 /// How long the Kafka clients may take to close once the pipeline has stopped.
 const CLIENTS_CLOSE_WITHIN: Duration = Duration::from_secs(5);

@@ -345,8 +345,8 @@ fn run_with_store(
 ) -> (
     crate::engine::Engine,
     StoreInDir,
-    crate::engine::memory::MemoryDeadLetters,
-    crate::engine::memory::MemoryOutputs,
+    crate::stream::memory::MemoryDeadLetters,
+    crate::stream::memory::MemoryOutputs,
 ) {
     let config = crate::config::Config::default_config();
     let mut engine = crate::engine::Engine::new(
@@ -358,7 +358,7 @@ fn run_with_store(
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let (dead, outputs) = crate::engine::memory::run_in_memory(
+    let (dead, outputs) = crate::stream::memory::run_in_memory(
         &mut engine,
         records.into_iter(),
         4,

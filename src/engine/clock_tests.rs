@@ -4,14 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::memory::{MemoryDeadLetters, MemoryOutputs, MemoryRecord, MemorySource, partition_for};
-use super::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use super::*;
 use crate::codec::{decode, encode_to_vec};
 use crate::config::Config;
 use crate::generator::{FirmwareRollout, Generator, GeneratorConfig};
 use crate::model::*;
 use crate::store::Store;
+use crate::stream::memory::{
+    MemoryDeadLetters, MemoryOutputs, MemoryRecord, MemorySource, partition_for,
+};
+use crate::stream::runner::{self, CommitPolicy, Sinks, StatusBoard};
 
 const DAY: i64 = 86_400_000;
 const HOUR: i64 = 3_600_000;

@@ -15,8 +15,7 @@
 //! then takes what they raised (alerts, cohort reports) in the batch's record order and routes the
 //! cohort reports to the aggregators (docs/design.md §8). A commit gathers every task's changes
 //! into one [`StateDelta`].
-//! [`runner`] drives it from a [`runner::RecordSource`]; [`memory`] is the in-process source and
-//! dead-letter sink of `demo`, tests and benchmarks.
+//! [`crate::stream`] drives it from a source to a commit target.
 
 pub mod admission;
 pub mod bin_map;
@@ -26,16 +25,13 @@ pub mod cohorts;
 pub mod delta;
 pub mod departures;
 pub mod detection;
-pub mod health;
 pub mod held;
 pub mod ledger;
 pub mod members;
-pub mod memory;
 pub mod outbox;
 pub mod restored;
 pub mod retention;
 pub mod reviews;
-pub mod runner;
 pub mod series;
 pub mod state;
 pub mod task;
@@ -74,6 +70,7 @@ pub use state::{
 };
 use task::{PartitionTask, Settings, TaskContext};
 use workers::Workers;
+pub use workers::{OneThread, RunGroups};
 
 impl VehicleSet for Vehicles {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
@@ -150,7 +147,7 @@ pub struct Engine {
     outbox: Outbox,
     /// The outcomes of the last records, for the dead-letter share `/health` reports.
     recent: RecentOutcomes,
-    /// The threads the tasks of a batch run on.
+    /// Where the tasks of a batch run.
     workers: Workers,
     pub(crate) metrics: Metrics,
 }
@@ -186,7 +183,6 @@ impl Engine {
         let detection =
             DetectionSettings::new(detector, time.bin_width_ms, time.allowed_lateness_ms);
         let recent = RecentOutcomes::new(config.dlq_window_records, config.max_dlq_share);
-        let threads = config.threads.max(1);
         let mut engine = Engine {
             settings: Settings {
                 config,
@@ -209,23 +205,37 @@ impl Engine {
             priors: HashMap::new(),
             refits: None,
             outbox: Outbox::default(),
-            workers: Workers::new(threads),
+            workers: Workers::new(None),
             metrics,
         };
         engine.adopt(restored)?;
         Ok(engine)
     }
 
-    /// Runs the tasks of a batch on up to `threads` worker threads (instead of
-    /// `stream.threads`).
-    pub fn with_threads(mut self, threads: usize) -> Engine {
-        self.workers = Workers::new(threads);
+    /// Runs the tasks of a batch through `groups` (the edge's threads; until chosen, on the
+    /// caller's thread, and [`crate::stream::runner::run`] chooses `stream.threads`).
+    pub fn with_task_threads(mut self, groups: Box<dyn RunGroups>) -> Engine {
+        self.set_task_threads(groups);
         self
     }
 
-    /// The worker threads the tasks of a batch run on.
+    pub fn set_task_threads(&mut self, groups: Box<dyn RunGroups>) {
+        self.workers = Workers::new(Some(groups));
+    }
+
+    /// Whether [`Engine::set_task_threads`] chose where the tasks run.
+    pub fn task_threads_chosen(&self) -> bool {
+        self.workers.chosen()
+    }
+
+    /// The threads the tasks of a batch run on.
     pub fn threads(&self) -> usize {
         self.workers.threads()
+    }
+
+    /// The stream settings the engine was made with.
+    pub fn stream_config(&self) -> &StreamConfig {
+        &self.settings.config
     }
 
     /// The most partition tasks that ever ran at the same time.

@@ -2,14 +2,14 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
-use super::runner::{self, CommitPolicy, Sinks, StatusBoard};
 use super::*;
 use crate::codec::{self, encode_to_vec};
 use crate::config::Config;
 use crate::generator::{FaultConfig, FirmwareRollout, Generator, GeneratorConfig};
 use crate::model::*;
 use crate::store::Store;
+use crate::stream::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
+use crate::stream::runner::{self, CommitPolicy, Sinks, StatusBoard};
 
 const HOUR: i64 = 3_600_000;
 const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00Z
@@ -329,9 +329,14 @@ fn alerts_under(
     }
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let (_, alerts) =
-        super::memory::run_in_memory(&mut e, records.iter().cloned(), 4, &mut store, 50_000)
-            .unwrap();
+    let (_, alerts) = crate::stream::memory::run_in_memory(
+        &mut e,
+        records.iter().cloned(),
+        4,
+        &mut store,
+        50_000,
+    )
+    .unwrap();
     alerts.alerts
 }
 
@@ -735,7 +740,7 @@ fn run_with_review_service(
             break;
         }
         for (key, bytes) in chunk.into_iter().chain(due) {
-            let partition = super::memory::partition_for(key.as_bytes(), 4);
+            let partition = crate::stream::memory::partition_for(key.as_bytes(), 4);
             let offset = offsets.entry(partition).or_insert(0);
             let record = SourceRecord {
                 partition: PartitionId::Source(partition),
@@ -802,7 +807,7 @@ fn a_review_service_gives_exactly_the_in_stream_result() {
     let mut in_stream = engine().with_sampling(policy.clone());
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let (_, outputs) = super::memory::run_in_memory(
+    let (_, outputs) = crate::stream::memory::run_in_memory(
         &mut in_stream,
         records.iter().cloned(),
         4,
@@ -929,7 +934,7 @@ fn unanswered_reviews_hold_bins_until_they_time_out() {
             events: Vec::new(),
         }),
     });
-    let partition = super::memory::partition_for(vehicle.as_bytes(), 4);
+    let partition = crate::stream::memory::partition_for(vehicle.as_bytes(), 4);
     let unrequested_before = run.engine.metrics.dlq_records("unrequested_review").get();
     assert!(
         run.rejections
@@ -976,8 +981,14 @@ fn fleet_critical_events_estimated_from_reviews_are_unbiased() {
             let mut e = engine().with_sampling(policy);
             let dir = tempfile::tempdir().unwrap();
             let mut store = Store::open(dir.path()).unwrap();
-            super::memory::run_in_memory(&mut e, records.iter().cloned(), 4, &mut store, 50_000)
-                .unwrap();
+            crate::stream::memory::run_in_memory(
+                &mut e,
+                records.iter().cloned(),
+                4,
+                &mut store,
+                50_000,
+            )
+            .unwrap();
             ht_totals(&e)
         })
         .collect();
@@ -1012,7 +1023,8 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let (_, outputs) =
-        super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
+        crate::stream::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000)
+            .unwrap();
     let settings = e.detection_settings().clone();
     let vehicles = e.vehicles().snapshot();
     let mut compared = 0;
@@ -1111,7 +1123,7 @@ fn cohorts_aggregated_through_a_repartition_topic_equal_one_process() {
     .unwrap()
     .map(|r| (r.key, r.bytes))
     .collect();
-    let partition_of = |key: &str| memory::partition_for(key.as_bytes(), 4);
+    let partition_of = |key: &str| crate::stream::memory::partition_for(key.as_bytes(), 4);
 
     // One process, its aggregator in process.
     let mut single = engine();
@@ -1259,7 +1271,8 @@ fn a_firmware_rollouts_rise_is_the_firmware_cohorts_not_its_models() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let (_, outputs) =
-        super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
+        crate::stream::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000)
+            .unwrap();
     let opened: Vec<&str> = outputs
         .alerts
         .iter()
@@ -1306,7 +1319,8 @@ fn the_fleet_a_restored_partition_compares_with_is_the_live_ones() {
     let mut e = engine();
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    super::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
+    crate::stream::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000)
+        .unwrap();
     let settings = e.detection_settings().clone();
     let vehicles = e.vehicles().snapshot();
     assert_eq!(e.source_states().count(), 4);
@@ -1361,7 +1375,8 @@ fn the_ledger_rebuilds_from_the_input_exactly_the_facts_the_engine_kept() {
     // the store keeps, into a second store.
     let mut inputs: HashMap<PartitionId, Vec<Vec<u8>>> = HashMap::new();
     for (key, bytes) in &records {
-        let partition = PartitionId::Source(super::memory::partition_for(key.as_bytes(), 3));
+        let partition =
+            PartitionId::Source(crate::stream::memory::partition_for(key.as_bytes(), 3));
         inputs.entry(partition).or_default().push(bytes.clone());
     }
     let restored = store.restore().unwrap();

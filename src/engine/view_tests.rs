@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use super::memory::run_in_memory;
-use super::runner::{CommitError, CommitTarget};
 use super::view::GroupState;
 use super::*;
 use crate::config::Config;
 use crate::generator::{FirmwareRollout, Generator, GeneratorConfig};
 use crate::store::Store;
+use crate::stream::memory::run_in_memory;
+use crate::stream::runner::{CommitError, CommitTarget};
 
 const DAY: i64 = 86_400_000;
 

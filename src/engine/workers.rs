@@ -1,7 +1,7 @@
-//! The worker threads the partition tasks run on (`stream.threads`): the one place of the
-//! engine with threads. A round's jobs (a task with its records, or a task closing bins) are
-//! split into as many groups of about equal weight as there are threads; each group runs on its
-//! own thread (the caller's is one of them), and the round ends when every group has. The tasks
+//! Rounds of partition-task work (`stream.threads`): a round's jobs (a task with its records,
+//! or a task closing bins) are split into as many groups of about equal weight as there are
+//! threads, and the groups handed to a [`RunGroups`], which the edge provides (threads are not
+//! the engine's: [`crate::stream::threads`]); the round ends when every group has run. The tasks
 //! touch nothing of each other's, so what they compute does not depend on the number of threads
 //! or on their timing (docs/design.md §8).
 
@@ -28,24 +28,57 @@ pub struct TaskRun {
     pub rest: Vec<usize>,
 }
 
-/// Threads for the tasks, and how many of them ever ran at once.
+/// Runs a round's groups of work, each touching only its own tasks: one after another on the
+/// caller's thread, or at the same time on threads the edge provides
+/// ([`crate::stream::threads`]). The engine itself starts no thread.
+pub trait RunGroups: Send + Sync {
+    /// How many groups may run at the same time.
+    fn threads(&self) -> usize;
+    /// Runs every group; returns once all have run.
+    fn run<'a>(&self, groups: Vec<Box<dyn FnOnce() + Send + 'a>>);
+}
+
+/// Every group on the caller's thread, one after another.
+pub struct OneThread;
+
+impl RunGroups for OneThread {
+    fn threads(&self) -> usize {
+        1
+    }
+
+    fn run<'a>(&self, groups: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        for group in groups {
+            group();
+        }
+    }
+}
+
+/// Where the tasks run, and how many of them ever ran at once.
 pub struct Workers {
-    threads: usize,
+    /// `None` until the edge chooses (the tasks run on the caller's thread till then).
+    groups: Option<Box<dyn RunGroups>>,
     running: AtomicUsize,
     most: AtomicUsize,
 }
 
 impl Workers {
-    pub fn new(threads: usize) -> Workers {
+    pub fn new(groups: Option<Box<dyn RunGroups>>) -> Workers {
         Workers {
-            threads: threads.max(1),
+            groups,
             running: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
         }
     }
 
+    /// Whether the edge chose where the tasks run.
+    pub fn chosen(&self) -> bool {
+        self.groups.is_some()
+    }
+
     pub fn threads(&self) -> usize {
-        self.threads
+        self.groups
+            .as_ref()
+            .map_or(1, |groups| groups.threads().max(1))
     }
 
     /// The most tasks that ever ran at the same time.
@@ -72,7 +105,8 @@ impl Workers {
         self.each(tasks, |task| task.close_weight(), |task| task.close(ctx));
     }
 
-    /// `work` on each job, the jobs in groups of about equal `weight`, one thread a group.
+    /// `work` on each job, the jobs in groups of about equal `weight`, the groups run by
+    /// [`RunGroups`]; the results in the order of the groups.
     fn each<J: Send, R: Send>(
         &self,
         jobs: Vec<J>,
@@ -91,26 +125,26 @@ impl Workers {
                 })
                 .collect()
         };
-        if self.threads <= 1 || jobs.len() <= 1 {
+        let threads = self.threads();
+        let Some(groups) = self
+            .groups
+            .as_ref()
+            .filter(|_| threads > 1 && jobs.len() > 1)
+        else {
             return run_group(jobs);
-        }
-        let mut groups = balance(jobs, self.threads, weight).into_iter();
-        let first = groups.next().expect("at least one group");
-        std::thread::scope(|scope| {
-            let others: Vec<_> = groups
-                .map(|group| {
-                    std::thread::Builder::new()
-                        .name("task-worker".into())
-                        .spawn_scoped(scope, || run_group(group))
-                        .expect("start a task worker")
-                })
-                .collect();
-            let mut results = run_group(first);
-            for other in others {
-                results.extend(other.join().expect("a partition task panicked"));
-            }
-            results
-        })
+        };
+        let shares = balance(jobs, threads, weight);
+        let mut results: Vec<Vec<R>> = shares.iter().map(|_| Vec::new()).collect();
+        let run_group = &run_group;
+        let work: Vec<Box<dyn FnOnce() + Send + '_>> = shares
+            .into_iter()
+            .zip(results.iter_mut())
+            .map(|(share, result)| {
+                Box::new(move || *result = run_group(share)) as Box<dyn FnOnce() + Send + '_>
+            })
+            .collect();
+        groups.run(work);
+        results.into_iter().flatten().collect()
     }
 }
 

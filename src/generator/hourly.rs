@@ -139,7 +139,7 @@ impl DayInHours {
         self.waiting = kept;
         // Reversed delivery order: the next record is taken from the back.
         self.due
-            .sort_unstable_by(|a, b| (b.time_ms, b.rank, b.seq).cmp(&(a.time_ms, a.rank, a.seq)));
+            .sort_unstable_by_key(|r| std::cmp::Reverse((r.time_ms, r.rank, r.seq)));
     }
 
     /// The next record of the open hour, if any is left.

@@ -7,7 +7,7 @@
 //! Also `GET /api/vehicles/{id}` (counts, bins and change-point detectors), `GET /api/vehicles`,
 //! `GET /api/fleet` (fleet totals and the critical-event rate, Horvitz-Thompson under a review
 //! budget), `GET /api/status`, `GET /health/live`, `GET /health/ready` (`GET /health` is
-//! readiness too; see [`crate::engine::health`]), `GET /metrics`. Handlers only read shared
+//! readiness too; see [`crate::stream::health`]), `GET /metrics`. Handlers only read shared
 //! state; nothing here changes it. While the process cannot vouch for owning the partitions it
 //! holds (rejoining its group, or just back from a pause), pages and data answer 503.
 //!
@@ -37,14 +37,14 @@ use crate::dashboard::coverage::{Coverage, FromGroupView};
 use crate::dashboard::summary::{Fleet, Totals};
 use crate::dashboard::{FleetVehicles, Sources};
 use crate::engine::detection::{DetectionSettings, Series};
-use crate::engine::health::{self, HealthInputs, Verdict};
-use crate::engine::runner::{RunStatus, StatusBoard};
 use crate::engine::view::GroupState;
 use crate::engine::{BinStats, CohortView, HeldFleet, VehicleState};
 use crate::generator::GroundTruth;
 use crate::metrics::Metrics;
 use crate::model::{ByClass, HazardClass, RegressionAlert};
 use crate::store::Store;
+use crate::stream::health::{self, HealthInputs, Verdict};
+use crate::stream::runner::{RunStatus, StatusBoard};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -441,7 +441,7 @@ fn health_inputs<'a>(
 ) -> HealthInputs<'a> {
     HealthInputs {
         status,
-        now_unix_ms: crate::engine::runner::unix_ms(),
+        now_unix_ms: crate::stream::runner::unix_ms(),
         heartbeat_unix_ms: heartbeat,
         broker_unreachable_since_unix_s: (state.metrics.source_disconnected.get() == 1)
             .then(|| state.metrics.source_disconnected_since.get()),

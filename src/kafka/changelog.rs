@@ -33,10 +33,10 @@ use super::client_config;
 use super::end_of_partition::EndOfPartition;
 use super::facts_rebuild::{self, RebuildError};
 use crate::config::Config;
-use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::view::{PartitionStamp, ViewItem};
 use crate::engine::{PartitionId, RestoredState, StateDelta};
 use crate::store::{Op, Store};
+use crate::stream::runner::{CommitError, CommitTarget};
 
 /// How long one transactional call may block before it is retried or given up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -238,7 +238,7 @@ impl ChangelogStore {
                 Err(_) => {
                     self.metrics.commit_failures.inc();
                     if failing.get() == 0.0 {
-                        failing.set(crate::engine::runner::unix_ms() as f64 / 1000.0);
+                        failing.set(crate::stream::runner::unix_ms() as f64 / 1000.0);
                     }
                 }
             }
@@ -346,7 +346,7 @@ impl ChangelogStore {
                 .payload(&value[..]);
             self.send(record)?;
         }
-        let committed_at_ms = crate::engine::runner::unix_ms();
+        let committed_at_ms = crate::stream::runner::unix_ms();
         for item in &delta.view {
             let stamped;
             let item = match item {

@@ -12,8 +12,8 @@ use tracing::{debug, error, warn};
 
 use super::client_config;
 use crate::config::Config;
-use crate::engine::runner::{DeadLetterSink, SinkError};
 use crate::engine::{Rejection, SourceRecord};
+use crate::stream::runner::{DeadLetterSink, SinkError};
 
 /// Counts deliveries that failed after librdkafka's own retries.
 #[derive(Default)]

@@ -15,8 +15,8 @@ use tracing::{info, warn};
 use super::client_config;
 use crate::config::Config;
 use crate::detect::fleet_relative::FleetRelativeParams;
-use crate::engine::runner::unix_ms;
 use crate::engine::view::SharedView;
+use crate::stream::runner::unix_ms;
 
 /// Starts the reader on its own thread; it stops when `shutdown` is set.
 pub fn spawn_reader(

@@ -10,8 +10,8 @@ use rdkafka::error::KafkaError;
 use super::RecordProducer;
 use crate::codec::{encode_alert, encode_review_request};
 use crate::config::Config;
-use crate::engine::runner::{OutputSink, SinkError};
 use crate::model::{RegressionAlert, ReviewRequest};
+use crate::stream::runner::{OutputSink, SinkError};
 
 pub struct KafkaOutputs {
     alerts: RecordProducer,

@@ -24,9 +24,9 @@ use super::changelog::{GroupMembership, Topics};
 use super::client_config;
 use crate::config::Config;
 use crate::engine::admission::reference_timestamp;
-use crate::engine::runner::{Lag, Poll, Rebalance, RecordSource, SourceError, SourceHealth};
 use crate::engine::{PartitionId, SourceRecord};
 use crate::metrics::Metrics;
+use crate::stream::runner::{Lag, Poll, Rebalance, RecordSource, SourceError, SourceHealth};
 
 /// Most records handed to the engine per poll.
 const MAX_BATCH: usize = 4096;
@@ -59,7 +59,7 @@ impl SourceContext {
 }
 
 fn unix_now_s() -> f64 {
-    crate::engine::runner::unix_ms() as f64 / 1000.0
+    crate::stream::runner::unix_ms() as f64 / 1000.0
 }
 
 /// What the consumer reported since it last made progress. A refusal (the broker rejected our
@@ -398,7 +398,7 @@ impl RecordSource for KafkaSource {
                         .internal(message.topic(), message.partition());
                     let (timestamp_ms, replaced) = reference_timestamp(
                         message.timestamp().to_millis(),
-                        crate::engine::runner::unix_ms(),
+                        crate::stream::runner::unix_ms(),
                     );
                     if replaced {
                         self.shared.metrics.timestamps_replaced.inc();

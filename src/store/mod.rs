@@ -23,7 +23,6 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch};
 use serde_json::{Value, json};
 
 use crate::engine::retention::StoredVehicle;
-use crate::engine::runner::{CommitError, CommitTarget};
 use crate::engine::state::{FactSegment, SeenSegment};
 use crate::engine::{
     BinStats, PartitionId, PartitionState, Prior, RETIRED_BIN, RestoredState, StateDelta,
@@ -32,6 +31,7 @@ use crate::engine::{
 use crate::model::RegressionAlert;
 use crate::refit::intervals::TimelineItem;
 use crate::refit::run::ModelRun;
+use crate::stream::runner::{CommitError, CommitTarget};
 use codec::{
     Alerts, Bins, ChangelogOffsets, Cohorts, FactBins, Facts, FactsByBin, Family, Fleet, ModelRuns,
     Positions, Priors, Rejected, Seen, Series, Timeline, Vehicles, decode, encode,

@@ -425,7 +425,7 @@ pub fn in_process_alerts(fleet: safetel::generator::GeneratorConfig) -> Vec<serd
         .unwrap()
         .map(|r| (r.key, r.bytes));
     let (_, alerts) =
-        safetel::engine::memory::run_in_memory(&mut engine, records, 4, &mut store, 20_000)
+        safetel::stream::memory::run_in_memory(&mut engine, records, 4, &mut store, 20_000)
             .unwrap();
     alerts
         .alerts

@@ -16,11 +16,11 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use safetel::config::Config;
-use safetel::engine::memory::{MemoryRecord, run_in_memory};
-use safetel::engine::runner::CommitTarget;
 use safetel::engine::{Engine, RestoredState, VehicleArchive};
 use safetel::metrics::Metrics;
 use safetel::store::Store;
+use safetel::stream::memory::{MemoryRecord, run_in_memory};
+use safetel::stream::runner::CommitTarget;
 
 /// One input record: key, produce time (ms), bytes.
 pub type InputRecord = (String, i64, Vec<u8>);

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::admission::SourceRecord;
 use super::runner::{DeadLetterSink, OutputSink, Poll, RecordSource, SinkError, SourceError};
 use crate::dead_letter::Rejection;
+use crate::engine::admission::SourceRecord;
 use crate::model::{RegressionAlert, ReviewRequest};
 use crate::partition_id::PartitionId;
 
@@ -219,7 +219,7 @@ impl OutputSink for MemoryOutputs {
 /// `partitions` like a keyed topic, committing to `target` at most every `max_records`: what
 /// `demo`, `experiment` and the tests do. Returns the dead letters and the alerts.
 pub fn run_in_memory(
-    engine: &mut super::Engine,
+    engine: &mut crate::engine::Engine,
     records: impl Iterator<Item: Into<MemoryRecord>>,
     partitions: i32,
     target: &mut dyn super::runner::CommitTarget,

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::Engine;
-use super::admission::SourceRecord;
-use super::delta::StateDelta;
 use crate::dead_letter::Rejection;
+use crate::engine::Engine;
+use crate::engine::admission::SourceRecord;
+use crate::engine::delta::StateDelta;
 use crate::model::{RegressionAlert, ReviewRequest};
 use crate::partition_id::PartitionId;
 
@@ -195,7 +195,7 @@ impl Settle {
         &self,
         engine: &Engine,
         records: &[SourceRecord<'r>],
-        processed: super::Processed,
+        processed: crate::engine::Processed,
         committer: &mut Committer,
         dlq: &mut dyn DeadLetterSink,
     ) -> Result<Vec<SourceRecord<'r>>, RunError> {
@@ -342,7 +342,7 @@ pub trait CommitTarget: Send {
     fn load_partitions(
         &mut self,
         _partitions: &[PartitionId],
-    ) -> Result<super::restored::RestoredState, CommitError> {
+    ) -> Result<crate::engine::restored::RestoredState, CommitError> {
         Err(CommitError::Unsupported(
             "this state store cannot take over partitions (no changelog)",
         ))
@@ -411,7 +411,7 @@ pub enum RunError {
     #[error("state commit failed: {0}")]
     Commit(#[from] CommitError),
     #[error("restoring assigned partitions: {0}")]
-    Restore(#[from] super::restored::RestoreError),
+    Restore(#[from] crate::engine::restored::RestoreError),
     #[error("the state writer thread stopped")]
     WriterStopped,
     #[error(
@@ -568,11 +568,15 @@ pub fn run(
     status: &StatusBoard,
 ) -> Result<RunSummary, RunError> {
     status.update(|s| s.running = true);
+    if !engine.task_threads_chosen() {
+        let threads = engine.stream_config().threads;
+        engine.set_task_threads(super::threads::for_config(threads));
+    }
     let result = std::thread::scope(|scope| {
         let (to_writer, for_writer) = mpsc::sync_channel::<WriterJob>(1);
         let (from_writer, done) = mpsc::channel::<CommitDone>();
         let (loaded_tx, loaded) =
-            mpsc::channel::<Result<super::restored::RestoredState, CommitError>>();
+            mpsc::channel::<Result<crate::engine::restored::RestoredState, CommitError>>();
         std::thread::Builder::new()
             .name("state-writer".into())
             .spawn_scoped(scope, move || {
@@ -874,7 +878,7 @@ fn rebalance(
 struct Committer {
     to_writer: mpsc::SyncSender<WriterJob>,
     done: mpsc::Receiver<CommitDone>,
-    loaded: mpsc::Receiver<Result<super::restored::RestoredState, CommitError>>,
+    loaded: mpsc::Receiver<Result<crate::engine::restored::RestoredState, CommitError>>,
     in_flight: bool,
     summary: RunSummary,
     /// For each alert raised since the last commit point, the produce timestamp of the record
@@ -957,7 +961,7 @@ impl Committer {
     fn load(
         &mut self,
         partitions: Vec<PartitionId>,
-    ) -> Result<super::restored::RestoredState, RunError> {
+    ) -> Result<crate::engine::restored::RestoredState, RunError> {
         self.to_writer
             .send(WriterJob::Load(partitions))
             .map_err(|_| RunError::WriterStopped)?;

@@ -239,7 +239,7 @@ mod tests {
     fn what_stops_consuming_is_not_ready_and_says_why() {
         let unassigned = RunStatus {
             assigned_partitions: None,
-            source: crate::engine::runner::SourceHealth {
+            source: crate::stream::runner::SourceHealth {
                 missing_topics: vec!["telemetry.evnts".into()],
                 group_error: Some("JoinGroup failed: Broker: Invalid session timeout".into()),
             },
