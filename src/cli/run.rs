@@ -82,7 +82,7 @@ pub fn execute(config: &Config) -> anyhow::Result<()> {
     let refit_thread = match config.refit.schedule()? {
         Some(when) => {
             let (priors_tx, priors_rx) = std::sync::mpsc::channel();
-            engine.receive_priors(priors_rx);
+            engine.receive_priors(Box::new(priors_rx));
             let (store, refit, shutdown, metrics) = (
                 Arc::clone(&store),
                 (config.refit.clone(), config.retention.clone()),

@@ -72,6 +72,13 @@ use task::{PartitionTask, Settings, TaskContext};
 use workers::Workers;
 pub use workers::{OneThread, RunGroups};
 
+/// Where priors from refits scheduled elsewhere arrive (the edge's: a channel from the refit
+/// thread, [`crate::stream::runner`]); the engine takes what arrived between polls.
+pub trait PriorsInbox: Send {
+    /// Every refit's priors that arrived since the last call, oldest first.
+    fn take_arrived(&mut self) -> Vec<Vec<(String, Prior)>>;
+}
+
 impl VehicleSet for Vehicles {
     fn for_each(&self, f: &mut dyn FnMut(&VehicleMeta, &BinMap)) {
         for vehicle in self.iter() {
@@ -141,7 +148,7 @@ pub struct Engine {
     /// Per-vehicle priors from the last refit that converged.
     priors: HashMap<String, Prior>,
     /// Where a scheduled refit sends new priors (already durable in the store).
-    refits: Option<std::sync::mpsc::Receiver<Vec<(String, Prior)>>>,
+    refits: Option<Box<dyn PriorsInbox>>,
     /// What the next commit writes and sends of the engine's own: the aggregators' changes,
     /// reports to send and alerts published.
     outbox: Outbox,
@@ -325,7 +332,7 @@ impl Engine {
         }
         for p in adopted {
             if let Some(task) = self.tasks.get_mut(&p) {
-                task.rebuild_clocks(&self.settings.time);
+                task.rebuild_from_vehicles(&self.settings.time);
             }
         }
         self.refresh_cohort_view();
@@ -569,15 +576,15 @@ impl Engine {
         }
     }
 
-    /// Takes priors from refits scheduled on another thread (see [`Engine::apply_received_priors`]).
-    pub fn receive_priors(&mut self, refits: std::sync::mpsc::Receiver<Vec<(String, Prior)>>) {
+    /// Takes priors from refits scheduled elsewhere (see [`Engine::apply_received_priors`]).
+    pub fn receive_priors(&mut self, refits: Box<dyn PriorsInbox>) {
         self.refits = Some(refits);
     }
 
     /// Applies priors that arrived since the last call; the run loop calls it between polls.
     pub fn apply_received_priors(&mut self) {
-        let received: Vec<Vec<(String, Prior)>> = match &self.refits {
-            Some(refits) => refits.try_iter().collect(),
+        let received = match &mut self.refits {
+            Some(refits) => refits.take_arrived(),
             None => return,
         };
         for priors in received {

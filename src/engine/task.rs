@@ -164,10 +164,10 @@ impl PartitionTask {
         self.state = state;
     }
 
-    /// Rebuilds the partition's vehicle clocks from its vehicles' latest record times (the
-    /// watermark they give never takes it back), and its review holds from their pending
-    /// reviews.
-    pub fn rebuild_clocks(&mut self, time: &TimeRules) {
+    /// Rebuilds what the partition derives from its vehicles after a restore: the vehicle
+    /// clocks from their latest record times (the watermark they give never takes it back),
+    /// and the review holds from their pending reviews.
+    pub fn rebuild_from_vehicles(&mut self, time: &TimeRules) {
         let latest: Vec<(String, i64)> = self
             .members
             .of(self.partition)

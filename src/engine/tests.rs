@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::generator::{FaultConfig, FirmwareRollout, Generator, GeneratorConfig};
 use crate::model::*;
 use crate::store::Store;
-use crate::stream::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource};
+use crate::stream::memory::{MemoryDeadLetters, MemoryOutputs, MemorySource, run_in_memory};
 use crate::stream::runner::{self, CommitPolicy, Sinks, StatusBoard};
 
 const HOUR: i64 = 3_600_000;
@@ -275,7 +275,7 @@ fn a_scheduled_refits_spread_applies_from_the_next_bin() {
         .collect();
     let mut e = engine_of_few();
     let (to_engine, refits) = std::sync::mpsc::channel();
-    e.receive_priors(refits);
+    e.receive_priors(Box::new(refits));
     feed(&mut e, &records[..20]);
     let shape = |e: &Engine| {
         let settings = e.detection_settings();
@@ -329,14 +329,8 @@ fn alerts_under(
     }
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let (_, alerts) = crate::stream::memory::run_in_memory(
-        &mut e,
-        records.iter().cloned(),
-        4,
-        &mut store,
-        50_000,
-    )
-    .unwrap();
+    let (_, alerts) =
+        run_in_memory(&mut e, records.iter().cloned(), 4, &mut store, 50_000).unwrap();
     alerts.alerts
 }
 
@@ -807,7 +801,7 @@ fn a_review_service_gives_exactly_the_in_stream_result() {
     let mut in_stream = engine().with_sampling(policy.clone());
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let (_, outputs) = crate::stream::memory::run_in_memory(
+    let (_, outputs) = run_in_memory(
         &mut in_stream,
         records.iter().cloned(),
         4,
@@ -981,14 +975,7 @@ fn fleet_critical_events_estimated_from_reviews_are_unbiased() {
             let mut e = engine().with_sampling(policy);
             let dir = tempfile::tempdir().unwrap();
             let mut store = Store::open(dir.path()).unwrap();
-            crate::stream::memory::run_in_memory(
-                &mut e,
-                records.iter().cloned(),
-                4,
-                &mut store,
-                50_000,
-            )
-            .unwrap();
+            run_in_memory(&mut e, records.iter().cloned(), 4, &mut store, 50_000).unwrap();
             ht_totals(&e)
         })
         .collect();
@@ -1022,9 +1009,7 @@ fn replays_reproduce_the_live_series_of_vehicles_and_of_a_cohort_new_mid_stream(
     let mut e = engine();
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let (_, outputs) =
-        crate::stream::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000)
-            .unwrap();
+    let (_, outputs) = run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
     let settings = e.detection_settings().clone();
     let vehicles = e.vehicles().snapshot();
     let mut compared = 0;
@@ -1270,9 +1255,7 @@ fn a_firmware_rollouts_rise_is_the_firmware_cohorts_not_its_models() {
     let mut e = engine();
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let (_, outputs) =
-        crate::stream::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000)
-            .unwrap();
+    let (_, outputs) = run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
     let opened: Vec<&str> = outputs
         .alerts
         .iter()
@@ -1319,8 +1302,7 @@ fn the_fleet_a_restored_partition_compares_with_is_the_live_ones() {
     let mut e = engine();
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    crate::stream::memory::run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000)
-        .unwrap();
+    run_in_memory(&mut e, records.into_iter(), 4, &mut store, 50_000).unwrap();
     let settings = e.detection_settings().clone();
     let vehicles = e.vehicles().snapshot();
     assert_eq!(e.source_states().count(), 4);

@@ -267,13 +267,7 @@ impl Fleet {
             } else {
                 Severity::Medium
             };
-            let safety = SafetyEvent {
-                event_id: next_id('e'),
-                trip_id: Cow::Owned(trip_id.clone()),
-                event_type,
-                severity,
-                speed_kph: rng.random_range(10.0..120.0),
-            };
+            let safety = safety_event(rng, next_id('e'), &trip_id, event_type, severity);
             out.push(event(at(rng), Payload::Safety(safety)));
         }
         for _ in 0..poisson(rng, rates.critical * risk * hours) {
@@ -285,13 +279,7 @@ impl Fleet {
                     ((EventType::HardBrake, Severity::High), 0.2),
                 ],
             );
-            let safety = SafetyEvent {
-                event_id: next_id('e'),
-                trip_id: Cow::Owned(trip_id.clone()),
-                event_type,
-                severity,
-                speed_kph: rng.random_range(10.0..120.0),
-            };
+            let safety = safety_event(rng, next_id('e'), &trip_id, event_type, severity);
             out.push(event(at(rng), Payload::Safety(safety)));
         }
         if mode == DrivingMode::Autonomous {
@@ -390,6 +378,23 @@ struct DayRates<'a> {
     /// Disengagements per autonomous hour.
     disengagement: f64,
     trip_minutes: Gamma<f64>,
+}
+
+/// A safety event of a trip: its speed is drawn from `rng` (before the event's time is).
+fn safety_event(
+    rng: &mut DayRng,
+    event_id: Cow<'static, str>,
+    trip_id: &str,
+    event_type: EventType,
+    severity: Severity,
+) -> SafetyEvent<'static> {
+    SafetyEvent {
+        event_id,
+        trip_id: Cow::Owned(trip_id.to_string()),
+        event_type,
+        severity,
+        speed_kph: rng.random_range(10.0..120.0),
+    }
 }
 
 /// Relative risk of a stratum (road type x weather x night) against clear daytime rural roads.

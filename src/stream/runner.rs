@@ -644,6 +644,13 @@ pub fn run(
     result
 }
 
+/// Refits' priors sent from their thread: what [`Engine::receive_priors`] takes.
+impl crate::engine::PriorsInbox for mpsc::Receiver<Vec<(String, crate::engine::Prior)>> {
+    fn take_arrived(&mut self) -> Vec<Vec<(String, crate::engine::Prior)>> {
+        self.try_iter().collect()
+    }
+}
+
 /// The loop proper: poll, process, dead-letter, and start commits at the commit points.
 #[allow(clippy::too_many_arguments)]
 fn consume(
