@@ -425,16 +425,46 @@ fn hazard_ratio_summary(
     })
 }
 
+/// How a detector's state is written ([`FleetDetector::encode_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateForm {
+    /// Counts in fixed little-endian width, every exposure an f64: what safetel wrote first, and
+    /// what snapshots digest so that every release's compare.
+    Fixed,
+    /// Counts as unsigned varints, every exposure an f64.
+    Varint,
+    /// As [`StateForm::Varint`], and a guarded bin's exposure that is a whole number of
+    /// milliseconds in hours (what a vehicle series sees: [`EXPOSURE_UNITS_PER_HOUR`]) as that
+    /// number, a varint (~4 bytes instead of 8), exactly.
+    Compact,
+}
+
+/// Vehicle series measure exposure in hours from whole milliseconds (`ms / 3,600,000`).
+pub const EXPOSURE_UNITS_PER_HOUR: f64 = 3_600_000.0;
+
+/// `exposure` as whole milliseconds, if it is exactly `ms / 3,600,000` for some `ms` (a cohort
+/// series' expected counts are not).
+fn whole_units(exposure: f64) -> Option<u64> {
+    let units = (exposure * EXPOSURE_UNITS_PER_HOUR).round();
+    if !(0.0..=(1u64 << 53) as f64).contains(&units) {
+        return None;
+    }
+    let units = units as u64;
+    ((units as f64 / EXPOSURE_UNITS_PER_HOUR).to_bits() == exposure.to_bits()).then_some(units)
+}
+
 impl FleetDetector {
-    /// Appends the state (not the parameters) in a compact binary form: counts as unsigned
-    /// varints (most are small), the exposures and log weights as they are (f64, exact).
+    /// Appends the state (not the parameters) in a compact binary form
+    /// ([`StateForm::Compact`]): counts as unsigned varints (most are small), the guarded bins'
+    /// exposures as whole milliseconds where they are, the other exposures and the log weights
+    /// as they are (f64, exact).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        self.encode_as(false, out);
+        self.encode_as(StateForm::Compact, out);
     }
 
-    /// [`FleetDetector::encode`], or with `fixed` the earlier form (counts in fixed
-    /// little-endian width), which snapshots digest so that every release's compare.
-    pub fn encode_as(&self, fixed: bool, out: &mut Vec<u8>) {
+    /// [`FleetDetector::encode`] in any of the forms safetel has written.
+    pub fn encode_as(&self, form: StateForm, out: &mut Vec<u8>) {
+        let fixed = form == StateForm::Fixed;
         let u64_to = |n: u64, out: &mut Vec<u8>| match fixed {
             true => out.extend_from_slice(&n.to_le_bytes()),
             false => put_varint(n, out),
@@ -448,8 +478,25 @@ impl FleetDetector {
         u64_to(self.old_bins, out);
         u32_to(self.guard.len() as u32, out);
         for bin in &self.guard {
-            u64_to(bin.events(), out);
-            out.extend_from_slice(&bin.exposure().to_le_bytes());
+            let whole = match form {
+                StateForm::Compact => whole_units(bin.exposure()),
+                StateForm::Fixed | StateForm::Varint => None,
+            };
+            match (form, whole) {
+                // The events, shifted, say which form the exposure takes.
+                (StateForm::Compact, Some(units)) => {
+                    put_varint(bin.events() << 1 | 1, out);
+                    put_varint(units, out);
+                }
+                (StateForm::Compact, None) => {
+                    put_varint(bin.events() << 1, out);
+                    out.extend_from_slice(&bin.exposure().to_le_bytes());
+                }
+                _ => {
+                    u64_to(bin.events(), out);
+                    out.extend_from_slice(&bin.exposure().to_le_bytes());
+                }
+            }
         }
         for (ln_w, seg) in self.ln_sr.iter().zip(&self.segments) {
             out.extend_from_slice(&ln_w.to_le_bytes());
@@ -460,14 +507,15 @@ impl FleetDetector {
         }
     }
 
-    /// Reads what [`FleetDetector::encode`] wrote from the front of `bytes` (`fixed`: the
-    /// earlier form, every count in fixed little-endian width); returns the rest. With a
-    /// shorter guard than the state has, the oldest guarded bins enter the baseline.
+    /// Reads what [`FleetDetector::encode_as`] wrote in `form` from the front of `bytes`;
+    /// returns the rest. With a shorter guard than the state has, the oldest guarded bins enter
+    /// the baseline.
     pub fn decode(
         params: FleetRelativeParams,
         bytes: &[u8],
-        fixed: bool,
+        form: StateForm,
     ) -> Result<(FleetDetector, &[u8]), StateDecodeError> {
+        let fixed = form == StateForm::Fixed;
         let mut d = FleetDetector::new(params).map_err(|_| StateDecodeError("parameters"))?;
         let mut r = StateReader(bytes);
         let u64_of = |r: &mut StateReader<'_>| match fixed {
@@ -486,9 +534,21 @@ impl FleetDetector {
             return Err(StateDecodeError("guard count"));
         }
         for _ in 0..guarded {
-            let events = u64_of(&mut r)?;
-            d.guard
-                .push_back(GuardedBin::new(events, f64::from_le_bytes(r.take()?)));
+            let (events, exposure) = match form {
+                StateForm::Compact => {
+                    let tagged = r.varint()?;
+                    let exposure = if tagged & 1 == 1 {
+                        r.varint()? as f64 / EXPOSURE_UNITS_PER_HOUR
+                    } else {
+                        f64::from_le_bytes(r.take()?)
+                    };
+                    (tagged >> 1, exposure)
+                }
+                StateForm::Fixed | StateForm::Varint => {
+                    (u64_of(&mut r)?, f64::from_le_bytes(r.take()?))
+                }
+            };
+            d.guard.push_back(GuardedBin::new(events, exposure));
         }
         for i in 0..GRID {
             d.ln_sr[i] = f64::from_le_bytes(r.take()?);

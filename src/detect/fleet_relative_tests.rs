@@ -126,7 +126,7 @@ fn the_state_survives_encoding_and_restarts_forget_the_change_only() {
     let mut bytes = Vec::new();
     live.encode(&mut bytes);
     bytes.extend_from_slice(b"rest");
-    let (mut restored, rest) = FleetDetector::decode(params, &bytes, false).unwrap();
+    let (mut restored, rest) = FleetDetector::decode(params, &bytes, StateForm::Compact).unwrap();
     assert_eq!(rest, b"rest");
     assert_eq!(restored, live);
     for &(y, x) in &data[60..] {
@@ -141,7 +141,7 @@ fn the_state_survives_encoding_and_restarts_forget_the_change_only() {
         "the change statistic forgot the bins before the restart"
     );
     assert!(after.p_regression < 0.05, "{after:?}");
-    assert!(FleetDetector::decode(params, &bytes[..10], false).is_err());
+    assert!(FleetDetector::decode(params, &bytes[..10], StateForm::Compact).is_err());
 }
 
 /// The default fleet (config/fleet.toml) per vehicle and day: 3 trips of ~40 minutes, 2 h, at
@@ -338,5 +338,69 @@ fn a_fivefold_rise_for_thirty_days_is_caught_nearly_as_often_as_the_data_allow()
             "{name}: {detected} against the oracle's {oracle}"
         );
         assert!(null <= 0.01, "{name}: null alarms {null}");
+    }
+}
+
+#[test]
+fn the_compact_form_keeps_every_exposure_exactly_and_writes_whole_milliseconds_shorter() {
+    // A vehicle series sees hours from whole milliseconds; a cohort series sees expected
+    // counts, which are not. Both, and a mix (with zero exposure), must read back bit for bit,
+    // and the vehicle's state must be shorter than in the varint form (8-byte exposures).
+    let params = FleetRelativeParams::default();
+    let fleet = Baseline {
+        shape: 2.0,
+        rate: 200.0,
+    };
+    let mut rng = StdRng::seed_from_u64(31);
+    let vehicle: Vec<(u64, f64)> = (0..45)
+        .map(|t| {
+            let ms: u64 = if t % 9 == 0 {
+                0
+            } else {
+                rng.random_range(0..40_000_000)
+            };
+            (rng.random_range(0..3), ms as f64 / EXPOSURE_UNITS_PER_HOUR)
+        })
+        .collect();
+    let cohort: Vec<(u64, f64)> = (0..45)
+        .map(|_| (rng.random_range(0..30), rng.random_range(0.0..12.0)))
+        .collect();
+    let mixed: Vec<(u64, f64)> = vehicle
+        .iter()
+        .zip(&cohort)
+        .flat_map(|(v, c)| [*v, *c])
+        .collect();
+    for (name, bins) in [
+        ("vehicle", &vehicle),
+        ("cohort", &cohort),
+        ("mixed", &mixed),
+    ] {
+        let mut live = FleetDetector::new(params).unwrap();
+        for &(y, x) in bins {
+            live.update(y, x, fleet);
+        }
+        let (mut compact, mut varint) = (Vec::new(), Vec::new());
+        live.encode_as(StateForm::Compact, &mut compact);
+        live.encode_as(StateForm::Varint, &mut varint);
+        for (form, bytes) in [(StateForm::Compact, &compact), (StateForm::Varint, &varint)] {
+            let (read, rest) = FleetDetector::decode(params, bytes, form).unwrap();
+            assert!(rest.is_empty(), "{name} {form:?}");
+            assert_eq!(read, live, "{name} {form:?}");
+        }
+        if name == "vehicle" {
+            // 30 guarded bins, each exposure at most 4 bytes instead of 8.
+            assert!(
+                compact.len() + 4 * 30 <= varint.len(),
+                "{} vs {}",
+                compact.len(),
+                varint.len()
+            );
+        } else if name == "cohort" {
+            assert_eq!(
+                compact.len(),
+                varint.len(),
+                "the same bytes where no exposure is whole"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::detect::fleet_relative::{FleetDetector, FleetRelativeParams, StateReader};
+use crate::detect::fleet_relative::{FleetDetector, FleetRelativeParams, StateForm, StateReader};
 use crate::detect::{Episode, EpisodeTracker, HazardRatioSummary, StateDecodeError};
 use crate::model::{ByClass, HazardClass};
 
@@ -49,20 +49,29 @@ impl Series {
 
 /// The first byte of an encoded series list: the fleet-relative detector's state. Series written
 /// by the earlier self-baseline detector start with their count (1 or 2) instead.
-/// The detector's counts as varints ([`FleetDetector::encode`]).
-pub const SERIES_FORMAT: u8 = 0xF3;
+/// The detector's state in its compact form ([`StateForm::Compact`], [`FleetDetector::encode`]).
+pub const SERIES_FORMAT: u8 = 0xF4;
 
-/// The same, with the detector's counts in fixed width (what safetel wrote before 0xF3): read.
+/// The same, with every guarded exposure an f64 ([`StateForm::Varint`]; what safetel wrote
+/// before 0xF4): read.
+pub const SERIES_FORMAT_VARINT: u8 = 0xF3;
+
+/// The same, with the detector's counts in fixed width (what safetel wrote before 0xF3): read,
+/// and what snapshots digest.
 pub const SERIES_FORMAT_FIXED: u8 = 0xF2;
 
-/// Whether `bytes` hold series of the current format (else: of an earlier safetel, not usable).
+/// Whether `bytes` hold series of a format this safetel reads (else: of the earlier
+/// self-baseline detector, not usable).
 pub fn is_current_series(bytes: &[u8]) -> bool {
-    matches!(bytes.first(), Some(&SERIES_FORMAT | &SERIES_FORMAT_FIXED))
+    matches!(
+        bytes.first(),
+        Some(&SERIES_FORMAT | &SERIES_FORMAT_VARINT | &SERIES_FORMAT_FIXED)
+    )
 }
 
 /// Appends the series of one key (every class) in a compact binary form.
 pub fn encode_series(series: &ByClass<Series>, out: &mut Vec<u8>) {
-    encode_series_as(series, false, out);
+    encode_series_as(series, StateForm::Compact, out);
 }
 
 /// `bytes` (series of either format) in the fixed-width form: what a snapshot digests, so that
@@ -75,15 +84,15 @@ pub fn fixed_form(bytes: &[u8]) -> Option<Vec<u8>> {
     };
     let series = decode_series(params, bytes).ok()?;
     let mut out = Vec::with_capacity(bytes.len() * 2);
-    encode_series_as(&series, true, &mut out);
+    encode_series_as(&series, StateForm::Fixed, &mut out);
     Some(out)
 }
 
-fn encode_series_as(series: &ByClass<Series>, fixed: bool, out: &mut Vec<u8>) {
-    out.push(if fixed {
-        SERIES_FORMAT_FIXED
-    } else {
-        SERIES_FORMAT
+fn encode_series_as(series: &ByClass<Series>, form: StateForm, out: &mut Vec<u8>) {
+    out.push(match form {
+        StateForm::Fixed => SERIES_FORMAT_FIXED,
+        StateForm::Varint => SERIES_FORMAT_VARINT,
+        StateForm::Compact => SERIES_FORMAT,
     });
     out.push(HazardClass::COUNT as u8);
     for s in series.values() {
@@ -99,7 +108,7 @@ fn encode_series_as(series: &ByClass<Series>, fixed: bool, out: &mut Vec<u8>) {
                 out.extend_from_slice(&e.bins_below.to_le_bytes());
             }
         }
-        s.detector.encode_as(fixed, out);
+        s.detector.encode_as(form, out);
     }
     // Then each series' last closed bin (what the pages show of it until the next closes).
     for s in series.values() {
@@ -115,9 +124,10 @@ pub fn decode_series(
     bytes: &[u8],
 ) -> Result<ByClass<Series>, StateDecodeError> {
     let mut reader = StateReader(bytes);
-    let fixed = match reader.take::<1>()?[0] {
-        SERIES_FORMAT => false,
-        SERIES_FORMAT_FIXED => true,
+    let form = match reader.take::<1>()?[0] {
+        SERIES_FORMAT => StateForm::Compact,
+        SERIES_FORMAT_VARINT => StateForm::Varint,
+        SERIES_FORMAT_FIXED => StateForm::Fixed,
         _ => return Err(StateDecodeError("series of an earlier detector")),
     };
     let count = reader.take::<1>()?[0];
@@ -138,7 +148,7 @@ pub fn decode_series(
             }),
             _ => return Err(StateDecodeError("episode flag")),
         };
-        let (detector, rest) = FleetDetector::decode(params, reader.0, fixed)?;
+        let (detector, rest) = FleetDetector::decode(params, reader.0, form)?;
         reader.0 = rest;
         out.push(Series {
             detector,
@@ -242,8 +252,8 @@ mod series_codec_tests {
         Series::new(FleetRelativeParams::default(), start_ms)
     }
 
-    /// Series fed a few weeks of bins are stored compactly, read back the same from either
-    /// form, and digest alike ([`fixed_form`]) whichever form stored them.
+    /// Series fed a few weeks of bins are stored compactly, read back the same from every
+    /// form safetel has written, and digest alike ([`fixed_form`]) whichever form stored them.
     #[test]
     fn series_in_the_compact_form_read_as_the_fixed_form_did() {
         let mut series = ByClass::from_fn(|class| fresh(1_000 * class.index() as i64));
@@ -259,9 +269,14 @@ mod series_codec_tests {
         }
         let mut compact = Vec::new();
         encode_series(&series, &mut compact);
-        let mut fixed = Vec::new();
-        encode_series_as(&series, true, &mut fixed);
-        assert_eq!(fixed[0], SERIES_FORMAT_FIXED);
+        let (mut varint, mut fixed) = (Vec::new(), Vec::new());
+        encode_series_as(&series, StateForm::Varint, &mut varint);
+        encode_series_as(&series, StateForm::Fixed, &mut fixed);
+        assert_eq!(
+            [compact[0], varint[0], fixed[0]],
+            [SERIES_FORMAT, SERIES_FORMAT_VARINT, SERIES_FORMAT_FIXED]
+        );
+        assert!(compact.len() < varint.len() && varint.len() < fixed.len());
         assert!(
             compact.len() * 4 < fixed.len() * 3,
             "{} vs {} bytes",
@@ -269,7 +284,7 @@ mod series_codec_tests {
             fixed.len()
         );
         let params = FleetRelativeParams::default();
-        for bytes in [&compact, &fixed] {
+        for bytes in [&compact, &varint, &fixed] {
             assert!(is_current_series(bytes));
             let read = decode_series(params, bytes).unwrap();
             for (class, s) in read.iter() {
