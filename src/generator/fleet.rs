@@ -154,8 +154,15 @@ impl Fleet {
         self.start_ms + i64::from(day) * DAY_MS
     }
 
-    /// All telemetry of one vehicle on one day, in the order generated (not in time order).
-    pub fn vehicle_day(&self, vehicle: &Vehicle, day: u32, out: &mut Vec<TelemetryEvent<'static>>) {
+    /// All telemetry of one vehicle on one day, in the order generated (not in time order): the
+    /// whole day at once, which the hourly stream is checked against.
+    #[cfg(test)]
+    pub(crate) fn vehicle_day(
+        &self,
+        vehicle: &Vehicle,
+        day: u32,
+        out: &mut Vec<TelemetryEvent<'static>>,
+    ) {
         let mut starts = Vec::new();
         let mut rng = self.plan_day(vehicle, day, &mut starts);
         let mut free_from = self.day_start(day);
