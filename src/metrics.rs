@@ -79,6 +79,9 @@ pub struct Metrics {
     pub partitions_restored: IntCounter,
     /// Changelog records read into the state store by those restores.
     pub changelog_records_restored: IntCounter,
+    /// Bytes (keys and values, before the producer compresses them) state commits sent to the
+    /// changelog topics, by column family (and `cohort-reports`, `group-view`).
+    pub changelog_bytes: IntCounterVec,
     /// Facts (local, the warehouse's input) rebuilt from the input topic after those restores,
     /// and those the input topic no longer held.
     pub facts_rebuilt: IntCounter,
@@ -367,6 +370,14 @@ impl Metrics {
                 "Changelog records read into the state store by partition restores",
             )
             .expect("valid metric"),
+            changelog_bytes: IntCounterVec::new(
+                Opts::new(
+                    "safetel_changelog_bytes_total",
+                    "Bytes (keys and values, before compression) state commits sent to the changelog topics, by column family",
+                ),
+                &["family"],
+            )
+            .expect("valid metric"),
             facts_rebuilt: IntCounter::new(
                 "safetel_facts_rebuilt_total",
                 "Facts rebuilt from the input topic for partitions restored from their changelog",
@@ -398,6 +409,7 @@ impl Metrics {
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.partitions_restored.clone()),
             Box::new(metrics.changelog_records_restored.clone()),
+            Box::new(metrics.changelog_bytes.clone()),
             Box::new(metrics.facts_rebuilt.clone()),
             Box::new(metrics.facts_missing.clone()),
             Box::new(metrics.source_outages.clone()),

@@ -30,10 +30,9 @@
 //! and exposure) against the baseline (docs/design.md §3's Beta formula, [`super::hazard_ratio`]).
 //! Pure: no IO, no clocks.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
+use super::guard_window::GuardWindow;
 use super::hazard_ratio::{GammaRate, HazardRatio};
 use super::{HazardRatioSummary, StateDecodeError};
 
@@ -134,32 +133,6 @@ pub fn opening_probability(params: &FleetRelativeParams, bins_per_false_alarm: f
     odds / (1.0 + odds)
 }
 
-/// One bin as the guard window remembers it, in 12 bytes: the window (30 bins a class) is the
-/// largest part of a vehicle's detector state, which memory holds for every vehicle.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C, packed(4))]
-struct GuardedBin {
-    exposure: f64,
-    events: u32,
-}
-
-impl GuardedBin {
-    fn new(events: u64, exposure: f64) -> GuardedBin {
-        GuardedBin {
-            exposure,
-            events: narrow(events),
-        }
-    }
-
-    fn events(self) -> u64 {
-        u64::from(self.events)
-    }
-
-    fn exposure(self) -> f64 {
-        self.exposure
-    }
-}
-
 /// A count held in 32 bits: a key's events in a bin, or in a segment of bins, stay far below
 /// 2^32 (at the extreme, the cap).
 fn narrow(count: u64) -> u32 {
@@ -191,8 +164,8 @@ pub struct FleetDetector {
     old_events: u64,
     old_exposure: f64,
     old_bins: u64,
-    /// The last `guard_bins` bins, oldest first.
-    guard: VecDeque<GuardedBin>,
+    /// The last `guard_bins` bins, oldest first, in the stored form.
+    guard: GuardWindow,
     /// ln W_t(rho) per grid point (-inf before any bin since the last restart).
     ln_sr: [f64; GRID],
     segments: [Segment; GRID],
@@ -223,7 +196,7 @@ impl FleetDetector {
             old_events: 0,
             old_exposure: 0.0,
             old_bins: 0,
-            guard: VecDeque::new(),
+            guard: GuardWindow::new(),
             ln_sr: [f64::NEG_INFINITY; GRID],
             segments: [NO_SEGMENT; GRID],
         })
@@ -246,7 +219,9 @@ impl FleetDetector {
         let guarded = self
             .guard
             .iter()
-            .fold((0, 0.0), |(y, x), b| (y + b.events(), x + b.exposure()));
+            .fold((0, 0.0), |(y, x), (events, exposure)| {
+                (y + u64::from(events), x + exposure)
+            });
         ((self.old_events, self.old_exposure), guarded)
     }
 
@@ -263,7 +238,7 @@ impl FleetDetector {
 
     /// Bytes this detector holds.
     pub fn state_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.guard.capacity() * std::mem::size_of::<GuardedBin>()
+        std::mem::size_of::<Self>() + self.guard.heap_bytes()
     }
 
     /// Forgets any change seen so far (after an episode resolves); the baseline stays.
@@ -307,14 +282,21 @@ impl FleetDetector {
                 }
             }
         }
-        self.guard.push_back(GuardedBin::new(events, x));
+        self.guard.push_back(narrow(events), x);
+        self.age_guarded_bins();
+        self.conclude(base, x)
+    }
+
+    /// Moves the bins past the guard window into the old sums.
+    fn age_guarded_bins(&mut self) {
         while self.guard.len() > self.params.guard_bins {
-            let aged = self.guard.pop_front().expect("longer than the guard");
-            self.old_events += aged.events();
-            self.old_exposure += aged.exposure();
+            let Some((events, exposure)) = self.guard.pop_front() else {
+                break;
+            };
+            self.old_events += u64::from(events);
+            self.old_exposure += exposure;
             self.old_bins += 1;
         }
-        self.conclude(base, x)
     }
 
     fn conclude(&self, base: Baseline, x: f64) -> FleetUpdate {
@@ -444,7 +426,7 @@ pub const EXPOSURE_UNITS_PER_HOUR: f64 = 3_600_000.0;
 
 /// `exposure` as whole milliseconds, if it is exactly `ms / 3,600,000` for some `ms` (a cohort
 /// series' expected counts are not).
-fn whole_units(exposure: f64) -> Option<u64> {
+pub(super) fn whole_units(exposure: f64) -> Option<u64> {
     let units = (exposure * EXPOSURE_UNITS_PER_HOUR).round();
     if !(0.0..=(1u64 << 53) as f64).contains(&units) {
         return None;
@@ -476,25 +458,13 @@ impl FleetDetector {
         u64_to(self.old_events, out);
         out.extend_from_slice(&self.old_exposure.to_le_bytes());
         u64_to(self.old_bins, out);
-        u32_to(self.guard.len() as u32, out);
-        for bin in &self.guard {
-            let whole = match form {
-                StateForm::Compact => whole_units(bin.exposure()),
-                StateForm::Fixed | StateForm::Varint => None,
-            };
-            match (form, whole) {
-                // The events, shifted, say which form the exposure takes.
-                (StateForm::Compact, Some(units)) => {
-                    put_varint(bin.events() << 1 | 1, out);
-                    put_varint(units, out);
-                }
-                (StateForm::Compact, None) => {
-                    put_varint(bin.events() << 1, out);
-                    out.extend_from_slice(&bin.exposure().to_le_bytes());
-                }
-                _ => {
-                    u64_to(bin.events(), out);
-                    out.extend_from_slice(&bin.exposure().to_le_bytes());
+        match form {
+            StateForm::Compact => self.guard.encode(out),
+            StateForm::Fixed | StateForm::Varint => {
+                u32_to(self.guard.len() as u32, out);
+                for (events, exposure) in self.guard.iter() {
+                    u64_to(u64::from(events), out);
+                    out.extend_from_slice(&exposure.to_le_bytes());
                 }
             }
         }
@@ -529,27 +499,21 @@ impl FleetDetector {
         d.old_events = u64_of(&mut r)?;
         d.old_exposure = f64::from_le_bytes(r.take()?);
         d.old_bins = u64_of(&mut r)?;
-        let guarded = u32_of(&mut r)?;
-        if guarded as usize > r.0.len() {
-            return Err(StateDecodeError("guard count"));
-        }
-        for _ in 0..guarded {
-            let (events, exposure) = match form {
-                StateForm::Compact => {
-                    let tagged = r.varint()?;
-                    let exposure = if tagged & 1 == 1 {
-                        r.varint()? as f64 / EXPOSURE_UNITS_PER_HOUR
-                    } else {
-                        f64::from_le_bytes(r.take()?)
-                    };
-                    (tagged >> 1, exposure)
+        d.guard = match form {
+            StateForm::Compact => GuardWindow::decode(&mut r)?,
+            StateForm::Fixed | StateForm::Varint => {
+                let guarded = u32_of(&mut r)?;
+                if guarded as usize > r.0.len() {
+                    return Err(StateDecodeError("guard count"));
                 }
-                StateForm::Fixed | StateForm::Varint => {
-                    (u64_of(&mut r)?, f64::from_le_bytes(r.take()?))
+                let mut window = GuardWindow::new();
+                for _ in 0..guarded {
+                    let events = narrow(u64_of(&mut r)?);
+                    window.push_back(events, f64::from_le_bytes(r.take()?));
                 }
-            };
-            d.guard.push_back(GuardedBin::new(events, exposure));
-        }
+                window
+            }
+        };
         for i in 0..GRID {
             d.ln_sr[i] = f64::from_le_bytes(r.take()?);
             d.segments[i] = Segment {
@@ -559,12 +523,7 @@ impl FleetDetector {
                 exposure: f64::from_le_bytes(r.take()?),
             };
         }
-        while d.guard.len() > params.guard_bins {
-            let aged = d.guard.pop_front().expect("longer than the guard");
-            d.old_events += aged.events();
-            d.old_exposure += aged.exposure();
-            d.old_bins += 1;
-        }
+        d.age_guarded_bins();
         Ok((d, r.0))
     }
 }

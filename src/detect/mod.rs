@@ -11,6 +11,7 @@
 pub mod calibration;
 pub mod episode;
 pub mod fleet_relative;
+mod guard_window;
 pub mod hazard_ratio;
 mod run_length;
 
