@@ -3,7 +3,8 @@
 //! (from the generator's own record of what it sent and disturbed), consumer lag (0 once all is
 //! committed), bins closed (from each vehicle's detectors in the API), alerts by status (read back
 //! from the regressions topic with apache-avro), commits and their durations, and the refit's
-//! duration, R-hat and ESS (equal to the model run it recorded, served by /api/diagnostics).
+//! duration, R-hat and ESS (equal to the model run it recorded, served by /api/diagnostics),
+//! and the changelog bytes by column family (the changelog topics read back).
 //! Also: `run` serves the dashboard pages from the same state.
 #![cfg(feature = "kafka-tests")]
 
@@ -222,6 +223,51 @@ fn every_stage_metric_is_exposed_with_the_value_it_should_have() {
         commits
     );
     assert!(expect(&metrics, "safetel_commit_duration_seconds_sum") > 0.0);
+
+    // Changelog bytes by column family: the changelog topics, read back (committed
+    // transactions only: librdkafka's default), hold what the metric counted (keys and values
+    // as sent, before compression), between a reading of it before and one after.
+    let sent = |family: &str| {
+        let metrics = http_get(run.port, "/metrics").unwrap().1;
+        metric_value(
+            &metrics,
+            &format!("safetel_changelog_bytes_total{{family=\"{family}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let before: BTreeMap<&str, f64> = safetel::store::PARTITIONED
+        .iter()
+        .map(|family| (*family, sent(family)))
+        .collect();
+    let mut on_topics: BTreeMap<&str, f64> = BTreeMap::new();
+    for topic in ["state-changelog", "cohort-changelog"] {
+        let reader = topic_reader(&names, &format!("{}.{topic}", names.group));
+        for (key, value) in read_until_quiet(&reader, Duration::from_secs(3), TIMEOUT) {
+            let family = safetel::store::PARTITIONED[usize::from(key[0])];
+            *on_topics.entry(family).or_default() += (key.len() + value.len()) as f64;
+        }
+    }
+    for family in [
+        "vehicles",
+        "bins",
+        "series",
+        "timeline",
+        "positions",
+        "cohorts",
+    ] {
+        assert!(
+            on_topics.get(family).is_some_and(|b| *b > 0.0),
+            "{family}: {on_topics:?}"
+        );
+    }
+    for (family, bytes) in &on_topics {
+        let after = sent(family);
+        assert!(
+            before[family] <= *bytes && *bytes <= after,
+            "{family}: {} <= {bytes} <= {after}",
+            before[family]
+        );
+    }
 
     // The refit: its duration, R-hat and ESS are those of the model run it recorded.
     assert_eq!(diagnostics["available"], true);

@@ -107,8 +107,8 @@ fn class_view(sources: &Sources<'_>, kind: KeyKind, key: &str, class: HazardClas
     let base = series
         .as_ref()
         .map_or(baseline, |s| s.detector.posterior_baseline(baseline));
-    let last = series.as_ref().and_then(|s| s.last);
-    let hr = last.and_then(|l| l.hazard_ratio);
+    let last = series.as_ref().and_then(|s| s.last.as_ref());
+    let hr = last.and_then(|l| l.hazard_ratio.as_deref().copied());
     let source = match kind {
         KeyKind::Vehicle => sources.settings.fleet_shape_source[class],
         KeyKind::Cohort => "members",

@@ -244,7 +244,10 @@ pub fn episode_data(sources: &Sources<'_>, id: &str) -> Option<EpisodeDetail> {
     };
     let before = base.rate();
     let after = base.after_onset(latest.events_after as u64, latest.exposure_after);
-    let p_open = series.as_ref().and_then(|s| s.last).map(|l| l.p_open);
+    let p_open = series
+        .as_ref()
+        .and_then(|s| s.last.as_ref())
+        .map(|l| l.p_open);
     Some(EpisodeDetail {
         episode: EpisodeRow::of(&episode),
         alerts: episode
@@ -416,7 +419,7 @@ pub fn history_rows(
                 p_regression: b.map(|b| b.p_regression),
                 p_open: b.map(|b| b.p_open),
                 onset_bins: b.map(|b| b.onset_bins),
-                hr_median: b.and_then(|b| b.hazard_ratio.map(|h| h.median)),
+                hr_median: b.and_then(|b| b.hazard_ratio.as_ref().map(|h| h.median)),
             }
         })
         .collect()

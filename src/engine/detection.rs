@@ -425,7 +425,7 @@ impl Series {
             expected: update.expected,
             events,
             p_open: 1.0 / (1.0 + (-threshold).exp()),
-            hazard_ratio,
+            hazard_ratio: hazard_ratio.map(Box::new),
         });
         self.next_bin_ms += width;
         update
@@ -440,7 +440,7 @@ impl Series {
             && last.onset_bins > 0
             && last.p_regression >= HR_SHOWN_FROM_P
         {
-            last.hazard_ratio = self.detector.hazard_ratio(fleet);
+            last.hazard_ratio = self.detector.hazard_ratio(fleet).map(Box::new);
         }
     }
 }
@@ -726,7 +726,7 @@ fn replay(
         let fleet = baseline(bin);
         series.feed(settings, key, seen(bin), fleet, rule, &mut dropped);
         series.complete_last(fleet);
-        out.extend(series.last);
+        out.extend(series.last.clone());
     }
     out
 }

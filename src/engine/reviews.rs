@@ -101,7 +101,9 @@ impl ReviewDesk {
             exposure_hours: trip.duration_s / 3600.0,
             stratum,
             vehicle_rate: relative * a0 / b0,
-            p_regression: series.and_then(|s| s.last).map_or(0.0, |l| l.p_regression),
+            p_regression: series
+                .and_then(|s| s.last.as_ref())
+                .map_or(0.0, |l| l.p_regression),
         };
         let scale = match partition.sampling_scale {
             s if s > 0.0 => s,

@@ -9,7 +9,7 @@ use crate::detect::{Episode, EpisodeTracker, HazardRatioSummary, StateDecodeErro
 use crate::model::{ByClass, HazardClass};
 
 /// The last closed bin of a series, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastBin {
     pub bin_start_ms: i64,
     pub p_regression: f64,
@@ -22,7 +22,8 @@ pub struct LastBin {
     pub events: u64,
     /// P(regression) at which an episode opens for this key now.
     pub p_open: f64,
-    pub hazard_ratio: Option<HazardRatioSummary>,
+    /// Boxed: most bins have none, and every vehicle holds two last bins.
+    pub hazard_ratio: Option<Box<HazardRatioSummary>>,
 }
 
 /// The change-point series of one key and hazard class.
@@ -222,7 +223,7 @@ fn decode_last_bin(reader: &mut StateReader<'_>) -> Result<Option<LastBin>, Stat
         for v in &mut f {
             *v = f64::from_le_bytes(reader.take()?);
         }
-        Some(HazardRatioSummary {
+        Some(Box::new(HazardRatioSummary {
             median: f[0],
             low: f[1],
             high: f[2],
@@ -230,7 +231,7 @@ fn decode_last_bin(reader: &mut StateReader<'_>) -> Result<Option<LastBin>, Stat
             exposure_before: f[4],
             events_after: u64::from_le_bytes(reader.take()?),
             events_before: u64::from_le_bytes(reader.take()?),
-        })
+        }))
     };
     Ok(Some(LastBin {
         bin_start_ms,

@@ -192,6 +192,12 @@ pub enum StoreError {
 
 /// What RocksDB's memtables may take in all.
 const MEMTABLE_BUDGET_BYTES: usize = 32 << 20;
+/// Column families written by bin (event time), each bin spread over a partition's vehicles:
+/// the accepted records and the refit's timeline.
+const TIME_ORDERED: [&str; 2] = [CF_FACTS_BY_BIN, CF_TIMELINE];
+/// Level-0 files of those merged at a time (RocksDB's default is 4).
+const TIME_ORDERED_L0_FILES: i32 = 12;
+
 /// What RocksDB's block cache may take in all.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
@@ -245,6 +251,16 @@ impl Store {
             // Files that retention has filled with deletes are compacted soon, so the disk
             // follows the live state: at least half of any 1000 consecutive entries deleted.
             cf.add_compact_on_deletion_collector_factory(1000, 500, 0.5);
+            if TIME_ORDERED.contains(name) {
+                // Each flush of these spans the current bin of every vehicle of a partition,
+                // so it overlaps all the bin's earlier data in level 1: merged four files at a
+                // time, the bin is rewritten over and over, and more often the larger the fleet
+                // (its bin is larger). Merged twelve at a time, a third as often; only pages,
+                // the refit, the warehouse and restores read them (BENCHMARKS.md, fleet scale).
+                cf.set_level_zero_file_num_compaction_trigger(TIME_ORDERED_L0_FILES);
+                cf.set_level_zero_slowdown_writes_trigger(3 * TIME_ORDERED_L0_FILES);
+                cf.set_level_zero_stop_writes_trigger(4 * TIME_ORDERED_L0_FILES);
+            }
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db =
