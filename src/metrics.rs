@@ -448,6 +448,12 @@ impl Metrics {
         for outcome in ["converged", "not_converged"] {
             metrics.refit_runs.with_label_values(&[outcome]);
         }
+        for family in crate::store::PARTITIONED
+            .iter()
+            .chain(&["cohort-reports", "group-view"])
+        {
+            metrics.changelog_bytes.with_label_values(&[family]);
+        }
         for outcome in ["answered", "timed_out"] {
             metrics.review_results.with_label_values(&[outcome]);
         }
