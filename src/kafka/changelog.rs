@@ -721,8 +721,8 @@ fn transactional_producer(
             ("linger.ms", "5"),
             ("transaction.timeout.ms", "10000"),
             // A commit sends thousands of small records per changelog partition, keyed by
-            // partition and vehicle: LZ4 takes the changelog to about half the bytes for a
-            // fraction of a microsecond per record (BENCHMARKS.md, fleet scale).
+            // partition and vehicle: LZ4 takes what the broker stores from 46 to 27 bytes per
+            // input record (`run-peers`, BENCHMARKS.md, fleet scale).
             ("compression.type", "lz4"),
         ],
         &[
