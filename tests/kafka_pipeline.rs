@@ -113,7 +113,14 @@ fn fleet_through_the_broker_gives_exact_per_vehicle_counts_and_exposure() {
     let run = Running::start(&names, &dir.path().join("state"), &[]);
     run.wait_committed(records.len() as i64, PROCESS_TIMEOUT);
     assert_served_totals_match(run.port, &expected);
-    let metrics = http_get(run.port, "/metrics").unwrap().1;
+    // The lag comes from librdkafka's statistics, every second: a run that commits everything
+    // within the first has published none yet.
+    let metrics = wait_for("the consumer lag", Duration::from_secs(30), || {
+        let metrics = http_get(run.port, "/metrics")?.1;
+        metrics
+            .contains("safetel_consumer_lag_records{")
+            .then_some(metrics)
+    });
     for name in [
         "safetel_records_consumed_total{type=\"trip\"}",
         "safetel_commit_duration_seconds_count",
