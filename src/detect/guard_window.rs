@@ -110,7 +110,7 @@ fn encode_bin(events: u32, exposure: f64, out: &mut Vec<u8>) {
 }
 
 /// Reads one bin [`encode_bin`] wrote.
-pub fn read_bin(reader: &mut StateReader<'_>) -> Result<(u32, f64), StateDecodeError> {
+fn read_bin(reader: &mut StateReader<'_>) -> Result<(u32, f64), StateDecodeError> {
     let tagged = reader.varint()?;
     let exposure = if tagged & 1 == 1 {
         reader.varint()? as f64 / EXPOSURE_UNITS_PER_HOUR
